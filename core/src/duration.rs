@@ -1,0 +1,47 @@
+//! Durations on the command line and in config files: plain seconds (`3600`)
+//! or with a unit (`90s`, `15m`, `24h`, `7d`).
+
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid duration {0:?}: use seconds (3600) or a number with s, m, h or d (90s, 15m, 24h)")]
+pub struct DurationError(pub String);
+
+pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
+    let err = || DurationError(s.to_owned());
+    let s = s.trim();
+    let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = digits.parse().map_err(|_| err())?;
+    let mult = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return Err(err()),
+    };
+    n.checked_mul(mult).map(Duration::from_secs).ok_or_else(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_seconds_and_units() {
+        assert_eq!(parse_duration("3600"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86400)));
+        assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172800)));
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        for bad in ["", "h", "10x", "-5", "1.5h", "99999999999999999999"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+}

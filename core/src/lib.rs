@@ -1,0 +1,19 @@
+//! Signet's shared vocabulary: SPIFFE IDs, selectors, registration entries,
+//! X.509-SVID minting and validation, rotation timing and the `Clock`.
+//!
+//! No I/O and no async runtime here: the server and the agent bring those.
+#![forbid(unsafe_code)]
+
+pub mod clock;
+pub mod duration;
+pub mod entry;
+pub mod pem;
+pub mod rotation;
+pub mod selector;
+pub mod spiffe_id;
+pub mod x509;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use entry::RegistrationEntry;
+pub use selector::{Selector, SelectorError};
+pub use spiffe_id::{SpiffeId, SpiffeIdError, TrustDomain};
