@@ -1,1 +1,37 @@
-//! Shared fixtures for the end-to-end tests.
+//! Shared fixtures for the end-to-end tests: the real `signet-server` and
+//! `signet-agent` binaries started as child processes on temp dirs, free
+//! ports and private sockets, plus raw clients for what the `spiffe` crate
+//! cannot show (status codes, the Node API's authorization).
+//!
+//! Fixtures live here once; test files only say what a user would check.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod agent;
+pub mod bins;
+pub mod checks;
+pub mod node;
+pub mod process;
+pub mod server;
+pub mod wait;
+pub mod workload;
+
+pub use agent::TestAgent;
+pub use server::TestServer;
+
+/// The uid of the test process: entries for "the current user" use it.
+pub fn current_uid() -> u32 {
+    nix::unistd::getuid().as_raw()
+}
+
+/// A unix:uid selector matching the test process.
+pub fn my_uid_selector() -> String {
+    format!("unix:uid:{}", current_uid())
+}
+
+/// A server and one agent attested to it, both on their defaults except for
+/// paths and ports; `server_flags` are extra `signet-server run` flags.
+pub async fn start_pair(server_flags: &[&str]) -> (TestServer, TestAgent) {
+    let server = TestServer::start_with(server_flags).await;
+    let agent = TestAgent::start(&server).await;
+    (server, agent)
+}

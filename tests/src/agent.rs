@@ -1,0 +1,112 @@
+//! A real `signet-agent` attested to a `TestServer` with a join token,
+//! serving the Workload API on a private socket.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+use crate::bins::bins;
+use crate::process::Proc;
+use crate::server::TestServer;
+use crate::wait;
+
+pub struct TestAgent {
+    pub dir: TempDir,
+    pub data_dir: PathBuf,
+    pub socket_path: PathBuf,
+    pub server_addr: String,
+    pub trust_domain: String,
+    pub proc: Option<Proc>,
+    /// `spiffe://<td>/signet/agent/join_token/<token>` of the first attestation.
+    pub spiffe_id: String,
+}
+
+impl TestAgent {
+    /// Generates a join token, starts the agent with it and waits until its
+    /// Workload API answers.
+    pub async fn start(server: &TestServer) -> TestAgent {
+        let token = server.join_token();
+        let mut agent = Self::spawn(server, Some(&token));
+        agent.wait_healthy().await;
+        agent
+    }
+
+    /// Starts the agent without waiting; `token` None restarts from disk.
+    pub fn spawn(server: &TestServer, token: Option<&str>) -> TestAgent {
+        let dir = tempfile::Builder::new()
+            .prefix("sga")
+            .tempdir()
+            .expect("tempdir");
+        let mut agent = TestAgent {
+            data_dir: dir.path().join("data"),
+            socket_path: dir.path().join("api.sock"),
+            server_addr: server.addr.clone(),
+            trust_domain: server.trust_domain.clone(),
+            dir,
+            proc: None,
+            spiffe_id: token
+                .map(|t| server.id(&format!("/signet/agent/join_token/{t}")))
+                .unwrap_or_default(),
+        };
+        agent.launch(token);
+        agent
+    }
+
+    fn launch(&mut self, token: Option<&str>) {
+        let mut cmd = Command::new(&bins().agent);
+        cmd.arg("run")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--socket-path")
+            .arg(&self.socket_path)
+            .arg("--server-address")
+            .arg(&self.server_addr)
+            .arg("--trust-domain")
+            .arg(&self.trust_domain)
+            .arg("--insecure-bootstrap");
+        if let Some(t) = token {
+            cmd.arg("--join-token").arg(t);
+        }
+        self.proc = Some(Proc::spawn("signet-agent", cmd, self.dir.path()));
+    }
+
+    pub async fn wait_healthy(&mut self) {
+        let this = &*self;
+        wait::until(
+            "agent healthcheck",
+            Duration::from_secs(30),
+            || async move { this.cli(&["healthcheck"]).status.success().then_some(()) },
+        )
+        .await;
+    }
+
+    /// Graceful stop and start again from the data dir, without a token.
+    pub async fn restart(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.terminate();
+        }
+        self.launch(None);
+        self.wait_healthy().await;
+    }
+
+    /// Runs `signet-agent <args> --socket-path <ours>`.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(&bins().agent)
+            .args(args)
+            .arg("--socket-path")
+            .arg(&self.socket_path)
+            .output()
+            .expect("run signet-agent cli")
+    }
+
+    /// `unix:///...`, as SPIFFE clients take it.
+    pub fn endpoint(&self) -> String {
+        format!("unix://{}", self.socket_path.display())
+    }
+
+    pub fn log_text(&self) -> String {
+        self.proc.as_ref().map(Proc::log_text).unwrap_or_default()
+    }
+}

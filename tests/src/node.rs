@@ -1,0 +1,98 @@
+//! A raw Node API client with a chosen client certificate, to check what the
+//! server refuses (entries of other agents, foreign CAs, mismatched CSRs).
+
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use signet_proto::node::node_client::NodeClient;
+use tonic::transport::{Channel, Endpoint};
+
+/// Trusts any server: these tests are about what the *server* accepts.
+#[derive(Debug)]
+struct AnyServer(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for AnyServer {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Connects to the Node API at `addr`, presenting `chain` (DER, leaf first)
+/// with `pkcs8_key`, or no client certificate when `chain` is empty.
+pub async fn node_client(addr: &str, chain: &[Vec<u8>], pkcs8_key: &[u8]) -> NodeClient<Channel> {
+    try_node_client(addr, chain, pkcs8_key)
+        .await
+        .expect("connect to the Node API")
+}
+
+/// Like [`node_client`], but a failed connection (e.g. a refused TLS
+/// handshake) is returned, not a panic.
+pub async fn try_node_client(
+    addr: &str,
+    chain: &[Vec<u8>],
+    pkcs8_key: &[u8],
+) -> Result<NodeClient<Channel>, tonic::transport::Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyServer(provider)));
+    let mut config = if chain.is_empty() {
+        builder.with_no_client_auth()
+    } else {
+        let certs = chain
+            .iter()
+            .map(|c| CertificateDer::from(c.clone()))
+            .collect();
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pkcs8_key.to_vec()));
+        builder
+            .with_client_auth_cert(certs, key)
+            .expect("client cert")
+    };
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let addr = addr.to_string();
+    let channel: Channel = Endpoint::from_shared(format!("https://{addr}"))
+        .expect("endpoint")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let connector = connector.clone();
+            let addr = addr.clone();
+            async move {
+                let tcp = tokio::net::TcpStream::connect(&addr).await?;
+                let name = ServerName::try_from("signet-server").expect("name");
+                let tls = connector.connect(name, tcp).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
+            }
+        }))
+        .await?;
+    Ok(NodeClient::new(channel))
+}

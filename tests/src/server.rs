@@ -1,0 +1,171 @@
+//! A real `signet-server` on a temp data dir, a free port and a private
+//! admin socket, driven through its own CLI.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+use crate::bins::bins;
+use crate::process::Proc;
+use crate::wait;
+
+pub struct TestServer {
+    pub dir: TempDir,
+    pub data_dir: PathBuf,
+    pub admin_socket: PathBuf,
+    pub addr: String,
+    pub trust_domain: String,
+    extra_args: Vec<String>,
+    pub proc: Option<Proc>,
+}
+
+impl TestServer {
+    /// Starts a server on defaults except for paths and port.
+    pub async fn start() -> TestServer {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts a server with extra `run` flags (e.g. `--default-x509-svid-ttl 6s`).
+    pub async fn start_with(extra: &[&str]) -> TestServer {
+        let dir = tempfile::Builder::new()
+            .prefix("sgs")
+            .tempdir()
+            .expect("tempdir");
+        let mut s = TestServer {
+            data_dir: dir.path().join("data"),
+            admin_socket: dir.path().join("admin.sock"),
+            addr: format!("127.0.0.1:{}", wait::free_port()),
+            trust_domain: "example.org".into(),
+            extra_args: extra.iter().map(|s| s.to_string()).collect(),
+            dir,
+            proc: None,
+        };
+        s.launch().await;
+        s
+    }
+
+    async fn launch(&mut self) {
+        let mut cmd = Command::new(&bins().server);
+        cmd.arg("run")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--admin-socket")
+            .arg(&self.admin_socket)
+            .arg("--bind")
+            .arg(&self.addr)
+            .arg("--trust-domain")
+            .arg(&self.trust_domain)
+            .args(&self.extra_args);
+        self.proc = Some(Proc::spawn("signet-server", cmd, self.dir.path()));
+        self.wait_healthy().await;
+    }
+
+    pub async fn wait_healthy(&mut self) {
+        let this = &*self;
+        wait::until(
+            "server healthcheck",
+            Duration::from_secs(30),
+            || async move {
+                let out = this.cli(&["healthcheck"]);
+                out.status.success().then_some(())
+            },
+        )
+        .await;
+    }
+
+    /// Graceful stop (SIGTERM) and start again on the same data dir and port.
+    pub async fn restart(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.terminate();
+        }
+        self.launch().await;
+    }
+
+    /// kill -9 and start again.
+    pub async fn crash_and_restart(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill9();
+        }
+        let _ = std::fs::remove_file(&self.admin_socket);
+        self.launch().await;
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.terminate();
+        }
+    }
+
+    /// Runs `signet-server <args> --admin-socket <ours>`.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(&bins().server)
+            .args(args)
+            .arg("--admin-socket")
+            .arg(&self.admin_socket)
+            .output()
+            .expect("run signet-server cli")
+    }
+
+    /// Like `cli`, but panics with stderr when the command fails; returns stdout.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "signet-server {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    pub fn join_token(&self) -> String {
+        self.cli_ok(&["token", "generate"])
+    }
+
+    /// `entry create`; returns the entry id.
+    pub fn create_entry(
+        &self,
+        spiffe_id: &str,
+        parent_id: &str,
+        selectors: &[&str],
+        extra: &[&str],
+    ) -> String {
+        let mut args = vec![
+            "entry",
+            "create",
+            "--spiffe-id",
+            spiffe_id,
+            "--parent-id",
+            parent_id,
+        ];
+        for s in selectors {
+            args.push("--selector");
+            args.push(s);
+        }
+        args.extend_from_slice(extra);
+        self.cli_ok(&args)
+    }
+
+    pub fn delete_entry(&self, id: &str) {
+        self.cli_ok(&["entry", "delete", "--id", id]);
+    }
+
+    /// The CA certificates, DER, from `bundle show` (PEM).
+    pub fn bundle_der(&self) -> Vec<Vec<u8>> {
+        let pem = self.cli_ok(&["bundle", "show"]);
+        signet_core::pem::decode_certs(pem.as_bytes()).expect("bundle PEM")
+    }
+
+    pub fn id(&self, path: &str) -> String {
+        format!("spiffe://{}{}", self.trust_domain, path)
+    }
+
+    pub fn data_path(&self) -> &Path {
+        &self.data_dir
+    }
+
+    pub fn log_text(&self) -> String {
+        self.proc.as_ref().map(Proc::log_text).unwrap_or_default()
+    }
+}
