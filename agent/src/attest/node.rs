@@ -1,0 +1,279 @@
+//! Client half of node attestation (join token) and renewal of the agent's
+//! own SVID. The key and SVID live in the data dir so a restart with a still
+//! valid SVID needs no new token.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use rcgen::KeyPair;
+use signet_core::rotation::{random_jitter, refresh_at, wait_until};
+use signet_core::x509::{build_csr, cert_info, key_matches_leaf, validate_x509_svid};
+use signet_core::{Clock, SpiffeId, TrustDomain};
+use signet_proto::node::{
+    attest_params, attest_request, attest_response, AttestParams, AttestRequest, RenewAgentRequest,
+};
+use tokio::sync::watch;
+
+use super::AgentSvid;
+use crate::backoff::Backoff;
+use crate::config::{Bootstrap, RuntimeConfig};
+use crate::node_client::{self, BundleRx, NodeConnector, ServerTrust};
+use crate::storage::{Storage, StorageError, StoredIdentity};
+
+/// A stored SVID with less than this left is not worth reusing.
+const MIN_REMAINING: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeAttestError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("the agent SVID in {0} is missing or expired and no join token was given: pass --join-token TOKEN")]
+    NoToken(String),
+    #[error("no trust bundle to verify the server on first contact: pass --trust-bundle PEMFILE or --insecure-bootstrap")]
+    NoBundle,
+    #[error("cannot read trust bundle {path}: {message}")]
+    TrustBundle { path: String, message: String },
+    #[error(transparent)]
+    Connect(#[from] node_client::NodeClientError),
+    #[error("server refused attestation: {0}")]
+    Refused(String),
+    #[error("server answered attestation with something unexpected: {0}")]
+    Protocol(String),
+    #[error("SVID from the server is not acceptable: {0}")]
+    BadSvid(#[from] signet_core::x509::X509Error),
+    #[error("invalid SPIFFE ID: {0}")]
+    SpiffeId(#[from] signet_core::SpiffeIdError),
+}
+
+/// The agent's identity and the bundle to trust the server with.
+pub struct Attested {
+    pub svid: AgentSvid,
+    pub bundle: Vec<Vec<u8>>,
+}
+
+/// Reuses a still-valid stored SVID, else attests with the join token.
+pub async fn obtain_identity(
+    config: &RuntimeConfig,
+    storage: &Storage,
+    clock: &dyn Clock,
+) -> Result<Attested, NodeAttestError> {
+    let stored_bundle = storage.load_bundle()?;
+    if let (Some(stored), Some(bundle)) = (storage.load_identity()?, stored_bundle.clone()) {
+        match reuse(stored, clock.now()) {
+            Ok(svid) => {
+                tracing::info!(spiffe_id = %svid.spiffe_id, "reusing stored agent SVID");
+                return Ok(Attested { svid, bundle });
+            }
+            Err(reason) => tracing::info!(%reason, "stored agent SVID cannot be reused"),
+        }
+    }
+    let Some(token) = config.join_token.as_deref() else {
+        return Err(NodeAttestError::NoToken(
+            storage.dir().display().to_string(),
+        ));
+    };
+    let trust = match &config.bootstrap {
+        Bootstrap::Insecure => {
+            tracing::warn!(
+                "insecure bootstrap: the server certificate is not verified for this attestation"
+            );
+            ServerTrust::InsecureBootstrap
+        }
+        Bootstrap::TrustBundle(path) => {
+            let certs = std::fs::read(path)
+                .map_err(|e| e.to_string())
+                .and_then(|t| signet_core::pem::decode_certs(&t).map_err(|e| e.to_string()))
+                .map_err(|message| NodeAttestError::TrustBundle {
+                    path: path.display().to_string(),
+                    message,
+                })?;
+            ServerTrust::Bundle(watch::channel(Arc::new(certs)).1)
+        }
+        Bootstrap::DataDir => match stored_bundle {
+            Some(b) => ServerTrust::Bundle(watch::channel(Arc::new(b)).1),
+            None => return Err(NodeAttestError::NoBundle),
+        },
+    };
+    let attested = attest_with_token(config, token, trust, clock).await?;
+    storage.save_identity(&StoredIdentity {
+        key_pkcs8: attested.svid.key_pkcs8.clone(),
+        chain: attested.svid.chain.clone(),
+    })?;
+    storage.save_bundle(&attested.bundle)?;
+    tracing::info!(spiffe_id = %attested.svid.spiffe_id, "node attested");
+    Ok(attested)
+}
+
+fn reuse(stored: StoredIdentity, now: SystemTime) -> Result<AgentSvid, String> {
+    let leaf = stored.chain.first().ok_or("empty chain")?;
+    let info = cert_info(leaf).map_err(|e| e.to_string())?;
+    if info.not_after <= now + MIN_REMAINING {
+        return Err("expired".into());
+    }
+    key_matches_leaf(leaf, &stored.key_pkcs8).map_err(|e| e.to_string())?;
+    let spiffe_id = info.spiffe_id.ok_or("no SPIFFE ID")?;
+    Ok(AgentSvid {
+        spiffe_id,
+        chain: stored.chain,
+        key_pkcs8: stored.key_pkcs8,
+        not_after: info.not_after,
+        received_at: now,
+        generation: 0,
+    })
+}
+
+async fn attest_with_token(
+    config: &RuntimeConfig,
+    token: &str,
+    trust: ServerTrust,
+    clock: &dyn Clock,
+) -> Result<Attested, NodeAttestError> {
+    let key = KeyPair::generate().map_err(signet_core::x509::X509Error::from)?;
+    // The server ignores the CSR's SAN for agents; name the ID we expect.
+    let expected = csr_id(&config.trust_domain, token)?;
+    let csr = build_csr(&key, &expected)?;
+    let tls =
+        node_client::tls::client_config(trust, node_client::server_id(&config.trust_domain)?, None)
+            .map_err(node_client::NodeClientError::from)?;
+    let mut client = node_client::connect(&config.server_address, tls).await?;
+    let request = AttestRequest {
+        step: Some(attest_request::Step::Params(AttestParams {
+            method: Some(attest_params::Method::JoinToken(token.to_owned())),
+            csr,
+        })),
+    };
+    let mut responses = client
+        .attest(tokio_stream::iter(vec![request]))
+        .await
+        .map_err(refused)?
+        .into_inner();
+    let response = responses
+        .message()
+        .await
+        .map_err(refused)?
+        .ok_or_else(|| NodeAttestError::Protocol("stream ended without a result".into()))?;
+    let result = match response.step {
+        Some(attest_response::Step::Result(r)) => r,
+        Some(attest_response::Step::Challenge(_)) => {
+            return Err(NodeAttestError::Protocol(
+                "challenge for a join token".into(),
+            ))
+        }
+        None => return Err(NodeAttestError::Protocol("empty response".into())),
+    };
+    let bundle = result
+        .bundle
+        .map(|b| b.x509_authorities)
+        .filter(|b| !b.is_empty())
+        .ok_or_else(|| NodeAttestError::Protocol("no bundle in the result".into()))?;
+    let now = clock.now();
+    let spiffe_id = validate_x509_svid(&result.svid_chain, &bundle, now)?;
+    if spiffe_id.to_string() != result.spiffe_id {
+        return Err(NodeAttestError::Protocol(format!(
+            "result names {} but the SVID is for {spiffe_id}",
+            result.spiffe_id
+        )));
+    }
+    let svid = finish_svid(spiffe_id, result.svid_chain, &key, now, 0)?;
+    Ok(Attested { svid, bundle })
+}
+
+fn csr_id(td: &TrustDomain, token: &str) -> Result<SpiffeId, NodeAttestError> {
+    Ok(td
+        .id(&format!("/signet/agent/join_token/{token}"))
+        .or_else(|_| td.id("/signet/agent/join_token"))?)
+}
+
+fn finish_svid(
+    spiffe_id: SpiffeId,
+    chain: Vec<Vec<u8>>,
+    key: &KeyPair,
+    now: SystemTime,
+    generation: u64,
+) -> Result<AgentSvid, NodeAttestError> {
+    let leaf = chain
+        .first()
+        .ok_or(signet_core::x509::X509Error::EmptyChain)?;
+    let key_pkcs8 = key.serialize_der();
+    key_matches_leaf(leaf, &key_pkcs8)?;
+    let not_after = cert_info(leaf)?.not_after;
+    Ok(AgentSvid {
+        spiffe_id,
+        chain,
+        key_pkcs8,
+        not_after,
+        received_at: now,
+        generation,
+    })
+}
+
+fn refused(status: tonic::Status) -> NodeAttestError {
+    NodeAttestError::Refused(format!("{:?}: {}", status.code(), status.message()))
+}
+
+/// Renews the agent SVID at half-life (jittered) forever, publishing each
+/// new SVID so the Node API clients reconnect with it.
+pub async fn renew_loop(
+    connector: Arc<NodeConnector>,
+    storage: Storage,
+    bundle: BundleRx,
+    svid_tx: watch::Sender<Arc<AgentSvid>>,
+    clock: Arc<dyn Clock>,
+) {
+    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+    loop {
+        let current = svid_tx.borrow().clone();
+        let at = refresh_at(current.received_at, current.not_after, random_jitter());
+        tokio::time::sleep(wait_until(clock.now(), at)).await;
+        loop {
+            match renew_once(&connector, &current, &bundle, clock.as_ref()).await {
+                Ok(svid) => {
+                    let saved = storage.save_identity(&StoredIdentity {
+                        key_pkcs8: svid.key_pkcs8.clone(),
+                        chain: svid.chain.clone(),
+                    });
+                    if let Err(e) = saved {
+                        tracing::error!(error = %e, "cannot persist renewed agent SVID");
+                    }
+                    tracing::info!(spiffe_id = %svid.spiffe_id, not_after = signet_core::clock::unix_seconds(svid.not_after), "agent SVID renewed");
+                    svid_tx.send_replace(Arc::new(svid));
+                    backoff.reset();
+                    break;
+                }
+                Err(e) => {
+                    let expired = clock.now() >= current.not_after;
+                    tracing::warn!(error = %e, expired, "agent SVID renewal failed; retrying");
+                    connector.reset().await;
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
+            }
+        }
+    }
+}
+
+async fn renew_once(
+    connector: &NodeConnector,
+    current: &AgentSvid,
+    bundle: &BundleRx,
+    clock: &dyn Clock,
+) -> Result<AgentSvid, NodeAttestError> {
+    let key = KeyPair::generate().map_err(signet_core::x509::X509Error::from)?;
+    let csr = build_csr(&key, &current.spiffe_id)?;
+    let mut client = connector.client().await?;
+    let chain = client
+        .renew_agent(RenewAgentRequest { csr })
+        .await
+        .map_err(refused)?
+        .into_inner()
+        .svid_chain;
+    let now = clock.now();
+    let bundle = bundle.borrow().clone();
+    let id = validate_x509_svid(&chain, &bundle, now)?;
+    if id != current.spiffe_id {
+        return Err(NodeAttestError::Protocol(format!(
+            "renewed SVID is for {id}, expected {}",
+            current.spiffe_id
+        )));
+    }
+    finish_svid(id, chain, &key, now, current.generation.wrapping_add(1))
+}

@@ -1,0 +1,35 @@
+//! Workload attestation: turning the credentials of a Workload API caller
+//! into selectors. One trait, one module per attestor (`unix` now; container
+//! and systemd attestors plug in the same way).
+
+pub mod unix;
+
+use async_trait::async_trait;
+use signet_core::Selector;
+
+/// What the kernel tells us about the process on the other end of the socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerInfo {
+    pub pid: Option<i32>,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WorkloadAttestError {
+    #[error("the caller's pid is unknown")]
+    NoPid,
+    #[error("process {0} exited during attestation")]
+    ProcessGone(i32),
+    #[error("process {0} was replaced during attestation (pid reused)")]
+    PidReused(i32),
+    #[error("cannot read process {pid}: {message}")]
+    Proc { pid: i32, message: String },
+    #[error("attestation task failed: {0}")]
+    Task(String),
+}
+
+#[async_trait]
+pub trait WorkloadAttestor: Send + Sync {
+    async fn attest(&self, peer: &PeerInfo) -> Result<Vec<Selector>, WorkloadAttestError>;
+}

@@ -1,0 +1,231 @@
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use rcgen::{Issuer, KeyPair};
+use rustls_pki_types::CertificateDer;
+use signet_core::{SpiffeId, TrustDomain};
+
+use super::*;
+use crate::cache::SignResult;
+
+/// Wall time that follows tokio's (paused) clock.
+struct TokioClock {
+    base: SystemTime,
+    start: Instant,
+}
+
+impl Clock for TokioClock {
+    fn now(&self) -> SystemTime {
+        self.base + self.start.elapsed()
+    }
+}
+
+struct TestCa {
+    cert: Vec<u8>,
+    key: KeyPair,
+    clock: Arc<TokioClock>,
+    ttl: Duration,
+    calls: AtomicUsize,
+    fail: std::sync::atomic::AtomicBool,
+    batch_sizes: Mutex<Vec<usize>>,
+}
+
+#[async_trait]
+impl SvidSigner for TestCa {
+    async fn batch_sign(&self, requests: Vec<SignRequest>) -> Result<Vec<SignResult>, String> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if self.fail.load(Ordering::SeqCst) {
+            return Err("server down".into());
+        }
+        self.batch_sizes.lock().unwrap().push(requests.len());
+        let issuer =
+            Issuer::from_ca_cert_der(&CertificateDer::from(self.cert.as_slice()), &self.key)
+                .unwrap();
+        let now = self.clock.now();
+        Ok(requests
+            .into_iter()
+            .map(|r| {
+                let csr = signet_core::x509::parse_csr(&r.csr).unwrap();
+                let params = signet_core::x509::leaf_params(
+                    &csr.spiffe_id,
+                    &[],
+                    now - Duration::from_secs(30),
+                    now + self.ttl,
+                )
+                .unwrap();
+                let leaf = signet_core::x509::sign_leaf(&params, &csr.public_key, &issuer).unwrap();
+                SignResult {
+                    entry_id: r.entry_id,
+                    chain: Ok(vec![leaf]),
+                }
+            })
+            .collect())
+    }
+}
+
+struct Harness {
+    ca: Arc<TestCa>,
+    updates: mpsc::Sender<SyncUpdate>,
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+}
+
+fn td() -> TrustDomain {
+    TrustDomain::new("example.org").unwrap()
+}
+
+fn start(ttl: Duration) -> Harness {
+    let clock = Arc::new(TokioClock {
+        base: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+        start: Instant::now(),
+    });
+    let key = KeyPair::generate().unwrap();
+    let now = clock.now();
+    let cert = signet_core::x509::ca_params(
+        &td(),
+        now - Duration::from_secs(60),
+        now + Duration::from_secs(86400),
+    )
+    .unwrap()
+    .self_signed(&key)
+    .unwrap()
+    .der()
+    .to_vec();
+    let ca = Arc::new(TestCa {
+        cert,
+        key,
+        clock: clock.clone(),
+        ttl,
+        calls: AtomicUsize::new(0),
+        fail: std::sync::atomic::AtomicBool::new(false),
+        batch_sizes: Mutex::new(vec![]),
+    });
+    let (tx, rx) = mpsc::channel(16);
+    let (manager, snapshots) = CacheManager::new(td(), ca.clone(), clock, || 0.0, rx);
+    tokio::spawn(manager.run());
+    Harness {
+        ca,
+        updates: tx,
+        snapshots,
+    }
+}
+
+fn entry(id: &str, path: &str) -> RegistrationEntry {
+    RegistrationEntry {
+        id: id.into(),
+        spiffe_id: SpiffeId::parse(&format!("spiffe://example.org{path}")).unwrap(),
+        parent_id: SpiffeId::parse("spiffe://example.org/agent").unwrap(),
+        selectors: vec!["unix:uid:1000".parse().unwrap()],
+        x509_svid_ttl: None,
+        jwt_svid_ttl: None,
+        dns_names: vec![],
+        hint: String::new(),
+        admin: false,
+        downstream: false,
+        revision: 1,
+    }
+}
+
+async fn settle() {
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+}
+
+impl Harness {
+    async fn snapshot(&self, entries: Vec<RegistrationEntry>) {
+        let update = SyncUpdate {
+            snapshot: true,
+            entries,
+            removed_entry_ids: vec![],
+            bundle: Some(vec![self.ca.cert.clone()]),
+        };
+        self.updates.send(update).await.unwrap();
+        settle().await;
+    }
+
+    fn calls(&self) -> usize {
+        self.ca.calls.load(Ordering::SeqCst)
+    }
+
+    fn current(&self) -> Arc<Snapshot> {
+        self.snapshots.borrow().clone()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn svids_are_issued_in_one_batch_after_the_first_sync() {
+    let h = start(Duration::from_secs(100));
+    assert!(!h.current().is_ready());
+    h.snapshot(vec![entry("a", "/a"), entry("b", "/b")]).await;
+    assert_eq!(h.calls(), 1);
+    assert_eq!(*h.ca.batch_sizes.lock().unwrap(), vec![2]);
+    let snap = h.current();
+    assert!(snap.is_ready());
+    for id in ["a", "b"] {
+        let svid = snap.entries[id].svid.clone().unwrap();
+        signet_core::x509::key_matches_leaf(&svid.chain[0], &svid.key_pkcs8).unwrap();
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn svid_is_renewed_at_half_life_not_before() {
+    let h = start(Duration::from_secs(100));
+    h.snapshot(vec![entry("a", "/a")]).await;
+    assert_eq!(h.calls(), 1);
+    let first = h.current().entries["a"].svid.clone().unwrap();
+
+    tokio::time::advance(Duration::from_millis(49_999)).await;
+    settle().await;
+    assert_eq!(h.calls(), 1, "nothing renewed at refresh time - 1 ms");
+
+    tokio::time::advance(Duration::from_millis(1)).await;
+    settle().await;
+    assert_eq!(h.calls(), 2, "renewed at refresh time");
+    let second = h.current().entries["a"].svid.clone().unwrap();
+    assert_ne!(first.key_pkcs8, second.key_pkcs8, "a fresh key per SVID");
+    assert!(second.not_after > first.not_after);
+}
+
+#[tokio::test(start_paused = true)]
+async fn workload_loses_svid_when_entry_deleted() {
+    let h = start(Duration::from_secs(100));
+    h.snapshot(vec![entry("a", "/a"), entry("b", "/b")]).await;
+    h.updates
+        .send(SyncUpdate {
+            removed_entry_ids: vec!["a".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    settle().await;
+    let snap = h.current();
+    assert!(!snap.entries.contains_key("a"));
+    assert!(snap.entries["b"].svid.is_some());
+
+    // A new snapshot without "b" drops it too.
+    h.snapshot(vec![]).await;
+    assert!(h.current().entries.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn still_valid_svid_is_kept_while_renewal_fails_and_dropped_at_expiry() {
+    let h = start(Duration::from_secs(10));
+    h.snapshot(vec![entry("a", "/a")]).await;
+    h.ca.fail.store(true, Ordering::SeqCst);
+
+    tokio::time::advance(Duration::from_millis(9_900)).await;
+    settle().await;
+    assert!(h.calls() > 1, "renewal was attempted");
+    assert!(h.current().entries["a"].svid.is_some(), "still valid: kept");
+
+    tokio::time::advance(Duration::from_millis(100)).await;
+    settle().await;
+    assert!(h.current().entries["a"].svid.is_none(), "expired: dropped");
+
+    h.ca.fail.store(false, Ordering::SeqCst);
+    tokio::time::advance(Duration::from_secs(31)).await;
+    settle().await;
+    assert!(h.current().entries["a"].svid.is_some(), "issued again");
+}

@@ -1,0 +1,111 @@
+//! The immutable snapshot the cache manager publishes: the trust bundle and,
+//! per entry this agent holds, the entry and its current SVID (if issued).
+//! Readers get an `Arc` through a watch channel and never lock.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use signet_core::{RegistrationEntry, Selector, TrustDomain};
+
+/// An X.509-SVID held for a workload entry.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Svid {
+    /// DER, leaf first.
+    pub chain: Vec<Vec<u8>>,
+    /// PKCS#8 DER; never logged.
+    pub key_pkcs8: Vec<u8>,
+    pub not_after: SystemTime,
+}
+
+impl Svid {
+    pub fn is_valid_at(&self, now: SystemTime) -> bool {
+        now < self.not_after
+    }
+}
+
+impl std::fmt::Debug for Svid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Svid")
+            .field("chain_len", &self.chain.len())
+            .field("not_after", &self.not_after)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedEntry {
+    pub entry: RegistrationEntry,
+    pub svid: Option<Arc<Svid>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub trust_domain: TrustDomain,
+    /// DER CA certificates; `None` until the first sync snapshot arrived.
+    pub bundle: Option<Arc<Vec<Vec<u8>>>>,
+    /// Keyed by entry id.
+    pub entries: BTreeMap<String, CachedEntry>,
+}
+
+impl Snapshot {
+    pub fn empty(trust_domain: TrustDomain) -> Self {
+        Self {
+            trust_domain,
+            bundle: None,
+            entries: BTreeMap::new(),
+        }
+    }
+
+    /// Ready to serve workloads once the server has sent its first sync.
+    pub fn is_ready(&self) -> bool {
+        self.bundle.is_some()
+    }
+
+    /// Entries whose selectors are all among the workload's.
+    pub fn matching<'a>(
+        &'a self,
+        selectors: &'a HashSet<Selector>,
+    ) -> impl Iterator<Item = &'a CachedEntry> + 'a {
+        self.entries
+            .values()
+            .filter(move |c| c.entry.matches(selectors))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use signet_core::SpiffeId;
+
+    fn entry(id: &str, selectors: &[&str]) -> CachedEntry {
+        CachedEntry {
+            entry: RegistrationEntry {
+                id: id.into(),
+                spiffe_id: SpiffeId::parse("spiffe://example.org/w").unwrap(),
+                parent_id: SpiffeId::parse("spiffe://example.org/agent").unwrap(),
+                selectors: selectors.iter().map(|s| s.parse().unwrap()).collect(),
+                x509_svid_ttl: None,
+                jwt_svid_ttl: None,
+                dns_names: vec![],
+                hint: String::new(),
+                admin: false,
+                downstream: false,
+                revision: 1,
+            },
+            svid: None,
+        }
+    }
+
+    #[test]
+    fn matching_needs_every_selector_of_the_entry() {
+        let mut s = Snapshot::empty(TrustDomain::new("example.org").unwrap());
+        assert!(!s.is_ready());
+        s.entries.insert("a".into(), entry("a", &["unix:uid:1"]));
+        s.entries
+            .insert("b".into(), entry("b", &["unix:uid:1", "unix:gid:2"]));
+        let caller: HashSet<Selector> = ["unix:uid:1".parse().unwrap()].into();
+        let ids: Vec<_> = s.matching(&caller).map(|c| c.entry.id.clone()).collect();
+        assert_eq!(ids, vec!["a".to_string()]);
+    }
+}

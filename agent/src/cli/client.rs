@@ -1,0 +1,129 @@
+//! A Workload API client on the agent's Unix socket: socket resolution
+//! (flag, then SPIFFE_ENDPOINT_SOCKET, then the default) and the security
+//! header on every request.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use hyper_util::rt::TokioIo;
+use signet_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
+use signet_proto::{WORKLOAD_SECURITY_HEADER, WORKLOAD_SECURITY_HEADER_VALUE};
+use tokio::net::UnixStream;
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Channel, Endpoint};
+use tonic::Request;
+
+use crate::config::DEFAULT_SOCKET_PATH;
+
+pub const SOCKET_ENV: &str = "SPIFFE_ENDPOINT_SOCKET";
+
+/// Flag, then `$SPIFFE_ENDPOINT_SOCKET` (`unix:///path` or a plain path),
+/// then the default.
+pub fn resolve_socket(flag: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(p) = flag {
+        return Ok(p.to_owned());
+    }
+    match std::env::var(SOCKET_ENV) {
+        Ok(v) if !v.is_empty() => parse_endpoint(&v),
+        _ => Ok(PathBuf::from(DEFAULT_SOCKET_PATH)),
+    }
+}
+
+fn parse_endpoint(v: &str) -> anyhow::Result<PathBuf> {
+    if let Some(path) = v.strip_prefix("unix://") {
+        anyhow::ensure!(
+            path.starts_with('/'),
+            "{SOCKET_ENV}={v:?}: a unix URL needs an absolute path (unix:///path)"
+        );
+        return Ok(PathBuf::from(path));
+    }
+    anyhow::ensure!(
+        !v.contains("://"),
+        "{SOCKET_ENV}={v:?}: only unix:// endpoints are supported"
+    );
+    Ok(PathBuf::from(v))
+}
+
+pub async fn connect(socket: &Path) -> anyhow::Result<SpiffeWorkloadApiClient<Channel>> {
+    let path = socket.to_owned();
+    let channel = Endpoint::from_static("http://workload-api")
+        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+            let path = path.clone();
+            async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
+        }))
+        .await
+        .with_context(|| format!("cannot connect to the Workload API at {}", socket.display()))?;
+    Ok(SpiffeWorkloadApiClient::new(channel))
+}
+
+/// A request carrying `workload.spiffe.io: true`.
+pub fn request<T>(message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert(
+        WORKLOAD_SECURITY_HEADER,
+        MetadataValue::from_static(WORKLOAD_SECURITY_HEADER_VALUE),
+    );
+    request
+}
+
+/// `2024-05-01 12:00:00 +0000 UTC`, as SPIRE's CLI prints times.
+pub fn format_time(t: std::time::SystemTime) -> String {
+    let secs = signet_core::clock::unix_seconds(t);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} +0000 UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn endpoint_env_accepts_unix_urls_and_plain_paths() {
+        assert_eq!(
+            parse_endpoint("unix:///tmp/a.sock").unwrap(),
+            PathBuf::from("/tmp/a.sock")
+        );
+        assert_eq!(
+            parse_endpoint("/tmp/b.sock").unwrap(),
+            PathBuf::from("/tmp/b.sock")
+        );
+        assert!(parse_endpoint("tcp://127.0.0.1:1").is_err());
+        assert!(parse_endpoint("unix://relative").is_err());
+        assert_eq!(
+            resolve_socket(Some(Path::new("/flag.sock"))).unwrap(),
+            PathBuf::from("/flag.sock")
+        );
+    }
+
+    #[test]
+    fn times_print_like_spire() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_714_564_800 + 3661);
+        assert_eq!(format_time(t), "2024-05-01 13:01:01 +0000 UTC");
+        assert_eq!(
+            format_time(SystemTime::UNIX_EPOCH),
+            "1970-01-01 00:00:00 +0000 UTC"
+        );
+    }
+}

@@ -1,0 +1,101 @@
+//! The `signet-agent` command line: `run` starts the agent; `api fetch x509`,
+//! `api watch` and `healthcheck` are Workload API clients.
+
+pub mod client;
+pub mod fetch;
+pub mod healthcheck;
+pub mod watch;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{RunArgs, RuntimeConfig};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "signet-agent",
+    version,
+    about = "Signet agent: SPIFFE identities for local workloads"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the agent.
+    Run(RunArgs),
+    /// Talk to a running agent's Workload API.
+    Api {
+        #[command(subcommand)]
+        command: ApiCommand,
+    },
+    /// Exit 0 when the agent's Workload API answers.
+    Healthcheck(SocketArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApiCommand {
+    /// Fetch credentials once.
+    Fetch {
+        #[command(subcommand)]
+        what: FetchCommand,
+    },
+    /// Print every update of the X.509-SVID stream until killed.
+    Watch(SocketArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FetchCommand {
+    /// Fetch this process's X.509-SVIDs.
+    X509(fetch::FetchX509Args),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct SocketArgs {
+    /// Workload API socket (else $SPIFFE_ENDPOINT_SOCKET, else the default).
+    #[arg(long)]
+    pub socket_path: Option<PathBuf>,
+}
+
+/// Runs the parsed command; errors print as `Error: <message>`, exit 1.
+pub fn dispatch(cli: Cli) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("Error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Run(args) => run(args).await,
+            Command::Api { command } => match command {
+                ApiCommand::Fetch {
+                    what: FetchCommand::X509(args),
+                } => fetch::run(args).await,
+                ApiCommand::Watch(args) => watch::run(args).await,
+            },
+            Command::Healthcheck(args) => healthcheck::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let config = RuntimeConfig::from_args(&args)?;
+    crate::app::init_logging(config.log_json);
+    crate::app::run(config, crate::app::shutdown_signal()).await
+}

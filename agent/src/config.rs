@@ -1,0 +1,252 @@
+//! Agent configuration: embedded defaults, an optional TOML file (unknown keys
+//! rejected) and command-line flags, merged once into a typed
+//! [`RuntimeConfig`] that the rest of the agent reads.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use signet_core::TrustDomain;
+
+/// Embedded defaults (CONTRACT.md); no config file is needed.
+pub const DEFAULT_TRUST_DOMAIN: &str = "example.org";
+pub const DEFAULT_DATA_DIR: &str = ".data/agent";
+pub const DEFAULT_SERVER_ADDRESS: &str = "127.0.0.1:8081";
+pub const DEFAULT_SOCKET_PATH: &str = "/tmp/signet-agent/public/api.sock";
+pub const DEFAULT_PROCFS_ROOT: &str = "/proc";
+/// Binaries larger than this are not hashed for the `unix:sha256` selector.
+pub const DEFAULT_HASH_SIZE_LIMIT: u64 = 256 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid trust domain: {0}")]
+    TrustDomain(#[from] signet_core::SpiffeIdError),
+    #[error("--trust-bundle and --insecure-bootstrap exclude each other")]
+    ConflictingBootstrap,
+    #[error("{0} must not be empty")]
+    Empty(&'static str),
+}
+
+/// The TOML file: every key optional, named like the long flags.
+#[derive(Debug, Default, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub trust_domain: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub server_address: Option<String>,
+    pub socket_path: Option<PathBuf>,
+    pub join_token: Option<String>,
+    pub trust_bundle_path: Option<PathBuf>,
+    pub insecure_bootstrap: Option<bool>,
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+}
+
+/// `signet-agent run` flags; each overrides the file.
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct RunArgs {
+    /// TOML config file.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Where the agent keeps its key, SVID and bundle.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Node API address of the server, HOST:PORT.
+    #[arg(long)]
+    pub server_address: Option<String>,
+    #[arg(long)]
+    pub trust_domain: Option<String>,
+    /// Workload API Unix socket.
+    #[arg(long)]
+    pub socket_path: Option<PathBuf>,
+    /// One-time join token for the first attestation.
+    #[arg(long)]
+    pub join_token: Option<String>,
+    /// PEM CA certificates to trust the server on first contact.
+    #[arg(long, conflicts_with = "insecure_bootstrap")]
+    pub trust_bundle: Option<PathBuf>,
+    /// Accept any server certificate for the first attestation only.
+    #[arg(long)]
+    pub insecure_bootstrap: bool,
+    /// Log JSON lines instead of human-readable text.
+    #[arg(long)]
+    pub log_json: bool,
+}
+
+/// How the agent trusts the server before it holds a bundle of its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bootstrap {
+    /// Only the bundle persisted in the data dir.
+    DataDir,
+    /// PEM file with the CA certificates for first contact.
+    TrustBundle(PathBuf),
+    /// No server check on the first attestation.
+    Insecure,
+}
+
+/// The merged, typed configuration.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    pub trust_domain: TrustDomain,
+    pub data_dir: PathBuf,
+    pub server_address: String,
+    pub socket_path: PathBuf,
+    pub join_token: Option<String>,
+    pub bootstrap: Bootstrap,
+    pub log_json: bool,
+    /// Root of the proc filesystem read by the unix workload attestor.
+    pub procfs_root: PathBuf,
+    pub hash_size_limit: u64,
+}
+
+impl RuntimeConfig {
+    /// Defaults, then the file named by `--config` (if any), then flags.
+    pub fn from_args(args: &RunArgs) -> Result<Self, ConfigError> {
+        let file = match &args.config {
+            Some(path) => FileConfig::load(path)?,
+            None => FileConfig::default(),
+        };
+        Self::merge(file, args)
+    }
+
+    pub fn merge(file: FileConfig, args: &RunArgs) -> Result<Self, ConfigError> {
+        let td = args
+            .trust_domain
+            .clone()
+            .or(file.trust_domain)
+            .unwrap_or_else(|| DEFAULT_TRUST_DOMAIN.to_owned());
+        let server_address = args
+            .server_address
+            .clone()
+            .or(file.server_address)
+            .unwrap_or_else(|| DEFAULT_SERVER_ADDRESS.to_owned());
+        if server_address.is_empty() {
+            return Err(ConfigError::Empty("server_address"));
+        }
+        let join_token = args
+            .join_token
+            .clone()
+            .or(file.join_token)
+            .filter(|t| !t.is_empty());
+        let trust_bundle = args.trust_bundle.clone().or(file.trust_bundle_path);
+        let insecure = args.insecure_bootstrap || file.insecure_bootstrap.unwrap_or(false);
+        let bootstrap = match (trust_bundle, insecure) {
+            (Some(_), true) => return Err(ConfigError::ConflictingBootstrap),
+            (Some(p), false) => Bootstrap::TrustBundle(p),
+            (None, true) => Bootstrap::Insecure,
+            (None, false) => Bootstrap::DataDir,
+        };
+        Ok(Self {
+            trust_domain: TrustDomain::new(&td)?,
+            data_dir: args
+                .data_dir
+                .clone()
+                .or(file.data_dir)
+                .unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
+            server_address,
+            socket_path: args
+                .socket_path
+                .clone()
+                .or(file.socket_path)
+                .unwrap_or_else(|| DEFAULT_SOCKET_PATH.into()),
+            join_token,
+            bootstrap,
+            log_json: args.log_json,
+            procfs_root: DEFAULT_PROCFS_ROOT.into(),
+            hash_size_limit: DEFAULT_HASH_SIZE_LIMIT,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_defaults_need_no_file() {
+        let c = RuntimeConfig::merge(FileConfig::default(), &RunArgs::default()).unwrap();
+        assert_eq!(c.trust_domain.as_str(), "example.org");
+        assert_eq!(c.data_dir, PathBuf::from(".data/agent"));
+        assert_eq!(c.server_address, "127.0.0.1:8081");
+        assert_eq!(
+            c.socket_path,
+            PathBuf::from("/tmp/signet-agent/public/api.sock")
+        );
+        assert_eq!(c.bootstrap, Bootstrap::DataDir);
+        assert_eq!(c.join_token, None);
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let file = FileConfig::parse(
+            r#"
+            trust_domain = "file.org"
+            server_address = "10.0.0.1:1"
+            socket_path = "/file.sock"
+            insecure_bootstrap = true
+            "#,
+        )
+        .unwrap();
+        let args = RunArgs {
+            trust_domain: Some("flag.org".into()),
+            ..Default::default()
+        };
+        let c = RuntimeConfig::merge(file, &args).unwrap();
+        assert_eq!(c.trust_domain.as_str(), "flag.org");
+        assert_eq!(c.server_address, "10.0.0.1:1");
+        assert_eq!(c.socket_path, PathBuf::from("/file.sock"));
+        assert_eq!(c.bootstrap, Bootstrap::Insecure);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = FileConfig::parse("trust_domian = \"x\"").unwrap_err();
+        assert!(err.contains("trust_domian"), "{err}");
+    }
+
+    #[test]
+    fn bundle_and_insecure_bootstrap_conflict() {
+        let file = FileConfig {
+            trust_bundle_path: Some("/b.pem".into()),
+            ..Default::default()
+        };
+        let args = RunArgs {
+            insecure_bootstrap: true,
+            ..Default::default()
+        };
+        assert!(matches!(
+            RuntimeConfig::merge(file, &args),
+            Err(ConfigError::ConflictingBootstrap)
+        ));
+    }
+
+    #[test]
+    fn bad_trust_domain_is_refused() {
+        let args = RunArgs {
+            trust_domain: Some("Bad Domain".into()),
+            ..Default::default()
+        };
+        assert!(RuntimeConfig::merge(FileConfig::default(), &args).is_err());
+    }
+}

@@ -1,0 +1,190 @@
+//! The agent's data dir: its private key (PKCS#8 PEM, 0600), its SVID chain
+//! and the trust bundle. Every file is written atomically (temp file with the
+//! final mode, fsync, rename) so a crash never leaves a half-written key.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+const KEY_FILE: &str = "agent_key.pem";
+const SVID_FILE: &str = "agent_svid.pem";
+const BUNDLE_FILE: &str = "bundle.pem";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Pem {
+        path: PathBuf,
+        source: signet_core::pem::PemError,
+    },
+}
+
+/// What the agent persists between restarts.
+#[derive(Clone)]
+pub struct StoredIdentity {
+    pub key_pkcs8: Vec<u8>,
+    pub chain: Vec<Vec<u8>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Storage {
+    dir: PathBuf,
+}
+
+impl Storage {
+    /// Creates the data dir (0700) if missing.
+    pub fn open(dir: &Path) -> Result<Self, StorageError> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|source| io_err(dir, source))?;
+        Ok(Self {
+            dir: dir.to_owned(),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The stored key and SVID, or `None` when either file is missing.
+    pub fn load_identity(&self) -> Result<Option<StoredIdentity>, StorageError> {
+        let (Some(key), Some(svid)) = (self.read(KEY_FILE)?, self.read(SVID_FILE)?) else {
+            return Ok(None);
+        };
+        let key_pkcs8 = signet_core::pem::decode_private_key(&key)
+            .map_err(|source| self.pem_err(KEY_FILE, source))?;
+        let chain = signet_core::pem::decode_certs(&svid)
+            .map_err(|source| self.pem_err(SVID_FILE, source))?;
+        Ok(Some(StoredIdentity { key_pkcs8, chain }))
+    }
+
+    pub fn save_identity(&self, id: &StoredIdentity) -> Result<(), StorageError> {
+        // Key first: a crash in between leaves an SVID that fails the
+        // key-match check rather than a key without its certificate.
+        self.write(
+            KEY_FILE,
+            signet_core::pem::encode_private_key(&id.key_pkcs8).as_bytes(),
+            0o600,
+        )?;
+        self.write(SVID_FILE, encode_chain(&id.chain).as_bytes(), 0o600)
+    }
+
+    pub fn load_bundle(&self) -> Result<Option<Vec<Vec<u8>>>, StorageError> {
+        match self.read(BUNDLE_FILE)? {
+            None => Ok(None),
+            Some(text) => signet_core::pem::decode_certs(&text)
+                .map(Some)
+                .map_err(|source| self.pem_err(BUNDLE_FILE, source)),
+        }
+    }
+
+    pub fn save_bundle(&self, bundle: &[Vec<u8>]) -> Result<(), StorageError> {
+        self.write(BUNDLE_FILE, encode_chain(bundle).as_bytes(), 0o644)
+    }
+
+    fn read(&self, name: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        let path = self.dir.join(name);
+        match fs::read(&path) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(io_err(&path, source)),
+        }
+    }
+
+    fn write(&self, name: &str, contents: &[u8], mode: u32) -> Result<(), StorageError> {
+        write_atomic(&self.dir.join(name), contents, mode)
+    }
+
+    fn pem_err(&self, name: &str, source: signet_core::pem::PemError) -> StorageError {
+        StorageError::Pem {
+            path: self.dir.join(name),
+            source,
+        }
+    }
+}
+
+/// Writes `contents` to `path` through a temp file created with `mode`, so
+/// the file never exists with wider permissions or partial contents.
+pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), StorageError> {
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{file_name}.tmp.{}", std::process::id()));
+    let _ = fs::remove_file(&tmp);
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
+        f.write_all(contents)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if let Err(source) = result {
+        let _ = fs::remove_file(&tmp);
+        return Err(io_err(path, source));
+    }
+    Ok(())
+}
+
+fn encode_chain(ders: &[Vec<u8>]) -> String {
+    signet_core::pem::encode_certs(ders.iter().map(Vec::as_slice))
+}
+
+fn io_err(path: &Path, source: std::io::Error) -> StorageError {
+    StorageError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn identity_round_trips_with_private_key_mode_0600() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Storage::open(&dir.path().join("agent")).unwrap();
+        assert!(s.load_identity().unwrap().is_none());
+        let id = StoredIdentity {
+            key_pkcs8: b"key".to_vec(),
+            chain: vec![b"leaf".to_vec(), b"int".to_vec()],
+        };
+        s.save_identity(&id).unwrap();
+        let back = s.load_identity().unwrap().unwrap();
+        assert_eq!(back.key_pkcs8, id.key_pkcs8);
+        assert_eq!(back.chain, id.chain);
+        let mode = fs::metadata(s.dir().join(KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let leftovers: Vec<_> = fs::read_dir(s.dir())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().contains(".tmp."))
+            .collect();
+        assert!(leftovers.is_empty());
+    }
+
+    #[test]
+    fn bundle_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Storage::open(dir.path()).unwrap();
+        assert!(s.load_bundle().unwrap().is_none());
+        s.save_bundle(&[b"ca1".to_vec()]).unwrap();
+        assert_eq!(s.load_bundle().unwrap().unwrap(), vec![b"ca1".to_vec()]);
+    }
+}

@@ -1,0 +1,193 @@
+//! The Sync stream from the server: a snapshot of the entries this agent is
+//! authorized for and the bundle, then deltas as they happen. Each message
+//! goes to the cache manager; bundle changes also update the bundle the TLS
+//! verifier trusts and the copy on disk. Reconnects with backoff and jitter.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use signet_core::{RegistrationEntry, Selector, SpiffeId};
+use signet_proto::node::{Entry, SyncRequest, SyncResponse};
+use tokio::sync::{mpsc, watch};
+
+use crate::backoff::Backoff;
+use crate::cache::SyncUpdate;
+use crate::node_client::NodeConnector;
+use crate::storage::Storage;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Connect(#[from] crate::node_client::NodeClientError),
+    #[error("sync stream: {:?}: {}", .0.code(), .0.message())]
+    Status(#[from] tonic::Status),
+    #[error("the cache manager stopped")]
+    Closed,
+}
+
+pub struct SyncTask {
+    pub connector: Arc<NodeConnector>,
+    pub updates: mpsc::Sender<SyncUpdate>,
+    pub bundle: watch::Sender<Arc<Vec<Vec<u8>>>>,
+    pub storage: Storage,
+}
+
+impl SyncTask {
+    /// Streams forever, reconnecting after errors or a closed stream.
+    pub async fn run(self) {
+        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+        let mut revision = 0u64;
+        loop {
+            match self.stream_once(&mut revision, &mut backoff).await {
+                Ok(()) => tracing::warn!("sync stream closed by the server; reconnecting"),
+                Err(SyncError::Closed) => return,
+                Err(e) => tracing::warn!(error = %e, "sync stream failed; reconnecting"),
+            }
+            self.connector.reset().await;
+            tokio::time::sleep(backoff.next_delay()).await;
+        }
+    }
+
+    async fn stream_once(
+        &self,
+        revision: &mut u64,
+        backoff: &mut Backoff,
+    ) -> Result<(), SyncError> {
+        let mut client = self.connector.client().await?;
+        let mut stream = client
+            .sync(SyncRequest {
+                since_revision: *revision,
+            })
+            .await?
+            .into_inner();
+        while let Some(message) = stream.message().await? {
+            backoff.reset();
+            *revision = message.revision;
+            let update = self.parse(message);
+            if let Some(bundle) = &update.bundle {
+                self.bundle_changed(bundle);
+            }
+            self.updates
+                .send(update)
+                .await
+                .map_err(|_| SyncError::Closed)?;
+        }
+        Ok(())
+    }
+
+    fn parse(&self, message: SyncResponse) -> SyncUpdate {
+        tracing::debug!(
+            revision = message.revision,
+            snapshot = message.snapshot,
+            entries = message.entries.len(),
+            removed = message.removed_entry_ids.len(),
+            "sync message"
+        );
+        let entries = message
+            .entries
+            .into_iter()
+            .filter_map(|e| {
+                let id = e.id.clone();
+                entry_from_proto(e)
+                    .map_err(
+                        |error| tracing::warn!(entry_id = id, %error, "ignoring malformed entry"),
+                    )
+                    .ok()
+            })
+            .collect();
+        SyncUpdate {
+            snapshot: message.snapshot,
+            entries,
+            removed_entry_ids: message.removed_entry_ids,
+            bundle: message
+                .bundle
+                .map(|b| b.x509_authorities)
+                .filter(|b| !b.is_empty()),
+        }
+    }
+
+    fn bundle_changed(&self, bundle: &[Vec<u8>]) {
+        let changed = self.bundle.send_if_modified(|current| {
+            if current.as_slice() == bundle {
+                false
+            } else {
+                *current = Arc::new(bundle.to_vec());
+                true
+            }
+        });
+        if changed {
+            tracing::info!(authorities = bundle.len(), "trust bundle updated");
+            if let Err(e) = self.storage.save_bundle(bundle) {
+                tracing::error!(error = %e, "cannot persist trust bundle");
+            }
+        }
+    }
+}
+
+/// Parses an entry off the wire into the domain type (edges parse once).
+pub fn entry_from_proto(e: Entry) -> Result<RegistrationEntry, String> {
+    let spiffe_id = SpiffeId::parse_with_path(&e.spiffe_id).map_err(|x| x.to_string())?;
+    let parent_id = SpiffeId::parse(&e.parent_id).map_err(|x| x.to_string())?;
+    let selectors = e
+        .selectors
+        .iter()
+        .map(|s| Selector::new(&s.r#type, &s.value))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|x| x.to_string())?;
+    let ttl = |secs: u32| (secs > 0).then(|| Duration::from_secs(u64::from(secs)));
+    Ok(RegistrationEntry {
+        id: e.id,
+        spiffe_id,
+        parent_id,
+        selectors: signet_core::entry::normalize_selectors(selectors),
+        x509_svid_ttl: ttl(e.x509_svid_ttl),
+        jwt_svid_ttl: ttl(e.jwt_svid_ttl),
+        dns_names: e.dns_names,
+        hint: e.hint,
+        admin: e.admin,
+        downstream: e.downstream,
+        revision: e.revision,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use signet_proto::node::Selector as ProtoSelector;
+
+    fn wire(spiffe_id: &str, selector: (&str, &str)) -> Entry {
+        Entry {
+            id: "e1".into(),
+            spiffe_id: spiffe_id.into(),
+            parent_id: "spiffe://example.org/signet/agent/join_token/t".into(),
+            selectors: vec![
+                ProtoSelector {
+                    r#type: selector.0.into(),
+                    value: selector.1.into(),
+                },
+                ProtoSelector {
+                    r#type: "unix".into(),
+                    value: "gid:1".into(),
+                },
+            ],
+            x509_svid_ttl: 60,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn wire_entry_becomes_a_registration_entry() {
+        let e = entry_from_proto(wire("spiffe://example.org/me", ("unix", "uid:1000"))).unwrap();
+        assert_eq!(e.spiffe_id.to_string(), "spiffe://example.org/me");
+        assert_eq!(e.x509_svid_ttl, Some(Duration::from_secs(60)));
+        assert_eq!(e.jwt_svid_ttl, None);
+        let sel: Vec<String> = e.selectors.iter().map(|s| s.to_string()).collect();
+        assert_eq!(sel, vec!["unix:gid:1", "unix:uid:1000"]);
+    }
+
+    #[test]
+    fn malformed_wire_entries_are_refused() {
+        assert!(entry_from_proto(wire("spiffe://example.org", ("unix", "uid:1"))).is_err());
+        assert!(entry_from_proto(wire("spiffe://example.org/me", ("", "uid:1"))).is_err());
+    }
+}

@@ -1,0 +1,210 @@
+//! The SPIFFE Workload API on a Unix socket: checks the security header,
+//! attests the caller from the socket's peer credentials and serves what the
+//! cache holds for the entries that match its selectors.
+
+pub mod bundles;
+pub mod header;
+pub mod x509;
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
+use std::path::Path;
+use std::sync::Arc;
+
+use signet_core::{Clock, Selector};
+use signet_proto::workload::spiffe_workload_api_server::{
+    SpiffeWorkloadApi, SpiffeWorkloadApiServer,
+};
+use signet_proto::workload::{
+    JwtBundlesRequest, JwtBundlesResponse, JwtsvidRequest, JwtsvidResponse, ValidateJwtsvidRequest,
+    ValidateJwtsvidResponse, X509BundlesRequest, X509BundlesResponse, X509svidRequest,
+    X509svidResponse,
+};
+use tokio::net::UnixListener;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
+use tonic::transport::server::UdsConnectInfo;
+use tonic::{Request, Response, Status};
+
+use crate::attest::workload::{PeerInfo, WorkloadAttestor};
+use crate::cache::Snapshot;
+use header::check_security_header;
+use x509::X509State;
+
+type ResponseStream<T> = ReceiverStream<Result<T, Status>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkloadApiError {
+    #[error("Workload API socket {path}: {source}")]
+    Socket {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("Workload API server: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+#[derive(Clone)]
+pub struct WorkloadApi {
+    cache: watch::Receiver<Arc<Snapshot>>,
+    attestor: Arc<dyn WorkloadAttestor>,
+    clock: Arc<dyn Clock>,
+}
+
+impl WorkloadApi {
+    pub fn new(
+        cache: watch::Receiver<Arc<Snapshot>>,
+        attestor: Arc<dyn WorkloadAttestor>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            cache,
+            attestor,
+            clock,
+        }
+    }
+
+    /// Header, readiness, attestation: the checks every RPC starts with.
+    async fn admit<T>(
+        &self,
+        request: &Request<T>,
+    ) -> Result<(Arc<Snapshot>, HashSet<Selector>), Status> {
+        check_security_header(request)?;
+        let snapshot = self.cache.borrow().clone();
+        if !snapshot.is_ready() {
+            return Err(Status::unavailable(
+                "agent is not ready yet: no trust bundle from the server",
+            ));
+        }
+        let cred = request
+            .extensions()
+            .get::<UdsConnectInfo>()
+            .and_then(|info| info.peer_cred)
+            .ok_or_else(|| Status::unavailable("caller credentials are unknown"))?;
+        let peer = PeerInfo {
+            pid: cred.pid(),
+            uid: cred.uid(),
+            gid: cred.gid(),
+        };
+        let selectors = self.attestor.attest(&peer).await.map_err(|e| {
+            tracing::warn!(pid = ?peer.pid, uid = peer.uid, error = %e, "workload attestation failed");
+            Status::unavailable(format!("workload attestation failed: {e}"))
+        })?;
+        tracing::debug!(pid = ?peer.pid, uid = peer.uid, selectors = selectors.len(), "workload attested");
+        // A possibly newer snapshot after the (blocking) attestation.
+        let snapshot = self.cache.borrow().clone();
+        Ok((snapshot, selectors.into_iter().collect()))
+    }
+}
+
+#[tonic::async_trait]
+impl SpiffeWorkloadApi for WorkloadApi {
+    type FetchX509SVIDStream = ResponseStream<X509svidResponse>;
+    type FetchX509BundlesStream = ResponseStream<X509BundlesResponse>;
+    type FetchJWTBundlesStream = ResponseStream<JwtBundlesResponse>;
+
+    async fn fetch_x509svid(
+        &self,
+        request: Request<X509svidRequest>,
+    ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
+        let (snapshot, selectors) = self.admit(&request).await?;
+        if x509::x509_state(&snapshot, &selectors, self.clock.now()) == X509State::NoIdentity {
+            return Err(x509::no_identity());
+        }
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(x509::stream_x509(
+            self.cache.clone(),
+            selectors,
+            self.clock.clone(),
+            tx,
+        ));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn fetch_x509_bundles(
+        &self,
+        request: Request<X509BundlesRequest>,
+    ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
+        let (snapshot, selectors) = self.admit(&request).await?;
+        if bundles::bundles_state(&snapshot, &selectors).is_none() {
+            return Err(x509::no_identity());
+        }
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(bundles::stream_bundles(self.cache.clone(), selectors, tx));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn fetch_jwtsvid(
+        &self,
+        request: Request<JwtsvidRequest>,
+    ) -> Result<Response<JwtsvidResponse>, Status> {
+        check_security_header(&request)?;
+        Err(Status::unimplemented("JWT-SVIDs are not supported yet"))
+    }
+
+    async fn fetch_jwt_bundles(
+        &self,
+        request: Request<JwtBundlesRequest>,
+    ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
+        check_security_header(&request)?;
+        Err(Status::unimplemented("JWT bundles are not supported yet"))
+    }
+
+    async fn validate_jwtsvid(
+        &self,
+        request: Request<ValidateJwtsvidRequest>,
+    ) -> Result<Response<ValidateJwtsvidResponse>, Status> {
+        check_security_header(&request)?;
+        Err(Status::unimplemented(
+            "JWT-SVID validation is not supported yet",
+        ))
+    }
+}
+
+/// Binds the socket: parent dir created (0755) if missing, a stale socket
+/// from a previous run removed, the socket itself world-connectable (0777).
+pub fn bind(path: &Path) -> Result<UnixListener, WorkloadApiError> {
+    let err = |source| WorkloadApiError::Socket {
+        path: path.display().to_string(),
+        source,
+    };
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if !parent.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(parent)
+                .map_err(err)?;
+        }
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path).map_err(err)?,
+        Ok(_) => {
+            return Err(err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "exists and is not a socket",
+            )))
+        }
+        Err(_) => {}
+    }
+    let listener = UnixListener::bind(path).map_err(err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777)).map_err(err)?;
+    Ok(listener)
+}
+
+/// Serves the Workload API on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: UnixListener,
+    api: WorkloadApi,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), WorkloadApiError> {
+    tonic::transport::Server::builder()
+        .add_service(SpiffeWorkloadApiServer::new(api))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,138 @@
+//! FetchX509SVID: the caller's full current X.509 state, sent at once and
+//! again on every change that affects it; never an expired SVID; "no identity
+//! issued" when the caller has (or loses) all its entries.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use signet_core::rotation::wait_until;
+use signet_core::{Clock, Selector};
+use signet_proto::workload::{X509svid, X509svidResponse};
+use tokio::sync::{mpsc, watch};
+use tonic::Status;
+
+use crate::cache::Snapshot;
+
+pub const NO_IDENTITY: &str = "no identity issued";
+
+pub fn no_identity() -> Status {
+    Status::permission_denied(NO_IDENTITY)
+}
+
+/// What the caller should see right now.
+#[derive(Debug, PartialEq)]
+pub enum X509State {
+    /// No entry matches: PermissionDenied.
+    NoIdentity,
+    /// Entries match but none has a valid SVID yet: wait.
+    Pending,
+    Ready(X509svidResponse),
+}
+
+pub fn x509_state(
+    snapshot: &Snapshot,
+    selectors: &HashSet<Selector>,
+    now: SystemTime,
+) -> X509State {
+    let bundle: Vec<u8> = snapshot
+        .bundle
+        .as_deref()
+        .map(|b| b.concat())
+        .unwrap_or_default();
+    let mut matched = 0usize;
+    let mut svids: Vec<(&str, X509svid)> = Vec::new();
+    for cached in snapshot.matching(selectors) {
+        matched += 1;
+        let Some(svid) = cached.svid.as_ref().filter(|s| s.is_valid_at(now)) else {
+            continue;
+        };
+        svids.push((
+            cached.entry.id.as_str(),
+            X509svid {
+                spiffe_id: cached.entry.spiffe_id.to_string(),
+                x509_svid: svid.chain.concat(),
+                x509_svid_key: svid.key_pkcs8.clone(),
+                bundle: bundle.clone(),
+                hint: cached.entry.hint.clone(),
+            },
+        ));
+    }
+    if matched == 0 {
+        return X509State::NoIdentity;
+    }
+    // Deterministic order; svids[0] is the default identity.
+    svids.sort_by(|a, b| (&a.1.spiffe_id, a.0).cmp(&(&b.1.spiffe_id, b.0)));
+    let mut hints = HashSet::new();
+    let svids: Vec<X509svid> = svids
+        .into_iter()
+        .map(|(_, s)| s)
+        .filter(|s| s.hint.is_empty() || hints.insert(s.hint.clone()))
+        .collect();
+    if svids.is_empty() {
+        return X509State::Pending;
+    }
+    X509State::Ready(X509svidResponse {
+        svids,
+        crl: vec![],
+        federated_bundles: Default::default(),
+    })
+}
+
+/// The earliest expiry among the caller's served SVIDs: the state changes
+/// then even if the cache does not.
+fn next_expiry(
+    snapshot: &Snapshot,
+    selectors: &HashSet<Selector>,
+    now: SystemTime,
+) -> Option<Duration> {
+    snapshot
+        .matching(selectors)
+        .filter_map(|c| c.svid.as_ref())
+        .filter(|s| s.is_valid_at(now))
+        .map(|s| wait_until(now, s.not_after))
+        .min()
+}
+
+/// Feeds one caller's stream until it hangs up or loses its identity.
+pub async fn stream_x509(
+    mut cache: watch::Receiver<Arc<Snapshot>>,
+    selectors: HashSet<Selector>,
+    clock: Arc<dyn Clock>,
+    tx: mpsc::Sender<Result<X509svidResponse, Status>>,
+) {
+    let mut last: Option<X509svidResponse> = None;
+    loop {
+        let snapshot = cache.borrow_and_update().clone();
+        let now = clock.now();
+        match x509_state(&snapshot, &selectors, now) {
+            X509State::NoIdentity => {
+                let _ = tx.send(Err(no_identity())).await;
+                return;
+            }
+            X509State::Pending => {}
+            X509State::Ready(response) => {
+                if last.as_ref() != Some(&response) {
+                    if tx.send(Ok(response.clone())).await.is_err() {
+                        return;
+                    }
+                    last = Some(response);
+                }
+            }
+        }
+        let expiry = next_expiry(&snapshot, &selectors, now);
+        tokio::select! {
+            changed = cache.changed() => if changed.is_err() { return },
+            _ = tx.closed() => return,
+            _ = sleep_opt(expiry) => {}
+        }
+    }
+}
+
+async fn sleep_opt(d: Option<Duration>) {
+    match d {
+        // A little past notAfter so the SVID counts as expired on wake-up.
+        Some(d) => tokio::time::sleep(d + Duration::from_millis(1)).await,
+        None => std::future::pending().await,
+    }
+}
