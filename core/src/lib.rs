@@ -4,9 +4,11 @@
 //! No I/O and no async runtime here: the server and the agent bring those.
 #![forbid(unsafe_code)]
 
+pub mod bundle;
 pub mod clock;
 pub mod duration;
 pub mod entry;
+pub mod jwt;
 pub mod pem;
 pub mod rotation;
 pub mod selector;

@@ -1,5 +1,6 @@
 //! What the server refuses: reused or expired join tokens, CSRs an agent is
 //! not entitled to, agents from another CA, malformed entries.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 

@@ -1,5 +1,6 @@
 //! Restarts lose nothing: the server keeps its CA, entries and agents; the
 //! agent keeps its identity without a new join token.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 

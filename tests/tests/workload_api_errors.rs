@@ -1,5 +1,6 @@
 //! Status codes of the Workload API for bad or unentitled callers, exactly as
 //! the SPIFFE standard and real clients expect them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 

@@ -1,5 +1,6 @@
 //! A workload gets a real X.509-SVID from the agent through independent
 //! clients, and keeps getting fresh ones on the same stream.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, SystemTime};
 

@@ -73,10 +73,8 @@ pub fn check_leaf_profile(der: &[u8]) -> Result<SpiffeId, X509Error> {
                     return Err(X509Error::LeafCanSign);
                 }
             }
-            ParsedExtension::ExtendedKeyUsage(eku) => {
-                if !(eku.server_auth && eku.client_auth) {
-                    return Err(X509Error::ExtendedKeyUsage);
-                }
+            ParsedExtension::ExtendedKeyUsage(eku) if !(eku.server_auth && eku.client_auth) => {
+                return Err(X509Error::ExtendedKeyUsage);
             }
             _ => {}
         }
@@ -229,7 +227,12 @@ mod tests {
     fn issued_svid_validates_and_follows_the_leaf_profile() {
         let ca = ca();
         let (leaf, key) = issue(&ca, "spiffe://example.org/web");
-        let id = validate_x509_svid(&[leaf.clone()], &[ca.cert.clone()], now()).unwrap();
+        let id = validate_x509_svid(
+            std::slice::from_ref(&leaf),
+            std::slice::from_ref(&ca.cert),
+            now(),
+        )
+        .unwrap();
         assert_eq!(id.to_string(), "spiffe://example.org/web");
         key_matches_leaf(&leaf, &key.serialize_der()).unwrap();
         let info = cert_info(&leaf).unwrap();

@@ -1,0 +1,123 @@
+//! The SPIFFE bundle of a trust domain: X.509 authorities and JWT keys, with
+//! the JWK Set encoding of the SPIFFE Trust Domain and Bundle standard.
+
+use x509_parser::prelude::{FromDer, X509Certificate};
+use x509_parser::public_key::PublicKey;
+
+use crate::jwt::{Jwk, JwkSet, JwtPublicKey};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("authority certificate could not be parsed: {0}")]
+    Parse(String),
+    #[error("authority key type is not supported in a JWK (only EC P-256/P-384 and RSA)")]
+    UnsupportedKey,
+}
+
+/// The public key of a certificate, in the form JWKs carry.
+pub fn cert_public_key(der: &[u8]) -> Result<JwtPublicKey, BundleError> {
+    let (_, cert) =
+        X509Certificate::from_der(der).map_err(|e| BundleError::Parse(e.to_string()))?;
+    let spki = cert.public_key();
+    match spki
+        .parsed()
+        .map_err(|e| BundleError::Parse(e.to_string()))?
+    {
+        PublicKey::EC(point) => {
+            let data = point.data().to_vec();
+            match data.len() {
+                65 => Ok(JwtPublicKey::P256(data)),
+                97 => Ok(JwtPublicKey::P384(data)),
+                _ => Err(BundleError::UnsupportedKey),
+            }
+        }
+        PublicKey::RSA(rsa) => Ok(JwtPublicKey::Rsa {
+            n: strip_leading_zeros(rsa.modulus).to_vec(),
+            e: strip_leading_zeros(rsa.exponent).to_vec(),
+        }),
+        _ => Err(BundleError::UnsupportedKey),
+    }
+}
+
+fn strip_leading_zeros(b: &[u8]) -> &[u8] {
+    let start = b.iter().position(|&x| x != 0).unwrap_or(b.len());
+    b.get(start..).unwrap_or_default()
+}
+
+/// The SPIFFE bundle document: one `x509-svid` JWK per CA certificate and
+/// one `jwt-svid` JWK per JWT key.
+pub fn spiffe_bundle(
+    x509_authorities: &[Vec<u8>],
+    jwt_keys: &[(String, JwtPublicKey)],
+    sequence: u64,
+    refresh_hint_secs: u64,
+) -> Result<JwkSet, BundleError> {
+    let mut keys = Vec::with_capacity(x509_authorities.len() + jwt_keys.len());
+    for der in x509_authorities {
+        keys.push(Jwk::x509_authority(der, &cert_public_key(der)?));
+    }
+    for (kid, key) in jwt_keys {
+        keys.push(Jwk::from_public_key(key, "jwt-svid", Some(kid.clone())));
+    }
+    Ok(JwkSet {
+        keys,
+        spiffe_sequence: Some(sequence),
+        spiffe_refresh_hint: Some(refresh_hint_secs),
+    })
+}
+
+/// A plain JWKS of `jwt-svid` keys, as the Workload API's JWT bundles carry.
+pub fn jwt_jwks(jwt_keys: &[(String, JwtPublicKey)]) -> JwkSet {
+    JwkSet {
+        keys: jwt_keys
+            .iter()
+            .map(|(kid, key)| Jwk::from_public_key(key, "jwt-svid", Some(kid.clone())))
+            .collect(),
+        spiffe_sequence: None,
+        spiffe_refresh_hint: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+    use crate::jwt::JwtSigner;
+    use crate::TrustDomain;
+
+    #[test]
+    fn bundle_carries_ca_and_jwt_keys() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let td = TrustDomain::new("example.org").unwrap();
+        let now = SystemTime::now();
+        let ca = crate::x509::ca_params(&td, now, now + Duration::from_secs(60))
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let (signer, _) = JwtSigner::generate("kid-1".into()).unwrap();
+        let doc = spiffe_bundle(
+            &[ca.der().to_vec()],
+            &[("kid-1".into(), signer.public_key())],
+            7,
+            300,
+        )
+        .unwrap();
+        let json: serde_json::Value = serde_json::to_value(&doc).unwrap();
+        assert_eq!(json["spiffe_sequence"], 7);
+        assert_eq!(json["spiffe_refresh_hint"], 300);
+        let x509 = &json["keys"][0];
+        assert_eq!(x509["use"], "x509-svid");
+        assert_eq!(x509["kty"], "EC");
+        assert_eq!(x509["crv"], "P-256");
+        assert!(x509.get("kid").is_none());
+        assert_eq!(x509["x5c"].as_array().unwrap().len(), 1);
+        let jwt = &json["keys"][1];
+        assert_eq!(jwt["use"], "jwt-svid");
+        assert_eq!(jwt["kid"], "kid-1");
+        assert_eq!(
+            cert_public_key(ca.der()).unwrap(),
+            JwtPublicKey::from_jwk(&doc.keys[0]).unwrap()
+        );
+    }
+}
