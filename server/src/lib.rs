@@ -1,1 +1,15 @@
-//! placeholder
+//! Signet server: the trust domain's CA, the registration entries and agents
+//! in a datastore, the Node API (agents, mTLS) and the Admin API (CLI, Unix
+//! socket). `app::run` wires them; everything else is one concept per module.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod app;
+pub mod attest;
+pub mod ca;
+pub mod cli;
+pub mod config;
+pub mod datastore;
+pub mod events;
+
+pub use config::{FileConfig, RuntimeConfig};

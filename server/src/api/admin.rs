@@ -1,0 +1,183 @@
+//! The Admin API (CLI, over the admin Unix socket): join tokens, entries,
+//! agents, the bundle and health. Every change is published on the change
+//! bus so connected agents hear of it at once.
+
+use std::time::Duration;
+
+use signet_core::clock::unix_seconds;
+use signet_core::SpiffeId;
+use signet_proto::admin::admin_server::Admin;
+use signet_proto::admin::{
+    Agent, AgentRequest, CountEntriesRequest, CountEntriesResponse, CreateJoinTokenRequest,
+    CreateJoinTokenResponse, DeleteEntryRequest, DeleteEntryResponse, Entry, GetBundleRequest,
+    GetBundleResponse, HealthRequest, HealthResponse, ListAgentsRequest, ListAgentsResponse,
+    ListEntriesRequest, ListEntriesResponse,
+};
+use tonic::{Request, Response, Status};
+
+use super::convert::{admin_agent, admin_bundle, admin_entry};
+use super::status::ApiError;
+use super::validate::{new_entry, selector};
+use super::ServerState;
+use crate::datastore::EntryFilter;
+use crate::events::Change;
+
+pub struct AdminService {
+    state: ServerState,
+}
+
+impl AdminService {
+    pub fn new(state: ServerState) -> Self {
+        Self { state }
+    }
+}
+
+fn parse_agent_id(s: &str) -> Result<SpiffeId, ApiError> {
+    SpiffeId::parse_with_path(s)
+        .map_err(|e| ApiError::InvalidArgument(format!("invalid spiffe_id {s:?}: {e}")))
+}
+
+fn optional_id(field: &str, s: &str) -> Result<Option<SpiffeId>, ApiError> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    SpiffeId::parse(s)
+        .map(Some)
+        .map_err(|e| ApiError::InvalidArgument(format!("invalid {field} {s:?}: {e}")))
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn create_join_token(
+        &self,
+        request: Request<CreateJoinTokenRequest>,
+    ) -> Result<Response<CreateJoinTokenResponse>, Status> {
+        let ttl = match request.get_ref().ttl {
+            0 => self.state.join_token_ttl,
+            s => Duration::from_secs(u64::from(s)),
+        };
+        let (token, expires_at) = self.state.join_tokens.generate(ttl).await?;
+        tracing::info!(expires_at, "join token created");
+        Ok(Response::new(CreateJoinTokenResponse { token, expires_at }))
+    }
+
+    async fn create_entry(&self, request: Request<Entry>) -> Result<Response<Entry>, Status> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let entry = new_entry(request.get_ref(), self.state.ca.trust_domain(), id)?;
+        let created_at = unix_seconds(self.state.ca.now());
+        let rec = self.state.ds.create_entry(entry, created_at).await?;
+        tracing::info!(
+            entry_id = %rec.entry.id,
+            spiffe_id = %rec.entry.spiffe_id,
+            parent_id = %rec.entry.parent_id,
+            "entry created"
+        );
+        let out = admin_entry(&rec);
+        self.state.bus.publish(Change::EntryCreated(rec));
+        Ok(Response::new(out))
+    }
+
+    async fn list_entries(
+        &self,
+        request: Request<ListEntriesRequest>,
+    ) -> Result<Response<ListEntriesResponse>, Status> {
+        let req = request.get_ref();
+        let filter = EntryFilter {
+            spiffe_id: optional_id("spiffe_id", &req.spiffe_id)?,
+            parent_id: optional_id("parent_id", &req.parent_id)?,
+            selectors: req
+                .selectors
+                .iter()
+                .map(|s| selector(s))
+                .collect::<Result<_, _>>()?,
+        };
+        let entries = self.state.ds.list_entries(&filter).await?;
+        Ok(Response::new(ListEntriesResponse {
+            entries: entries.iter().map(admin_entry).collect(),
+        }))
+    }
+
+    async fn delete_entry(
+        &self,
+        request: Request<DeleteEntryRequest>,
+    ) -> Result<Response<DeleteEntryResponse>, Status> {
+        let id = &request.get_ref().id;
+        if id.is_empty() {
+            return Err(ApiError::InvalidArgument("entry id is required".into()).into());
+        }
+        let rec = self.state.ds.delete_entry(id).await?;
+        tracing::info!(entry_id = %id, spiffe_id = %rec.entry.spiffe_id, "entry deleted");
+        self.state.bus.publish(Change::EntryDeleted(rec));
+        Ok(Response::new(DeleteEntryResponse {}))
+    }
+
+    async fn count_entries(
+        &self,
+        _request: Request<CountEntriesRequest>,
+    ) -> Result<Response<CountEntriesResponse>, Status> {
+        let count = self.state.ds.count_entries().await?;
+        Ok(Response::new(CountEntriesResponse { count }))
+    }
+
+    async fn list_agents(
+        &self,
+        _request: Request<ListAgentsRequest>,
+    ) -> Result<Response<ListAgentsResponse>, Status> {
+        let agents = self.state.ds.list_agents().await?;
+        Ok(Response::new(ListAgentsResponse {
+            agents: agents.iter().map(admin_agent).collect(),
+        }))
+    }
+
+    async fn get_agent(&self, request: Request<AgentRequest>) -> Result<Response<Agent>, Status> {
+        let id = parse_agent_id(&request.get_ref().spiffe_id)?;
+        let agent = self
+            .state
+            .ds
+            .get_agent(&id)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("agent {id} not found")))?;
+        Ok(Response::new(admin_agent(&agent)))
+    }
+
+    async fn evict_agent(&self, request: Request<AgentRequest>) -> Result<Response<Agent>, Status> {
+        let id = parse_agent_id(&request.get_ref().spiffe_id)?;
+        let agent = self.state.ds.evict_agent(&id).await?;
+        tracing::info!(agent = %id, "agent evicted");
+        self.state.bus.publish(Change::AgentRevoked {
+            agent_id: id,
+            banned: false,
+        });
+        Ok(Response::new(admin_agent(&agent)))
+    }
+
+    async fn ban_agent(&self, request: Request<AgentRequest>) -> Result<Response<Agent>, Status> {
+        let id = parse_agent_id(&request.get_ref().spiffe_id)?;
+        let agent = self.state.ds.ban_agent(&id).await?;
+        tracing::info!(agent = %id, "agent banned");
+        self.state.bus.publish(Change::AgentRevoked {
+            agent_id: id,
+            banned: true,
+        });
+        Ok(Response::new(admin_agent(&agent)))
+    }
+
+    async fn get_bundle(
+        &self,
+        _request: Request<GetBundleRequest>,
+    ) -> Result<Response<GetBundleResponse>, Status> {
+        Ok(Response::new(admin_bundle(&self.state.ca.bundle())))
+    }
+
+    async fn health(
+        &self,
+        _request: Request<HealthRequest>,
+    ) -> Result<Response<HealthResponse>, Status> {
+        // Serving means the datastore answers and the CA can still sign.
+        let db_ok = self.state.ds.count_entries().await.is_ok();
+        let ca_ok = self.state.ca.not_after() > self.state.ca.now();
+        Ok(Response::new(HealthResponse {
+            serving: db_ok && ca_ok,
+        }))
+    }
+}

@@ -1,0 +1,84 @@
+//! Domain values to wire messages (the reverse, with validation, is in
+//! `validate.rs`).
+
+use std::time::Duration;
+
+use signet_proto::{admin, node};
+
+use crate::ca::Bundle;
+use crate::datastore::{AgentRecord, EntryRecord};
+
+fn ttl_secs(ttl: Option<Duration>) -> u32 {
+    ttl.map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
+        .unwrap_or(0)
+}
+
+pub fn admin_entry(rec: &EntryRecord) -> admin::Entry {
+    let e = &rec.entry;
+    admin::Entry {
+        id: e.id.clone(),
+        spiffe_id: e.spiffe_id.to_string(),
+        parent_id: e.parent_id.to_string(),
+        selectors: e.selectors.iter().map(|s| s.to_string()).collect(),
+        x509_svid_ttl: ttl_secs(e.x509_svid_ttl),
+        jwt_svid_ttl: ttl_secs(e.jwt_svid_ttl),
+        dns_names: e.dns_names.clone(),
+        hint: e.hint.clone(),
+        admin: e.admin,
+        downstream: e.downstream,
+        revision: e.revision,
+        created_at: rec.created_at,
+    }
+}
+
+pub fn node_entry(rec: &EntryRecord) -> node::Entry {
+    let e = &rec.entry;
+    node::Entry {
+        id: e.id.clone(),
+        spiffe_id: e.spiffe_id.to_string(),
+        parent_id: e.parent_id.to_string(),
+        selectors: e
+            .selectors
+            .iter()
+            .map(|s| node::Selector {
+                r#type: s.kind().to_owned(),
+                value: s.value().to_owned(),
+            })
+            .collect(),
+        x509_svid_ttl: ttl_secs(e.x509_svid_ttl),
+        jwt_svid_ttl: ttl_secs(e.jwt_svid_ttl),
+        dns_names: e.dns_names.clone(),
+        hint: e.hint.clone(),
+        admin: e.admin,
+        downstream: e.downstream,
+        revision: e.revision,
+    }
+}
+
+pub fn admin_agent(a: &AgentRecord) -> admin::Agent {
+    admin::Agent {
+        spiffe_id: a.spiffe_id.to_string(),
+        attestation_type: a.attestation_type.clone(),
+        serial: a.serial.clone(),
+        expires_at: a.expires_at,
+        banned: a.banned,
+        selectors: a.selectors.iter().map(|s| s.to_string()).collect(),
+        attested_at: a.attested_at,
+    }
+}
+
+pub fn node_bundle(b: &Bundle) -> node::Bundle {
+    node::Bundle {
+        trust_domain: b.trust_domain.to_string(),
+        x509_authorities: b.x509_authorities.clone(),
+        sequence: b.sequence,
+    }
+}
+
+pub fn admin_bundle(b: &Bundle) -> admin::GetBundleResponse {
+    admin::GetBundleResponse {
+        trust_domain: b.trust_domain.to_string(),
+        x509_authorities: b.x509_authorities.clone(),
+        sequence: b.sequence,
+    }
+}

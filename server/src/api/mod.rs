@@ -1,0 +1,32 @@
+//! The server's two gRPC APIs and what they share: the Node API for agents
+//! (TLS, agents authenticated by their SVID) and the Admin API for the CLI
+//! (Unix socket, guarded by file permissions).
+
+pub mod admin;
+pub mod auth;
+pub mod convert;
+pub mod node;
+pub mod status;
+pub mod sync;
+pub mod tls;
+pub mod validate;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::attest::JoinTokenAttestor;
+use crate::ca::CertificateAuthority;
+use crate::datastore::DataStore;
+use crate::events::ChangeBus;
+
+/// What every handler needs; cheap to clone.
+#[derive(Clone)]
+pub struct ServerState {
+    pub ds: Arc<dyn DataStore>,
+    pub ca: Arc<CertificateAuthority>,
+    pub bus: ChangeBus,
+    pub join_tokens: JoinTokenAttestor,
+    pub join_token_ttl: Duration,
+    /// Turns true when the server is stopping; long-lived streams end then.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
+}

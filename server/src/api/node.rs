@@ -1,0 +1,193 @@
+//! The Node API (agents, over TLS): attestation, agent SVID renewal, the
+//! Sync stream and batch X.509-SVID signing.
+
+use std::pin::Pin;
+
+use futures::Stream;
+use signet_core::clock::unix_seconds;
+use signet_core::x509::parse_csr;
+use signet_proto::node::node_server::Node;
+use signet_proto::node::{
+    attest_params, attest_request, attest_response, AttestRequest, AttestResponse, AttestResult,
+    BatchSignX509SvidRequest, BatchSignX509SvidResponse, RenewAgentRequest, RenewAgentResponse,
+    SignX509SvidParams, SignX509SvidResult, SyncRequest, SyncResponse,
+};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::auth::authenticate_agent;
+use super::convert::node_bundle;
+use super::status::ApiError;
+use super::ServerState;
+use crate::attest::AttestError;
+use crate::ca::csr_public_key;
+use crate::datastore::AgentRecord;
+
+pub struct NodeService {
+    state: ServerState,
+}
+
+impl NodeService {
+    pub fn new(state: ServerState) -> Self {
+        Self { state }
+    }
+
+    async fn sign_one(
+        &self,
+        agent: &AgentRecord,
+        p: &SignX509SvidParams,
+    ) -> Result<Vec<Vec<u8>>, ApiError> {
+        let rec = self
+            .state
+            .ds
+            .get_entry(&p.entry_id)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("entry {:?} not found", p.entry_id)))?;
+        let entry = rec.entry;
+        if entry.parent_id != agent.spiffe_id {
+            return Err(ApiError::PermissionDenied(
+                "entry is not authorized for this agent".into(),
+            ));
+        }
+        let csr = parse_csr(&p.csr)
+            .map_err(|e| ApiError::InvalidArgument(format!("invalid CSR: {e}")))?;
+        if csr.spiffe_id != entry.spiffe_id {
+            return Err(ApiError::InvalidArgument(format!(
+                "CSR SPIFFE ID {} does not match entry SPIFFE ID {}",
+                csr.spiffe_id, entry.spiffe_id
+            )));
+        }
+        let svid = self.state.ca.issue_x509_svid(
+            &entry.spiffe_id,
+            &csr.public_key,
+            &entry.dns_names,
+            entry.x509_svid_ttl,
+        )?;
+        tracing::info!(
+            agent = %agent.spiffe_id,
+            spiffe_id = %entry.spiffe_id,
+            entry_id = %entry.id,
+            serial = %svid.serial_hex,
+            "issued X.509-SVID"
+        );
+        Ok(svid.chain)
+    }
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl Node for NodeService {
+    type AttestStream = BoxStream<AttestResponse>;
+    type SyncStream = BoxStream<SyncResponse>;
+
+    async fn attest(
+        &self,
+        request: Request<Streaming<AttestRequest>>,
+    ) -> Result<Response<Self::AttestStream>, Status> {
+        let mut inbound = request.into_inner();
+        let first = inbound
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("attestation stream closed before params"))?;
+        let Some(attest_request::Step::Params(params)) = first.step else {
+            return Err(Status::invalid_argument(
+                "the first attestation message must carry params",
+            ));
+        };
+        let attested = match params.method {
+            Some(attest_params::Method::JoinToken(token)) => {
+                let res = self.state.join_tokens.attest(&token, &params.csr).await;
+                if let Err(e) = &res {
+                    tracing::warn!(method = "join_token", error = %e, "node attestation refused");
+                }
+                res?
+            }
+            None => return Err(AttestError::MissingMethod.into()),
+        };
+        tracing::info!(
+            agent = %attested.record.spiffe_id,
+            method = %attested.record.attestation_type,
+            serial = %attested.record.serial,
+            "agent attested"
+        );
+        let result = AttestResponse {
+            step: Some(attest_response::Step::Result(AttestResult {
+                spiffe_id: attested.record.spiffe_id.to_string(),
+                svid_chain: attested.svid.chain,
+                bundle: Some(node_bundle(&self.state.ca.bundle())),
+            })),
+        };
+        Ok(Response::new(Box::pin(tokio_stream::once(Ok(result)))))
+    }
+
+    async fn renew_agent(
+        &self,
+        request: Request<RenewAgentRequest>,
+    ) -> Result<Response<RenewAgentResponse>, Status> {
+        let agent = authenticate_agent(&self.state, &request).await?;
+        let key = csr_public_key(&request.get_ref().csr)
+            .map_err(|e| ApiError::InvalidArgument(format!("invalid CSR: {e}")))?;
+        let svid = self.state.ca.issue_x509_svid(
+            &agent.spiffe_id,
+            &key,
+            &[],
+            Some(self.state.ca.default_svid_ttl()),
+        )?;
+        self.state
+            .ds
+            .update_agent_svid(
+                &agent.spiffe_id,
+                &svid.serial_hex,
+                unix_seconds(svid.not_after),
+            )
+            .await?;
+        tracing::info!(agent = %agent.spiffe_id, serial = %svid.serial_hex, "renewed agent SVID");
+        Ok(Response::new(RenewAgentResponse {
+            svid_chain: svid.chain,
+        }))
+    }
+
+    async fn sync(
+        &self,
+        request: Request<SyncRequest>,
+    ) -> Result<Response<Self::SyncStream>, Status> {
+        let agent = authenticate_agent(&self.state, &request).await?;
+        tracing::debug!(
+            agent = %agent.spiffe_id,
+            since = request.get_ref().since_revision,
+            "sync stream opened"
+        );
+        let rx = super::sync::start(self.state.clone(), agent.spiffe_id);
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn batch_sign_x509_svid(
+        &self,
+        request: Request<BatchSignX509SvidRequest>,
+    ) -> Result<Response<BatchSignX509SvidResponse>, Status> {
+        let agent = authenticate_agent(&self.state, &request).await?;
+        let mut results = Vec::with_capacity(request.get_ref().params.len());
+        for p in &request.get_ref().params {
+            let result = match self.sign_one(&agent, p).await {
+                Ok(chain) => SignX509SvidResult {
+                    entry_id: p.entry_id.clone(),
+                    svid_chain: chain,
+                    error_code: 0,
+                    error_message: String::new(),
+                },
+                Err(e) => {
+                    tracing::warn!(agent = %agent.spiffe_id, entry_id = %p.entry_id, error = %e, "refused to sign");
+                    SignX509SvidResult {
+                        entry_id: p.entry_id.clone(),
+                        svid_chain: vec![],
+                        error_code: e.code() as i32,
+                        error_message: e.to_string(),
+                    }
+                }
+            };
+            results.push(result);
+        }
+        Ok(Response::new(BatchSignX509SvidResponse { results }))
+    }
+}

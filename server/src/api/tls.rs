@@ -1,0 +1,245 @@
+//! TLS for the Node API: the server's own SVID (renewed at half-life and
+//! swapped in without a restart), a client verifier that accepts only chains
+//! valid against the current bundle, and the stream of accepted connections.
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use futures::Stream;
+use rcgen::KeyPair;
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, WebPkiSupportedAlgorithms};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::{
+    CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, ServerConfig,
+    SignatureScheme,
+};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, UnixTime};
+use signet_core::rotation::{random_jitter, refresh_at, wait_until};
+use signet_core::x509::validate_x509_svid;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::ca::{CaError, CertificateAuthority};
+
+/// The path of the server's SPIFFE ID within its trust domain.
+pub const SERVER_ID_PATH: &str = "/signet/server";
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The server certificate handed to every handshake; replaced on renewal.
+#[derive(Debug)]
+pub struct ServerSvidResolver {
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl ServerSvidResolver {
+    fn set(&self, key: Arc<CertifiedKey>) {
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = key;
+    }
+}
+
+impl ResolvesServerCert for ServerSvidResolver {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        )
+    }
+}
+
+struct ServerSvid {
+    key: Arc<CertifiedKey>,
+    issued_at: SystemTime,
+    not_after: SystemTime,
+}
+
+fn issue_server_svid(ca: &CertificateAuthority) -> Result<ServerSvid, CaError> {
+    let id = ca
+        .trust_domain()
+        .id(SERVER_ID_PATH)
+        .map_err(|e| CaError::Key(e.to_string()))?;
+    let key = KeyPair::generate().map_err(|e| CaError::Key(e.to_string()))?;
+    let issued_at = ca.now();
+    let svid = ca.issue_x509_svid(&id, &key, &[], None)?;
+    let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+    let signer = rustls::crypto::ring::sign::any_ecdsa_type(&der)
+        .map_err(|e| CaError::Key(e.to_string()))?;
+    let chain = svid.chain.into_iter().map(CertificateDer::from).collect();
+    Ok(ServerSvid {
+        key: Arc::new(CertifiedKey::new(chain, signer)),
+        issued_at,
+        not_after: svid.not_after,
+    })
+}
+
+/// Issues the first server SVID and returns the resolver serving it, plus
+/// the task that renews it at half-life until dropped (abort it on shutdown).
+pub fn start_server_svid(
+    ca: Arc<CertificateAuthority>,
+) -> Result<
+    (
+        Arc<ServerSvidResolver>,
+        impl std::future::Future<Output = ()>,
+    ),
+    CaError,
+> {
+    let first = issue_server_svid(&ca)?;
+    let resolver = Arc::new(ServerSvidResolver {
+        current: RwLock::new(first.key.clone()),
+    });
+    let task = {
+        let resolver = resolver.clone();
+        async move {
+            let mut renew_at = refresh_at(first.issued_at, first.not_after, random_jitter());
+            loop {
+                tokio::time::sleep(wait_until(ca.now(), renew_at)).await;
+                match issue_server_svid(&ca) {
+                    Ok(next) => {
+                        tracing::info!(not_after = ?next.not_after, "renewed the server SVID");
+                        renew_at = refresh_at(next.issued_at, next.not_after, random_jitter());
+                        resolver.set(next.key);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "renewing the server SVID failed; retrying");
+                        renew_at = ca.now() + RETRY_AFTER_FAILURE;
+                    }
+                }
+            }
+        }
+    };
+    Ok((resolver, task))
+}
+
+/// Accepts a client certificate only if it is an X.509-SVID that validates
+/// against the bundle as it is now; a client may also present none (Attest).
+#[derive(Debug)]
+pub struct AgentCertVerifier {
+    ca: Arc<CertificateAuthority>,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl AgentCertVerifier {
+    pub fn new(ca: Arc<CertificateAuthority>) -> Self {
+        Self {
+            ca,
+            algorithms: rustls::crypto::ring::default_provider().signature_verification_algorithms,
+        }
+    }
+}
+
+impl ClientCertVerifier for AgentCertVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let chain: Vec<Vec<u8>> = std::iter::once(end_entity)
+            .chain(intermediates)
+            .map(|c| c.as_ref().to_vec())
+            .collect();
+        let bundle = self.ca.bundle();
+        validate_x509_svid(&chain, &bundle.x509_authorities, self.ca.now())
+            .map(|_| ClientCertVerified::assertion())
+            .map_err(|e| {
+                tracing::debug!(error = %e, "refused a client certificate");
+                rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(e))))
+            })
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+pub fn server_config(
+    ca: Arc<CertificateAuthority>,
+    resolver: Arc<ServerSvidResolver>,
+) -> Result<Arc<ServerConfig>, rustls::Error> {
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(Arc::new(AgentCertVerifier::new(ca)))
+        .with_cert_resolver(resolver);
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Completed TLS connections from `listener`. Handshakes run concurrently, so
+/// a slow or hostile client cannot hold up the others; failures are logged
+/// and dropped.
+pub fn tls_incoming(
+    listener: TcpListener,
+    config: Arc<ServerConfig>,
+) -> impl Stream<Item = Result<TlsStream<TcpStream>, std::io::Error>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let acceptor = TlsAcceptor::from(config);
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                _ = tx.closed() => return,
+                a = listener.accept() => a,
+            };
+            let (tcp, peer) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting a Node API connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let acceptor = acceptor.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => {
+                        let _ = tx.send(Ok(tls)).await;
+                    }
+                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    ReceiverStream::new(rx)
+}

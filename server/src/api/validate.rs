@@ -1,0 +1,199 @@
+//! Admin input becomes typed values here, once: SPIFFE IDs in our trust
+//! domain, parsed selectors, sane TTLs and DNS names.
+
+use std::time::Duration;
+
+use signet_core::entry::normalize_selectors;
+use signet_core::{
+    RegistrationEntry, Selector, SelectorError, SpiffeId, SpiffeIdError, TrustDomain,
+};
+use signet_proto::admin;
+
+/// Longest TTL an entry may ask for; the CA's lifetime caps it further.
+const MAX_TTL: Duration = Duration::from_secs(366 * 24 * 3600);
+const MAX_HINT_LEN: usize = 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EntryError {
+    #[error("invalid {field} {value:?}: {source}")]
+    SpiffeId {
+        field: &'static str,
+        value: String,
+        source: SpiffeIdError,
+    },
+    #[error("{field} {value:?} is not in the server's trust domain {trust_domain:?}")]
+    ForeignTrustDomain {
+        field: &'static str,
+        value: String,
+        trust_domain: String,
+    },
+    #[error("an entry needs at least one selector")]
+    NoSelectors,
+    #[error("invalid selector {value:?}: {source}")]
+    Selector {
+        value: String,
+        source: SelectorError,
+    },
+    #[error("{field} must be at most {max} seconds (one year)", max = MAX_TTL.as_secs())]
+    TtlTooLong { field: &'static str },
+    #[error("invalid DNS name {0:?}: labels of letters, digits and '-', separated by dots (a leading \"*.\" is allowed)")]
+    DnsName(String),
+    #[error("hint must be at most 1024 bytes without control characters")]
+    Hint,
+}
+
+pub fn spiffe_id_in(
+    field: &'static str,
+    value: &str,
+    td: &TrustDomain,
+) -> Result<SpiffeId, EntryError> {
+    let id = SpiffeId::parse_with_path(value).map_err(|source| EntryError::SpiffeId {
+        field,
+        value: value.to_owned(),
+        source,
+    })?;
+    if !id.is_member_of(td) {
+        return Err(EntryError::ForeignTrustDomain {
+            field,
+            value: value.to_owned(),
+            trust_domain: td.to_string(),
+        });
+    }
+    Ok(id)
+}
+
+pub fn selector(value: &str) -> Result<Selector, EntryError> {
+    Selector::parse(value).map_err(|source| EntryError::Selector {
+        value: value.to_owned(),
+        source,
+    })
+}
+
+fn ttl(field: &'static str, secs: u32) -> Result<Option<Duration>, EntryError> {
+    let d = Duration::from_secs(u64::from(secs));
+    if d > MAX_TTL {
+        return Err(EntryError::TtlTooLong { field });
+    }
+    Ok((secs > 0).then_some(d))
+}
+
+pub fn dns_name(name: &str) -> Result<String, EntryError> {
+    let bad = || EntryError::DnsName(name.to_owned());
+    let rest = name.strip_prefix("*.").unwrap_or(name);
+    if rest.is_empty() || name.len() > 253 {
+        return Err(bad());
+    }
+    for label in rest.split('.') {
+        let ok = !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+        if !ok {
+            return Err(bad());
+        }
+    }
+    Ok(name.to_ascii_lowercase())
+}
+
+/// A new entry from the Admin API, validated; `id` is assigned by the caller.
+pub fn new_entry(
+    req: &admin::Entry,
+    td: &TrustDomain,
+    id: String,
+) -> Result<RegistrationEntry, EntryError> {
+    let spiffe_id = spiffe_id_in("spiffe_id", &req.spiffe_id, td)?;
+    let parent_id = spiffe_id_in("parent_id", &req.parent_id, td)?;
+    if req.selectors.is_empty() {
+        return Err(EntryError::NoSelectors);
+    }
+    let selectors = req
+        .selectors
+        .iter()
+        .map(|s| selector(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    let dns_names = req
+        .dns_names
+        .iter()
+        .map(|d| dns_name(d))
+        .collect::<Result<Vec<_>, _>>()?;
+    if req.hint.len() > MAX_HINT_LEN || req.hint.chars().any(char::is_control) {
+        return Err(EntryError::Hint);
+    }
+    Ok(RegistrationEntry {
+        id,
+        spiffe_id,
+        parent_id,
+        selectors: normalize_selectors(selectors),
+        x509_svid_ttl: ttl("x509_svid_ttl", req.x509_svid_ttl)?,
+        jwt_svid_ttl: ttl("jwt_svid_ttl", req.jwt_svid_ttl)?,
+        dns_names,
+        hint: req.hint.clone(),
+        admin: req.admin,
+        downstream: req.downstream,
+        revision: 0,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn td() -> TrustDomain {
+        TrustDomain::new("example.org").unwrap()
+    }
+
+    fn req(spiffe_id: &str, selectors: &[&str]) -> admin::Entry {
+        admin::Entry {
+            spiffe_id: spiffe_id.into(),
+            parent_id: "spiffe://example.org/signet/agent/join_token/t".into(),
+            selectors: selectors.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn bad_spiffe_id_names_the_rule() {
+        let err = new_entry(
+            &req("spiffe://example.org/a/", &["unix:uid:1"]),
+            &td(),
+            "x".into(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid spiffe_id \"spiffe://example.org/a/\": path must not end with a trailing slash"
+        );
+    }
+
+    #[test]
+    fn foreign_trust_domain_missing_or_bad_selector_are_refused() {
+        assert!(matches!(
+            new_entry(
+                &req("spiffe://other.org/a", &["unix:uid:1"]),
+                &td(),
+                "x".into()
+            ),
+            Err(EntryError::ForeignTrustDomain { .. })
+        ));
+        assert_eq!(
+            new_entry(&req("spiffe://example.org/a", &[]), &td(), "x".into()),
+            Err(EntryError::NoSelectors)
+        );
+        let err =
+            new_entry(&req("spiffe://example.org/a", &["unix"]), &td(), "x".into()).unwrap_err();
+        assert!(
+            err.to_string().contains("must have the form type:value"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn dns_names_are_checked() {
+        assert_eq!(dns_name("Web.Example.org").unwrap(), "web.example.org");
+        assert!(dns_name("*.example.org").is_ok());
+        for bad in ["", "a..b", "-a.b", "a b", "*."] {
+            assert!(dns_name(bad).is_err(), "{bad}");
+        }
+    }
+}

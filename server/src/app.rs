@@ -1,0 +1,225 @@
+//! Wiring: datastore, CA, change bus, the Node API on TCP+TLS and the Admin
+//! API on its Unix socket, started in that order and stopped gracefully.
+
+use std::fs;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use signet_core::clock::unix_seconds;
+use signet_core::{Clock, SystemClock, TrustDomain};
+use signet_proto::admin::admin_server::AdminServer;
+use signet_proto::node::node_server::NodeServer;
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::transport::Server;
+
+use crate::api::admin::AdminService;
+use crate::api::node::NodeService;
+use crate::api::tls::{server_config, start_server_svid, tls_incoming};
+use crate::api::ServerState;
+use crate::attest::JoinTokenAttestor;
+use crate::ca::{create_private_dir, CaSettings, CertificateAuthority};
+use crate::config::RuntimeConfig;
+use crate::datastore::{DataStore, SqliteDataStore};
+use crate::events::ChangeBus;
+
+pub const DATASTORE_FILE: &str = "datastore.sqlite3";
+const STOP_GRACE: Duration = Duration::from_secs(5);
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
+
+type ServeHandle = JoinHandle<Result<(), tonic::transport::Error>>;
+
+/// Runs the server until `shutdown` completes.
+pub async fn run(config: RuntimeConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    start(config, Arc::new(SystemClock))
+        .await?
+        .serve_until(shutdown)
+        .await
+}
+
+/// A started server: both APIs are listening.
+pub struct RunningServer {
+    pub node_addr: SocketAddr,
+    pub admin_socket: PathBuf,
+    pub trust_domain: TrustDomain,
+    stop: watch::Sender<bool>,
+    node: ServeHandle,
+    admin: ServeHandle,
+    background: Vec<JoinHandle<()>>,
+    ds: Arc<SqliteDataStore>,
+}
+
+/// Starts every part; the admin socket appears last, once all is ready.
+pub async fn start(config: RuntimeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<RunningServer> {
+    create_private_dir(&config.data_dir)
+        .with_context(|| format!("creating data dir {:?}", config.data_dir))?;
+    let ds = Arc::new(SqliteDataStore::open(&config.data_dir.join(DATASTORE_FILE)).await?);
+    let (ca, created) = CertificateAuthority::load_or_create(
+        &config.data_dir.join("ca"),
+        CaSettings {
+            trust_domain: config.trust_domain.clone(),
+            ca_ttl: config.ca_ttl,
+            default_svid_ttl: config.default_x509_svid_ttl,
+            backdate: config.not_before_backdate,
+        },
+        clock.clone(),
+    )?;
+    let ca = Arc::new(ca);
+    tracing::info!(
+        created,
+        not_after = unix_seconds(ca.not_after()),
+        "{} CA",
+        if created {
+            "generated a new"
+        } else {
+            "loaded the"
+        }
+    );
+    let bus = ChangeBus::new(ds.current_revision().await?);
+    let (stop, stop_rx) = watch::channel(false);
+    let dyn_ds: Arc<dyn DataStore> = ds.clone();
+    let state = ServerState {
+        ds: dyn_ds.clone(),
+        ca: ca.clone(),
+        bus,
+        join_tokens: JoinTokenAttestor::new(dyn_ds.clone(), ca.clone()),
+        join_token_ttl: config.join_token_ttl,
+        shutdown: stop_rx.clone(),
+    };
+
+    let (resolver, renew_task) = start_server_svid(ca.clone())?;
+    let mut background = vec![tokio::spawn(renew_task)];
+    background.push(tokio::spawn(prune_join_tokens(dyn_ds, clock)));
+
+    let tls = server_config(ca.clone(), resolver)?;
+    let tcp = TcpListener::bind(config.bind)
+        .await
+        .with_context(|| format!("binding the Node API to {}", config.bind))?;
+    let node_addr = tcp.local_addr()?;
+    let node = tokio::spawn(
+        Server::builder()
+            .add_service(NodeServer::new(NodeService::new(state.clone())))
+            .serve_with_incoming_shutdown(tls_incoming(tcp, tls), stopped(stop_rx.clone())),
+    );
+
+    let unix = bind_admin_socket(&config.admin_socket)?;
+    let admin = tokio::spawn(
+        Server::builder()
+            .add_service(AdminServer::new(AdminService::new(state)))
+            .serve_with_incoming_shutdown(UnixListenerStream::new(unix), stopped(stop_rx)),
+    );
+    tracing::info!(
+        trust_domain = %config.trust_domain,
+        node_api = %node_addr,
+        admin_socket = %config.admin_socket.display(),
+        "signet-server started: trust domain {}, Node API on {}, admin socket {}",
+        config.trust_domain,
+        node_addr,
+        config.admin_socket.display()
+    );
+    Ok(RunningServer {
+        node_addr,
+        admin_socket: config.admin_socket,
+        trust_domain: config.trust_domain,
+        stop,
+        node,
+        admin,
+        background,
+        ds,
+    })
+}
+
+impl RunningServer {
+    /// Serves until `shutdown` completes (or an API fails), then stops.
+    pub async fn serve_until(mut self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let failure = tokio::select! {
+            _ = shutdown => None,
+            r = &mut self.node => Some(("Node API", r)),
+            r = &mut self.admin => Some(("Admin API", r)),
+        };
+        let failed = failure.map(|(which, r)| match r {
+            Ok(Ok(())) => anyhow::anyhow!("{which} stopped unexpectedly"),
+            Ok(Err(e)) => anyhow::anyhow!("{which} failed: {e}"),
+            Err(e) => anyhow::anyhow!("{which} task failed: {e}"),
+        });
+        self.stop().await;
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Graceful stop: streams end, the admin socket is removed, the
+    /// datastore is closed.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for handle in [self.admin, self.node] {
+            let abort = handle.abort_handle();
+            if tokio::time::timeout(STOP_GRACE, handle).await.is_err() {
+                abort.abort();
+            }
+        }
+        for task in &self.background {
+            task.abort();
+        }
+        if let Err(e) = fs::remove_file(&self.admin_socket) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(error = %e, "removing the admin socket failed");
+            }
+        }
+        self.ds.close().await;
+        tracing::info!("signet-server stopped");
+    }
+}
+
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+/// Binds the admin socket: parent dir created 0700 if missing, a stale
+/// socket file replaced, the socket itself 0600. Refuses to take over a
+/// socket another server still answers on.
+fn bind_admin_socket(path: &Path) -> anyhow::Result<UnixListener> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.exists() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .with_context(|| format!("creating admin socket dir {dir:?}"))?;
+        }
+    }
+    if let Ok(meta) = fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            anyhow::bail!("admin socket path {path:?} exists and is not a socket");
+        }
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            anyhow::bail!("admin socket {path:?} is in use by another running server");
+        }
+        fs::remove_file(path).with_context(|| format!("removing stale socket {path:?}"))?;
+    }
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("binding admin socket {path:?}"))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("chmod 0600 {path:?}"))?;
+    Ok(listener)
+}
+
+async fn prune_join_tokens(ds: Arc<dyn DataStore>, clock: Arc<dyn Clock>) {
+    loop {
+        tokio::time::sleep(PRUNE_EVERY).await;
+        // An hour of grace, so a late agent still hears "join token expired".
+        match ds.prune_join_tokens(unix_seconds(clock.now()) - 3600).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(pruned = n, "dropped expired join tokens"),
+            Err(e) => tracing::warn!(error = %e, "pruning join tokens failed"),
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! Node attestation, server half: an attestor checks the agent's evidence and
+//! decides its SPIFFE ID; the agent SVID is issued for the CSR's key only.
+
+pub mod join_token;
+
+use crate::ca::{CaError, IssuedSvid};
+use crate::datastore::{AgentRecord, DataStoreError};
+
+pub use join_token::JoinTokenAttestor;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AttestError {
+    #[error("attestation request carries no attestation method")]
+    MissingMethod,
+    #[error("invalid CSR: {0}")]
+    BadCsr(String),
+    #[error(transparent)]
+    DataStore(#[from] DataStoreError),
+    #[error(transparent)]
+    Ca(#[from] CaError),
+}
+
+/// An agent the server now vouches for, and its first SVID.
+#[derive(Debug, Clone)]
+pub struct AttestedAgent {
+    pub record: AgentRecord,
+    pub svid: IssuedSvid,
+}

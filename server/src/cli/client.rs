@@ -1,0 +1,71 @@
+//! The Admin API client over the admin Unix socket, and the healthcheck.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use hyper_util::rt::TokioIo;
+use signet_proto::admin::admin_client::AdminClient;
+use signet_proto::admin::HealthRequest;
+use tokio::net::UnixStream;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+/// Connects to the server's admin socket.
+pub async fn connect(path: &Path) -> anyhow::Result<AdminClient<Channel>> {
+    let socket = path.to_path_buf();
+    let channel = Endpoint::from_static("http://[::]:50051")
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let socket = socket.clone();
+            async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(socket).await?)) }
+        }))
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot connect to the admin socket {}: {}",
+                path.display(),
+                error_chain(&e)
+            )
+        })?;
+    Ok(AdminClient::new(channel))
+}
+
+/// A server's answer as an error: just its message, as the CLI prints it.
+pub fn status_error(status: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{}", status.message())
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    out
+}
+
+/// `Server is healthy.` and exit 0, or why not and exit 1.
+pub async fn healthcheck(path: &Path) -> anyhow::Result<ExitCode> {
+    let answer = match connect(path).await {
+        Ok(mut client) => client
+            .health(HealthRequest {})
+            .await
+            .map(|r| r.into_inner().serving)
+            .map_err(|s| s.message().to_owned()),
+        Err(e) => Err(e.to_string()),
+    };
+    match answer {
+        Ok(true) => {
+            println!("Server is healthy.");
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(false) => {
+            eprintln!("Server is unhealthy: it reports that it is not serving");
+            Ok(ExitCode::FAILURE)
+        }
+        Err(why) => {
+            eprintln!("Server is unhealthy: {why}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! `signet-server entry create | show | delete | count`.
+
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use serde_json::{json, Value};
+use signet_proto::admin::{CountEntriesRequest, DeleteEntryRequest, Entry, ListEntriesRequest};
+
+use super::client::{connect, status_error};
+use super::{duration_arg, print_json, rfc3339, AdminArgs, Output, OutputArgs};
+
+#[derive(Debug, Subcommand)]
+pub enum EntryCommand {
+    /// Registers a workload identity; prints the new entry's id.
+    Create(CreateArgs),
+    /// Lists entries, optionally filtered.
+    Show(ShowArgs),
+    /// Deletes an entry by id.
+    Delete(DeleteArgs),
+    /// Prints the number of entries.
+    Count(CountArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    #[command(flatten)]
+    admin: AdminArgs,
+    #[command(flatten)]
+    output: OutputArgs,
+    #[arg(long)]
+    spiffe_id: String,
+    #[arg(long)]
+    parent_id: String,
+    /// `type:value`, e.g. unix:uid:1000; repeat for several (all must match).
+    #[arg(long = "selector", required = true)]
+    selectors: Vec<String>,
+    #[arg(long, value_parser = duration_arg)]
+    x509_svid_ttl: Option<Duration>,
+    #[arg(long, value_parser = duration_arg)]
+    jwt_svid_ttl: Option<Duration>,
+    /// DNS SAN for the SVID; repeat for several.
+    #[arg(long = "dns")]
+    dns_names: Vec<String>,
+    #[arg(long, default_value = "")]
+    hint: String,
+    /// The workload may use the Admin API.
+    #[arg(long = "admin")]
+    admin_entry: bool,
+    #[arg(long)]
+    downstream: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    #[command(flatten)]
+    admin: AdminArgs,
+    #[command(flatten)]
+    output: OutputArgs,
+    #[arg(long)]
+    spiffe_id: Option<String>,
+    #[arg(long)]
+    parent_id: Option<String>,
+    #[arg(long = "selector")]
+    selectors: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    #[command(flatten)]
+    admin: AdminArgs,
+    #[arg(long)]
+    id: String,
+}
+
+#[derive(Debug, Args)]
+pub struct CountArgs {
+    #[command(flatten)]
+    admin: AdminArgs,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+fn ttl_secs(flag: &str, d: Option<Duration>) -> anyhow::Result<u32> {
+    match d {
+        None => Ok(0),
+        Some(d) if d.is_zero() => anyhow::bail!("{flag} must be longer than zero"),
+        Some(d) => u32::try_from(d.as_secs()).map_err(|_| anyhow::anyhow!("{flag} is too long")),
+    }
+}
+
+pub fn entry_json(e: &Entry) -> Value {
+    json!({
+        "id": e.id,
+        "spiffe_id": e.spiffe_id,
+        "parent_id": e.parent_id,
+        "selectors": e.selectors,
+        "x509_svid_ttl": e.x509_svid_ttl,
+        "jwt_svid_ttl": e.jwt_svid_ttl,
+        "dns_names": e.dns_names,
+        "hint": e.hint,
+        "admin": e.admin,
+        "downstream": e.downstream,
+        "revision": e.revision,
+        "created_at": e.created_at,
+    })
+}
+
+fn ttl_text(secs: u32) -> String {
+    if secs == 0 {
+        "default".to_owned()
+    } else {
+        secs.to_string()
+    }
+}
+
+/// One SPIRE-style block per entry.
+pub fn entry_text(e: &Entry) -> String {
+    let mut lines = vec![
+        ("Entry ID", e.id.clone()),
+        ("SPIFFE ID", e.spiffe_id.clone()),
+        ("Parent ID", e.parent_id.clone()),
+        ("Revision", e.revision.to_string()),
+        ("X509-SVID TTL", ttl_text(e.x509_svid_ttl)),
+        ("JWT-SVID TTL", ttl_text(e.jwt_svid_ttl)),
+    ];
+    lines.extend(e.selectors.iter().map(|s| ("Selector", s.clone())));
+    lines.extend(e.dns_names.iter().map(|d| ("DNS name", d.clone())));
+    if !e.hint.is_empty() {
+        lines.push(("Hint", e.hint.clone()));
+    }
+    if e.admin {
+        lines.push(("Admin", "true".into()));
+    }
+    if e.downstream {
+        lines.push(("Downstream", "true".into()));
+    }
+    lines.push(("Created at", rfc3339(e.created_at)));
+    lines
+        .into_iter()
+        .map(|(k, v)| format!("{k:<17}: {v}\n"))
+        .collect()
+}
+
+impl EntryCommand {
+    pub async fn run(self) -> anyhow::Result<()> {
+        match self {
+            EntryCommand::Create(a) => create(a).await,
+            EntryCommand::Show(a) => show(a).await,
+            EntryCommand::Delete(a) => {
+                let mut client = connect(&a.admin.admin_socket).await?;
+                client
+                    .delete_entry(DeleteEntryRequest { id: a.id.clone() })
+                    .await
+                    .map_err(status_error)?;
+                println!("Deleted entry {}", a.id);
+                Ok(())
+            }
+            EntryCommand::Count(a) => {
+                let mut client = connect(&a.admin.admin_socket).await?;
+                let count = client
+                    .count_entries(CountEntriesRequest {})
+                    .await
+                    .map_err(status_error)?
+                    .into_inner()
+                    .count;
+                match a.output.output {
+                    Output::Text => println!("{count}"),
+                    Output::Json => print_json(&json!({ "count": count }))?,
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+async fn create(a: CreateArgs) -> anyhow::Result<()> {
+    let request = Entry {
+        spiffe_id: a.spiffe_id,
+        parent_id: a.parent_id,
+        selectors: a.selectors,
+        x509_svid_ttl: ttl_secs("--x509-svid-ttl", a.x509_svid_ttl)?,
+        jwt_svid_ttl: ttl_secs("--jwt-svid-ttl", a.jwt_svid_ttl)?,
+        dns_names: a.dns_names,
+        hint: a.hint,
+        admin: a.admin_entry,
+        downstream: a.downstream,
+        ..Default::default()
+    };
+    let mut client = connect(&a.admin.admin_socket).await?;
+    let entry = client
+        .create_entry(request)
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    match a.output.output {
+        Output::Text => println!("{}", entry.id),
+        Output::Json => print_json(&entry_json(&entry))?,
+    }
+    Ok(())
+}
+
+async fn show(a: ShowArgs) -> anyhow::Result<()> {
+    let mut client = connect(&a.admin.admin_socket).await?;
+    let entries = client
+        .list_entries(ListEntriesRequest {
+            spiffe_id: a.spiffe_id.unwrap_or_default(),
+            parent_id: a.parent_id.unwrap_or_default(),
+            selectors: a.selectors,
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner()
+        .entries;
+    match a.output.output {
+        Output::Json => print_json(&json!({
+            "entries": entries.iter().map(entry_json).collect::<Vec<_>>(),
+        }))?,
+        Output::Text => {
+            let noun = if entries.len() == 1 {
+                "entry"
+            } else {
+                "entries"
+            };
+            println!("Found {} {noun}", entries.len());
+            for e in &entries {
+                println!();
+                print!("{}", entry_text(e));
+            }
+        }
+    }
+    Ok(())
+}

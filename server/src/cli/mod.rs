@@ -1,0 +1,280 @@
+//! The `signet-server` command line: `run` starts the server; the other
+//! verbs are Admin API clients over the admin Unix socket.
+
+mod agent;
+mod bundle;
+pub mod client;
+mod entry;
+mod token;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::{ConfigDuration, FileConfig, RuntimeConfig, DEFAULT_ADMIN_SOCKET};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "signet-server",
+    version,
+    about = "Signet server: the trust domain's CA and registration API"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Runs the server.
+    Run(RunArgs),
+    /// Join tokens for node attestation.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
+    /// Registration entries.
+    #[command(subcommand)]
+    Entry(entry::EntryCommand),
+    /// Attested agents.
+    #[command(subcommand)]
+    Agent(agent::AgentCommand),
+    /// The trust bundle.
+    #[command(subcommand)]
+    Bundle(bundle::BundleCommand),
+    /// Exits 0 when the server answers that it is serving.
+    Healthcheck(AdminArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// TOML config file; flags override its values.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    #[arg(long)]
+    pub trust_domain: Option<String>,
+    /// Node API address, e.g. 127.0.0.1:8081.
+    #[arg(long)]
+    pub bind: Option<String>,
+    #[arg(long)]
+    pub admin_socket: Option<PathBuf>,
+    /// CA lifetime: seconds or 90s, 15m, 24h.
+    #[arg(long, value_parser = duration_arg)]
+    pub ca_ttl: Option<Duration>,
+    #[arg(long, value_parser = duration_arg)]
+    pub default_x509_svid_ttl: Option<Duration>,
+    #[arg(long, value_parser = duration_arg)]
+    pub join_token_ttl: Option<Duration>,
+    /// Log as JSON lines instead of human-readable text.
+    #[arg(long)]
+    pub log_json: bool,
+}
+
+impl RunArgs {
+    /// File (if any) merged with the flags, converted to the runtime config.
+    pub fn runtime_config(&self) -> anyhow::Result<RuntimeConfig> {
+        let file = match &self.config {
+            Some(path) => FileConfig::load(path)?,
+            None => FileConfig::default(),
+        };
+        let flags = FileConfig {
+            trust_domain: self.trust_domain.clone(),
+            data_dir: self.data_dir.clone(),
+            bind: self.bind.clone(),
+            admin_socket: self.admin_socket.clone(),
+            ca_ttl: self.ca_ttl.map(ConfigDuration),
+            default_x509_svid_ttl: self.default_x509_svid_ttl.map(ConfigDuration),
+            join_token_ttl: self.join_token_ttl.map(ConfigDuration),
+            log_json: self.log_json.then_some(true),
+        };
+        Ok(RuntimeConfig::try_from(file.merge(flags))?)
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AdminArgs {
+    /// Path of the server's admin socket.
+    #[arg(long, default_value = DEFAULT_ADMIN_SOCKET)]
+    pub admin_socket: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct OutputArgs {
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: Output,
+}
+
+pub fn duration_arg(s: &str) -> Result<Duration, String> {
+    signet_core::duration::parse_duration(s).map_err(|e| e.to_string())
+}
+
+/// Runs the command; errors print as `Error: ...` on stderr with exit 1.
+pub fn dispatch(cli: Cli) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("Error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run(args) => run(args).await,
+            Command::Token(c) => c.run().await,
+            Command::Entry(c) => c.run().await,
+            Command::Agent(c) => c.run().await,
+            Command::Bundle(c) => c.run().await,
+            Command::Healthcheck(a) => return client::healthcheck(&a.admin_socket).await,
+        }
+        .map(|()| ExitCode::SUCCESS)
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let config = args.runtime_config()?;
+    init_logging(config.log_json);
+    crate::app::run(config, shutdown_signal()).await
+}
+
+fn init_logging(json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+    tracing::info!("shutting down");
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` for unix seconds (UTC), for human output.
+pub fn rfc3339(secs: i64) -> String {
+    let days = secs.div_euclid(86400);
+    let rem = secs.rem_euclid(86400);
+    // Civil-from-days (Howard Hinnant), valid for the proleptic Gregorian calendar.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+/// Prints `value` as pretty JSON on stdout.
+pub fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_formats_utc() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn cli_parses_every_verb() {
+        for args in [
+            vec!["signet-server", "run", "--ca-ttl", "2h", "--log-json"],
+            vec![
+                "signet-server",
+                "token",
+                "generate",
+                "--ttl",
+                "90s",
+                "--output",
+                "json",
+            ],
+            vec![
+                "signet-server",
+                "entry",
+                "create",
+                "--spiffe-id",
+                "spiffe://example.org/w",
+                "--parent-id",
+                "spiffe://example.org/a",
+                "--selector",
+                "unix:uid:1",
+                "--selector",
+                "unix:gid:1",
+                "--dns",
+                "w.local",
+                "--x509-svid-ttl",
+                "1h",
+            ],
+            vec!["signet-server", "entry", "show", "--selector", "unix:uid:1"],
+            vec!["signet-server", "entry", "delete", "--id", "x"],
+            vec![
+                "signet-server",
+                "entry",
+                "count",
+                "--admin-socket",
+                "/tmp/a.sock",
+            ],
+            vec!["signet-server", "agent", "list"],
+            vec![
+                "signet-server",
+                "agent",
+                "ban",
+                "--spiffe-id",
+                "spiffe://example.org/a",
+            ],
+            vec!["signet-server", "bundle", "show", "--format", "spiffe"],
+            vec!["signet-server", "healthcheck"],
+        ] {
+            Cli::try_parse_from(&args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        }
+        assert!(Cli::try_parse_from(["signet-server", "run", "--ca-ttl", "1x"]).is_err());
+    }
+}

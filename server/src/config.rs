@@ -1,0 +1,210 @@
+//! Server configuration: the TOML file (unknown keys refused), the command-line
+//! overrides, and the typed runtime config they become. Defaults live here once.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use signet_core::duration::parse_duration;
+use signet_core::TrustDomain;
+
+pub const DEFAULT_TRUST_DOMAIN: &str = "example.org";
+pub const DEFAULT_DATA_DIR: &str = ".data/server";
+pub const DEFAULT_BIND: &str = "127.0.0.1:8081";
+pub const DEFAULT_ADMIN_SOCKET: &str = "/tmp/signet-server/private/admin.sock";
+pub const DEFAULT_CA_TTL: Duration = Duration::from_secs(24 * 3600);
+pub const DEFAULT_X509_SVID_TTL: Duration = Duration::from_secs(3600);
+pub const DEFAULT_JOIN_TOKEN_TTL: Duration = Duration::from_secs(600);
+/// How far notBefore is moved into the past, for clock skew between hosts.
+pub const NOT_BEFORE_BACKDATE: Duration = Duration::from_secs(30);
+
+/// A duration in a config file: `"24h"`-style string or integer seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConfigDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for ConfigDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Secs(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Secs(s) => Ok(Self(Duration::from_secs(s))),
+            Raw::Text(t) => parse_duration(&t)
+                .map(Self)
+                .map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// The TOML file, every key optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub trust_domain: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub bind: Option<String>,
+    pub admin_socket: Option<PathBuf>,
+    pub ca_ttl: Option<ConfigDuration>,
+    pub default_x509_svid_ttl: Option<ConfigDuration>,
+    pub join_token_ttl: Option<ConfigDuration>,
+    pub log_json: Option<bool>,
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::Read(path.to_path_buf(), e.to_string()))?;
+        Self::parse(&text).map_err(|e| match e {
+            ConfigError::Parse(_, msg) => ConfigError::Parse(path.to_path_buf(), msg),
+            other => other,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse(PathBuf::new(), e.to_string()))
+    }
+
+    /// Flags win over the file: any `Some` in `flags` replaces the file's value.
+    pub fn merge(self, flags: FileConfig) -> FileConfig {
+        FileConfig {
+            trust_domain: flags.trust_domain.or(self.trust_domain),
+            data_dir: flags.data_dir.or(self.data_dir),
+            bind: flags.bind.or(self.bind),
+            admin_socket: flags.admin_socket.or(self.admin_socket),
+            ca_ttl: flags.ca_ttl.or(self.ca_ttl),
+            default_x509_svid_ttl: flags.default_x509_svid_ttl.or(self.default_x509_svid_ttl),
+            join_token_ttl: flags.join_token_ttl.or(self.join_token_ttl),
+            log_json: flags.log_json.or(self.log_json),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {0:?}: {1}")]
+    Read(PathBuf, String),
+    #[error("invalid config file {0:?}: {1}")]
+    Parse(PathBuf, String),
+    #[error("invalid trust_domain {0:?}: {1}")]
+    TrustDomain(String, signet_core::SpiffeIdError),
+    #[error("invalid bind address {0:?}: {1}")]
+    Bind(String, String),
+    #[error("{0} must be longer than zero")]
+    ZeroDuration(&'static str),
+}
+
+/// What the server runs on, every value decided.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    pub trust_domain: TrustDomain,
+    pub data_dir: PathBuf,
+    pub bind: SocketAddr,
+    pub admin_socket: PathBuf,
+    pub ca_ttl: Duration,
+    pub default_x509_svid_ttl: Duration,
+    pub join_token_ttl: Duration,
+    pub not_before_backdate: Duration,
+    pub log_json: bool,
+}
+
+impl RuntimeConfig {
+    /// The embedded defaults of the contract (no file, no flags).
+    pub fn defaults() -> Result<Self, ConfigError> {
+        Self::try_from(FileConfig::default())
+    }
+}
+
+impl TryFrom<FileConfig> for RuntimeConfig {
+    type Error = ConfigError;
+
+    fn try_from(f: FileConfig) -> Result<Self, ConfigError> {
+        let td_text = f
+            .trust_domain
+            .unwrap_or_else(|| DEFAULT_TRUST_DOMAIN.to_owned());
+        let trust_domain =
+            TrustDomain::new(&td_text).map_err(|e| ConfigError::TrustDomain(td_text.clone(), e))?;
+        let bind_text = f.bind.unwrap_or_else(|| DEFAULT_BIND.to_owned());
+        let bind = bind_text
+            .parse::<SocketAddr>()
+            .map_err(|e| ConfigError::Bind(bind_text.clone(), e.to_string()))?;
+        let dur = |v: Option<ConfigDuration>, default: Duration, name: &'static str| {
+            let d = v.map(|c| c.0).unwrap_or(default);
+            if d.is_zero() {
+                Err(ConfigError::ZeroDuration(name))
+            } else {
+                Ok(d)
+            }
+        };
+        Ok(RuntimeConfig {
+            trust_domain,
+            data_dir: f
+                .data_dir
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            bind,
+            admin_socket: f
+                .admin_socket
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_ADMIN_SOCKET)),
+            ca_ttl: dur(f.ca_ttl, DEFAULT_CA_TTL, "ca_ttl")?,
+            default_x509_svid_ttl: dur(
+                f.default_x509_svid_ttl,
+                DEFAULT_X509_SVID_TTL,
+                "default_x509_svid_ttl",
+            )?,
+            join_token_ttl: dur(f.join_token_ttl, DEFAULT_JOIN_TOKEN_TTL, "join_token_ttl")?,
+            not_before_backdate: NOT_BEFORE_BACKDATE,
+            log_json: f.log_json.unwrap_or(false),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_config_at_all_gives_the_contract_defaults() {
+        let c = RuntimeConfig::try_from(FileConfig::default()).unwrap();
+        assert_eq!(c.trust_domain.as_str(), "example.org");
+        assert_eq!(c.data_dir, PathBuf::from(".data/server"));
+        assert_eq!(c.bind.to_string(), "127.0.0.1:8081");
+        assert_eq!(
+            c.admin_socket,
+            PathBuf::from("/tmp/signet-server/private/admin.sock")
+        );
+        assert_eq!(c.ca_ttl, Duration::from_secs(86400));
+        assert_eq!(c.default_x509_svid_ttl, Duration::from_secs(3600));
+        assert_eq!(c.join_token_ttl, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn file_accepts_duration_strings_and_seconds_and_flags_win() {
+        let file = FileConfig::parse(
+            "trust_domain = \"corp.test\"\nca_ttl = \"2h\"\ndefault_x509_svid_ttl = 90\nbind = \"127.0.0.1:9000\"\n",
+        )
+        .unwrap();
+        let flags = FileConfig {
+            bind: Some("127.0.0.1:9001".into()),
+            ..Default::default()
+        };
+        let c = RuntimeConfig::try_from(file.merge(flags)).unwrap();
+        assert_eq!(c.trust_domain.as_str(), "corp.test");
+        assert_eq!(c.ca_ttl, Duration::from_secs(7200));
+        assert_eq!(c.default_x509_svid_ttl, Duration::from_secs(90));
+        assert_eq!(c.bind.port(), 9001);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        assert!(FileConfig::parse("trust_domian = \"x\"").is_err());
+        assert!(FileConfig::parse("ca_ttl = \"10x\"").is_err());
+        let bad_td = FileConfig {
+            trust_domain: Some("Bad.Domain".into()),
+            ..Default::default()
+        };
+        assert!(RuntimeConfig::try_from(bad_td).is_err());
+    }
+}

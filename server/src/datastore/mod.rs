@@ -1,0 +1,109 @@
+//! Where the server keeps join tokens, agents and registration entries.
+//! One backend-neutral trait; `sqlite` implements it now, PostgreSQL later.
+
+mod sqlite;
+
+use async_trait::async_trait;
+use signet_core::{RegistrationEntry, Selector, SpiffeId};
+
+pub use sqlite::SqliteDataStore;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DataStoreError {
+    #[error("join token does not exist or has already been used")]
+    JoinTokenNotFound,
+    #[error("join token expired")]
+    JoinTokenExpired,
+    #[error("agent is banned")]
+    AgentBanned,
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("datastore error: {0}")]
+    Backend(String),
+}
+
+pub type Result<T> = std::result::Result<T, DataStoreError>;
+
+/// An attested agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentRecord {
+    pub spiffe_id: SpiffeId,
+    /// The node attestor that vouched for it, e.g. `join_token`.
+    pub attestation_type: String,
+    /// Hex serial of the agent's current SVID.
+    pub serial: String,
+    /// Unix seconds; when the current SVID expires.
+    pub expires_at: i64,
+    pub banned: bool,
+    pub attested_at: i64,
+    pub selectors: Vec<Selector>,
+}
+
+/// A registration entry as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryRecord {
+    pub entry: RegistrationEntry,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// Every set field must match; selectors: entries holding all of them.
+#[derive(Debug, Clone, Default)]
+pub struct EntryFilter {
+    pub spiffe_id: Option<SpiffeId>,
+    pub parent_id: Option<SpiffeId>,
+    pub selectors: Vec<Selector>,
+}
+
+impl EntryFilter {
+    pub fn by_parent(parent: &SpiffeId) -> Self {
+        Self {
+            parent_id: Some(parent.clone()),
+            ..Self::default()
+        }
+    }
+}
+
+#[async_trait]
+pub trait DataStore: Send + Sync + 'static {
+    /// Records a single-use join token valid until `expires_at` (unix seconds).
+    async fn create_join_token(&self, token: &str, expires_at: i64) -> Result<()>;
+
+    /// Burns `token` and records `agent` in one transaction. Refuses an
+    /// unknown or used token, an expired one (`now` unix seconds, left in place
+    /// so a retry says "expired" again) and an agent ID that is banned.
+    async fn attest_with_join_token(
+        &self,
+        token: &str,
+        now: i64,
+        agent: AgentRecord,
+    ) -> Result<AgentRecord>;
+
+    async fn get_agent(&self, id: &SpiffeId) -> Result<Option<AgentRecord>>;
+    async fn list_agents(&self) -> Result<Vec<AgentRecord>>;
+    /// Records the serial and expiry of a renewed agent SVID.
+    async fn update_agent_svid(&self, id: &SpiffeId, serial: &str, expires_at: i64) -> Result<()>;
+    /// Deletes the agent; it must attest again.
+    async fn evict_agent(&self, id: &SpiffeId) -> Result<AgentRecord>;
+    /// Marks the agent banned; the record stays so it cannot come back.
+    async fn ban_agent(&self, id: &SpiffeId) -> Result<AgentRecord>;
+
+    /// Stores `entry` under its id; the store assigns the revision.
+    async fn create_entry(&self, entry: RegistrationEntry, created_at: i64) -> Result<EntryRecord>;
+    async fn get_entry(&self, id: &str) -> Result<Option<EntryRecord>>;
+    async fn list_entries(&self, filter: &EntryFilter) -> Result<Vec<EntryRecord>>;
+    async fn delete_entry(&self, id: &str) -> Result<EntryRecord>;
+    async fn count_entries(&self) -> Result<u64>;
+    async fn entries_by_parent(&self, parent: &SpiffeId) -> Result<Vec<EntryRecord>> {
+        self.list_entries(&EntryFilter::by_parent(parent)).await
+    }
+
+    /// The revision of the last change.
+    async fn current_revision(&self) -> Result<u64>;
+    /// Drops join tokens that expired before `now`; returns how many.
+    async fn prune_join_tokens(&self, now: i64) -> Result<u64>;
+}

@@ -1,0 +1,458 @@
+//! The SQLite datastore: one file in the data dir, WAL journal, full fsync,
+//! foreign keys, a busy timeout so concurrent writers wait instead of failing.
+
+use std::borrow::Cow;
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::future::BoxFuture;
+use signet_core::{RegistrationEntry, Selector, SpiffeId};
+use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, Transaction};
+
+use super::{AgentRecord, DataStore, DataStoreError, EntryFilter, EntryRecord, Result};
+
+/// The schema, compiled into the binary so a fresh machine needs no files.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "initial",
+    include_str!("../../migrations/0001_initial.sql"),
+)];
+
+#[derive(Debug)]
+struct Embedded;
+
+impl MigrationSource<'static> for Embedded {
+    fn resolve(
+        self,
+    ) -> BoxFuture<'static, std::result::Result<Vec<Migration>, sqlx::error::BoxDynError>> {
+        Box::pin(async {
+            Ok(MIGRATIONS
+                .iter()
+                .map(|(version, desc, sql)| {
+                    Migration::new(
+                        *version,
+                        Cow::Borrowed(*desc),
+                        MigrationType::Simple,
+                        Cow::Borrowed(*sql),
+                        false,
+                    )
+                })
+                .collect())
+        })
+    }
+}
+
+fn backend(e: impl std::fmt::Display) -> DataStoreError {
+    DataStoreError::Backend(e.to_string())
+}
+
+#[derive(Debug, Clone)]
+pub struct SqliteDataStore {
+    pool: SqlitePool,
+}
+
+impl SqliteDataStore {
+    /// Opens (creating if needed) the database file and applies migrations.
+    pub async fn open(path: &Path) -> Result<Self> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(|e| DataStoreError::Backend(format!("cannot open {path:?}: {e}")))?;
+        let migrator = Migrator::new(Embedded).await.map_err(backend)?;
+        migrator
+            .run(&pool)
+            .await
+            .map_err(|e| DataStoreError::Backend(format!("migrating {path:?}: {e}")))?;
+        Ok(Self { pool })
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+async fn bump_revision(tx: &mut Transaction<'_, Sqlite>) -> Result<u64> {
+    let value: i64 =
+        sqlx::query_scalar("UPDATE revision SET value = value + 1 WHERE id = 1 RETURNING value")
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(backend)?;
+    u64::try_from(value).map_err(|_| DataStoreError::Corrupt("negative revision".into()))
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| DataStoreError::Corrupt(e.to_string()))
+}
+
+fn selectors_json(selectors: &[Selector]) -> Result<String> {
+    to_json(&selectors.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+}
+
+fn parse_selectors(json: &str) -> Result<Vec<Selector>> {
+    let raw: Vec<String> =
+        serde_json::from_str(json).map_err(|e| DataStoreError::Corrupt(e.to_string()))?;
+    raw.iter()
+        .map(|s| Selector::parse(s).map_err(|e| DataStoreError::Corrupt(e.to_string())))
+        .collect()
+}
+
+fn parse_id(s: &str) -> Result<SpiffeId> {
+    SpiffeId::parse(s).map_err(|e| DataStoreError::Corrupt(format!("{s:?}: {e}")))
+}
+
+fn ttl_column(ttl: Option<Duration>) -> i64 {
+    ttl.map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn ttl_from_column(secs: i64) -> Option<Duration> {
+    u64::try_from(secs)
+        .ok()
+        .filter(|s| *s > 0)
+        .map(Duration::from_secs)
+}
+
+fn agent_from_row(row: &SqliteRow) -> Result<AgentRecord> {
+    let get = |e: sqlx::Error| backend(e);
+    Ok(AgentRecord {
+        spiffe_id: parse_id(&row.try_get::<String, _>("spiffe_id").map_err(get)?)?,
+        attestation_type: row.try_get("attestation_type").map_err(get)?,
+        serial: row.try_get("serial").map_err(get)?,
+        expires_at: row.try_get("expires_at").map_err(get)?,
+        banned: row.try_get("banned").map_err(get)?,
+        attested_at: row.try_get("attested_at").map_err(get)?,
+        selectors: parse_selectors(&row.try_get::<String, _>("selectors").map_err(get)?)?,
+    })
+}
+
+fn entry_from_row(row: &SqliteRow) -> Result<EntryRecord> {
+    let get = |e: sqlx::Error| backend(e);
+    let dns: String = row.try_get("dns_names").map_err(get)?;
+    let revision: i64 = row.try_get("revision").map_err(get)?;
+    Ok(EntryRecord {
+        entry: RegistrationEntry {
+            id: row.try_get("id").map_err(get)?,
+            spiffe_id: parse_id(&row.try_get::<String, _>("spiffe_id").map_err(get)?)?,
+            parent_id: parse_id(&row.try_get::<String, _>("parent_id").map_err(get)?)?,
+            selectors: parse_selectors(&row.try_get::<String, _>("selectors").map_err(get)?)?,
+            x509_svid_ttl: ttl_from_column(row.try_get("x509_svid_ttl").map_err(get)?),
+            jwt_svid_ttl: ttl_from_column(row.try_get("jwt_svid_ttl").map_err(get)?),
+            dns_names: serde_json::from_str(&dns)
+                .map_err(|e| DataStoreError::Corrupt(e.to_string()))?,
+            hint: row.try_get("hint").map_err(get)?,
+            admin: row.try_get("admin").map_err(get)?,
+            downstream: row.try_get("downstream").map_err(get)?,
+            revision: u64::try_from(revision).unwrap_or(0),
+        },
+        created_at: row.try_get("created_at").map_err(get)?,
+    })
+}
+
+const ENTRY_COLUMNS: &str = "id, spiffe_id, parent_id, selectors, x509_svid_ttl, jwt_svid_ttl, \
+     dns_names, hint, admin, downstream, revision, created_at";
+const AGENT_COLUMNS: &str =
+    "spiffe_id, attestation_type, serial, expires_at, banned, attested_at, selectors";
+
+impl SqliteDataStore {
+    async fn agent_in(
+        tx: &mut Transaction<'_, Sqlite>,
+        id: &SpiffeId,
+    ) -> Result<Option<AgentRecord>> {
+        let row = sqlx::query(&format!(
+            "SELECT {AGENT_COLUMNS} FROM agents WHERE spiffe_id = ?"
+        ))
+        .bind(id.to_string())
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(backend)?;
+        row.as_ref().map(agent_from_row).transpose()
+    }
+}
+
+#[async_trait]
+impl DataStore for SqliteDataStore {
+    async fn create_join_token(&self, token: &str, expires_at: i64) -> Result<()> {
+        let res = sqlx::query("INSERT INTO join_tokens (token, expires_at) VALUES (?, ?)")
+            .bind(token)
+            .bind(expires_at)
+            .execute(&self.pool)
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(
+                DataStoreError::AlreadyExists("join token already exists".into()),
+            ),
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    async fn attest_with_join_token(
+        &self,
+        token: &str,
+        now: i64,
+        agent: AgentRecord,
+    ) -> Result<AgentRecord> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        // The DELETE takes the write lock first, so of two concurrent attests
+        // with one token exactly one sees the row.
+        let expires_at: Option<i64> =
+            sqlx::query_scalar("DELETE FROM join_tokens WHERE token = ? RETURNING expires_at")
+                .bind(token)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(backend)?;
+        let Some(expires_at) = expires_at else {
+            return Err(DataStoreError::JoinTokenNotFound);
+        };
+        if expires_at <= now {
+            tx.rollback().await.map_err(backend)?;
+            return Err(DataStoreError::JoinTokenExpired);
+        }
+        if let Some(existing) = Self::agent_in(&mut tx, &agent.spiffe_id).await? {
+            if existing.banned {
+                tx.rollback().await.map_err(backend)?;
+                return Err(DataStoreError::AgentBanned);
+            }
+        }
+        sqlx::query(&format!(
+            "INSERT INTO agents ({AGENT_COLUMNS}) VALUES (?, ?, ?, ?, FALSE, ?, ?) \
+             ON CONFLICT (spiffe_id) DO UPDATE SET attestation_type = excluded.attestation_type, \
+             serial = excluded.serial, expires_at = excluded.expires_at, \
+             attested_at = excluded.attested_at, selectors = excluded.selectors"
+        ))
+        .bind(agent.spiffe_id.to_string())
+        .bind(&agent.attestation_type)
+        .bind(&agent.serial)
+        .bind(agent.expires_at)
+        .bind(agent.attested_at)
+        .bind(selectors_json(&agent.selectors)?)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        bump_revision(&mut tx).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(AgentRecord {
+            banned: false,
+            ..agent
+        })
+    }
+
+    async fn get_agent(&self, id: &SpiffeId) -> Result<Option<AgentRecord>> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let agent = Self::agent_in(&mut tx, id).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(agent)
+    }
+
+    async fn list_agents(&self) -> Result<Vec<AgentRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {AGENT_COLUMNS} FROM agents ORDER BY spiffe_id"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.iter().map(agent_from_row).collect()
+    }
+
+    async fn update_agent_svid(&self, id: &SpiffeId, serial: &str, expires_at: i64) -> Result<()> {
+        let done = sqlx::query("UPDATE agents SET serial = ?, expires_at = ? WHERE spiffe_id = ?")
+            .bind(serial)
+            .bind(expires_at)
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        if done.rows_affected() == 0 {
+            return Err(DataStoreError::NotFound(format!("agent {id}")));
+        }
+        Ok(())
+    }
+
+    async fn evict_agent(&self, id: &SpiffeId) -> Result<AgentRecord> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let agent = Self::agent_in(&mut tx, id)
+            .await?
+            .ok_or_else(|| DataStoreError::NotFound(format!("agent {id}")))?;
+        sqlx::query("DELETE FROM agents WHERE spiffe_id = ?")
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        bump_revision(&mut tx).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(agent)
+    }
+
+    async fn ban_agent(&self, id: &SpiffeId) -> Result<AgentRecord> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let done = sqlx::query("UPDATE agents SET banned = TRUE WHERE spiffe_id = ?")
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        if done.rows_affected() == 0 {
+            return Err(DataStoreError::NotFound(format!("agent {id}")));
+        }
+        let agent = Self::agent_in(&mut tx, id)
+            .await?
+            .ok_or_else(|| DataStoreError::NotFound(format!("agent {id}")))?;
+        bump_revision(&mut tx).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(agent)
+    }
+
+    async fn create_entry(
+        &self,
+        mut entry: RegistrationEntry,
+        created_at: i64,
+    ) -> Result<EntryRecord> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let rows = sqlx::query(&format!(
+            "SELECT {ENTRY_COLUMNS} FROM entries WHERE spiffe_id = ? AND parent_id = ?"
+        ))
+        .bind(entry.spiffe_id.to_string())
+        .bind(entry.parent_id.to_string())
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(backend)?;
+        for row in &rows {
+            let existing = entry_from_row(row)?;
+            if existing.entry.selectors == entry.selectors {
+                return Err(DataStoreError::AlreadyExists(format!(
+                    "an entry with this SPIFFE ID, parent ID and selectors already exists (id {})",
+                    existing.entry.id
+                )));
+            }
+        }
+        entry.revision = bump_revision(&mut tx).await?;
+        sqlx::query(&format!(
+            "INSERT INTO entries ({ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        ))
+        .bind(&entry.id)
+        .bind(entry.spiffe_id.to_string())
+        .bind(entry.parent_id.to_string())
+        .bind(selectors_json(&entry.selectors)?)
+        .bind(ttl_column(entry.x509_svid_ttl))
+        .bind(ttl_column(entry.jwt_svid_ttl))
+        .bind(to_json(&entry.dns_names)?)
+        .bind(&entry.hint)
+        .bind(entry.admin)
+        .bind(entry.downstream)
+        .bind(i64::try_from(entry.revision).unwrap_or(i64::MAX))
+        .bind(created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| match e {
+            sqlx::Error::Database(d) if d.is_unique_violation() => {
+                DataStoreError::AlreadyExists(format!("entry id {} already exists", entry.id))
+            }
+            other => backend(other),
+        })?;
+        tx.commit().await.map_err(backend)?;
+        Ok(EntryRecord { entry, created_at })
+    }
+
+    async fn get_entry(&self, id: &str) -> Result<Option<EntryRecord>> {
+        let row = sqlx::query(&format!("SELECT {ENTRY_COLUMNS} FROM entries WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        row.as_ref().map(entry_from_row).transpose()
+    }
+
+    async fn list_entries(&self, filter: &EntryFilter) -> Result<Vec<EntryRecord>> {
+        let mut sql = format!("SELECT {ENTRY_COLUMNS} FROM entries WHERE 1 = 1");
+        if filter.spiffe_id.is_some() {
+            sql.push_str(" AND spiffe_id = ?");
+        }
+        if filter.parent_id.is_some() {
+            sql.push_str(" AND parent_id = ?");
+        }
+        sql.push_str(" ORDER BY created_at, id");
+        let mut query = sqlx::query(&sql);
+        if let Some(id) = &filter.spiffe_id {
+            query = query.bind(id.to_string());
+        }
+        if let Some(id) = &filter.parent_id {
+            query = query.bind(id.to_string());
+        }
+        let rows = query.fetch_all(&self.pool).await.map_err(backend)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let rec = entry_from_row(row)?;
+            if filter
+                .selectors
+                .iter()
+                .all(|s| rec.entry.selectors.contains(s))
+            {
+                out.push(rec);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn delete_entry(&self, id: &str) -> Result<EntryRecord> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let row = sqlx::query(&format!("SELECT {ENTRY_COLUMNS} FROM entries WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend)?;
+        let Some(row) = row else {
+            return Err(DataStoreError::NotFound(format!("entry {id}")));
+        };
+        let rec = entry_from_row(&row)?;
+        sqlx::query("DELETE FROM entries WHERE id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        bump_revision(&mut tx).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(rec)
+    }
+
+    async fn count_entries(&self) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM entries")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn current_revision(&self) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT value FROM revision WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn prune_join_tokens(&self, now: i64) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM join_tokens WHERE expires_at <= ?")
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(done.rows_affected())
+    }
+}
+
+#[cfg(test)]
+#[path = "sqlite_tests.rs"]
+mod tests;

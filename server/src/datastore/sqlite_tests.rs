@@ -1,0 +1,201 @@
+use std::sync::Arc;
+
+use super::*;
+
+fn id(s: &str) -> SpiffeId {
+    SpiffeId::parse(s).unwrap()
+}
+
+fn agent(token: &str) -> AgentRecord {
+    AgentRecord {
+        spiffe_id: id(&format!(
+            "spiffe://example.org/signet/agent/join_token/{token}"
+        )),
+        attestation_type: "join_token".into(),
+        serial: "01".into(),
+        expires_at: 2000,
+        banned: false,
+        attested_at: 1000,
+        selectors: vec![],
+    }
+}
+
+fn entry(n: u32, parent: &str, selectors: &[&str]) -> RegistrationEntry {
+    RegistrationEntry {
+        id: format!("entry-{n}"),
+        spiffe_id: id(&format!("spiffe://example.org/w{n}")),
+        parent_id: id(parent),
+        selectors: selectors
+            .iter()
+            .map(|s| Selector::parse(s).unwrap())
+            .collect(),
+        x509_svid_ttl: Some(Duration::from_secs(60)),
+        jwt_svid_ttl: None,
+        dns_names: vec!["web.local".into()],
+        hint: "h".into(),
+        admin: false,
+        downstream: true,
+        revision: 0,
+    }
+}
+
+async fn open(dir: &tempfile::TempDir) -> SqliteDataStore {
+    SqliteDataStore::open(&dir.path().join("datastore.sqlite3"))
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn join_token_is_burned_exactly_once_under_concurrent_attests() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = Arc::new(open(&dir).await);
+    ds.create_join_token("tok", 5000).await.unwrap();
+    let (a, b) = tokio::join!(
+        {
+            let ds = ds.clone();
+            async move { ds.attest_with_join_token("tok", 1000, agent("tok")).await }
+        },
+        {
+            let ds = ds.clone();
+            async move { ds.attest_with_join_token("tok", 1000, agent("tok")).await }
+        }
+    );
+    let results = [a, b];
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1);
+    assert!(results
+        .iter()
+        .any(|r| r == &Err(DataStoreError::JoinTokenNotFound)));
+    assert_eq!(
+        ds.attest_with_join_token("tok", 1000, agent("tok")).await,
+        Err(DataStoreError::JoinTokenNotFound)
+    );
+    assert_eq!(ds.list_agents().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn expired_join_token_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = open(&dir).await;
+    ds.create_join_token("old", 1000).await.unwrap();
+    assert_eq!(
+        ds.attest_with_join_token("old", 1000, agent("old")).await,
+        Err(DataStoreError::JoinTokenExpired)
+    );
+    assert!(ds
+        .get_agent(&agent("old").spiffe_id)
+        .await
+        .unwrap()
+        .is_none());
+}
+
+#[tokio::test]
+async fn banned_agent_cannot_attest_again_and_evicted_one_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = open(&dir).await;
+    ds.create_join_token("t1", 5000).await.unwrap();
+    let a = ds
+        .attest_with_join_token("t1", 1000, agent("t1"))
+        .await
+        .unwrap();
+    let banned = ds.ban_agent(&a.spiffe_id).await.unwrap();
+    assert!(banned.banned);
+    ds.create_join_token("t1", 5000).await.unwrap();
+    assert_eq!(
+        ds.attest_with_join_token("t1", 1000, agent("t1")).await,
+        Err(DataStoreError::AgentBanned)
+    );
+    ds.update_agent_svid(&a.spiffe_id, "ff", 3000)
+        .await
+        .unwrap();
+    let got = ds.get_agent(&a.spiffe_id).await.unwrap().unwrap();
+    assert_eq!(
+        (got.serial.as_str(), got.expires_at, got.banned),
+        ("ff", 3000, true)
+    );
+    ds.evict_agent(&a.spiffe_id).await.unwrap();
+    assert!(ds.get_agent(&a.spiffe_id).await.unwrap().is_none());
+    assert!(matches!(
+        ds.evict_agent(&a.spiffe_id).await,
+        Err(DataStoreError::NotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn entries_are_filtered_counted_and_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = open(&dir).await;
+    let p1 = "spiffe://example.org/agent/1";
+    let p2 = "spiffe://example.org/agent/2";
+    let e1 = ds
+        .create_entry(entry(1, p1, &["unix:uid:1", "unix:gid:2"]), 10)
+        .await
+        .unwrap();
+    ds.create_entry(entry(2, p1, &["unix:uid:1"]), 11)
+        .await
+        .unwrap();
+    ds.create_entry(entry(3, p2, &["unix:uid:3"]), 12)
+        .await
+        .unwrap();
+    assert!(e1.entry.revision > 0);
+    assert!(matches!(
+        ds.create_entry(
+            RegistrationEntry {
+                id: "other".into(),
+                ..entry(1, p1, &["unix:uid:1", "unix:gid:2"])
+            },
+            13
+        )
+        .await,
+        Err(DataStoreError::AlreadyExists(_))
+    ));
+    assert_eq!(ds.count_entries().await.unwrap(), 3);
+    assert_eq!(ds.entries_by_parent(&id(p1)).await.unwrap().len(), 2);
+    let by_sel = ds
+        .list_entries(&EntryFilter {
+            selectors: vec![Selector::parse("unix:gid:2").unwrap()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(by_sel, vec![e1.clone()]);
+    let by_id = ds
+        .list_entries(&EntryFilter {
+            spiffe_id: Some(id("spiffe://example.org/w3")),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(by_id.len(), 1);
+    assert_eq!(ds.delete_entry("entry-1").await.unwrap(), e1);
+    assert!(ds.get_entry("entry-1").await.unwrap().is_none());
+    assert!(matches!(
+        ds.delete_entry("entry-1").await,
+        Err(DataStoreError::NotFound(_))
+    ));
+    assert_eq!(ds.count_entries().await.unwrap(), 2);
+}
+
+#[tokio::test]
+async fn data_survives_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let before;
+    {
+        let ds = open(&dir).await;
+        before = ds
+            .create_entry(
+                entry(7, "spiffe://example.org/agent/1", &["unix:uid:7"]),
+                10,
+            )
+            .await
+            .unwrap();
+        ds.create_join_token("keep", 9000).await.unwrap();
+        ds.close().await;
+    }
+    let ds = open(&dir).await;
+    assert_eq!(ds.get_entry("entry-7").await.unwrap(), Some(before.clone()));
+    assert_eq!(ds.current_revision().await.unwrap(), before.entry.revision);
+    ds.attest_with_join_token("keep", 1000, agent("keep"))
+        .await
+        .unwrap();
+    assert_eq!(ds.prune_join_tokens(10_000).await.unwrap(), 0);
+}
