@@ -27,7 +27,7 @@ use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
 use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Response, Status};
 
-use crate::attest::workload::{PeerInfo, WorkloadAttestor};
+use crate::attest::workload::{AttestOptions, PeerInfo, WorkloadAttestor};
 use crate::cache::Snapshot;
 use header::check_security_header;
 use x509::X509State;
@@ -87,7 +87,10 @@ impl WorkloadApi {
             uid: cred.uid(),
             gid: cred.gid(),
         };
-        let selectors = self.attestor.attest(&peer).await.map_err(|e| {
+        let options = AttestOptions {
+            hash_binary: uses_binary_hash(&snapshot),
+        };
+        let selectors = self.attestor.attest(&peer, options).await.map_err(|e| {
             tracing::warn!(pid = ?peer.pid, uid = peer.uid, error = %e, "workload attestation failed");
             Status::unavailable(format!("workload attestation failed: {e}"))
         })?;
@@ -96,6 +99,16 @@ impl WorkloadApi {
         let snapshot = self.cache.borrow().clone();
         Ok((snapshot, selectors.into_iter().collect()))
     }
+}
+
+/// Hashing a binary is costly: only when some entry selects on it.
+fn uses_binary_hash(snapshot: &Snapshot) -> bool {
+    snapshot.entries.values().any(|c| {
+        c.entry
+            .selectors
+            .iter()
+            .any(|s| s.kind() == "unix" && s.value().starts_with("sha256:"))
+    })
 }
 
 #[tonic::async_trait]

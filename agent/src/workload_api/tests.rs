@@ -1,1 +1,335 @@
-// placeholder replaced below
+//! The Workload API on a real Unix socket, fed by hand-built cache snapshots
+//! and called with a tonic client, as SPIFFE clients would.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use rcgen::{Issuer, KeyPair};
+use rustls_pki_types::CertificateDer;
+use signet_core::{RegistrationEntry, SpiffeId, SystemClock, TrustDomain};
+use signet_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
+use signet_proto::workload::{JwtsvidRequest, X509svidResponse};
+use tonic::transport::Channel;
+use tonic::Code;
+
+use super::*;
+use crate::attest::workload::unix::UnixAttestor;
+use crate::cache::{CachedEntry, Svid};
+
+struct TestCa {
+    cert: Vec<u8>,
+    key: KeyPair,
+}
+
+impl TestCa {
+    fn new() -> Self {
+        let key = KeyPair::generate().unwrap();
+        let now = SystemTime::now();
+        let cert = signet_core::x509::ca_params(
+            &td(),
+            now - Duration::from_secs(60),
+            now + Duration::from_secs(3600),
+        )
+        .unwrap()
+        .self_signed(&key)
+        .unwrap()
+        .der()
+        .to_vec();
+        Self { cert, key }
+    }
+
+    fn issue(&self, path: &str, ttl: Duration) -> Arc<Svid> {
+        let issuer =
+            Issuer::from_ca_cert_der(&CertificateDer::from(self.cert.as_slice()), &self.key)
+                .unwrap();
+        let key = KeyPair::generate().unwrap();
+        let now = SystemTime::now();
+        let id = SpiffeId::parse(&format!("spiffe://example.org{path}")).unwrap();
+        let params =
+            signet_core::x509::leaf_params(&id, &[], now - Duration::from_secs(30), now + ttl)
+                .unwrap();
+        let leaf = signet_core::x509::sign_leaf(&params, &key, &issuer).unwrap();
+        let not_after = signet_core::x509::cert_info(&leaf).unwrap().not_after;
+        Arc::new(Svid {
+            chain: vec![leaf],
+            key_pkcs8: key.serialize_der(),
+            not_after,
+        })
+    }
+}
+
+fn td() -> TrustDomain {
+    TrustDomain::new("example.org").unwrap()
+}
+
+fn my_uid_selector() -> String {
+    format!("unix:uid:{}", nix::unistd::getuid().as_raw())
+}
+
+fn entry(id: &str, path: &str, selector: &str, hint: &str) -> RegistrationEntry {
+    RegistrationEntry {
+        id: id.into(),
+        spiffe_id: SpiffeId::parse(&format!("spiffe://example.org{path}")).unwrap(),
+        parent_id: SpiffeId::parse("spiffe://example.org/signet/agent/x").unwrap(),
+        selectors: vec![selector.parse().unwrap()],
+        x509_svid_ttl: None,
+        jwt_svid_ttl: None,
+        dns_names: vec![],
+        hint: hint.into(),
+        admin: false,
+        downstream: false,
+        revision: 1,
+    }
+}
+
+fn snapshot(ca: &TestCa, entries: Vec<(RegistrationEntry, Option<Arc<Svid>>)>) -> Arc<Snapshot> {
+    let entries: BTreeMap<String, CachedEntry> = entries
+        .into_iter()
+        .map(|(entry, svid)| (entry.id.clone(), CachedEntry { entry, svid }))
+        .collect();
+    Arc::new(Snapshot {
+        trust_domain: td(),
+        bundle: Some(Arc::new(vec![ca.cert.clone()])),
+        entries,
+    })
+}
+
+struct Agent {
+    _dir: tempfile::TempDir,
+    cache: watch::Sender<Arc<Snapshot>>,
+    client: SpiffeWorkloadApiClient<Channel>,
+}
+
+async fn start(initial: Arc<Snapshot>) -> Agent {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("public/api.sock");
+    let (cache, rx) = watch::channel(initial);
+    let attestor = Arc::new(UnixAttestor::new("/proc", 1024));
+    let api = WorkloadApi::new(rx, attestor, Arc::new(SystemClock));
+    let listener = bind(&socket).unwrap();
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o777, "socket is world-connectable");
+    tokio::spawn(serve(listener, api, std::future::pending()));
+    let client = crate::cli::client::connect(&socket).await.unwrap();
+    Agent {
+        _dir: dir,
+        cache,
+        client,
+    }
+}
+
+async fn fetch(agent: &Agent) -> Result<tonic::Streaming<X509svidResponse>, Status> {
+    let mut client = agent.client.clone();
+    client
+        .fetch_x509svid(crate::cli::client::request(X509svidRequest {}))
+        .await
+        .map(|r| r.into_inner())
+}
+
+async fn next(
+    stream: &mut tonic::Streaming<X509svidResponse>,
+) -> Result<Option<X509svidResponse>, Status> {
+    tokio::time::timeout(Duration::from_secs(5), stream.message())
+        .await
+        .expect("a message within 5 s")
+}
+
+async fn nothing_within(stream: &mut tonic::Streaming<X509svidResponse>, ms: u64) {
+    let got = tokio::time::timeout(Duration::from_millis(ms), stream.message()).await;
+    assert!(got.is_err(), "expected silence, got {got:?}");
+}
+
+#[tokio::test]
+async fn missing_security_header_is_invalid_argument() {
+    let ca = TestCa::new();
+    let agent = start(snapshot(&ca, vec![])).await;
+    let mut client = agent.client.clone();
+    let err = client
+        .fetch_x509svid(Request::new(X509svidRequest {}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(err.message(), "security header missing from request");
+    let err = client
+        .fetch_x509_bundles(Request::new(X509BundlesRequest {}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn agent_not_ready_is_unavailable() {
+    let agent = start(Arc::new(Snapshot::empty(td()))).await;
+    assert_eq!(fetch(&agent).await.unwrap_err().code(), Code::Unavailable);
+}
+
+#[tokio::test]
+async fn caller_without_entry_gets_no_identity_issued() {
+    let ca = TestCa::new();
+    let other = entry("e1", "/other", "unix:uid:4294967294", "");
+    let agent = start(snapshot(
+        &ca,
+        vec![(other, Some(ca.issue("/other", Duration::from_secs(600))))],
+    ))
+    .await;
+    let err = fetch(&agent).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert_eq!(err.message(), "no identity issued");
+    let mut client = agent.client.clone();
+    let err = client
+        .fetch_x509_bundles(crate::cli::client::request(X509BundlesRequest {}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert_eq!(err.message(), "no identity issued");
+}
+
+#[tokio::test]
+async fn workload_gets_its_svid_and_every_rotation_then_loses_it_on_delete() {
+    let ca = TestCa::new();
+    let me = entry("e1", "/me", &my_uid_selector(), "");
+    let first = ca.issue("/me", Duration::from_secs(600));
+    let agent = start(snapshot(&ca, vec![(me.clone(), Some(first.clone()))])).await;
+
+    let mut stream = fetch(&agent).await.unwrap();
+    let msg = next(&mut stream).await.unwrap().unwrap();
+    assert_eq!(msg.svids.len(), 1);
+    let svid = &msg.svids[0];
+    assert_eq!(svid.spiffe_id, "spiffe://example.org/me");
+    assert_eq!(svid.x509_svid, first.chain.concat());
+    assert_eq!(svid.x509_svid_key, first.key_pkcs8);
+    assert_eq!(svid.bundle, ca.cert);
+
+    // The same state again is not re-sent.
+    agent
+        .cache
+        .send_replace(snapshot(&ca, vec![(me.clone(), Some(first.clone()))]));
+    nothing_within(&mut stream, 200).await;
+
+    // A rotation is.
+    let second = ca.issue("/me", Duration::from_secs(600));
+    agent
+        .cache
+        .send_replace(snapshot(&ca, vec![(me.clone(), Some(second.clone()))]));
+    let msg = next(&mut stream).await.unwrap().unwrap();
+    assert_eq!(msg.svids[0].x509_svid_key, second.key_pkcs8);
+
+    // Entry deleted: the stream ends with "no identity issued".
+    agent.cache.send_replace(snapshot(&ca, vec![]));
+    let err = next(&mut stream).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert_eq!(err.message(), "no identity issued");
+}
+
+#[tokio::test]
+async fn stream_waits_for_an_svid_still_being_issued() {
+    let ca = TestCa::new();
+    let me = entry("e1", "/me", &my_uid_selector(), "");
+    let agent = start(snapshot(&ca, vec![(me.clone(), None)])).await;
+    let mut stream = fetch(&agent).await.unwrap();
+    nothing_within(&mut stream, 200).await;
+    agent.cache.send_replace(snapshot(
+        &ca,
+        vec![(me, Some(ca.issue("/me", Duration::from_secs(600))))],
+    ));
+    let msg = next(&mut stream).await.unwrap().unwrap();
+    assert_eq!(msg.svids.len(), 1);
+}
+
+#[tokio::test]
+async fn expired_svid_is_never_served() {
+    let ca = TestCa::new();
+    let me = entry("e1", "/me", &my_uid_selector(), "");
+    let svid = ca.issue("/me", Duration::from_secs(2));
+    let agent = start(snapshot(&ca, vec![(me, Some(svid))])).await;
+    let mut stream = fetch(&agent).await.unwrap();
+    assert_eq!(next(&mut stream).await.unwrap().unwrap().svids.len(), 1);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // After expiry there is nothing valid to send, so nothing is sent, and a
+    // new caller waits instead of getting the expired SVID.
+    let mut fresh = fetch(&agent).await.unwrap();
+    nothing_within(&mut fresh, 300).await;
+}
+
+#[tokio::test]
+async fn svids_are_sorted_and_hints_unique() {
+    let ca = TestCa::new();
+    let sel = my_uid_selector();
+    let agent = start(snapshot(
+        &ca,
+        vec![
+            (
+                entry("e3", "/zeta", &sel, "internal"),
+                Some(ca.issue("/zeta", Duration::from_secs(600))),
+            ),
+            (
+                entry("e1", "/alpha", &sel, "internal"),
+                Some(ca.issue("/alpha", Duration::from_secs(600))),
+            ),
+            (
+                entry("e2", "/beta", &sel, ""),
+                Some(ca.issue("/beta", Duration::from_secs(600))),
+            ),
+        ],
+    ))
+    .await;
+    let mut stream = fetch(&agent).await.unwrap();
+    let msg = next(&mut stream).await.unwrap().unwrap();
+    let ids: Vec<&str> = msg.svids.iter().map(|s| s.spiffe_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        vec!["spiffe://example.org/alpha", "spiffe://example.org/beta"]
+    );
+}
+
+#[tokio::test]
+async fn bundles_stream_carries_the_trust_domain_bundle_and_its_changes() {
+    let ca = TestCa::new();
+    let me = entry("e1", "/me", &my_uid_selector(), "");
+    let agent = start(snapshot(&ca, vec![(me.clone(), None)])).await;
+    let mut client = agent.client.clone();
+    let mut stream = client
+        .fetch_x509_bundles(crate::cli::client::request(X509BundlesRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    let msg = stream.message().await.unwrap().unwrap();
+    assert_eq!(msg.bundles.get("spiffe://example.org"), Some(&ca.cert));
+
+    let other = TestCa::new();
+    let mut snap = (*snapshot(&ca, vec![(me, None)])).clone();
+    snap.bundle = Some(Arc::new(vec![ca.cert.clone(), other.cert.clone()]));
+    agent.cache.send_replace(Arc::new(snap));
+    let msg = stream.message().await.unwrap().unwrap();
+    assert_eq!(
+        msg.bundles.get("spiffe://example.org"),
+        Some(&[ca.cert.clone(), other.cert.clone()].concat())
+    );
+}
+
+#[tokio::test]
+async fn jwt_rpcs_are_unimplemented_for_now() {
+    let ca = TestCa::new();
+    let agent = start(snapshot(&ca, vec![])).await;
+    let mut client = agent.client.clone();
+    let err = client
+        .fetch_jwtsvid(crate::cli::client::request(JwtsvidRequest {
+            audience: vec!["a".into()],
+            spiffe_id: String::new(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unimplemented);
+}
+
+#[tokio::test]
+async fn stale_socket_is_replaced_on_bind() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("api.sock");
+    drop(bind(&path).unwrap());
+    assert!(path.exists());
+    bind(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    std::fs::write(&path, b"not a socket").unwrap();
+    assert!(bind(&path).is_err(), "a regular file is not removed");
+}

@@ -29,7 +29,19 @@ pub enum WorkloadAttestError {
     Task(String),
 }
 
+/// What the caller of an attestor needs, so costly selectors are only
+/// computed when some entry could use them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AttestOptions {
+    /// Hash the workload's binary (`unix:sha256`).
+    pub hash_binary: bool,
+}
+
 #[async_trait]
 pub trait WorkloadAttestor: Send + Sync {
-    async fn attest(&self, peer: &PeerInfo) -> Result<Vec<Selector>, WorkloadAttestError>;
+    async fn attest(
+        &self,
+        peer: &PeerInfo,
+        options: AttestOptions,
+    ) -> Result<Vec<Selector>, WorkloadAttestError>;
 }

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 use signet_core::Selector;
 
-use super::{PeerInfo, WorkloadAttestError, WorkloadAttestor};
+use super::{AttestOptions, PeerInfo, WorkloadAttestError, WorkloadAttestor};
 
 /// Hashes kept before the cache is cleared (bounded memory).
 const HASH_CACHE_MAX: usize = 1024;
@@ -52,10 +52,16 @@ impl UnixAttestor {
     }
 
     /// The blocking part: reads procfs and possibly hashes the binary.
-    pub fn attest_blocking(&self, peer: &PeerInfo) -> Result<Vec<Selector>, WorkloadAttestError> {
+    pub fn attest_blocking(
+        &self,
+        peer: &PeerInfo,
+        options: AttestOptions,
+    ) -> Result<Vec<Selector>, WorkloadAttestError> {
         let pid = peer.pid.ok_or(WorkloadAttestError::NoPid)?;
         let proc_dir = self.inner.procfs_root.join(pid.to_string());
-        guard_pid_reuse(&proc_dir, pid, || self.collect(&proc_dir, pid, peer))
+        guard_pid_reuse(&proc_dir, pid, || {
+            self.collect(&proc_dir, pid, peer, options)
+        })
     }
 
     fn collect(
@@ -63,6 +69,7 @@ impl UnixAttestor {
         proc_dir: &Path,
         pid: i32,
         peer: &PeerInfo,
+        options: AttestOptions,
     ) -> Result<Vec<Selector>, WorkloadAttestError> {
         let inner = &self.inner;
         let mut values = vec![format!("uid:{}", peer.uid), format!("gid:{}", peer.gid)];
@@ -80,7 +87,12 @@ impl UnixAttestor {
         match std::fs::read_link(&exe) {
             Ok(path) => {
                 values.push(format!("path:{}", path.display()));
-                match inner.sha256(&exe) {
+                let hash = if options.hash_binary {
+                    inner.sha256(&exe)
+                } else {
+                    Ok(None)
+                };
+                match hash {
                     Ok(Some(hash)) => values.push(format!("sha256:{hash}")),
                     Ok(None) => {
                         tracing::debug!(pid, "binary above the hash size limit; no sha256 selector")
@@ -101,10 +113,14 @@ impl UnixAttestor {
 
 #[async_trait]
 impl WorkloadAttestor for UnixAttestor {
-    async fn attest(&self, peer: &PeerInfo) -> Result<Vec<Selector>, WorkloadAttestError> {
+    async fn attest(
+        &self,
+        peer: &PeerInfo,
+        options: AttestOptions,
+    ) -> Result<Vec<Selector>, WorkloadAttestError> {
         let this = self.clone();
         let peer = *peer;
-        tokio::task::spawn_blocking(move || this.attest_blocking(&peer))
+        tokio::task::spawn_blocking(move || this.attest_blocking(&peer, options))
             .await
             .map_err(|e| WorkloadAttestError::Task(e.to_string()))?
     }

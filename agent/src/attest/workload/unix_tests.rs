@@ -1,5 +1,7 @@
 use super::*;
 
+const HASH: AttestOptions = AttestOptions { hash_binary: true };
+
 fn stat_line(start: u64) -> String {
     // pid (comm) state ppid ... field 22 is starttime.
     let mut fields: Vec<String> = (4..=52).map(|n| n.to_string()).collect();
@@ -47,7 +49,7 @@ fn fixture_process_yields_every_unix_selector() {
         uid: 1000,
         gid: 1000,
     };
-    let got = strings(&a.attest_blocking(&peer).unwrap());
+    let got = strings(&a.attest_blocking(&peer, HASH).unwrap());
     for want in [
         "unix:uid:1000",
         "unix:gid:1000",
@@ -71,7 +73,7 @@ fn binary_above_the_size_limit_is_not_hashed() {
         uid: 1,
         gid: 1,
     };
-    let got = strings(&a.attest_blocking(&peer).unwrap());
+    let got = strings(&a.attest_blocking(&peer, HASH).unwrap());
     assert!(
         got.iter().all(|s| !s.starts_with("unix:sha256:")),
         "{got:?}"
@@ -100,11 +102,14 @@ fn vanished_process_fails_attestation() {
         gid: 1,
     };
     assert_eq!(
-        a.attest_blocking(&peer),
+        a.attest_blocking(&peer, HASH),
         Err(WorkloadAttestError::ProcessGone(99))
     );
     let no_pid = PeerInfo { pid: None, ..peer };
-    assert_eq!(a.attest_blocking(&no_pid), Err(WorkloadAttestError::NoPid));
+    assert_eq!(
+        a.attest_blocking(&no_pid, HASH),
+        Err(WorkloadAttestError::NoPid)
+    );
 }
 
 #[test]
@@ -134,7 +139,7 @@ fn the_test_process_itself_is_attested_from_real_proc() {
         uid,
         gid,
     };
-    let got = strings(&a.attest_blocking(&peer).unwrap());
+    let got = strings(&a.attest_blocking(&peer, HASH).unwrap());
     assert!(got.contains(&format!("unix:uid:{uid}")));
     let exe = std::env::current_exe().unwrap();
     assert!(
@@ -142,4 +147,21 @@ fn the_test_process_itself_is_attested_from_real_proc() {
         "{got:?}"
     );
     assert!(got.iter().any(|s| s.starts_with("unix:sha256:")));
+}
+
+#[test]
+fn binary_is_not_hashed_unless_asked() {
+    let f = fixture(8, 1, "", b"abc");
+    let a = UnixAttestor::new(f.dir.path().join("proc"), 1024);
+    let peer = PeerInfo {
+        pid: Some(8),
+        uid: 1,
+        gid: 1,
+    };
+    let got = strings(&a.attest_blocking(&peer, AttestOptions::default()).unwrap());
+    assert!(
+        got.iter().all(|s| !s.starts_with("unix:sha256:")),
+        "{got:?}"
+    );
+    assert!(got.iter().any(|s| s.starts_with("unix:path:")));
 }
