@@ -1,0 +1,463 @@
+//! The Node API end to end, in process: a real server on a free port, agents
+//! attesting over TLS, then mTLS for sync, signing and renewal; changes made
+//! through the Admin API reach the sync stream.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use hyper_util::rt::TokioIo;
+use rcgen::KeyPair;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use signet_core::x509::{build_csr, cert_info, validate_x509_svid};
+use signet_core::{SpiffeId, SystemClock};
+use signet_proto::admin::admin_client::AdminClient;
+use signet_proto::admin::{self, AgentRequest, CreateJoinTokenRequest, DeleteEntryRequest};
+use signet_proto::node::node_client::NodeClient;
+use signet_proto::node::{
+    attest_params, attest_request, attest_response, AttestParams, AttestRequest, AttestResult,
+    BatchSignX509SvidRequest, RenewAgentRequest, SignX509SvidParams, SyncRequest,
+};
+use signet_server::app::{start, RunningServer};
+use signet_server::config::{FileConfig, RuntimeConfig};
+use tonic::transport::{Channel, Endpoint};
+use tonic::Code;
+
+/// Accepts only the server's SVID, validated against the bundle.
+#[derive(Debug)]
+struct ServerSvidVerifier {
+    bundle: Vec<Vec<u8>>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl ServerCertVerifier for ServerSvidVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let chain: Vec<Vec<u8>> = std::iter::once(end_entity)
+            .chain(intermediates)
+            .map(|c| c.to_vec())
+            .collect();
+        let id = validate_x509_svid(&chain, &self.bundle, SystemTime::now())
+            .map_err(|e| rustls::Error::General(e.to_string()))?;
+        assert_eq!(id.to_string(), "spiffe://example.org/signet/server");
+        Ok(ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            m,
+            c,
+            d,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            m,
+            c,
+            d,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+async fn node_client(
+    addr: SocketAddr,
+    bundle: &[Vec<u8>],
+    identity: Option<(&[Vec<u8>], &KeyPair)>,
+) -> Result<NodeClient<Channel>, tonic::transport::Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(ServerSvidVerifier {
+            bundle: bundle.to_vec(),
+            provider,
+        }));
+    let mut config = match identity {
+        Some((chain, key)) => builder
+            .with_client_auth_cert(
+                chain
+                    .iter()
+                    .map(|c| CertificateDer::from(c.clone()))
+                    .collect(),
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+            )
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let channel = Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_with_connector(tower::service_fn(move |_| {
+            let connector = connector.clone();
+            async move {
+                let tcp = tokio::net::TcpStream::connect(addr).await?;
+                let name = ServerName::try_from("signet-server").unwrap();
+                let tls = connector.connect(name, tcp).await?;
+                Ok::<_, std::io::Error>(TokioIo::new(tls))
+            }
+        }))
+        .await?;
+    Ok(NodeClient::new(channel))
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    server: RunningServer,
+    admin: AdminClient<Channel>,
+    bundle: Vec<Vec<u8>>,
+}
+
+async fn fixture(extra: FileConfig) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let file = FileConfig {
+        data_dir: Some(dir.path().join("data")),
+        admin_socket: Some(dir.path().join("admin.sock")),
+        bind: Some("127.0.0.1:0".into()),
+        ..FileConfig::default()
+    };
+    let config = RuntimeConfig::try_from(file.merge(extra)).unwrap();
+    let server = start(config, Arc::new(SystemClock)).await.unwrap();
+    let mut admin = signet_server::cli::client::connect(&server.admin_socket)
+        .await
+        .unwrap();
+    let bundle = admin
+        .get_bundle(admin::GetBundleRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .x509_authorities;
+    Fixture {
+        _dir: dir,
+        server,
+        admin,
+        bundle,
+    }
+}
+
+struct Agent {
+    id: SpiffeId,
+    chain: Vec<Vec<u8>>,
+    key: KeyPair,
+}
+
+async fn attest(f: &Fixture, token: &str) -> Result<AttestResult, tonic::Status> {
+    let key = KeyPair::generate().unwrap();
+    let placeholder = SpiffeId::parse("spiffe://example.org/ignored").unwrap();
+    let csr = build_csr(&key, &placeholder).unwrap();
+    let mut client = node_client(f.server.node_addr, &f.bundle, None)
+        .await
+        .unwrap();
+    let req = AttestRequest {
+        step: Some(attest_request::Step::Params(AttestParams {
+            method: Some(attest_params::Method::JoinToken(token.into())),
+            csr,
+        })),
+    };
+    let mut stream = client.attest(tokio_stream::once(req)).await?.into_inner();
+    match stream.message().await?.and_then(|m| m.step) {
+        Some(attest_response::Step::Result(r)) => Ok(r),
+        other => panic!("unexpected attest answer {other:?}"),
+    }
+}
+
+async fn new_agent(f: &mut Fixture) -> Agent {
+    let token = token(f, 0).await;
+    let key = KeyPair::generate().unwrap();
+    let id = SpiffeId::parse(&format!(
+        "spiffe://example.org/signet/agent/join_token/{token}"
+    ))
+    .unwrap();
+    let mut client = node_client(f.server.node_addr, &f.bundle, None)
+        .await
+        .unwrap();
+    let req = AttestRequest {
+        step: Some(attest_request::Step::Params(AttestParams {
+            method: Some(attest_params::Method::JoinToken(token)),
+            csr: build_csr(&key, &id).unwrap(),
+        })),
+    };
+    let mut stream = client
+        .attest(tokio_stream::once(req))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(attest_response::Step::Result(r)) = stream.message().await.unwrap().unwrap().step
+    else {
+        panic!("no result")
+    };
+    assert_eq!(r.spiffe_id, id.to_string());
+    let got = validate_x509_svid(&r.svid_chain, &f.bundle, SystemTime::now()).unwrap();
+    assert_eq!(got, id);
+    Agent {
+        id,
+        chain: r.svid_chain,
+        key,
+    }
+}
+
+async fn token(f: &mut Fixture, ttl: u32) -> String {
+    f.admin
+        .create_join_token(CreateJoinTokenRequest { ttl })
+        .await
+        .unwrap()
+        .into_inner()
+        .token
+}
+
+async fn create_entry(f: &mut Fixture, spiffe_id: &str, parent: &SpiffeId) -> admin::Entry {
+    f.admin
+        .create_entry(admin::Entry {
+            spiffe_id: spiffe_id.into(),
+            parent_id: parent.to_string(),
+            selectors: vec!["unix:uid:1000".into()],
+            x509_svid_ttl: 120,
+            dns_names: vec!["web.local".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+#[tokio::test]
+async fn join_token_attests_once_and_refuses_reuse_and_expiry() {
+    let mut f = fixture(FileConfig::default()).await;
+    let t = token(&mut f, 0).await;
+    let r = attest(&f, &t).await.unwrap();
+    assert!(r
+        .spiffe_id
+        .ends_with(&format!("/signet/agent/join_token/{t}")));
+    assert_eq!(r.bundle.unwrap().x509_authorities, f.bundle);
+    let err = attest(&f, &t).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert_eq!(
+        err.message(),
+        "join token does not exist or has already been used"
+    );
+
+    let short = token(&mut f, 1).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let err = attest(&f, &short).await.unwrap_err();
+    assert_eq!(
+        (err.code(), err.message()),
+        (Code::PermissionDenied, "join token expired")
+    );
+    f.server.stop().await;
+}
+
+#[tokio::test]
+async fn sync_signing_renewal_and_ban_over_mtls() {
+    let mut f = fixture(FileConfig::default()).await;
+    let agent = new_agent(&mut f).await;
+    let other = new_agent(&mut f).await;
+    let mine = create_entry(&mut f, "spiffe://example.org/web", &agent.id).await;
+    let theirs = create_entry(&mut f, "spiffe://example.org/db", &other.id).await;
+
+    let mut client = node_client(
+        f.server.node_addr,
+        &f.bundle,
+        Some((&agent.chain, &agent.key)),
+    )
+    .await
+    .unwrap();
+    let mut sync = client
+        .sync(SyncRequest { since_revision: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    let snap = sync.message().await.unwrap().unwrap();
+    assert!(snap.snapshot);
+    assert_eq!(snap.entries.len(), 1);
+    assert_eq!(snap.entries[0].id, mine.id);
+    assert_eq!(snap.bundle.unwrap().x509_authorities, f.bundle);
+
+    // Changes arrive as they happen, only for this agent's entries.
+    create_entry(&mut f, "spiffe://example.org/db2", &other.id).await;
+    let added = create_entry(&mut f, "spiffe://example.org/api", &agent.id).await;
+    let msg = tokio::time::timeout(Duration::from_secs(2), sync.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(!msg.snapshot && msg.revision > snap.revision);
+    assert_eq!(msg.entries[0].id, added.id);
+    f.admin
+        .delete_entry(DeleteEntryRequest {
+            id: added.id.clone(),
+        })
+        .await
+        .unwrap();
+    let msg2 = tokio::time::timeout(Duration::from_secs(2), sync.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(msg2.removed_entry_ids, vec![added.id]);
+    assert!(msg2.revision > msg.revision);
+
+    // Signing: authorized, foreign entry, mismatched CSR, unknown entry.
+    let wkey = KeyPair::generate().unwrap();
+    let web = SpiffeId::parse("spiffe://example.org/web").unwrap();
+    let csr = build_csr(&wkey, &web).unwrap();
+    let resp = client
+        .batch_sign_x509_svid(BatchSignX509SvidRequest {
+            params: vec![
+                SignX509SvidParams {
+                    entry_id: mine.id.clone(),
+                    csr: csr.clone(),
+                },
+                SignX509SvidParams {
+                    entry_id: theirs.id.clone(),
+                    csr: csr.clone(),
+                },
+                SignX509SvidParams {
+                    entry_id: mine.id.clone(),
+                    csr: build_csr(&wkey, &SpiffeId::parse("spiffe://example.org/db").unwrap())
+                        .unwrap(),
+                },
+                SignX509SvidParams {
+                    entry_id: "nope".into(),
+                    csr: csr.clone(),
+                },
+                SignX509SvidParams {
+                    entry_id: mine.id.clone(),
+                    csr: b"junk".to_vec(),
+                },
+            ],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    assert_eq!(resp[0].error_code, 0, "{}", resp[0].error_message);
+    assert_eq!(
+        validate_x509_svid(&resp[0].svid_chain, &f.bundle, SystemTime::now()).unwrap(),
+        web
+    );
+    let info = cert_info(&resp[0].svid_chain[0]).unwrap();
+    let ttl = info.not_after.duration_since(info.not_before).unwrap();
+    assert_eq!(
+        ttl,
+        Duration::from_secs(150),
+        "entry TTL 120 s plus 30 s back-dating"
+    );
+    assert_eq!(Code::from(resp[1].error_code), Code::PermissionDenied);
+    assert_eq!(
+        resp[1].error_message,
+        "entry is not authorized for this agent"
+    );
+    assert_eq!(Code::from(resp[2].error_code), Code::InvalidArgument);
+    assert!(resp[2].error_message.contains("does not match entry"));
+    assert_eq!(Code::from(resp[3].error_code), Code::NotFound);
+    assert_eq!(Code::from(resp[4].error_code), Code::InvalidArgument);
+
+    // Renewal records the new serial.
+    let new_key = KeyPair::generate().unwrap();
+    let renewed = client
+        .renew_agent(RenewAgentRequest {
+            csr: build_csr(&new_key, &agent.id).unwrap(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .svid_chain;
+    assert_eq!(
+        validate_x509_svid(&renewed, &f.bundle, SystemTime::now()).unwrap(),
+        agent.id
+    );
+    let record = f
+        .admin
+        .get_agent(AgentRequest {
+            spiffe_id: agent.id.to_string(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(record.serial, cert_info(&renewed[0]).unwrap().serial_hex);
+
+    // A ban ends the stream and refuses further calls.
+    f.admin
+        .ban_agent(AgentRequest {
+            spiffe_id: agent.id.to_string(),
+        })
+        .await
+        .unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(2), sync.message())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(end.code(), Code::PermissionDenied);
+    let err = client
+        .sync(SyncRequest { since_revision: 0 })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(err.message().contains("banned"), "{}", err.message());
+
+    // Without a client certificate only Attest is allowed.
+    let mut anon = node_client(f.server.node_addr, &f.bundle, None)
+        .await
+        .unwrap();
+    let err = anon
+        .sync(SyncRequest { since_revision: 0 })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+
+    let socket = f.server.admin_socket.clone();
+    f.server.stop().await;
+    assert!(!socket.exists(), "admin socket removed on stop");
+}
+
+#[tokio::test]
+async fn certificate_from_another_ca_is_refused() {
+    let f = fixture(FileConfig::default()).await;
+    let stranger = fixture(FileConfig::default()).await;
+    let mut s2 = stranger;
+    let agent = new_agent(&mut s2).await;
+    let outcome = match node_client(
+        f.server.node_addr,
+        &f.bundle,
+        Some((&agent.chain, &agent.key)),
+    )
+    .await
+    {
+        Err(_) => None,
+        Ok(mut c) => Some(c.sync(SyncRequest { since_revision: 0 }).await),
+    };
+    if let Some(res) = outcome {
+        assert!(
+            res.is_err(),
+            "a foreign agent certificate must not be served"
+        );
+    }
+    s2.server.stop().await;
+    f.server.stop().await;
+}
