@@ -64,8 +64,8 @@ pub async fn fetch_with_retry(
                 timeout.as_secs()
             ),
         };
-        let retryable = match err.downcast_ref::<tonic::Status>() {
-            Some(s) => s.code() == tonic::Code::Unavailable,
+        let retryable = match err.downcast_ref::<StatusDisplay>() {
+            Some(s) => s.0.code() == tonic::Code::Unavailable,
             None => true,
         };
         if !retryable || tokio::time::Instant::now() >= deadline {
