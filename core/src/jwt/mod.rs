@@ -12,7 +12,7 @@ mod validate;
 
 pub use jwk::{Jwk, JwkSet};
 pub use keys::{Alg, JwtPublicKey, JwtSigner};
-pub use mint::{mint_jwt_svid, MintParams};
+pub use mint::{mint_jwt_svid, sign_compact, MintParams};
 pub use validate::{
     parse_unverified, validate_jwt_svid, JwtBundles, ValidatedJwt, ValidationOptions,
 };
