@@ -11,7 +11,8 @@ use signet_proto::admin::{
     Agent, AgentRequest, CountEntriesRequest, CountEntriesResponse, CreateJoinTokenRequest,
     CreateJoinTokenResponse, DeleteEntryRequest, DeleteEntryResponse, Entry, GetBundleRequest,
     GetBundleResponse, HealthRequest, HealthResponse, ListAgentsRequest, ListAgentsResponse,
-    ListEntriesRequest, ListEntriesResponse,
+    ListEntriesRequest, ListEntriesResponse, MintJwtSvidRequest, MintJwtSvidResponse,
+    MintX509SvidRequest, MintX509SvidResponse,
 };
 use tonic::{Request, Response, Status};
 
@@ -167,6 +168,20 @@ impl Admin for AdminService {
         _request: Request<GetBundleRequest>,
     ) -> Result<Response<GetBundleResponse>, Status> {
         Ok(Response::new(admin_bundle(&self.state.ca.bundle())))
+    }
+
+    async fn mint_jwt_svid(
+        &self,
+        _request: Request<MintJwtSvidRequest>,
+    ) -> Result<Response<MintJwtSvidResponse>, Status> {
+        Err(Status::unimplemented("MintJwtSvid is not implemented yet"))
+    }
+
+    async fn mint_x509_svid(
+        &self,
+        _request: Request<MintX509SvidRequest>,
+    ) -> Result<Response<MintX509SvidResponse>, Status> {
+        Err(Status::unimplemented("MintX509Svid is not implemented yet"))
     }
 
     async fn health(

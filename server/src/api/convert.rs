@@ -72,6 +72,7 @@ pub fn node_bundle(b: &Bundle) -> node::Bundle {
         trust_domain: b.trust_domain.to_string(),
         x509_authorities: b.x509_authorities.clone(),
         sequence: b.sequence,
+        jwt_authorities: vec![],
     }
 }
 
@@ -80,5 +81,7 @@ pub fn admin_bundle(b: &Bundle) -> admin::GetBundleResponse {
         trust_domain: b.trust_domain.to_string(),
         x509_authorities: b.x509_authorities.clone(),
         sequence: b.sequence,
+        jwt_authorities: vec![],
+        refresh_hint: 300,
     }
 }

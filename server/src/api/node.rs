@@ -9,8 +9,9 @@ use signet_core::x509::parse_csr;
 use signet_proto::node::node_server::Node;
 use signet_proto::node::{
     attest_params, attest_request, attest_response, AttestRequest, AttestResponse, AttestResult,
-    BatchSignX509SvidRequest, BatchSignX509SvidResponse, RenewAgentRequest, RenewAgentResponse,
-    SignX509SvidParams, SignX509SvidResult, SyncRequest, SyncResponse,
+    BatchSignX509SvidRequest, BatchSignX509SvidResponse, MintJwtSvidRequest, MintJwtSvidResponse,
+    RenewAgentRequest, RenewAgentResponse, SignX509SvidParams, SignX509SvidResult, SyncRequest,
+    SyncResponse,
 };
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -189,5 +190,13 @@ impl Node for NodeService {
             results.push(result);
         }
         Ok(Response::new(BatchSignX509SvidResponse { results }))
+    }
+
+    async fn mint_jwt_svid(
+        &self,
+        request: Request<MintJwtSvidRequest>,
+    ) -> Result<Response<MintJwtSvidResponse>, Status> {
+        let _agent = authenticate_agent(&self.state, &request).await?;
+        Err(Status::unimplemented("MintJwtSvid is not implemented yet"))
     }
 }
