@@ -157,6 +157,30 @@ impl TestServer {
         signet_core::pem::decode_certs(pem.as_bytes()).expect("bundle PEM")
     }
 
+    /// The SPIFFE bundle document from `bundle show --format spiffe`.
+    pub fn spiffe_bundle(&self) -> serde_json::Value {
+        serde_json::from_str(&self.cli_ok(&["bundle", "show", "--format", "spiffe"]))
+            .expect("bundle show --format spiffe prints JSON")
+    }
+
+    /// The server's JWT signing key, read from its data dir, to forge tokens
+    /// the server would never mint (expired, odd headers) with a trusted key.
+    pub fn jwt_signer(&self) -> signet_core::jwt::JwtSigner {
+        let bundle = self.spiffe_bundle();
+        let kid = bundle["keys"]
+            .as_array()
+            .expect("keys")
+            .iter()
+            .find(|k| k["use"] == "jwt-svid")
+            .and_then(|k| k["kid"].as_str())
+            .expect("a jwt-svid key in the bundle")
+            .to_string();
+        let pem =
+            std::fs::read(self.data_dir.join("ca").join("jwt.key.pem")).expect("JWT key file");
+        let der = signet_core::pem::decode_private_key(&pem).expect("PKCS#8 PEM");
+        signet_core::jwt::JwtSigner::from_pkcs8(kid, &der).expect("P-256 key")
+    }
+
     pub fn id(&self, path: &str) -> String {
         format!("spiffe://{}{}", self.trust_domain, path)
     }
