@@ -67,6 +67,7 @@ pub async fn start(config: RuntimeConfig, clock: Arc<dyn Clock>) -> anyhow::Resu
             trust_domain: config.trust_domain.clone(),
             ca_ttl: config.ca_ttl,
             default_svid_ttl: config.default_x509_svid_ttl,
+            default_jwt_svid_ttl: config.default_jwt_svid_ttl,
             backdate: config.not_before_backdate,
         },
         clock.clone(),
@@ -82,6 +83,7 @@ pub async fn start(config: RuntimeConfig, clock: Arc<dyn Clock>) -> anyhow::Resu
             "loaded the"
         }
     );
+    crate::bundle::sync_sequence(ds.as_ref(), &ca, None).await?;
     let bus = ChangeBus::new(ds.current_revision().await?);
     let (stop, stop_rx) = watch::channel(false);
     let dyn_ds: Arc<dyn DataStore> = ds.clone();

@@ -15,6 +15,7 @@ pub const DEFAULT_BIND: &str = "127.0.0.1:8081";
 pub const DEFAULT_ADMIN_SOCKET: &str = "/tmp/signet-server/private/admin.sock";
 pub const DEFAULT_CA_TTL: Duration = Duration::from_secs(24 * 3600);
 pub const DEFAULT_X509_SVID_TTL: Duration = Duration::from_secs(3600);
+pub const DEFAULT_JWT_SVID_TTL: Duration = Duration::from_secs(300);
 pub const DEFAULT_JOIN_TOKEN_TTL: Duration = Duration::from_secs(600);
 /// How far notBefore is moved into the past, for clock skew between hosts.
 pub const NOT_BEFORE_BACKDATE: Duration = Duration::from_secs(30);
@@ -50,6 +51,7 @@ pub struct FileConfig {
     pub admin_socket: Option<PathBuf>,
     pub ca_ttl: Option<ConfigDuration>,
     pub default_x509_svid_ttl: Option<ConfigDuration>,
+    pub default_jwt_svid_ttl: Option<ConfigDuration>,
     pub join_token_ttl: Option<ConfigDuration>,
     pub log_json: Option<bool>,
 }
@@ -77,6 +79,7 @@ impl FileConfig {
             admin_socket: flags.admin_socket.or(self.admin_socket),
             ca_ttl: flags.ca_ttl.or(self.ca_ttl),
             default_x509_svid_ttl: flags.default_x509_svid_ttl.or(self.default_x509_svid_ttl),
+            default_jwt_svid_ttl: flags.default_jwt_svid_ttl.or(self.default_jwt_svid_ttl),
             join_token_ttl: flags.join_token_ttl.or(self.join_token_ttl),
             log_json: flags.log_json.or(self.log_json),
         }
@@ -106,6 +109,7 @@ pub struct RuntimeConfig {
     pub admin_socket: PathBuf,
     pub ca_ttl: Duration,
     pub default_x509_svid_ttl: Duration,
+    pub default_jwt_svid_ttl: Duration,
     pub join_token_ttl: Duration,
     pub not_before_backdate: Duration,
     pub log_json: bool,
@@ -154,6 +158,11 @@ impl TryFrom<FileConfig> for RuntimeConfig {
                 DEFAULT_X509_SVID_TTL,
                 "default_x509_svid_ttl",
             )?,
+            default_jwt_svid_ttl: dur(
+                f.default_jwt_svid_ttl,
+                DEFAULT_JWT_SVID_TTL,
+                "default_jwt_svid_ttl",
+            )?,
             join_token_ttl: dur(f.join_token_ttl, DEFAULT_JOIN_TOKEN_TTL, "join_token_ttl")?,
             not_before_backdate: NOT_BEFORE_BACKDATE,
             log_json: f.log_json.unwrap_or(false),
@@ -177,13 +186,14 @@ mod tests {
         );
         assert_eq!(c.ca_ttl, Duration::from_secs(86400));
         assert_eq!(c.default_x509_svid_ttl, Duration::from_secs(3600));
+        assert_eq!(c.default_jwt_svid_ttl, Duration::from_secs(300));
         assert_eq!(c.join_token_ttl, Duration::from_secs(600));
     }
 
     #[test]
     fn file_accepts_duration_strings_and_seconds_and_flags_win() {
         let file = FileConfig::parse(
-            "trust_domain = \"corp.test\"\nca_ttl = \"2h\"\ndefault_x509_svid_ttl = 90\nbind = \"127.0.0.1:9000\"\n",
+            "trust_domain = \"corp.test\"\nca_ttl = \"2h\"\ndefault_x509_svid_ttl = 90\ndefault_jwt_svid_ttl = \"2m\"\nbind = \"127.0.0.1:9000\"\n",
         )
         .unwrap();
         let flags = FileConfig {
@@ -194,6 +204,7 @@ mod tests {
         assert_eq!(c.trust_domain.as_str(), "corp.test");
         assert_eq!(c.ca_ttl, Duration::from_secs(7200));
         assert_eq!(c.default_x509_svid_ttl, Duration::from_secs(90));
+        assert_eq!(c.default_jwt_svid_ttl, Duration::from_secs(120));
         assert_eq!(c.bind.port(), 9001);
     }
 

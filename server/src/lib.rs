@@ -6,6 +6,7 @@
 pub mod api;
 pub mod app;
 pub mod attest;
+pub mod bundle;
 pub mod ca;
 pub mod cli;
 pub mod config;

@@ -1,10 +1,11 @@
 //! The Admin API (CLI, over the admin Unix socket): join tokens, entries,
-//! agents, the bundle and health. Every change is published on the change
+//! agents, the bundle, SVIDs minted outside any agent, and health. Every change is published on the change
 //! bus so connected agents hear of it at once.
 
 use std::time::Duration;
 
 use signet_core::clock::unix_seconds;
+use signet_core::x509::parse_csr;
 use signet_core::SpiffeId;
 use signet_proto::admin::admin_server::Admin;
 use signet_proto::admin::{
@@ -18,7 +19,7 @@ use tonic::{Request, Response, Status};
 
 use super::convert::{admin_agent, admin_bundle, admin_entry};
 use super::status::ApiError;
-use super::validate::{new_entry, selector};
+use super::validate::{check_audience, dns_name, new_entry, requested_ttl, selector, spiffe_id_in};
 use super::ServerState;
 use crate::datastore::EntryFilter;
 use crate::events::Change;
@@ -172,16 +173,62 @@ impl Admin for AdminService {
 
     async fn mint_jwt_svid(
         &self,
-        _request: Request<MintJwtSvidRequest>,
+        request: Request<MintJwtSvidRequest>,
     ) -> Result<Response<MintJwtSvidResponse>, Status> {
-        Err(Status::unimplemented("MintJwtSvid is not implemented yet"))
+        let req = request.get_ref();
+        let td = self.state.ca.trust_domain();
+        let id = spiffe_id_in("spiffe_id", &req.spiffe_id, td)?;
+        check_audience(&req.audience)?;
+        let ttl = requested_ttl(req.ttl)?;
+        let minted = self.state.ca.mint_jwt_svid(&id, &req.audience, ttl)?;
+        tracing::info!(
+            spiffe_id = %id,
+            audience = ?req.audience,
+            expires_at = minted.expires_at,
+            "issued JWT-SVID through the Admin API"
+        );
+        Ok(Response::new(MintJwtSvidResponse {
+            token: minted.token,
+            issued_at: minted.issued_at,
+            expires_at: minted.expires_at,
+        }))
     }
 
     async fn mint_x509_svid(
         &self,
-        _request: Request<MintX509SvidRequest>,
+        request: Request<MintX509SvidRequest>,
     ) -> Result<Response<MintX509SvidResponse>, Status> {
-        Err(Status::unimplemented("MintX509Svid is not implemented yet"))
+        let req = request.get_ref();
+        let csr = parse_csr(&req.csr)
+            .map_err(|e| ApiError::InvalidArgument(format!("invalid CSR: {e}")))?;
+        let td = self.state.ca.trust_domain();
+        if !csr.spiffe_id.is_member_of(td) {
+            return Err(ApiError::InvalidArgument(format!(
+                "CSR SPIFFE ID {} is not in the server's trust domain {td:?}",
+                csr.spiffe_id
+            ))
+            .into());
+        }
+        let dns_names = req
+            .dns_names
+            .iter()
+            .map(|d| dns_name(d))
+            .collect::<Result<Vec<_>, _>>()?;
+        let ttl = requested_ttl(req.ttl)?;
+        let svid =
+            self.state
+                .ca
+                .issue_x509_svid(&csr.spiffe_id, &csr.public_key, &dns_names, ttl)?;
+        tracing::info!(
+            spiffe_id = %csr.spiffe_id,
+            serial = %svid.serial_hex,
+            not_after = unix_seconds(svid.not_after),
+            "issued X.509-SVID through the Admin API"
+        );
+        Ok(Response::new(MintX509SvidResponse {
+            svid_chain: svid.chain,
+            bundle: self.state.ca.bundle().x509_authorities,
+        }))
     }
 
     async fn health(

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use signet_proto::{admin, node};
 
-use crate::ca::Bundle;
+use crate::bundle::REFRESH_HINT_SECS;
+use crate::ca::{Bundle, JwtAuthority};
 use crate::datastore::{AgentRecord, EntryRecord};
 
 fn ttl_secs(ttl: Option<Duration>) -> u32 {
@@ -72,7 +73,7 @@ pub fn node_bundle(b: &Bundle) -> node::Bundle {
         trust_domain: b.trust_domain.to_string(),
         x509_authorities: b.x509_authorities.clone(),
         sequence: b.sequence,
-        jwt_authorities: vec![],
+        jwt_authorities: b.jwt_authorities.iter().map(node_jwt_authority).collect(),
     }
 }
 
@@ -81,7 +82,28 @@ pub fn admin_bundle(b: &Bundle) -> admin::GetBundleResponse {
         trust_domain: b.trust_domain.to_string(),
         x509_authorities: b.x509_authorities.clone(),
         sequence: b.sequence,
-        jwt_authorities: vec![],
-        refresh_hint: 300,
+        jwt_authorities: b.jwt_authorities.iter().map(admin_jwt_authority).collect(),
+        refresh_hint: REFRESH_HINT_SECS,
+    }
+}
+
+fn jwk_json(a: &JwtAuthority) -> String {
+    // A Jwk is plain strings; serialising it cannot fail, but never panic.
+    serde_json::to_string(&a.jwk).unwrap_or_default()
+}
+
+fn node_jwt_authority(a: &JwtAuthority) -> node::JwtAuthority {
+    node::JwtAuthority {
+        kid: a.kid.clone(),
+        jwk: jwk_json(a),
+        expires_at: a.expires_at,
+    }
+}
+
+fn admin_jwt_authority(a: &JwtAuthority) -> admin::JwtAuthority {
+    admin::JwtAuthority {
+        kid: a.kid.clone(),
+        jwk: jwk_json(a),
+        expires_at: a.expires_at,
     }
 }

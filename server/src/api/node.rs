@@ -19,9 +19,10 @@ use tonic::{Request, Response, Status, Streaming};
 use super::auth::authenticate_agent;
 use super::convert::node_bundle;
 use super::status::ApiError;
+use super::validate::check_audience;
 use super::ServerState;
 use crate::attest::AttestError;
-use crate::ca::csr_public_key;
+use crate::ca::{csr_public_key, MintedJwt};
 use crate::datastore::AgentRecord;
 
 pub struct NodeService {
@@ -72,6 +73,41 @@ impl NodeService {
             "issued X.509-SVID"
         );
         Ok(svid.chain)
+    }
+
+    async fn mint_jwt(
+        &self,
+        agent: &AgentRecord,
+        entry_id: &str,
+        audience: &[String],
+    ) -> Result<MintedJwt, ApiError> {
+        check_audience(audience)?;
+        let rec = self
+            .state
+            .ds
+            .get_entry(entry_id)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("entry {entry_id:?} not found")))?;
+        let entry = rec.entry;
+        if entry.parent_id != agent.spiffe_id {
+            return Err(ApiError::PermissionDenied(
+                "entry is not authorized for this agent".into(),
+            ));
+        }
+        let minted = self
+            .state
+            .ca
+            .mint_jwt_svid(&entry.spiffe_id, audience, entry.jwt_svid_ttl)?;
+        // The token is a bearer credential: log who and when, never the token.
+        tracing::info!(
+            agent = %agent.spiffe_id,
+            spiffe_id = %entry.spiffe_id,
+            entry_id = %entry.id,
+            audience = ?audience,
+            expires_at = minted.expires_at,
+            "issued JWT-SVID"
+        );
+        Ok(minted)
     }
 }
 
@@ -196,7 +232,17 @@ impl Node for NodeService {
         &self,
         request: Request<MintJwtSvidRequest>,
     ) -> Result<Response<MintJwtSvidResponse>, Status> {
-        let _agent = authenticate_agent(&self.state, &request).await?;
-        Err(Status::unimplemented("MintJwtSvid is not implemented yet"))
+        let agent = authenticate_agent(&self.state, &request).await?;
+        let req = request.get_ref();
+        let res = self.mint_jwt(&agent, &req.entry_id, &req.audience).await;
+        if let Err(e) = &res {
+            tracing::warn!(agent = %agent.spiffe_id, entry_id = %req.entry_id, error = %e, "refused to mint a JWT-SVID");
+        }
+        let minted = res?;
+        Ok(Response::new(MintJwtSvidResponse {
+            token: minted.token,
+            issued_at: minted.issued_at,
+            expires_at: minted.expires_at,
+        }))
     }
 }

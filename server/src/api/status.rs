@@ -6,6 +6,7 @@ use crate::api::validate::EntryError;
 use crate::attest::AttestError;
 use crate::ca::CaError;
 use crate::datastore::DataStoreError;
+use signet_core::jwt::JwtError;
 
 /// An API failure with the status code it maps to.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -68,6 +69,9 @@ impl From<CaError> for ApiError {
     fn from(e: CaError) -> Self {
         match e {
             CaError::Expired => ApiError::Unavailable(e.to_string()),
+            CaError::Jwt(JwtError::MissingAud) => {
+                ApiError::InvalidArgument("audience must not be empty".into())
+            }
             _ => ApiError::Internal(e.to_string()),
         }
     }

@@ -1,5 +1,5 @@
 //! Admin input becomes typed values here, once: SPIFFE IDs in our trust
-//! domain, parsed selectors, sane TTLs and DNS names.
+//! domain, parsed selectors, sane TTLs, DNS names and JWT audiences.
 
 use std::time::Duration;
 
@@ -40,6 +40,10 @@ pub enum EntryError {
     DnsName(String),
     #[error("hint must be at most 1024 bytes without control characters")]
     Hint,
+    #[error("audience is required: give at least one")]
+    NoAudience,
+    #[error("audience must not contain an empty string")]
+    EmptyAudience,
 }
 
 pub fn spiffe_id_in(
@@ -75,6 +79,22 @@ fn ttl(field: &'static str, secs: u32) -> Result<Option<Duration>, EntryError> {
         return Err(EntryError::TtlTooLong { field });
     }
     Ok((secs > 0).then_some(d))
+}
+
+/// A JWT-SVID audience: at least one, none empty.
+pub fn check_audience(audience: &[String]) -> Result<(), EntryError> {
+    if audience.is_empty() {
+        return Err(EntryError::NoAudience);
+    }
+    if audience.iter().any(|a| a.trim().is_empty()) {
+        return Err(EntryError::EmptyAudience);
+    }
+    Ok(())
+}
+
+/// A requested TTL in seconds: 0 means the server's default.
+pub fn requested_ttl(secs: u32) -> Result<Option<Duration>, EntryError> {
+    ttl("ttl", secs)
 }
 
 pub fn dns_name(name: &str) -> Result<String, EntryError> {
@@ -195,5 +215,15 @@ mod tests {
         for bad in ["", "a..b", "-a.b", "a b", "*."] {
             assert!(dns_name(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn audience_needs_one_value_and_no_empty_ones() {
+        assert!(check_audience(&["a".into(), "b".into()]).is_ok());
+        assert_eq!(check_audience(&[]), Err(EntryError::NoAudience));
+        assert_eq!(
+            check_audience(&["a".into(), String::new()]),
+            Err(EntryError::EmptyAudience)
+        );
     }
 }

@@ -1,22 +1,27 @@
 //! The trust domain's X.509 authority: a self-signed P-256 root kept in
 //! `<data-dir>/ca/`, reused across restarts and regenerated only when missing,
-//! expired or for another trust domain. It signs every X.509-SVID.
+//! expired or for another trust domain. It signs every X.509-SVID; beside it
+//! the JWT key (`jwt.rs`) signs every JWT-SVID.
 
 mod disk;
+mod jwt;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use rcgen::{Issuer, KeyPair, PublicKeyData};
 use rustls_pki_types::CertificateDer;
-use signet_core::clock::unix_seconds;
+use signet_core::clock::{from_unix_seconds, unix_seconds};
+use signet_core::jwt::{mint_jwt_svid, Jwk, JwtError, JwtPublicKey, JwtSigner, MintParams};
 use signet_core::x509::{
     ca_params, cert_info, key_matches_leaf, leaf_params, sign_leaf, X509Error,
 };
 use signet_core::{Clock, SpiffeId, TrustDomain};
 
 pub use disk::{create_private_dir, write_atomic, CaFiles};
+pub use jwt::{JwtKeyFiles, JWT_KEY_FILE, JWT_KID_FILE};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CaError {
@@ -28,6 +33,8 @@ pub enum CaError {
     Expired,
     #[error("CA key: {0}")]
     Key(String),
+    #[error("JWT-SVID: {0}")]
+    Jwt(#[from] JwtError),
 }
 
 /// The certificates a peer trusts for this trust domain.
@@ -36,8 +43,61 @@ pub struct Bundle {
     pub trust_domain: TrustDomain,
     /// DER CA certificates.
     pub x509_authorities: Vec<Vec<u8>>,
-    /// Increases whenever the authorities change.
+    /// Public keys that verify JWT-SVIDs.
+    pub jwt_authorities: Vec<JwtAuthority>,
+    /// Increases whenever the authorities change (kept in the datastore).
     pub sequence: u64,
+}
+
+impl Bundle {
+    /// `(kid, key)` pairs, as `signet_core::bundle` takes them.
+    pub fn jwt_keys(&self) -> Vec<(String, JwtPublicKey)> {
+        self.jwt_authorities
+            .iter()
+            .map(|a| (a.kid.clone(), a.public_key.clone()))
+            .collect()
+    }
+
+    /// A digest of the authorities (not the sequence): when it differs from
+    /// the stored one, the bundle changed and its sequence must increase.
+    pub fn fingerprint(&self) -> String {
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        for der in &self.x509_authorities {
+            ctx.update(b"x509\0");
+            ctx.update(&(der.len() as u64).to_be_bytes());
+            ctx.update(der);
+        }
+        for a in &self.jwt_authorities {
+            ctx.update(b"jwt\0");
+            ctx.update(&(a.kid.len() as u64).to_be_bytes());
+            ctx.update(a.kid.as_bytes());
+            let key = format!("{:?}", a.public_key);
+            ctx.update(&(key.len() as u64).to_be_bytes());
+            ctx.update(key.as_bytes());
+        }
+        hex::encode(ctx.finish().as_ref())
+    }
+}
+
+/// A JWT signing key as the bundle publishes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwtAuthority {
+    pub kid: String,
+    /// The `jwt-svid` JWK.
+    pub jwk: Jwk,
+    pub public_key: JwtPublicKey,
+    /// Unix seconds after which nothing it signed is valid (no token
+    /// outlives the CA).
+    pub expires_at: i64,
+}
+
+/// A freshly minted JWT-SVID.
+#[derive(Debug, Clone)]
+pub struct MintedJwt {
+    pub token: String,
+    /// Unix seconds.
+    pub issued_at: i64,
+    pub expires_at: i64,
 }
 
 /// A freshly signed X.509-SVID.
@@ -52,7 +112,6 @@ pub struct IssuedSvid {
 struct Authority {
     cert_der: Vec<u8>,
     key: KeyPair,
-    not_before: SystemTime,
     not_after: SystemTime,
 }
 
@@ -61,7 +120,10 @@ pub struct CertificateAuthority {
     clock: Arc<dyn Clock>,
     backdate: Duration,
     default_svid_ttl: Duration,
+    default_jwt_svid_ttl: Duration,
     active: RwLock<Arc<Authority>>,
+    jwt: JwtSigner,
+    sequence: AtomicU64,
 }
 
 impl std::fmt::Debug for CertificateAuthority {
@@ -77,12 +139,14 @@ pub struct CaSettings {
     pub trust_domain: TrustDomain,
     pub ca_ttl: Duration,
     pub default_svid_ttl: Duration,
+    pub default_jwt_svid_ttl: Duration,
     pub backdate: Duration,
 }
 
 impl CertificateAuthority {
     /// Reuses the CA in `dir` when it is valid for this trust domain and not
-    /// expired; otherwise generates a new one and persists it.
+    /// expired; otherwise generates a new one and persists it. The JWT key
+    /// in the same dir is loaded, or created when missing.
     pub fn load_or_create(
         dir: &Path,
         settings: CaSettings,
@@ -104,13 +168,18 @@ impl CertificateAuthority {
                 (a, true)
             }
         };
+        let (jwt, jwt_created) = JwtKeyFiles::new(dir.to_path_buf()).load_or_create()?;
+        tracing::info!(kid = %jwt.kid(), created = jwt_created, "JWT-SVID signing key ready");
         Ok((
             Self {
                 trust_domain: settings.trust_domain,
                 clock,
                 backdate: settings.backdate,
                 default_svid_ttl: settings.default_svid_ttl,
+                default_jwt_svid_ttl: settings.default_jwt_svid_ttl,
                 active: RwLock::new(Arc::new(authority)),
+                jwt,
+                sequence: AtomicU64::new(0),
             },
             created,
         ))
@@ -140,13 +209,69 @@ impl CertificateAuthority {
         self.authority().not_after
     }
 
+    pub fn default_jwt_svid_ttl(&self) -> Duration {
+        self.default_jwt_svid_ttl
+    }
+
     pub fn bundle(&self) -> Bundle {
         let a = self.authority();
         Bundle {
             trust_domain: self.trust_domain.clone(),
             x509_authorities: vec![a.cert_der.clone()],
-            sequence: u64::try_from(unix_seconds(a.not_before)).unwrap_or(0),
+            jwt_authorities: vec![JwtAuthority {
+                kid: self.jwt.kid().to_owned(),
+                jwk: self.jwt.jwk(),
+                public_key: self.jwt.public_key(),
+                expires_at: unix_seconds(a.not_after),
+            }],
+            sequence: self.sequence.load(Ordering::SeqCst),
         }
+    }
+
+    /// Sets the bundle sequence the datastore decided on (see
+    /// `crate::bundle::sync_sequence`).
+    pub fn set_bundle_sequence(&self, sequence: u64) {
+        self.sequence.store(sequence, Ordering::SeqCst);
+    }
+
+    /// The time the active CA has left, or `Expired`.
+    fn time_left(&self, a: &Authority, now: SystemTime) -> Result<Duration, CaError> {
+        a.not_after
+            .duration_since(now)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or(CaError::Expired)
+    }
+
+    /// Mints a JWT-SVID for `id` and `audience` (non-empty, no empty
+    /// string). TTL: `ttl` (or the default JWT-SVID TTL), capped by the time
+    /// the CA has left. Times are whole seconds.
+    pub fn mint_jwt_svid(
+        &self,
+        id: &SpiffeId,
+        audience: &[String],
+        ttl: Option<Duration>,
+    ) -> Result<MintedJwt, CaError> {
+        let a = self.authority();
+        let now = from_unix_seconds(unix_seconds(self.clock.now()));
+        let left = self.time_left(&a, now)?;
+        let ttl = ttl.unwrap_or(self.default_jwt_svid_ttl).min(left);
+        let expires_at = now + ttl;
+        let token = mint_jwt_svid(
+            &self.jwt,
+            &MintParams {
+                subject: id,
+                audience,
+                issued_at: now,
+                expires_at,
+                jti: uuid::Uuid::new_v4().to_string(),
+            },
+        )?;
+        Ok(MintedJwt {
+            token,
+            issued_at: unix_seconds(now),
+            expires_at: unix_seconds(expires_at),
+        })
     }
 
     /// Signs an X.509-SVID for `id` over `public_key`. TTL: `ttl` (or the
@@ -160,12 +285,7 @@ impl CertificateAuthority {
     ) -> Result<IssuedSvid, CaError> {
         let a = self.authority();
         let now = self.clock.now();
-        let left = a
-            .not_after
-            .duration_since(now)
-            .ok()
-            .filter(|d| !d.is_zero())
-            .ok_or(CaError::Expired)?;
+        let left = self.time_left(&a, now)?;
         let ttl = ttl.unwrap_or(self.default_svid_ttl).min(left);
         let not_after = now + ttl;
         let params = leaf_params(id, dns_names, now - self.backdate, not_after)?;
@@ -214,15 +334,14 @@ fn load(
     Ok(Some(Authority {
         cert_der,
         key,
-        not_before: info.not_before,
         not_after: info.not_after,
     }))
 }
 
 fn generate(td: &TrustDomain, ttl: Duration, now: SystemTime) -> Result<Authority, CaError> {
     let key = KeyPair::generate().map_err(|e| CaError::Key(e.to_string()))?;
-    // Whole seconds, so the bundle sequence read back from the file matches.
-    let now = signet_core::clock::from_unix_seconds(unix_seconds(now));
+    // Whole seconds, so the times read back from the file match.
+    let now = from_unix_seconds(unix_seconds(now));
     let not_before = now - Duration::from_secs(30);
     let not_after = now + ttl;
     let params = ca_params(td, not_before, not_after)?;
@@ -230,7 +349,6 @@ fn generate(td: &TrustDomain, ttl: Duration, now: SystemTime) -> Result<Authorit
     Ok(Authority {
         cert_der: cert.der().to_vec(),
         key,
-        not_before,
         not_after,
     })
 }

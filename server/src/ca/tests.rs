@@ -8,6 +8,7 @@ fn settings(ttl: Duration) -> CaSettings {
         trust_domain: TrustDomain::new("example.org").unwrap(),
         ca_ttl: ttl,
         default_svid_ttl: Duration::from_secs(3600),
+        default_jwt_svid_ttl: Duration::from_secs(300),
         backdate: Duration::from_secs(30),
     }
 }
@@ -44,7 +45,83 @@ fn ca_is_created_once_and_reused_after_restart() {
     )
     .unwrap();
     assert!(created, "an expired CA is replaced");
-    assert!(renewed.bundle().sequence > ca.bundle().sequence);
+    assert_ne!(renewed.bundle().fingerprint(), ca.bundle().fingerprint());
+    // The JWT key is kept: same kid, same key.
+    assert_eq!(
+        renewed.bundle().jwt_authorities[0].public_key,
+        ca.bundle().jwt_authorities[0].public_key
+    );
+    assert_eq!(
+        renewed.bundle().jwt_authorities[0].kid,
+        ca.bundle().jwt_authorities[0].kid
+    );
+}
+
+#[test]
+fn jwt_svid_validates_against_the_bundle_and_ttl_is_capped() {
+    use signet_core::jwt::{parse_unverified, validate_jwt_svid, JwtBundles, ValidationOptions};
+
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(start()));
+    let (ca, _) = CertificateAuthority::load_or_create(
+        dir.path(),
+        settings(Duration::from_secs(600)),
+        clock.clone(),
+    )
+    .unwrap();
+    let bundle = ca.bundle();
+    assert_eq!(bundle.jwt_authorities.len(), 1);
+    let auth = &bundle.jwt_authorities[0];
+    assert_eq!(auth.jwk.use_.as_deref(), Some("jwt-svid"));
+    assert_eq!(auth.jwk.kid.as_deref(), Some(auth.kid.as_str()));
+    assert_eq!(auth.expires_at, unix_seconds(ca.not_after()));
+
+    let id = SpiffeId::parse("spiffe://example.org/web").unwrap();
+    let aud = vec!["a".to_owned(), "b".to_owned()];
+    let minted = ca.mint_jwt_svid(&id, &aud, None).unwrap();
+    assert_eq!(minted.issued_at, unix_seconds(start()));
+    assert_eq!(minted.expires_at - minted.issued_at, 300);
+
+    let mut bundles = JwtBundles::new();
+    bundles.insert(
+        id.trust_domain().clone(),
+        [(
+            auth.kid.clone(),
+            signet_core::jwt::JwtPublicKey::from_jwk(&auth.jwk).unwrap(),
+        )]
+        .into_iter()
+        .collect(),
+    );
+    let opts = ValidationOptions {
+        now: start(),
+        leeway: Duration::from_secs(0),
+    };
+    let v = validate_jwt_svid(&minted.token, "b", &bundles, opts).unwrap();
+    assert_eq!(v.spiffe_id, id);
+    assert_eq!(v.kid, auth.kid);
+    let (header, claims) = parse_unverified(&minted.token).unwrap();
+    assert_eq!(header["alg"], "ES256");
+    assert_eq!(header["typ"], "JWT");
+    assert_eq!(claims["aud"], serde_json::json!(["a", "b"]));
+    let again = ca.mint_jwt_svid(&id, &aud, None).unwrap();
+    let (_, claims2) = parse_unverified(&again.token).unwrap();
+    assert_ne!(claims["jti"], claims2["jti"]);
+
+    // Per-entry TTL, then the CA's time left caps it.
+    let short = ca
+        .mint_jwt_svid(&id, &aud, Some(Duration::from_secs(30)))
+        .unwrap();
+    assert_eq!(short.expires_at - short.issued_at, 30);
+    clock.advance(Duration::from_secs(500));
+    let capped = ca
+        .mint_jwt_svid(&id, &aud, Some(Duration::from_secs(3600)))
+        .unwrap();
+    assert_eq!(capped.expires_at, unix_seconds(ca.not_after()));
+    clock.advance(Duration::from_secs(200));
+    assert_eq!(
+        ca.mint_jwt_svid(&id, &aud, None).unwrap_err(),
+        CaError::Expired
+    );
 }
 
 #[test]

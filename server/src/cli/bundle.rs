@@ -1,14 +1,14 @@
 //! `signet-server bundle show [--format pem|spiffe]`.
 
+use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use signet_core::bundle::spiffe_bundle;
+use signet_core::jwt::{Jwk, JwtPublicKey};
 use signet_proto::admin::GetBundleRequest;
 
 use super::client::{connect, status_error};
 use super::AdminArgs;
-
-/// Seconds a bundle consumer should wait before fetching the bundle again.
-const REFRESH_HINT_SECS: u64 = 300;
+use crate::bundle::REFRESH_HINT_SECS;
 
 #[derive(Debug, Subcommand)]
 pub enum BundleCommand {
@@ -47,11 +47,26 @@ impl BundleCommand {
                 signet_core::pem::encode_certs(bundle.x509_authorities.iter().map(Vec::as_slice))
             ),
             Format::Spiffe => {
+                let jwt_keys = bundle
+                    .jwt_authorities
+                    .iter()
+                    .map(|a| {
+                        let jwk: Jwk = serde_json::from_str(&a.jwk)
+                            .with_context(|| format!("JWT authority {:?}: invalid JWK", a.kid))?;
+                        let key = JwtPublicKey::from_jwk(&jwk)
+                            .with_context(|| format!("JWT authority {:?}", a.kid))?;
+                        Ok((a.kid.clone(), key))
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                let refresh_hint = match bundle.refresh_hint {
+                    0 => REFRESH_HINT_SECS,
+                    s => s,
+                };
                 let doc = spiffe_bundle(
                     &bundle.x509_authorities,
-                    &[],
+                    &jwt_keys,
                     bundle.sequence,
-                    REFRESH_HINT_SECS,
+                    refresh_hint,
                 )?;
                 println!("{}", serde_json::to_string_pretty(&doc)?);
             }

@@ -65,6 +65,9 @@ pub struct RunArgs {
     pub ca_ttl: Option<Duration>,
     #[arg(long, value_parser = duration_arg)]
     pub default_x509_svid_ttl: Option<Duration>,
+    /// Default JWT-SVID lifetime (5m unless set).
+    #[arg(long, value_parser = duration_arg)]
+    pub default_jwt_svid_ttl: Option<Duration>,
     #[arg(long, value_parser = duration_arg)]
     pub join_token_ttl: Option<Duration>,
     /// Log as JSON lines instead of human-readable text.
@@ -86,6 +89,7 @@ impl RunArgs {
             admin_socket: self.admin_socket.clone(),
             ca_ttl: self.ca_ttl.map(ConfigDuration),
             default_x509_svid_ttl: self.default_x509_svid_ttl.map(ConfigDuration),
+            default_jwt_svid_ttl: self.default_jwt_svid_ttl.map(ConfigDuration),
             join_token_ttl: self.join_token_ttl.map(ConfigDuration),
             log_json: self.log_json.then_some(true),
         };

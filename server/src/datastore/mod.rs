@@ -104,6 +104,10 @@ pub trait DataStore: Send + Sync + 'static {
 
     /// The revision of the last change.
     async fn current_revision(&self) -> Result<u64>;
+    /// The trust bundle's sequence for the authorities digested in
+    /// `fingerprint`: unchanged when it equals the stored fingerprint, else
+    /// increased (1 the first time) and stored with it, atomically.
+    async fn sync_bundle_sequence(&self, fingerprint: &str) -> Result<u64>;
     /// Drops join tokens that expired before `now`; returns how many.
     async fn prune_join_tokens(&self, now: i64) -> Result<u64>;
 }

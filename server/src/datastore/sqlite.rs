@@ -18,11 +18,18 @@ use sqlx::{Row, Sqlite, Transaction};
 use super::{AgentRecord, DataStore, DataStoreError, EntryFilter, EntryRecord, Result};
 
 /// The schema, compiled into the binary so a fresh machine needs no files.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "initial",
-    include_str!("../../migrations/0001_initial.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "initial",
+        include_str!("../../migrations/0001_initial.sql"),
+    ),
+    (
+        2,
+        "bundle_state",
+        include_str!("../../migrations/0002_bundle_state.sql"),
+    ),
+];
 
 #[derive(Debug)]
 struct Embedded;
@@ -441,6 +448,28 @@ impl DataStore for SqliteDataStore {
             .await
             .map_err(backend)?;
         Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn sync_bundle_sequence(&self, fingerprint: &str) -> Result<u64> {
+        // One write statement first, so the transaction holds the write lock
+        // from the start; the sequence moves only when the fingerprint does.
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        sqlx::query(
+            "INSERT INTO bundle_state (id, sequence, fingerprint) VALUES (1, 1, ?) \
+             ON CONFLICT (id) DO UPDATE SET sequence = bundle_state.sequence + 1, \
+             fingerprint = excluded.fingerprint \
+             WHERE bundle_state.fingerprint <> excluded.fingerprint",
+        )
+        .bind(fingerprint)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        let n: i64 = sqlx::query_scalar("SELECT sequence FROM bundle_state WHERE id = 1")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        u64::try_from(n).map_err(|_| DataStoreError::Corrupt("negative bundle sequence".into()))
     }
 
     async fn prune_join_tokens(&self, now: i64) -> Result<u64> {

@@ -199,3 +199,19 @@ async fn data_survives_reopening() {
         .unwrap();
     assert_eq!(ds.prune_join_tokens(10_000).await.unwrap(), 0);
 }
+
+#[tokio::test]
+async fn bundle_sequence_increases_on_change_only_and_survives_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ds.sqlite3");
+    let ds = SqliteDataStore::open(&path).await.unwrap();
+    assert_eq!(ds.sync_bundle_sequence("fp-a").await.unwrap(), 1);
+    assert_eq!(ds.sync_bundle_sequence("fp-a").await.unwrap(), 1);
+    assert_eq!(ds.sync_bundle_sequence("fp-b").await.unwrap(), 2);
+    ds.close().await;
+
+    let ds = SqliteDataStore::open(&path).await.unwrap();
+    assert_eq!(ds.sync_bundle_sequence("fp-b").await.unwrap(), 2);
+    assert_eq!(ds.sync_bundle_sequence("fp-a").await.unwrap(), 3);
+    ds.close().await;
+}

@@ -1,0 +1,101 @@
+//! The trust bundle's sequence number: kept in the datastore with a
+//! fingerprint of the authorities, increased whenever they change (at
+//! startup, e.g. a new CA or JWT key, or at runtime) and never reset by a
+//! restart.
+
+use crate::ca::CertificateAuthority;
+use crate::datastore::{DataStore, DataStoreError};
+use crate::events::{Change, ChangeBus};
+
+/// Seconds a bundle consumer should wait before fetching the bundle again
+/// (`spiffe_refresh_hint`).
+pub const REFRESH_HINT_SECS: u64 = 300;
+
+/// Brings the CA's bundle sequence in line with the datastore, bumping it
+/// when the authorities differ from the stored fingerprint. With a `bus`
+/// (at runtime), a changed sequence is announced to every Sync stream.
+/// Returns the sequence.
+pub async fn sync_sequence(
+    ds: &dyn DataStore,
+    ca: &CertificateAuthority,
+    bus: Option<&ChangeBus>,
+) -> Result<u64, DataStoreError> {
+    let before = ca.bundle();
+    let sequence = ds.sync_bundle_sequence(&before.fingerprint()).await?;
+    ca.set_bundle_sequence(sequence);
+    if sequence != before.sequence {
+        tracing::info!(sequence, "trust bundle sequence");
+        if let Some(bus) = bus {
+            bus.publish(Change::BundleChanged);
+        }
+    }
+    Ok(sequence)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, SystemTime};
+
+    use signet_core::{ManualClock, TrustDomain};
+
+    use super::*;
+    use crate::ca::CaSettings;
+    use crate::datastore::SqliteDataStore;
+
+    fn load(dir: &std::path::Path, clock: Arc<ManualClock>) -> CertificateAuthority {
+        let settings = CaSettings {
+            trust_domain: TrustDomain::new("example.org").unwrap(),
+            ca_ttl: Duration::from_secs(3600),
+            default_svid_ttl: Duration::from_secs(600),
+            default_jwt_svid_ttl: Duration::from_secs(300),
+            backdate: Duration::from_secs(30),
+        };
+        CertificateAuthority::load_or_create(&dir.join("ca"), settings, clock)
+            .unwrap()
+            .0
+    }
+
+    #[tokio::test]
+    async fn sequence_persists_across_restarts_and_increases_on_every_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+        ));
+        let db = dir.path().join("ds.sqlite3");
+
+        let ds = SqliteDataStore::open(&db).await.unwrap();
+        let ca = load(dir.path(), clock.clone());
+        let first = sync_sequence(&ds, &ca, None).await.unwrap();
+        assert_eq!(first, 1);
+        assert_eq!(ca.bundle().sequence, 1);
+        ds.close().await;
+
+        // Restart, nothing changed: same sequence.
+        let ds = SqliteDataStore::open(&db).await.unwrap();
+        let ca = load(dir.path(), clock.clone());
+        assert_eq!(sync_sequence(&ds, &ca, None).await.unwrap(), first);
+        ds.close().await;
+
+        // A new JWT key (its files removed): the sequence moves on.
+        std::fs::remove_file(dir.path().join("ca").join(crate::ca::JWT_KEY_FILE)).unwrap();
+        let ds = SqliteDataStore::open(&db).await.unwrap();
+        let ca = load(dir.path(), clock.clone());
+        let second = sync_sequence(&ds, &ca, None).await.unwrap();
+        assert!(second > first);
+        ds.close().await;
+
+        // The CA expired and was replaced: again, and a runtime bump is
+        // announced on the bus.
+        clock.advance(Duration::from_secs(3601));
+        let ds = SqliteDataStore::open(&db).await.unwrap();
+        let ca = load(dir.path(), clock.clone());
+        let bus = ChangeBus::new(0);
+        let (mut rx, _) = bus.subscribe();
+        let third = sync_sequence(&ds, &ca, Some(&bus)).await.unwrap();
+        assert!(third > second);
+        assert_eq!(ca.bundle().sequence, third);
+        assert_eq!(rx.recv().await.unwrap().change, Change::BundleChanged);
+        ds.close().await;
+    }
+}
