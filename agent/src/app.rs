@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 
 use crate::attest::node::{obtain_identity, renew_loop};
 use crate::attest::workload::unix::UnixAttestor;
-use crate::cache::{CacheManager, NodeSigner};
+use crate::cache::{CacheManager, JwtSvidCache, NodeMinter, NodeSigner};
 use crate::config::RuntimeConfig;
 use crate::node_client::{self, NodeConnector};
 use crate::storage::Storage;
@@ -45,6 +45,13 @@ pub async fn run(config: RuntimeConfig, shutdown: impl Future<Output = ()>) -> a
         updates_rx,
     );
 
+    let jwt_svids = Arc::new(JwtSvidCache::new(
+        Arc::new(NodeMinter {
+            connector: connector.clone(),
+        }),
+        clock.clone(),
+    ));
+
     let mut tasks = JoinSet::new();
     tasks.spawn(renew_loop(
         connector.clone(),
@@ -70,7 +77,7 @@ pub async fn run(config: RuntimeConfig, shutdown: impl Future<Output = ()>) -> a
         config.procfs_root.clone(),
         config.hash_size_limit,
     ));
-    let api = WorkloadApi::new(cache_rx, attestor, clock);
+    let api = WorkloadApi::new(cache_rx, attestor, clock, jwt_svids, config.jwt_leeway);
 
     // Streams never finish on their own, so the server is dropped rather
     // than drained on shutdown.

@@ -3,8 +3,10 @@
 //! [`RuntimeConfig`] that the rest of the agent reads.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
+use signet_core::duration::parse_duration;
 use signet_core::TrustDomain;
 
 /// Embedded defaults (CONTRACT.md); no config file is needed.
@@ -15,6 +17,29 @@ pub const DEFAULT_SOCKET_PATH: &str = "/tmp/signet-agent/public/api.sock";
 pub const DEFAULT_PROCFS_ROOT: &str = "/proc";
 /// Binaries larger than this are not hashed for the `unix:sha256` selector.
 pub const DEFAULT_HASH_SIZE_LIMIT: u64 = 256 * 1024 * 1024;
+/// Clock skew tolerated when validating a JWT-SVID's `exp`, `nbf`, `iat`.
+pub const DEFAULT_JWT_LEEWAY: Duration = Duration::from_secs(30);
+
+/// A duration in a config file: `"30s"`-style string or integer seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConfigDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for ConfigDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Secs(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Secs(s) => Ok(Self(Duration::from_secs(s))),
+            Raw::Text(t) => parse_duration(&t)
+                .map(Self)
+                .map_err(serde::de::Error::custom),
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -31,6 +56,8 @@ pub enum ConfigError {
     ConflictingBootstrap,
     #[error("{0} must not be empty")]
     Empty(&'static str),
+    #[error("invalid {0}: {1}")]
+    Duration(&'static str, String),
 }
 
 /// The TOML file: every key optional, named like the long flags.
@@ -44,6 +71,7 @@ pub struct FileConfig {
     pub join_token: Option<String>,
     pub trust_bundle_path: Option<PathBuf>,
     pub insecure_bootstrap: Option<bool>,
+    pub jwt_leeway: Option<ConfigDuration>,
 }
 
 impl FileConfig {
@@ -89,6 +117,9 @@ pub struct RunArgs {
     /// Accept any server certificate for the first attestation only.
     #[arg(long)]
     pub insecure_bootstrap: bool,
+    /// Clock skew tolerated when validating JWT-SVIDs, e.g. 30s (default).
+    #[arg(long, value_name = "DUR")]
+    pub jwt_leeway: Option<String>,
     /// Log JSON lines instead of human-readable text.
     #[arg(long)]
     pub log_json: bool,
@@ -118,6 +149,7 @@ pub struct RuntimeConfig {
     /// Root of the proc filesystem read by the unix workload attestor.
     pub procfs_root: PathBuf,
     pub hash_size_limit: u64,
+    pub jwt_leeway: Duration,
 }
 
 impl RuntimeConfig {
@@ -157,6 +189,11 @@ impl RuntimeConfig {
             (None, true) => Bootstrap::Insecure,
             (None, false) => Bootstrap::DataDir,
         };
+        let jwt_leeway = match &args.jwt_leeway {
+            Some(text) => parse_duration(text)
+                .map_err(|e| ConfigError::Duration("--jwt-leeway", e.to_string()))?,
+            None => file.jwt_leeway.map_or(DEFAULT_JWT_LEEWAY, |d| d.0),
+        };
         Ok(Self {
             trust_domain: TrustDomain::new(&td)?,
             data_dir: args
@@ -175,6 +212,7 @@ impl RuntimeConfig {
             log_json: args.log_json,
             procfs_root: DEFAULT_PROCFS_ROOT.into(),
             hash_size_limit: DEFAULT_HASH_SIZE_LIMIT,
+            jwt_leeway,
         })
     }
 }
@@ -195,6 +233,26 @@ mod tests {
         );
         assert_eq!(c.bootstrap, Bootstrap::DataDir);
         assert_eq!(c.join_token, None);
+        assert_eq!(c.jwt_leeway, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn jwt_leeway_from_file_or_flag() {
+        let file = FileConfig::parse("jwt_leeway = \"1m\"").unwrap();
+        let c = RuntimeConfig::merge(file, &RunArgs::default()).unwrap();
+        assert_eq!(c.jwt_leeway, Duration::from_secs(60));
+        let file = FileConfig::parse("jwt_leeway = 5").unwrap();
+        let args = RunArgs {
+            jwt_leeway: Some("10s".into()),
+            ..Default::default()
+        };
+        let c = RuntimeConfig::merge(file, &args).unwrap();
+        assert_eq!(c.jwt_leeway, Duration::from_secs(10));
+        let args = RunArgs {
+            jwt_leeway: Some("soon".into()),
+            ..Default::default()
+        };
+        assert!(RuntimeConfig::merge(FileConfig::default(), &args).is_err());
     }
 
     #[test]

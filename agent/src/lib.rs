@@ -12,6 +12,8 @@ pub mod config;
 pub mod node_client;
 pub mod storage;
 pub mod sync;
+#[cfg(test)]
+pub mod test_support;
 pub mod workload_api;
 
 pub use config::{Bootstrap, FileConfig, RuntimeConfig};

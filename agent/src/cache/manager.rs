@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rcgen::KeyPair;
+use signet_core::jwt::{JwtBundles, JwtPublicKey};
 use signet_core::rotation::{refresh_at, wait_until};
 use signet_core::x509::{build_csr, cert_info, key_matches_leaf, validate_x509_svid};
 use signet_core::{Clock, RegistrationEntry, TrustDomain};
@@ -32,6 +33,8 @@ pub struct SyncUpdate {
     pub removed_entry_ids: Vec<String>,
     /// DER CA certificates, when the bundle changed.
     pub bundle: Option<Vec<Vec<u8>>>,
+    /// The trust domain's JWT keys (kid, key), whenever a bundle came.
+    pub jwt_keys: Option<Vec<(String, JwtPublicKey)>>,
 }
 
 struct Held {
@@ -47,6 +50,7 @@ pub struct CacheManager {
     publish: watch::Sender<Arc<Snapshot>>,
     trust_domain: TrustDomain,
     bundle: Option<Arc<Vec<Vec<u8>>>>,
+    jwt_bundles: Arc<JwtBundles>,
     entries: BTreeMap<String, RegistrationEntry>,
     held: HashMap<String, Held>,
     /// When each entry next needs (re)issuing.
@@ -73,6 +77,7 @@ impl CacheManager {
             publish,
             trust_domain,
             bundle: None,
+            jwt_bundles: Arc::default(),
             entries: BTreeMap::new(),
             held: HashMap::new(),
             due: HashMap::new(),
@@ -109,6 +114,15 @@ impl CacheManager {
         if let Some(bundle) = update.bundle {
             self.bundle = Some(Arc::new(bundle));
             self.dirty = true;
+        }
+        if let Some(keys) = update.jwt_keys {
+            let keys: HashMap<String, JwtPublicKey> = keys.into_iter().collect();
+            let mut bundles = JwtBundles::new();
+            bundles.insert(self.trust_domain.clone(), keys);
+            if *self.jwt_bundles != bundles {
+                self.jwt_bundles = Arc::new(bundles);
+                self.dirty = true;
+            }
         }
         if update.snapshot {
             let keep: std::collections::HashSet<&str> =
@@ -327,6 +341,7 @@ impl CacheManager {
         self.publish.send_replace(Arc::new(Snapshot {
             trust_domain: self.trust_domain.clone(),
             bundle: self.bundle.clone(),
+            jwt_bundles: self.jwt_bundles.clone(),
             entries,
         }));
     }

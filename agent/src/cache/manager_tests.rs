@@ -140,6 +140,7 @@ impl Harness {
             entries,
             removed_entry_ids: vec![],
             bundle: Some(vec![self.ca.cert.clone()]),
+            jwt_keys: None,
         };
         self.updates.send(update).await.unwrap();
         settle().await;

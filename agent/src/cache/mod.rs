@@ -1,7 +1,9 @@
 //! The SVIDs this agent holds for workloads and the task that issues and
 //! rotates them. One task owns all rotation state; everyone else reads the
-//! published [`state::Snapshot`] through a watch channel.
+//! published [`state::Snapshot`] through a watch channel. JWT-SVIDs are
+//! minted on demand and cached in [`jwt`].
 
+pub mod jwt;
 pub mod manager;
 pub mod state;
 
@@ -11,6 +13,7 @@ use async_trait::async_trait;
 use signet_proto::node::{BatchSignX509SvidRequest, SignX509SvidParams};
 
 use crate::node_client::NodeConnector;
+pub use jwt::{JwtMinter, JwtSvidCache, MintError, MintedJwt, NodeMinter};
 pub use manager::{CacheManager, SyncUpdate};
 pub use state::{CachedEntry, Snapshot, Svid};
 

@@ -1,11 +1,13 @@
-//! The immutable snapshot the cache manager publishes: the trust bundle and,
-//! per entry this agent holds, the entry and its current SVID (if issued).
+//! The immutable snapshot the cache manager publishes: the trust bundle, the
+//! JWT keys of each trust domain and, per entry this agent holds, the entry
+//! and its current SVID (if issued).
 //! Readers get an `Arc` through a watch channel and never lock.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use signet_core::jwt::JwtBundles;
 use signet_core::{RegistrationEntry, Selector, TrustDomain};
 
 /// An X.509-SVID held for a workload entry.
@@ -44,6 +46,8 @@ pub struct Snapshot {
     pub trust_domain: TrustDomain,
     /// DER CA certificates; `None` until the first sync snapshot arrived.
     pub bundle: Option<Arc<Vec<Vec<u8>>>>,
+    /// Trust domain → kid → key, parsed once when the bundle arrived.
+    pub jwt_bundles: Arc<JwtBundles>,
     /// Keyed by entry id.
     pub entries: BTreeMap<String, CachedEntry>,
 }
@@ -53,6 +57,7 @@ impl Snapshot {
         Self {
             trust_domain,
             bundle: None,
+            jwt_bundles: Arc::default(),
             entries: BTreeMap::new(),
         }
     }

@@ -6,8 +6,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use signet_core::jwt::{Jwk, JwtPublicKey};
 use signet_core::{RegistrationEntry, Selector, SpiffeId};
-use signet_proto::node::{Entry, SyncRequest, SyncResponse};
+use signet_proto::node::{Entry, JwtAuthority, SyncRequest, SyncResponse};
 use tokio::sync::{mpsc, watch};
 
 use crate::backoff::Backoff;
@@ -95,6 +96,10 @@ impl SyncTask {
                     .ok()
             })
             .collect();
+        let jwt_keys = message
+            .bundle
+            .as_ref()
+            .map(|b| jwt_keys_from_proto(&b.jwt_authorities));
         SyncUpdate {
             snapshot: message.snapshot,
             entries,
@@ -103,6 +108,7 @@ impl SyncTask {
                 .bundle
                 .map(|b| b.x509_authorities)
                 .filter(|b| !b.is_empty()),
+            jwt_keys,
         }
     }
 
@@ -122,6 +128,37 @@ impl SyncTask {
             }
         }
     }
+}
+
+/// Parses the bundle's JWT keys once; a key that does not parse is logged
+/// and skipped so one bad JWK cannot take the others down.
+pub fn jwt_keys_from_proto(authorities: &[JwtAuthority]) -> Vec<(String, JwtPublicKey)> {
+    authorities
+        .iter()
+        .filter_map(|a| match jwt_key_from_proto(a) {
+            Ok(key) => Some(key),
+            Err(error) => {
+                tracing::warn!(kid = a.kid, %error, "ignoring malformed JWT authority");
+                None
+            }
+        })
+        .collect()
+}
+
+fn jwt_key_from_proto(a: &JwtAuthority) -> Result<(String, JwtPublicKey), String> {
+    let jwk: Jwk = serde_json::from_str(&a.jwk).map_err(|e| format!("not a JWK: {e}"))?;
+    let kid = match (a.kid.as_str(), jwk.kid.as_deref()) {
+        ("", None | Some("")) => return Err("no kid".into()),
+        ("", Some(k)) => k.to_owned(),
+        (k, None) => k.to_owned(),
+        (k, Some(j)) if k == j => k.to_owned(),
+        (k, Some(j)) => return Err(format!("kid {k:?} does not match the JWK's kid {j:?}")),
+    };
+    if let Some(use_) = jwk.use_.as_deref().filter(|u| *u != "jwt-svid") {
+        return Err(format!("JWK use is {use_:?}, not \"jwt-svid\""));
+    }
+    let key = JwtPublicKey::from_jwk(&jwk).map_err(|e| e.to_string())?;
+    Ok((kid, key))
 }
 
 /// Parses an entry off the wire into the domain type (edges parse once).
@@ -183,6 +220,32 @@ mod tests {
         assert_eq!(e.jwt_svid_ttl, None);
         let sel: Vec<String> = e.selectors.iter().map(|s| s.to_string()).collect();
         assert_eq!(sel, vec!["unix:gid:1", "unix:uid:1000"]);
+    }
+
+    #[test]
+    fn bad_jwt_authorities_are_skipped_not_fatal() {
+        let (signer, _) = signet_core::jwt::JwtSigner::generate("k1".into()).unwrap();
+        let good = JwtAuthority {
+            kid: "k1".into(),
+            jwk: serde_json::to_string(&signer.jwk()).unwrap(),
+            expires_at: 0,
+        };
+        let garbage = JwtAuthority {
+            kid: "k2".into(),
+            jwk: "{not json".into(),
+            expires_at: 0,
+        };
+        let wrong_kid = JwtAuthority {
+            kid: "k3".into(),
+            ..good.clone()
+        };
+        let bad_curve = JwtAuthority {
+            kid: "k4".into(),
+            jwk: r#"{"kty":"EC","crv":"P-521","x":"AA","y":"AA","kid":"k4"}"#.into(),
+            expires_at: 0,
+        };
+        let keys = jwt_keys_from_proto(&[garbage, good, wrong_kid, bad_curve]);
+        assert_eq!(keys, vec![("k1".to_string(), signer.public_key())]);
     }
 
     #[test]

@@ -4,6 +4,8 @@
 
 pub mod bundles;
 pub mod header;
+pub mod jwt;
+pub mod jwt_bundles;
 pub mod x509;
 
 use std::collections::HashSet;
@@ -11,6 +13,7 @@ use std::future::Future;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use signet_core::{Clock, Selector};
 use signet_proto::workload::spiffe_workload_api_server::{
@@ -28,7 +31,7 @@ use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Response, Status};
 
 use crate::attest::workload::{AttestOptions, PeerInfo, WorkloadAttestor};
-use crate::cache::Snapshot;
+use crate::cache::{JwtSvidCache, Snapshot};
 use header::check_security_header;
 use x509::X509State;
 
@@ -50,6 +53,8 @@ pub struct WorkloadApi {
     cache: watch::Receiver<Arc<Snapshot>>,
     attestor: Arc<dyn WorkloadAttestor>,
     clock: Arc<dyn Clock>,
+    jwt_svids: Arc<JwtSvidCache>,
+    jwt_leeway: Duration,
 }
 
 impl WorkloadApi {
@@ -57,12 +62,26 @@ impl WorkloadApi {
         cache: watch::Receiver<Arc<Snapshot>>,
         attestor: Arc<dyn WorkloadAttestor>,
         clock: Arc<dyn Clock>,
+        jwt_svids: Arc<JwtSvidCache>,
+        jwt_leeway: Duration,
     ) -> Self {
         Self {
             cache,
             attestor,
             clock,
+            jwt_svids,
+            jwt_leeway,
         }
+    }
+
+    fn ready_snapshot(&self) -> Result<Arc<Snapshot>, Status> {
+        let snapshot = self.cache.borrow().clone();
+        if !snapshot.is_ready() {
+            return Err(Status::unavailable(
+                "agent is not ready yet: no trust bundle from the server",
+            ));
+        }
+        Ok(snapshot)
     }
 
     /// Header, readiness, attestation: the checks every RPC starts with.
@@ -71,12 +90,7 @@ impl WorkloadApi {
         request: &Request<T>,
     ) -> Result<(Arc<Snapshot>, HashSet<Selector>), Status> {
         check_security_header(request)?;
-        let snapshot = self.cache.borrow().clone();
-        if !snapshot.is_ready() {
-            return Err(Status::unavailable(
-                "agent is not ready yet: no trust bundle from the server",
-            ));
-        }
+        let snapshot = self.ready_snapshot()?;
         let cred = request
             .extensions()
             .get::<UdsConnectInfo>()
@@ -153,15 +167,34 @@ impl SpiffeWorkloadApi for WorkloadApi {
         request: Request<JwtsvidRequest>,
     ) -> Result<Response<JwtsvidResponse>, Status> {
         check_security_header(&request)?;
-        Err(Status::unimplemented("JWT-SVIDs are not supported yet"))
+        let requested = jwt::check_fetch_request(request.get_ref())?;
+        let (snapshot, selectors) = self.admit(&request).await?;
+        let response = jwt::fetch_jwt_svids(
+            &self.jwt_svids,
+            &snapshot,
+            &selectors,
+            requested.as_ref(),
+            &request.get_ref().audience,
+        )
+        .await?;
+        Ok(Response::new(response))
     }
 
     async fn fetch_jwt_bundles(
         &self,
         request: Request<JwtBundlesRequest>,
     ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
-        check_security_header(&request)?;
-        Err(Status::unimplemented("JWT bundles are not supported yet"))
+        let (snapshot, selectors) = self.admit(&request).await?;
+        if jwt_bundles::jwt_bundles_state(&snapshot, &selectors).is_none() {
+            return Err(x509::no_identity());
+        }
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(jwt_bundles::stream_jwt_bundles(
+            self.cache.clone(),
+            selectors,
+            tx,
+        ));
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
 
     async fn validate_jwtsvid(
@@ -169,9 +202,18 @@ impl SpiffeWorkloadApi for WorkloadApi {
         request: Request<ValidateJwtsvidRequest>,
     ) -> Result<Response<ValidateJwtsvidResponse>, Status> {
         check_security_header(&request)?;
-        Err(Status::unimplemented(
-            "JWT-SVID validation is not supported yet",
-        ))
+        // Any caller may validate (as in SPIRE): only public keys are used,
+        // so the caller is not attested.
+        let request = request.into_inner();
+        if request.audience.is_empty() {
+            return Err(Status::invalid_argument(jwt::AUDIENCE_REQUIRED));
+        }
+        if request.svid.is_empty() {
+            return Err(Status::invalid_argument(jwt::SVID_REQUIRED));
+        }
+        let snapshot = self.ready_snapshot()?;
+        let response = jwt::validate(&snapshot, &request, self.clock.now(), self.jwt_leeway)?;
+        Ok(Response::new(response))
     }
 }
 

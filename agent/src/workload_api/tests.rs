@@ -6,19 +6,25 @@ use std::time::{Duration, SystemTime};
 
 use rcgen::{Issuer, KeyPair};
 use rustls_pki_types::CertificateDer;
+use signet_core::jwt::{JwtBundles, JwtSigner};
 use signet_core::{RegistrationEntry, SpiffeId, SystemClock, TrustDomain};
 use signet_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
-use signet_proto::workload::{JwtsvidRequest, X509svidResponse};
+use signet_proto::workload::X509svidResponse;
 use tonic::transport::Channel;
 use tonic::Code;
 
 use super::*;
 use crate::attest::workload::unix::UnixAttestor;
 use crate::cache::{CachedEntry, Svid};
+use crate::test_support::FakeMinter;
 
 struct TestCa {
     cert: Vec<u8>,
     key: KeyPair,
+    /// The trust domain's JWT signing key, kid "k1".
+    jwt: Arc<JwtSigner>,
+    /// The same key as PKCS#8, to sign hand-forged tokens.
+    jwt_pkcs8: Vec<u8>,
 }
 
 impl TestCa {
@@ -35,7 +41,13 @@ impl TestCa {
         .unwrap()
         .der()
         .to_vec();
-        Self { cert, key }
+        let (jwt, jwt_pkcs8) = JwtSigner::generate("k1".into()).unwrap();
+        Self {
+            cert,
+            key,
+            jwt: Arc::new(jwt),
+            jwt_pkcs8,
+        }
     }
 
     fn issue(&self, path: &str, ttl: Duration) -> Arc<Svid> {
@@ -87,9 +99,12 @@ fn snapshot(ca: &TestCa, entries: Vec<(RegistrationEntry, Option<Arc<Svid>>)>) -
         .into_iter()
         .map(|(entry, svid)| (entry.id.clone(), CachedEntry { entry, svid }))
         .collect();
+    let mut jwt_bundles = JwtBundles::new();
+    jwt_bundles.insert(td(), [("k1".to_string(), ca.jwt.public_key())].into());
     Arc::new(Snapshot {
         trust_domain: td(),
         bundle: Some(Arc::new(vec![ca.cert.clone()])),
+        jwt_bundles: Arc::new(jwt_bundles),
         entries,
     })
 }
@@ -98,14 +113,34 @@ struct Agent {
     _dir: tempfile::TempDir,
     cache: watch::Sender<Arc<Snapshot>>,
     client: SpiffeWorkloadApiClient<Channel>,
+    minter: Arc<FakeMinter>,
 }
 
 async fn start(initial: Arc<Snapshot>) -> Agent {
+    let (signer, _) = JwtSigner::generate("k1".into()).unwrap();
+    let minter = FakeMinter::new(
+        Arc::new(signer),
+        Arc::new(SystemClock),
+        Duration::from_secs(300),
+    );
+    start_with(initial, minter).await
+}
+
+/// An agent whose JWT-SVIDs come from `minter`.
+async fn start_with(initial: Arc<Snapshot>, minter: FakeMinter) -> Agent {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("public/api.sock");
     let (cache, rx) = watch::channel(initial);
     let attestor = Arc::new(UnixAttestor::new("/proc", 1024));
-    let api = WorkloadApi::new(rx, attestor, Arc::new(SystemClock));
+    let minter = Arc::new(minter);
+    let jwt_svids = Arc::new(JwtSvidCache::new(minter.clone(), Arc::new(SystemClock)));
+    let api = WorkloadApi::new(
+        rx,
+        attestor,
+        Arc::new(SystemClock),
+        jwt_svids,
+        Duration::from_secs(30),
+    );
     let listener = bind(&socket).unwrap();
     let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o777, "socket is world-connectable");
@@ -115,6 +150,7 @@ async fn start(initial: Arc<Snapshot>) -> Agent {
         _dir: dir,
         cache,
         client,
+        minter,
     }
 }
 
@@ -308,21 +344,6 @@ async fn bundles_stream_carries_the_trust_domain_bundle_and_its_changes() {
 }
 
 #[tokio::test]
-async fn jwt_rpcs_are_unimplemented_for_now() {
-    let ca = TestCa::new();
-    let agent = start(snapshot(&ca, vec![])).await;
-    let mut client = agent.client.clone();
-    let err = client
-        .fetch_jwtsvid(crate::cli::client::request(JwtsvidRequest {
-            audience: vec!["a".into()],
-            spiffe_id: String::new(),
-        }))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::Unimplemented);
-}
-
-#[tokio::test]
 async fn stale_socket_is_replaced_on_bind() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("api.sock");
@@ -333,3 +354,6 @@ async fn stale_socket_is_replaced_on_bind() {
     std::fs::write(&path, b"not a socket").unwrap();
     assert!(bind(&path).is_err(), "a regular file is not removed");
 }
+
+#[path = "jwt_api_tests.rs"]
+mod jwt_api;

@@ -1,0 +1,174 @@
+use std::sync::atomic::Ordering;
+
+use signet_core::jwt::{JwtSigner, ValidationOptions};
+use signet_core::TrustDomain;
+
+use super::*;
+use crate::test_support::{FakeMinter, TokioClock};
+
+const ME: &str = "spiffe://example.org/me";
+
+fn setup(ttl: Duration, delay: Duration) -> (Arc<FakeMinter>, JwtSvidCache, Arc<TokioClock>) {
+    let clock = TokioClock::new();
+    let (signer, _) = JwtSigner::generate("k1".into()).unwrap();
+    let mut minter = FakeMinter::new(Arc::new(signer), clock.clone(), ttl).with_subject("e1", ME);
+    minter.delay = delay;
+    let minter = Arc::new(minter.with_subject("e2", "spiffe://example.org/other"));
+    let cache = JwtSvidCache::new(minter.clone(), clock.clone());
+    (minter, cache, clock)
+}
+
+fn me() -> SpiffeId {
+    SpiffeId::parse(ME).unwrap()
+}
+
+fn aud(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_identical_requests_share_one_server_call() {
+    let (minter, cache, _) = setup(Duration::from_secs(300), Duration::from_millis(100));
+    let cache = Arc::new(cache);
+    let mut joins = Vec::new();
+    for i in 0..16 {
+        let cache = cache.clone();
+        // The same audience set in any order is the same request.
+        let audience = if i % 2 == 0 {
+            aud(&["a", "b"])
+        } else {
+            aud(&["b", "a", "a"])
+        };
+        joins.push(tokio::spawn(async move {
+            cache.fetch("e1", &me(), &audience).await
+        }));
+    }
+    let mut tokens = std::collections::HashSet::new();
+    for j in joins {
+        tokens.insert(j.await.unwrap().unwrap());
+    }
+    assert_eq!(minter.calls(), 1, "one mint for 16 identical requests");
+    assert_eq!(tokens.len(), 1, "everyone got the same token");
+    assert!(
+        lock(&cache.inner).in_flight.is_empty(),
+        "in-flight call forgotten"
+    );
+
+    // A different audience set or entry is a different request.
+    cache.fetch("e1", &me(), &aud(&["a"])).await.unwrap();
+    let other = SpiffeId::parse("spiffe://example.org/other").unwrap();
+    cache.fetch("e2", &other, &aud(&["a", "b"])).await.unwrap();
+    assert_eq!(minter.calls(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn token_is_reused_until_half_life_then_refreshed() {
+    let (minter, cache, _) = setup(Duration::from_secs(100), Duration::ZERO);
+    let first = cache.fetch("e1", &me(), &aud(&["a"])).await.unwrap();
+    assert_eq!(minter.calls(), 1);
+
+    tokio::time::advance(Duration::from_millis(49_999)).await;
+    let again = cache.fetch("e1", &me(), &aud(&["a"])).await.unwrap();
+    assert_eq!(again, first, "reused before half-life");
+    assert_eq!(minter.calls(), 1, "no mint at half-life - 1 ms");
+
+    tokio::time::advance(Duration::from_millis(1)).await;
+    let fresh = cache.fetch("e1", &me(), &aud(&["a"])).await.unwrap();
+    assert_eq!(minter.calls(), 2, "minted again at half-life");
+    assert_ne!(fresh, first);
+}
+
+#[tokio::test(start_paused = true)]
+async fn cached_token_is_served_while_server_is_down_until_it_expires() {
+    let (minter, cache, _) = setup(Duration::from_secs(100), Duration::ZERO);
+    let first = cache.fetch("e1", &me(), &aud(&["a"])).await.unwrap();
+    minter.set_unreachable(true);
+
+    tokio::time::advance(Duration::from_secs(60)).await;
+    let served = cache.fetch("e1", &me(), &aud(&["a"])).await.unwrap();
+    assert_eq!(served, first, "still valid: served from cache");
+    assert_eq!(minter.calls(), 2, "a refresh was attempted");
+
+    tokio::time::advance(Duration::from_secs(40)).await;
+    let err = cache.fetch("e1", &me(), &aud(&["a"])).await.unwrap_err();
+    assert!(matches!(err, MintError::Unreachable(_)), "{err:?}");
+
+    // Nothing cached and the server down: unavailable at once.
+    let err = cache.fetch("e1", &me(), &aud(&["new"])).await.unwrap_err();
+    assert!(matches!(err, MintError::Unreachable(_)));
+
+    minter.set_unreachable(false);
+    cache.fetch("e1", &me(), &aud(&["a"])).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn server_refusal_is_not_masked_and_wrong_subject_is_refused() {
+    let (minter, cache, _) = setup(Duration::from_secs(100), Duration::ZERO);
+    let err = cache.fetch("gone", &me(), &aud(&["a"])).await.unwrap_err();
+    assert!(matches!(err, MintError::Refused(_)), "{err:?}");
+    // e2 mints tokens for /other: not handed out as /me.
+    let err = cache.fetch("e2", &me(), &aud(&["a"])).await.unwrap_err();
+    assert!(matches!(err, MintError::Refused(_)), "{err:?}");
+    assert_eq!(cache.cached_len(), 0);
+    assert_eq!(minter.calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn expired_tokens_are_evicted() {
+    let (_, cache, _) = setup(Duration::from_secs(10), Duration::ZERO);
+    for a in ["a", "b", "c"] {
+        cache.fetch("e1", &me(), &aud(&[a])).await.unwrap();
+    }
+    assert_eq!(cache.cached_len(), 3);
+    tokio::time::advance(Duration::from_secs(11)).await;
+    cache.fetch("e1", &me(), &aud(&["d"])).await.unwrap();
+    assert_eq!(cache.cached_len(), 1, "expired tokens swept on insert");
+}
+
+#[test]
+fn cache_is_bounded() {
+    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
+    let mut tokens = HashMap::new();
+    for i in 0..(MAX_CACHED + 10) {
+        tokens.insert(
+            Key {
+                entry_id: "e".into(),
+                spiffe_id: ME.into(),
+                audience: vec![i.to_string()],
+            },
+            MintedJwt {
+                token: String::new(),
+                issued_at: now,
+                expires_at: now + Duration::from_secs(100 + i as u64),
+            },
+        );
+    }
+    evict(&mut tokens, now);
+    assert_eq!(tokens.len(), MAX_CACHED);
+    assert!(
+        !tokens.keys().any(|k| k.audience == vec!["0".to_string()]),
+        "the soonest-expiring go first"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn minted_token_validates_against_the_signer_key() {
+    let (minter, cache, clock) = setup(Duration::from_secs(300), Duration::ZERO);
+    let token = cache.fetch("e1", &me(), &aud(&["x"])).await.unwrap();
+    let mut bundles = signet_core::jwt::JwtBundles::new();
+    bundles.insert(
+        TrustDomain::new("example.org").unwrap(),
+        [("k1".to_string(), minter.signer.public_key())].into(),
+    );
+    let v = signet_core::jwt::validate_jwt_svid(
+        &token,
+        "x",
+        &bundles,
+        ValidationOptions {
+            now: clock.now(),
+            leeway: Duration::from_secs(30),
+        },
+    )
+    .unwrap();
+    assert_eq!(v.spiffe_id, me());
+}

@@ -1,0 +1,214 @@
+//! FetchJWTSVID and ValidateJWTSVID: request checks, one JWT-SVID per
+//! identity of the caller (minted by the server, cached), and local
+//! validation against the JWT bundles the agent holds.
+
+use std::collections::HashSet;
+use std::time::{Duration, SystemTime};
+
+use prost_types::value::Kind;
+use serde_json::{Map, Value};
+use signet_core::jwt::{validate_jwt_svid, ValidationOptions};
+use signet_core::{Selector, SpiffeId};
+use signet_proto::workload::{
+    Jwtsvid, JwtsvidRequest, JwtsvidResponse, ValidateJwtsvidRequest, ValidateJwtsvidResponse,
+};
+use tonic::Status;
+
+use super::x509::no_identity;
+use crate::cache::{CachedEntry, JwtSvidCache, Snapshot};
+
+pub const AUDIENCE_REQUIRED: &str = "audience must be specified";
+pub const EMPTY_AUDIENCE: &str = "audience must not contain an empty value";
+pub const SVID_REQUIRED: &str = "svid must be specified";
+
+/// The requested SPIFFE ID, if any, once the request is known to be sound.
+pub fn check_fetch_request(request: &JwtsvidRequest) -> Result<Option<SpiffeId>, Status> {
+    if request.audience.is_empty() {
+        return Err(Status::invalid_argument(AUDIENCE_REQUIRED));
+    }
+    if request.audience.iter().any(String::is_empty) {
+        return Err(Status::invalid_argument(EMPTY_AUDIENCE));
+    }
+    if request.spiffe_id.is_empty() {
+        return Ok(None);
+    }
+    SpiffeId::parse(&request.spiffe_id)
+        .map(Some)
+        .map_err(|e| Status::invalid_argument(format!("invalid requested SPIFFE ID: {e}")))
+}
+
+/// The caller's identities in the order FetchX509SVID serves them: by SPIFFE
+/// ID then entry id, a non-empty hint only once.
+pub fn identities<'a>(
+    snapshot: &'a Snapshot,
+    selectors: &'a HashSet<Selector>,
+) -> Vec<&'a CachedEntry> {
+    let mut matched: Vec<&CachedEntry> = snapshot.matching(selectors).collect();
+    matched.sort_by(|a, b| {
+        (a.entry.spiffe_id.to_string(), &a.entry.id)
+            .cmp(&(b.entry.spiffe_id.to_string(), &b.entry.id))
+    });
+    let mut hints = HashSet::new();
+    matched
+        .into_iter()
+        .filter(|c| c.entry.hint.is_empty() || hints.insert(c.entry.hint.as_str()))
+        .collect()
+}
+
+/// One JWT-SVID per selected identity, minted concurrently.
+pub async fn fetch_jwt_svids(
+    cache: &JwtSvidCache,
+    snapshot: &Snapshot,
+    selectors: &HashSet<Selector>,
+    requested: Option<&SpiffeId>,
+    audience: &[String],
+) -> Result<JwtsvidResponse, Status> {
+    let mine = identities(snapshot, selectors);
+    if mine.is_empty() {
+        return Err(no_identity());
+    }
+    let selected: Vec<&CachedEntry> = match requested {
+        None => mine,
+        Some(id) => mine
+            .into_iter()
+            .filter(|c| &c.entry.spiffe_id == id)
+            .collect(),
+    };
+    if selected.is_empty() {
+        let id = requested.map(ToString::to_string).unwrap_or_default();
+        return Err(Status::permission_denied(format!(
+            "no identity issued for {id}"
+        )));
+    }
+    let mints = selected.iter().map(|c| async move {
+        let e = &c.entry;
+        let token = cache
+            .fetch(&e.id, &e.spiffe_id, audience)
+            .await
+            .map_err(|err| {
+                tracing::warn!(entry_id = e.id, spiffe_id = %e.spiffe_id, error = %err, "JWT-SVID mint failed");
+                Status::unavailable(format!(
+                    "could not fetch JWT-SVID for {}: {err}",
+                    e.spiffe_id
+                ))
+            })?;
+        Ok::<_, Status>(Jwtsvid {
+            spiffe_id: e.spiffe_id.to_string(),
+            svid: token,
+            hint: e.hint.clone(),
+        })
+    });
+    let svids = futures::future::try_join_all(mints).await?;
+    Ok(JwtsvidResponse { svids })
+}
+
+/// Validates locally; any caller may validate (as SPIRE allows), since the
+/// answer holds no secret and only uses public keys.
+pub fn validate(
+    snapshot: &Snapshot,
+    request: &ValidateJwtsvidRequest,
+    now: SystemTime,
+    leeway: Duration,
+) -> Result<ValidateJwtsvidResponse, Status> {
+    if request.audience.is_empty() {
+        return Err(Status::invalid_argument(AUDIENCE_REQUIRED));
+    }
+    if request.svid.is_empty() {
+        return Err(Status::invalid_argument(SVID_REQUIRED));
+    }
+    let validated = validate_jwt_svid(
+        &request.svid,
+        &request.audience,
+        &snapshot.jwt_bundles,
+        ValidationOptions { now, leeway },
+    )
+    .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    Ok(ValidateJwtsvidResponse {
+        spiffe_id: validated.spiffe_id.to_string(),
+        claims: Some(to_struct(validated.claims)),
+    })
+}
+
+/// JSON object → protobuf Struct (numbers become doubles, as Struct has
+/// no integers).
+pub fn to_struct(map: Map<String, Value>) -> prost_types::Struct {
+    prost_types::Struct {
+        fields: map.into_iter().map(|(k, v)| (k, to_value(v))).collect(),
+    }
+}
+
+fn to_value(v: Value) -> prost_types::Value {
+    let kind = match v {
+        Value::Null => Kind::NullValue(prost_types::NullValue::NullValue.into()),
+        Value::Bool(b) => Kind::BoolValue(b),
+        Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
+        Value::String(s) => Kind::StringValue(s),
+        Value::Array(list) => Kind::ListValue(prost_types::ListValue {
+            values: list.into_iter().map(to_value).collect(),
+        }),
+        Value::Object(map) => Kind::StructValue(to_struct(map)),
+    };
+    prost_types::Value { kind: Some(kind) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claims_convert_to_a_struct_of_matching_kinds() {
+        let claims = serde_json::json!({
+            "sub": "spiffe://example.org/w",
+            "aud": ["a", "b"],
+            "exp": 1700000000,
+            "ok": true,
+            "none": null,
+            "nested": {"x": 1.5},
+        });
+        let Value::Object(map) = claims else {
+            unreachable!()
+        };
+        let s = to_struct(map);
+        let kind = |k: &str| s.fields[k].kind.clone().unwrap();
+        assert_eq!(
+            kind("sub"),
+            Kind::StringValue("spiffe://example.org/w".into())
+        );
+        assert_eq!(kind("exp"), Kind::NumberValue(1_700_000_000.0));
+        assert_eq!(kind("ok"), Kind::BoolValue(true));
+        assert_eq!(kind("none"), Kind::NullValue(0));
+        let Kind::ListValue(aud) = kind("aud") else {
+            panic!("aud is a list")
+        };
+        assert_eq!(aud.values.len(), 2);
+        let Kind::StructValue(nested) = kind("nested") else {
+            panic!("nested is a struct")
+        };
+        assert_eq!(nested.fields["x"].kind, Some(Kind::NumberValue(1.5)));
+    }
+
+    #[test]
+    fn fetch_request_rules() {
+        let req = |aud: &[&str], id: &str| JwtsvidRequest {
+            audience: aud.iter().map(|s| s.to_string()).collect(),
+            spiffe_id: id.into(),
+        };
+        let code = |r: Result<Option<SpiffeId>, Status>| r.unwrap_err().code();
+        assert_eq!(
+            code(check_fetch_request(&req(&[], ""))),
+            tonic::Code::InvalidArgument
+        );
+        assert_eq!(
+            code(check_fetch_request(&req(&["a", ""], ""))),
+            tonic::Code::InvalidArgument
+        );
+        assert_eq!(
+            code(check_fetch_request(&req(&["a"], "http://x/y"))),
+            tonic::Code::InvalidArgument
+        );
+        assert_eq!(check_fetch_request(&req(&["a"], "")).unwrap(), None);
+        assert!(check_fetch_request(&req(&["a"], "spiffe://example.org/w"))
+            .unwrap()
+            .is_some());
+    }
+}
