@@ -461,3 +461,224 @@ async fn certificate_from_another_ca_is_refused() {
     s2.server.stop().await;
     f.server.stop().await;
 }
+
+/// The JWT keys of a GetBundle answer, as the validator takes them.
+fn jwt_bundles(b: &admin::GetBundleResponse) -> signet_core::jwt::JwtBundles {
+    let keys = b
+        .jwt_authorities
+        .iter()
+        .map(|a| {
+            let jwk: signet_core::jwt::Jwk = serde_json::from_str(&a.jwk).unwrap();
+            assert_eq!(jwk.use_.as_deref(), Some("jwt-svid"));
+            assert_eq!(jwk.kid.as_deref(), Some(a.kid.as_str()));
+            (
+                a.kid.clone(),
+                signet_core::jwt::JwtPublicKey::from_jwk(&jwk).unwrap(),
+            )
+        })
+        .collect();
+    let td = signet_core::TrustDomain::new(&b.trust_domain).unwrap();
+    [(td, keys)].into_iter().collect()
+}
+
+#[tokio::test]
+async fn mint_jwt_svid_for_authorized_entries_only() {
+    use signet_core::jwt::{parse_unverified, validate_jwt_svid, ValidationOptions};
+    use signet_proto::node::MintJwtSvidRequest;
+
+    let mut f = fixture(FileConfig::default()).await;
+    let agent = new_agent(&mut f).await;
+    let other = new_agent(&mut f).await;
+    let mine = create_entry(&mut f, "spiffe://example.org/web", &agent.id).await;
+    let theirs = create_entry(&mut f, "spiffe://example.org/db", &other.id).await;
+    let bundle = f
+        .admin
+        .get_bundle(admin::GetBundleRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(bundle.jwt_authorities.len(), 1);
+    assert_eq!(bundle.jwt_authorities[0].kid.len(), 32);
+    assert_eq!(bundle.refresh_hint, 300);
+    let mut client = node_client(
+        f.server.node_addr,
+        &f.bundle,
+        Some((&agent.chain, &agent.key)),
+    )
+    .await
+    .unwrap();
+
+    let before = signet_core::clock::unix_seconds(SystemTime::now());
+    let resp = client
+        .mint_jwt_svid(MintJwtSvidRequest {
+            entry_id: mine.id.clone(),
+            audience: vec!["db".into(), "cache".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // Default JWT-SVID TTL: 5 minutes.
+    assert_eq!(resp.expires_at - resp.issued_at, 300);
+    assert!(resp.issued_at >= before);
+    let opts = ValidationOptions {
+        now: SystemTime::now(),
+        leeway: Duration::from_secs(5),
+    };
+    let v = validate_jwt_svid(&resp.token, "cache", &jwt_bundles(&bundle), opts).unwrap();
+    assert_eq!(v.spiffe_id.to_string(), "spiffe://example.org/web");
+    assert_eq!(v.kid, bundle.jwt_authorities[0].kid);
+    let (header, claims) = parse_unverified(&resp.token).unwrap();
+    assert_eq!(header["alg"], "ES256");
+    assert_eq!(header["typ"], "JWT");
+    assert_eq!(header["kid"], bundle.jwt_authorities[0].kid.as_str());
+    assert_eq!(claims["sub"], "spiffe://example.org/web");
+    assert_eq!(claims["aud"], serde_json::json!(["db", "cache"]));
+    assert_eq!(claims["iat"], resp.issued_at);
+    assert_eq!(claims["exp"], resp.expires_at);
+    let jti = claims["jti"].as_str().unwrap().to_owned();
+    assert!(uuid::Uuid::parse_str(&jti).is_ok(), "{jti}");
+    let again = client
+        .mint_jwt_svid(MintJwtSvidRequest {
+            entry_id: mine.id.clone(),
+            audience: vec!["db".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let (_, claims2) = parse_unverified(&again.token).unwrap();
+    assert_ne!(claims2["jti"].as_str().unwrap(), jti, "jti is unique");
+
+    // Another agent's entry.
+    let err = client
+        .mint_jwt_svid(MintJwtSvidRequest {
+            entry_id: theirs.id.clone(),
+            audience: vec!["db".into()],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert_eq!(err.message(), "entry is not authorized for this agent");
+
+    // Unknown entry; empty audience; an empty string in the audience.
+    let err = client
+        .mint_jwt_svid(MintJwtSvidRequest {
+            entry_id: "nope".into(),
+            audience: vec!["db".into()],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    for audience in [vec![], vec!["db".to_owned(), String::new()]] {
+        let err = client
+            .mint_jwt_svid(MintJwtSvidRequest {
+                entry_id: mine.id.clone(),
+                audience,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(err.message().contains("audience"), "{}", err.message());
+    }
+
+    // An entry's own JWT-SVID TTL wins over the default.
+    let short = f
+        .admin
+        .create_entry(admin::Entry {
+            spiffe_id: "spiffe://example.org/short".into(),
+            parent_id: agent.id.to_string(),
+            selectors: vec!["unix:uid:1001".into()],
+            jwt_svid_ttl: 60,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let resp = client
+        .mint_jwt_svid(MintJwtSvidRequest {
+            entry_id: short.id,
+            audience: vec!["db".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resp.expires_at - resp.issued_at, 60);
+
+    // Without a client certificate: Unauthenticated.
+    let mut anon = node_client(f.server.node_addr, &f.bundle, None)
+        .await
+        .unwrap();
+    let err = anon
+        .mint_jwt_svid(MintJwtSvidRequest {
+            entry_id: mine.id.clone(),
+            audience: vec!["db".into()],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+
+    // A banned agent may not mint.
+    f.admin
+        .ban_agent(AgentRequest {
+            spiffe_id: agent.id.to_string(),
+        })
+        .await
+        .unwrap();
+    let err = client
+        .mint_jwt_svid(MintJwtSvidRequest {
+            entry_id: mine.id,
+            audience: vec!["db".into()],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    f.server.stop().await;
+}
+
+#[tokio::test]
+async fn bundle_sequence_and_jwt_key_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = || {
+        RuntimeConfig::try_from(FileConfig {
+            data_dir: Some(dir.path().join("data")),
+            admin_socket: Some(dir.path().join("admin.sock")),
+            bind: Some("127.0.0.1:0".into()),
+            ..FileConfig::default()
+        })
+        .unwrap()
+    };
+    let get = |server: &RunningServer| {
+        let socket = server.admin_socket.clone();
+        async move {
+            let mut admin = signet_server::cli::client::connect(&socket).await.unwrap();
+            admin
+                .get_bundle(admin::GetBundleRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    let server = start(config(), Arc::new(SystemClock)).await.unwrap();
+    let first = get(&server).await;
+    assert!(first.sequence >= 1);
+    server.stop().await;
+    let key = dir.path().join("data/ca/jwt.key.pem");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    let server = start(config(), Arc::new(SystemClock)).await.unwrap();
+    let second = get(&server).await;
+    assert_eq!(second.sequence, first.sequence);
+    assert_eq!(second.jwt_authorities, first.jwt_authorities);
+    server.stop().await;
+
+    // A new JWT key changes the bundle: the sequence increases.
+    std::fs::remove_file(&key).unwrap();
+    let server = start(config(), Arc::new(SystemClock)).await.unwrap();
+    let third = get(&server).await;
+    assert!(third.sequence > second.sequence);
+    assert_ne!(third.jwt_authorities[0].kid, first.jwt_authorities[0].kid);
+    server.stop().await;
+}

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use signet_proto::admin::{CountEntriesRequest, DeleteEntryRequest, Entry, ListEntriesRequest};
 
 use super::client::{connect, status_error};
-use super::{duration_arg, print_json, rfc3339, AdminArgs, Output, OutputArgs};
+use super::{duration_arg, print_json, rfc3339, ttl_secs, AdminArgs, Output, OutputArgs};
 
 #[derive(Debug, Subcommand)]
 pub enum EntryCommand {
@@ -78,14 +78,6 @@ pub struct CountArgs {
     admin: AdminArgs,
     #[command(flatten)]
     output: OutputArgs,
-}
-
-fn ttl_secs(flag: &str, d: Option<Duration>) -> anyhow::Result<u32> {
-    match d {
-        None => Ok(0),
-        Some(d) if d.is_zero() => anyhow::bail!("{flag} must be longer than zero"),
-        Some(d) => u32::try_from(d.as_secs()).map_err(|_| anyhow::anyhow!("{flag} is too long")),
-    }
 }
 
 pub fn entry_json(e: &Entry) -> Value {

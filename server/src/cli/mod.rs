@@ -5,7 +5,9 @@ mod agent;
 mod bundle;
 pub mod client;
 mod entry;
+mod jwt;
 mod token;
+mod x509;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -42,6 +44,12 @@ pub enum Command {
     /// The trust bundle.
     #[command(subcommand)]
     Bundle(bundle::BundleCommand),
+    /// JWT-SVIDs minted outside any agent (admins, CI jobs, break-glass).
+    #[command(subcommand)]
+    Jwt(jwt::JwtCommand),
+    /// X.509-SVIDs minted outside any agent; the key never leaves this host.
+    #[command(subcommand)]
+    X509(x509::X509Command),
     /// Exits 0 when the server answers that it is serving.
     Healthcheck(AdminArgs),
 }
@@ -120,6 +128,15 @@ pub fn duration_arg(s: &str) -> Result<Duration, String> {
     signet_core::duration::parse_duration(s).map_err(|e| e.to_string())
 }
 
+/// A TTL flag as the wire's seconds: 0 when not given (server default).
+pub fn ttl_secs(flag: &str, d: Option<Duration>) -> anyhow::Result<u32> {
+    match d {
+        None => Ok(0),
+        Some(d) if d.is_zero() => anyhow::bail!("{flag} must be longer than zero"),
+        Some(d) => u32::try_from(d.as_secs()).map_err(|_| anyhow::anyhow!("{flag} is too long")),
+    }
+}
+
 /// Runs the command; errors print as `Error: ...` on stderr with exit 1.
 pub fn dispatch(cli: Cli) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -139,6 +156,8 @@ pub fn dispatch(cli: Cli) -> ExitCode {
             Command::Entry(c) => c.run().await,
             Command::Agent(c) => c.run().await,
             Command::Bundle(c) => c.run().await,
+            Command::Jwt(c) => c.run().await,
+            Command::X509(c) => c.run().await,
             Command::Healthcheck(a) => return client::healthcheck(&a.admin_socket).await,
         }
         .map(|()| ExitCode::SUCCESS)
@@ -276,9 +295,47 @@ mod tests {
             ],
             vec!["signet-server", "bundle", "show", "--format", "spiffe"],
             vec!["signet-server", "healthcheck"],
+            vec![
+                "signet-server",
+                "jwt",
+                "mint",
+                "--spiffe-id",
+                "spiffe://example.org/ci",
+                "--audience",
+                "a",
+                "--audience",
+                "b",
+                "--ttl",
+                "60s",
+                "--output",
+                "json",
+            ],
+            vec![
+                "signet-server",
+                "x509",
+                "mint",
+                "--spiffe-id",
+                "spiffe://example.org/ci",
+                "--dns",
+                "ci.local",
+                "--ttl",
+                "10m",
+                "--write",
+                "/tmp/out",
+            ],
+            vec!["signet-server", "run", "--default-jwt-svid-ttl", "2m"],
         ] {
             Cli::try_parse_from(&args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
         }
         assert!(Cli::try_parse_from(["signet-server", "run", "--ca-ttl", "1x"]).is_err());
+        // jwt mint needs an audience.
+        assert!(Cli::try_parse_from([
+            "signet-server",
+            "jwt",
+            "mint",
+            "--spiffe-id",
+            "spiffe://example.org/ci"
+        ])
+        .is_err());
     }
 }
