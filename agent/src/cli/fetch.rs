@@ -95,7 +95,13 @@ pub fn status_error(s: tonic::Status) -> anyhow::Error {
 }
 
 #[derive(Debug)]
-struct StatusDisplay(tonic::Status);
+pub struct StatusDisplay(tonic::Status);
+
+impl StatusDisplay {
+    pub fn code(&self) -> tonic::Code {
+        self.0.code()
+    }
+}
 
 impl std::fmt::Display for StatusDisplay {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

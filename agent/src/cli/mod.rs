@@ -1,9 +1,11 @@
 //! The `signet-agent` command line: `run` starts the agent; `api fetch x509`,
-//! `api watch` and `healthcheck` are Workload API clients.
+//! `api fetch jwt`, `api fetch jwt-bundle`, `api validate jwt`, `api watch`
+//! and `healthcheck` are Workload API clients.
 
 pub mod client;
 pub mod fetch;
 pub mod healthcheck;
+pub mod jwt;
 pub mod watch;
 
 use std::path::PathBuf;
@@ -44,14 +46,29 @@ pub enum ApiCommand {
         #[command(subcommand)]
         what: FetchCommand,
     },
+    /// Validate a credential through the agent.
+    Validate {
+        #[command(subcommand)]
+        what: ValidateCommand,
+    },
     /// Print every update of the X.509-SVID stream until killed.
     Watch(SocketArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ValidateCommand {
+    /// Validate a JWT-SVID against an audience.
+    Jwt(jwt::ValidateJwtArgs),
 }
 
 #[derive(Debug, Subcommand)]
 pub enum FetchCommand {
     /// Fetch this process's X.509-SVIDs.
     X509(fetch::FetchX509Args),
+    /// Fetch this process's JWT-SVIDs for an audience.
+    Jwt(jwt::FetchJwtArgs),
+    /// Fetch the JWT bundles (JWKS per trust domain).
+    JwtBundle(jwt::FetchJwtBundleArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -80,6 +97,15 @@ pub fn dispatch(cli: Cli) -> ExitCode {
                 ApiCommand::Fetch {
                     what: FetchCommand::X509(args),
                 } => fetch::run(args).await,
+                ApiCommand::Fetch {
+                    what: FetchCommand::Jwt(args),
+                } => jwt::fetch(args).await,
+                ApiCommand::Fetch {
+                    what: FetchCommand::JwtBundle(args),
+                } => jwt::fetch_bundle(args).await,
+                ApiCommand::Validate {
+                    what: ValidateCommand::Jwt(args),
+                } => jwt::validate(args).await,
                 ApiCommand::Watch(args) => watch::run(args).await,
             },
             Command::Healthcheck(args) => healthcheck::run(args).await,
