@@ -165,8 +165,12 @@ async fn agent_with_certificate_from_another_ca_is_refused() {
     let leaf_der = signet_core::x509::sign_leaf(&leaf, &key, &issuer).unwrap();
 
     let sync = async {
-        let Ok(mut client) =
-            try_node_client(&server.addr, &[leaf_der.clone()], &key.serialize_der()).await
+        let Ok(mut client) = try_node_client(
+            &server.addr,
+            std::slice::from_ref(&leaf_der),
+            &key.serialize_der(),
+        )
+        .await
         else {
             return None; // refused during the TLS handshake
         };
