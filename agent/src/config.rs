@@ -20,26 +20,7 @@ pub const DEFAULT_HASH_SIZE_LIMIT: u64 = 256 * 1024 * 1024;
 /// Clock skew tolerated when validating a JWT-SVID's `exp`, `nbf`, `iat`.
 pub const DEFAULT_JWT_LEEWAY: Duration = Duration::from_secs(30);
 
-/// A duration in a config file: `"30s"`-style string or integer seconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConfigDuration(pub Duration);
-
-impl<'de> Deserialize<'de> for ConfigDuration {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Secs(u64),
-            Text(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Secs(s) => Ok(Self(Duration::from_secs(s))),
-            Raw::Text(t) => parse_duration(&t)
-                .map(Self)
-                .map_err(serde::de::Error::custom),
-        }
-    }
-}
+pub use signet_core::duration::ConfigDuration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-use signet_core::duration::parse_duration;
 use signet_core::TrustDomain;
 
 pub const DEFAULT_TRUST_DOMAIN: &str = "example.org";
@@ -20,26 +19,7 @@ pub const DEFAULT_JOIN_TOKEN_TTL: Duration = Duration::from_secs(600);
 /// How far notBefore is moved into the past, for clock skew between hosts.
 pub const NOT_BEFORE_BACKDATE: Duration = Duration::from_secs(30);
 
-/// A duration in a config file: `"24h"`-style string or integer seconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConfigDuration(pub Duration);
-
-impl<'de> Deserialize<'de> for ConfigDuration {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Secs(u64),
-            Text(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Secs(s) => Ok(Self(Duration::from_secs(s))),
-            Raw::Text(t) => parse_duration(&t)
-                .map(Self)
-                .map_err(serde::de::Error::custom),
-        }
-    }
-}
+pub use signet_core::duration::ConfigDuration;
 
 /// The TOML file, every key optional.
 #[derive(Debug, Clone, Default, Deserialize)]
