@@ -9,7 +9,7 @@ use signet_proto::workload::X509BundlesResponse;
 use tokio::sync::{mpsc, watch};
 use tonic::Status;
 
-use super::x509::no_identity;
+use super::stream::stream_state;
 use crate::cache::Snapshot;
 
 /// `None` when the caller has no identity.
@@ -26,30 +26,9 @@ pub fn bundles_state(
 }
 
 pub async fn stream_bundles(
-    mut cache: watch::Receiver<Arc<Snapshot>>,
+    cache: watch::Receiver<Arc<Snapshot>>,
     selectors: HashSet<Selector>,
     tx: mpsc::Sender<Result<X509BundlesResponse, Status>>,
 ) {
-    let mut last: Option<X509BundlesResponse> = None;
-    loop {
-        let snapshot = cache.borrow_and_update().clone();
-        match bundles_state(&snapshot, &selectors) {
-            None => {
-                let _ = tx.send(Err(no_identity())).await;
-                return;
-            }
-            Some(response) => {
-                if last.as_ref() != Some(&response) {
-                    if tx.send(Ok(response.clone())).await.is_err() {
-                        return;
-                    }
-                    last = Some(response);
-                }
-            }
-        }
-        tokio::select! {
-            changed = cache.changed() => if changed.is_err() { return },
-            _ = tx.closed() => return,
-        }
-    }
+    stream_state(cache, selectors, tx, bundles_state).await
 }

@@ -11,7 +11,7 @@ use signet_proto::workload::JwtBundlesResponse;
 use tokio::sync::{mpsc, watch};
 use tonic::Status;
 
-use super::x509::no_identity;
+use super::stream::stream_state;
 use crate::cache::Snapshot;
 
 /// `None` when the caller has no identity.
@@ -36,30 +36,9 @@ pub fn jwt_bundles_state(
 }
 
 pub async fn stream_jwt_bundles(
-    mut cache: watch::Receiver<Arc<Snapshot>>,
+    cache: watch::Receiver<Arc<Snapshot>>,
     selectors: HashSet<Selector>,
     tx: mpsc::Sender<Result<JwtBundlesResponse, Status>>,
 ) {
-    let mut last: Option<JwtBundlesResponse> = None;
-    loop {
-        let snapshot = cache.borrow_and_update().clone();
-        match jwt_bundles_state(&snapshot, &selectors) {
-            None => {
-                let _ = tx.send(Err(no_identity())).await;
-                return;
-            }
-            Some(response) => {
-                if last.as_ref() != Some(&response) {
-                    if tx.send(Ok(response.clone())).await.is_err() {
-                        return;
-                    }
-                    last = Some(response);
-                }
-            }
-        }
-        tokio::select! {
-            changed = cache.changed() => if changed.is_err() { return },
-            _ = tx.closed() => return,
-        }
-    }
+    stream_state(cache, selectors, tx, jwt_bundles_state).await
 }

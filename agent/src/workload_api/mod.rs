@@ -6,6 +6,7 @@ pub mod bundles;
 pub mod header;
 pub mod jwt;
 pub mod jwt_bundles;
+mod stream;
 pub mod x509;
 
 use std::collections::HashSet;
