@@ -22,12 +22,7 @@ fn python() -> Option<&'static str> {
     Some("python3")
 }
 
-// Ignored until the Workload API accepts grpcio's `:authority`: grpcio >= 1.57
-// (py-spiffe 0.3 needs newer) sends the percent-encoded socket path there and
-// h2 refuses it as malformed (hyperium/h2#487), resetting the stream before
-// Signet sees the request. Run it with `cargo test -- --ignored`.
 #[tokio::test]
-#[ignore = "h2 rejects grpcio's percent-encoded :authority on Unix sockets"]
 async fn py_spiffe_fetches_x509_and_jwt_and_validates() {
     let Some(python) = python() else { return };
     let (server, agent) = start_pair(&[]).await;

@@ -2,6 +2,7 @@
 //! attests the caller from the socket's peer credentials and serves what the
 //! cache holds for the entries that match its selectors.
 
+mod authority;
 pub mod bundles;
 pub mod header;
 pub mod jwt;
@@ -28,6 +29,7 @@ use signet_proto::workload::{
 use tokio::net::UnixListener;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
+use tokio_stream::StreamExt;
 use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Response, Status};
 
@@ -257,7 +259,10 @@ pub async fn serve(
 ) -> Result<(), WorkloadApiError> {
     tonic::transport::Server::builder()
         .add_service(SpiffeWorkloadApiServer::new(api))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(
+            UnixListenerStream::new(listener).map(|conn| conn.map(authority::relay)),
+            shutdown,
+        )
         .await?;
     Ok(())
 }

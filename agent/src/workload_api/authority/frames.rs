@@ -1,0 +1,295 @@
+//! The client-to-server byte stream of one HTTP/2 connection, rewritten:
+//! HEADERS (+ CONTINUATION) blocks are decoded with the client's HPACK state
+//! and re-encoded as literals without indexing, so the server's HPACK table
+//! is never used and stays consistent; all other frames are copied.
+
+use loona_hpack::Decoder;
+use tonic::codegen::http::uri::Authority;
+
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+const FRAME_HEADER_LEN: usize = 9;
+const TYPE_HEADERS: u8 = 0x1;
+const TYPE_CONTINUATION: u8 = 0x9;
+const FLAG_END_STREAM: u8 = 0x1;
+const FLAG_END_HEADERS: u8 = 0x4;
+const FLAG_PADDED: u8 = 0x8;
+const FLAG_PRIORITY: u8 = 0x20;
+/// The server's SETTINGS_MAX_FRAME_SIZE (h2's default, which tonic keeps).
+const MAX_OUT_FRAME: usize = 16_384;
+/// Larger frames or header blocks end the connection: Workload API requests
+/// are small, and the relay must not buffer without bound.
+const MAX_FRAME: usize = 1 << 20;
+const MAX_HEADER_BLOCK: usize = 256 * 1024;
+/// The HPACK table size h2 advertises (the default; tonic keeps it).
+const HPACK_TABLE_SIZE: usize = 4096;
+const REPLACEMENT_AUTHORITY: &[u8] = b"localhost";
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RelayError {
+    #[error("HTTP/2 frame of {0} bytes is larger than the relay accepts")]
+    FrameTooLarge(usize),
+    #[error("HTTP/2 header block is larger than the relay accepts")]
+    HeaderBlockTooLarge,
+    #[error("malformed HTTP/2 HEADERS frame")]
+    MalformedHeaders,
+    #[error("HTTP/2 CONTINUATION frame out of sequence")]
+    UnexpectedContinuation,
+    #[error("HPACK header block could not be decoded: {0}")]
+    Hpack(String),
+}
+
+struct PendingBlock {
+    stream_id: [u8; 4],
+    end_stream: bool,
+    priority: Option<[u8; 5]>,
+    block: Vec<u8>,
+}
+
+enum Phase {
+    /// Still reading the 24-byte connection preface.
+    Preface,
+    Frames,
+    /// Not HTTP/2 after all: copy everything as it is and let h2 answer.
+    Passthrough,
+}
+
+pub struct Rewriter {
+    decoder: Decoder<'static>,
+    phase: Phase,
+    input: Vec<u8>,
+    pending: Option<PendingBlock>,
+}
+
+impl Default for Rewriter {
+    fn default() -> Self {
+        let mut decoder = Decoder::new();
+        decoder.set_max_allowed_table_size(HPACK_TABLE_SIZE);
+        Rewriter {
+            decoder,
+            phase: Phase::Preface,
+            input: Vec::new(),
+            pending: None,
+        }
+    }
+}
+
+impl Rewriter {
+    /// Feeds bytes read from the client; appends what the server should
+    /// read to `out`. Incomplete frames wait for the next call.
+    pub fn push(&mut self, bytes: &[u8], out: &mut Vec<u8>) -> Result<(), RelayError> {
+        if matches!(self.phase, Phase::Passthrough) {
+            out.extend_from_slice(bytes);
+            return Ok(());
+        }
+        self.input.extend_from_slice(bytes);
+        if matches!(self.phase, Phase::Preface) {
+            let n = self.input.len().min(PREFACE.len());
+            if self.input.get(..n) != PREFACE.get(..n) {
+                self.phase = Phase::Passthrough;
+                out.append(&mut self.input);
+                return Ok(());
+            }
+            if n < PREFACE.len() {
+                return Ok(());
+            }
+            out.extend(self.input.drain(..PREFACE.len()));
+            self.phase = Phase::Frames;
+        }
+        // Taken out so whole frames can be handed on without copying them.
+        let mut input = std::mem::take(&mut self.input);
+        let result = self.complete_frames(&input, out);
+        if let Ok(consumed) = result {
+            input.drain(..consumed);
+        }
+        self.input = input;
+        result.map(|_| ())
+    }
+
+    /// Handles every complete frame at the start of `input`; returns how
+    /// many bytes they took.
+    fn complete_frames(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<usize, RelayError> {
+        let mut consumed = 0;
+        while let Some(len) = frame_len(input.get(consumed..).unwrap_or_default())? {
+            let end = consumed + FRAME_HEADER_LEN + len;
+            let Some(frame) = input.get(consumed..end) else {
+                break;
+            };
+            self.frame(frame, out)?;
+            consumed = end;
+        }
+        Ok(consumed)
+    }
+
+    fn frame(&mut self, frame: &[u8], out: &mut Vec<u8>) -> Result<(), RelayError> {
+        let Some((header, payload)) = frame.split_at_checked(FRAME_HEADER_LEN) else {
+            return Err(RelayError::MalformedHeaders);
+        };
+        let Ok(&[_, _, _, kind, flags, s0, s1, s2, s3]) =
+            <&[u8; FRAME_HEADER_LEN]>::try_from(header)
+        else {
+            return Err(RelayError::MalformedHeaders);
+        };
+        let stream_id = [s0, s1, s2, s3];
+        match kind {
+            TYPE_HEADERS => {
+                if self.pending.is_some() {
+                    return Err(RelayError::UnexpectedContinuation);
+                }
+                let (priority, fragment) = split_headers_payload(flags, payload)?;
+                self.pending = Some(PendingBlock {
+                    stream_id,
+                    end_stream: flags & FLAG_END_STREAM != 0,
+                    priority,
+                    block: fragment.to_vec(),
+                });
+            }
+            TYPE_CONTINUATION => match self.pending.as_mut() {
+                Some(p) if p.stream_id == stream_id => {
+                    if p.block.len() + payload.len() > MAX_HEADER_BLOCK {
+                        return Err(RelayError::HeaderBlockTooLarge);
+                    }
+                    p.block.extend_from_slice(payload);
+                }
+                _ => return Err(RelayError::UnexpectedContinuation),
+            },
+            _ => {
+                // HTTP/2 allows nothing between HEADERS and its CONTINUATIONs.
+                if self.pending.is_some() {
+                    return Err(RelayError::UnexpectedContinuation);
+                }
+                out.extend_from_slice(frame);
+                return Ok(());
+            }
+        }
+        if flags & FLAG_END_HEADERS != 0 {
+            if let Some(block) = self.pending.take() {
+                self.emit(block, out)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Decodes a complete header block and writes it out re-encoded.
+    fn emit(&mut self, p: PendingBlock, out: &mut Vec<u8>) -> Result<(), RelayError> {
+        let mut encoded = Vec::with_capacity(p.block.len() + 64);
+        self.decoder
+            .decode_with_cb(&p.block, |name, value| {
+                let value: &[u8] =
+                    if &*name == b":authority" && Authority::try_from(&*value).is_err() {
+                        REPLACEMENT_AUTHORITY
+                    } else {
+                        &value
+                    };
+                encode_literal(&name, value, &mut encoded);
+            })
+            .map_err(|e| RelayError::Hpack(format!("{e:?}")))?;
+
+        let priority_len = if p.priority.is_some() { 5 } else { 0 };
+        let first_room = MAX_OUT_FRAME - priority_len;
+        let (first, mut rest) = encoded.split_at(encoded.len().min(first_room));
+        let mut flags = if p.end_stream { FLAG_END_STREAM } else { 0 };
+        if p.priority.is_some() {
+            flags |= FLAG_PRIORITY;
+        }
+        if rest.is_empty() {
+            flags |= FLAG_END_HEADERS;
+        }
+        let mut payload = Vec::with_capacity(priority_len + first.len());
+        if let Some(prio) = p.priority {
+            payload.extend_from_slice(&prio);
+        }
+        payload.extend_from_slice(first);
+        write_frame(out, TYPE_HEADERS, flags, p.stream_id, &payload);
+        while !rest.is_empty() {
+            let (chunk, tail) = rest.split_at(rest.len().min(MAX_OUT_FRAME));
+            let flags = if tail.is_empty() { FLAG_END_HEADERS } else { 0 };
+            write_frame(out, TYPE_CONTINUATION, flags, p.stream_id, chunk);
+            rest = tail;
+        }
+        Ok(())
+    }
+}
+
+/// The payload length of the frame at the start of `buf`, once its 9-byte
+/// header is there.
+fn frame_len(buf: &[u8]) -> Result<Option<usize>, RelayError> {
+    let Some(&[a, b, c, ..]) = buf.get(..FRAME_HEADER_LEN) else {
+        return Ok(None);
+    };
+    let len = usize::from(a) << 16 | usize::from(b) << 8 | usize::from(c);
+    if len > MAX_FRAME {
+        return Err(RelayError::FrameTooLarge(len));
+    }
+    Ok(Some(len))
+}
+
+/// Strips padding and priority from a HEADERS payload.
+fn split_headers_payload(
+    flags: u8,
+    payload: &[u8],
+) -> Result<(Option<[u8; 5]>, &[u8]), RelayError> {
+    let mut rest = payload;
+    let mut pad = 0usize;
+    if flags & FLAG_PADDED != 0 {
+        let (&n, tail) = rest.split_first().ok_or(RelayError::MalformedHeaders)?;
+        pad = usize::from(n);
+        rest = tail;
+    }
+    let mut priority = None;
+    if flags & FLAG_PRIORITY != 0 {
+        let (p, tail) = rest
+            .split_at_checked(5)
+            .ok_or(RelayError::MalformedHeaders)?;
+        priority = Some(p.try_into().map_err(|_| RelayError::MalformedHeaders)?);
+        rest = tail;
+    }
+    let fragment_len = rest
+        .len()
+        .checked_sub(pad)
+        .ok_or(RelayError::MalformedHeaders)?;
+    if fragment_len > MAX_HEADER_BLOCK {
+        return Err(RelayError::HeaderBlockTooLarge);
+    }
+    Ok((priority, rest.get(..fragment_len).unwrap_or_default()))
+}
+
+fn write_frame(out: &mut Vec<u8>, kind: u8, flags: u8, stream_id: [u8; 4], payload: &[u8]) {
+    // payload.len() <= MAX_OUT_FRAME < 2^24, so the three bytes hold it.
+    let len = payload.len();
+    out.extend_from_slice(&[(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags]);
+    out.extend_from_slice(&stream_id);
+    out.extend_from_slice(payload);
+}
+
+/// HPACK "literal header field without indexing, new name" (RFC 7541
+/// §6.2.2), strings without Huffman coding.
+fn encode_literal(name: &[u8], value: &[u8], out: &mut Vec<u8>) {
+    out.push(0x00);
+    encode_string(name, out);
+    encode_string(value, out);
+}
+
+fn encode_string(s: &[u8], out: &mut Vec<u8>) {
+    encode_integer(s.len(), 7, out);
+    out.extend_from_slice(s);
+}
+
+/// RFC 7541 §5.1 integer with an N-bit prefix (the prefix's high bits 0).
+fn encode_integer(mut n: usize, prefix_bits: u8, out: &mut Vec<u8>) {
+    let max = (1usize << prefix_bits) - 1;
+    if n < max {
+        out.push(n as u8);
+        return;
+    }
+    out.push(max as u8);
+    n -= max;
+    while n >= 128 {
+        out.push((n % 128 + 128) as u8);
+        n /= 128;
+    }
+    out.push(n as u8);
+}
+
+#[cfg(test)]
+#[path = "frames_tests.rs"]
+mod tests;

@@ -1,0 +1,322 @@
+use loona_hpack::{Decoder, Encoder};
+
+use super::*;
+
+type Headers = Vec<(String, String)>;
+
+fn request(authority: &str) -> Headers {
+    [
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":path", "/SpiffeWorkloadAPI/FetchX509SVID"),
+        (":authority", authority),
+        ("content-type", "application/grpc"),
+        ("workload.spiffe.io", "true"),
+    ]
+    .iter()
+    .map(|(n, v)| (n.to_string(), v.to_string()))
+    .collect()
+}
+
+fn encode(enc: &mut Encoder<'_>, headers: &Headers) -> Vec<u8> {
+    enc.encode(headers.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())))
+}
+
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    write_frame(&mut out, kind, flags, stream.to_be_bytes(), payload);
+    out
+}
+
+struct Frame {
+    kind: u8,
+    flags: u8,
+    stream: u32,
+    payload: Vec<u8>,
+}
+
+/// Splits relayed output (after the preface) into frames.
+fn parse(mut out: &[u8]) -> Vec<Frame> {
+    out = out.strip_prefix(PREFACE).expect("preface first");
+    let mut frames = Vec::new();
+    while !out.is_empty() {
+        let len = usize::from(out[0]) << 16 | usize::from(out[1]) << 8 | usize::from(out[2]);
+        frames.push(Frame {
+            kind: out[3],
+            flags: out[4],
+            stream: u32::from_be_bytes([out[5], out[6], out[7], out[8]]),
+            payload: out[9..9 + len].to_vec(),
+        });
+        out = &out[9 + len..];
+    }
+    frames
+}
+
+fn decode(dec: &mut Decoder<'_>, block: &[u8]) -> Headers {
+    dec.decode(block)
+        .unwrap()
+        .into_iter()
+        .map(|(n, v)| (String::from_utf8(n).unwrap(), String::from_utf8(v).unwrap()))
+        .collect()
+}
+
+fn relay_all(input: &[u8]) -> Vec<u8> {
+    let mut r = Rewriter::default();
+    let mut out = Vec::new();
+    r.push(input, &mut out).unwrap();
+    out
+}
+
+#[test]
+fn percent_encoded_authority_becomes_localhost_and_the_rest_is_kept() {
+    let mut enc = Encoder::new();
+    let settings = frame(0x4, 0, 0, &[]);
+    let mut input = PREFACE.to_vec();
+    input.extend(&settings);
+    input.extend(frame(
+        TYPE_HEADERS,
+        FLAG_END_HEADERS,
+        1,
+        &encode(&mut enc, &request("tmp%2Fsigner%2Fapi.sock")),
+    ));
+    let data = frame(0x0, FLAG_END_STREAM, 1, &[0, 0, 0, 0, 0]);
+    input.extend(&data);
+
+    let frames = parse(&relay_all(&input));
+    assert_eq!(frames.len(), 3);
+    assert_eq!(frames[0].kind, 0x4);
+    let headers = decode(&mut Decoder::new(), &frames[1].payload);
+    assert_eq!(headers, request("localhost"));
+    assert_eq!(
+        (frames[1].kind, frames[1].flags, frames[1].stream),
+        (TYPE_HEADERS, FLAG_END_HEADERS, 1)
+    );
+    assert_eq!(
+        frame(
+            frames[2].kind,
+            frames[2].flags,
+            frames[2].stream,
+            &frames[2].payload
+        ),
+        data
+    );
+}
+
+#[test]
+fn valid_authority_is_kept() {
+    let mut enc = Encoder::new();
+    let mut input = PREFACE.to_vec();
+    input.extend(frame(
+        TYPE_HEADERS,
+        FLAG_END_HEADERS | FLAG_END_STREAM,
+        3,
+        &encode(&mut enc, &request("localhost:50051")),
+    ));
+    let frames = parse(&relay_all(&input));
+    assert_eq!(
+        decode(&mut Decoder::new(), &frames[0].payload),
+        request("localhost:50051")
+    );
+    assert_eq!(frames[0].flags, FLAG_END_HEADERS | FLAG_END_STREAM);
+}
+
+#[test]
+fn client_hpack_table_is_followed_across_requests() {
+    // The client's encoder indexes headers, so its second block refers to
+    // the first; the relay's output never indexes, so one fresh decoder
+    // reads every rewritten block.
+    let mut enc = Encoder::new();
+    let mut input = PREFACE.to_vec();
+    for stream in [1u32, 3, 5] {
+        input.extend(frame(
+            TYPE_HEADERS,
+            FLAG_END_HEADERS,
+            stream,
+            &encode(&mut enc, &request("tmp%2Fs")),
+        ));
+    }
+    let frames = parse(&relay_all(&input));
+    let mut dec = Decoder::new();
+    for f in &frames {
+        assert_eq!(decode(&mut dec, &f.payload), request("localhost"));
+    }
+    assert_eq!(
+        frames.iter().map(|f| f.stream).collect::<Vec<_>>(),
+        vec![1, 3, 5]
+    );
+}
+
+#[test]
+fn padding_priority_and_continuation_are_handled() {
+    let mut enc = Encoder::new();
+    let block = encode(&mut enc, &request("tmp%2Fs"));
+    let (a, b) = block.split_at(10);
+    let mut payload = vec![3u8]; // pad length
+    payload.extend([0x80, 0, 0, 1, 15]); // priority: exclusive, depends on 1, weight 15
+    payload.extend(a);
+    payload.extend([0, 0, 0]);
+    let mut input = PREFACE.to_vec();
+    input.extend(frame(
+        TYPE_HEADERS,
+        FLAG_PADDED | FLAG_PRIORITY | FLAG_END_STREAM,
+        7,
+        &payload,
+    ));
+    input.extend(frame(TYPE_CONTINUATION, FLAG_END_HEADERS, 7, b));
+
+    let frames = parse(&relay_all(&input));
+    assert_eq!(frames.len(), 1);
+    let f = &frames[0];
+    assert_eq!(f.flags, FLAG_PRIORITY | FLAG_END_STREAM | FLAG_END_HEADERS);
+    assert_eq!(&f.payload[..5], &[0x80, 0, 0, 1, 15]);
+    assert_eq!(
+        decode(&mut Decoder::new(), &f.payload[5..]),
+        request("localhost")
+    );
+}
+
+#[test]
+fn large_blocks_are_split_into_continuations() {
+    let mut enc = Encoder::new();
+    let mut headers = request("tmp%2Fs");
+    headers.push(("x-big".into(), "v".repeat(40_000)));
+    let block = encode(&mut enc, &headers);
+    let mut input = PREFACE.to_vec();
+    let (a, b) = block.split_at(MAX_OUT_FRAME);
+    input.extend(frame(TYPE_HEADERS, 0, 1, a));
+    input.extend(frame(TYPE_CONTINUATION, FLAG_END_HEADERS, 1, b));
+
+    let frames = parse(&relay_all(&input));
+    assert!(frames.len() >= 3);
+    assert!(frames.iter().all(|f| f.payload.len() <= MAX_OUT_FRAME));
+    assert_eq!(frames[0].kind, TYPE_HEADERS);
+    assert!(frames[1..].iter().all(|f| f.kind == TYPE_CONTINUATION));
+    let last = frames.len() - 1;
+    assert!(frames
+        .iter()
+        .enumerate()
+        .all(|(i, f)| (f.flags & FLAG_END_HEADERS != 0) == (i == last)));
+    let block: Vec<u8> = frames.iter().flat_map(|f| f.payload.clone()).collect();
+    let mut want = headers;
+    want[3].1 = "localhost".into();
+    assert_eq!(decode(&mut Decoder::new(), &block), want);
+}
+
+#[test]
+fn bytes_arriving_one_at_a_time_give_the_same_output() {
+    let mut enc = Encoder::new();
+    let mut input = PREFACE.to_vec();
+    input.extend(frame(0x4, 0, 0, &[0, 3, 0, 0, 0, 100]));
+    input.extend(frame(
+        TYPE_HEADERS,
+        FLAG_END_HEADERS,
+        1,
+        &encode(&mut enc, &request("tmp%2Fs")),
+    ));
+    let whole = relay_all(&input);
+    let mut r = Rewriter::default();
+    let mut out = Vec::new();
+    for b in &input {
+        r.push(std::slice::from_ref(b), &mut out).unwrap();
+    }
+    assert_eq!(out, whole);
+}
+
+#[test]
+fn protocol_violations_end_the_connection() {
+    let push = |input: Vec<u8>| {
+        let mut all = PREFACE.to_vec();
+        all.extend(input);
+        Rewriter::default().push(&all, &mut Vec::new())
+    };
+    assert_eq!(
+        push(frame(TYPE_CONTINUATION, FLAG_END_HEADERS, 1, b"x")),
+        Err(RelayError::UnexpectedContinuation)
+    );
+    let mut interleaved = frame(TYPE_HEADERS, 0, 1, b"");
+    interleaved.extend(frame(0x0, 0, 1, b"data"));
+    assert_eq!(push(interleaved), Err(RelayError::UnexpectedContinuation));
+    assert_eq!(
+        push(vec![0x7f, 0xff, 0xff, 0, 0, 0, 0, 0, 1]),
+        Err(RelayError::FrameTooLarge(0x7f_ffff))
+    );
+    assert_eq!(
+        push(frame(
+            TYPE_HEADERS,
+            FLAG_PADDED | FLAG_END_HEADERS,
+            1,
+            &[9, 1]
+        )),
+        Err(RelayError::MalformedHeaders)
+    );
+    assert_eq!(
+        push(frame(
+            TYPE_HEADERS,
+            FLAG_PRIORITY | FLAG_END_HEADERS,
+            1,
+            &[1, 2]
+        )),
+        Err(RelayError::MalformedHeaders)
+    );
+    assert!(matches!(
+        push(frame(
+            TYPE_HEADERS,
+            FLAG_END_HEADERS,
+            1,
+            &[0xff, 0xff, 0xff]
+        )),
+        Err(RelayError::Hpack(_))
+    ));
+}
+
+#[test]
+fn input_that_is_not_http2_passes_through() {
+    let input = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    assert_eq!(relay_all(input), input.to_vec());
+}
+
+#[test]
+fn hpack_integers_follow_rfc_7541() {
+    // RFC 7541 C.1.1-C.1.2: 10 with a 5-bit prefix, 1337 with a 5-bit prefix.
+    let mut out = Vec::new();
+    encode_integer(10, 5, &mut out);
+    assert_eq!(out, [10]);
+    out.clear();
+    encode_integer(1337, 5, &mut out);
+    assert_eq!(out, [31, 154, 10]);
+}
+
+#[test]
+fn random_input_never_panics() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut enc = Encoder::new();
+    let valid = frame(
+        TYPE_HEADERS,
+        FLAG_END_HEADERS,
+        1,
+        &encode(&mut enc, &request("tmp%2Fs")),
+    );
+    for _ in 0..5000 {
+        let mut input = PREFACE.to_vec();
+        if rng.gen_bool(0.5) {
+            // A real frame with a few bytes flipped: reaches the HPACK decoder.
+            let mut f = valid.clone();
+            for _ in 0..rng.gen_range(1..4) {
+                let i = rng.gen_range(0..f.len());
+                f[i] = rng.gen();
+            }
+            input.extend(f);
+        } else {
+            let len = rng.gen_range(0..64);
+            input.extend((0..len).map(|_| rng.gen::<u8>()));
+        }
+        let mut r = Rewriter::default();
+        let mut out = Vec::new();
+        for chunk in input.chunks(rng.gen_range(1..32)) {
+            if r.push(chunk, &mut out).is_err() {
+                break;
+            }
+        }
+    }
+}
