@@ -77,16 +77,24 @@ pub async fn fetch_with_retry(
 
 async fn fetch_once(socket: &Path) -> anyhow::Result<X509svidResponse> {
     let mut api = client::connect(socket).await?;
-    let mut stream = api
+    let call = api
         .fetch_x509svid(client::request(X509svidRequest {}))
-        .await
-        .map_err(status_error)?
-        .into_inner();
-    stream
+        .await;
+    first_message(call, "an SVID").await
+}
+
+/// The first message of a Workload API stream; `what` names it in the error
+/// when the stream ends empty.
+pub async fn first_message<T>(
+    call: Result<tonic::Response<tonic::Streaming<T>>, tonic::Status>,
+    what: &str,
+) -> anyhow::Result<T> {
+    call.map_err(status_error)?
+        .into_inner()
         .message()
         .await
         .map_err(status_error)?
-        .context("the Workload API closed the stream without an SVID")
+        .with_context(|| format!("the Workload API closed the stream without {what}"))
 }
 
 /// Keeps the status (for retry decisions) with a readable message.

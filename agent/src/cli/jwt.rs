@@ -6,7 +6,6 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::Context;
 use prost_types::value::Kind;
 use serde_json::Value;
 use signet_proto::workload::{
@@ -15,7 +14,7 @@ use signet_proto::workload::{
 };
 
 use super::client;
-use super::fetch::{status_error, Output};
+use super::fetch::{first_message, status_error, Output};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct FetchJwtArgs {
@@ -103,16 +102,10 @@ pub async fn fetch_bundle(args: FetchJwtBundleArgs) -> anyhow::Result<()> {
 
 async fn fetch_bundle_once(socket: &Path) -> anyhow::Result<JwtBundlesResponse> {
     let mut api = client::connect(socket).await?;
-    let mut stream = api
+    let call = api
         .fetch_jwt_bundles(client::request(JwtBundlesRequest {}))
-        .await
-        .map_err(status_error)?
-        .into_inner();
-    stream
-        .message()
-        .await
-        .map_err(status_error)?
-        .context("the Workload API closed the stream without a bundle")
+        .await;
+    first_message(call, "a bundle").await
 }
 
 pub async fn validate(args: ValidateJwtArgs) -> anyhow::Result<()> {
