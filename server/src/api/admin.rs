@@ -9,11 +9,13 @@ use signet_core::x509::parse_csr;
 use signet_core::SpiffeId;
 use signet_proto::admin::admin_server::Admin;
 use signet_proto::admin::{
-    Agent, AgentRequest, CountEntriesRequest, CountEntriesResponse, CreateJoinTokenRequest,
-    CreateJoinTokenResponse, DeleteEntryRequest, DeleteEntryResponse, Entry, GetBundleRequest,
-    GetBundleResponse, HealthRequest, HealthResponse, ListAgentsRequest, ListAgentsResponse,
-    ListEntriesRequest, ListEntriesResponse, MintJwtSvidRequest, MintJwtSvidResponse,
-    MintX509SvidRequest, MintX509SvidResponse,
+    Agent, AgentRequest, Authority, AuthorityKindRequest, AuthorityRequest, CountEntriesRequest,
+    CountEntriesResponse, CreateJoinTokenRequest, CreateJoinTokenResponse, DeleteEntryRequest,
+    DeleteEntryResponse, Entry, GetBundleRequest, GetBundleResponse, HealthRequest, HealthResponse,
+    IntrospectJwtSvidRequest, IntrospectJwtSvidResponse, ListAgentsRequest, ListAgentsResponse,
+    ListAuthoritiesResponse, ListEntriesRequest, ListEntriesResponse, MintJwtSvidRequest,
+    MintJwtSvidResponse, MintX509SvidRequest, MintX509SvidResponse, RevokeJwtSvidRequest,
+    RevokeResponse, RevokeX509SvidRequest,
 };
 use tonic::{Request, Response, Status};
 
@@ -241,5 +243,77 @@ impl Admin for AdminService {
         Ok(Response::new(HealthResponse {
             serving: db_ok && ca_ok,
         }))
+    }
+
+    async fn list_authorities(
+        &self,
+        _request: Request<AuthorityKindRequest>,
+    ) -> Result<Response<ListAuthoritiesResponse>, Status> {
+        Err(Status::unimplemented(
+            "list_authorities is not implemented yet",
+        ))
+    }
+
+    async fn prepare_authority(
+        &self,
+        _request: Request<AuthorityKindRequest>,
+    ) -> Result<Response<Authority>, Status> {
+        Err(Status::unimplemented(
+            "prepare_authority is not implemented yet",
+        ))
+    }
+
+    async fn activate_authority(
+        &self,
+        _request: Request<AuthorityKindRequest>,
+    ) -> Result<Response<Authority>, Status> {
+        Err(Status::unimplemented(
+            "activate_authority is not implemented yet",
+        ))
+    }
+
+    async fn taint_authority(
+        &self,
+        _request: Request<AuthorityRequest>,
+    ) -> Result<Response<Authority>, Status> {
+        Err(Status::unimplemented(
+            "taint_authority is not implemented yet",
+        ))
+    }
+
+    async fn revoke_authority(
+        &self,
+        _request: Request<AuthorityRequest>,
+    ) -> Result<Response<Authority>, Status> {
+        Err(Status::unimplemented(
+            "revoke_authority is not implemented yet",
+        ))
+    }
+
+    async fn revoke_x509_svid(
+        &self,
+        _request: Request<RevokeX509SvidRequest>,
+    ) -> Result<Response<RevokeResponse>, Status> {
+        Err(Status::unimplemented(
+            "revoke_x509_svid is not implemented yet",
+        ))
+    }
+
+    async fn revoke_jwt_svid(
+        &self,
+        _request: Request<RevokeJwtSvidRequest>,
+    ) -> Result<Response<RevokeResponse>, Status> {
+        Err(Status::unimplemented(
+            "revoke_jwt_svid is not implemented yet",
+        ))
+    }
+
+    async fn introspect_jwt_svid(
+        &self,
+        _request: Request<IntrospectJwtSvidRequest>,
+    ) -> Result<Response<IntrospectJwtSvidResponse>, Status> {
+        Err(Status::unimplemented(
+            "introspect_jwt_svid is not implemented yet",
+        ))
     }
 }

@@ -22,7 +22,7 @@ use super::status::ApiError;
 use super::validate::check_audience;
 use super::ServerState;
 use crate::attest::AttestError;
-use crate::ca::{csr_public_key, MintedJwt};
+use crate::ca::{csr_public_key, IssuedSvid, MintedJwt};
 use crate::datastore::AgentRecord;
 
 pub struct NodeService {
@@ -38,7 +38,7 @@ impl NodeService {
         &self,
         agent: &AgentRecord,
         p: &SignX509SvidParams,
-    ) -> Result<Vec<Vec<u8>>, ApiError> {
+    ) -> Result<IssuedSvid, ApiError> {
         let rec = self
             .state
             .ds
@@ -72,7 +72,7 @@ impl NodeService {
             serial = %svid.serial_hex,
             "issued X.509-SVID"
         );
-        Ok(svid.chain)
+        Ok(svid)
     }
 
     async fn mint_jwt(
@@ -153,6 +153,7 @@ impl Node for NodeService {
                 spiffe_id: attested.record.spiffe_id.to_string(),
                 svid_chain: attested.svid.chain,
                 bundle: Some(node_bundle(&self.state.ca.bundle())),
+                authority_id: attested.svid.authority_id,
             })),
         };
         Ok(Response::new(Box::pin(tokio_stream::once(Ok(result)))))
@@ -182,6 +183,7 @@ impl Node for NodeService {
         tracing::info!(agent = %agent.spiffe_id, serial = %svid.serial_hex, "renewed agent SVID");
         Ok(Response::new(RenewAgentResponse {
             svid_chain: svid.chain,
+            authority_id: svid.authority_id,
         }))
     }
 
@@ -207,11 +209,12 @@ impl Node for NodeService {
         let mut results = Vec::with_capacity(request.get_ref().params.len());
         for p in &request.get_ref().params {
             let result = match self.sign_one(&agent, p).await {
-                Ok(chain) => SignX509SvidResult {
+                Ok(svid) => SignX509SvidResult {
                     entry_id: p.entry_id.clone(),
-                    svid_chain: chain,
+                    svid_chain: svid.chain,
                     error_code: 0,
                     error_message: String::new(),
+                    authority_id: svid.authority_id,
                 },
                 Err(e) => {
                     tracing::warn!(agent = %agent.spiffe_id, entry_id = %p.entry_id, error = %e, "refused to sign");
@@ -220,6 +223,7 @@ impl Node for NodeService {
                         svid_chain: vec![],
                         error_code: e.code() as i32,
                         error_message: e.to_string(),
+                        authority_id: String::new(),
                     }
                 }
             };

@@ -48,6 +48,8 @@ async fn snapshot(
         entries: entries.iter().map(node_entry).collect(),
         removed_entry_ids: vec![],
         bundle: Some(node_bundle(&state.ca.bundle())),
+        server_time_ms: server_time_ms(state),
+        ..Default::default()
     };
     Ok(tx.send(Ok(msg)).await.ok().map(|_| revision))
 }
@@ -103,6 +105,7 @@ fn message_for(
 ) -> Result<Option<SyncResponse>, ApiError> {
     let base = SyncResponse {
         revision: event.revision,
+        server_time_ms: server_time_ms(state),
         ..Default::default()
     };
     Ok(match &event.change {
@@ -127,4 +130,14 @@ fn message_for(
         }
         _ => None,
     })
+}
+
+/// The server's clock in Unix milliseconds, for the agent's skew report.
+fn server_time_ms(state: &ServerState) -> i64 {
+    state
+        .ca
+        .now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
 }

@@ -107,6 +107,8 @@ pub struct IssuedSvid {
     pub chain: Vec<Vec<u8>>,
     pub not_after: SystemTime,
     pub serial_hex: String,
+    /// The signing X.509 authority: hex SHA-256 of its certificate DER.
+    pub authority_id: String,
 }
 
 struct Authority {
@@ -297,8 +299,14 @@ impl CertificateAuthority {
             chain: vec![der],
             not_after: info.not_after,
             serial_hex: info.serial_hex,
+            authority_id: authority_id(&a.cert_der),
         })
     }
+}
+
+/// An X.509 authority's id: lowercase hex SHA-256 of its certificate DER.
+pub fn authority_id(cert_der: &[u8]) -> String {
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, cert_der).as_ref())
 }
 
 /// The public key of a DER PKCS#10 CSR whose signature verifies. Subject and
