@@ -1,7 +1,11 @@
-//! Wiring: attest the node, then run the agent SVID renewal, the sync
-//! stream, the cache manager and the Workload API side by side until told
-//! to stop; the socket is removed on the way out.
+//! Wiring. Order matters for restarts: the SVID cache a previous run left on
+//! disk is loaded and published and the Workload API socket is serving it
+//! before anything touches the network; then the node attests (or reuses its
+//! stored SVID) and the agent SVID renewal, the sync stream and the cache
+//! manager run side by side until told to stop. The socket and the health
+//! file are removed on the way out.
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -10,11 +14,12 @@ use signet_core::{Clock, SystemClock};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use crate::attest::node::{obtain_identity, renew_loop};
+use crate::attest::node::{obtain_identity, NodeAttestError, RenewLoop};
 use crate::attest::workload::unix::UnixAttestor;
-use crate::cache::{CacheManager, JwtSvidCache, NodeMinter, NodeSigner};
+use crate::cache::{jwt, persist, CacheManager, JwtSvidCache, NodeMinter, NodeSigner};
 use crate::config::RuntimeConfig;
-use crate::node_client::{self, NodeConnector};
+use crate::health::{self, Health, Status};
+use crate::node_client::{self, LateConnector, NodeConnector};
 use crate::storage::Storage;
 use crate::sync::SyncTask;
 use crate::workload_api::{self, WorkloadApi};
@@ -23,19 +28,20 @@ use crate::workload_api::{self, WorkloadApi};
 pub async fn run(config: RuntimeConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let storage = Storage::open(&config.data_dir)?;
-    let attested = obtain_identity(&config, &storage, clock.as_ref()).await?;
-    tracing::info!(spiffe_id = %attested.svid.spiffe_id, "agent identity ready");
+    let health = Health::new(config.max_clock_skew);
+    let health_file = health::health_path(&config.socket_path);
 
-    let (bundle_tx, bundle_rx) = watch::channel(Arc::new(attested.bundle));
-    let (svid_tx, svid_rx) = watch::channel(Arc::new(attested.svid));
-    let connector = Arc::new(NodeConnector::new(
-        config.server_address.clone(),
-        node_client::server_id(&config.trust_domain)?,
-        bundle_rx.clone(),
-        svid_rx,
-    ));
+    let restored = match persist::load(&config.data_dir, &config.trust_domain) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the cached SVIDs; starting empty");
+            None
+        }
+    };
+    let restored_revision = restored.as_ref().map_or(0, |r| r.revision);
+    let connector = LateConnector::default();
     let (updates_tx, updates_rx) = mpsc::channel(64);
-    let (manager, cache_rx) = CacheManager::new(
+    let (mut manager, cache_rx) = CacheManager::new(
         config.trust_domain.clone(),
         Arc::new(NodeSigner {
             connector: connector.clone(),
@@ -44,7 +50,15 @@ pub async fn run(config: RuntimeConfig, shutdown: impl Future<Output = ()>) -> a
         signet_core::rotation::random_jitter,
         updates_rx,
     );
-
+    if let Some(restored) = restored {
+        let entries = restored.entries.len();
+        manager.restore(restored);
+        tracing::info!(
+            entries,
+            revision = restored_revision,
+            "serving the SVIDs cached on disk"
+        );
+    }
     let jwt_svids = Arc::new(JwtSvidCache::new(
         Arc::new(NodeMinter {
             connector: connector.clone(),
@@ -53,39 +67,100 @@ pub async fn run(config: RuntimeConfig, shutdown: impl Future<Output = ()>) -> a
     ));
 
     let mut tasks = JoinSet::new();
-    tasks.spawn(renew_loop(
-        connector.clone(),
-        storage.clone(),
-        bundle_rx,
-        svid_tx,
-        clock.clone(),
-    ));
-    tasks.spawn(
-        SyncTask {
-            connector,
-            updates: updates_tx,
-            bundle: bundle_tx,
-            storage,
-        }
-        .run(),
-    );
-    tasks.spawn(manager.run());
-
     let listener = workload_api::bind(&config.socket_path)?;
     tracing::info!(socket = %config.socket_path.display(), "Workload API listening");
     let attestor = Arc::new(UnixAttestor::new(
         config.procfs_root.clone(),
         config.hash_size_limit,
     ));
-    let api = WorkloadApi::new(cache_rx, attestor, clock, jwt_svids, config.jwt_leeway);
-
+    let api = WorkloadApi::new(
+        cache_rx.clone(),
+        attestor,
+        clock.clone(),
+        jwt_svids.clone(),
+        config.jwt_leeway,
+    );
     // Streams never finish on their own, so the server is dropped rather
     // than drained on shutdown.
-    let result = tokio::select! {
-        served = workload_api::serve(listener, api, std::future::pending()) => {
-            served.context("Workload API stopped")
+    tasks.spawn(async move {
+        if let Err(e) = workload_api::serve(listener, api, std::future::pending()).await {
+            tracing::error!(error = %e, "Workload API stopped");
         }
-        _ = shutdown => {
+    });
+    tasks.spawn(health::write_loop(health_file.clone(), health.subscribe()));
+    tasks.spawn(persist::persist_loop(
+        config.data_dir.clone(),
+        cache_rx.clone(),
+    ));
+    tasks.spawn(jwt::follow_snapshots(cache_rx, jwt_svids));
+    tasks.spawn(manager.run());
+
+    tokio::pin!(shutdown);
+    let attested = tokio::select! {
+        a = obtain_identity(&config, &storage, clock.as_ref()) => a,
+        _ = &mut shutdown => {
+            tasks.abort_all();
+            cleanup(&config.socket_path, &health_file);
+            return Ok(());
+        }
+    };
+    // Held so the manager keeps running when no sync task takes it over.
+    let mut idle_updates = Some(updates_tx.clone());
+    match attested {
+        Ok(attested) => {
+            tracing::info!(spiffe_id = %attested.svid.spiffe_id, "agent identity ready");
+            let (bundle_tx, bundle_rx) = watch::channel(Arc::new(attested.bundle));
+            let (svid_tx, svid_rx) = watch::channel(Arc::new(attested.svid));
+            let node = Arc::new(NodeConnector::new(
+                config.server_address.clone(),
+                node_client::server_id(&config.trust_domain)?,
+                bundle_rx.clone(),
+                svid_rx,
+            ));
+            connector.set(node.clone());
+            let (tainted_tx, tainted_rx) = watch::channel(BTreeSet::new());
+            tasks.spawn(
+                RenewLoop {
+                    connector: node.clone(),
+                    storage: storage.clone(),
+                    bundle: bundle_rx,
+                    svid_tx,
+                    tainted: tainted_rx,
+                    health: health.clone(),
+                    clock: clock.clone(),
+                }
+                .run(),
+            );
+            tasks.spawn(
+                SyncTask {
+                    connector: node,
+                    updates: updates_tx,
+                    bundle: bundle_tx,
+                    tainted_x509: tainted_tx,
+                    storage,
+                    health: health.clone(),
+                    clock,
+                    start_revision: if attested.fresh { 0 } else { restored_revision },
+                }
+                .run(),
+            );
+            idle_updates = None;
+        }
+        Err(e @ NodeAttestError::NoToken(_)) => {
+            // Keep serving what is cached (until it expires) and say why
+            // nothing new will come.
+            tracing::error!("{e}");
+            health.set_status(Status::AgentSvidExpired, e.to_string());
+        }
+        Err(e) => {
+            tasks.abort_all();
+            cleanup(&config.socket_path, &health_file);
+            return Err(e).context("node attestation failed");
+        }
+    }
+
+    let result = tokio::select! {
+        _ = &mut shutdown => {
             tracing::info!("shutting down");
             Ok(())
         }
@@ -93,11 +168,18 @@ pub async fn run(config: RuntimeConfig, shutdown: impl Future<Output = ()>) -> a
             Err(anyhow::anyhow!("an agent task stopped unexpectedly: {done:?}"))
         }
     };
+    drop(idle_updates);
     tasks.abort_all();
-    if let Err(e) = std::fs::remove_file(&config.socket_path) {
-        tracing::debug!(error = %e, "socket already gone");
-    }
+    cleanup(&config.socket_path, &health_file);
     result
+}
+
+fn cleanup(socket: &std::path::Path, health_file: &std::path::Path) {
+    for path in [socket, health_file] {
+        if let Err(e) = std::fs::remove_file(path) {
+            tracing::debug!(path = %path.display(), error = %e, "already gone");
+        }
+    }
 }
 
 /// Completes on SIGTERM or SIGINT.

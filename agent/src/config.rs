@@ -19,6 +19,8 @@ pub const DEFAULT_PROCFS_ROOT: &str = "/proc";
 pub const DEFAULT_HASH_SIZE_LIMIT: u64 = 256 * 1024 * 1024;
 /// Clock skew tolerated when validating a JWT-SVID's `exp`, `nbf`, `iat`.
 pub const DEFAULT_JWT_LEEWAY: Duration = Duration::from_secs(30);
+/// A server clock further off than this is reported (log and healthcheck).
+pub const DEFAULT_MAX_CLOCK_SKEW: Duration = Duration::from_secs(30);
 
 pub use signet_core::duration::ConfigDuration;
 
@@ -53,6 +55,7 @@ pub struct FileConfig {
     pub trust_bundle_path: Option<PathBuf>,
     pub insecure_bootstrap: Option<bool>,
     pub jwt_leeway: Option<ConfigDuration>,
+    pub max_clock_skew: Option<ConfigDuration>,
 }
 
 impl FileConfig {
@@ -101,6 +104,9 @@ pub struct RunArgs {
     /// Clock skew tolerated when validating JWT-SVIDs, e.g. 30s (default).
     #[arg(long, value_name = "DUR")]
     pub jwt_leeway: Option<String>,
+    /// Server clock difference reported as a problem, e.g. 30s (default).
+    #[arg(long, value_name = "DUR")]
+    pub max_clock_skew: Option<String>,
     /// Log JSON lines instead of human-readable text.
     #[arg(long)]
     pub log_json: bool,
@@ -131,6 +137,7 @@ pub struct RuntimeConfig {
     pub procfs_root: PathBuf,
     pub hash_size_limit: u64,
     pub jwt_leeway: Duration,
+    pub max_clock_skew: Duration,
 }
 
 impl RuntimeConfig {
@@ -175,6 +182,11 @@ impl RuntimeConfig {
                 .map_err(|e| ConfigError::Duration("--jwt-leeway", e.to_string()))?,
             None => file.jwt_leeway.map_or(DEFAULT_JWT_LEEWAY, |d| d.0),
         };
+        let max_clock_skew = match &args.max_clock_skew {
+            Some(text) => parse_duration(text)
+                .map_err(|e| ConfigError::Duration("--max-clock-skew", e.to_string()))?,
+            None => file.max_clock_skew.map_or(DEFAULT_MAX_CLOCK_SKEW, |d| d.0),
+        };
         Ok(Self {
             trust_domain: TrustDomain::new(&td)?,
             data_dir: args
@@ -194,6 +206,7 @@ impl RuntimeConfig {
             procfs_root: DEFAULT_PROCFS_ROOT.into(),
             hash_size_limit: DEFAULT_HASH_SIZE_LIMIT,
             jwt_leeway,
+            max_clock_skew,
         })
     }
 }
@@ -215,6 +228,20 @@ mod tests {
         assert_eq!(c.bootstrap, Bootstrap::DataDir);
         assert_eq!(c.join_token, None);
         assert_eq!(c.jwt_leeway, Duration::from_secs(30));
+        assert_eq!(c.max_clock_skew, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn max_clock_skew_from_file_or_flag() {
+        let file = FileConfig::parse("max_clock_skew = \"2m\"").unwrap();
+        let c = RuntimeConfig::merge(file.clone(), &RunArgs::default()).unwrap();
+        assert_eq!(c.max_clock_skew, Duration::from_secs(120));
+        let args = RunArgs {
+            max_clock_skew: Some("5s".into()),
+            ..Default::default()
+        };
+        let c = RuntimeConfig::merge(file, &args).unwrap();
+        assert_eq!(c.max_clock_skew, Duration::from_secs(5));
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod backoff;
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod health;
 pub mod node_client;
 pub mod storage;
 pub mod sync;

@@ -77,6 +77,19 @@ impl Storage {
         self.write(SVID_FILE, encode_chain(&id.chain).as_bytes(), 0o600)
     }
 
+    /// Removes the agent key and SVID (the agent was banned or evicted).
+    pub fn forget_identity(&self) -> Result<(), StorageError> {
+        for name in [SVID_FILE, KEY_FILE] {
+            let path = self.dir.join(name);
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => return Err(io_err(&path, source)),
+            }
+        }
+        Ok(())
+    }
+
     pub fn load_bundle(&self) -> Result<Option<Vec<Vec<u8>>>, StorageError> {
         match self.read(BUNDLE_FILE)? {
             None => Ok(None),

@@ -21,6 +21,8 @@ pub struct AgentSvid {
     pub received_at: SystemTime,
     /// Bumped on every renewal so clients know to reconnect.
     pub generation: u64,
+    /// The X.509 authority that signed it (empty if unknown).
+    pub authority_id: String,
 }
 
 impl std::fmt::Debug for AgentSvid {
@@ -29,6 +31,7 @@ impl std::fmt::Debug for AgentSvid {
             .field("spiffe_id", &self.spiffe_id.to_string())
             .field("not_after", &self.not_after)
             .field("generation", &self.generation)
+            .field("authority_id", &self.authority_id)
             .finish_non_exhaustive()
     }
 }

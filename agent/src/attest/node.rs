@@ -1,7 +1,9 @@
 //! Client half of node attestation (join token) and renewal of the agent's
-//! own SVID. The key and SVID live in the data dir so a restart with a still
-//! valid SVID needs no new token.
+//! own SVID (at half-life, or at once when its authority is tainted). The key
+//! and SVID live in the data dir so a restart with a still valid SVID needs
+//! no new token.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -16,7 +18,9 @@ use tokio::sync::watch;
 
 use super::AgentSvid;
 use crate::backoff::Backoff;
+use crate::cache::issuing_authority;
 use crate::config::{Bootstrap, RuntimeConfig};
+use crate::health::{Health, Status};
 use crate::node_client::{self, BundleRx, NodeConnector, ServerTrust};
 use crate::storage::{Storage, StorageError, StoredIdentity};
 
@@ -27,7 +31,7 @@ const MIN_REMAINING: Duration = Duration::from_secs(5);
 pub enum NodeAttestError {
     #[error(transparent)]
     Storage(#[from] StorageError),
-    #[error("the agent SVID in {0} is missing or expired and no join token was given: pass --join-token TOKEN")]
+    #[error("the agent SVID in {0} is missing or expired and no join token was given: generate one on the server (signet-server token generate) and restart the agent with --join-token TOKEN")]
     NoToken(String),
     #[error("no trust bundle to verify the server on first contact: pass --trust-bundle PEMFILE or --insecure-bootstrap")]
     NoBundle,
@@ -49,6 +53,9 @@ pub enum NodeAttestError {
 pub struct Attested {
     pub svid: AgentSvid,
     pub bundle: Vec<Vec<u8>>,
+    /// A fresh attestation (a new agent record): a cache from an earlier
+    /// identity must not resume its sync revision.
+    pub fresh: bool,
 }
 
 /// Reuses a still-valid stored SVID, else attests with the join token.
@@ -59,10 +66,14 @@ pub async fn obtain_identity(
 ) -> Result<Attested, NodeAttestError> {
     let stored_bundle = storage.load_bundle()?;
     if let (Some(stored), Some(bundle)) = (storage.load_identity()?, stored_bundle.clone()) {
-        match reuse(stored, clock.now()) {
+        match reuse(stored, &bundle, clock.now()) {
             Ok(svid) => {
                 tracing::info!(spiffe_id = %svid.spiffe_id, "reusing stored agent SVID");
-                return Ok(Attested { svid, bundle });
+                return Ok(Attested {
+                    svid,
+                    bundle,
+                    fresh: false,
+                });
             }
             Err(reason) => tracing::info!(%reason, "stored agent SVID cannot be reused"),
         }
@@ -104,7 +115,7 @@ pub async fn obtain_identity(
     Ok(attested)
 }
 
-fn reuse(stored: StoredIdentity, now: SystemTime) -> Result<AgentSvid, String> {
+fn reuse(stored: StoredIdentity, bundle: &[Vec<u8>], now: SystemTime) -> Result<AgentSvid, String> {
     let leaf = stored.chain.first().ok_or("empty chain")?;
     let info = cert_info(leaf).map_err(|e| e.to_string())?;
     if info.not_after <= now + MIN_REMAINING {
@@ -113,6 +124,7 @@ fn reuse(stored: StoredIdentity, now: SystemTime) -> Result<AgentSvid, String> {
     key_matches_leaf(leaf, &stored.key_pkcs8).map_err(|e| e.to_string())?;
     let spiffe_id = info.spiffe_id.ok_or("no SPIFFE ID")?;
     Ok(AgentSvid {
+        authority_id: issuing_authority(&stored.chain, bundle, now).unwrap_or_default(),
         spiffe_id,
         chain: stored.chain,
         key_pkcs8: stored.key_pkcs8,
@@ -174,8 +186,13 @@ async fn attest_with_token(
             result.spiffe_id
         )));
     }
-    let svid = finish_svid(spiffe_id, result.svid_chain, &key, now, 0)?;
-    Ok(Attested { svid, bundle })
+    let mut svid = finish_svid(spiffe_id, result.svid_chain, &key, now, 0)?;
+    svid.authority_id = pick_authority(result.authority_id, &svid.chain, &bundle, now);
+    Ok(Attested {
+        svid,
+        bundle,
+        fresh: true,
+    })
 }
 
 fn csr_id(td: &TrustDomain, token: &str) -> Result<SpiffeId, NodeAttestError> {
@@ -204,47 +221,102 @@ fn finish_svid(
         not_after,
         received_at: now,
         generation,
+        authority_id: String::new(),
     })
+}
+
+/// The server's word for the signing authority, else found in the bundle.
+fn pick_authority(
+    from_server: String,
+    chain: &[Vec<u8>],
+    bundle: &[Vec<u8>],
+    now: SystemTime,
+) -> String {
+    if from_server.is_empty() {
+        issuing_authority(chain, bundle, now).unwrap_or_default()
+    } else {
+        from_server.to_ascii_lowercase()
+    }
 }
 
 fn refused(status: tonic::Status) -> NodeAttestError {
     NodeAttestError::Refused(format!("{:?}: {}", status.code(), status.message()))
 }
 
-/// Renews the agent SVID at half-life (jittered) forever, publishing each
-/// new SVID so the Node API clients reconnect with it.
-pub async fn renew_loop(
-    connector: Arc<NodeConnector>,
-    storage: Storage,
-    bundle: BundleRx,
-    svid_tx: watch::Sender<Arc<AgentSvid>>,
-    clock: Arc<dyn Clock>,
-) {
-    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
-    loop {
-        let current = svid_tx.borrow().clone();
-        let at = refresh_at(current.received_at, current.not_after, random_jitter());
-        tokio::time::sleep(wait_until(clock.now(), at)).await;
+/// Everything the agent SVID renewal needs.
+pub struct RenewLoop {
+    pub connector: Arc<NodeConnector>,
+    pub storage: Storage,
+    pub bundle: BundleRx,
+    pub svid_tx: watch::Sender<Arc<AgentSvid>>,
+    pub tainted: watch::Receiver<BTreeSet<String>>,
+    pub health: Health,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl RenewLoop {
+    /// Renews the agent SVID at half-life (jittered), or at once when its
+    /// authority is tainted, publishing each new SVID so the Node API clients
+    /// reconnect with it. Stops for good once the agent is cut off.
+    pub async fn run(mut self) {
+        let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
         loop {
-            match renew_once(&connector, &current, &bundle, clock.as_ref()).await {
-                Ok(svid) => {
-                    let saved = storage.save_identity(&StoredIdentity {
-                        key_pkcs8: svid.key_pkcs8.clone(),
-                        chain: svid.chain.clone(),
-                    });
-                    if let Err(e) = saved {
-                        tracing::error!(error = %e, "cannot persist renewed agent SVID");
+            let current = self.svid_tx.borrow().clone();
+            let at = refresh_at(current.received_at, current.not_after, random_jitter());
+            let wait = wait_until(self.clock.now(), at);
+            let mut cut_off = self.health.subscribe();
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                changed = self.tainted.changed() => {
+                    if changed.is_err() {
+                        return;
                     }
-                    tracing::info!(spiffe_id = %svid.spiffe_id, not_after = signet_core::clock::unix_seconds(svid.not_after), "agent SVID renewed");
-                    svid_tx.send_replace(Arc::new(svid));
-                    backoff.reset();
-                    break;
+                    if !self.tainted.borrow_and_update().contains(&current.authority_id) {
+                        continue;
+                    }
+                    tracing::warn!(authority_id = current.authority_id, "the agent SVID's authority is tainted; renewing at once");
                 }
-                Err(e) => {
-                    let expired = clock.now() >= current.not_after;
-                    tracing::warn!(error = %e, expired, "agent SVID renewal failed; retrying");
-                    connector.reset().await;
-                    tokio::time::sleep(backoff.next_delay()).await;
+                _ = async { cut_off.wait_for(|r| r.is_cut_off()).await.is_ok() } => {
+                    return std::future::pending().await
+                }
+            }
+            loop {
+                if self.health.report().is_cut_off() {
+                    return std::future::pending().await;
+                }
+                match renew_once(&self.connector, &current, &self.bundle, self.clock.as_ref()).await
+                {
+                    Ok(svid) => {
+                        let saved = self.storage.save_identity(&StoredIdentity {
+                            key_pkcs8: svid.key_pkcs8.clone(),
+                            chain: svid.chain.clone(),
+                        });
+                        if let Err(e) = saved {
+                            tracing::error!(error = %e, "cannot persist renewed agent SVID");
+                        }
+                        tracing::info!(spiffe_id = %svid.spiffe_id, authority_id = svid.authority_id, not_after = signet_core::clock::unix_seconds(svid.not_after), "agent SVID renewed");
+                        self.svid_tx.send_replace(Arc::new(svid));
+                        if self.health.report().status == Status::AgentSvidExpired {
+                            self.health.set_status(Status::Healthy, "");
+                        }
+                        backoff.reset();
+                        break;
+                    }
+                    Err(e) => {
+                        let expired = self.clock.now() >= current.not_after;
+                        tracing::warn!(error = %e, expired, "agent SVID renewal failed; retrying");
+                        if expired {
+                            self.health.set_status(
+                                Status::AgentSvidExpired,
+                                format!(
+                                    "the agent SVID {} expired before it could be renewed ({e}); if the server keeps refusing it, restart the agent with a new --join-token",
+                                    current.spiffe_id
+                                ),
+                            );
+                        }
+                        self.connector.reset().await;
+                        tokio::time::sleep(backoff.next_delay()).await;
+                    }
                 }
             }
         }
@@ -260,12 +332,12 @@ async fn renew_once(
     let key = KeyPair::generate().map_err(signet_core::x509::X509Error::from)?;
     let csr = build_csr(&key, &current.spiffe_id)?;
     let mut client = connector.client().await?;
-    let chain = client
+    let response = client
         .renew_agent(RenewAgentRequest { csr })
         .await
         .map_err(refused)?
-        .into_inner()
-        .svid_chain;
+        .into_inner();
+    let chain = response.svid_chain;
     let now = clock.now();
     let bundle = bundle.borrow().clone();
     let id = validate_x509_svid(&chain, &bundle, now)?;
@@ -275,5 +347,7 @@ async fn renew_once(
             current.spiffe_id
         )));
     }
-    finish_svid(id, chain, &key, now, current.generation.wrapping_add(1))
+    let mut svid = finish_svid(id, chain, &key, now, current.generation.wrapping_add(1))?;
+    svid.authority_id = pick_authority(response.authority_id, &svid.chain, &bundle, now);
+    Ok(svid)
 }

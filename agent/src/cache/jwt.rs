@@ -1,9 +1,10 @@
 //! JWT-SVIDs minted by the server on demand, cached per (entry, SPIFFE ID,
 //! audience set) and reused until half their lifetime. Concurrent identical
 //! requests share one server call; a still-valid token is served while the
-//! server is unreachable.
+//! server is unreachable. Tokens whose `jti` is revoked, whose `kid` is
+//! tainted or whose entry is gone are dropped as soon as the cache learns it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -13,7 +14,7 @@ use signet_core::clock::from_unix_seconds;
 use signet_core::{Clock, SpiffeId};
 use signet_proto::node::MintJwtSvidRequest;
 
-use crate::node_client::NodeConnector;
+use crate::node_client::LateConnector;
 
 /// A bound on one mint round trip.
 const MINT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -74,14 +75,17 @@ pub trait JwtMinter: Send + Sync {
 
 /// Mints through the server's `MintJwtSvid`.
 pub struct NodeMinter {
-    pub connector: Arc<NodeConnector>,
+    pub connector: LateConnector,
 }
 
 #[async_trait]
 impl JwtMinter for NodeMinter {
     async fn mint(&self, entry_id: &str, audience: &[String]) -> Result<MintedJwt, MintError> {
-        let mut client = self
+        let connector = self
             .connector
+            .get()
+            .map_err(|e| MintError::Unreachable(e.to_string()))?;
+        let mut client = connector
             .client()
             .await
             .map_err(|e| MintError::Unreachable(e.to_string()))?;
@@ -104,7 +108,7 @@ impl JwtMinter for NodeMinter {
                 match status.code() {
                     Unavailable | DeadlineExceeded | Cancelled | Unknown | Aborted
                     | ResourceExhausted | Internal => {
-                        self.connector.reset().await;
+                        connector.reset().await;
                         Err(MintError::Unreachable(message))
                     }
                     _ => Err(MintError::Refused(message)),
@@ -124,10 +128,38 @@ struct Key {
 
 type MintFuture = Shared<BoxFuture<'static, Result<MintedJwt, MintError>>>;
 
+/// A cached token with the header and claim the policy looks at.
+struct Cached {
+    jwt: MintedJwt,
+    kid: String,
+    jti: String,
+}
+
+/// What must not be served, from the latest cache snapshot.
+#[derive(Default)]
+struct Policy {
+    revocations: Arc<super::Revocations>,
+    tainted_kids: BTreeSet<String>,
+    /// `None` until the first snapshot: everything allowed.
+    entries: Option<HashSet<String>>,
+}
+
+impl Policy {
+    fn allows(&self, key: &Key, c: &Cached, now: SystemTime) -> bool {
+        !self.revocations.is_jti_revoked(&c.jti, now)
+            && !self.tainted_kids.contains(&c.kid)
+            && self
+                .entries
+                .as_ref()
+                .is_none_or(|e| e.contains(&key.entry_id))
+    }
+}
+
 #[derive(Default)]
 struct Inner {
-    tokens: HashMap<Key, MintedJwt>,
+    tokens: HashMap<Key, Cached>,
     in_flight: HashMap<Key, MintFuture>,
+    policy: Policy,
 }
 
 pub struct JwtSvidCache {
@@ -164,8 +196,12 @@ impl JwtSvidCache {
         let call = {
             let mut inner = lock(&self.inner);
             let now = self.clock.now();
-            if let Some(t) = inner.tokens.get(&key).filter(|t| t.is_fresh_at(now)) {
-                return Ok(t.token.clone());
+            if let Some(t) = inner
+                .tokens
+                .get(&key)
+                .filter(|c| c.jwt.is_fresh_at(now) && inner.policy.allows(&key, c, now))
+            {
+                return Ok(t.jwt.token.clone());
             }
             match inner.in_flight.get(&key) {
                 Some(call) => call.clone(),
@@ -181,10 +217,14 @@ impl JwtSvidCache {
             Err(MintError::Unreachable(e)) => {
                 let inner = lock(&self.inner);
                 let now = self.clock.now();
-                match inner.tokens.get(&key).filter(|t| t.is_valid_at(now)) {
+                match inner
+                    .tokens
+                    .get(&key)
+                    .filter(|c| c.jwt.is_valid_at(now) && inner.policy.allows(&key, c, now))
+                {
                     Some(t) => {
                         tracing::warn!(entry_id, error = %e, "server unreachable; serving the cached JWT-SVID");
-                        Ok(t.token.clone())
+                        Ok(t.jwt.token.clone())
                     }
                     None => Err(MintError::Unreachable(e)),
                 }
@@ -210,11 +250,14 @@ impl JwtSvidCache {
                 };
             let mut inner = lock(&inner);
             inner.in_flight.remove(&key);
-            if let Ok(t) = &minted {
-                inner.tokens.insert(key, t.clone());
-                evict(&mut inner.tokens, clock.now());
-            }
-            minted
+            minted.map(|c| {
+                let jwt = c.jwt.clone();
+                if inner.policy.allows(&key, &c, clock.now()) {
+                    inner.tokens.insert(key, c);
+                    evict(&mut inner.tokens, clock.now());
+                }
+                jwt
+            })
         });
         async move {
             task.await
@@ -224,18 +267,64 @@ impl JwtSvidCache {
         .shared()
     }
 
+    /// Adopts the latest cache snapshot's revocations, tainted kids and
+    /// entries, dropping every cached token they rule out at once.
+    pub fn apply_policy(&self, snapshot: &super::Snapshot) {
+        let mut inner = lock(&self.inner);
+        inner.policy = Policy {
+            revocations: snapshot.revocations.clone(),
+            tainted_kids: snapshot.tainted.jwt_kids.clone(),
+            entries: Some(snapshot.entries.keys().cloned().collect()),
+        };
+        let now = self.clock.now();
+        let Inner { tokens, policy, .. } = &mut *inner;
+        let before = tokens.len();
+        tokens.retain(|k, c| policy.allows(k, c, now));
+        let dropped = before - tokens.len();
+        if dropped > 0 {
+            tracing::info!(
+                dropped,
+                "dropped cached JWT-SVIDs (revoked, tainted key or entry gone)"
+            );
+        }
+    }
+
     #[cfg(test)]
     fn cached_len(&self) -> usize {
         lock(&self.inner).tokens.len()
     }
 }
 
+/// Keeps the JWT-SVID cache's policy in step with the published cache.
+pub async fn follow_snapshots(
+    mut snapshots: tokio::sync::watch::Receiver<Arc<super::Snapshot>>,
+    cache: Arc<JwtSvidCache>,
+) {
+    loop {
+        let snapshot = snapshots.borrow_and_update().clone();
+        cache.apply_policy(&snapshot);
+        if snapshots.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 /// A token for another identity than asked for is never handed out.
-fn check_subject(t: MintedJwt, spiffe_id: &str) -> Result<MintedJwt, MintError> {
-    let (_, claims) = signet_core::jwt::parse_unverified(&t.token)
+fn check_subject(t: MintedJwt, spiffe_id: &str) -> Result<Cached, MintError> {
+    let (header, claims) = signet_core::jwt::parse_unverified(&t.token)
         .map_err(|e| MintError::Refused(format!("server sent a malformed token: {e}")))?;
+    let text = |map: &serde_json::Map<String, serde_json::Value>, k: &str| {
+        map.get(k)
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_owned()
+    };
     match claims.get("sub").and_then(|s| s.as_str()) {
-        Some(sub) if sub == spiffe_id => Ok(t),
+        Some(sub) if sub == spiffe_id => Ok(Cached {
+            kid: text(&header, "kid"),
+            jti: text(&claims, "jti"),
+            jwt: t,
+        }),
         other => Err(MintError::Refused(format!(
             "server sent a token for {other:?}, expected {spiffe_id}"
         ))),
@@ -243,14 +332,14 @@ fn check_subject(t: MintedJwt, spiffe_id: &str) -> Result<MintedJwt, MintError> 
 }
 
 /// Drops expired tokens, then, over the bound, the soonest-expiring ones.
-fn evict(tokens: &mut HashMap<Key, MintedJwt>, now: SystemTime) {
-    tokens.retain(|_, t| t.is_valid_at(now));
+fn evict(tokens: &mut HashMap<Key, Cached>, now: SystemTime) {
+    tokens.retain(|_, c| c.jwt.is_valid_at(now));
     if tokens.len() <= MAX_CACHED {
         return;
     }
     let mut by_expiry: Vec<(SystemTime, Key)> = tokens
         .iter()
-        .map(|(k, t)| (t.expires_at, k.clone()))
+        .map(|(k, c)| (c.jwt.expires_at, k.clone()))
         .collect();
     by_expiry.sort_by_key(|a| a.0);
     let excess = tokens.len() - MAX_CACHED;

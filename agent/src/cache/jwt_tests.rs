@@ -136,10 +136,14 @@ fn cache_is_bounded() {
                 spiffe_id: ME.into(),
                 audience: vec![i.to_string()],
             },
-            MintedJwt {
-                token: String::new(),
-                issued_at: now,
-                expires_at: now + Duration::from_secs(100 + i as u64),
+            Cached {
+                jwt: MintedJwt {
+                    token: String::new(),
+                    issued_at: now,
+                    expires_at: now + Duration::from_secs(100 + i as u64),
+                },
+                kid: String::new(),
+                jti: String::new(),
             },
         );
     }

@@ -1,8 +1,10 @@
 //! The rotation task: applies sync updates, issues an SVID (fresh P-256 key,
 //! CSR, batched `BatchSignX509Svid`) for every entry that needs one, renews
-//! each at half-life ±10% jitter counted from when it was received, retries
-//! failures with backoff, drops deleted or expired SVIDs at once, and
-//! publishes an immutable snapshot after every change.
+//! each at half-life ±10% jitter counted from when it was received, re-issues
+//! at once an SVID whose authority is tainted or whose serial is revoked,
+//! retries failures with backoff, drops deleted or expired SVIDs at once (and
+//! everything when the agent is cut off), and publishes an immutable snapshot
+//! after every change.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -16,8 +18,9 @@ use signet_core::{Clock, RegistrationEntry, TrustDomain};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use super::state::{CachedEntry, Snapshot, Svid};
-use super::{SignRequest, SvidSigner};
+use super::persist::Restored;
+use super::state::{CachedEntry, Revocations, Snapshot, Svid, Tainted};
+use super::{issuing_authority, SignRequest, SvidSigner};
 use crate::backoff::Backoff;
 
 /// A bound on one signing round trip, so a hung server does not stall
@@ -35,6 +38,17 @@ pub struct SyncUpdate {
     pub bundle: Option<Vec<Vec<u8>>>,
     /// The trust domain's JWT keys (kid, key), whenever a bundle came.
     pub jwt_keys: Option<Vec<(String, JwtPublicKey)>>,
+    /// The message's sync revision (0: not from the server).
+    pub revision: u64,
+    /// Revoked credentials: the complete list in a snapshot, else additions.
+    pub revocations: Revocations,
+    /// DER CRLs, when they changed.
+    pub crls: Option<Vec<Vec<u8>>>,
+    /// The complete tainted set, when it changed.
+    pub tainted: Option<Tainted>,
+    /// The agent was banned or evicted (the reason): drop everything and
+    /// issue nothing more.
+    pub cut_off: Option<String>,
 }
 
 struct Held {
@@ -56,6 +70,11 @@ pub struct CacheManager {
     /// When each entry next needs (re)issuing.
     due: HashMap<String, Instant>,
     retries: HashMap<String, Backoff>,
+    crls: Arc<Vec<Vec<u8>>>,
+    revocations: Revocations,
+    tainted: Arc<Tainted>,
+    revision: u64,
+    cut_off: bool,
     dirty: bool,
 }
 
@@ -82,11 +101,61 @@ impl CacheManager {
             held: HashMap::new(),
             due: HashMap::new(),
             retries: HashMap::new(),
+            crls: Arc::default(),
+            revocations: Revocations::default(),
+            tainted: Arc::default(),
+            revision: 0,
+            cut_off: false,
             dirty: false,
         };
         (manager, rx)
     }
 
+    /// Takes over what a previous run left on disk and publishes it at once,
+    /// before anything reaches the server: expired SVIDs are skipped, the
+    /// rest are renewed on their usual schedule.
+    pub fn restore(&mut self, restored: Restored) {
+        let now = self.clock.now();
+        let instant = Instant::now();
+        self.revision = restored.revision;
+        if !restored.bundle.is_empty() {
+            self.bundle = Some(Arc::new(restored.bundle));
+        }
+        let mut bundles = JwtBundles::new();
+        bundles.insert(
+            self.trust_domain.clone(),
+            restored.jwt_keys.into_iter().collect(),
+        );
+        self.jwt_bundles = Arc::new(bundles);
+        self.crls = Arc::new(restored.crls);
+        self.revocations = restored.revocations;
+        self.revocations.prune(now);
+        self.tainted = Arc::new(restored.tainted);
+        for (entry, svid) in restored.entries {
+            let id = entry.id.clone();
+            self.entries.insert(id.clone(), entry);
+            match svid.filter(|s| s.svid.is_valid_at(now)) {
+                Some(s) => {
+                    let refresh = refresh_at(s.not_before, s.svid.not_after, (self.jitter)());
+                    self.due
+                        .insert(id.clone(), instant + wait_until(now, refresh));
+                    self.held.insert(
+                        id,
+                        Held {
+                            expires: instant + wait_until(now, s.svid.not_after),
+                            svid: Arc::new(s.svid),
+                        },
+                    );
+                }
+                None => {
+                    self.due.insert(id, instant);
+                }
+            }
+        }
+        self.mark_for_reissue();
+        self.dirty = true;
+        self.publish_if_dirty();
+    }
     /// Runs until the sync side hangs up.
     pub async fn run(mut self) {
         loop {
@@ -97,6 +166,9 @@ impl CacheManager {
                     None => return,
                 },
                 _ = sleep_until(wake) => {}
+            }
+            if self.revocations.prune(self.clock.now()) {
+                self.dirty = true;
             }
             self.drop_expired();
             self.issue_due().await;
@@ -111,6 +183,17 @@ impl CacheManager {
     }
 
     fn apply(&mut self, update: SyncUpdate) {
+        if let Some(reason) = update.cut_off {
+            self.cut_off(&reason);
+            return;
+        }
+        if self.cut_off {
+            return;
+        }
+        if update.revision != 0 && update.revision != self.revision {
+            self.revision = update.revision;
+            self.dirty = true;
+        }
         if let Some(bundle) = update.bundle {
             self.bundle = Some(Arc::new(bundle));
             self.dirty = true;
@@ -143,6 +226,73 @@ impl CacheManager {
         for entry in update.entries {
             self.upsert(entry);
         }
+        self.apply_revocations(update.snapshot, update.revocations);
+        if let Some(crls) = update.crls {
+            if *self.crls != crls {
+                tracing::info!(count = crls.len(), "CRLs updated");
+                self.crls = Arc::new(crls);
+                self.dirty = true;
+            }
+        }
+        if let Some(tainted) = update.tainted {
+            if *self.tainted != tainted {
+                tracing::info!(x509 = ?tainted.x509, jwt_kids = ?tainted.jwt_kids, "tainted authorities updated");
+                self.tainted = Arc::new(tainted);
+                self.dirty = true;
+            }
+        }
+        self.mark_for_reissue();
+    }
+
+    fn apply_revocations(&mut self, snapshot: bool, revocations: Revocations) {
+        let merged = if snapshot {
+            revocations
+        } else {
+            let mut merged = self.revocations.clone();
+            merged.x509_serials.extend(revocations.x509_serials);
+            merged.jwt_ids.extend(revocations.jwt_ids);
+            merged
+        };
+        if merged != self.revocations {
+            self.revocations = merged;
+            self.dirty = true;
+        }
+    }
+
+    /// Every held SVID signed by a tainted authority or carrying a revoked
+    /// serial is re-issued now; it stays served until the new one arrives.
+    fn mark_for_reissue(&mut self) {
+        let now = self.clock.now();
+        let at = Instant::now();
+        for (id, held) in &self.held {
+            let svid = &held.svid;
+            let tainted = self.tainted.x509.contains(&svid.authority_id);
+            let revoked = self.revocations.is_serial_revoked(&svid.serial_hex, now);
+            if (tainted || revoked) && self.due.get(id).is_none_or(|d| *d > at) {
+                tracing::info!(
+                    entry_id = id,
+                    authority_id = svid.authority_id,
+                    serial = svid.serial_hex,
+                    tainted,
+                    revoked,
+                    "re-issuing SVID at once"
+                );
+                self.due.insert(id.clone(), at);
+                self.retries.remove(id);
+            }
+        }
+    }
+
+    /// Banned or evicted: nothing held is served any more, nothing is issued.
+    fn cut_off(&mut self, reason: &str) {
+        tracing::error!(reason, "agent cut off by the server: dropping every SVID");
+        self.cut_off = true;
+        self.entries.clear();
+        self.held.clear();
+        self.due.clear();
+        self.retries.clear();
+        self.revision = 0;
+        self.dirty = true;
     }
 
     fn upsert(&mut self, entry: RegistrationEntry) {
@@ -187,6 +337,9 @@ impl CacheManager {
     }
 
     async fn issue_due(&mut self) {
+        if self.cut_off {
+            return;
+        }
         let Some(bundle) = self.bundle.clone() else {
             return;
         };
@@ -245,9 +398,10 @@ impl CacheManager {
             let Some(key) = keys.remove(&result.entry_id) else {
                 continue;
             };
+            let authority = result.authority_id;
             match result
                 .chain
-                .and_then(|chain| self.accept(&result.entry_id, chain, &key, &bundle))
+                .and_then(|chain| self.accept(&result.entry_id, chain, authority, &key, &bundle))
             {
                 Ok(()) => {}
                 Err(e) => self.retry_later(&result.entry_id, &e),
@@ -261,6 +415,7 @@ impl CacheManager {
         &mut self,
         id: &str,
         chain: Vec<Vec<u8>>,
+        authority_id: String,
         key: &KeyPair,
         bundle: &[Vec<u8>],
     ) -> Result<(), String> {
@@ -276,10 +431,16 @@ impl CacheManager {
         let leaf = chain.first().ok_or("empty chain")?;
         let key_pkcs8 = key.serialize_der();
         key_matches_leaf(leaf, &key_pkcs8).map_err(|e| e.to_string())?;
-        let not_after = cert_info(leaf).map_err(|e| e.to_string())?.not_after;
+        let info = cert_info(leaf).map_err(|e| e.to_string())?;
+        let not_after = info.not_after;
+        let authority_id = if authority_id.is_empty() {
+            issuing_authority(&chain, bundle, received).unwrap_or_default()
+        } else {
+            authority_id
+        };
         let refresh = refresh_at(received, not_after, (self.jitter)());
         let now = Instant::now();
-        tracing::info!(entry_id = id, %spiffe_id, not_after = signet_core::clock::unix_seconds(not_after), "SVID issued");
+        tracing::info!(entry_id = id, %spiffe_id, serial = info.serial_hex, authority_id, not_after = signet_core::clock::unix_seconds(not_after), "SVID issued");
         self.due
             .insert(id.to_owned(), now + wait_until(received, refresh));
         self.held.insert(
@@ -289,6 +450,8 @@ impl CacheManager {
                     chain,
                     key_pkcs8,
                     not_after,
+                    authority_id,
+                    serial_hex: info.serial_hex,
                 }),
                 expires: now + wait_until(received, not_after),
             },
@@ -343,6 +506,10 @@ impl CacheManager {
             bundle: self.bundle.clone(),
             jwt_bundles: self.jwt_bundles.clone(),
             entries,
+            crls: self.crls.clone(),
+            revocations: Arc::new(self.revocations.clone()),
+            tainted: self.tainted.clone(),
+            revision: self.revision,
         }));
     }
 }

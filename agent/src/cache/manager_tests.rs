@@ -59,6 +59,7 @@ impl SvidSigner for TestCa {
                 SignResult {
                     entry_id: r.entry_id,
                     chain: Ok(vec![leaf]),
+                    authority_id: String::new(),
                 }
             })
             .collect())
@@ -140,7 +141,7 @@ impl Harness {
             entries,
             removed_entry_ids: vec![],
             bundle: Some(vec![self.ca.cert.clone()]),
-            jwt_keys: None,
+            ..Default::default()
         };
         self.updates.send(update).await.unwrap();
         settle().await;

@@ -5,17 +5,16 @@
 
 pub mod jwt;
 pub mod manager;
+pub mod persist;
 pub mod state;
-
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use signet_proto::node::{BatchSignX509SvidRequest, SignX509SvidParams};
 
-use crate::node_client::NodeConnector;
+use crate::node_client::LateConnector;
 pub use jwt::{JwtMinter, JwtSvidCache, MintError, MintedJwt, NodeMinter};
 pub use manager::{CacheManager, SyncUpdate};
-pub use state::{CachedEntry, Snapshot, Svid};
+pub use state::{CachedEntry, Revocations, Snapshot, Svid, Tainted};
 
 /// One CSR for one entry.
 #[derive(Debug, Clone)]
@@ -29,6 +28,8 @@ pub struct SignRequest {
 pub struct SignResult {
     pub entry_id: String,
     pub chain: Result<Vec<Vec<u8>>, String>,
+    /// The signing authority as the server names it; empty if it did not.
+    pub authority_id: String,
 }
 
 /// Whoever signs workload CSRs: the server in production, a test CA in tests.
@@ -39,13 +40,14 @@ pub trait SvidSigner: Send + Sync {
 
 /// Signs through the server's `BatchSignX509Svid`.
 pub struct NodeSigner {
-    pub connector: Arc<NodeConnector>,
+    pub connector: LateConnector,
 }
 
 #[async_trait]
 impl SvidSigner for NodeSigner {
     async fn batch_sign(&self, requests: Vec<SignRequest>) -> Result<Vec<SignResult>, String> {
-        let mut client = self.connector.client().await.map_err(|e| e.to_string())?;
+        let connector = self.connector.get().map_err(|e| e.to_string())?;
+        let mut client = connector.client().await.map_err(|e| e.to_string())?;
         let params = requests
             .into_iter()
             .map(|r| SignX509SvidParams {
@@ -59,7 +61,7 @@ impl SvidSigner for NodeSigner {
         {
             Ok(r) => r.into_inner(),
             Err(status) => {
-                self.connector.reset().await;
+                connector.reset().await;
                 return Err(format!("{:?}: {}", status.code(), status.message()));
             }
         };
@@ -68,6 +70,7 @@ impl SvidSigner for NodeSigner {
             .into_iter()
             .map(|r| SignResult {
                 entry_id: r.entry_id,
+                authority_id: r.authority_id,
                 chain: if r.error_code == 0 {
                     Ok(r.svid_chain)
                 } else {
@@ -80,4 +83,25 @@ impl SvidSigner for NodeSigner {
             })
             .collect())
     }
+}
+
+/// An X.509 authority's id: lowercase hex SHA-256 of its certificate DER.
+pub fn authority_id(ca_der: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(ca_der))
+}
+
+/// The id of the bundle CA that `chain` validates against, if any; used when
+/// the server did not name the authority (or for SVIDs loaded from disk).
+pub fn issuing_authority(
+    chain: &[Vec<u8>],
+    bundle: &[Vec<u8>],
+    now: std::time::SystemTime,
+) -> Option<String> {
+    bundle
+        .iter()
+        .find(|ca| {
+            signet_core::x509::validate_x509_svid(chain, std::slice::from_ref(*ca), now).is_ok()
+        })
+        .map(|ca| authority_id(ca))
 }

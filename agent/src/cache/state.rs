@@ -1,9 +1,9 @@
 //! The immutable snapshot the cache manager publishes: the trust bundle, the
-//! JWT keys of each trust domain and, per entry this agent holds, the entry
-//! and its current SVID (if issued).
+//! JWT keys of each trust domain, CRLs, revocations, tainted authorities and,
+//! per entry this agent holds, the entry and its current SVID (if issued).
 //! Readers get an `Arc` through a watch channel and never lock.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -18,6 +18,10 @@ pub struct Svid {
     /// PKCS#8 DER; never logged.
     pub key_pkcs8: Vec<u8>,
     pub not_after: SystemTime,
+    /// Lowercase hex SHA-256 of the DER of the CA certificate that signed it.
+    pub authority_id: String,
+    /// The leaf's serial, lowercase hex without separators.
+    pub serial_hex: String,
 }
 
 impl Svid {
@@ -31,6 +35,8 @@ impl std::fmt::Debug for Svid {
         f.debug_struct("Svid")
             .field("chain_len", &self.chain.len())
             .field("not_after", &self.not_after)
+            .field("authority_id", &self.authority_id)
+            .field("serial_hex", &self.serial_hex)
             .finish_non_exhaustive()
     }
 }
@@ -39,6 +45,44 @@ impl std::fmt::Debug for Svid {
 pub struct CachedEntry {
     pub entry: RegistrationEntry,
     pub svid: Option<Arc<Svid>>,
+}
+
+/// Credentials the server revoked, each until it would have expired anyway.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Revocations {
+    /// X.509 serial (lowercase hex) → the certificate's notAfter.
+    pub x509_serials: BTreeMap<String, SystemTime>,
+    /// JWT `jti` → the token's `exp`.
+    pub jwt_ids: BTreeMap<String, SystemTime>,
+}
+
+impl Revocations {
+    pub fn is_jti_revoked(&self, jti: &str, now: SystemTime) -> bool {
+        self.jwt_ids.get(jti).is_some_and(|exp| now < *exp)
+    }
+
+    pub fn is_serial_revoked(&self, serial_hex: &str, now: SystemTime) -> bool {
+        // Leading zero bytes differ between encoders; compare without them.
+        self.x509_serials
+            .get(serial_hex.trim_start_matches('0'))
+            .is_some_and(|exp| now < *exp)
+    }
+
+    /// Forgets entries whose credential has expired; true if any went.
+    pub fn prune(&mut self, now: SystemTime) -> bool {
+        let before = self.x509_serials.len() + self.jwt_ids.len();
+        self.x509_serials.retain(|_, exp| now < *exp);
+        self.jwt_ids.retain(|_, exp| now < *exp);
+        before != self.x509_serials.len() + self.jwt_ids.len()
+    }
+}
+
+/// Authorities whose credentials must be re-issued at once.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tainted {
+    /// X.509 authority ids: lowercase hex SHA-256 of the CA certificate DER.
+    pub x509: BTreeSet<String>,
+    pub jwt_kids: BTreeSet<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +94,12 @@ pub struct Snapshot {
     pub jwt_bundles: Arc<JwtBundles>,
     /// Keyed by entry id.
     pub entries: BTreeMap<String, CachedEntry>,
+    /// DER CRLs from the server, for the Workload API `crl` fields.
+    pub crls: Arc<Vec<Vec<u8>>>,
+    pub revocations: Arc<Revocations>,
+    pub tainted: Arc<Tainted>,
+    /// The last sync revision applied (persisted so a restart resumes).
+    pub revision: u64,
 }
 
 impl Snapshot {
@@ -59,6 +109,10 @@ impl Snapshot {
             bundle: None,
             jwt_bundles: Arc::default(),
             entries: BTreeMap::new(),
+            crls: Arc::default(),
+            revocations: Arc::default(),
+            tainted: Arc::default(),
+            revision: 0,
         }
     }
 

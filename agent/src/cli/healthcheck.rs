@@ -1,5 +1,7 @@
-//! `signet-agent healthcheck`: healthy when the Workload API answers, even
-//! if it answers PermissionDenied (this process has no identity).
+//! `signet-agent healthcheck`: healthy when the Workload API answers (even
+//! PermissionDenied: this process may have no identity) and the agent's
+//! health file next to the socket reports no problem (banned, evicted, agent
+//! SVID expired, server clock skew beyond `max_clock_skew`).
 
 use std::time::Duration;
 
@@ -29,6 +31,16 @@ pub async fn run(args: SocketArgs) -> anyhow::Result<()> {
     };
     match tokio::time::timeout(TIMEOUT, check).await {
         Ok(Ok(())) => {
+            let path = crate::health::health_path(&socket);
+            match crate::health::read(&path) {
+                Ok(Some(report)) => {
+                    if let Some(problem) = report.problem() {
+                        anyhow::bail!("agent is unhealthy: {problem}");
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => anyhow::bail!("agent is unhealthy: cannot read its health file {e}"),
+            }
             println!("Agent is healthy.");
             Ok(())
         }

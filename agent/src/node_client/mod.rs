@@ -34,6 +34,25 @@ pub enum NodeClientError {
         address: String,
         source: tonic::transport::Error,
     },
+    #[error("the agent has not attested to the server yet")]
+    NotAttested,
+}
+
+/// The connector, once the agent holds an identity: the cache and the JWT
+/// minter exist (and serve from disk) before attestation has finished.
+#[derive(Clone, Default)]
+pub struct LateConnector(Arc<std::sync::OnceLock<Arc<NodeConnector>>>);
+
+impl LateConnector {
+    pub fn set(&self, connector: Arc<NodeConnector>) {
+        if self.0.set(connector).is_err() {
+            tracing::warn!("node connector set twice; keeping the first");
+        }
+    }
+
+    pub fn get(&self) -> Result<&Arc<NodeConnector>, NodeClientError> {
+        self.0.get().ok_or(NodeClientError::NotAttested)
+    }
 }
 
 /// The SPIFFE ID every Signet server presents.

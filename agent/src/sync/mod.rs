@@ -1,18 +1,25 @@
 //! The Sync stream from the server: a snapshot of the entries this agent is
-//! authorized for and the bundle, then deltas as they happen. Each message
-//! goes to the cache manager; bundle changes also update the bundle the TLS
-//! verifier trusts and the copy on disk. Reconnects with backoff and jitter.
+//! authorized for, the bundle, revocations, CRLs and tainted authorities,
+//! then deltas as they happen. Each message goes to the cache manager; bundle
+//! changes also update the bundle the TLS verifier trusts and the copy on
+//! disk; taints also reach the agent SVID renewal. Reconnects with backoff
+//! and jitter from the last revision seen. A `PermissionDenied` end means the
+//! agent was banned or evicted: everything is dropped and it never retries.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use signet_core::clock::from_unix_seconds;
 use signet_core::jwt::{Jwk, JwtPublicKey};
-use signet_core::{RegistrationEntry, Selector, SpiffeId};
-use signet_proto::node::{Entry, JwtAuthority, SyncRequest, SyncResponse};
+use signet_core::{Clock, RegistrationEntry, Selector, SpiffeId};
+use signet_proto::node::revoked_credential::Credential;
+use signet_proto::node::{Entry, JwtAuthority, RevokedCredential, SyncRequest, SyncResponse};
 use tokio::sync::{mpsc, watch};
 
 use crate::backoff::Backoff;
-use crate::cache::SyncUpdate;
+use crate::cache::{Revocations, SyncUpdate, Tainted};
+use crate::health::{measure_skew, Health, Status};
 use crate::node_client::NodeConnector;
 use crate::storage::Storage;
 
@@ -30,23 +37,58 @@ pub struct SyncTask {
     pub connector: Arc<NodeConnector>,
     pub updates: mpsc::Sender<SyncUpdate>,
     pub bundle: watch::Sender<Arc<Vec<Vec<u8>>>>,
+    /// Tainted X.509 authority ids, for the agent SVID renewal.
+    pub tainted_x509: watch::Sender<BTreeSet<String>>,
     pub storage: Storage,
+    pub health: Health,
+    pub clock: Arc<dyn Clock>,
+    /// Resume from here (the revision of the cache loaded from disk).
+    pub start_revision: u64,
+}
+
+/// Reconnect delays: 500 ms doubling to a 30 s cap, reset by any message.
+pub fn reconnect_backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(500), Duration::from_secs(30))
 }
 
 impl SyncTask {
-    /// Streams forever, reconnecting after errors or a closed stream.
+    /// Streams forever, reconnecting after errors or a closed stream; parks
+    /// for good once the server has cut the agent off.
     pub async fn run(self) {
-        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
-        let mut revision = 0u64;
+        let mut backoff = reconnect_backoff();
+        let mut revision = self.start_revision;
         loop {
             match self.stream_once(&mut revision, &mut backoff).await {
                 Ok(()) => tracing::warn!("sync stream closed by the server; reconnecting"),
                 Err(SyncError::Closed) => return,
-                Err(e) => tracing::warn!(error = %e, "sync stream failed; reconnecting"),
+                Err(SyncError::Status(s)) if s.code() == tonic::Code::PermissionDenied => {
+                    self.cut_off(s.message()).await;
+                    return std::future::pending().await;
+                }
+                Err(e) => tracing::warn!(error = %e, revision, "sync stream failed; reconnecting"),
             }
             self.connector.reset().await;
             tokio::time::sleep(backoff.next_delay()).await;
         }
+    }
+
+    /// Banned or evicted: drop every SVID, forget the dead identity so a
+    /// restart does not try it again, and say what to do.
+    async fn cut_off(&self, server_said: &str) {
+        let (status, message) = cut_off_report(server_said);
+        tracing::error!(server_said, "{message}");
+        self.health.set_status(status, message.clone());
+        let _ = self
+            .updates
+            .send(SyncUpdate {
+                cut_off: Some(message),
+                ..Default::default()
+            })
+            .await;
+        if let Err(e) = self.storage.forget_identity() {
+            tracing::error!(error = %e, "cannot remove the agent identity from the data dir");
+        }
+        self.connector.reset().await;
     }
 
     async fn stream_once(
@@ -64,9 +106,19 @@ impl SyncTask {
         while let Some(message) = stream.message().await? {
             backoff.reset();
             *revision = message.revision;
+            if let Some(skew) = measure_skew(message.server_time_ms, self.clock.now()) {
+                self.health.record_skew(skew);
+            }
             let update = self.parse(message);
             if let Some(bundle) = &update.bundle {
                 self.bundle_changed(bundle);
+            }
+            if let Some(tainted) = &update.tainted {
+                self.tainted_x509.send_if_modified(|t| {
+                    let changed = *t != tainted.x509;
+                    t.clone_from(&tainted.x509);
+                    changed
+                });
             }
             self.updates
                 .send(update)
@@ -82,6 +134,7 @@ impl SyncTask {
             snapshot = message.snapshot,
             entries = message.entries.len(),
             removed = message.removed_entry_ids.len(),
+            revocations = message.revocations.len(),
             "sync message"
         );
         let entries = message
@@ -109,6 +162,18 @@ impl SyncTask {
                 .map(|b| b.x509_authorities)
                 .filter(|b| !b.is_empty()),
             jwt_keys,
+            revision: message.revision,
+            revocations: revocations_from_proto(&message.revocations),
+            crls: message.crls.map(|c| c.crls),
+            tainted: message.tainted.map(|t| Tainted {
+                x509: t
+                    .x509
+                    .into_iter()
+                    .map(|id| id.to_ascii_lowercase())
+                    .collect(),
+                jwt_kids: t.jwt_kids.into_iter().collect(),
+            }),
+            cut_off: None,
         }
     }
 
@@ -128,6 +193,51 @@ impl SyncTask {
             }
         }
     }
+}
+
+/// What to report when the server refuses the agent with `PermissionDenied`.
+pub fn cut_off_report(server_said: &str) -> (Status, String) {
+    if server_said.to_ascii_lowercase().contains("banned") {
+        (
+            Status::Banned,
+            format!(
+                "agent banned by the server ({server_said}): every SVID was dropped and the Workload API serves nothing; this identity will not be used again: attest with a new join token (--join-token) once the ban is justified to be lifted"
+            ),
+        )
+    } else {
+        (
+            Status::Evicted,
+            format!(
+                "agent evicted by the server ({server_said}): every SVID was dropped; a new join token is needed: restart the agent with --join-token TOKEN"
+            ),
+        )
+    }
+}
+
+/// Revocations on the wire, serials normalized to lowercase hex.
+pub fn revocations_from_proto(list: &[RevokedCredential]) -> Revocations {
+    let mut out = Revocations::default();
+    for r in list {
+        let expires = from_unix_seconds(r.expires_at);
+        match &r.credential {
+            Some(Credential::X509Serial(serial)) => {
+                let serial: String = serial
+                    .chars()
+                    .filter(|c| *c != ':')
+                    .collect::<String>()
+                    .to_ascii_lowercase();
+                let serial = serial.trim_start_matches('0').to_owned();
+                tracing::info!(serial, reason = r.reason, "X.509-SVID revoked");
+                out.x509_serials.insert(serial, expires);
+            }
+            Some(Credential::JwtId(jti)) => {
+                tracing::info!(jti, reason = r.reason, "JWT-SVID revoked");
+                out.jwt_ids.insert(jti.clone(), expires);
+            }
+            None => {}
+        }
+    }
+    out
 }
 
 /// Parses the bundle's JWT keys once; a key that does not parse is logged

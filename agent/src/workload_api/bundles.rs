@@ -20,7 +20,7 @@ pub fn bundles_state(
     snapshot.matching(selectors).next()?;
     let bundle = snapshot.bundle.as_deref()?.concat();
     Some(X509BundlesResponse {
-        crl: vec![],
+        crl: snapshot.crls.to_vec(),
         bundles: [(snapshot.trust_domain.id_string(), bundle)].into(),
     })
 }

@@ -20,6 +20,7 @@ use crate::cache::{CachedEntry, JwtSvidCache, Snapshot};
 pub const AUDIENCE_REQUIRED: &str = "audience must be specified";
 pub const EMPTY_AUDIENCE: &str = "audience must not contain an empty value";
 pub const SVID_REQUIRED: &str = "svid must be specified";
+pub const REVOKED: &str = "token has been revoked";
 
 /// The requested SPIFFE ID, if any, once the request is known to be sound.
 pub fn check_fetch_request(request: &JwtsvidRequest) -> Result<Option<SpiffeId>, Status> {
@@ -123,6 +124,10 @@ pub fn validate(
         ValidationOptions { now, leeway },
     )
     .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let jti = validated.claims.get("jti").and_then(Value::as_str);
+    if jti.is_some_and(|jti| snapshot.revocations.is_jti_revoked(jti, now)) {
+        return Err(Status::invalid_argument(REVOKED));
+    }
     Ok(ValidateJwtsvidResponse {
         spiffe_id: validated.spiffe_id.to_string(),
         claims: Some(to_struct(validated.claims)),

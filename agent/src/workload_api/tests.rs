@@ -61,11 +61,13 @@ impl TestCa {
             signet_core::x509::leaf_params(&id, &[], now - Duration::from_secs(30), now + ttl)
                 .unwrap();
         let leaf = signet_core::x509::sign_leaf(&params, &key, &issuer).unwrap();
-        let not_after = signet_core::x509::cert_info(&leaf).unwrap().not_after;
+        let info = signet_core::x509::cert_info(&leaf).unwrap();
         Arc::new(Svid {
             chain: vec![leaf],
             key_pkcs8: key.serialize_der(),
-            not_after,
+            not_after: info.not_after,
+            authority_id: crate::cache::authority_id(&self.cert),
+            serial_hex: info.serial_hex,
         })
     }
 }
@@ -106,6 +108,10 @@ fn snapshot(ca: &TestCa, entries: Vec<(RegistrationEntry, Option<Arc<Svid>>)>) -
         bundle: Some(Arc::new(vec![ca.cert.clone()])),
         jwt_bundles: Arc::new(jwt_bundles),
         entries,
+        crls: Arc::default(),
+        revocations: Arc::default(),
+        tainted: Arc::default(),
+        revision: 1,
     })
 }
 

@@ -74,7 +74,7 @@ pub fn x509_state(
     }
     X509State::Ready(X509svidResponse {
         svids,
-        crl: vec![],
+        crl: snapshot.crls.to_vec(),
         federated_bundles: Default::default(),
     })
 }

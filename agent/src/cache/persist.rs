@@ -1,0 +1,323 @@
+//! The workload SVID cache on disk, so a restarted agent serves what it held
+//! before it reaches the server. One JSON file (mode 0600: it holds private
+//! keys), rewritten atomically by one task a short while after the cache
+//! changes, so bursts of changes cost one write and readers never wait.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use signet_core::clock::{from_unix_seconds, unix_seconds};
+use signet_core::jwt::{Jwk, JwtPublicKey};
+use signet_core::x509::cert_info;
+use signet_core::{RegistrationEntry, Selector, SpiffeId, TrustDomain};
+use tokio::sync::watch;
+
+use super::state::{Revocations, Snapshot, Svid, Tainted};
+use crate::storage::write_atomic;
+
+pub const CACHE_FILE: &str = "workload_cache.json";
+const VERSION: u32 = 1;
+/// Changes closer together than this are written once.
+const COALESCE: Duration = Duration::from_millis(200);
+
+#[derive(Debug, thiserror::Error)]
+pub enum PersistError {
+    #[error("{path}: {message}")]
+    Read { path: PathBuf, message: String },
+    #[error(transparent)]
+    Write(#[from] crate::storage::StorageError),
+    #[error("cannot encode the cache: {0}")]
+    Encode(String),
+}
+
+/// What a previous run left, parsed and checked.
+#[derive(Debug, Default)]
+pub struct Restored {
+    pub revision: u64,
+    pub bundle: Vec<Vec<u8>>,
+    pub jwt_keys: Vec<(String, JwtPublicKey)>,
+    pub crls: Vec<Vec<u8>>,
+    pub revocations: Revocations,
+    pub tainted: Tainted,
+    pub entries: Vec<(RegistrationEntry, Option<RestoredSvid>)>,
+}
+
+#[derive(Debug)]
+pub struct RestoredSvid {
+    pub svid: Svid,
+    /// Rotation counts from here after a restart.
+    pub not_before: SystemTime,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CacheFile {
+    version: u32,
+    trust_domain: String,
+    revision: u64,
+    bundle: Vec<String>,
+    jwt_keys: Vec<Jwk>,
+    crls: Vec<String>,
+    revoked_x509_serials: Vec<(String, i64)>,
+    revoked_jwt_ids: Vec<(String, i64)>,
+    tainted_x509: Vec<String>,
+    tainted_jwt_kids: Vec<String>,
+    entries: Vec<EntryFile>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct EntryFile {
+    id: String,
+    spiffe_id: String,
+    parent_id: String,
+    selectors: Vec<String>,
+    x509_svid_ttl: Option<u64>,
+    jwt_svid_ttl: Option<u64>,
+    dns_names: Vec<String>,
+    hint: String,
+    admin: bool,
+    downstream: bool,
+    revision: u64,
+    svid: Option<SvidFile>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SvidFile {
+    chain: Vec<String>,
+    key_pkcs8: String,
+    authority_id: String,
+}
+
+pub fn cache_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(CACHE_FILE)
+}
+
+/// The JSON document for `snapshot`.
+pub fn encode(snapshot: &Snapshot) -> Result<Vec<u8>, PersistError> {
+    let b64 = |v: &Vec<u8>| B64.encode(v);
+    let mut jwt_keys: Vec<Jwk> = snapshot
+        .jwt_bundles
+        .get(&snapshot.trust_domain)
+        .map(|keys| {
+            keys.iter()
+                .map(|(kid, key)| Jwk::from_public_key(key, "jwt-svid", Some(kid.clone())))
+                .collect()
+        })
+        .unwrap_or_default();
+    jwt_keys.sort_by(|a, b| a.kid.cmp(&b.kid));
+    let file = CacheFile {
+        version: VERSION,
+        trust_domain: snapshot.trust_domain.as_str().to_owned(),
+        revision: snapshot.revision,
+        bundle: snapshot
+            .bundle
+            .as_deref()
+            .map(|b| b.iter().map(b64).collect())
+            .unwrap_or_default(),
+        jwt_keys,
+        crls: snapshot.crls.iter().map(b64).collect(),
+        revoked_x509_serials: expiries(&snapshot.revocations.x509_serials),
+        revoked_jwt_ids: expiries(&snapshot.revocations.jwt_ids),
+        tainted_x509: snapshot.tainted.x509.iter().cloned().collect(),
+        tainted_jwt_kids: snapshot.tainted.jwt_kids.iter().cloned().collect(),
+        entries: snapshot
+            .entries
+            .values()
+            .map(|c| {
+                let e = &c.entry;
+                EntryFile {
+                    id: e.id.clone(),
+                    spiffe_id: e.spiffe_id.to_string(),
+                    parent_id: e.parent_id.to_string(),
+                    selectors: e.selectors.iter().map(ToString::to_string).collect(),
+                    x509_svid_ttl: e.x509_svid_ttl.map(|d| d.as_secs()),
+                    jwt_svid_ttl: e.jwt_svid_ttl.map(|d| d.as_secs()),
+                    dns_names: e.dns_names.clone(),
+                    hint: e.hint.clone(),
+                    admin: e.admin,
+                    downstream: e.downstream,
+                    revision: e.revision,
+                    svid: c.svid.as_ref().map(|s| SvidFile {
+                        chain: s.chain.iter().map(b64).collect(),
+                        key_pkcs8: B64.encode(&s.key_pkcs8),
+                        authority_id: s.authority_id.clone(),
+                    }),
+                }
+            })
+            .collect(),
+    };
+    serde_json::to_vec(&file).map_err(|e| PersistError::Encode(e.to_string()))
+}
+
+fn expiries(map: &std::collections::BTreeMap<String, SystemTime>) -> Vec<(String, i64)> {
+    map.iter()
+        .map(|(k, t)| (k.clone(), unix_seconds(*t)))
+        .collect()
+}
+
+/// Reads the cache a previous run wrote for `trust_domain`; `None` when
+/// there is none (or it belongs to another trust domain).
+pub fn load(data_dir: &Path, trust_domain: &TrustDomain) -> Result<Option<Restored>, PersistError> {
+    let path = cache_path(data_dir);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(PersistError::Read {
+                path,
+                message: e.to_string(),
+            })
+        }
+    };
+    decode(&bytes, trust_domain).map_err(|message| PersistError::Read { path, message })
+}
+
+/// Parses a cache document. An entry or SVID that does not parse is
+/// skipped (the server sends it again); a broken document is an error.
+pub fn decode(bytes: &[u8], trust_domain: &TrustDomain) -> Result<Option<Restored>, String> {
+    let file: CacheFile = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    if file.version != VERSION {
+        return Err(format!("unknown cache version {}", file.version));
+    }
+    if file.trust_domain != trust_domain.as_str() {
+        tracing::warn!(
+            cached = file.trust_domain,
+            configured = %trust_domain,
+            "cached SVIDs belong to another trust domain; ignoring them"
+        );
+        return Ok(None);
+    }
+    let der = |s: &String| B64.decode(s).map_err(|e| e.to_string());
+    let ders = |v: &[String]| v.iter().map(der).collect::<Result<Vec<_>, _>>();
+    let jwt_keys = file
+        .jwt_keys
+        .iter()
+        .filter_map(|jwk| {
+            let kid = jwk.kid.clone()?;
+            JwtPublicKey::from_jwk(jwk).ok().map(|k| (kid, k))
+        })
+        .collect();
+    let revoked = |v: Vec<(String, i64)>| {
+        v.into_iter()
+            .map(|(k, t)| (k, from_unix_seconds(t)))
+            .collect()
+    };
+    let entries = file
+        .entries
+        .into_iter()
+        .filter_map(|e| {
+            let id = e.id.clone();
+            entry_from_file(e)
+                .map_err(|error| tracing::warn!(entry_id = id, error, "skipping cached entry"))
+                .ok()
+        })
+        .collect();
+    Ok(Some(Restored {
+        revision: file.revision,
+        bundle: ders(&file.bundle)?,
+        jwt_keys,
+        crls: ders(&file.crls)?,
+        revocations: Revocations {
+            x509_serials: revoked(file.revoked_x509_serials),
+            jwt_ids: revoked(file.revoked_jwt_ids),
+        },
+        tainted: Tainted {
+            x509: file.tainted_x509.into_iter().collect(),
+            jwt_kids: file.tainted_jwt_kids.into_iter().collect(),
+        },
+        entries,
+    }))
+}
+
+fn entry_from_file(e: EntryFile) -> Result<(RegistrationEntry, Option<RestoredSvid>), String> {
+    let selectors = e
+        .selectors
+        .iter()
+        .map(|s| s.parse::<Selector>().map_err(|x| x.to_string()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let entry = RegistrationEntry {
+        id: e.id,
+        spiffe_id: SpiffeId::parse_with_path(&e.spiffe_id).map_err(|x| x.to_string())?,
+        parent_id: SpiffeId::parse(&e.parent_id).map_err(|x| x.to_string())?,
+        selectors,
+        x509_svid_ttl: e.x509_svid_ttl.map(Duration::from_secs),
+        jwt_svid_ttl: e.jwt_svid_ttl.map(Duration::from_secs),
+        dns_names: e.dns_names,
+        hint: e.hint,
+        admin: e.admin,
+        downstream: e.downstream,
+        revision: e.revision,
+    };
+    let svid = match e.svid.map(svid_from_file).transpose() {
+        Ok(s) => s,
+        Err(error) => {
+            tracing::warn!(entry_id = entry.id, error, "skipping cached SVID");
+            None
+        }
+    };
+    Ok((entry, svid))
+}
+
+fn svid_from_file(s: SvidFile) -> Result<RestoredSvid, String> {
+    let chain = s
+        .chain
+        .iter()
+        .map(|c| B64.decode(c).map_err(|e| e.to_string()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let key_pkcs8 = B64.decode(&s.key_pkcs8).map_err(|e| e.to_string())?;
+    let leaf = chain.first().ok_or("empty chain")?;
+    signet_core::x509::key_matches_leaf(leaf, &key_pkcs8).map_err(|e| e.to_string())?;
+    let info = cert_info(leaf).map_err(|e| e.to_string())?;
+    Ok(RestoredSvid {
+        not_before: info.not_before,
+        svid: Svid {
+            chain,
+            key_pkcs8,
+            not_after: info.not_after,
+            authority_id: s.authority_id,
+            serial_hex: info.serial_hex,
+        },
+    })
+}
+
+/// Writes the published cache to disk whenever it changes, coalescing
+/// bursts; the Workload API never waits for it.
+pub async fn persist_loop(data_dir: PathBuf, mut snapshots: watch::Receiver<Arc<Snapshot>>) {
+    let path = cache_path(&data_dir);
+    let mut last: Option<Vec<u8>> = None;
+    loop {
+        if snapshots.changed().await.is_err() {
+            return;
+        }
+        tokio::time::sleep(COALESCE).await;
+        let snapshot = snapshots.borrow_and_update().clone();
+        if !snapshot.is_ready() {
+            continue;
+        }
+        let doc = match encode(&snapshot) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot persist the SVID cache");
+                continue;
+            }
+        };
+        if last.as_ref() == Some(&doc) {
+            continue;
+        }
+        let target = path.clone();
+        let contents = doc.clone();
+        let written =
+            tokio::task::spawn_blocking(move || write_atomic(&target, &contents, 0o600)).await;
+        match written {
+            Ok(Ok(())) => {
+                tracing::debug!(entries = snapshot.entries.len(), "SVID cache persisted");
+                last = Some(doc);
+            }
+            Ok(Err(e)) => tracing::error!(error = %e, "cannot persist the SVID cache"),
+            Err(e) => tracing::error!(error = %e, "cache writer task failed"),
+        }
+    }
+}
