@@ -28,7 +28,8 @@ use crate::attest::JoinTokenAttestor;
 use crate::ca::{create_private_dir, CaSettings, CertificateAuthority};
 use crate::config::RuntimeConfig;
 use crate::datastore::{DataStore, SqliteDataStore};
-use crate::events::ChangeBus;
+use crate::events::{Change, ChangeBus};
+use crate::revocation::Revocations;
 
 pub const DATASTORE_FILE: &str = "datastore.sqlite3";
 const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -69,6 +70,7 @@ pub async fn start(config: RuntimeConfig, clock: Arc<dyn Clock>) -> anyhow::Resu
             default_svid_ttl: config.default_x509_svid_ttl,
             default_jwt_svid_ttl: config.default_jwt_svid_ttl,
             backdate: config.not_before_backdate,
+            schedule: config.authority_schedule,
         },
         clock.clone(),
     )?;
@@ -84,21 +86,25 @@ pub async fn start(config: RuntimeConfig, clock: Arc<dyn Clock>) -> anyhow::Resu
         }
     );
     crate::bundle::sync_sequence(ds.as_ref(), &ca, None).await?;
-    let bus = ChangeBus::new(ds.current_revision().await?);
+    let bus = ChangeBus::persistent(ds.clone()).await?;
+    let revocations = Arc::new(Revocations::new());
+    revocations.refresh(ds.as_ref(), &ca).await?;
     let (stop, stop_rx) = watch::channel(false);
     let dyn_ds: Arc<dyn DataStore> = ds.clone();
     let state = ServerState {
         ds: dyn_ds.clone(),
         ca: ca.clone(),
-        bus,
-        join_tokens: JoinTokenAttestor::new(dyn_ds.clone(), ca.clone()),
+        bus: bus.clone(),
+        revocations: revocations.clone(),
+        join_tokens: JoinTokenAttestor::new(dyn_ds, ca.clone()),
         join_token_ttl: config.join_token_ttl,
         shutdown: stop_rx.clone(),
     };
 
     let (resolver, renew_task) = start_server_svid(ca.clone())?;
     let mut background = vec![tokio::spawn(renew_task)];
-    background.push(tokio::spawn(prune_join_tokens(dyn_ds, clock)));
+    background.push(tokio::spawn(prune(state.clone(), clock)));
+    background.push(tokio::spawn(rotate_authorities(state.clone())));
 
     let tls = server_config(ca.clone(), resolver)?;
     let tcp = TcpListener::bind(config.bind)
@@ -214,14 +220,71 @@ fn bind_admin_socket(path: &Path) -> anyhow::Result<UnixListener> {
     Ok(listener)
 }
 
-async fn prune_join_tokens(ds: Arc<dyn DataStore>, clock: Arc<dyn Clock>) {
+/// Drops expired join tokens, issued-credential records and revocations;
+/// when revocations went, the CRLs are rebuilt and pushed.
+async fn prune(state: ServerState, clock: Arc<dyn Clock>) {
     loop {
         tokio::time::sleep(PRUNE_EVERY).await;
+        let now = unix_seconds(clock.now());
         // An hour of grace, so a late agent still hears "join token expired".
-        match ds.prune_join_tokens(unix_seconds(clock.now()) - 3600).await {
+        match state.ds.prune_join_tokens(now - 3600).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(pruned = n, "dropped expired join tokens"),
             Err(e) => tracing::warn!(error = %e, "pruning join tokens failed"),
+        }
+        match state.ds.prune_expired(now).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(pruned = n, "dropped revocations of expired credentials");
+                refresh_crls(&state).await;
+            }
+            Err(e) => tracing::warn!(error = %e, "pruning revocations failed"),
+        }
+    }
+}
+
+async fn refresh_crls(state: &ServerState) {
+    match state
+        .revocations
+        .refresh(state.ds.as_ref(), &state.ca)
+        .await
+    {
+        Ok(true) => {
+            state.bus.publish(Change::CrlsChanged).await;
+        }
+        Ok(false) => {}
+        Err(e) => tracing::warn!(error = %e, "rebuilding the CRLs failed"),
+    }
+}
+
+/// Drives the authority state machine: sleeps until the next transition
+/// (prepare, activate, drop), applies it, and pushes the new bundle.
+async fn rotate_authorities(state: ServerState) {
+    loop {
+        let now = state.ca.now();
+        let at = state.ca.next_transition();
+        // Re-check at least hourly, in case the wall clock jumped.
+        let wait = signet_core::rotation::wait_until(now, at).min(Duration::from_secs(3600));
+        tokio::time::sleep(wait.max(Duration::from_millis(100))).await;
+        let tainted_before = state.ca.tainted();
+        match state.ca.tick() {
+            Ok(false) => {}
+            Ok(true) => {
+                if let Err(e) =
+                    crate::bundle::sync_sequence(state.ds.as_ref(), &state.ca, Some(&state.bus))
+                        .await
+                {
+                    tracing::warn!(error = %e, "storing the bundle sequence failed");
+                }
+                if state.ca.tainted() != tainted_before {
+                    state.bus.publish(Change::TaintedChanged).await;
+                }
+                refresh_crls(&state).await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "authority rotation failed; retrying in a minute");
+                tokio::time::sleep(Duration::from_secs(60)).await;
+            }
         }
     }
 }

@@ -26,7 +26,7 @@ pub async fn sync_sequence(
     if sequence != before.sequence {
         tracing::info!(sequence, "trust bundle sequence");
         if let Some(bus) = bus {
-            bus.publish(Change::BundleChanged);
+            bus.publish(Change::BundleChanged).await;
         }
     }
     Ok(sequence)
@@ -50,6 +50,7 @@ mod tests {
             default_svid_ttl: Duration::from_secs(600),
             default_jwt_svid_ttl: Duration::from_secs(300),
             backdate: Duration::from_secs(30),
+            schedule: Default::default(),
         };
         CertificateAuthority::load_or_create(&dir.join("ca"), settings, clock)
             .unwrap()
@@ -77,10 +78,10 @@ mod tests {
         assert_eq!(sync_sequence(&ds, &ca, None).await.unwrap(), first);
         ds.close().await;
 
-        // A new JWT key (its files removed): the sequence moves on.
-        std::fs::remove_file(dir.path().join("ca").join(crate::ca::JWT_KEY_FILE)).unwrap();
+        // A new JWT key (prepared): the sequence moves on.
         let ds = SqliteDataStore::open(&db).await.unwrap();
         let ca = load(dir.path(), clock.clone());
+        ca.prepare(crate::ca::AuthorityKind::Jwt).unwrap();
         let second = sync_sequence(&ds, &ca, None).await.unwrap();
         assert!(second > first);
         ds.close().await;

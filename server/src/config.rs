@@ -34,6 +34,10 @@ pub struct FileConfig {
     pub default_jwt_svid_ttl: Option<ConfigDuration>,
     pub join_token_ttl: Option<ConfigDuration>,
     pub log_json: Option<bool>,
+    /// Fraction of an authority's life after which the next is prepared.
+    pub authority_prepare_at: Option<f64>,
+    /// Fraction of an authority's life left when the next is activated.
+    pub authority_activate_at: Option<f64>,
 }
 
 impl FileConfig {
@@ -62,6 +66,8 @@ impl FileConfig {
             default_jwt_svid_ttl: flags.default_jwt_svid_ttl.or(self.default_jwt_svid_ttl),
             join_token_ttl: flags.join_token_ttl.or(self.join_token_ttl),
             log_json: flags.log_json.or(self.log_json),
+            authority_prepare_at: flags.authority_prepare_at.or(self.authority_prepare_at),
+            authority_activate_at: flags.authority_activate_at.or(self.authority_activate_at),
         }
     }
 }
@@ -78,6 +84,8 @@ pub enum ConfigError {
     Bind(String, String),
     #[error("{0} must be longer than zero")]
     ZeroDuration(&'static str),
+    #[error("{0} must be a fraction between 0 and 1, got {1}")]
+    Fraction(&'static str, f64),
 }
 
 /// What the server runs on, every value decided.
@@ -93,6 +101,8 @@ pub struct RuntimeConfig {
     pub join_token_ttl: Duration,
     pub not_before_backdate: Duration,
     pub log_json: bool,
+    /// When authorities are prepared and activated.
+    pub authority_schedule: crate::ca::Schedule,
 }
 
 impl RuntimeConfig {
@@ -146,8 +156,36 @@ impl TryFrom<FileConfig> for RuntimeConfig {
             join_token_ttl: dur(f.join_token_ttl, DEFAULT_JOIN_TOKEN_TTL, "join_token_ttl")?,
             not_before_backdate: NOT_BEFORE_BACKDATE,
             log_json: f.log_json.unwrap_or(false),
+            authority_schedule: schedule(f.authority_prepare_at, f.authority_activate_at)?,
         })
     }
+}
+
+fn schedule(
+    prepare: Option<f64>,
+    activate: Option<f64>,
+) -> Result<crate::ca::Schedule, ConfigError> {
+    let d = crate::ca::Schedule::default();
+    let check = |v: Option<f64>, default: f64, name: &'static str| {
+        let v = v.unwrap_or(default);
+        if v.is_finite() && v > 0.0 && v < 1.0 {
+            Ok(v)
+        } else {
+            Err(ConfigError::Fraction(name, v))
+        }
+    };
+    let prepare_at = check(prepare, d.prepare_at, "authority_prepare_at")?;
+    let activate_at = check(activate, d.activate_at, "authority_activate_at")?;
+    if prepare_at + activate_at > 1.0 {
+        return Err(ConfigError::Fraction(
+            "authority_prepare_at + authority_activate_at",
+            prepare_at + activate_at,
+        ));
+    }
+    Ok(crate::ca::Schedule {
+        prepare_at,
+        activate_at,
+    })
 }
 
 #[cfg(test)]

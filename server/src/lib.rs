@@ -12,5 +12,6 @@ pub mod cli;
 pub mod config;
 pub mod datastore;
 pub mod events;
+pub mod revocation;
 
 pub use config::{FileConfig, RuntimeConfig};

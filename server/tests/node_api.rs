@@ -674,11 +674,26 @@ async fn bundle_sequence_and_jwt_key_survive_a_restart() {
     assert_eq!(second.jwt_authorities, first.jwt_authorities);
     server.stop().await;
 
-    // A new JWT key changes the bundle: the sequence increases.
-    std::fs::remove_file(&key).unwrap();
+    // A new (prepared) JWT key changes the bundle: the sequence increases,
+    // and it survives a restart.
     let server = start(config(), Arc::new(SystemClock)).await.unwrap();
+    let mut admin = signet_server::cli::client::connect(&server.admin_socket)
+        .await
+        .unwrap();
+    let prepared = admin
+        .prepare_authority(admin::AuthorityKindRequest {
+            kind: admin::AuthorityKind::Jwt as i32,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(prepared.state, "prepared");
     let third = get(&server).await;
     assert!(third.sequence > second.sequence);
-    assert_ne!(third.jwt_authorities[0].kid, first.jwt_authorities[0].kid);
+    assert_eq!(third.jwt_authorities.len(), 2);
+    assert!(third.jwt_authorities.iter().any(|a| a.kid == prepared.id));
+    server.stop().await;
+    let server = start(config(), Arc::new(SystemClock)).await.unwrap();
+    assert_eq!(get(&server).await, third);
     server.stop().await;
 }

@@ -19,10 +19,11 @@ use signet_proto::admin::{
 };
 use tonic::{Request, Response, Status};
 
-use super::convert::{admin_agent, admin_bundle, admin_entry};
+use super::convert::{admin_agent, admin_authority, admin_bundle, admin_entry};
 use super::status::ApiError;
 use super::validate::{check_audience, dns_name, new_entry, requested_ttl, selector, spiffe_id_in};
 use super::ServerState;
+use crate::ca::AuthorityKind;
 use crate::datastore::EntryFilter;
 use crate::events::Change;
 
@@ -33,6 +34,29 @@ pub struct AdminService {
 impl AdminService {
     pub fn new(state: ServerState) -> Self {
         Self { state }
+    }
+}
+
+fn authority_kind(kind: i32) -> Result<AuthorityKind, ApiError> {
+    match signet_proto::admin::AuthorityKind::try_from(kind) {
+        Ok(signet_proto::admin::AuthorityKind::X509) => Ok(AuthorityKind::X509),
+        Ok(signet_proto::admin::AuthorityKind::Jwt) => Ok(AuthorityKind::Jwt),
+        _ => Err(ApiError::InvalidArgument(
+            "authority kind must be X509 or JWT".into(),
+        )),
+    }
+}
+
+impl AdminService {
+    /// The authorities changed: a new bundle sequence, pushed to every agent.
+    async fn bundle_changed(&self) -> Result<(), ApiError> {
+        crate::bundle::sync_sequence(
+            self.state.ds.as_ref(),
+            &self.state.ca,
+            Some(&self.state.bus),
+        )
+        .await?;
+        Ok(())
     }
 }
 
@@ -77,7 +101,7 @@ impl Admin for AdminService {
             "entry created"
         );
         let out = admin_entry(&rec);
-        self.state.bus.publish(Change::EntryCreated(rec));
+        self.state.bus.publish(Change::EntryCreated(rec)).await;
         Ok(Response::new(out))
     }
 
@@ -111,7 +135,7 @@ impl Admin for AdminService {
         }
         let rec = self.state.ds.delete_entry(id).await?;
         tracing::info!(entry_id = %id, spiffe_id = %rec.entry.spiffe_id, "entry deleted");
-        self.state.bus.publish(Change::EntryDeleted(rec));
+        self.state.bus.publish(Change::EntryDeleted(rec)).await;
         Ok(Response::new(DeleteEntryResponse {}))
     }
 
@@ -148,10 +172,13 @@ impl Admin for AdminService {
         let id = parse_agent_id(&request.get_ref().spiffe_id)?;
         let agent = self.state.ds.evict_agent(&id).await?;
         tracing::info!(agent = %id, "agent evicted");
-        self.state.bus.publish(Change::AgentRevoked {
-            agent_id: id,
-            banned: false,
-        });
+        self.state
+            .bus
+            .publish(Change::AgentRevoked {
+                agent_id: id,
+                banned: false,
+            })
+            .await;
         Ok(Response::new(admin_agent(&agent)))
     }
 
@@ -159,10 +186,13 @@ impl Admin for AdminService {
         let id = parse_agent_id(&request.get_ref().spiffe_id)?;
         let agent = self.state.ds.ban_agent(&id).await?;
         tracing::info!(agent = %id, "agent banned");
-        self.state.bus.publish(Change::AgentRevoked {
-            agent_id: id,
-            banned: true,
-        });
+        self.state
+            .bus
+            .publish(Change::AgentRevoked {
+                agent_id: id,
+                banned: true,
+            })
+            .await;
         Ok(Response::new(admin_agent(&agent)))
     }
 
@@ -183,6 +213,10 @@ impl Admin for AdminService {
         check_audience(&req.audience)?;
         let ttl = requested_ttl(req.ttl)?;
         let minted = self.state.ca.mint_jwt_svid(&id, &req.audience, ttl)?;
+        self.state
+            .ds
+            .record_jwt(&minted.jti, &id, &minted.kid, minted.expires_at)
+            .await?;
         tracing::info!(
             spiffe_id = %id,
             audience = ?req.audience,
@@ -221,6 +255,15 @@ impl Admin for AdminService {
             self.state
                 .ca
                 .issue_x509_svid(&csr.spiffe_id, &csr.public_key, &dns_names, ttl)?;
+        self.state
+            .ds
+            .record_x509(
+                &svid.serial_hex,
+                &csr.spiffe_id,
+                &svid.authority_id,
+                unix_seconds(svid.not_after),
+            )
+            .await?;
         tracing::info!(
             spiffe_id = %csr.spiffe_id,
             serial = %svid.serial_hex,
@@ -243,51 +286,6 @@ impl Admin for AdminService {
         Ok(Response::new(HealthResponse {
             serving: db_ok && ca_ok,
         }))
-    }
-
-    async fn list_authorities(
-        &self,
-        _request: Request<AuthorityKindRequest>,
-    ) -> Result<Response<ListAuthoritiesResponse>, Status> {
-        Err(Status::unimplemented(
-            "list_authorities is not implemented yet",
-        ))
-    }
-
-    async fn prepare_authority(
-        &self,
-        _request: Request<AuthorityKindRequest>,
-    ) -> Result<Response<Authority>, Status> {
-        Err(Status::unimplemented(
-            "prepare_authority is not implemented yet",
-        ))
-    }
-
-    async fn activate_authority(
-        &self,
-        _request: Request<AuthorityKindRequest>,
-    ) -> Result<Response<Authority>, Status> {
-        Err(Status::unimplemented(
-            "activate_authority is not implemented yet",
-        ))
-    }
-
-    async fn taint_authority(
-        &self,
-        _request: Request<AuthorityRequest>,
-    ) -> Result<Response<Authority>, Status> {
-        Err(Status::unimplemented(
-            "taint_authority is not implemented yet",
-        ))
-    }
-
-    async fn revoke_authority(
-        &self,
-        _request: Request<AuthorityRequest>,
-    ) -> Result<Response<Authority>, Status> {
-        Err(Status::unimplemented(
-            "revoke_authority is not implemented yet",
-        ))
     }
 
     async fn revoke_x509_svid(
@@ -315,5 +313,70 @@ impl Admin for AdminService {
         Err(Status::unimplemented(
             "introspect_jwt_svid is not implemented yet",
         ))
+    }
+
+    async fn list_authorities(
+        &self,
+        request: Request<AuthorityKindRequest>,
+    ) -> Result<Response<ListAuthoritiesResponse>, Status> {
+        let kind = authority_kind(request.get_ref().kind)?;
+        Ok(Response::new(ListAuthoritiesResponse {
+            authorities: self
+                .state
+                .ca
+                .list(kind)
+                .iter()
+                .map(admin_authority)
+                .collect(),
+        }))
+    }
+
+    async fn prepare_authority(
+        &self,
+        request: Request<AuthorityKindRequest>,
+    ) -> Result<Response<Authority>, Status> {
+        let kind = authority_kind(request.get_ref().kind)?;
+        let a = self.state.ca.prepare(kind)?;
+        self.bundle_changed().await?;
+        Ok(Response::new(admin_authority(&a)))
+    }
+
+    async fn activate_authority(
+        &self,
+        request: Request<AuthorityKindRequest>,
+    ) -> Result<Response<Authority>, Status> {
+        let kind = authority_kind(request.get_ref().kind)?;
+        let a = self.state.ca.activate(kind)?;
+        self.bundle_changed().await?;
+        Ok(Response::new(admin_authority(&a)))
+    }
+
+    async fn taint_authority(
+        &self,
+        request: Request<AuthorityRequest>,
+    ) -> Result<Response<Authority>, Status> {
+        let kind = authority_kind(request.get_ref().kind)?;
+        let a = self.state.ca.taint(kind, request.get_ref().id.trim())?;
+        self.state.bus.publish(Change::TaintedChanged).await;
+        Ok(Response::new(admin_authority(&a)))
+    }
+
+    async fn revoke_authority(
+        &self,
+        request: Request<AuthorityRequest>,
+    ) -> Result<Response<Authority>, Status> {
+        let kind = authority_kind(request.get_ref().kind)?;
+        let a = self.state.ca.revoke(kind, request.get_ref().id.trim())?;
+        self.bundle_changed().await?;
+        self.state.bus.publish(Change::TaintedChanged).await;
+        if self
+            .state
+            .revocations
+            .refresh(self.state.ds.as_ref(), &self.state.ca)
+            .await?
+        {
+            self.state.bus.publish(Change::CrlsChanged).await;
+        }
+        Ok(Response::new(admin_authority(&a)))
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use signet_proto::{admin, node};
 
 use crate::bundle::REFRESH_HINT_SECS;
-use crate::ca::{Bundle, JwtAuthority};
+use crate::ca::{AuthorityInfo, AuthorityKind, Bundle, JwtAuthority};
 use crate::datastore::{AgentRecord, EntryRecord};
 
 fn ttl_secs(ttl: Option<Duration>) -> u32 {
@@ -105,5 +105,20 @@ fn admin_jwt_authority(a: &JwtAuthority) -> admin::JwtAuthority {
         kid: a.kid.clone(),
         jwk: jwk_json(a),
         expires_at: a.expires_at,
+    }
+}
+
+pub fn admin_authority(a: &AuthorityInfo) -> admin::Authority {
+    admin::Authority {
+        kind: match a.kind {
+            AuthorityKind::X509 => admin::AuthorityKind::X509,
+            AuthorityKind::Jwt => admin::AuthorityKind::Jwt,
+        } as i32,
+        id: a.id.clone(),
+        state: a.state.as_str().to_owned(),
+        tainted: a.tainted,
+        not_before: a.not_before,
+        not_after: a.not_after,
+        certificate: a.certificate.clone().unwrap_or_default(),
     }
 }

@@ -18,6 +18,7 @@ use crate::attest::JoinTokenAttestor;
 use crate::ca::CertificateAuthority;
 use crate::datastore::DataStore;
 use crate::events::ChangeBus;
+use crate::revocation::Revocations;
 
 /// What every handler needs; cheap to clone.
 #[derive(Clone)]
@@ -25,6 +26,7 @@ pub struct ServerState {
     pub ds: Arc<dyn DataStore>,
     pub ca: Arc<CertificateAuthority>,
     pub bus: ChangeBus,
+    pub revocations: Arc<Revocations>,
     pub join_tokens: JoinTokenAttestor,
     pub join_token_ttl: Duration,
     /// Turns true when the server is stopping; long-lived streams end then.

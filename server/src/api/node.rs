@@ -65,6 +65,15 @@ impl NodeService {
             &entry.dns_names,
             entry.x509_svid_ttl,
         )?;
+        self.state
+            .ds
+            .record_x509(
+                &svid.serial_hex,
+                &entry.spiffe_id,
+                &svid.authority_id,
+                unix_seconds(svid.not_after),
+            )
+            .await?;
         tracing::info!(
             agent = %agent.spiffe_id,
             spiffe_id = %entry.spiffe_id,
@@ -98,6 +107,15 @@ impl NodeService {
             .state
             .ca
             .mint_jwt_svid(&entry.spiffe_id, audience, entry.jwt_svid_ttl)?;
+        self.state
+            .ds
+            .record_jwt(
+                &minted.jti,
+                &entry.spiffe_id,
+                &minted.kid,
+                minted.expires_at,
+            )
+            .await?;
         // The token is a bearer credential: log who and when, never the token.
         tracing::info!(
             agent = %agent.spiffe_id,
@@ -142,6 +160,16 @@ impl Node for NodeService {
             }
             None => return Err(AttestError::MissingMethod.into()),
         };
+        self.state
+            .ds
+            .record_x509(
+                &attested.svid.serial_hex,
+                &attested.record.spiffe_id,
+                &attested.svid.authority_id,
+                unix_seconds(attested.svid.not_after),
+            )
+            .await
+            .map_err(ApiError::from)?;
         tracing::info!(
             agent = %attested.record.spiffe_id,
             method = %attested.record.attestation_type,
@@ -180,6 +208,15 @@ impl Node for NodeService {
                 unix_seconds(svid.not_after),
             )
             .await?;
+        self.state
+            .ds
+            .record_x509(
+                &svid.serial_hex,
+                &agent.spiffe_id,
+                &svid.authority_id,
+                unix_seconds(svid.not_after),
+            )
+            .await?;
         tracing::info!(agent = %agent.spiffe_id, serial = %svid.serial_hex, "renewed agent SVID");
         Ok(Response::new(RenewAgentResponse {
             svid_chain: svid.chain,
@@ -197,7 +234,8 @@ impl Node for NodeService {
             since = request.get_ref().since_revision,
             "sync stream opened"
         );
-        let rx = super::sync::start(self.state.clone(), agent.spiffe_id);
+        let since = request.get_ref().since_revision;
+        let rx = super::sync::start(self.state.clone(), agent.spiffe_id, since);
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 

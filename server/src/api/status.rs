@@ -6,6 +6,7 @@ use crate::api::validate::EntryError;
 use crate::attest::AttestError;
 use crate::ca::CaError;
 use crate::datastore::DataStoreError;
+use crate::revocation::RevocationError;
 use signet_core::jwt::JwtError;
 
 /// An API failure with the status code it maps to.
@@ -24,6 +25,8 @@ pub enum ApiError {
     #[error("{0}")]
     Unavailable(String),
     #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{0}")]
     Internal(String),
 }
 
@@ -36,6 +39,7 @@ impl ApiError {
             ApiError::PermissionDenied(_) => Code::PermissionDenied,
             ApiError::Unauthenticated(_) => Code::Unauthenticated,
             ApiError::Unavailable(_) => Code::Unavailable,
+            ApiError::FailedPrecondition(_) => Code::FailedPrecondition,
             ApiError::Internal(_) => Code::Internal,
         }
     }
@@ -69,6 +73,8 @@ impl From<CaError> for ApiError {
     fn from(e: CaError) -> Self {
         match e {
             CaError::Expired => ApiError::Unavailable(e.to_string()),
+            CaError::NotFound(_) => ApiError::NotFound(e.to_string()),
+            CaError::FailedPrecondition(m) => ApiError::FailedPrecondition(m),
             CaError::Jwt(JwtError::MissingAud) => {
                 ApiError::InvalidArgument("audience must not be empty".into())
             }
@@ -86,6 +92,21 @@ impl From<AttestError> for ApiError {
             AttestError::DataStore(d) => d.into(),
             AttestError::Ca(c) => c.into(),
         }
+    }
+}
+
+impl From<RevocationError> for ApiError {
+    fn from(e: RevocationError) -> Self {
+        match e {
+            RevocationError::DataStore(d) => d.into(),
+            RevocationError::Ca(c) => c.into(),
+        }
+    }
+}
+
+impl From<RevocationError> for Status {
+    fn from(e: RevocationError) -> Self {
+        ApiError::from(e).into()
     }
 }
 

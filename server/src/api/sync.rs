@@ -1,19 +1,27 @@
-//! The Sync stream of one agent: a snapshot of its entries and the bundle,
-//! then each change that concerns it as it is published on the change bus. A
-//! subscriber that falls behind gets a fresh snapshot; a banned or evicted
-//! agent's stream ends with `PermissionDenied`.
+//! The Sync stream of one agent. A new stream (or one whose
+//! `since_revision` the server no longer covers) starts with a snapshot of
+//! its entries, the bundle, the revocations, CRLs and tainted authorities; a
+//! stream that resumes from a revision still in the event log gets only the
+//! events after it (or, if none, one empty message at the current
+//! revision). Then each change that concerns the agent, as it is published.
+//! A subscriber that falls behind gets a fresh snapshot; a banned or
+//! evicted agent's stream ends with `PermissionDenied`.
 
 use std::sync::Arc;
 
+use signet_core::clock::unix_seconds;
 use signet_core::SpiffeId;
-use signet_proto::node::SyncResponse;
+use signet_proto::node::{
+    revoked_credential, CrlSet, RevokedCredential, SyncResponse, TaintedAuthorities,
+};
 use tokio::sync::{broadcast, mpsc};
 use tonic::Status;
 
 use super::convert::{node_bundle, node_entry};
 use super::status::ApiError;
 use super::ServerState;
-use crate::events::{Change, Event};
+use crate::datastore::{Revocation, RevokedKind};
+use crate::events::{Change, Event, Resume};
 
 type Tx = mpsc::Sender<Result<SyncResponse, Status>>;
 
@@ -21,48 +29,103 @@ type Tx = mpsc::Sender<Result<SyncResponse, Status>>;
 pub fn start(
     state: ServerState,
     agent_id: SpiffeId,
+    since: u64,
 ) -> mpsc::Receiver<Result<SyncResponse, Status>> {
     let (tx, rx) = mpsc::channel(64);
-    // Subscribe before reading the snapshot, so no change can fall between.
-    let (events, _) = state.bus.subscribe();
+    // Subscribe before reading anything, so no change can fall between.
+    let (events, current, resume) = state.bus.resume(since);
     tokio::spawn(async move {
-        if let Err(e) = run(&state, &agent_id, events, &tx).await {
+        if let Err(e) = run(&state, &agent_id, events, current, resume, &tx).await {
             let _ = tx.send(Err(e.into())).await;
         }
     });
     rx
 }
 
+fn node_revocation(r: &Revocation) -> RevokedCredential {
+    RevokedCredential {
+        credential: Some(match r.kind {
+            RevokedKind::X509 => revoked_credential::Credential::X509Serial(r.id.clone()),
+            RevokedKind::Jwt => revoked_credential::Credential::JwtId(r.id.clone()),
+        }),
+        expires_at: r.expires_at,
+        reason: r.reason.clone(),
+    }
+}
+
+fn crls(state: &ServerState) -> CrlSet {
+    CrlSet {
+        crls: state.revocations.crls(),
+    }
+}
+
+fn tainted(state: &ServerState) -> TaintedAuthorities {
+    let (x509, jwt_kids) = state.ca.tainted();
+    TaintedAuthorities { x509, jwt_kids }
+}
+
+/// Sends a snapshot at `revision` (every event up to it is reflected: events
+/// are published after their change is committed).
 async fn snapshot(
     state: &ServerState,
     agent_id: &SpiffeId,
+    revision: u64,
     tx: &Tx,
-) -> Result<Option<u64>, ApiError> {
-    // The revision is taken before reading, so every event numbered below it
-    // is already in what we read (events are published after commit).
-    let revision = state.bus.next_revision();
+) -> Result<bool, ApiError> {
     let entries = state.ds.entries_by_parent(agent_id).await?;
+    let revocations = state.ds.revocations(unix_seconds(state.ca.now())).await?;
     let msg = SyncResponse {
         revision,
         snapshot: true,
         entries: entries.iter().map(node_entry).collect(),
         removed_entry_ids: vec![],
         bundle: Some(node_bundle(&state.ca.bundle())),
+        revocations: revocations.iter().map(node_revocation).collect(),
+        crls: Some(crls(state)),
+        tainted: Some(tainted(state)),
         server_time_ms: server_time_ms(state),
-        ..Default::default()
     };
-    Ok(tx.send(Ok(msg)).await.ok().map(|_| revision))
+    Ok(tx.send(Ok(msg)).await.is_ok())
 }
 
 async fn run(
     state: &ServerState,
     agent_id: &SpiffeId,
     mut events: broadcast::Receiver<Arc<Event>>,
+    current: u64,
+    resume: Resume,
     tx: &Tx,
 ) -> Result<(), ApiError> {
-    let Some(mut last) = snapshot(state, agent_id, tx).await? else {
-        return Ok(());
-    };
+    let mut last = current;
+    match resume {
+        Resume::Snapshot => {
+            if !snapshot(state, agent_id, current, tx).await? {
+                return Ok(());
+            }
+        }
+        Resume::Events(missed) => {
+            let mut sent = false;
+            for event in &missed {
+                if let Some(msg) = message_for(state, agent_id, event)? {
+                    if tx.send(Ok(msg)).await.is_err() {
+                        return Ok(());
+                    }
+                    sent = true;
+                }
+            }
+            if !sent {
+                // Nothing missed that concerns it: say where we stand.
+                let msg = SyncResponse {
+                    revision: current,
+                    server_time_ms: server_time_ms(state),
+                    ..Default::default()
+                };
+                if tx.send(Ok(msg)).await.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+    }
     let mut shutdown = state.shutdown.clone();
     loop {
         let event = tokio::select! {
@@ -76,10 +139,12 @@ async fn run(
             Ok(e) => e,
             Err(broadcast::error::RecvError::Lagged(n)) => {
                 tracing::info!(agent = %agent_id, missed = n, "sync stream fell behind; resending a snapshot");
-                match snapshot(state, agent_id, tx).await? {
-                    Some(rev) => last = rev,
-                    None => return Ok(()),
+                let (fresh, rev) = state.bus.subscribe();
+                events = fresh;
+                if !snapshot(state, agent_id, rev, tx).await? {
+                    return Ok(());
                 }
+                last = rev;
                 continue;
             }
             Err(broadcast::error::RecvError::Closed) => return Ok(()),
@@ -121,12 +186,28 @@ fn message_for(
             bundle: Some(node_bundle(&state.ca.bundle())),
             ..base
         }),
+        Change::Revoked(r) => Some(SyncResponse {
+            revocations: vec![node_revocation(r)],
+            crls: (r.kind == RevokedKind::X509).then(|| crls(state)),
+            ..base
+        }),
+        Change::CrlsChanged => Some(SyncResponse {
+            crls: Some(crls(state)),
+            ..base
+        }),
+        Change::TaintedChanged => Some(SyncResponse {
+            tainted: Some(tainted(state)),
+            ..base
+        }),
         Change::AgentRevoked {
             agent_id: id,
             banned,
         } if id == agent_id => {
-            let what = if *banned { "banned" } else { "evicted" };
-            return Err(ApiError::PermissionDenied(format!("agent {id} was {what}")));
+            return Err(ApiError::PermissionDenied(if *banned {
+                format!("agent {id} is banned")
+            } else {
+                format!("agent {id} was evicted; attest again")
+            }));
         }
         _ => None,
     })

@@ -100,6 +100,8 @@ impl RunArgs {
             default_jwt_svid_ttl: self.default_jwt_svid_ttl.map(ConfigDuration),
             join_token_ttl: self.join_token_ttl.map(ConfigDuration),
             log_json: self.log_json.then_some(true),
+            authority_prepare_at: None,
+            authority_activate_at: None,
         };
         Ok(RuntimeConfig::try_from(file.merge(flags))?)
     }

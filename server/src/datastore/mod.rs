@@ -51,6 +51,36 @@ pub struct EntryRecord {
     pub created_at: i64,
 }
 
+/// Which kind of credential a revocation names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevokedKind {
+    X509,
+    Jwt,
+}
+
+impl RevokedKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RevokedKind::X509 => "x509",
+            RevokedKind::Jwt => "jwt",
+        }
+    }
+}
+
+/// A revoked credential, kept until it expires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    pub kind: RevokedKind,
+    /// Lowercase hex serial (X.509) or jti (JWT).
+    pub id: String,
+    /// The X.509 authority id or JWT kid that signed it.
+    pub authority_id: String,
+    pub reason: String,
+    /// Unix seconds.
+    pub revoked_at: i64,
+    pub expires_at: i64,
+}
+
 /// Every set field must match; selectors: entries holding all of them.
 #[derive(Debug, Clone, Default)]
 pub struct EntryFilter {
@@ -110,4 +140,38 @@ pub trait DataStore: Send + Sync + 'static {
     async fn sync_bundle_sequence(&self, fingerprint: &str) -> Result<u64>;
     /// Drops join tokens that expired before `now`; returns how many.
     async fn prune_join_tokens(&self, now: i64) -> Result<u64>;
+
+    /// Increases the persistent event revision; returns the new value.
+    async fn bump_revision(&self) -> Result<u64>;
+
+    /// Records an issued X.509-SVID (`serial` lowercase hex).
+    async fn record_x509(
+        &self,
+        serial: &str,
+        spiffe_id: &SpiffeId,
+        authority_id: &str,
+        expires_at: i64,
+    ) -> Result<()>;
+    /// Records a minted JWT-SVID.
+    async fn record_jwt(
+        &self,
+        jti: &str,
+        spiffe_id: &SpiffeId,
+        kid: &str,
+        expires_at: i64,
+    ) -> Result<()>;
+    /// Revokes a recorded, unexpired credential (`NotFound` otherwise).
+    /// Revoking again keeps the first record.
+    async fn revoke(
+        &self,
+        kind: RevokedKind,
+        id: &str,
+        reason: &str,
+        now: i64,
+    ) -> Result<Revocation>;
+    /// Every revocation whose credential has not expired at `now`.
+    async fn revocations(&self, now: i64) -> Result<Vec<Revocation>>;
+    /// Drops issued-credential records and revocations expired at `now`;
+    /// returns how many revocations went.
+    async fn prune_expired(&self, now: i64) -> Result<u64>;
 }

@@ -15,7 +15,10 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, Sqlite, Transaction};
 
-use super::{AgentRecord, DataStore, DataStoreError, EntryFilter, EntryRecord, Result};
+use super::{
+    AgentRecord, DataStore, DataStoreError, EntryFilter, EntryRecord, Result, Revocation,
+    RevokedKind,
+};
 
 /// The schema, compiled into the binary so a fresh machine needs no files.
 const MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -28,6 +31,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "bundle_state",
         include_str!("../../migrations/0002_bundle_state.sql"),
+    ),
+    (
+        3,
+        "revocation",
+        include_str!("../../migrations/0003_revocation.sql"),
     ),
 ];
 
@@ -89,6 +97,14 @@ impl SqliteDataStore {
 
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+
+    /// `PRAGMA integrity_check`: `ok` when the file is sound.
+    pub async fn integrity_check(&self) -> Result<String> {
+        sqlx::query_scalar("PRAGMA integrity_check")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(backend)
     }
 }
 
@@ -166,6 +182,27 @@ fn entry_from_row(row: &SqliteRow) -> Result<EntryRecord> {
             revision: u64::try_from(revision).unwrap_or(0),
         },
         created_at: row.try_get("created_at").map_err(get)?,
+    })
+}
+
+fn revocation_from_row(row: &SqliteRow) -> Result<Revocation> {
+    let get = |e: sqlx::Error| backend(e);
+    let kind: String = row.try_get("kind").map_err(get)?;
+    Ok(Revocation {
+        kind: match kind.as_str() {
+            "x509" => RevokedKind::X509,
+            "jwt" => RevokedKind::Jwt,
+            other => {
+                return Err(DataStoreError::Corrupt(format!(
+                    "unknown revocation kind {other:?}"
+                )))
+            }
+        },
+        id: row.try_get("id").map_err(get)?,
+        authority_id: row.try_get("authority_id").map_err(get)?,
+        reason: row.try_get("reason").map_err(get)?,
+        revoked_at: row.try_get("revoked_at").map_err(get)?,
+        expires_at: row.try_get("expires_at").map_err(get)?,
     })
 }
 
@@ -478,6 +515,152 @@ impl DataStore for SqliteDataStore {
             .execute(&self.pool)
             .await
             .map_err(backend)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn bump_revision(&self) -> Result<u64> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let rev = bump_revision(&mut tx).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(rev)
+    }
+
+    async fn record_x509(
+        &self,
+        serial: &str,
+        spiffe_id: &SpiffeId,
+        authority_id: &str,
+        expires_at: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT OR REPLACE INTO issued_x509 (serial, spiffe_id, authority_id, expires_at) \
+             VALUES (?, ?, ?, ?)",
+        )
+        .bind(serial)
+        .bind(spiffe_id.to_string())
+        .bind(authority_id)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn record_jwt(
+        &self,
+        jti: &str,
+        spiffe_id: &SpiffeId,
+        kid: &str,
+        expires_at: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT OR REPLACE INTO issued_jwt (jti, spiffe_id, kid, expires_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(jti)
+        .bind(spiffe_id.to_string())
+        .bind(kid)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn revoke(
+        &self,
+        kind: RevokedKind,
+        id: &str,
+        reason: &str,
+        now: i64,
+    ) -> Result<Revocation> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        // A write first, so the transaction holds the lock from the start.
+        sqlx::query("UPDATE revision SET value = value WHERE id = 1")
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        let lookup = match kind {
+            RevokedKind::X509 => {
+                "SELECT authority_id, expires_at FROM issued_x509 WHERE serial = ? AND expires_at > ?"
+            }
+            RevokedKind::Jwt => {
+                "SELECT kid AS authority_id, expires_at FROM issued_jwt WHERE jti = ? AND expires_at > ?"
+            }
+        };
+        let row = sqlx::query(lookup)
+            .bind(id)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend)?;
+        let Some(row) = row else {
+            let what = match kind {
+                RevokedKind::X509 => "X.509-SVID with serial",
+                RevokedKind::Jwt => "JWT-SVID with jti",
+            };
+            return Err(DataStoreError::NotFound(format!(
+                "{what} {id} (never issued by this server, or already expired)"
+            )));
+        };
+        let authority_id: String = row.try_get("authority_id").map_err(backend)?;
+        let expires_at: i64 = row.try_get("expires_at").map_err(backend)?;
+        sqlx::query(
+            "INSERT INTO revocations (kind, id, authority_id, reason, revoked_at, expires_at) \
+             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (kind, id) DO NOTHING",
+        )
+        .bind(kind.as_str())
+        .bind(id)
+        .bind(&authority_id)
+        .bind(reason)
+        .bind(now)
+        .bind(expires_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        let row = sqlx::query(
+            "SELECT kind, id, authority_id, reason, revoked_at, expires_at FROM revocations \
+             WHERE kind = ? AND id = ?",
+        )
+        .bind(kind.as_str())
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(backend)?;
+        let rev = revocation_from_row(&row)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(rev)
+    }
+
+    async fn revocations(&self, now: i64) -> Result<Vec<Revocation>> {
+        let rows = sqlx::query(
+            "SELECT kind, id, authority_id, reason, revoked_at, expires_at FROM revocations \
+             WHERE expires_at > ? ORDER BY revoked_at, id",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.iter().map(revocation_from_row).collect()
+    }
+
+    async fn prune_expired(&self, now: i64) -> Result<u64> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        for sql in [
+            "DELETE FROM issued_x509 WHERE expires_at <= ?",
+            "DELETE FROM issued_jwt WHERE expires_at <= ?",
+        ] {
+            sqlx::query(sql)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+        }
+        let done = sqlx::query("DELETE FROM revocations WHERE expires_at <= ?")
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
         Ok(done.rows_affected())
     }
 }
