@@ -176,3 +176,87 @@ async fn minted_token_validates_against_the_signer_key() {
     .unwrap();
     assert_eq!(v.spiffe_id, me());
 }
+
+fn policy_snapshot(
+    entries: &[&str],
+    revoked_jtis: &[&str],
+    tainted_kids: &[&str],
+    now: SystemTime,
+) -> super::super::Snapshot {
+    let mut s = super::super::Snapshot::empty(TrustDomain::new("example.org").unwrap());
+    for id in entries {
+        s.entries.insert(
+            (*id).into(),
+            super::super::CachedEntry {
+                entry: signet_core::RegistrationEntry {
+                    id: (*id).into(),
+                    spiffe_id: me(),
+                    parent_id: SpiffeId::parse("spiffe://example.org/agent").unwrap(),
+                    selectors: vec![],
+                    x509_svid_ttl: None,
+                    jwt_svid_ttl: None,
+                    dns_names: vec![],
+                    hint: String::new(),
+                    admin: false,
+                    downstream: false,
+                    revision: 1,
+                },
+                svid: None,
+            },
+        );
+    }
+    let mut r = super::super::Revocations::default();
+    for jti in revoked_jtis {
+        r.jwt_ids
+            .insert((*jti).into(), now + Duration::from_secs(600));
+    }
+    s.revocations = Arc::new(r);
+    s.tainted = Arc::new(super::super::Tainted {
+        x509: Default::default(),
+        jwt_kids: tainted_kids.iter().map(|k| k.to_string()).collect(),
+    });
+    s
+}
+
+#[tokio::test(start_paused = true)]
+async fn revoked_jti_is_dropped_from_the_cache_and_a_fresh_token_minted() {
+    let (minter, cache, clock) = setup(Duration::from_secs(300), Duration::ZERO);
+    let first = cache.fetch("e1", &me(), &aud(&["x"])).await.unwrap();
+    assert_eq!(minter.calls(), 1);
+    cache.apply_policy(&policy_snapshot(&["e1"], &["jti-0"], &[], clock.now()));
+    assert_eq!(cache.cached_len(), 0, "revoked token dropped");
+    let second = cache.fetch("e1", &me(), &aud(&["x"])).await.unwrap();
+    assert_ne!(first, second);
+    assert_eq!(minter.calls(), 2);
+
+    // Nor is a revoked token served from cache while the server is down.
+    minter.set_unreachable(true);
+    cache.apply_policy(&policy_snapshot(
+        &["e1"],
+        &["jti-0", "jti-1"],
+        &[],
+        clock.now(),
+    ));
+    assert!(cache.fetch("e1", &me(), &aud(&["x"])).await.is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn tokens_of_a_tainted_kid_are_dropped() {
+    let (minter, cache, clock) = setup(Duration::from_secs(300), Duration::ZERO);
+    cache.fetch("e1", &me(), &aud(&["x"])).await.unwrap();
+    cache.apply_policy(&policy_snapshot(&["e1"], &[], &["other-kid"], clock.now()));
+    assert_eq!(cache.cached_len(), 1, "other kids do not matter");
+    cache.apply_policy(&policy_snapshot(&["e1"], &[], &["k1"], clock.now()));
+    assert_eq!(cache.cached_len(), 0);
+    let _ = minter;
+}
+
+#[tokio::test(start_paused = true)]
+async fn all_tokens_go_when_the_agent_loses_its_entries() {
+    let (_, cache, clock) = setup(Duration::from_secs(300), Duration::ZERO);
+    cache.fetch("e1", &me(), &aud(&["x"])).await.unwrap();
+    cache.fetch("e1", &me(), &aud(&["y"])).await.unwrap();
+    assert_eq!(cache.cached_len(), 2);
+    cache.apply_policy(&policy_snapshot(&[], &[], &[], clock.now()));
+    assert_eq!(cache.cached_len(), 0, "banned: every JWT-SVID dropped");
+}

@@ -30,6 +30,8 @@ struct TestCa {
     calls: AtomicUsize,
     fail: std::sync::atomic::AtomicBool,
     batch_sizes: Mutex<Vec<usize>>,
+    /// The authority id the fake server names on what it signs.
+    authority: Mutex<String>,
 }
 
 #[async_trait]
@@ -59,7 +61,7 @@ impl SvidSigner for TestCa {
                 SignResult {
                     entry_id: r.entry_id,
                     chain: Ok(vec![leaf]),
-                    authority_id: String::new(),
+                    authority_id: self.authority.lock().unwrap().clone(),
                 }
             })
             .collect())
@@ -67,6 +69,7 @@ impl SvidSigner for TestCa {
 }
 
 struct Harness {
+    origin: Instant,
     ca: Arc<TestCa>,
     updates: mpsc::Sender<SyncUpdate>,
     snapshots: watch::Receiver<Arc<Snapshot>>,
@@ -77,9 +80,19 @@ fn td() -> TrustDomain {
 }
 
 fn start(ttl: Duration) -> Harness {
+    start_with(ttl, || 0.0, None)
+}
+
+/// A manager with this jitter, optionally restored from what a previous
+/// run (whose clock started at that instant) left.
+fn start_with(
+    ttl: Duration,
+    jitter: fn() -> f64,
+    restored: Option<(Restored, Instant)>,
+) -> Harness {
     let clock = Arc::new(TokioClock {
         base: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
-        start: Instant::now(),
+        start: restored.as_ref().map_or_else(Instant::now, |r| r.1),
     });
     let key = KeyPair::generate().unwrap();
     let now = clock.now();
@@ -101,11 +114,16 @@ fn start(ttl: Duration) -> Harness {
         calls: AtomicUsize::new(0),
         fail: std::sync::atomic::AtomicBool::new(false),
         batch_sizes: Mutex::new(vec![]),
+        authority: Mutex::new(String::new()),
     });
     let (tx, rx) = mpsc::channel(16);
-    let (manager, snapshots) = CacheManager::new(td(), ca.clone(), clock, || 0.0, rx);
+    let (mut manager, snapshots) = CacheManager::new(td(), ca.clone(), clock.clone(), jitter, rx);
+    if let Some((r, _)) = restored {
+        manager.restore(r);
+    }
     tokio::spawn(manager.run());
     Harness {
+        origin: clock.start,
         ca,
         updates: tx,
         snapshots,
@@ -231,3 +249,6 @@ async fn still_valid_svid_is_kept_while_renewal_fails_and_dropped_at_expiry() {
     settle().await;
     assert!(h.current().entries["a"].svid.is_some(), "issued again");
 }
+
+#[path = "manager_revocation_tests.rs"]
+mod revocation;

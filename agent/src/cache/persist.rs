@@ -321,3 +321,43 @@ pub async fn persist_loop(data_dir: PathBuf, mut snapshots: watch::Receiver<Arc<
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[tokio::test]
+    async fn cache_is_written_with_mode_0600_and_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let td = TrustDomain::new("example.org").unwrap();
+        let mut snapshot = Snapshot::empty(td.clone());
+        snapshot.bundle = Some(Arc::new(vec![b"ca".to_vec()]));
+        snapshot.revision = 42;
+        snapshot.crls = Arc::new(vec![b"crl".to_vec()]);
+        let mut revocations = Revocations::default();
+        revocations
+            .jwt_ids
+            .insert("j".into(), from_unix_seconds(2_000_000_000));
+        snapshot.revocations = Arc::new(revocations.clone());
+        let (tx, rx) = watch::channel(Arc::new(Snapshot::empty(td.clone())));
+        tokio::spawn(persist_loop(dir.path().to_owned(), rx));
+        tx.send_replace(Arc::new(snapshot));
+        let path = cache_path(dir.path());
+        for _ in 0..100 {
+            if path.exists() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let back = load(dir.path(), &td).unwrap().unwrap();
+        assert_eq!(back.revision, 42);
+        assert_eq!(back.bundle, vec![b"ca".to_vec()]);
+        assert_eq!(back.crls, vec![b"crl".to_vec()]);
+        assert_eq!(back.revocations, revocations);
+        let other = TrustDomain::new("other.org").unwrap();
+        assert!(load(dir.path(), &other).unwrap().is_none());
+    }
+}

@@ -359,6 +359,39 @@ mod tests {
     }
 
     #[test]
+    fn banned_and_evicted_are_told_apart() {
+        let (status, message) = cut_off_report("agent is banned");
+        assert_eq!(status, Status::Banned);
+        assert!(message.contains("banned"), "{message}");
+        let (status, message) = cut_off_report("agent spiffe://x/y not found");
+        assert_eq!(status, Status::Evicted);
+        assert!(message.contains("new join token"), "{message}");
+    }
+
+    #[test]
+    fn wire_revocations_are_normalized() {
+        let list = [
+            RevokedCredential {
+                credential: Some(Credential::X509Serial("00:AB:01".into())),
+                expires_at: 2_000_000_000,
+                reason: "leak".into(),
+            },
+            RevokedCredential {
+                credential: Some(Credential::JwtId("j1".into())),
+                expires_at: 2_000_000_000,
+                reason: String::new(),
+            },
+            RevokedCredential::default(),
+        ];
+        let r = revocations_from_proto(&list);
+        let now = from_unix_seconds(1_900_000_000);
+        assert!(r.is_serial_revoked("ab01", now));
+        assert!(r.is_serial_revoked("00ab01", now));
+        assert!(r.is_jti_revoked("j1", now));
+        assert!(!r.is_jti_revoked("j1", from_unix_seconds(2_000_000_000)));
+    }
+
+    #[test]
     fn malformed_wire_entries_are_refused() {
         assert!(entry_from_proto(wire("spiffe://example.org", ("unix", "uid:1"))).is_err());
         assert!(entry_from_proto(wire("spiffe://example.org/me", ("", "uid:1"))).is_err());

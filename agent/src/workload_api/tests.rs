@@ -363,3 +363,6 @@ async fn stale_socket_is_replaced_on_bind() {
 
 #[path = "jwt_api_tests.rs"]
 mod jwt_api;
+
+#[path = "revocation_api_tests.rs"]
+mod revocation_api_tests;
