@@ -20,12 +20,15 @@ use signet_proto::admin::{
 use tonic::{Request, Response, Status};
 
 use super::convert::{admin_agent, admin_authority, admin_bundle, admin_entry};
+use super::introspect::introspect;
 use super::status::ApiError;
 use super::validate::{check_audience, dns_name, new_entry, requested_ttl, selector, spiffe_id_in};
 use super::ServerState;
 use crate::ca::AuthorityKind;
-use crate::datastore::EntryFilter;
+use crate::datastore::{EntryFilter, RevokedKind};
 use crate::events::Change;
+use crate::revocation::normalize_serial;
+use signet_core::jwt::parse_unverified;
 
 pub struct AdminService {
     state: ServerState,
@@ -48,6 +51,26 @@ fn authority_kind(kind: i32) -> Result<AuthorityKind, ApiError> {
 }
 
 impl AdminService {
+    async fn revoke(
+        &self,
+        kind: RevokedKind,
+        id: &str,
+        reason: &str,
+    ) -> Result<Response<RevokeResponse>, Status> {
+        let now = unix_seconds(self.state.ca.now());
+        let rev = self.state.ds.revoke(kind, id, reason, now).await?;
+        tracing::warn!(kind = kind.as_str(), id = %id, reason = %reason, expires_at = rev.expires_at, "credential revoked");
+        if kind == RevokedKind::X509 {
+            self.state
+                .revocations
+                .refresh(self.state.ds.as_ref(), &self.state.ca)
+                .await?;
+        }
+        let expires_at = rev.expires_at;
+        self.state.bus.publish(Change::Revoked(rev)).await;
+        Ok(Response::new(RevokeResponse { expires_at }))
+    }
+
     /// The authorities changed: a new bundle sequence, pushed to every agent.
     async fn bundle_changed(&self) -> Result<(), ApiError> {
         crate::bundle::sync_sequence(
@@ -288,33 +311,6 @@ impl Admin for AdminService {
         }))
     }
 
-    async fn revoke_x509_svid(
-        &self,
-        _request: Request<RevokeX509SvidRequest>,
-    ) -> Result<Response<RevokeResponse>, Status> {
-        Err(Status::unimplemented(
-            "revoke_x509_svid is not implemented yet",
-        ))
-    }
-
-    async fn revoke_jwt_svid(
-        &self,
-        _request: Request<RevokeJwtSvidRequest>,
-    ) -> Result<Response<RevokeResponse>, Status> {
-        Err(Status::unimplemented(
-            "revoke_jwt_svid is not implemented yet",
-        ))
-    }
-
-    async fn introspect_jwt_svid(
-        &self,
-        _request: Request<IntrospectJwtSvidRequest>,
-    ) -> Result<Response<IntrospectJwtSvidResponse>, Status> {
-        Err(Status::unimplemented(
-            "introspect_jwt_svid is not implemented yet",
-        ))
-    }
-
     async fn list_authorities(
         &self,
         request: Request<AuthorityKindRequest>,
@@ -378,5 +374,55 @@ impl Admin for AdminService {
             self.state.bus.publish(Change::CrlsChanged).await;
         }
         Ok(Response::new(admin_authority(&a)))
+    }
+
+    async fn revoke_x509_svid(
+        &self,
+        request: Request<RevokeX509SvidRequest>,
+    ) -> Result<Response<RevokeResponse>, Status> {
+        let req = request.get_ref();
+        let serial = normalize_serial(&req.serial).ok_or_else(|| {
+            ApiError::InvalidArgument(format!("invalid serial {:?}: expected hex", req.serial))
+        })?;
+        self.revoke(RevokedKind::X509, &serial, &req.reason).await
+    }
+
+    async fn revoke_jwt_svid(
+        &self,
+        request: Request<RevokeJwtSvidRequest>,
+    ) -> Result<Response<RevokeResponse>, Status> {
+        let req = request.get_ref();
+        let jti = req.jti.trim();
+        if jti.is_empty() {
+            return Err(ApiError::InvalidArgument("jti is required".into()).into());
+        }
+        self.revoke(RevokedKind::Jwt, jti, &req.reason).await
+    }
+
+    async fn introspect_jwt_svid(
+        &self,
+        request: Request<IntrospectJwtSvidRequest>,
+    ) -> Result<Response<IntrospectJwtSvidResponse>, Status> {
+        let req = request.get_ref();
+        let revoked = match parse_unverified(req.token.trim()) {
+            Ok((_, claims)) => match claims.get("jti").and_then(|v| v.as_str()) {
+                Some(jti) => self
+                    .state
+                    .ds
+                    .revocations(unix_seconds(self.state.ca.now()))
+                    .await?
+                    .iter()
+                    .any(|r| r.kind == RevokedKind::Jwt && r.id == jti),
+                None => false,
+            },
+            Err(_) => false,
+        };
+        Ok(Response::new(introspect(
+            req.token.trim(),
+            &req.audience,
+            &self.state.ca.jwt_bundles(),
+            self.state.ca.now(),
+            revoked,
+        )))
     }
 }

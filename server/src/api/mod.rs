@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod auth;
 pub mod convert;
+pub mod introspect;
 pub mod node;
 pub mod status;
 pub mod sync;

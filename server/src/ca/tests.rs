@@ -154,3 +154,112 @@ fn svid_ttl_is_capped_by_ca_time_left_and_back_dated() {
         CaError::Expired
     );
 }
+
+#[test]
+fn scheduled_rotation_taint_and_revoke_rules_and_state_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(start()));
+    let ttl = Duration::from_secs(600);
+    let load = || {
+        CertificateAuthority::load_or_create(dir.path(), settings(ttl), clock.clone())
+            .unwrap()
+            .0
+    };
+    let ca = load();
+    // Activating with nothing prepared is refused.
+    assert!(matches!(
+        ca.activate(AuthorityKind::X509).unwrap_err(),
+        CaError::FailedPrecondition(_)
+    ));
+    let states = |ca: &CertificateAuthority, kind| {
+        ca.list(kind)
+            .into_iter()
+            .map(|a| (a.id, a.state, a.tainted))
+            .collect::<Vec<_>>()
+    };
+    let first = ca.list(AuthorityKind::X509)[0].id.clone();
+    // X.509 life: 630 s (30 s back-dated); half-life at +285 s.
+    clock.advance(Duration::from_secs(280));
+    assert!(!ca.tick().unwrap());
+    assert_eq!(ca.list(AuthorityKind::X509).len(), 1);
+    clock.advance(Duration::from_secs(20));
+    assert!(ca.tick().unwrap());
+    let x = states(&ca, AuthorityKind::X509);
+    assert_eq!(x.len(), 2);
+    assert_eq!(x[1].1, AuthorityState::Prepared);
+    let prepared = x[1].0.clone();
+    // In the bundle before it signs anything; the active one still signs.
+    assert_eq!(ca.bundle().x509_authorities.len(), 2);
+    let key = KeyPair::generate().unwrap();
+    let id = SpiffeId::parse("spiffe://example.org/web").unwrap();
+    assert_eq!(
+        ca.issue_x509_svid(&id, &key, &[], None)
+            .unwrap()
+            .authority_id,
+        first
+    );
+    assert_eq!(
+        ca.list(AuthorityKind::Jwt)[1].state,
+        AuthorityState::Prepared
+    );
+
+    // Taint/revoke rules.
+    let err = ca.taint(AuthorityKind::X509, &first).unwrap_err();
+    assert!(matches!(&err, CaError::FailedPrecondition(m) if m.contains("activate")));
+    assert!(matches!(
+        ca.revoke(AuthorityKind::X509, &prepared).unwrap_err(),
+        CaError::FailedPrecondition(_)
+    ));
+    assert!(matches!(
+        ca.taint(AuthorityKind::X509, "00").unwrap_err(),
+        CaError::NotFound(_)
+    ));
+
+    // Restart: same authorities, same states.
+    let before = states(&ca, AuthorityKind::X509);
+    drop(ca);
+    let ca = load();
+    assert_eq!(states(&ca, AuthorityKind::X509), before);
+
+    // Activation at 1/6 of the life left (630 * 0.1667 = 105 s before +600).
+    clock.set(start() + Duration::from_secs(490));
+    assert!(!ca.tick().unwrap());
+    clock.set(start() + Duration::from_secs(496));
+    assert!(ca.tick().unwrap());
+    let x = states(&ca, AuthorityKind::X509);
+    assert_eq!(x[0], (prepared.clone(), AuthorityState::Active, false));
+    assert_eq!(x[1], (first.clone(), AuthorityState::Old, false));
+    assert_eq!(
+        ca.issue_x509_svid(&id, &key, &[], None)
+            .unwrap()
+            .authority_id,
+        prepared
+    );
+    // The old one may now be tainted, then revoked: gone from the bundle.
+    assert!(ca.taint(AuthorityKind::X509, &first).unwrap().tainted);
+    assert_eq!(ca.tainted().0, vec![first.clone()]);
+    drop(ca);
+    let ca = load();
+    assert_eq!(ca.tainted().0, vec![first.clone()]);
+    ca.revoke(AuthorityKind::X509, &first).unwrap();
+    assert_eq!(
+        ca.bundle().x509_authorities.len(),
+        1,
+        "{:?}",
+        states(&ca, AuthorityKind::X509)
+    );
+    assert!(ca.tainted().0.is_empty());
+
+    // An old authority is dropped at its notAfter.
+    ca.prepare(AuthorityKind::X509).unwrap();
+    let newest = ca.activate(AuthorityKind::X509).unwrap();
+    assert_eq!(ca.list(AuthorityKind::X509).len(), 2);
+    let old_not_after = ca.list(AuthorityKind::X509)[1].not_after;
+    clock.set(signet_core::clock::from_unix_seconds(old_not_after));
+    assert!(ca.tick().unwrap());
+    let x = ca.list(AuthorityKind::X509);
+    let old_id = &prepared;
+    assert!(x.iter().all(|a| &a.id != old_id), "{x:?}");
+    assert_eq!(x[0].id, newest.id);
+    assert_eq!(x[0].state, AuthorityState::Active);
+}

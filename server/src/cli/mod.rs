@@ -2,10 +2,13 @@
 //! verbs are Admin API clients over the admin Unix socket.
 
 mod agent;
+mod authority;
 mod bundle;
 pub mod client;
 mod entry;
+mod introspect;
 mod jwt;
+mod revoke;
 mod token;
 mod x509;
 
@@ -52,6 +55,13 @@ pub enum Command {
     X509(x509::X509Command),
     /// Exits 0 when the server answers that it is serving.
     Healthcheck(AdminArgs),
+    /// The X.509 CA and JWT key authorities: show, prepare, activate, taint, revoke.
+    Authority(authority::AuthorityCommand),
+    /// Revokes one credential until it expires.
+    #[command(subcommand)]
+    Revoke(revoke::RevokeCommand),
+    /// Is a JWT-SVID active right now? Exit 0 active, 3 inactive, 1 error.
+    Introspect(introspect::IntrospectArgs),
 }
 
 #[derive(Debug, Args)]
@@ -161,6 +171,9 @@ pub fn dispatch(cli: Cli) -> ExitCode {
             Command::Jwt(c) => c.run().await,
             Command::X509(c) => c.run().await,
             Command::Healthcheck(a) => return client::healthcheck(&a.admin_socket).await,
+            Command::Authority(c) => c.run().await,
+            Command::Revoke(c) => c.run().await,
+            Command::Introspect(a) => return a.run().await,
         }
         .map(|()| ExitCode::SUCCESS)
     });
@@ -326,6 +339,45 @@ mod tests {
                 "/tmp/out",
             ],
             vec!["signet-server", "run", "--default-jwt-svid-ttl", "2m"],
+            vec![
+                "signet-server",
+                "authority",
+                "x509",
+                "show",
+                "--output",
+                "json",
+            ],
+            vec![
+                "signet-server",
+                "authority",
+                "jwt",
+                "prepare",
+                "--admin-socket",
+                "/s",
+            ],
+            vec!["signet-server", "authority", "x509", "activate"],
+            vec!["signet-server", "authority", "x509", "taint", "--id", "ab"],
+            vec!["signet-server", "authority", "jwt", "revoke", "--id", "ab"],
+            vec![
+                "signet-server",
+                "revoke",
+                "x509",
+                "--serial",
+                "0a:bc",
+                "--reason",
+                "r",
+            ],
+            vec!["signet-server", "revoke", "jwt", "--jti", "x"],
+            vec![
+                "signet-server",
+                "introspect",
+                "--token",
+                "t",
+                "--audience",
+                "a",
+                "--output",
+                "json",
+            ],
         ] {
             Cli::try_parse_from(&args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
         }

@@ -215,3 +215,47 @@ async fn bundle_sequence_increases_on_change_only_and_survives_reopening() {
     assert_eq!(ds.sync_bundle_sequence("fp-a").await.unwrap(), 3);
     ds.close().await;
 }
+
+#[tokio::test]
+async fn a_crash_without_close_loses_nothing_committed_and_the_file_stays_sound() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let ds = open(&dir).await;
+        ds.create_join_token("t1", 5000).await.unwrap();
+        ds.attest_with_join_token("t1", 1000, agent("t1"))
+            .await
+            .unwrap();
+        for n in 0..20 {
+            ds.create_entry(entry(n, "spiffe://example.org/a", &["unix:uid:1"]), 1)
+                .await
+                .unwrap();
+        }
+        // Simulated crash: the pool is dropped, never closed (no checkpoint).
+        drop(ds);
+    }
+    let ds = open(&dir).await;
+    assert_eq!(ds.integrity_check().await.unwrap(), "ok");
+    assert_eq!(ds.count_entries().await.unwrap(), 20);
+    assert!(ds
+        .get_agent(&agent("t1").spiffe_id)
+        .await
+        .unwrap()
+        .is_some());
+    // The token was burned in the same transaction that recorded the agent.
+    assert_eq!(
+        ds.attest_with_join_token("t1", 1000, agent("t1"))
+            .await
+            .unwrap_err(),
+        DataStoreError::JoinTokenNotFound
+    );
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&ds.pool)
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
+    let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
+        .fetch_one(&ds.pool)
+        .await
+        .unwrap();
+    assert_eq!(sync, 2, "synchronous = FULL");
+}
