@@ -47,7 +47,7 @@ impl RevokeCommand {
                     .await
                     .map_err(status_error)?
                     .into_inner();
-                (serial, r.expires_at)
+                (serial.replace(':', "").to_ascii_lowercase(), r.expires_at)
             }
             RevokeCommand::Jwt { admin, jti, reason } => {
                 let r = connect(&admin.admin_socket)
