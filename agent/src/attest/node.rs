@@ -91,13 +91,20 @@ pub async fn obtain_identity(
             ServerTrust::InsecureBootstrap
         }
         Bootstrap::TrustBundle(path) => {
-            let certs = std::fs::read(path)
+            let mut certs = std::fs::read(path)
                 .map_err(|e| e.to_string())
                 .and_then(|t| signet_core::pem::decode_certs(&t).map_err(|e| e.to_string()))
                 .map_err(|message| NodeAttestError::TrustBundle {
                     path: path.display().to_string(),
                     message,
                 })?;
+            // The bundle last received from the server knows CAs rotated in
+            // since the file was written.
+            for ca in stored_bundle.into_iter().flatten() {
+                if !certs.contains(&ca) {
+                    certs.push(ca);
+                }
+            }
             ServerTrust::Bundle(watch::channel(Arc::new(certs)).1)
         }
         Bootstrap::DataDir => match stored_bundle {

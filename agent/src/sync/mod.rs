@@ -201,7 +201,7 @@ pub fn cut_off_report(server_said: &str) -> (Status, String) {
         (
             Status::Banned,
             format!(
-                "agent banned by the server ({server_said}): every SVID was dropped and the Workload API serves nothing; this identity will not be used again: attest with a new join token (--join-token) once the ban is justified to be lifted"
+                "agent banned by the server ({server_said}): every SVID was dropped and the Workload API serves nothing; the agent does not retry with this identity; to bring the host back, attest it as a new agent: restart with --join-token NEW_TOKEN"
             ),
         )
     } else {

@@ -279,18 +279,40 @@ async fn stream_waits_for_an_svid_still_being_issued() {
 }
 
 #[tokio::test]
-async fn expired_svid_is_never_served() {
+async fn expired_svid_is_withdrawn_and_never_served() {
     let ca = TestCa::new();
     let me = entry("e1", "/me", &my_uid_selector(), "");
-    let svid = ca.issue("/me", Duration::from_secs(2));
-    let agent = start(snapshot(&ca, vec![(me, Some(svid))])).await;
+    let other = entry("e2", "/other", &my_uid_selector(), "");
+    let short = ca.issue("/me", Duration::from_secs(2));
+    let long = ca.issue("/other", Duration::from_secs(600));
+    // Two SVIDs: when one expires unrenewed (server unreachable) the stream
+    // gets the state without it.
+    let agent = start(snapshot(
+        &ca,
+        vec![
+            (me.clone(), Some(short.clone())),
+            (other.clone(), Some(long)),
+        ],
+    ))
+    .await;
     let mut stream = fetch(&agent).await.unwrap();
-    assert_eq!(next(&mut stream).await.unwrap().unwrap().svids.len(), 1);
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    // After expiry there is nothing valid to send, so nothing is sent, and a
-    // new caller waits instead of getting the expired SVID.
+    assert_eq!(next(&mut stream).await.unwrap().unwrap().svids.len(), 2);
+    let msg = next(&mut stream).await.unwrap().unwrap();
+    assert_eq!(msg.svids.len(), 1, "the expired one is withdrawn");
+    assert_eq!(msg.svids[0].spiffe_id, "spiffe://example.org/other");
+
+    // With only the expired one, the stream ends with "no identity issued",
+    // and so does a new caller, once the grace for issuing has passed.
+    agent
+        .cache
+        .send_replace(snapshot(&ca, vec![(me.clone(), Some(short))]));
+    let err = next(&mut stream).await.unwrap_err();
+    assert_eq!(err.message(), "no identity issued");
     let mut fresh = fetch(&agent).await.unwrap();
     nothing_within(&mut fresh, 300).await;
+    let err = next(&mut fresh).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert_eq!(err.message(), "no identity issued");
 }
 
 #[tokio::test]

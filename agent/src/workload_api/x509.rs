@@ -1,6 +1,8 @@
 //! FetchX509SVID: the caller's full current X.509 state, sent at once and
 //! again on every change that affects it; never an expired SVID; "no identity
-//! issued" when the caller has (or loses) all its entries.
+//! issued" when the caller has (or loses) all its entries, when the last of
+//! its SVIDs expires unrenewed (server unreachable), or when none has been
+//! issued within a short grace.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -15,6 +17,9 @@ use tonic::Status;
 use crate::cache::Snapshot;
 
 pub const NO_IDENTITY: &str = "no identity issued";
+/// How long a new caller whose entries have no SVID yet waits for one to be
+/// issued before being told it has none.
+pub const ISSUE_GRACE: Duration = Duration::from_secs(3);
 
 pub fn no_identity() -> Status {
     Status::permission_denied(NO_IDENTITY)
@@ -102,15 +107,23 @@ pub async fn stream_x509(
     tx: mpsc::Sender<Result<X509svidResponse, Status>>,
 ) {
     let mut last: Option<X509svidResponse> = None;
+    let grace_ends = tokio::time::Instant::now() + ISSUE_GRACE;
     loop {
         let snapshot = cache.borrow_and_update().clone();
         let now = clock.now();
+        let mut grace = None;
         match x509_state(&snapshot, &selectors, now) {
             X509State::NoIdentity => {
                 let _ = tx.send(Err(no_identity())).await;
                 return;
             }
-            X509State::Pending => {}
+            // Everything it was served has expired (or nothing came in
+            // time): withdrawn, with the status SPIFFE clients understand.
+            X509State::Pending if last.is_some() || tokio::time::Instant::now() >= grace_ends => {
+                let _ = tx.send(Err(no_identity())).await;
+                return;
+            }
+            X509State::Pending => grace = Some(grace_ends),
             X509State::Ready(response) => {
                 if last.as_ref() != Some(&response) {
                     if tx.send(Ok(response.clone())).await.is_err() {
@@ -125,6 +138,7 @@ pub async fn stream_x509(
             changed = cache.changed() => if changed.is_err() { return },
             _ = tx.closed() => return,
             _ = sleep_opt(expiry) => {}
+            _ = sleep_until_opt(grace) => {}
         }
     }
 }
@@ -133,6 +147,13 @@ async fn sleep_opt(d: Option<Duration>) {
     match d {
         // A little past notAfter so the SVID counts as expired on wake-up.
         Some(d) => tokio::time::sleep(d + Duration::from_millis(1)).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
 }
