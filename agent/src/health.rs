@@ -63,7 +63,7 @@ impl HealthReport {
 pub fn skew_message(skew_ms: i64, max_ms: u64) -> String {
     let direction = if skew_ms > 0 { "ahead of" } else { "behind" };
     format!(
-        "the server's clock is {:.1}s {direction} the agent's (max_clock_skew {:.1}s): check NTP on both hosts",
+        "the server's clock is {:.3}s {direction} the agent's (max_clock_skew {:.3}s): check NTP on both hosts",
         skew_ms.unsigned_abs() as f64 / 1000.0,
         max_ms as f64 / 1000.0
     )
@@ -214,8 +214,8 @@ mod tests {
         assert_eq!(health.report().problem(), None);
         health.record_skew(-45_200);
         let problem = health.report().problem().unwrap();
-        assert!(problem.contains("45.2s behind"), "{problem}");
-        assert!(problem.contains("max_clock_skew 30.0s"), "{problem}");
+        assert!(problem.contains("45.200s behind"), "{problem}");
+        assert!(problem.contains("max_clock_skew 30.000s"), "{problem}");
         health.record_skew(100);
         assert_eq!(health.report().problem(), None, "recovers");
     }

@@ -358,6 +358,25 @@ mod tests {
         assert_eq!(keys, vec![("k1".to_string(), signer.public_key())]);
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn reconnects_back_off_with_jitter_to_a_30s_cap_and_start_over_after_a_message() {
+        let mut b = reconnect_backoff();
+        let steps: Vec<Duration> = (0..10).map(|_| b.next_delay_with(1.0)).collect();
+        assert_eq!(steps[0], Duration::from_millis(500));
+        assert_eq!(steps[1], Duration::from_secs(1));
+        assert!(steps.windows(2).all(|w| w[1] >= w[0]), "never shrinks");
+        assert_eq!(steps[9], Duration::from_secs(30), "capped");
+        let jittered = b.next_delay();
+        assert!(jittered >= Duration::from_secs(15) && jittered <= Duration::from_secs(30));
+        let start = tokio::time::Instant::now();
+        tokio::time::sleep(jittered).await;
+        // Paused time moves in whole milliseconds.
+        assert!(start.elapsed() >= jittered);
+        assert!(start.elapsed() < jittered + Duration::from_millis(1));
+        b.reset(); // what every sync message does
+        assert_eq!(b.next_delay_with(1.0), Duration::from_millis(500));
+    }
+
     #[test]
     fn banned_and_evicted_are_told_apart() {
         let (status, message) = cut_off_report("agent is banned");
