@@ -388,3 +388,6 @@ mod jwt_api;
 
 #[path = "revocation_api_tests.rs"]
 mod revocation_api_tests;
+
+#[path = "restart_tests.rs"]
+mod restart_tests;
