@@ -24,7 +24,7 @@ async fn restarted_agent_serves_cached_svids_from_disk_without_the_server() {
             chain: agent.chain.clone(),
         })
         .unwrap();
-    storage.save_bundle(&[ca.cert.clone()]).unwrap();
+    storage.save_bundle(std::slice::from_ref(&ca.cert)).unwrap();
     let svid = ca.issue("/cached", Duration::from_secs(600));
     let cached = snapshot(
         &ca,
