@@ -93,7 +93,6 @@ pub async fn run(config: RuntimeConfig, shutdown: impl Future<Output = ()>) -> a
         cache_rx.clone(),
     ));
     tasks.spawn(jwt::follow_snapshots(cache_rx, jwt_svids));
-    tasks.spawn(manager.run());
 
     tokio::pin!(shutdown);
     let attested = tokio::select! {
@@ -104,8 +103,10 @@ pub async fn run(config: RuntimeConfig, shutdown: impl Future<Output = ()>) -> a
             return Ok(());
         }
     };
-    // Held so the manager keeps running when no sync task takes it over.
-    let mut idle_updates = Some(updates_tx.clone());
+    // Issuing needs an identity, so the manager runs only once there is
+    // one; until then it is held (its watch keeps the published cache, and
+    // the streams withdraw SVIDs as they expire).
+    let mut idle_manager = Some(manager);
     match attested {
         Ok(attested) => {
             tracing::info!(spiffe_id = %attested.svid.spiffe_id, "agent identity ready");
@@ -144,7 +145,9 @@ pub async fn run(config: RuntimeConfig, shutdown: impl Future<Output = ()>) -> a
                 }
                 .run(),
             );
-            idle_updates = None;
+            if let Some(manager) = idle_manager.take() {
+                tasks.spawn(manager.run());
+            }
         }
         Err(e @ NodeAttestError::NoToken(_)) => {
             // Keep serving what is cached (until it expires) and say why
@@ -168,7 +171,7 @@ pub async fn run(config: RuntimeConfig, shutdown: impl Future<Output = ()>) -> a
             Err(anyhow::anyhow!("an agent task stopped unexpectedly: {done:?}"))
         }
     };
-    drop(idle_updates);
+    drop(idle_manager);
     tasks.abort_all();
     cleanup(&config.socket_path, &health_file);
     result
