@@ -18,7 +18,6 @@ use signet_core::{Clock, RegistrationEntry, TrustDomain};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use super::persist::Restored;
 use super::state::{CachedEntry, Revocations, Snapshot, Svid, Tainted};
 use super::{issuing_authority, SignRequest, SvidSigner};
 use crate::backoff::Backoff;
@@ -111,51 +110,6 @@ impl CacheManager {
         (manager, rx)
     }
 
-    /// Takes over what a previous run left on disk and publishes it at once,
-    /// before anything reaches the server: expired SVIDs are skipped, the
-    /// rest are renewed on their usual schedule.
-    pub fn restore(&mut self, restored: Restored) {
-        let now = self.clock.now();
-        let instant = Instant::now();
-        self.revision = restored.revision;
-        if !restored.bundle.is_empty() {
-            self.bundle = Some(Arc::new(restored.bundle));
-        }
-        let mut bundles = JwtBundles::new();
-        bundles.insert(
-            self.trust_domain.clone(),
-            restored.jwt_keys.into_iter().collect(),
-        );
-        self.jwt_bundles = Arc::new(bundles);
-        self.crls = Arc::new(restored.crls);
-        self.revocations = restored.revocations;
-        self.revocations.prune(now);
-        self.tainted = Arc::new(restored.tainted);
-        for (entry, svid) in restored.entries {
-            let id = entry.id.clone();
-            self.entries.insert(id.clone(), entry);
-            match svid.filter(|s| s.svid.is_valid_at(now)) {
-                Some(s) => {
-                    let refresh = refresh_at(s.not_before, s.svid.not_after, (self.jitter)());
-                    self.due
-                        .insert(id.clone(), instant + wait_until(now, refresh));
-                    self.held.insert(
-                        id,
-                        Held {
-                            expires: instant + wait_until(now, s.svid.not_after),
-                            svid: Arc::new(s.svid),
-                        },
-                    );
-                }
-                None => {
-                    self.due.insert(id, instant);
-                }
-            }
-        }
-        self.mark_for_reissue();
-        self.dirty = true;
-        self.publish_if_dirty();
-    }
     /// Runs until the sync side hangs up.
     pub async fn run(mut self) {
         loop {
@@ -242,57 +196,6 @@ impl CacheManager {
             }
         }
         self.mark_for_reissue();
-    }
-
-    fn apply_revocations(&mut self, snapshot: bool, revocations: Revocations) {
-        let merged = if snapshot {
-            revocations
-        } else {
-            let mut merged = self.revocations.clone();
-            merged.x509_serials.extend(revocations.x509_serials);
-            merged.jwt_ids.extend(revocations.jwt_ids);
-            merged
-        };
-        if merged != self.revocations {
-            self.revocations = merged;
-            self.dirty = true;
-        }
-    }
-
-    /// Every held SVID signed by a tainted authority or carrying a revoked
-    /// serial is re-issued now; it stays served until the new one arrives.
-    fn mark_for_reissue(&mut self) {
-        let now = self.clock.now();
-        let at = Instant::now();
-        for (id, held) in &self.held {
-            let svid = &held.svid;
-            let tainted = self.tainted.x509.contains(&svid.authority_id);
-            let revoked = self.revocations.is_serial_revoked(&svid.serial_hex, now);
-            if (tainted || revoked) && self.due.get(id).is_none_or(|d| *d > at) {
-                tracing::info!(
-                    entry_id = id,
-                    authority_id = svid.authority_id,
-                    serial = svid.serial_hex,
-                    tainted,
-                    revoked,
-                    "re-issuing SVID at once"
-                );
-                self.due.insert(id.clone(), at);
-                self.retries.remove(id);
-            }
-        }
-    }
-
-    /// Banned or evicted: nothing held is served any more, nothing is issued.
-    fn cut_off(&mut self, reason: &str) {
-        tracing::error!(reason, "agent cut off by the server: dropping every SVID");
-        self.cut_off = true;
-        self.entries.clear();
-        self.held.clear();
-        self.due.clear();
-        self.retries.clear();
-        self.revision = 0;
-        self.dirty = true;
     }
 
     fn upsert(&mut self, entry: RegistrationEntry) {
@@ -520,6 +423,9 @@ async fn sleep_until(at: Option<Instant>) {
         None => std::future::pending().await,
     }
 }
+
+#[path = "manager_lifecycle.rs"]
+mod lifecycle;
 
 #[cfg(test)]
 #[path = "manager_tests.rs"]

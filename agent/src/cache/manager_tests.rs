@@ -8,6 +8,7 @@ use rustls_pki_types::CertificateDer;
 use signet_core::{SpiffeId, TrustDomain};
 
 use super::*;
+use crate::cache::persist::Restored;
 use crate::cache::SignResult;
 
 /// Wall time that follows tokio's (paused) clock.

@@ -1,0 +1,111 @@
+//! The parts of the rotation task that react to what the server says about
+//! credentials rather than to time: the cache a previous run left on disk,
+//! revocations, tainted authorities, and being cut off (banned or evicted).
+
+use std::sync::Arc;
+
+use signet_core::jwt::JwtBundles;
+use signet_core::rotation::{refresh_at, wait_until};
+use tokio::time::Instant;
+
+use super::{CacheManager, Held};
+use crate::cache::persist::Restored;
+use crate::cache::state::Revocations;
+
+impl CacheManager {
+    /// Takes over what a previous run left on disk and publishes it at once,
+    /// before anything reaches the server: expired SVIDs are skipped, the
+    /// rest are renewed on their usual schedule.
+    pub fn restore(&mut self, restored: Restored) {
+        let now = self.clock.now();
+        let instant = Instant::now();
+        self.revision = restored.revision;
+        if !restored.bundle.is_empty() {
+            self.bundle = Some(Arc::new(restored.bundle));
+        }
+        let mut bundles = JwtBundles::new();
+        bundles.insert(
+            self.trust_domain.clone(),
+            restored.jwt_keys.into_iter().collect(),
+        );
+        self.jwt_bundles = Arc::new(bundles);
+        self.crls = Arc::new(restored.crls);
+        self.revocations = restored.revocations;
+        self.revocations.prune(now);
+        self.tainted = Arc::new(restored.tainted);
+        for (entry, svid) in restored.entries {
+            let id = entry.id.clone();
+            self.entries.insert(id.clone(), entry);
+            match svid.filter(|s| s.svid.is_valid_at(now)) {
+                Some(s) => {
+                    let refresh = refresh_at(s.not_before, s.svid.not_after, (self.jitter)());
+                    self.due
+                        .insert(id.clone(), instant + wait_until(now, refresh));
+                    self.held.insert(
+                        id,
+                        Held {
+                            expires: instant + wait_until(now, s.svid.not_after),
+                            svid: Arc::new(s.svid),
+                        },
+                    );
+                }
+                None => {
+                    self.due.insert(id, instant);
+                }
+            }
+        }
+        self.mark_for_reissue();
+        self.dirty = true;
+        self.publish_if_dirty();
+    }
+    pub(super) fn apply_revocations(&mut self, snapshot: bool, revocations: Revocations) {
+        let merged = if snapshot {
+            revocations
+        } else {
+            let mut merged = self.revocations.clone();
+            merged.x509_serials.extend(revocations.x509_serials);
+            merged.jwt_ids.extend(revocations.jwt_ids);
+            merged
+        };
+        if merged != self.revocations {
+            self.revocations = merged;
+            self.dirty = true;
+        }
+    }
+
+    /// Every held SVID signed by a tainted authority or carrying a revoked
+    /// serial is re-issued now; it stays served until the new one arrives.
+    pub(super) fn mark_for_reissue(&mut self) {
+        let now = self.clock.now();
+        let at = Instant::now();
+        for (id, held) in &self.held {
+            let svid = &held.svid;
+            let tainted = self.tainted.x509.contains(&svid.authority_id);
+            let revoked = self.revocations.is_serial_revoked(&svid.serial_hex, now);
+            if (tainted || revoked) && self.due.get(id).is_none_or(|d| *d > at) {
+                tracing::info!(
+                    entry_id = id,
+                    authority_id = svid.authority_id,
+                    serial = svid.serial_hex,
+                    tainted,
+                    revoked,
+                    "re-issuing SVID at once"
+                );
+                self.due.insert(id.clone(), at);
+                self.retries.remove(id);
+            }
+        }
+    }
+
+    /// Banned or evicted: nothing held is served any more, nothing is issued.
+    pub(super) fn cut_off(&mut self, reason: &str) {
+        tracing::error!(reason, "agent cut off by the server: dropping every SVID");
+        self.cut_off = true;
+        self.entries.clear();
+        self.held.clear();
+        self.due.clear();
+        self.retries.clear();
+        self.revision = 0;
+        self.dirty = true;
+    }
+}
