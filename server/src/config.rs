@@ -33,6 +33,8 @@ pub struct FileConfig {
     pub default_x509_svid_ttl: Option<ConfigDuration>,
     pub default_jwt_svid_ttl: Option<ConfigDuration>,
     pub join_token_ttl: Option<ConfigDuration>,
+    /// How far notBefore of issued SVIDs is moved into the past (clock skew).
+    pub not_before_backdate: Option<ConfigDuration>,
     pub log_json: Option<bool>,
     /// Fraction of an authority's life after which the next is prepared.
     pub authority_prepare_at: Option<f64>,
@@ -65,6 +67,7 @@ impl FileConfig {
             default_x509_svid_ttl: flags.default_x509_svid_ttl.or(self.default_x509_svid_ttl),
             default_jwt_svid_ttl: flags.default_jwt_svid_ttl.or(self.default_jwt_svid_ttl),
             join_token_ttl: flags.join_token_ttl.or(self.join_token_ttl),
+            not_before_backdate: flags.not_before_backdate.or(self.not_before_backdate),
             log_json: flags.log_json.or(self.log_json),
             authority_prepare_at: flags.authority_prepare_at.or(self.authority_prepare_at),
             authority_activate_at: flags.authority_activate_at.or(self.authority_activate_at),
@@ -154,7 +157,11 @@ impl TryFrom<FileConfig> for RuntimeConfig {
                 "default_jwt_svid_ttl",
             )?,
             join_token_ttl: dur(f.join_token_ttl, DEFAULT_JOIN_TOKEN_TTL, "join_token_ttl")?,
-            not_before_backdate: NOT_BEFORE_BACKDATE,
+            // Zero is allowed: hosts with trusted clocks may not want it.
+            not_before_backdate: f
+                .not_before_backdate
+                .map(|c| c.0)
+                .unwrap_or(NOT_BEFORE_BACKDATE),
             log_json: f.log_json.unwrap_or(false),
             authority_schedule: schedule(f.authority_prepare_at, f.authority_activate_at)?,
         })
@@ -235,5 +242,14 @@ mod tests {
             ..Default::default()
         };
         assert!(RuntimeConfig::try_from(bad_td).is_err());
+    }
+
+    #[test]
+    fn not_before_backdate_is_configurable_and_defaults_to_30s() {
+        let default = RuntimeConfig::try_from(FileConfig::default()).unwrap();
+        assert_eq!(default.not_before_backdate, Duration::from_secs(30));
+        let file = FileConfig::parse("not_before_backdate = \"5s\"").unwrap();
+        let c = RuntimeConfig::try_from(file).unwrap();
+        assert_eq!(c.not_before_backdate, Duration::from_secs(5));
     }
 }

@@ -88,6 +88,9 @@ pub struct RunArgs {
     pub default_jwt_svid_ttl: Option<Duration>,
     #[arg(long, value_parser = duration_arg)]
     pub join_token_ttl: Option<Duration>,
+    /// How far notBefore is back-dated for clock skew (30s unless set).
+    #[arg(long, value_parser = duration_arg)]
+    pub not_before_backdate: Option<Duration>,
     /// Log as JSON lines instead of human-readable text.
     #[arg(long)]
     pub log_json: bool,
@@ -109,6 +112,7 @@ impl RunArgs {
             default_x509_svid_ttl: self.default_x509_svid_ttl.map(ConfigDuration),
             default_jwt_svid_ttl: self.default_jwt_svid_ttl.map(ConfigDuration),
             join_token_ttl: self.join_token_ttl.map(ConfigDuration),
+            not_before_backdate: self.not_before_backdate.map(ConfigDuration),
             log_json: self.log_json.then_some(true),
             authority_prepare_at: None,
             authority_activate_at: None,
