@@ -91,6 +91,18 @@ impl TestAgent {
         self.wait_healthy().await;
     }
 
+    /// kill -9: no chance to clean up.
+    pub fn kill9(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill9();
+        }
+    }
+
+    /// Starts the agent again from its data dir (no token), without waiting.
+    pub fn respawn(&mut self) {
+        self.launch(None);
+    }
+
     /// Runs `signet-agent <args> --socket-path <ours>`.
     pub fn cli(&self, args: &[&str]) -> Output {
         Command::new(&bins().agent)

@@ -72,3 +72,21 @@ pub fn serial_hex(der: &[u8]) -> String {
 pub fn now_unix() -> i64 {
     signet_core::clock::unix_seconds(std::time::SystemTime::now())
 }
+
+/// Which certificate of `bundle` issued `chain` (validated now), if any.
+pub fn issuer_index(chain: &[Vec<u8>], bundle: &[Vec<u8>]) -> Option<usize> {
+    bundle.iter().position(|ca| {
+        signet_core::x509::validate_x509_svid(
+            chain,
+            std::slice::from_ref(ca),
+            std::time::SystemTime::now(),
+        )
+        .is_ok()
+    })
+}
+
+/// The authority id Signet uses for a CA: hex SHA-256 of its DER.
+pub fn authority_id(ca_der: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, ca_der);
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}

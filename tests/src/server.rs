@@ -92,6 +92,11 @@ impl TestServer {
         self.launch().await;
     }
 
+    /// Starts again after [`stop`](Self::stop), on the same data dir and port.
+    pub async fn start_again(&mut self) {
+        self.launch().await;
+    }
+
     pub fn stop(&mut self) {
         if let Some(mut p) = self.proc.take() {
             p.terminate();
@@ -179,6 +184,32 @@ impl TestServer {
             std::fs::read(self.data_dir.join("ca").join("jwt.key.pem")).expect("JWT key file");
         let der = signet_core::pem::decode_private_key(&pem).expect("PKCS#8 PEM");
         signet_core::jwt::JwtSigner::from_pkcs8(kid, &der).expect("P-256 key")
+    }
+
+    /// `authority <kind> show --output json`: (id, state, tainted) of each.
+    pub fn authorities(&self, kind: &str) -> Vec<(String, String, bool)> {
+        let out = self.cli_ok(&["authority", kind, "show", "--output", "json"]);
+        let v: serde_json::Value = serde_json::from_str(&out).expect("authority show JSON");
+        v["authorities"]
+            .as_array()
+            .expect("authorities array")
+            .iter()
+            .map(|a| {
+                (
+                    a["id"].as_str().unwrap_or_default().to_string(),
+                    a["state"].as_str().unwrap_or_default().to_string(),
+                    a["tainted"].as_bool().unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+
+    /// The id of the authority of `kind` in `state`.
+    pub fn authority_in_state(&self, kind: &str, state: &str) -> Option<String> {
+        self.authorities(kind)
+            .into_iter()
+            .find(|(_, s, _)| s == state)
+            .map(|(id, _, _)| id)
     }
 
     pub fn id(&self, path: &str) -> String {
