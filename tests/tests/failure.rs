@@ -100,8 +100,9 @@ async fn killed_agent_restarts_and_serves_from_disk_before_reaching_the_server()
         serial_hex(after.leaf().as_bytes()),
         serial_hex(before.leaf().as_bytes())
     );
+    // Goal 100 ms; ~55 ms measured here, including process spawn and connect.
     assert!(
-        elapsed < Duration::from_secs(2),
+        elapsed < Duration::from_secs(1),
         "served from disk at once, took {elapsed:?}"
     );
     server.start_again().await;
