@@ -158,6 +158,11 @@ impl Node for NodeService {
                 }
                 res?
             }
+            Some(attest_params::Method::X509pop(_)) => {
+                return Err(Status::unimplemented(
+                    "x509pop node attestation is not enabled on this server",
+                ))
+            }
             None => return Err(AttestError::MissingMethod.into()),
         };
         self.state
