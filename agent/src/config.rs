@@ -21,6 +21,10 @@ pub const DEFAULT_HASH_SIZE_LIMIT: u64 = 256 * 1024 * 1024;
 pub const DEFAULT_JWT_LEEWAY: Duration = Duration::from_secs(30);
 /// A server clock further off than this is reported (log and healthcheck).
 pub const DEFAULT_MAX_CLOCK_SKEW: Duration = Duration::from_secs(30);
+/// How long one workload attestor may take before its selectors are dropped.
+pub const DEFAULT_ATTESTOR_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long one Docker Engine API call may take.
+pub const DEFAULT_DOCKER_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub use signet_core::duration::ConfigDuration;
 
@@ -56,6 +60,53 @@ pub struct FileConfig {
     pub insecure_bootstrap: Option<bool>,
     pub jwt_leeway: Option<ConfigDuration>,
     pub max_clock_skew: Option<ConfigDuration>,
+    // Workload attestation and telemetry (issue 5).
+    pub workload_attestors: Option<Vec<AttestorKind>>,
+    pub attestor_timeout: Option<ConfigDuration>,
+    pub workload_attestor: Option<WorkloadAttestorSection>,
+    pub telemetry: Option<TelemetrySection>,
+}
+
+/// The workload attestors an agent can run, by their config name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttestorKind {
+    Unix,
+    Container,
+    Systemd,
+}
+
+/// `[workload_attestor.*]`: per-attestor settings.
+#[derive(Debug, Default, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadAttestorSection {
+    pub docker: Option<DockerSection>,
+}
+
+/// `[workload_attestor.docker]`: the Engine API socket (Docker or Podman).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DockerSection {
+    pub socket_path: PathBuf,
+    /// Environment variable names whose values become `docker:env:` selectors.
+    #[serde(default)]
+    pub env_allow: Vec<String>,
+    pub timeout: Option<ConfigDuration>,
+}
+
+/// `[telemetry]`: where `/live`, `/ready` and `/metrics` are served.
+#[derive(Debug, Default, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySection {
+    pub bind: Option<std::net::SocketAddr>,
+}
+
+/// Docker Engine API settings in the runtime config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DockerSettings {
+    pub socket_path: PathBuf,
+    pub env_allow: Vec<String>,
+    pub timeout: Duration,
 }
 
 impl FileConfig {
@@ -73,6 +124,31 @@ impl FileConfig {
     pub fn parse(text: &str) -> Result<Self, String> {
         toml::from_str(text).map_err(|e| e.to_string())
     }
+}
+
+/// `signet-agent validate`: the file parses, every key is known and the
+/// merged configuration is valid. Errors read `FILE:LINE:COL: message`.
+pub fn validate_file(path: &Path) -> Result<(), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let file: FileConfig = toml::from_str(&text).map_err(|e| {
+        let (line, col) = e.span().map_or((1, 1), |span| line_col(&text, span.start));
+        format!(
+            "{}:{line}:{col}: {}",
+            path.display(),
+            e.message().trim_end()
+        )
+    })?;
+    RuntimeConfig::merge(file, &RunArgs::default())
+        .map(|_| ())
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
 }
 
 /// `signet-agent run` flags; each overrides the file.
@@ -110,6 +186,9 @@ pub struct RunArgs {
     /// Log JSON lines instead of human-readable text.
     #[arg(long)]
     pub log_json: bool,
+    /// Serve /live, /ready and /metrics over HTTP on ADDR (e.g. 127.0.0.1:9988).
+    #[arg(long, value_name = "ADDR")]
+    pub telemetry_bind: Option<std::net::SocketAddr>,
 }
 
 /// How the agent trusts the server before it holds a bundle of its own.
@@ -138,6 +217,13 @@ pub struct RuntimeConfig {
     pub hash_size_limit: u64,
     pub jwt_leeway: Duration,
     pub max_clock_skew: Duration,
+    /// Workload attestors to run, in order (default unix, container, systemd).
+    pub workload_attestors: Vec<AttestorKind>,
+    pub attestor_timeout: Duration,
+    /// Docker/Podman Engine API for the container attestor's `docker:` selectors.
+    pub docker: Option<DockerSettings>,
+    /// HTTP address for `/live`, `/ready`, `/metrics`; none when unset.
+    pub telemetry_bind: Option<std::net::SocketAddr>,
 }
 
 impl RuntimeConfig {
@@ -187,6 +273,41 @@ impl RuntimeConfig {
                 .map_err(|e| ConfigError::Duration("--max-clock-skew", e.to_string()))?,
             None => file.max_clock_skew.map_or(DEFAULT_MAX_CLOCK_SKEW, |d| d.0),
         };
+        let mut workload_attestors = Vec::new();
+        for kind in file.workload_attestors.unwrap_or_else(|| {
+            vec![
+                AttestorKind::Unix,
+                AttestorKind::Container,
+                AttestorKind::Systemd,
+            ]
+        }) {
+            if !workload_attestors.contains(&kind) {
+                workload_attestors.push(kind);
+            }
+        }
+        let attestor_timeout = file
+            .attestor_timeout
+            .map_or(DEFAULT_ATTESTOR_TIMEOUT, |d| d.0);
+        if attestor_timeout.is_zero() {
+            return Err(ConfigError::Duration(
+                "attestor_timeout",
+                "must be above 0".into(),
+            ));
+        }
+        let docker = file
+            .workload_attestor
+            .and_then(|w| w.docker)
+            .map(|d| DockerSettings {
+                socket_path: d.socket_path,
+                env_allow: d.env_allow,
+                timeout: d.timeout.map_or(DEFAULT_DOCKER_TIMEOUT, |t| t.0),
+            });
+        if docker
+            .as_ref()
+            .is_some_and(|d| d.socket_path.as_os_str().is_empty())
+        {
+            return Err(ConfigError::Empty("workload_attestor.docker.socket_path"));
+        }
         Ok(Self {
             trust_domain: TrustDomain::new(&td)?,
             data_dir: args
@@ -207,6 +328,10 @@ impl RuntimeConfig {
             hash_size_limit: DEFAULT_HASH_SIZE_LIMIT,
             jwt_leeway,
             max_clock_skew,
+            workload_attestors,
+            attestor_timeout,
+            docker,
+            telemetry_bind: args.telemetry_bind.or(file.telemetry.and_then(|t| t.bind)),
         })
     }
 }
@@ -305,6 +430,84 @@ mod tests {
             RuntimeConfig::merge(file, &args),
             Err(ConfigError::ConflictingBootstrap)
         ));
+    }
+
+    #[test]
+    fn attestors_docker_and_telemetry_from_the_file() {
+        let c = RuntimeConfig::merge(FileConfig::default(), &RunArgs::default()).unwrap();
+        assert_eq!(
+            c.workload_attestors,
+            [
+                AttestorKind::Unix,
+                AttestorKind::Container,
+                AttestorKind::Systemd
+            ]
+        );
+        assert_eq!(c.attestor_timeout, Duration::from_secs(2));
+        assert_eq!(c.docker, None);
+        assert_eq!(c.telemetry_bind, None);
+        let file = FileConfig::parse(
+            r#"
+            workload_attestors = ["unix", "container"]
+            attestor_timeout = "5s"
+            [workload_attestor.docker]
+            socket_path = "/var/run/docker.sock"
+            env_allow = ["APP_ENV"]
+            timeout = "1s"
+            [telemetry]
+            bind = "127.0.0.1:9988"
+            "#,
+        )
+        .unwrap();
+        let c = RuntimeConfig::merge(file, &RunArgs::default()).unwrap();
+        assert_eq!(
+            c.workload_attestors,
+            [AttestorKind::Unix, AttestorKind::Container]
+        );
+        assert_eq!(c.attestor_timeout, Duration::from_secs(5));
+        let docker = c.docker.unwrap();
+        assert_eq!(docker.socket_path, PathBuf::from("/var/run/docker.sock"));
+        assert_eq!(docker.env_allow, ["APP_ENV"]);
+        assert_eq!(docker.timeout, Duration::from_secs(1));
+        assert_eq!(c.telemetry_bind, Some("127.0.0.1:9988".parse().unwrap()));
+    }
+
+    #[test]
+    fn validate_names_the_unknown_key_and_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        std::fs::write(
+            &path,
+            "trust_domain = \"example.org\"\n\n[telemetry]\nbnid = \"127.0.0.1:1\"\n",
+        )
+        .unwrap();
+        let err = validate_file(&path).unwrap_err();
+        assert!(
+            err.starts_with(&format!("{}:4:1: ", path.display())),
+            "{err}"
+        );
+        assert!(err.contains("unknown field `bnid`"), "{err}");
+
+        std::fs::write(&path, "workload_attestors = [\"unix\", \"k8s\"]\n").unwrap();
+        let err = validate_file(&path).unwrap_err();
+        assert!(
+            err.starts_with(&format!("{}:1:31: ", path.display())),
+            "{err}"
+        );
+        assert!(err.contains("k8s"), "{err}");
+
+        std::fs::write(&path, "\nattestor_timeout = \"soon\"\n").unwrap();
+        let err = validate_file(&path).unwrap_err();
+        assert!(
+            err.starts_with(&format!("{}:2:20: ", path.display())),
+            "{err}"
+        );
+
+        std::fs::write(&path, "trust_domain = \"Bad Domain\"\n").unwrap();
+        assert!(validate_file(&path).is_err());
+
+        std::fs::write(&path, "trust_domain = \"example.org\"\n").unwrap();
+        assert_eq!(validate_file(&path), Ok(()));
     }
 
     #[test]
