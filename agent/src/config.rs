@@ -60,6 +60,7 @@ pub struct FileConfig {
     pub insecure_bootstrap: Option<bool>,
     pub jwt_leeway: Option<ConfigDuration>,
     pub max_clock_skew: Option<ConfigDuration>,
+    pub node_attestor: Option<NodeAttestorFile>,
     // Workload attestation and telemetry (issue 5).
     pub workload_attestors: Option<Vec<AttestorKind>>,
     pub attestor_timeout: Option<ConfigDuration>,
@@ -107,6 +108,22 @@ pub struct DockerSettings {
     pub socket_path: PathBuf,
     pub env_allow: Vec<String>,
     pub timeout: Duration,
+}
+
+/// `[node_attestor]`: how the agent proves its node without a join token.
+#[derive(Debug, Default, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct NodeAttestorFile {
+    pub x509pop: Option<X509PopConfig>,
+}
+
+/// `[node_attestor.x509pop]`: the host certificate (PEM, chain after the
+/// leaf allowed) and its PKCS#8 key (PEM); used instead of a join token.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct X509PopConfig {
+    pub certificate_path: PathBuf,
+    pub private_key_path: PathBuf,
 }
 
 impl FileConfig {
@@ -210,6 +227,8 @@ pub struct RuntimeConfig {
     pub server_address: String,
     pub socket_path: PathBuf,
     pub join_token: Option<String>,
+    /// x509pop node attestation; when set, used instead of a join token.
+    pub x509pop: Option<X509PopConfig>,
     pub bootstrap: Bootstrap,
     pub log_json: bool,
     /// Root of the proc filesystem read by the unix workload attestor.
@@ -322,6 +341,7 @@ impl RuntimeConfig {
                 .or(file.socket_path)
                 .unwrap_or_else(|| DEFAULT_SOCKET_PATH.into()),
             join_token,
+            x509pop: file.node_attestor.and_then(|n| n.x509pop),
             bootstrap,
             log_json: args.log_json,
             procfs_root: DEFAULT_PROCFS_ROOT.into(),
@@ -408,6 +428,19 @@ mod tests {
         assert_eq!(c.server_address, "10.0.0.1:1");
         assert_eq!(c.socket_path, PathBuf::from("/file.sock"));
         assert_eq!(c.bootstrap, Bootstrap::Insecure);
+    }
+
+    #[test]
+    fn x509pop_section_alone_is_a_valid_file() {
+        let file = FileConfig::parse(
+            "[node_attestor.x509pop]\ncertificate_path = \"/etc/host.pem\"\nprivate_key_path = \"/etc/host.key\"\n",
+        )
+        .unwrap();
+        let c = RuntimeConfig::merge(file, &RunArgs::default()).unwrap();
+        let pop = c.x509pop.unwrap();
+        assert_eq!(pop.certificate_path, PathBuf::from("/etc/host.pem"));
+        assert_eq!(pop.private_key_path, PathBuf::from("/etc/host.key"));
+        assert!(FileConfig::parse("[node_attestor.x509pop]\ncertificate = \"x\"").is_err());
     }
 
     #[test]
