@@ -1,7 +1,9 @@
 //! Workload attestation: turning the credentials of a Workload API caller
-//! into selectors. One trait, one module per attestor (`unix` now; container
-//! and systemd attestors plug in the same way).
+//! into selectors. One trait, one module per attestor (`unix`, `container`,
+//! `systemd`), composed with per-attestor timeouts in `composite`.
 
+pub mod cgroup;
+pub mod container;
 pub mod unix;
 
 use async_trait::async_trait;

@@ -173,7 +173,7 @@ impl Inner {
 
 /// Runs `collect` between two reads of the process start time; a change
 /// (or a vanished process) means the pid now names another process.
-fn guard_pid_reuse<T>(
+pub(super) fn guard_pid_reuse<T>(
     proc_dir: &Path,
     pid: i32,
     collect: impl FnOnce() -> Result<T, WorkloadAttestError>,
@@ -186,7 +186,7 @@ fn guard_pid_reuse<T>(
     Ok(result)
 }
 
-fn read_proc(path: &Path, pid: i32) -> Result<String, WorkloadAttestError> {
+pub(super) fn read_proc(path: &Path, pid: i32) -> Result<String, WorkloadAttestError> {
     std::fs::read_to_string(path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             WorkloadAttestError::ProcessGone(pid)
