@@ -24,12 +24,13 @@ use crate::api::admin::AdminService;
 use crate::api::node::NodeService;
 use crate::api::tls::{server_config, start_server_svid, tls_incoming};
 use crate::api::ServerState;
-use crate::attest::JoinTokenAttestor;
+use crate::attest::{JoinTokenAttestor, X509PopAttestor};
 use crate::ca::{create_private_dir, CaSettings, CertificateAuthority};
 use crate::config::RuntimeConfig;
 use crate::datastore::{DataStore, SqliteDataStore};
 use crate::events::{Change, ChangeBus};
 use crate::revocation::Revocations;
+use crate::telemetry::Metrics;
 
 pub const DATASTORE_FILE: &str = "datastore.sqlite3";
 const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -50,6 +51,8 @@ pub struct RunningServer {
     pub node_addr: SocketAddr,
     pub admin_socket: PathBuf,
     pub trust_domain: TrustDomain,
+    /// Where `/live`, `/ready` and `/metrics` answer, when enabled.
+    pub telemetry_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     node: ServeHandle,
     admin: ServeHandle,
@@ -91,6 +94,19 @@ pub async fn start(config: RuntimeConfig, clock: Arc<dyn Clock>) -> anyhow::Resu
     revocations.refresh(ds.as_ref(), &ca).await?;
     let (stop, stop_rx) = watch::channel(false);
     let dyn_ds: Arc<dyn DataStore> = ds.clone();
+    let x509pop = match &config.x509pop_ca_bundle {
+        None => None,
+        Some(path) => {
+            let cas = crate::attest::x509pop::load_bundle(path)?;
+            tracing::info!(
+                bundle = %path.display(),
+                cas = cas.len(),
+                "x509pop node attestation enabled"
+            );
+            Some(X509PopAttestor::new(cas, dyn_ds.clone(), ca.clone()))
+        }
+    };
+    let metrics = Arc::new(Metrics::new());
     let state = ServerState {
         ds: dyn_ds.clone(),
         ca: ca.clone(),
@@ -98,6 +114,8 @@ pub async fn start(config: RuntimeConfig, clock: Arc<dyn Clock>) -> anyhow::Resu
         revocations: revocations.clone(),
         join_tokens: JoinTokenAttestor::new(dyn_ds, ca.clone()),
         join_token_ttl: config.join_token_ttl,
+        x509pop,
+        metrics: metrics.clone(),
         shutdown: stop_rx.clone(),
     };
 
@@ -106,6 +124,21 @@ pub async fn start(config: RuntimeConfig, clock: Arc<dyn Clock>) -> anyhow::Resu
     background.push(tokio::spawn(prune(state.clone(), clock)));
     background.push(tokio::spawn(rotate_authorities(state.clone())));
 
+    let telemetry_addr = match config.telemetry_bind {
+        None => None,
+        Some(addr) => {
+            let (local, serve) = crate::telemetry::http::bind(addr, state.clone())
+                .await
+                .with_context(|| format!("binding the telemetry endpoint to {addr}"))?;
+            background.push(tokio::spawn(async move {
+                if let Err(e) = serve.await {
+                    tracing::error!(error = %e, "telemetry endpoint failed");
+                }
+            }));
+            tracing::info!(addr = %local, "serving /live, /ready and /metrics");
+            Some(local)
+        }
+    };
     let tls = server_config(ca.clone(), resolver)?;
     let tcp = TcpListener::bind(config.bind)
         .await
@@ -113,6 +146,7 @@ pub async fn start(config: RuntimeConfig, clock: Arc<dyn Clock>) -> anyhow::Resu
     let node_addr = tcp.local_addr()?;
     let node = tokio::spawn(
         Server::builder()
+            .layer(crate::telemetry::rpc::RpcMetricsLayer(metrics.clone()))
             .add_service(NodeServer::new(NodeService::new(state.clone())))
             .serve_with_incoming_shutdown(tls_incoming(tcp, tls), stopped(stop_rx.clone())),
     );
@@ -120,6 +154,7 @@ pub async fn start(config: RuntimeConfig, clock: Arc<dyn Clock>) -> anyhow::Resu
     let unix = bind_admin_socket(&config.admin_socket)?;
     let admin = tokio::spawn(
         Server::builder()
+            .layer(crate::telemetry::rpc::RpcMetricsLayer(metrics))
             .add_service(AdminServer::new(AdminService::new(state)))
             .serve_with_incoming_shutdown(UnixListenerStream::new(unix), stopped(stop_rx)),
     );
@@ -132,8 +167,10 @@ pub async fn start(config: RuntimeConfig, clock: Arc<dyn Clock>) -> anyhow::Resu
         node_addr,
         config.admin_socket.display()
     );
+    crate::telemetry::systemd::ready();
     Ok(RunningServer {
         node_addr,
+        telemetry_addr,
         admin_socket: config.admin_socket,
         trust_domain: config.trust_domain,
         stop,
@@ -167,6 +204,7 @@ impl RunningServer {
     /// Graceful stop: streams end, the admin socket is removed, the
     /// datastore is closed.
     pub async fn stop(self) {
+        crate::telemetry::systemd::stopping();
         let _ = self.stop.send(true);
         for handle in [self.admin, self.node] {
             let abort = handle.abort_handle();

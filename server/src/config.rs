@@ -40,6 +40,30 @@ pub struct FileConfig {
     pub authority_prepare_at: Option<f64>,
     /// Fraction of an authority's life left when the next is activated.
     pub authority_activate_at: Option<f64>,
+    pub node_attestor: Option<NodeAttestorConfig>,
+    pub telemetry: Option<TelemetryConfig>,
+}
+
+/// `[node_attestor]`: node attestors beyond join tokens.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct NodeAttestorConfig {
+    pub x509pop: Option<X509PopConfig>,
+}
+
+/// `[node_attestor.x509pop]`: PEM file of the CA certificates (one or
+/// more) whose host certificates may attest.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct X509PopConfig {
+    pub ca_bundle_path: PathBuf,
+}
+
+/// `[telemetry]`: where `/live`, `/ready` and `/metrics` are served.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    pub bind: Option<String>,
 }
 
 impl FileConfig {
@@ -71,8 +95,65 @@ impl FileConfig {
             log_json: flags.log_json.or(self.log_json),
             authority_prepare_at: flags.authority_prepare_at.or(self.authority_prepare_at),
             authority_activate_at: flags.authority_activate_at.or(self.authority_activate_at),
+            node_attestor: flags.node_attestor.or(self.node_attestor),
+            telemetry: match (flags.telemetry, self.telemetry) {
+                (Some(TelemetryConfig { bind: Some(b) }), _) => {
+                    Some(TelemetryConfig { bind: Some(b) })
+                }
+                (_, file) => file,
+            },
         }
     }
+}
+
+/// `signet-server validate`: the file parses, every key is known and the
+/// values convert into a runtime config (the x509pop bundle included).
+/// Errors read `FILE:LINE:COL: message`.
+pub fn validate_file(path: &Path) -> Result<RuntimeConfig, String> {
+    let shown = path.display();
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{shown}: {e}"))?;
+    let file: FileConfig = toml::from_str(&text).map_err(|e| {
+        let (line, col) = e.span().map_or((1, 1), |span| line_col(&text, span.start));
+        format!("{shown}:{line}:{col}: {}", e.message().trim_end())
+    })?;
+    let config = RuntimeConfig::try_from(file).map_err(|e| {
+        let (line, col) = e
+            .key()
+            .and_then(|k| key_offset(&text, k))
+            .map_or((1, 1), |o| line_col(&text, o));
+        format!("{shown}:{line}:{col}: {e}")
+    })?;
+    if let Some(bundle) = &config.x509pop_ca_bundle {
+        crate::attest::x509pop::load_bundle(bundle).map_err(|e| {
+            let (line, col) =
+                key_offset(&text, "ca_bundle_path").map_or((1, 1), |o| line_col(&text, o));
+            format!("{shown}:{line}:{col}: {e}")
+        })?;
+    }
+    Ok(config)
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+/// Byte offset of the line that sets `key` (`key = ...`), if any.
+fn key_offset(text: &str, key: &str) -> Option<usize> {
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        if let Some(rest) = trimmed.strip_prefix(key) {
+            if rest.trim_start().starts_with('=') {
+                return Some(offset + (line.len() - trimmed.len()));
+            }
+        }
+        offset += line.len();
+    }
+    None
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +170,22 @@ pub enum ConfigError {
     ZeroDuration(&'static str),
     #[error("{0} must be a fraction between 0 and 1, got {1}")]
     Fraction(&'static str, f64),
+    #[error("invalid telemetry bind address {0:?}: {1}")]
+    TelemetryBind(String, String),
+}
+
+impl ConfigError {
+    /// The config key a value error is about, to point at its line.
+    pub fn key(&self) -> Option<&'static str> {
+        Some(match self {
+            ConfigError::TrustDomain(..) => "trust_domain",
+            ConfigError::Bind(..) => "bind",
+            ConfigError::ZeroDuration(k) => k,
+            ConfigError::Fraction(k, _) => k.split(' ').next().unwrap_or(k),
+            ConfigError::TelemetryBind(..) => "bind",
+            ConfigError::Read(..) | ConfigError::Parse(..) => return None,
+        })
+    }
 }
 
 /// What the server runs on, every value decided.
@@ -106,6 +203,10 @@ pub struct RuntimeConfig {
     pub log_json: bool,
     /// When authorities are prepared and activated.
     pub authority_schedule: crate::ca::Schedule,
+    /// CA bundle for x509pop node attestation; x509pop is off when `None`.
+    pub x509pop_ca_bundle: Option<PathBuf>,
+    /// `/live`, `/ready`, `/metrics`; no listener when `None`.
+    pub telemetry_bind: Option<SocketAddr>,
 }
 
 impl RuntimeConfig {
@@ -128,6 +229,13 @@ impl TryFrom<FileConfig> for RuntimeConfig {
         let bind = bind_text
             .parse::<SocketAddr>()
             .map_err(|e| ConfigError::Bind(bind_text.clone(), e.to_string()))?;
+        let telemetry_bind = match f.telemetry.and_then(|t| t.bind) {
+            None => None,
+            Some(text) => Some(
+                text.parse::<SocketAddr>()
+                    .map_err(|e| ConfigError::TelemetryBind(text.clone(), e.to_string()))?,
+            ),
+        };
         let dur = |v: Option<ConfigDuration>, default: Duration, name: &'static str| {
             let d = v.map(|c| c.0).unwrap_or(default);
             if d.is_zero() {
@@ -164,6 +272,11 @@ impl TryFrom<FileConfig> for RuntimeConfig {
                 .unwrap_or(NOT_BEFORE_BACKDATE),
             log_json: f.log_json.unwrap_or(false),
             authority_schedule: schedule(f.authority_prepare_at, f.authority_activate_at)?,
+            x509pop_ca_bundle: f
+                .node_attestor
+                .and_then(|n| n.x509pop)
+                .map(|x| x.ca_bundle_path),
+            telemetry_bind,
         })
     }
 }
@@ -242,6 +355,29 @@ mod tests {
             ..Default::default()
         };
         assert!(RuntimeConfig::try_from(bad_td).is_err());
+    }
+
+    #[test]
+    fn validate_names_an_unknown_key_and_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("server.toml");
+        std::fs::write(
+            &path,
+            "trust_domain = \"corp.test\"\n\n[node_attestor.x509pop]\nca_bundle = \"/x.pem\"\n",
+        )
+        .unwrap();
+        let err = validate_file(&path).unwrap_err();
+        let want = format!("{}:4:1: unknown field `ca_bundle`", path.display());
+        assert!(err.starts_with(&want), "{err}");
+        std::fs::write(&path, "ca_ttl = \"1h\"\nbind = \"nowhere\"\n").unwrap();
+        let err = validate_file(&path).unwrap_err();
+        assert!(
+            err.starts_with(&format!("{}:2:1: invalid bind address", path.display())),
+            "{err}"
+        );
+        std::fs::write(&path, "[telemetry]\nbind = \"127.0.0.1:0\"\n").unwrap();
+        let c = validate_file(&path).unwrap();
+        assert_eq!(c.telemetry_bind.unwrap().ip().to_string(), "127.0.0.1");
     }
 
     #[test]

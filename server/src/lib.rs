@@ -3,6 +3,7 @@
 //! socket). `app::run` wires them; everything else is one concept per module.
 #![forbid(unsafe_code)]
 
+pub mod alias;
 pub mod api;
 pub mod app;
 pub mod attest;
@@ -13,5 +14,6 @@ pub mod config;
 pub mod datastore;
 pub mod events;
 pub mod revocation;
+pub mod telemetry;
 
 pub use config::{FileConfig, RuntimeConfig};

@@ -22,7 +22,9 @@ use tonic::{Request, Response, Status};
 use super::convert::{admin_agent, admin_authority, admin_bundle, admin_entry};
 use super::introspect::introspect;
 use super::status::ApiError;
-use super::validate::{check_audience, dns_name, new_entry, requested_ttl, selector, spiffe_id_in};
+use super::validate::{
+    check_audience, dns_name, new_entry, new_node_alias, requested_ttl, selector, spiffe_id_in,
+};
 use super::ServerState;
 use crate::ca::AuthorityKind;
 use crate::datastore::{EntryFilter, RevokedKind};
@@ -114,13 +116,21 @@ impl Admin for AdminService {
 
     async fn create_entry(&self, request: Request<Entry>) -> Result<Response<Entry>, Status> {
         let id = uuid::Uuid::new_v4().to_string();
-        let entry = new_entry(request.get_ref(), self.state.ca.trust_domain(), id)?;
+        let req = request.get_ref();
+        let td = self.state.ca.trust_domain();
         let created_at = unix_seconds(self.state.ca.now());
-        let rec = self.state.ds.create_entry(entry, created_at).await?;
+        let rec = if req.node {
+            let entry = new_node_alias(req, td, id)?;
+            self.state.ds.create_node_alias(entry, created_at).await?
+        } else {
+            let entry = new_entry(req, td, id)?;
+            self.state.ds.create_entry(entry, created_at).await?
+        };
         tracing::info!(
             entry_id = %rec.entry.id,
             spiffe_id = %rec.entry.spiffe_id,
             parent_id = %rec.entry.parent_id,
+            node_alias = rec.node,
             "entry created"
         );
         let out = admin_entry(&rec);
@@ -141,6 +151,7 @@ impl Admin for AdminService {
                 .iter()
                 .map(|s| selector(s))
                 .collect::<Result<_, _>>()?,
+            node: None,
         };
         let entries = self.state.ds.list_entries(&filter).await?;
         Ok(Response::new(ListEntriesResponse {

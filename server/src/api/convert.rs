@@ -29,8 +29,7 @@ pub fn admin_entry(rec: &EntryRecord) -> admin::Entry {
         downstream: e.downstream,
         revision: e.revision,
         created_at: rec.created_at,
-        // Node-alias entries are not stored yet.
-        node: false,
+        node: rec.node,
     }
 }
 

@@ -15,11 +15,12 @@ pub mod validate;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::attest::JoinTokenAttestor;
+use crate::attest::{JoinTokenAttestor, X509PopAttestor};
 use crate::ca::CertificateAuthority;
 use crate::datastore::DataStore;
 use crate::events::ChangeBus;
 use crate::revocation::Revocations;
+use crate::telemetry::Metrics;
 
 /// What every handler needs; cheap to clone.
 #[derive(Clone)]
@@ -30,6 +31,9 @@ pub struct ServerState {
     pub revocations: Arc<Revocations>,
     pub join_tokens: JoinTokenAttestor,
     pub join_token_ttl: Duration,
+    /// Present when `[node_attestor.x509pop]` names a CA bundle.
+    pub x509pop: Option<X509PopAttestor>,
+    pub metrics: Arc<Metrics>,
     /// Turns true when the server is stopping; long-lived streams end then.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }

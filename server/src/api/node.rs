@@ -13,6 +13,7 @@ use signet_proto::node::{
     RenewAgentRequest, RenewAgentResponse, SignX509SvidParams, SignX509SvidResult, SyncRequest,
     SyncResponse,
 };
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -21,9 +22,11 @@ use super::convert::node_bundle;
 use super::status::ApiError;
 use super::validate::check_audience;
 use super::ServerState;
-use crate::attest::AttestError;
+use crate::attest::x509pop::CHALLENGE_TTL;
+use crate::attest::{AttestError, AttestedAgent, X509PopError};
 use crate::ca::{csr_public_key, IssuedSvid, MintedJwt};
 use crate::datastore::AgentRecord;
+use crate::telemetry::metrics::code_label;
 
 pub struct NodeService {
     state: ServerState,
@@ -45,12 +48,12 @@ impl NodeService {
             .get_entry(&p.entry_id)
             .await?
             .ok_or_else(|| ApiError::NotFound(format!("entry {:?} not found", p.entry_id)))?;
-        let entry = rec.entry;
-        if entry.parent_id != agent.spiffe_id {
+        if !crate::alias::authorizes(self.state.ds.as_ref(), agent, &rec).await? {
             return Err(ApiError::PermissionDenied(
                 "entry is not authorized for this agent".into(),
             ));
         }
+        let entry = rec.entry;
         let csr = parse_csr(&p.csr)
             .map_err(|e| ApiError::InvalidArgument(format!("invalid CSR: {e}")))?;
         if csr.spiffe_id != entry.spiffe_id {
@@ -74,6 +77,7 @@ impl NodeService {
                 unix_seconds(svid.not_after),
             )
             .await?;
+        self.state.metrics.x509_svid_issued();
         tracing::info!(
             agent = %agent.spiffe_id,
             spiffe_id = %entry.spiffe_id,
@@ -97,12 +101,12 @@ impl NodeService {
             .get_entry(entry_id)
             .await?
             .ok_or_else(|| ApiError::NotFound(format!("entry {entry_id:?} not found")))?;
-        let entry = rec.entry;
-        if entry.parent_id != agent.spiffe_id {
+        if !crate::alias::authorizes(self.state.ds.as_ref(), agent, &rec).await? {
             return Err(ApiError::PermissionDenied(
                 "entry is not authorized for this agent".into(),
             ));
         }
+        let entry = rec.entry;
         let minted = self
             .state
             .ca
@@ -116,6 +120,7 @@ impl NodeService {
                 minted.expires_at,
             )
             .await?;
+        self.state.metrics.jwt_svid_issued();
         // The token is a bearer credential: log who and when, never the token.
         tracing::info!(
             agent = %agent.spiffe_id,
@@ -127,6 +132,75 @@ impl NodeService {
         );
         Ok(minted)
     }
+}
+
+/// Counts the attestation outcome and logs a refusal.
+fn counted<T>(state: &ServerState, method: &str, res: Result<T, AttestError>) -> Result<T, Status> {
+    match res {
+        Ok(v) => {
+            state.metrics.node_attestation(method, "ok");
+            Ok(v)
+        }
+        Err(e) => {
+            tracing::warn!(method, error = %e, "node attestation refused");
+            let status = Status::from(e);
+            state
+                .metrics
+                .node_attestation(method, &code_label(status.code()));
+            Err(status)
+        }
+    }
+}
+
+/// Waits (at most the challenge's lifetime) for the agent's signature.
+async fn challenge_response(
+    inbound: &mut Streaming<AttestRequest>,
+) -> Result<Vec<u8>, AttestError> {
+    let next = tokio::time::timeout(CHALLENGE_TTL, inbound.message()).await;
+    match next {
+        Err(_) => Err(X509PopError::StaleChallenge.into()),
+        Ok(Ok(Some(AttestRequest {
+            step: Some(attest_request::Step::ChallengeResponse(sig)),
+        }))) if !sig.is_empty() => Ok(sig),
+        Ok(_) => Err(X509PopError::MissingResponse.into()),
+    }
+}
+
+/// Records the new agent SVID and builds the attestation result.
+async fn finish_attestation(
+    state: &ServerState,
+    attested: AttestedAgent,
+) -> Result<AttestResponse, Status> {
+    state
+        .ds
+        .record_x509(
+            &attested.svid.serial_hex,
+            &attested.record.spiffe_id,
+            &attested.svid.authority_id,
+            unix_seconds(attested.svid.not_after),
+        )
+        .await
+        .map_err(ApiError::from)?;
+    state.metrics.x509_svid_issued();
+    let aliases = crate::alias::aliases_of(state.ds.as_ref(), &attested.record)
+        .await
+        .map_err(ApiError::from)?;
+    tracing::info!(
+        agent = %attested.record.spiffe_id,
+        method = %attested.record.attestation_type,
+        serial = %attested.record.serial,
+        selectors = ?attested.record.selectors.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        aliases = ?aliases.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        "agent attested"
+    );
+    Ok(AttestResponse {
+        step: Some(attest_response::Step::Result(AttestResult {
+            spiffe_id: attested.record.spiffe_id.to_string(),
+            svid_chain: attested.svid.chain,
+            bundle: Some(node_bundle(&state.ca.bundle())),
+            authority_id: attested.svid.authority_id,
+        })),
+    })
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -141,6 +215,7 @@ impl Node for NodeService {
         request: Request<Streaming<AttestRequest>>,
     ) -> Result<Response<Self::AttestStream>, Status> {
         let mut inbound = request.into_inner();
+        // The stream is read again for the x509pop challenge's answer.
         let first = inbound
             .message()
             .await?
@@ -150,46 +225,53 @@ impl Node for NodeService {
                 "the first attestation message must carry params",
             ));
         };
-        let attested = match params.method {
+        match params.method {
             Some(attest_params::Method::JoinToken(token)) => {
                 let res = self.state.join_tokens.attest(&token, &params.csr).await;
-                if let Err(e) = &res {
-                    tracing::warn!(method = "join_token", error = %e, "node attestation refused");
+                let attested = counted(&self.state, "join_token", res)?;
+                let result = finish_attestation(&self.state, attested).await?;
+                Ok(Response::new(Box::pin(tokio_stream::once(Ok(result)))))
+            }
+            Some(attest_params::Method::X509pop(pop)) => {
+                let Some(attestor) = self.state.x509pop.clone() else {
+                    self.state
+                        .metrics
+                        .node_attestation("x509pop", &code_label(tonic::Code::Unimplemented));
+                    return Err(Status::unimplemented(
+                        "x509pop node attestation is not enabled on this server (no [node_attestor.x509pop] ca_bundle_path)",
+                    ));
+                };
+                let begun = attestor.begin(&pop.cert_chain).await;
+                let (host, nonce) = counted(&self.state, "x509pop", begun)?;
+                let (tx, rx) = mpsc::channel(2);
+                let challenge = AttestResponse {
+                    step: Some(attest_response::Step::Challenge(nonce.to_vec())),
+                };
+                if tx.send(Ok(challenge)).await.is_err() {
+                    return Err(Status::cancelled("attestation stream closed"));
                 }
-                res?
+                let state = self.state.clone();
+                tokio::spawn(async move {
+                    let answer = challenge_response(&mut inbound).await;
+                    let res = match answer {
+                        Ok(sig) => attestor.finish(&host, &nonce, &sig, &params.csr).await,
+                        Err(e) => Err(e),
+                    };
+                    let out = match counted(&state, "x509pop", res) {
+                        Ok(attested) => finish_attestation(&state, attested).await,
+                        Err(status) => Err(status),
+                    };
+                    let _ = tx.send(out).await;
+                });
+                Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
             }
-            Some(attest_params::Method::X509pop(_)) => {
-                return Err(Status::unimplemented(
-                    "x509pop node attestation is not enabled on this server",
-                ))
+            None => {
+                self.state
+                    .metrics
+                    .node_attestation("none", &code_label(tonic::Code::InvalidArgument));
+                Err(AttestError::MissingMethod.into())
             }
-            None => return Err(AttestError::MissingMethod.into()),
-        };
-        self.state
-            .ds
-            .record_x509(
-                &attested.svid.serial_hex,
-                &attested.record.spiffe_id,
-                &attested.svid.authority_id,
-                unix_seconds(attested.svid.not_after),
-            )
-            .await
-            .map_err(ApiError::from)?;
-        tracing::info!(
-            agent = %attested.record.spiffe_id,
-            method = %attested.record.attestation_type,
-            serial = %attested.record.serial,
-            "agent attested"
-        );
-        let result = AttestResponse {
-            step: Some(attest_response::Step::Result(AttestResult {
-                spiffe_id: attested.record.spiffe_id.to_string(),
-                svid_chain: attested.svid.chain,
-                bundle: Some(node_bundle(&self.state.ca.bundle())),
-                authority_id: attested.svid.authority_id,
-            })),
-        };
-        Ok(Response::new(Box::pin(tokio_stream::once(Ok(result)))))
+        }
     }
 
     async fn renew_agent(
@@ -222,6 +304,7 @@ impl Node for NodeService {
                 unix_seconds(svid.not_after),
             )
             .await?;
+        self.state.metrics.x509_svid_issued();
         tracing::info!(agent = %agent.spiffe_id, serial = %svid.serial_hex, "renewed agent SVID");
         Ok(Response::new(RenewAgentResponse {
             svid_chain: svid.chain,
@@ -240,7 +323,7 @@ impl Node for NodeService {
             "sync stream opened"
         );
         let since = request.get_ref().since_revision;
-        let rx = super::sync::start(self.state.clone(), agent.spiffe_id, since);
+        let rx = super::sync::start(self.state.clone(), agent, since);
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 

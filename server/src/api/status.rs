@@ -3,7 +3,7 @@
 use tonic::{Code, Status};
 
 use crate::api::validate::EntryError;
-use crate::attest::AttestError;
+use crate::attest::{AttestError, X509PopError};
 use crate::ca::CaError;
 use crate::datastore::DataStoreError;
 use crate::revocation::RevocationError;
@@ -91,6 +91,16 @@ impl From<AttestError> for ApiError {
             }
             AttestError::DataStore(d) => d.into(),
             AttestError::Ca(c) => c.into(),
+            AttestError::X509Pop(p) => match p {
+                X509PopError::EmptyChain
+                | X509PopError::Parse(_)
+                | X509PopError::MissingResponse => ApiError::InvalidArgument(p.to_string()),
+                X509PopError::Bundle(_, _) => ApiError::Internal(p.to_string()),
+                X509PopError::Untrusted(_)
+                | X509PopError::UnsupportedKey(_)
+                | X509PopError::BadSignature
+                | X509PopError::StaleChallenge => ApiError::PermissionDenied(p.to_string()),
+            },
         }
     }
 }

@@ -7,6 +7,7 @@
 //! A subscriber that falls behind gets a fresh snapshot; a banned or
 //! evicted agent's stream ends with `PermissionDenied`.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use signet_core::clock::unix_seconds;
@@ -20,26 +21,51 @@ use tonic::Status;
 use super::convert::{node_bundle, node_entry};
 use super::status::ApiError;
 use super::ServerState;
-use crate::datastore::{Revocation, RevokedKind};
+use crate::datastore::{AgentRecord, Revocation, RevokedKind};
 use crate::events::{Change, Event, Resume};
 
 type Tx = mpsc::Sender<Result<SyncResponse, Status>>;
 
-/// Starts the stream for `agent_id`; messages arrive on the returned receiver.
+/// Starts the stream for `agent`; messages arrive on the returned receiver.
 pub fn start(
     state: ServerState,
-    agent_id: SpiffeId,
+    agent: AgentRecord,
     since: u64,
 ) -> mpsc::Receiver<Result<SyncResponse, Status>> {
     let (tx, rx) = mpsc::channel(64);
     // Subscribe before reading anything, so no change can fall between.
     let (events, current, resume) = state.bus.resume(since);
     tokio::spawn(async move {
-        if let Err(e) = run(&state, &agent_id, events, current, resume, &tx).await {
+        let _connected = state.metrics.agent_connected();
+        if let Err(e) = run(&state, &agent, events, current, resume, &tx).await {
             let _ = tx.send(Err(e.into())).await;
         }
     });
     rx
+}
+
+/// The stream's view of the agent: its ID and the aliases it belongs to.
+struct Scope<'a> {
+    agent: &'a AgentRecord,
+    members: BTreeSet<SpiffeId>,
+}
+
+impl Scope<'_> {
+    fn covers(&self, parent: &SpiffeId) -> bool {
+        parent == &self.agent.spiffe_id || self.members.contains(parent)
+    }
+
+    /// Recomputes alias membership; true when it changed.
+    async fn refresh(&mut self, state: &ServerState) -> Result<bool, ApiError> {
+        let members = crate::alias::aliases_of(state.ds.as_ref(), self.agent).await?;
+        let changed = members != self.members;
+        self.members = members;
+        Ok(changed)
+    }
+}
+
+fn is_alias_change(event: &Event) -> bool {
+    matches!(&event.change, Change::EntryCreated(r) | Change::EntryDeleted(r) if r.node)
 }
 
 fn node_revocation(r: &Revocation) -> RevokedCredential {
@@ -68,11 +94,13 @@ fn tainted(state: &ServerState) -> TaintedAuthorities {
 /// are published after their change is committed).
 async fn snapshot(
     state: &ServerState,
-    agent_id: &SpiffeId,
+    scope: &Scope<'_>,
     revision: u64,
     tx: &Tx,
 ) -> Result<bool, ApiError> {
-    let entries = state.ds.entries_by_parent(agent_id).await?;
+    let entries =
+        crate::alias::entries_for(state.ds.as_ref(), &scope.agent.spiffe_id, &scope.members)
+            .await?;
     let revocations = state.ds.revocations(unix_seconds(state.ca.now())).await?;
     let msg = SyncResponse {
         revision,
@@ -90,23 +118,34 @@ async fn snapshot(
 
 async fn run(
     state: &ServerState,
-    agent_id: &SpiffeId,
+    agent: &AgentRecord,
     mut events: broadcast::Receiver<Arc<Event>>,
     current: u64,
     resume: Resume,
     tx: &Tx,
 ) -> Result<(), ApiError> {
+    let agent_id = &agent.spiffe_id;
+    let mut scope = Scope {
+        agent,
+        members: BTreeSet::new(),
+    };
+    scope.refresh(state).await?;
     let mut last = current;
+    // Missed alias changes may have moved whole sets of entries: resend all.
+    let resume = match resume {
+        Resume::Events(missed) if missed.iter().any(|e| is_alias_change(e)) => Resume::Snapshot,
+        other => other,
+    };
     match resume {
         Resume::Snapshot => {
-            if !snapshot(state, agent_id, current, tx).await? {
+            if !snapshot(state, &scope, current, tx).await? {
                 return Ok(());
             }
         }
         Resume::Events(missed) => {
             let mut sent = false;
             for event in &missed {
-                if let Some(msg) = message_for(state, agent_id, event)? {
+                if let Some(msg) = message_for(state, &scope, event)? {
                     if tx.send(Ok(msg)).await.is_err() {
                         return Ok(());
                     }
@@ -141,7 +180,8 @@ async fn run(
                 tracing::info!(agent = %agent_id, missed = n, "sync stream fell behind; resending a snapshot");
                 let (fresh, rev) = state.bus.subscribe();
                 events = fresh;
-                if !snapshot(state, agent_id, rev, tx).await? {
+                scope.refresh(state).await?;
+                if !snapshot(state, &scope, rev, tx).await? {
                     return Ok(());
                 }
                 last = rev;
@@ -152,7 +192,18 @@ async fn run(
         if event.revision <= last {
             continue;
         }
-        let Some(msg) = message_for(state, agent_id, &event)? else {
+        if is_alias_change(&event) {
+            // Membership moved: the agent's whole entry set may have changed.
+            if scope.refresh(state).await? {
+                tracing::info!(agent = %agent_id, aliases = ?scope.members, "node alias membership changed; resending a snapshot");
+                last = event.revision;
+                if !snapshot(state, &scope, event.revision, tx).await? {
+                    return Ok(());
+                }
+            }
+            continue;
+        }
+        let Some(msg) = message_for(state, &scope, &event)? else {
             continue;
         };
         last = event.revision;
@@ -165,23 +216,28 @@ async fn run(
 /// The message this agent gets for `event`, if it concerns the agent.
 fn message_for(
     state: &ServerState,
-    agent_id: &SpiffeId,
+    scope: &Scope<'_>,
     event: &Event,
 ) -> Result<Option<SyncResponse>, ApiError> {
+    let agent_id = &scope.agent.spiffe_id;
     let base = SyncResponse {
         revision: event.revision,
         server_time_ms: server_time_ms(state),
         ..Default::default()
     };
     Ok(match &event.change {
-        Change::EntryCreated(rec) if &rec.entry.parent_id == agent_id => Some(SyncResponse {
-            entries: vec![node_entry(rec)],
-            ..base
-        }),
-        Change::EntryDeleted(rec) if &rec.entry.parent_id == agent_id => Some(SyncResponse {
-            removed_entry_ids: vec![rec.entry.id.clone()],
-            ..base
-        }),
+        Change::EntryCreated(rec) if !rec.node && scope.covers(&rec.entry.parent_id) => {
+            Some(SyncResponse {
+                entries: vec![node_entry(rec)],
+                ..base
+            })
+        }
+        Change::EntryDeleted(rec) if !rec.node && scope.covers(&rec.entry.parent_id) => {
+            Some(SyncResponse {
+                removed_entry_ids: vec![rec.entry.id.clone()],
+                ..base
+            })
+        }
         Change::BundleChanged => Some(SyncResponse {
             bundle: Some(node_bundle(&state.ca.bundle())),
             ..base

@@ -44,6 +44,10 @@ pub enum EntryError {
     NoAudience,
     #[error("audience must not contain an empty string")]
     EmptyAudience,
+    #[error("a node-alias entry cannot have {0}")]
+    AliasField(&'static str),
+    #[error("a node-alias entry cannot use the server's SPIFFE ID")]
+    AliasIsServer,
 }
 
 pub fn spiffe_id_in(
@@ -153,6 +157,39 @@ pub fn new_entry(
         downstream: req.downstream,
         revision: 0,
     })
+}
+
+/// A node-alias entry: no parent may be given (it is stored under the
+/// server's ID, see `crate::alias`), at least one selector, and nothing that
+/// only an SVID would carry.
+pub fn new_node_alias(
+    req: &admin::Entry,
+    td: &TrustDomain,
+    id: String,
+) -> Result<RegistrationEntry, EntryError> {
+    if !req.parent_id.is_empty() {
+        return Err(EntryError::AliasField("parent_id"));
+    }
+    if !req.dns_names.is_empty() {
+        return Err(EntryError::AliasField("dns_names"));
+    }
+    if req.admin || req.downstream {
+        return Err(EntryError::AliasField("admin/downstream"));
+    }
+    let parent = crate::alias::alias_parent(td).map_err(|source| EntryError::SpiffeId {
+        field: "parent_id",
+        value: td.to_string(),
+        source,
+    })?;
+    let spiffe_id = spiffe_id_in("spiffe_id", &req.spiffe_id, td)?;
+    if spiffe_id == parent {
+        return Err(EntryError::AliasIsServer);
+    }
+    let with_parent = admin::Entry {
+        parent_id: parent.to_string(),
+        ..req.clone()
+    };
+    new_entry(&with_parent, td, id)
 }
 
 #[cfg(test)]

@@ -2,11 +2,13 @@
 //! decides its SPIFFE ID; the agent SVID is issued for the CSR's key only.
 
 pub mod join_token;
+pub mod x509pop;
 
 use crate::ca::{CaError, IssuedSvid};
 use crate::datastore::{AgentRecord, DataStoreError};
 
 pub use join_token::JoinTokenAttestor;
+pub use x509pop::{X509PopAttestor, X509PopError};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AttestError {
@@ -18,6 +20,8 @@ pub enum AttestError {
     DataStore(#[from] DataStoreError),
     #[error(transparent)]
     Ca(#[from] CaError),
+    #[error(transparent)]
+    X509Pop(#[from] X509PopError),
 }
 
 /// An agent the server now vouches for, and its first SVID.

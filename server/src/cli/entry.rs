@@ -29,8 +29,14 @@ pub struct CreateArgs {
     output: OutputArgs,
     #[arg(long)]
     spiffe_id: String,
+    /// The agent (or node alias) that may serve this identity.
+    #[arg(long, required_unless_present = "node", conflicts_with = "node")]
+    parent_id: Option<String>,
+    /// A node alias: SPIFFE ID naming every agent whose node selectors
+    /// include all of --selector (e.g. x509pop:subject:cn:edge-1); no
+    /// --parent-id. Workload entries use the alias ID as their parent.
     #[arg(long)]
-    parent_id: String,
+    node: bool,
     /// `type:value`, e.g. unix:uid:1000; repeat for several (all must match).
     #[arg(long = "selector", required = true)]
     selectors: Vec<String>,
@@ -94,6 +100,7 @@ pub fn entry_json(e: &Entry) -> Value {
         "downstream": e.downstream,
         "revision": e.revision,
         "created_at": e.created_at,
+        "node": e.node,
     })
 }
 
@@ -115,6 +122,9 @@ pub fn entry_text(e: &Entry) -> String {
         ("X509-SVID TTL", ttl_text(e.x509_svid_ttl)),
         ("JWT-SVID TTL", ttl_text(e.jwt_svid_ttl)),
     ];
+    if e.node {
+        lines.push(("Node alias", "true".to_owned()));
+    }
     lines.extend(e.selectors.iter().map(|s| ("Selector", s.clone())));
     lines.extend(e.dns_names.iter().map(|d| ("DNS name", d.clone())));
     if !e.hint.is_empty() {
@@ -168,7 +178,8 @@ impl EntryCommand {
 async fn create(a: CreateArgs) -> anyhow::Result<()> {
     let request = Entry {
         spiffe_id: a.spiffe_id,
-        parent_id: a.parent_id,
+        parent_id: a.parent_id.unwrap_or_default(),
+        node: a.node,
         selectors: a.selectors,
         x509_svid_ttl: ttl_secs("--x509-svid-ttl", a.x509_svid_ttl)?,
         jwt_svid_ttl: ttl_secs("--jwt-svid-ttl", a.jwt_svid_ttl)?,

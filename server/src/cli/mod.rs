@@ -62,6 +62,16 @@ pub enum Command {
     Revoke(revoke::RevokeCommand),
     /// Is a JWT-SVID active right now? Exit 0 active, 3 inactive, 1 error.
     Introspect(introspect::IntrospectArgs),
+    /// Checks a config file: prints `configuration is valid`, or
+    /// `FILE:LINE:COL: message` and exits 1.
+    Validate(ValidateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// The TOML config file to check.
+    #[arg(long)]
+    pub config: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -94,6 +104,9 @@ pub struct RunArgs {
     /// Log as JSON lines instead of human-readable text.
     #[arg(long)]
     pub log_json: bool,
+    /// Serve /live, /ready and /metrics over HTTP on ADDR, e.g. 127.0.0.1:9090.
+    #[arg(long, value_name = "ADDR")]
+    pub telemetry_bind: Option<String>,
 }
 
 impl RunArgs {
@@ -116,6 +129,11 @@ impl RunArgs {
             log_json: self.log_json.then_some(true),
             authority_prepare_at: None,
             authority_activate_at: None,
+            node_attestor: None,
+            telemetry: self
+                .telemetry_bind
+                .clone()
+                .map(|bind| crate::config::TelemetryConfig { bind: Some(bind) }),
         };
         Ok(RuntimeConfig::try_from(file.merge(flags))?)
     }
@@ -178,6 +196,7 @@ pub fn dispatch(cli: Cli) -> ExitCode {
             Command::Authority(c) => c.run().await,
             Command::Revoke(c) => c.run().await,
             Command::Introspect(a) => return a.run().await,
+            Command::Validate(a) => return Ok(validate(&a)),
         }
         .map(|()| ExitCode::SUCCESS)
     });
@@ -185,6 +204,19 @@ pub fn dispatch(cli: Cli) -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("Error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn validate(args: &ValidateArgs) -> ExitCode {
+    match crate::config::validate_file(&args.config) {
+        Ok(_) => {
+            println!("configuration is valid");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
             ExitCode::FAILURE
         }
     }
@@ -372,6 +404,18 @@ mod tests {
                 "r",
             ],
             vec!["signet-server", "revoke", "jwt", "--jti", "x"],
+            vec!["signet-server", "validate", "--config", "/etc/s.toml"],
+            vec!["signet-server", "run", "--telemetry-bind", "127.0.0.1:9090"],
+            vec![
+                "signet-server",
+                "entry",
+                "create",
+                "--node",
+                "--spiffe-id",
+                "spiffe://example.org/edge",
+                "--selector",
+                "x509pop:subject:cn:edge-1",
+            ],
             vec![
                 "signet-server",
                 "introspect",

@@ -49,6 +49,8 @@ pub struct EntryRecord {
     pub entry: RegistrationEntry,
     /// Unix seconds.
     pub created_at: i64,
+    /// A node-alias entry (see `crate::alias`).
+    pub node: bool,
 }
 
 /// Which kind of credential a revocation names.
@@ -87,6 +89,8 @@ pub struct EntryFilter {
     pub spiffe_id: Option<SpiffeId>,
     pub parent_id: Option<SpiffeId>,
     pub selectors: Vec<Selector>,
+    /// `Some(true)`: node aliases only; `Some(false)`: workload entries only.
+    pub node: Option<bool>,
 }
 
 impl EntryFilter {
@@ -113,6 +117,10 @@ pub trait DataStore: Send + Sync + 'static {
         agent: AgentRecord,
     ) -> Result<AgentRecord>;
 
+    /// Records `agent` (attested by a method without tokens), replacing an
+    /// earlier or evicted record of the same ID; refuses a banned ID.
+    async fn attest_agent(&self, agent: AgentRecord) -> Result<AgentRecord>;
+
     async fn get_agent(&self, id: &SpiffeId) -> Result<Option<AgentRecord>>;
     async fn list_agents(&self) -> Result<Vec<AgentRecord>>;
     /// Records the serial and expiry of a renewed agent SVID.
@@ -124,6 +132,12 @@ pub trait DataStore: Send + Sync + 'static {
 
     /// Stores `entry` under its id; the store assigns the revision.
     async fn create_entry(&self, entry: RegistrationEntry, created_at: i64) -> Result<EntryRecord>;
+    /// Stores a node-alias entry (parent: the server's ID, see `crate::alias`).
+    async fn create_node_alias(
+        &self,
+        entry: RegistrationEntry,
+        created_at: i64,
+    ) -> Result<EntryRecord>;
     async fn get_entry(&self, id: &str) -> Result<Option<EntryRecord>>;
     async fn list_entries(&self, filter: &EntryFilter) -> Result<Vec<EntryRecord>>;
     async fn delete_entry(&self, id: &str) -> Result<EntryRecord>;

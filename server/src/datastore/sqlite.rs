@@ -37,6 +37,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "revocation",
         include_str!("../../migrations/0003_revocation.sql"),
     ),
+    (
+        4,
+        "node_alias",
+        include_str!("../../migrations/0004_node_alias.sql"),
+    ),
 ];
 
 #[derive(Debug)]
@@ -182,6 +187,7 @@ fn entry_from_row(row: &SqliteRow) -> Result<EntryRecord> {
             revision: u64::try_from(revision).unwrap_or(0),
         },
         created_at: row.try_get("created_at").map_err(get)?,
+        node: row.try_get("node").map_err(get)?,
     })
 }
 
@@ -207,7 +213,7 @@ fn revocation_from_row(row: &SqliteRow) -> Result<Revocation> {
 }
 
 const ENTRY_COLUMNS: &str = "id, spiffe_id, parent_id, selectors, x509_svid_ttl, jwt_svid_ttl, \
-     dns_names, hint, admin, downstream, revision, created_at";
+     dns_names, hint, admin, downstream, revision, created_at, node";
 const AGENT_COLUMNS: &str =
     "spiffe_id, attestation_type, serial, expires_at, banned, attested_at, selectors";
 
@@ -224,6 +230,96 @@ impl SqliteDataStore {
         .await
         .map_err(backend)?;
         row.as_ref().map(agent_from_row).transpose()
+    }
+
+    async fn insert_entry(
+        &self,
+        mut entry: RegistrationEntry,
+        created_at: i64,
+        node: bool,
+    ) -> Result<EntryRecord> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let rows = sqlx::query(&format!(
+            "SELECT {ENTRY_COLUMNS} FROM entries WHERE spiffe_id = ? AND parent_id = ?"
+        ))
+        .bind(entry.spiffe_id.to_string())
+        .bind(entry.parent_id.to_string())
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(backend)?;
+        for row in &rows {
+            let existing = entry_from_row(row)?;
+            if existing.entry.selectors == entry.selectors {
+                return Err(DataStoreError::AlreadyExists(format!(
+                    "an entry with this SPIFFE ID, parent ID and selectors already exists (id {})",
+                    existing.entry.id
+                )));
+            }
+        }
+        entry.revision = bump_revision(&mut tx).await?;
+        sqlx::query(&format!(
+            "INSERT INTO entries ({ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        ))
+        .bind(&entry.id)
+        .bind(entry.spiffe_id.to_string())
+        .bind(entry.parent_id.to_string())
+        .bind(selectors_json(&entry.selectors)?)
+        .bind(ttl_column(entry.x509_svid_ttl))
+        .bind(ttl_column(entry.jwt_svid_ttl))
+        .bind(to_json(&entry.dns_names)?)
+        .bind(&entry.hint)
+        .bind(entry.admin)
+        .bind(entry.downstream)
+        .bind(i64::try_from(entry.revision).unwrap_or(i64::MAX))
+        .bind(created_at)
+        .bind(node)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| match e {
+            sqlx::Error::Database(d) if d.is_unique_violation() => {
+                DataStoreError::AlreadyExists(format!("entry id {} already exists", entry.id))
+            }
+            other => backend(other),
+        })?;
+        tx.commit().await.map_err(backend)?;
+        Ok(EntryRecord {
+            entry,
+            created_at,
+            node,
+        })
+    }
+
+    /// Inserts or replaces the agent's record; refuses a banned ID (the
+    /// caller's transaction is then dropped, which rolls it back).
+    async fn upsert_agent_in(
+        tx: &mut Transaction<'_, Sqlite>,
+        agent: AgentRecord,
+    ) -> Result<AgentRecord> {
+        if let Some(existing) = Self::agent_in(tx, &agent.spiffe_id).await? {
+            if existing.banned {
+                return Err(DataStoreError::AgentBanned);
+            }
+        }
+        sqlx::query(&format!(
+            "INSERT INTO agents ({AGENT_COLUMNS}) VALUES (?, ?, ?, ?, FALSE, ?, ?) \
+             ON CONFLICT (spiffe_id) DO UPDATE SET attestation_type = excluded.attestation_type, \
+             serial = excluded.serial, expires_at = excluded.expires_at, \
+             attested_at = excluded.attested_at, selectors = excluded.selectors"
+        ))
+        .bind(agent.spiffe_id.to_string())
+        .bind(&agent.attestation_type)
+        .bind(&agent.serial)
+        .bind(agent.expires_at)
+        .bind(agent.attested_at)
+        .bind(selectors_json(&agent.selectors)?)
+        .execute(&mut **tx)
+        .await
+        .map_err(backend)?;
+        bump_revision(tx).await?;
+        Ok(AgentRecord {
+            banned: false,
+            ..agent
+        })
     }
 }
 
@@ -266,33 +362,16 @@ impl DataStore for SqliteDataStore {
             tx.rollback().await.map_err(backend)?;
             return Err(DataStoreError::JoinTokenExpired);
         }
-        if let Some(existing) = Self::agent_in(&mut tx, &agent.spiffe_id).await? {
-            if existing.banned {
-                tx.rollback().await.map_err(backend)?;
-                return Err(DataStoreError::AgentBanned);
-            }
-        }
-        sqlx::query(&format!(
-            "INSERT INTO agents ({AGENT_COLUMNS}) VALUES (?, ?, ?, ?, FALSE, ?, ?) \
-             ON CONFLICT (spiffe_id) DO UPDATE SET attestation_type = excluded.attestation_type, \
-             serial = excluded.serial, expires_at = excluded.expires_at, \
-             attested_at = excluded.attested_at, selectors = excluded.selectors"
-        ))
-        .bind(agent.spiffe_id.to_string())
-        .bind(&agent.attestation_type)
-        .bind(&agent.serial)
-        .bind(agent.expires_at)
-        .bind(agent.attested_at)
-        .bind(selectors_json(&agent.selectors)?)
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
-        bump_revision(&mut tx).await?;
+        let agent = Self::upsert_agent_in(&mut tx, agent).await?;
         tx.commit().await.map_err(backend)?;
-        Ok(AgentRecord {
-            banned: false,
-            ..agent
-        })
+        Ok(agent)
+    }
+
+    async fn attest_agent(&self, agent: AgentRecord) -> Result<AgentRecord> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let agent = Self::upsert_agent_in(&mut tx, agent).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(agent)
     }
 
     async fn get_agent(&self, id: &SpiffeId) -> Result<Option<AgentRecord>> {
@@ -359,55 +438,16 @@ impl DataStore for SqliteDataStore {
         Ok(agent)
     }
 
-    async fn create_entry(
+    async fn create_entry(&self, entry: RegistrationEntry, created_at: i64) -> Result<EntryRecord> {
+        self.insert_entry(entry, created_at, false).await
+    }
+
+    async fn create_node_alias(
         &self,
-        mut entry: RegistrationEntry,
+        entry: RegistrationEntry,
         created_at: i64,
     ) -> Result<EntryRecord> {
-        let mut tx = self.pool.begin().await.map_err(backend)?;
-        let rows = sqlx::query(&format!(
-            "SELECT {ENTRY_COLUMNS} FROM entries WHERE spiffe_id = ? AND parent_id = ?"
-        ))
-        .bind(entry.spiffe_id.to_string())
-        .bind(entry.parent_id.to_string())
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(backend)?;
-        for row in &rows {
-            let existing = entry_from_row(row)?;
-            if existing.entry.selectors == entry.selectors {
-                return Err(DataStoreError::AlreadyExists(format!(
-                    "an entry with this SPIFFE ID, parent ID and selectors already exists (id {})",
-                    existing.entry.id
-                )));
-            }
-        }
-        entry.revision = bump_revision(&mut tx).await?;
-        sqlx::query(&format!(
-            "INSERT INTO entries ({ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        ))
-        .bind(&entry.id)
-        .bind(entry.spiffe_id.to_string())
-        .bind(entry.parent_id.to_string())
-        .bind(selectors_json(&entry.selectors)?)
-        .bind(ttl_column(entry.x509_svid_ttl))
-        .bind(ttl_column(entry.jwt_svid_ttl))
-        .bind(to_json(&entry.dns_names)?)
-        .bind(&entry.hint)
-        .bind(entry.admin)
-        .bind(entry.downstream)
-        .bind(i64::try_from(entry.revision).unwrap_or(i64::MAX))
-        .bind(created_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| match e {
-            sqlx::Error::Database(d) if d.is_unique_violation() => {
-                DataStoreError::AlreadyExists(format!("entry id {} already exists", entry.id))
-            }
-            other => backend(other),
-        })?;
-        tx.commit().await.map_err(backend)?;
-        Ok(EntryRecord { entry, created_at })
+        self.insert_entry(entry, created_at, true).await
     }
 
     async fn get_entry(&self, id: &str) -> Result<Option<EntryRecord>> {
@@ -427,6 +467,9 @@ impl DataStore for SqliteDataStore {
         if filter.parent_id.is_some() {
             sql.push_str(" AND parent_id = ?");
         }
+        if filter.node.is_some() {
+            sql.push_str(" AND node = ?");
+        }
         sql.push_str(" ORDER BY created_at, id");
         let mut query = sqlx::query(&sql);
         if let Some(id) = &filter.spiffe_id {
@@ -434,6 +477,9 @@ impl DataStore for SqliteDataStore {
         }
         if let Some(id) = &filter.parent_id {
             query = query.bind(id.to_string());
+        }
+        if let Some(node) = filter.node {
+            query = query.bind(node);
         }
         let rows = query.fetch_all(&self.pool).await.map_err(backend)?;
         let mut out = Vec::with_capacity(rows.len());

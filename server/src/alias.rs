@@ -1,0 +1,130 @@
+//! Node aliases: an entry with `node = true` whose SPIFFE ID names every agent
+//! whose node selectors include all of the alias's selectors. Workload
+//! entries whose parent is an alias ID are authorized for every member.
+//! Aliases have no parent of their own; they are stored with the server's ID
+//! (`spiffe://<td>/signet/server`) as parent, a marker no agent can hold.
+
+use std::collections::{BTreeSet, HashSet};
+
+use signet_core::{Selector, SpiffeId, SpiffeIdError, TrustDomain};
+
+use crate::api::tls::SERVER_ID_PATH;
+use crate::datastore::{AgentRecord, DataStore, EntryFilter, EntryRecord, Result};
+
+/// The parent every node-alias entry is stored with.
+pub fn alias_parent(td: &TrustDomain) -> std::result::Result<SpiffeId, SpiffeIdError> {
+    td.id(SERVER_ID_PATH)
+}
+
+/// The alias IDs `selectors` (an agent's node selectors) are a member of.
+pub fn memberships(aliases: &[EntryRecord], selectors: &[Selector]) -> BTreeSet<SpiffeId> {
+    let have: HashSet<Selector> = selectors.iter().cloned().collect();
+    aliases
+        .iter()
+        .filter(|a| a.node && a.entry.matches(&have))
+        .map(|a| a.entry.spiffe_id.clone())
+        .collect()
+}
+
+/// Every node alias stored now.
+pub async fn all(ds: &dyn DataStore) -> Result<Vec<EntryRecord>> {
+    ds.list_entries(&EntryFilter {
+        node: Some(true),
+        ..EntryFilter::default()
+    })
+    .await
+}
+
+/// The aliases `agent` belongs to now.
+pub async fn aliases_of(ds: &dyn DataStore, agent: &AgentRecord) -> Result<BTreeSet<SpiffeId>> {
+    if agent.selectors.is_empty() {
+        return Ok(BTreeSet::new());
+    }
+    Ok(memberships(&all(ds).await?, &agent.selectors))
+}
+
+/// Whether a workload entry with `entry` as record may be served to `agent`:
+/// its parent is the agent itself or an alias the agent belongs to.
+pub async fn authorizes(
+    ds: &dyn DataStore,
+    agent: &AgentRecord,
+    entry: &EntryRecord,
+) -> Result<bool> {
+    if entry.node {
+        return Ok(false);
+    }
+    if entry.entry.parent_id == agent.spiffe_id {
+        return Ok(true);
+    }
+    Ok(aliases_of(ds, agent)
+        .await?
+        .contains(&entry.entry.parent_id))
+}
+
+/// The workload entries for `agent_id` and the aliases in `members`.
+pub async fn entries_for(
+    ds: &dyn DataStore,
+    agent_id: &SpiffeId,
+    members: &BTreeSet<SpiffeId>,
+) -> Result<Vec<EntryRecord>> {
+    let mut out = ds.entries_by_parent(agent_id).await?;
+    for alias in members {
+        out.extend(ds.entries_by_parent(alias).await?);
+    }
+    out.retain(|e| !e.node);
+    let mut seen = HashSet::new();
+    out.retain(|e| seen.insert(e.entry.id.clone()));
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use signet_core::RegistrationEntry;
+
+    fn alias(id: &str, selectors: &[&str]) -> EntryRecord {
+        EntryRecord {
+            entry: RegistrationEntry {
+                id: id.into(),
+                spiffe_id: SpiffeId::parse(&format!("spiffe://example.org/{id}")).unwrap(),
+                parent_id: SpiffeId::parse("spiffe://example.org/signet/server").unwrap(),
+                selectors: selectors
+                    .iter()
+                    .map(|s| Selector::parse(s).unwrap())
+                    .collect(),
+                x509_svid_ttl: None,
+                jwt_svid_ttl: None,
+                dns_names: vec![],
+                hint: String::new(),
+                admin: false,
+                downstream: false,
+                revision: 1,
+            },
+            created_at: 0,
+            node: true,
+        }
+    }
+
+    #[test]
+    fn an_agent_belongs_to_every_alias_whose_selectors_it_all_has() {
+        let aliases = [
+            alias("edge", &["x509pop:subject:cn:edge-1"]),
+            alias("fleet", &["x509pop:ca:fingerprint:ab"]),
+            alias(
+                "both",
+                &["x509pop:ca:fingerprint:ab", "x509pop:san:dns:other"],
+            ),
+        ];
+        let agent: Vec<Selector> = ["x509pop:subject:cn:edge-1", "x509pop:ca:fingerprint:ab"]
+            .iter()
+            .map(|s| Selector::parse(s).unwrap())
+            .collect();
+        let m = memberships(&aliases, &agent);
+        let names: Vec<String> = m.iter().map(|i| i.to_string()).collect();
+        assert_eq!(
+            names,
+            ["spiffe://example.org/edge", "spiffe://example.org/fleet"]
+        );
+        assert!(memberships(&aliases, &[]).is_empty());
+    }
+}
