@@ -13,6 +13,7 @@ use signet_core::x509::{build_csr, cert_info, key_matches_leaf, validate_x509_sv
 use signet_core::{Clock, SpiffeId, TrustDomain};
 use signet_proto::node::{
     attest_params, attest_request, attest_response, AttestParams, AttestRequest, RenewAgentRequest,
+    X509PopParams,
 };
 use tokio::sync::watch;
 
@@ -47,6 +48,14 @@ pub enum NodeAttestError {
     BadSvid(#[from] signet_core::x509::X509Error),
     #[error("invalid SPIFFE ID: {0}")]
     SpiffeId(#[from] signet_core::SpiffeIdError),
+    #[error(transparent)]
+    HostCert(#[from] super::x509pop::HostCertError),
+}
+
+/// How this agent proves its node.
+enum Method {
+    JoinToken(String),
+    X509Pop(Box<super::x509pop::HostIdentity>),
 }
 
 /// The agent's identity and the bundle to trust the server with.
@@ -78,10 +87,16 @@ pub async fn obtain_identity(
             Err(reason) => tracing::info!(%reason, "stored agent SVID cannot be reused"),
         }
     }
-    let Some(token) = config.join_token.as_deref() else {
-        return Err(NodeAttestError::NoToken(
-            storage.dir().display().to_string(),
-        ));
+    // A host certificate can always attest again on its own; a join token
+    // only once.
+    let method = match (&config.x509pop, config.join_token.as_deref()) {
+        (Some(pop), _) => Method::X509Pop(Box::new(super::x509pop::HostIdentity::load(pop)?)),
+        (None, Some(token)) => Method::JoinToken(token.to_owned()),
+        (None, None) => {
+            return Err(NodeAttestError::NoToken(
+                storage.dir().display().to_string(),
+            ))
+        }
     };
     let trust = match &config.bootstrap {
         Bootstrap::Insecure => {
@@ -112,7 +127,7 @@ pub async fn obtain_identity(
             None => return Err(NodeAttestError::NoBundle),
         },
     };
-    let attested = attest_with_token(config, token, trust, clock).await?;
+    let attested = attest_with(config, method, trust, clock).await?;
     storage.save_identity(&StoredIdentity {
         key_pkcs8: attested.svid.key_pkcs8.clone(),
         chain: attested.svid.chain.clone(),
@@ -141,45 +156,71 @@ fn reuse(stored: StoredIdentity, bundle: &[Vec<u8>], now: SystemTime) -> Result<
     })
 }
 
-async fn attest_with_token(
+async fn attest_with(
     config: &RuntimeConfig,
-    token: &str,
+    method: Method,
     trust: ServerTrust,
     clock: &dyn Clock,
 ) -> Result<Attested, NodeAttestError> {
     let key = KeyPair::generate().map_err(signet_core::x509::X509Error::from)?;
     // The server ignores the CSR's SAN for agents; name the ID we expect.
-    let expected = csr_id(&config.trust_domain, token)?;
+    let expected = match &method {
+        Method::JoinToken(token) => csr_id(&config.trust_domain, token)?,
+        Method::X509Pop(host) => host.agent_id(&config.trust_domain)?,
+    };
     let csr = build_csr(&key, &expected)?;
     let tls =
         node_client::tls::client_config(trust, node_client::server_id(&config.trust_domain)?, None)
             .map_err(node_client::NodeClientError::from)?;
     let mut client = node_client::connect(&config.server_address, tls).await?;
+    let params = match &method {
+        Method::JoinToken(token) => attest_params::Method::JoinToken(token.clone()),
+        Method::X509Pop(host) => attest_params::Method::X509pop(X509PopParams {
+            cert_chain: host.chain.clone(),
+        }),
+    };
     let request = AttestRequest {
         step: Some(attest_request::Step::Params(AttestParams {
-            method: Some(attest_params::Method::JoinToken(token.to_owned())),
+            method: Some(params),
             csr,
         })),
     };
+    // The stream stays open for the answer to a challenge.
+    let (requests, outgoing) = tokio::sync::mpsc::channel(2);
+    requests
+        .send(request)
+        .await
+        .map_err(|_| NodeAttestError::Protocol("attestation stream closed".into()))?;
     let mut responses = client
-        .attest(tokio_stream::iter(vec![request]))
+        .attest(tokio_stream::wrappers::ReceiverStream::new(outgoing))
         .await
         .map_err(refused)?
         .into_inner();
-    let response = responses
-        .message()
-        .await
-        .map_err(refused)?
-        .ok_or_else(|| NodeAttestError::Protocol("stream ended without a result".into()))?;
-    let result = match response.step {
-        Some(attest_response::Step::Result(r)) => r,
-        Some(attest_response::Step::Challenge(_)) => {
-            return Err(NodeAttestError::Protocol(
-                "challenge for a join token".into(),
-            ))
-        }
-        None => return Err(NodeAttestError::Protocol("empty response".into())),
-    };
+    let result =
+        loop {
+            let response =
+                responses.message().await.map_err(refused)?.ok_or_else(|| {
+                    NodeAttestError::Protocol("stream ended without a result".into())
+                })?;
+            match (response.step, &method) {
+                (Some(attest_response::Step::Result(r)), _) => break r,
+                (Some(attest_response::Step::Challenge(nonce)), Method::X509Pop(host)) => {
+                    let answer = AttestRequest {
+                        step: Some(attest_request::Step::ChallengeResponse(host.sign(&nonce)?)),
+                    };
+                    requests.send(answer).await.map_err(|_| {
+                        NodeAttestError::Protocol("attestation stream closed".into())
+                    })?;
+                }
+                (Some(attest_response::Step::Challenge(_)), Method::JoinToken(_)) => {
+                    return Err(NodeAttestError::Protocol(
+                        "challenge for a join token".into(),
+                    ))
+                }
+                (None, _) => return Err(NodeAttestError::Protocol("empty response".into())),
+            }
+        };
+    drop(requests);
     let bundle = result
         .bundle
         .map(|b| b.x509_authorities)
