@@ -141,15 +141,18 @@ fn counted<T>(state: &ServerState, method: &str, res: Result<T, AttestError>) ->
             state.metrics.node_attestation(method, "ok");
             Ok(v)
         }
-        Err(e) => {
-            tracing::warn!(method, error = %e, "node attestation refused");
-            let status = Status::from(e);
-            state
-                .metrics
-                .node_attestation(method, &code_label(status.code()));
-            Err(status)
-        }
+        Err(e) => Err(refusal(state, method, e)),
     }
+}
+
+/// Logs and counts a refused attestation; its status for the agent.
+fn refusal(state: &ServerState, method: &str, e: AttestError) -> Status {
+    tracing::warn!(method, error = %e, "node attestation refused");
+    let status = Status::from(e);
+    state
+        .metrics
+        .node_attestation(method, &code_label(status.code()));
+    status
 }
 
 /// Waits (at most the challenge's lifetime) for the agent's signature.
@@ -242,7 +245,11 @@ impl Node for NodeService {
                     ));
                 };
                 let begun = attestor.begin(&pop.cert_chain).await;
-                let (host, nonce) = counted(&self.state, "x509pop", begun)?;
+                // Counted once: here only a refusal, else when it finishes.
+                let (host, nonce) = match begun {
+                    Ok(v) => v,
+                    Err(e) => return Err(refusal(&self.state, "x509pop", e)),
+                };
                 let (tx, rx) = mpsc::channel(2);
                 let challenge = AttestResponse {
                     step: Some(attest_response::Step::Challenge(nonce.to_vec())),
