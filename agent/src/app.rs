@@ -8,6 +8,7 @@
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use signet_core::{Clock, SystemClock};
@@ -15,13 +16,21 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::attest::node::{obtain_identity, NodeAttestError, RenewLoop};
+use crate::attest::workload::composite::CompositeAttestor;
+use crate::attest::workload::container::docker::DockerClient;
+use crate::attest::workload::container::ContainerAttestor;
+use crate::attest::workload::systemd::{
+    BusAddress, SystemdAttestor, UnitBus, DEFAULT_DBUS_TIMEOUT,
+};
 use crate::attest::workload::unix::UnixAttestor;
+use crate::attest::workload::WorkloadAttestor;
 use crate::cache::{jwt, persist, CacheManager, JwtSvidCache, NodeMinter, NodeSigner};
-use crate::config::RuntimeConfig;
+use crate::config::{AttestorKind, RuntimeConfig};
 use crate::health::{self, Health, Status};
 use crate::node_client::{self, LateConnector, NodeConnector};
 use crate::storage::Storage;
 use crate::sync::SyncTask;
+use crate::telemetry::{self, Metrics, Readiness};
 use crate::workload_api::{self, WorkloadApi};
 
 /// Runs the agent until `shutdown` completes or a part fails for good.
@@ -30,6 +39,8 @@ pub async fn run(config: RuntimeConfig, shutdown: impl Future<Output = ()>) -> a
     let storage = Storage::open(&config.data_dir)?;
     let health = Health::new(config.max_clock_skew);
     let health_file = health::health_path(&config.socket_path);
+    let metrics = Arc::new(Metrics::new());
+    let readiness = Readiness::new(health.clone(), clock.clone());
 
     let restored = match persist::load(&config.data_dir, &config.trust_domain) {
         Ok(r) => r,
@@ -67,26 +78,42 @@ pub async fn run(config: RuntimeConfig, shutdown: impl Future<Output = ()>) -> a
     ));
 
     let mut tasks = JoinSet::new();
+    if let Some(addr) = config.telemetry_bind {
+        let listener = telemetry::http::bind(addr)
+            .await
+            .with_context(|| format!("cannot bind the telemetry address {addr}"))?;
+        tracing::info!(%addr, "serving /live, /ready and /metrics");
+        tasks.spawn(telemetry::http::serve(
+            listener,
+            metrics.clone(),
+            readiness.clone(),
+        ));
+    }
     let listener = workload_api::bind(&config.socket_path)?;
     tracing::info!(socket = %config.socket_path.display(), "Workload API listening");
-    let attestor = Arc::new(UnixAttestor::new(
-        config.procfs_root.clone(),
-        config.hash_size_limit,
-    ));
+    let attestor = workload_attestor(&config, metrics.clone());
+    let (drain_tx, drain_rx) = watch::channel(false);
     let api = WorkloadApi::new(
         cache_rx.clone(),
         attestor,
         clock.clone(),
         jwt_svids.clone(),
         config.jwt_leeway,
-    );
-    // Streams never finish on their own, so the server is dropped rather
-    // than drained on shutdown.
+    )
+    .with_telemetry(metrics.clone(), drain_rx);
+    // Streams never finish on their own: on shutdown they are ended with
+    // Unavailable (drain) and then the server is dropped.
     tasks.spawn(async move {
         if let Err(e) = workload_api::serve(listener, api, std::future::pending()).await {
             tracing::error!(error = %e, "Workload API stopped");
         }
     });
+    telemetry::notify_ready();
+    tasks.spawn(telemetry::svids::follow(
+        metrics.clone(),
+        cache_rx.clone(),
+        clock.clone(),
+    ));
     tasks.spawn(health::write_loop(health_file.clone(), health.subscribe()));
     tasks.spawn(persist::persist_loop(
         config.data_dir.clone(),
@@ -98,6 +125,7 @@ pub async fn run(config: RuntimeConfig, shutdown: impl Future<Output = ()>) -> a
     let attested = tokio::select! {
         a = obtain_identity(&config, &storage, clock.as_ref()) => a,
         _ = &mut shutdown => {
+            drain(&config.socket_path, &drain_tx, &metrics).await;
             tasks.abort_all();
             cleanup(&config.socket_path, &health_file);
             return Ok(());
@@ -110,8 +138,12 @@ pub async fn run(config: RuntimeConfig, shutdown: impl Future<Output = ()>) -> a
     match attested {
         Ok(attested) => {
             tracing::info!(spiffe_id = %attested.svid.spiffe_id, "agent identity ready");
+            if attested.fresh {
+                health.mark_reached_server();
+            }
             let (bundle_tx, bundle_rx) = watch::channel(Arc::new(attested.bundle));
             let (svid_tx, svid_rx) = watch::channel(Arc::new(attested.svid));
+            readiness.set_agent_svid(svid_rx.clone());
             let node = Arc::new(NodeConnector::new(
                 config.server_address.clone(),
                 node_client::server_id(&config.trust_domain)?,
@@ -172,10 +204,71 @@ pub async fn run(config: RuntimeConfig, shutdown: impl Future<Output = ()>) -> a
         }
     };
     drop(idle_manager);
+    drain(&config.socket_path, &drain_tx, &metrics).await;
     tasks.abort_all();
     cleanup(&config.socket_path, &health_file);
     result
 }
+
+/// Stops taking connections (the socket goes first), ends every open stream
+/// with Unavailable and gives them a moment to reach their clients.
+async fn drain(socket: &std::path::Path, drain_tx: &watch::Sender<bool>, metrics: &Metrics) {
+    telemetry::notify_stopping();
+    if let Err(e) = std::fs::remove_file(socket) {
+        tracing::debug!(path = %socket.display(), error = %e, "already gone");
+    }
+    let open = metrics.connected_workloads.get();
+    tracing::info!(streams = open, "draining Workload API streams");
+    drain_tx.send_replace(true);
+    let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
+    while metrics.connected_workloads.get() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The last answers are written by the connection tasks.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+/// The configured workload attestors, composed with their timeout.
+fn workload_attestor(config: &RuntimeConfig, metrics: Arc<Metrics>) -> Arc<dyn WorkloadAttestor> {
+    let mut attestors: Vec<(&'static str, Arc<dyn WorkloadAttestor>)> = Vec::new();
+    for kind in &config.workload_attestors {
+        match kind {
+            AttestorKind::Unix => attestors.push((
+                "unix",
+                Arc::new(UnixAttestor::new(
+                    config.procfs_root.clone(),
+                    config.hash_size_limit,
+                )),
+            )),
+            AttestorKind::Container => {
+                let mut container = ContainerAttestor::new(config.procfs_root.clone());
+                if let Some(docker) = &config.docker {
+                    container = container.with_docker(
+                        DockerClient::new(docker.socket_path.clone(), docker.timeout),
+                        docker.env_allow.clone(),
+                    );
+                }
+                attestors.push(("container", Arc::new(container)));
+            }
+            AttestorKind::Systemd => {
+                let bus = UnitBus::new(
+                    BusAddress::System,
+                    DEFAULT_DBUS_TIMEOUT.min(config.attestor_timeout),
+                );
+                attestors.push((
+                    "systemd",
+                    Arc::new(SystemdAttestor::new(config.procfs_root.clone(), bus)),
+                ));
+            }
+        }
+    }
+    let composite = CompositeAttestor::new(attestors, config.attestor_timeout, metrics);
+    tracing::info!(attestors = ?composite.names(), docker_api = config.docker.is_some(), "workload attestors");
+    Arc::new(composite)
+}
+
+/// How long open streams get to end on shutdown.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
 fn cleanup(socket: &std::path::Path, health_file: &std::path::Path) {
     for path in [socket, health_file] {

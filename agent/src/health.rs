@@ -5,6 +5,8 @@
 //! healthcheck reads after the socket has answered.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
@@ -89,13 +91,24 @@ fn millis(d: Duration) -> u64 {
 #[derive(Clone)]
 pub struct Health {
     tx: watch::Sender<HealthReport>,
+    /// Some answer came from the server (for `/ready`).
+    reached_server: Arc<AtomicBool>,
 }
 
 impl Health {
     pub fn new(max_clock_skew: Duration) -> Self {
         Self {
             tx: watch::channel(HealthReport::healthy(max_clock_skew)).0,
+            reached_server: Arc::default(),
         }
+    }
+
+    pub fn mark_reached_server(&self) {
+        self.reached_server.store(true, Ordering::Relaxed);
+    }
+
+    pub fn reached_server(&self) -> bool {
+        self.reached_server.load(Ordering::Relaxed)
     }
 
     pub fn report(&self) -> HealthReport {

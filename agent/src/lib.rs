@@ -13,6 +13,7 @@ pub mod health;
 pub mod node_client;
 pub mod storage;
 pub mod sync;
+pub mod telemetry;
 #[cfg(test)]
 pub mod test_support;
 pub mod workload_api;

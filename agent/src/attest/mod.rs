@@ -2,8 +2,8 @@
 //! (`node`), and finding out which workload is calling us (`workload`).
 
 pub mod node;
-pub mod x509pop;
 pub mod workload;
+pub mod x509pop;
 
 use std::time::SystemTime;
 

@@ -1,6 +1,6 @@
 //! The `signet-agent` command line: `run` starts the agent; `api fetch x509`,
 //! `api fetch jwt`, `api fetch jwt-bundle`, `api validate jwt`, `api watch`
-//! and `healthcheck` are Workload API clients.
+//! and `healthcheck` are Workload API clients; `validate` checks a config file.
 
 pub mod client;
 pub mod fetch;
@@ -37,6 +37,16 @@ pub enum Command {
     },
     /// Exit 0 when the agent's Workload API answers.
     Healthcheck(SocketArgs),
+    /// Check a config file: unknown or invalid keys are reported as
+    /// FILE:LINE:COL: message (exit 1); exit 0 when it is valid.
+    Validate(ValidateArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ValidateArgs {
+    /// The TOML config file to check.
+    #[arg(long)]
+    pub config: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -80,6 +90,18 @@ pub struct SocketArgs {
 
 /// Runs the parsed command; errors print as `Error: <message>`, exit 1.
 pub fn dispatch(cli: Cli) -> ExitCode {
+    if let Command::Validate(args) = &cli.command {
+        return match crate::config::validate_file(&args.config) {
+            Ok(()) => {
+                println!("{}: configuration is valid", args.config.display());
+                ExitCode::SUCCESS
+            }
+            Err(message) => {
+                eprintln!("{message}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -109,6 +131,7 @@ pub fn dispatch(cli: Cli) -> ExitCode {
                 ApiCommand::Watch(args) => watch::run(args).await,
             },
             Command::Healthcheck(args) => healthcheck::run(args).await,
+            Command::Validate(_) => Ok(()),
         }
     });
     match result {

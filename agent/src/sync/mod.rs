@@ -105,6 +105,7 @@ impl SyncTask {
             .into_inner();
         while let Some(message) = stream.message().await? {
             backoff.reset();
+            self.health.mark_reached_server();
             *revision = message.revision;
             if let Some(skew) = measure_skew(message.server_time_ms, self.clock.now()) {
                 self.health.record_skew(skew);

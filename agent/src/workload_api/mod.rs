@@ -35,6 +35,7 @@ use tonic::{Request, Response, Status};
 
 use crate::attest::workload::{AttestOptions, PeerInfo, WorkloadAttestor};
 use crate::cache::{JwtSvidCache, Snapshot};
+use crate::telemetry::Metrics;
 use header::check_security_header;
 use x509::X509State;
 
@@ -58,7 +59,13 @@ pub struct WorkloadApi {
     clock: Arc<dyn Clock>,
     jwt_svids: Arc<JwtSvidCache>,
     jwt_leeway: Duration,
+    metrics: Arc<Metrics>,
+    /// Turns true on shutdown: open streams end with `Unavailable`.
+    drain: watch::Receiver<bool>,
 }
+
+/// Sent to every open stream when the agent shuts down.
+pub const SHUTTING_DOWN: &str = "agent is shutting down";
 
 impl WorkloadApi {
     pub fn new(
@@ -74,7 +81,48 @@ impl WorkloadApi {
             clock,
             jwt_svids,
             jwt_leeway,
+            metrics: Arc::new(Metrics::new()),
+            drain: watch::channel(false).1,
         }
+    }
+
+    /// Records into `metrics`; ends the streams when `drain` turns true.
+    pub fn with_telemetry(mut self, metrics: Arc<Metrics>, drain: watch::Receiver<bool>) -> Self {
+        self.metrics = metrics;
+        self.drain = drain;
+        self
+    }
+
+    /// Runs a stream task, counted as a connected workload, until it ends
+    /// or the agent drains.
+    fn spawn_stream<T: Send + 'static>(
+        &self,
+        tx: mpsc::Sender<Result<T, Status>>,
+        stream: impl Future<Output = ()> + Send + 'static,
+    ) {
+        let guard = self.metrics.stream_opened();
+        let mut drain = self.drain.clone();
+        // Resolves only when a drain is asked for: a closed channel means
+        // no one can ask any more.
+        let drained = async move {
+            if drain.wait_for(|d| *d).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::spawn(async move {
+            let _guard = guard;
+            tokio::select! {
+                () = stream => {}
+                () = drained => {
+                    let _ = tx.send(Err(Status::unavailable(SHUTTING_DOWN))).await;
+                }
+            }
+        });
+    }
+
+    fn observe(&self, method: &str, started: tokio::time::Instant) {
+        self.metrics
+            .observe_call(method, started.elapsed().as_secs_f64());
     }
 
     fn ready_snapshot(&self) -> Result<Arc<Snapshot>, Status> {
@@ -108,6 +156,7 @@ impl WorkloadApi {
             hash_binary: uses_binary_hash(&snapshot),
         };
         let selectors = self.attestor.attest(&peer, options).await.map_err(|e| {
+            self.metrics.attestation_failures.inc();
             tracing::warn!(pid = ?peer.pid, uid = peer.uid, error = %e, "workload attestation failed");
             Status::unavailable(format!("workload attestation failed: {e}"))
         })?;
@@ -128,44 +177,41 @@ fn uses_binary_hash(snapshot: &Snapshot) -> bool {
     })
 }
 
-#[tonic::async_trait]
-impl SpiffeWorkloadApi for WorkloadApi {
-    type FetchX509SVIDStream = ResponseStream<X509svidResponse>;
-    type FetchX509BundlesStream = ResponseStream<X509BundlesResponse>;
-    type FetchJWTBundlesStream = ResponseStream<JwtBundlesResponse>;
-
-    async fn fetch_x509svid(
+/// The RPCs' bodies; the trait methods around them time each call.
+impl WorkloadApi {
+    async fn fetch_x509svid_inner(
         &self,
         request: Request<X509svidRequest>,
-    ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
+    ) -> Result<Response<ResponseStream<X509svidResponse>>, Status> {
         let (snapshot, selectors) = self.admit(&request).await?;
         if x509::x509_state(&snapshot, &selectors, self.clock.now()) == X509State::NoIdentity {
             return Err(x509::no_identity());
         }
         let (tx, rx) = mpsc::channel(4);
-        tokio::spawn(x509::stream_x509(
-            self.cache.clone(),
-            selectors,
-            self.clock.clone(),
-            tx,
-        ));
+        self.spawn_stream(
+            tx.clone(),
+            x509::stream_x509(self.cache.clone(), selectors, self.clock.clone(), tx),
+        );
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
-    async fn fetch_x509_bundles(
+    async fn fetch_x509_bundles_inner(
         &self,
         request: Request<X509BundlesRequest>,
-    ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
+    ) -> Result<Response<ResponseStream<X509BundlesResponse>>, Status> {
         let (snapshot, selectors) = self.admit(&request).await?;
         if bundles::bundles_state(&snapshot, &selectors).is_none() {
             return Err(x509::no_identity());
         }
         let (tx, rx) = mpsc::channel(4);
-        tokio::spawn(bundles::stream_bundles(self.cache.clone(), selectors, tx));
+        self.spawn_stream(
+            tx.clone(),
+            bundles::stream_bundles(self.cache.clone(), selectors, tx),
+        );
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
-    async fn fetch_jwtsvid(
+    async fn fetch_jwtsvid_inner(
         &self,
         request: Request<JwtsvidRequest>,
     ) -> Result<Response<JwtsvidResponse>, Status> {
@@ -183,24 +229,23 @@ impl SpiffeWorkloadApi for WorkloadApi {
         Ok(Response::new(response))
     }
 
-    async fn fetch_jwt_bundles(
+    async fn fetch_jwt_bundles_inner(
         &self,
         request: Request<JwtBundlesRequest>,
-    ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
+    ) -> Result<Response<ResponseStream<JwtBundlesResponse>>, Status> {
         let (snapshot, selectors) = self.admit(&request).await?;
         if jwt_bundles::jwt_bundles_state(&snapshot, &selectors).is_none() {
             return Err(x509::no_identity());
         }
         let (tx, rx) = mpsc::channel(4);
-        tokio::spawn(jwt_bundles::stream_jwt_bundles(
-            self.cache.clone(),
-            selectors,
-            tx,
-        ));
+        self.spawn_stream(
+            tx.clone(),
+            jwt_bundles::stream_jwt_bundles(self.cache.clone(), selectors, tx),
+        );
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
-    async fn validate_jwtsvid(
+    async fn validate_jwtsvid_inner(
         &self,
         request: Request<ValidateJwtsvidRequest>,
     ) -> Result<Response<ValidateJwtsvidResponse>, Status> {
@@ -217,6 +262,63 @@ impl SpiffeWorkloadApi for WorkloadApi {
         let snapshot = self.ready_snapshot()?;
         let response = jwt::validate(&snapshot, &request, self.clock.now(), self.jwt_leeway)?;
         Ok(Response::new(response))
+    }
+}
+
+#[tonic::async_trait]
+impl SpiffeWorkloadApi for WorkloadApi {
+    type FetchX509SVIDStream = ResponseStream<X509svidResponse>;
+    type FetchX509BundlesStream = ResponseStream<X509BundlesResponse>;
+    type FetchJWTBundlesStream = ResponseStream<JwtBundlesResponse>;
+
+    async fn fetch_x509svid(
+        &self,
+        request: Request<X509svidRequest>,
+    ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
+        let started = tokio::time::Instant::now();
+        let result = self.fetch_x509svid_inner(request).await;
+        self.observe("FetchX509SVID", started);
+        result
+    }
+
+    async fn fetch_x509_bundles(
+        &self,
+        request: Request<X509BundlesRequest>,
+    ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
+        let started = tokio::time::Instant::now();
+        let result = self.fetch_x509_bundles_inner(request).await;
+        self.observe("FetchX509Bundles", started);
+        result
+    }
+
+    async fn fetch_jwtsvid(
+        &self,
+        request: Request<JwtsvidRequest>,
+    ) -> Result<Response<JwtsvidResponse>, Status> {
+        let started = tokio::time::Instant::now();
+        let result = self.fetch_jwtsvid_inner(request).await;
+        self.observe("FetchJWTSVID", started);
+        result
+    }
+
+    async fn fetch_jwt_bundles(
+        &self,
+        request: Request<JwtBundlesRequest>,
+    ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
+        let started = tokio::time::Instant::now();
+        let result = self.fetch_jwt_bundles_inner(request).await;
+        self.observe("FetchJWTBundles", started);
+        result
+    }
+
+    async fn validate_jwtsvid(
+        &self,
+        request: Request<ValidateJwtsvidRequest>,
+    ) -> Result<Response<ValidateJwtsvidResponse>, Status> {
+        let started = tokio::time::Instant::now();
+        let result = self.validate_jwtsvid_inner(request).await;
+        self.observe("ValidateJWTSVID", started);
+        result
     }
 }
 

@@ -3,7 +3,9 @@
 //! `systemd`), composed with per-attestor timeouts in `composite`.
 
 pub mod cgroup;
+pub mod composite;
 pub mod container;
+pub mod systemd;
 pub mod unix;
 
 use async_trait::async_trait;
@@ -29,6 +31,19 @@ pub enum WorkloadAttestError {
     Proc { pid: i32, message: String },
     #[error("attestation task failed: {0}")]
     Task(String),
+    #[error("attestor did not finish within {0:?}")]
+    Timeout(std::time::Duration),
+}
+
+impl WorkloadAttestError {
+    /// The caller cannot be told apart from another process: the whole
+    /// attestation fails, whatever other attestors found.
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            Self::NoPid | Self::ProcessGone(_) | Self::PidReused(_)
+        )
+    }
 }
 
 /// What the caller of an attestor needs, so costly selectors are only
