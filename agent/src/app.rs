@@ -188,6 +188,7 @@ pub async fn run(config: RuntimeConfig, shutdown: impl Future<Output = ()>) -> a
             health.set_status(Status::AgentSvidExpired, e.to_string());
         }
         Err(e) => {
+            telemetry::notify_stopping();
             tasks.abort_all();
             cleanup(&config.socket_path, &health_file);
             return Err(e).context("node attestation failed");

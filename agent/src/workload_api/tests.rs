@@ -120,6 +120,8 @@ struct Agent {
     cache: watch::Sender<Arc<Snapshot>>,
     client: SpiffeWorkloadApiClient<Channel>,
     minter: Arc<FakeMinter>,
+    metrics: Arc<Metrics>,
+    drain: watch::Sender<bool>,
 }
 
 async fn start(initial: Arc<Snapshot>) -> Agent {
@@ -147,6 +149,9 @@ async fn start_with(initial: Arc<Snapshot>, minter: FakeMinter) -> Agent {
         jwt_svids,
         Duration::from_secs(30),
     );
+    let metrics = Arc::new(Metrics::new());
+    let (drain, drain_rx) = watch::channel(false);
+    let api = api.with_telemetry(metrics.clone(), drain_rx);
     let listener = bind(&socket).unwrap();
     let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o777, "socket is world-connectable");
@@ -157,6 +162,8 @@ async fn start_with(initial: Arc<Snapshot>, minter: FakeMinter) -> Agent {
         cache,
         client,
         minter,
+        metrics,
+        drain,
     }
 }
 
@@ -391,3 +398,33 @@ mod revocation_api_tests;
 
 #[path = "restart_tests.rs"]
 mod restart_tests;
+
+#[tokio::test]
+async fn shutdown_ends_open_streams_with_unavailable_and_counts_them() {
+    let ca = TestCa::new();
+    let me = entry("e1", "/me", &my_uid_selector(), "");
+    let svid = ca.issue("/me", Duration::from_secs(600));
+    let agent = start(snapshot(&ca, vec![(me, Some(svid))])).await;
+    let mut stream = fetch(&agent).await.unwrap();
+    assert_eq!(next(&mut stream).await.unwrap().unwrap().svids.len(), 1);
+    assert_eq!(agent.metrics.connected_workloads.get(), 1);
+    let scraped = agent.metrics.encode();
+    assert!(
+        scraped.contains(
+            "signet_agent_workload_api_duration_seconds_count{method=\"FetchX509SVID\"} 1\n"
+        ),
+        "{scraped}"
+    );
+
+    agent.drain.send_replace(true);
+    let err = next(&mut stream).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable);
+    assert_eq!(err.message(), SHUTTING_DOWN);
+    for _ in 0..100 {
+        if agent.metrics.connected_workloads.get() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(agent.metrics.connected_workloads.get(), 0);
+}
