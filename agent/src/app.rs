@@ -263,7 +263,8 @@ fn workload_attestor(config: &RuntimeConfig, metrics: Arc<Metrics>) -> Arc<dyn W
             }
         }
     }
-    let composite = CompositeAttestor::new(attestors, config.attestor_timeout, metrics);
+    let composite = CompositeAttestor::new(attestors, config.attestor_timeout, metrics)
+        .with_pid_guard(config.procfs_root.clone());
     tracing::info!(attestors = ?composite.names(), docker_api = config.docker.is_some(), "workload attestors");
     Arc::new(composite)
 }

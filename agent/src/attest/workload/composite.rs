@@ -3,8 +3,11 @@
 //! selectors are left out: fewer selectors can only match fewer entries, so
 //! no caller gains an identity that way. What says the caller is not the
 //! process it claims to be (pid reused, process gone) fails the whole
-//! attestation: selectors must never mix two processes.
+//! attestation: selectors must never mix two processes. Each attestor
+//! guards its own reads; the composite also reads the start time before and
+//! after all of them, so a pid reused between two attestors is caught too.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +21,8 @@ pub struct CompositeAttestor {
     attestors: Vec<(&'static str, Arc<dyn WorkloadAttestor>)>,
     timeout: Duration,
     metrics: Arc<Metrics>,
+    /// procfs root for the start-time check around all attestors.
+    procfs_root: Option<PathBuf>,
 }
 
 impl CompositeAttestor {
@@ -30,6 +35,23 @@ impl CompositeAttestor {
             attestors,
             timeout,
             metrics,
+            procfs_root: None,
+        }
+    }
+
+    /// Checks the caller's start time (under `procfs_root`) before and after
+    /// all attestors.
+    pub fn with_pid_guard(mut self, procfs_root: impl Into<PathBuf>) -> Self {
+        self.procfs_root = Some(procfs_root.into());
+        self
+    }
+
+    fn start_time(&self, peer: &PeerInfo) -> Result<Option<u64>, WorkloadAttestError> {
+        match (&self.procfs_root, peer.pid) {
+            (Some(root), Some(pid)) => {
+                super::unix::start_time(&root.join(pid.to_string()), pid).map(Some)
+            }
+            _ => Ok(None),
         }
     }
 
@@ -45,6 +67,7 @@ impl WorkloadAttestor for CompositeAttestor {
         peer: &PeerInfo,
         options: AttestOptions,
     ) -> Result<Vec<Selector>, WorkloadAttestError> {
+        let started = self.start_time(peer)?;
         let peer_ref = peer;
         let runs = self.attestors.iter().map(|(name, attestor)| async move {
             let result = tokio::time::timeout(self.timeout, attestor.attest(peer_ref, options))
@@ -67,6 +90,9 @@ impl WorkloadAttestor for CompositeAttestor {
                     );
                 }
             }
+        }
+        if self.start_time(peer)? != started {
+            return Err(WorkloadAttestError::PidReused(peer.pid.unwrap_or_default()));
         }
         selectors.sort_by_key(|s| s.to_string());
         selectors.dedup();
@@ -193,6 +219,59 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(strings(&got), ["unix:uid:1000"]);
+    }
+
+    /// Replaces the process (new start time) while it "attests".
+    struct ReusesPid(PathBuf);
+
+    #[async_trait]
+    impl WorkloadAttestor for ReusesPid {
+        async fn attest(
+            &self,
+            _: &PeerInfo,
+            _: AttestOptions,
+        ) -> Result<Vec<Selector>, WorkloadAttestError> {
+            std::fs::write(&self.0, stat_line(222)).unwrap();
+            Ok(vec![Selector::parse("systemd:id:other.service").unwrap()])
+        }
+    }
+
+    fn stat_line(start: u64) -> String {
+        let mut fields: Vec<String> = (4..=52).map(|n| n.to_string()).collect();
+        fields[22 - 4] = start.to_string();
+        format!("7 (app) S {}", fields.join(" "))
+    }
+
+    #[tokio::test]
+    async fn a_pid_reused_between_two_attestors_fails_the_whole_attestation() {
+        let dir = tempfile::tempdir().unwrap();
+        let stat = dir.path().join("7").join("stat");
+        std::fs::create_dir_all(stat.parent().unwrap()).unwrap();
+        std::fs::write(&stat, stat_line(111)).unwrap();
+        let composite = CompositeAttestor::new(
+            vec![
+                ("unix", Arc::new(Fixed(Ok(vec!["unix:uid:1000"])))),
+                ("systemd", Arc::new(ReusesPid(stat.clone()))),
+            ],
+            Duration::from_secs(1),
+            Arc::new(Metrics::new()),
+        )
+        .with_pid_guard(dir.path());
+        assert_eq!(
+            composite.attest(&peer(), AttestOptions::default()).await,
+            Err(WorkloadAttestError::PidReused(7))
+        );
+        // Unchanged process: fine.
+        let composite = CompositeAttestor::new(
+            vec![("unix", Arc::new(Fixed(Ok(vec!["unix:uid:1000"]))))],
+            Duration::from_secs(1),
+            Arc::new(Metrics::new()),
+        )
+        .with_pid_guard(dir.path());
+        assert!(composite
+            .attest(&peer(), AttestOptions::default())
+            .await
+            .is_ok());
     }
 
     #[tokio::test]

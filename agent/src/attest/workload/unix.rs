@@ -200,7 +200,7 @@ pub(super) fn read_proc(path: &Path, pid: i32) -> Result<String, WorkloadAttestE
 }
 
 /// Field 22 of /proc/<pid>/stat (start time in clock ticks since boot).
-fn start_time(proc_dir: &Path, pid: i32) -> Result<u64, WorkloadAttestError> {
+pub(super) fn start_time(proc_dir: &Path, pid: i32) -> Result<u64, WorkloadAttestError> {
     let stat = read_proc(&proc_dir.join("stat"), pid)?;
     parse_start_time(&stat).ok_or_else(|| WorkloadAttestError::Proc {
         pid,
