@@ -19,6 +19,7 @@ pub struct TestAgent {
     pub server_addr: String,
     pub trust_domain: String,
     pub proc: Option<Proc>,
+    extra_args: Vec<String>,
     /// `spiffe://<td>/signet/agent/join_token/<token>` of the first attestation.
     pub spiffe_id: String,
 }
@@ -35,6 +36,11 @@ impl TestAgent {
 
     /// Starts the agent without waiting; `token` None restarts from disk.
     pub fn spawn(server: &TestServer, token: Option<&str>) -> TestAgent {
+        Self::spawn_with(server, token, &[])
+    }
+
+    /// Like [`spawn`](Self::spawn) with extra `run` flags (e.g. `--config F`).
+    pub fn spawn_with(server: &TestServer, token: Option<&str>, extra: &[&str]) -> TestAgent {
         let dir = tempfile::Builder::new()
             .prefix("sga")
             .tempdir()
@@ -46,6 +52,7 @@ impl TestAgent {
             trust_domain: server.trust_domain.clone(),
             dir,
             proc: None,
+            extra_args: extra.iter().map(|s| s.to_string()).collect(),
             spiffe_id: token
                 .map(|t| server.id(&format!("/signet/agent/join_token/{t}")))
                 .unwrap_or_default(),
@@ -69,6 +76,7 @@ impl TestAgent {
         if let Some(t) = token {
             cmd.arg("--join-token").arg(t);
         }
+        cmd.args(&self.extra_args);
         self.proc = Some(Proc::spawn("signet-agent", cmd, self.dir.path()));
     }
 

@@ -9,6 +9,7 @@
 pub mod agent;
 pub mod bins;
 pub mod checks;
+pub mod http;
 pub mod node;
 pub mod process;
 pub mod server;

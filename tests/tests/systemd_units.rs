@@ -1,0 +1,60 @@
+//! The systemd units in packaging/systemd/ pass `systemd-analyze verify`
+//! with the binaries this build produced in place of /usr/bin. Skipped only
+//! where systemd-analyze is absent, never in CI (.ci/run installs it).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Command;
+
+use signet_tests::bins::bins;
+
+#[test]
+fn both_units_pass_systemd_analyze_verify() {
+    if Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "systemd-analyze is required in CI"
+        );
+        eprintln!("systemd-analyze not found: skipping");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let units = concat!(env!("CARGO_MANIFEST_DIR"), "/../packaging/systemd");
+    let mut paths = Vec::new();
+    for (unit, bin) in [
+        ("signet-server.service", &bins().server),
+        ("signet-agent.service", &bins().agent),
+    ] {
+        let text = std::fs::read_to_string(format!("{units}/{unit}")).unwrap();
+        let name = unit.trim_end_matches(".service");
+        assert!(text.contains(&format!(
+            "ExecStart=/usr/bin/{name} run --config /etc/signet/"
+        )));
+        assert!(
+            text.contains("Type=notify"),
+            "{unit} uses sd_notify readiness"
+        );
+        assert!(text.contains("NoNewPrivileges=yes") && text.contains("ProtectSystem=strict"));
+        let local = text.replace(&format!("/usr/bin/{name}"), bin.to_str().unwrap());
+        let path = dir.path().join(unit);
+        std::fs::write(&path, local).unwrap();
+        paths.push(path);
+    }
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .args(&paths)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "systemd-analyze verify failed: {stderr}"
+    );
+    assert!(
+        stderr.trim().is_empty(),
+        "systemd-analyze verify warned: {stderr}"
+    );
+}

@@ -1,0 +1,279 @@
+//! x509pop node attestation with the real binaries: an edge node proves it
+//! holds a host certificate from the organisation's CA, and its workloads
+//! get SVIDs through a node-alias entry.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+use signet_proto::node::{
+    attest_params, attest_request, attest_response, AttestParams, AttestRequest, X509PopParams,
+};
+use signet_tests::node::node_client;
+use signet_tests::{my_uid_selector, wait, TestAgent, TestServer};
+use spiffe::WorkloadApiClient;
+use tonic::Code;
+
+struct OrgCa {
+    cert: rcgen::Certificate,
+    key: KeyPair,
+}
+
+fn org_ca(name: &str) -> OrgCa {
+    let key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::default();
+    p.distinguished_name.push(DnType::CommonName, name);
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let now = SystemTime::now();
+    p.not_before = (now - Duration::from_secs(60)).into();
+    p.not_after = (now + Duration::from_secs(86400)).into();
+    OrgCa {
+        cert: p.self_signed(&key).unwrap(),
+        key,
+    }
+}
+
+/// A host certificate for `cn` signed by `ca`; returns (leaf DER, key).
+fn host_cert(ca: &OrgCa, cn: &str) -> (Vec<u8>, KeyPair) {
+    let key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::default();
+    p.distinguished_name.push(DnType::CommonName, cn);
+    p.subject_alt_names = vec![SanType::DnsName(
+        format!("{cn}.example.net").try_into().unwrap(),
+    )];
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let now = SystemTime::now();
+    p.not_before = (now - Duration::from_secs(60)).into();
+    p.not_after = (now + Duration::from_secs(86400)).into();
+    let issuer = Issuer::from_ca_cert_der(ca.cert.der(), &ca.key).unwrap();
+    (p.signed_by(&key, &issuer).unwrap().der().to_vec(), key)
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn sha1_hex(der: &[u8]) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, der);
+    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+async fn x509pop_server(ca: &OrgCa) -> (TestServer, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = write(dir.path(), "org-ca.pem", &ca.cert.pem());
+    let config = write(
+        dir.path(),
+        "server.toml",
+        &format!(
+            "[node_attestor.x509pop]\nca_bundle_path = {:?}\n",
+            bundle.to_str().unwrap()
+        ),
+    );
+    let server = TestServer::start_with(&["--config", config.to_str().unwrap()]).await;
+    (server, dir)
+}
+
+fn agent_config(dir: &Path, leaf: &[u8], key: &KeyPair, ca: &OrgCa) -> PathBuf {
+    // The chain after the leaf in the same PEM, as the issue allows.
+    let chain = signet_core::pem::encode_certs([leaf, ca.cert.der().as_ref()]);
+    let cert = write(dir, "host.pem", &chain);
+    let key = write(dir, "host.key", &key.serialize_pem());
+    write(
+        dir,
+        "agent.toml",
+        &format!(
+            "[node_attestor.x509pop]\ncertificate_path = {:?}\nprivate_key_path = {:?}\n",
+            cert.to_str().unwrap(),
+            key.to_str().unwrap()
+        ),
+    )
+}
+
+#[tokio::test]
+async fn edge_node_attests_with_its_host_certificate_and_serves_a_node_alias_workload() {
+    let ca = org_ca("Example Org CA");
+    let (server, dir) = x509pop_server(&ca).await;
+    let (leaf, key) = host_cert(&ca, "edge-1");
+    let config = agent_config(dir.path(), &leaf, &key, &ca);
+
+    let mut agent = TestAgent::spawn_with(&server, None, &["--config", config.to_str().unwrap()]);
+    agent.wait_healthy().await;
+    let agent_id = server.id(&format!("/signet/agent/x509pop/{}", sha1_hex(&leaf)));
+    let shown = wait::until(
+        "the x509pop agent on the server",
+        Duration::from_secs(20),
+        || async {
+            let out = server.cli(&[
+                "agent",
+                "show",
+                "--spiffe-id",
+                &agent_id,
+                "--output",
+                "json",
+            ]);
+            out.status
+                .success()
+                .then(|| serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap())
+        },
+    )
+    .await;
+    let selectors: Vec<String> = serde_json::from_value(shown["selectors"].clone()).unwrap();
+    assert!(
+        selectors.contains(&"x509pop:subject:cn:edge-1".to_string()),
+        "{selectors:?}"
+    );
+    assert!(
+        selectors.contains(&format!(
+            "x509pop:ca:fingerprint:{}",
+            sha1_hex(ca.cert.der())
+        )),
+        "{selectors:?}"
+    );
+    assert!(
+        selectors.contains(&"x509pop:san:dns:edge-1.example.net".to_string()),
+        "{selectors:?}"
+    );
+
+    // A node alias for every edge-1 host, and a workload under it.
+    let alias = server.id("/fleet/edge-1");
+    server.cli_ok(&[
+        "entry",
+        "create",
+        "--node",
+        "--spiffe-id",
+        &alias,
+        "--selector",
+        "x509pop:subject:cn:edge-1",
+    ]);
+    let workload = server.id("/edge/telemetry");
+    server.create_entry(&workload, &alias, &[&my_uid_selector()], &[]);
+
+    let client = WorkloadApiClient::connect_to(agent.endpoint())
+        .await
+        .unwrap();
+    let svid = wait::until(
+        "an SVID through the node alias",
+        Duration::from_secs(20),
+        || async { client.fetch_x509_svid().await.ok() },
+    )
+    .await;
+    assert_eq!(svid.spiffe_id().to_string(), workload);
+
+    // Evicted, the node attests again by itself (no token needed).
+    server.cli_ok(&["agent", "evict", "--spiffe-id", &agent_id]);
+    agent.restart().await;
+    wait::until("the re-attested agent", Duration::from_secs(20), || async {
+        server
+            .cli(&["agent", "show", "--spiffe-id", &agent_id])
+            .status
+            .success()
+            .then_some(())
+    })
+    .await;
+}
+
+/// Runs the x509pop exchange by hand: returns the server's challenge, or the
+/// refusal.
+async fn challenge(
+    server: &TestServer,
+    chain: Vec<Vec<u8>>,
+    answer: impl FnOnce(&[u8]) -> Vec<u8>,
+) -> Result<(), tonic::Status> {
+    let key = KeyPair::generate().unwrap();
+    let id = signet_core::SpiffeId::parse(&server.id("/signet/agent/pending")).unwrap();
+    let csr = signet_core::x509::build_csr(&key, &id).unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    tx.send(AttestRequest {
+        step: Some(attest_request::Step::Params(AttestParams {
+            method: Some(attest_params::Method::X509pop(X509PopParams {
+                cert_chain: chain,
+            })),
+            csr,
+        })),
+    })
+    .await
+    .unwrap();
+    let mut client = node_client(&server.addr, &[], &[]).await;
+    let mut stream = client
+        .attest(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    let nonce = match stream.message().await?.and_then(|m| m.step) {
+        Some(attest_response::Step::Challenge(n)) => n,
+        other => panic!("expected a challenge, got {other:?}"),
+    };
+    tx.send(AttestRequest {
+        step: Some(attest_request::Step::ChallengeResponse(answer(&nonce))),
+    })
+    .await
+    .unwrap();
+    match stream.message().await?.and_then(|m| m.step) {
+        Some(attest_response::Step::Result(_)) => Ok(()),
+        other => panic!("expected a result, got {other:?}"),
+    }
+}
+
+fn sign(key: &KeyPair, msg: &[u8]) -> Vec<u8> {
+    let pkcs8 = key.serialize_der();
+    let rng = ring::rand::SystemRandom::new();
+    let kp = ring::signature::EcdsaKeyPair::from_pkcs8(
+        &ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+        &pkcs8,
+        &rng,
+    )
+    .unwrap();
+    kp.sign(&rng, msg).unwrap().as_ref().to_vec()
+}
+
+#[tokio::test]
+async fn wrong_ca_wrong_key_and_replayed_nonce_are_refused() {
+    let ca = org_ca("Example Org CA");
+    let (server, _dir) = x509pop_server(&ca).await;
+    let (leaf, key) = host_cert(&ca, "edge-2");
+
+    // The genuine exchange works; keep its nonce and answer for a replay.
+    let mut replay: Option<(Vec<u8>, Vec<u8>)> = None;
+    challenge(&server, vec![leaf.clone()], |nonce| {
+        let sig = sign(&key, nonce);
+        replay = Some((nonce.to_vec(), sig.clone()));
+        sig
+    })
+    .await
+    .expect("a host with a certificate of the trusted CA attests");
+    let (old_nonce, old_answer) = replay.unwrap();
+
+    // Replayed answer to an old nonce on a new exchange.
+    let err = challenge(&server, vec![leaf.clone()], |nonce| {
+        assert_ne!(nonce, old_nonce.as_slice(), "a fresh nonce each time");
+        old_answer.clone()
+    })
+    .await
+    .expect_err("a replayed answer is refused");
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+
+    // Proof with another key than the certificate's.
+    let other = KeyPair::generate().unwrap();
+    let err = challenge(&server, vec![leaf.clone()], |nonce| sign(&other, nonce))
+        .await
+        .expect_err("wrong key");
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+
+    // A certificate from a CA the server does not trust: refused before any challenge.
+    let rogue = org_ca("Rogue CA");
+    let (rogue_leaf, rogue_key) = host_cert(&rogue, "edge-2");
+    let err = challenge(&server, vec![rogue_leaf], |nonce| sign(&rogue_key, nonce))
+        .await
+        .expect_err("untrusted CA");
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(err.message().contains("not trusted"), "{}", err.message());
+}
