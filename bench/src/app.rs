@@ -1,0 +1,61 @@
+//! Wiring: a server and an agent in this process, one workload entry for
+//! this process, then each figure group in turn.
+
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::env::{my_uid_selector, start_agent, start_server, wait_for_svid};
+use crate::figures::{self, Ctx};
+use crate::report::{machine, Report};
+use crate::Args;
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let wanted =
+        |group: &str| args.only.is_empty() || args.only.iter().any(|o| group.contains(o.as_str()));
+    // Short: Unix socket paths are limited to 108 bytes.
+    let dir = tempfile::Builder::new().prefix("sgb").tempdir()?;
+    let server = start_server(dir.path()).await?;
+    let agent = start_agent(&server, dir.path()).await?;
+    let selector = my_uid_selector()?;
+    let workload_id = server.id("/bench/workload")?;
+    server
+        .create_entry(&workload_id, &agent.id, &selector)
+        .await?;
+    wait_for_svid(&agent.socket, &workload_id, Duration::from_secs(30))
+        .await
+        .context("the agent never served the workload SVID")?;
+    let ctx = Ctx {
+        server,
+        agent,
+        dir: dir.path().to_path_buf(),
+        quick: args.quick,
+        workload_id,
+        selector,
+    };
+
+    let mut report = Report::new();
+    if wanted("jwt") {
+        figures::jwt::run(&ctx, &mut report).await.context("jwt")?;
+    }
+    if wanted("fetch") {
+        figures::fetch::run(&ctx, &mut report)
+            .await
+            .context("fetch")?;
+    }
+    if wanted("issue") {
+        figures::issue::run(&ctx, &mut report)
+            .await
+            .context("issue")?;
+    }
+    if wanted("propagation") {
+        figures::propagation::run(&ctx, &mut report)
+            .await
+            .context("propagation")?;
+    }
+    ctx.agent.stop().await;
+    ctx.server.running.stop().await;
+    report.write_json(&args.json, &machine(), args.quick)?;
+    println!("wrote {}", args.json.display());
+    Ok(())
+}

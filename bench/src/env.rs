@@ -1,0 +1,240 @@
+//! The system under test: a real server and agent started in this process
+//! through their `app` modules, on a temp dir, a free port and private Unix
+//! sockets, plus the raw clients the figures drive them with.
+//!
+//! In-process keeps the raw baselines honest (same runtime, same allocator,
+//! same cores) and needs no built binaries; only the agent memory figure
+//! runs the agent binary as a child, since RSS must be the agent's alone.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context;
+use hyper_util::rt::TokioIo;
+use signet_agent::attest::AgentSvid;
+use signet_agent::node_client::{self, ServerTrust};
+use signet_core::{SpiffeId, SystemClock, TrustDomain};
+use signet_proto::admin::admin_client::AdminClient;
+use signet_proto::admin::{CreateJoinTokenRequest, DeleteEntryRequest, Entry};
+use signet_proto::node::node_client::NodeClient;
+use signet_proto::node::{attest_params, attest_request, attest_response};
+use signet_proto::node::{AttestParams, AttestRequest};
+use signet_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
+use signet_proto::workload::X509svidRequest;
+use tokio::net::UnixStream;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tonic::transport::{Channel, Endpoint};
+
+pub type Admin = AdminClient<Channel>;
+pub type Workload = SpiffeWorkloadApiClient<Channel>;
+
+pub struct Server {
+    pub running: signet_server::app::RunningServer,
+    pub admin: Admin,
+    pub td: TrustDomain,
+}
+
+pub async fn start_server(dir: &Path) -> anyhow::Result<Server> {
+    let mut config = signet_server::RuntimeConfig::defaults()?;
+    config.data_dir = dir.join("server");
+    config.admin_socket = dir.join("admin.sock");
+    config.bind = "127.0.0.1:0".parse()?;
+    let td = config.trust_domain.clone();
+    let running = signet_server::app::start(config, Arc::new(SystemClock)).await?;
+    let admin = signet_server::cli::client::connect(&running.admin_socket).await?;
+    Ok(Server { running, admin, td })
+}
+
+impl Server {
+    pub fn node_addr(&self) -> String {
+        self.running.node_addr.to_string()
+    }
+
+    /// A fresh join token and the agent ID it attests as.
+    pub async fn join_token(&self) -> anyhow::Result<(String, SpiffeId)> {
+        let token = self
+            .admin
+            .clone()
+            .create_join_token(CreateJoinTokenRequest { ttl: 0 })
+            .await?
+            .into_inner()
+            .token;
+        let id = self.td.id(&format!("/signet/agent/join_token/{token}"))?;
+        Ok((token, id))
+    }
+
+    pub async fn create_entry(
+        &self,
+        spiffe_id: &str,
+        parent: &SpiffeId,
+        selector: &str,
+    ) -> anyhow::Result<String> {
+        let entry = Entry {
+            spiffe_id: spiffe_id.to_string(),
+            parent_id: parent.to_string(),
+            selectors: vec![selector.to_string()],
+            ..Default::default()
+        };
+        Ok(self
+            .admin
+            .clone()
+            .create_entry(entry)
+            .await?
+            .into_inner()
+            .id)
+    }
+
+    pub async fn delete_entry(&self, id: &str) -> anyhow::Result<()> {
+        self.admin
+            .clone()
+            .delete_entry(DeleteEntryRequest { id: id.to_string() })
+            .await?;
+        Ok(())
+    }
+
+    pub fn id(&self, path: &str) -> anyhow::Result<String> {
+        Ok(self.td.id(path)?.to_string())
+    }
+}
+
+/// The selector every workload of this process matches.
+pub fn my_uid_selector() -> anyhow::Result<String> {
+    let uid = std::fs::metadata("/proc/self")
+        .context("reading /proc/self")?
+        .uid();
+    Ok(format!("unix:uid:{uid}"))
+}
+
+pub struct Agent {
+    pub socket: PathBuf,
+    pub id: SpiffeId,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+/// Starts an agent in this process, attested with a fresh join token.
+pub async fn start_agent(server: &Server, dir: &Path) -> anyhow::Result<Agent> {
+    let (token, id) = server.join_token().await?;
+    let socket = dir.join("agent.sock");
+    let args = signet_agent::config::RunArgs {
+        data_dir: Some(dir.join("agent")),
+        server_address: Some(server.node_addr()),
+        trust_domain: Some(server.td.to_string()),
+        socket_path: Some(socket.clone()),
+        join_token: Some(token),
+        insecure_bootstrap: true,
+        ..Default::default()
+    };
+    let config = signet_agent::RuntimeConfig::merge(signet_agent::FileConfig::default(), &args)?;
+    let (stop, mut stopped) = watch::channel(false);
+    let task = tokio::spawn(signet_agent::app::run(config, async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    }));
+    Ok(Agent {
+        socket,
+        id,
+        stop,
+        task,
+    })
+}
+
+impl Agent {
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+    }
+}
+
+/// A Workload API client on a fresh connection to `socket`.
+pub async fn workload_client(socket: &Path) -> anyhow::Result<Workload> {
+    Ok(SpiffeWorkloadApiClient::new(unix_channel(socket).await?))
+}
+
+pub async fn unix_channel(socket: &Path) -> anyhow::Result<Channel> {
+    let path = socket.to_path_buf();
+    Ok(Endpoint::from_static("http://[::]:50051")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let path = path.clone();
+            async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
+        }))
+        .await?)
+}
+
+/// `msg` with the Workload API security header.
+pub fn with_header<T>(msg: T) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    req.metadata_mut().insert(
+        signet_proto::WORKLOAD_SECURITY_HEADER,
+        tonic::metadata::MetadataValue::from_static(signet_proto::WORKLOAD_SECURITY_HEADER_VALUE),
+    );
+    req
+}
+
+/// Waits until a workload of this process receives an SVID for `spiffe_id`.
+pub async fn wait_for_svid(socket: &Path, spiffe_id: &str, within: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Ok(mut client) = workload_client(socket).await {
+            if let Ok(stream) = client.fetch_x509svid(with_header(X509svidRequest {})).await {
+                let mut stream = stream.into_inner();
+                if let Ok(Ok(Some(msg))) =
+                    tokio::time::timeout(Duration::from_secs(2), stream.message()).await
+                {
+                    if msg.svids.iter().any(|s| s.spiffe_id == spiffe_id) {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    anyhow::bail!("no SVID for {spiffe_id} within {within:?}")
+}
+
+/// A simulated agent: attested with a join token over the Node API, then an
+/// mTLS Node API client presenting the SVID it got.
+pub struct NodeAgent {
+    pub id: SpiffeId,
+    pub client: NodeClient<Channel>,
+}
+
+pub async fn attest_node_agent(server: &Server) -> anyhow::Result<NodeAgent> {
+    let (token, id) = server.join_token().await?;
+    let server_id = node_client::server_id(&server.td)?;
+    let tls =
+        node_client::tls::client_config(ServerTrust::InsecureBootstrap, server_id.clone(), None)?;
+    let mut client = node_client::connect(&server.node_addr(), tls).await?;
+    let key = rcgen::KeyPair::generate()?;
+    let csr = signet_core::x509::build_csr(&key, &id)?;
+    let request = AttestRequest {
+        step: Some(attest_request::Step::Params(AttestParams {
+            method: Some(attest_params::Method::JoinToken(token)),
+            csr,
+        })),
+    };
+    let mut responses = client
+        .attest(tokio_stream::iter(vec![request]))
+        .await?
+        .into_inner();
+    let result = match responses.message().await?.and_then(|r| r.step) {
+        Some(attest_response::Step::Result(r)) => r,
+        _ => anyhow::bail!("attestation gave no result"),
+    };
+    let now = SystemTime::now();
+    let svid = AgentSvid {
+        spiffe_id: id.clone(),
+        chain: result.svid_chain,
+        key_pkcs8: key.serialize_der(),
+        not_after: now,
+        received_at: now,
+        generation: 0,
+        authority_id: result.authority_id,
+    };
+    let tls =
+        node_client::tls::client_config(ServerTrust::InsecureBootstrap, server_id, Some(&svid))?;
+    let client = node_client::connect(&server.node_addr(), tls).await?;
+    Ok(NodeAgent { id, client })
+}

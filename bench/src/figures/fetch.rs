@@ -1,0 +1,88 @@
+//! `fetch_p99_ratio`: FetchX509SVID first-message p99 with 1, 16 and 256
+//! concurrent workloads (each a fresh connection) ÷ the p99 of a bare tonic
+//! echo doing the same (fresh connection, one call) at the same concurrency.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use signet_proto::workload::X509svidRequest;
+
+use super::Ctx;
+use crate::env::{unix_channel, with_header, workload_client};
+use crate::report::Report;
+use crate::stats::percentile_ms;
+
+const LEVELS: [usize; 3] = [1, 16, 256];
+
+pub async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
+    let echo_socket = ctx.dir.join("echo.sock");
+    let echo = crate::echo::serve(&echo_socket)?;
+    let mut worst: f64 = 0.0;
+    for level in LEVELS {
+        let samples = if ctx.quick { 300 } else { 1500 }.max(level * 2);
+        let rounds = samples.div_ceil(level);
+        let mut fetch = Vec::new();
+        let mut bare = Vec::new();
+        // Interleaved, so both see the same background noise.
+        for _ in 0..rounds {
+            fetch.extend(round(level, &ctx.agent.socket, Kind::Fetch).await?);
+            bare.extend(round(level, &echo_socket, Kind::Echo).await?);
+        }
+        let fetch_p99 = percentile_ms(&mut fetch, 99.0);
+        let echo_p99 = percentile_ms(&mut bare, 99.0);
+        report.add(&format!("fetch_p99_ms_c{level}"), fetch_p99, "ms");
+        report.add(&format!("echo_p99_ms_c{level}"), echo_p99, "ms");
+        worst = worst.max(fetch_p99 / echo_p99);
+    }
+    echo.abort();
+    report.add("fetch_p99_ratio", worst, "ratio");
+    Ok(())
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Fetch,
+    Echo,
+}
+
+/// `level` clients at once, each connecting and making one request.
+async fn round(
+    level: usize,
+    socket: &std::path::Path,
+    kind: Kind,
+) -> anyhow::Result<Vec<Duration>> {
+    let tasks: Vec<_> = (0..level)
+        .map(|_| {
+            let socket: PathBuf = socket.to_path_buf();
+            tokio::spawn(async move { one(&socket, kind).await })
+        })
+        .collect();
+    let mut out = Vec::with_capacity(level);
+    for t in tasks {
+        out.push(t.await??);
+    }
+    Ok(out)
+}
+
+async fn one(socket: &std::path::Path, kind: Kind) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    match kind {
+        Kind::Fetch => {
+            let mut client = workload_client(socket).await?;
+            let msg = client
+                .fetch_x509svid(with_header(X509svidRequest {}))
+                .await?
+                .into_inner()
+                .message()
+                .await?
+                .context("stream ended before the first message")?;
+            anyhow::ensure!(!msg.svids.is_empty(), "first message has no SVID");
+        }
+        Kind::Echo => {
+            let channel = unix_channel(socket).await?;
+            crate::echo::call(channel, vec![0u8; 64]).await?;
+        }
+    }
+    Ok(start.elapsed())
+}

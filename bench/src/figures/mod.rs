@@ -1,0 +1,34 @@
+//! One module per figure group; each measures the system and, in the same
+//! run, the raw cost it is divided by.
+
+pub mod fetch;
+pub mod issue;
+pub mod jwt;
+pub mod propagation;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::env::{Agent, Server};
+
+/// What the figures share: the running pair and how long to measure.
+pub struct Ctx {
+    pub server: Server,
+    pub agent: Agent,
+    pub dir: PathBuf,
+    pub quick: bool,
+    /// The SPIFFE ID every workload of this process is issued.
+    pub workload_id: String,
+    pub selector: String,
+}
+
+impl Ctx {
+    /// How long a throughput is measured.
+    pub fn window(&self) -> Duration {
+        if self.quick {
+            Duration::from_secs(3)
+        } else {
+            Duration::from_secs(10)
+        }
+    }
+}

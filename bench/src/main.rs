@@ -1,0 +1,35 @@
+//! `signet-bench`: starts a real server and agent, drives them, and prints
+//! each figure next to the raw cost of the same work measured in this run.
+#![forbid(unsafe_code)]
+
+mod app;
+mod echo;
+mod env;
+mod figures;
+mod report;
+mod stats;
+
+use clap::Parser;
+
+#[derive(Debug, Parser)]
+#[command(name = "signet-bench", about = "Measure Signet against the raw cost")]
+pub struct Args {
+    /// Fewer samples and shorter runs (under a minute on 2 cores).
+    #[arg(long)]
+    pub quick: bool,
+    /// Where the figures are written as JSON.
+    #[arg(long, default_value = "target/bench.json")]
+    pub json: std::path::PathBuf,
+    /// Run only the figures whose group name contains one of these
+    /// (jwt, fetch, issue, propagation, agent_rss, server_sync).
+    #[arg(long)]
+    pub only: Vec<String>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(app::run(args))
+}
