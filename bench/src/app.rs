@@ -53,6 +53,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .await
             .context("propagation")?;
     }
+    if wanted("agent_rss") {
+        figures::agent_rss::run(&ctx, &mut report)
+            .await
+            .context("agent_rss")?;
+    }
     ctx.agent.stop().await;
     ctx.server.running.stop().await;
     report.write_json(&args.json, &machine(), args.quick)?;

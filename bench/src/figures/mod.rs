@@ -1,6 +1,7 @@
 //! One module per figure group; each measures the system and, in the same
 //! run, the raw cost it is divided by.
 
+pub mod agent_rss;
 pub mod fetch;
 pub mod issue;
 pub mod jwt;
