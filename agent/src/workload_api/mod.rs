@@ -2,7 +2,7 @@
 //! attests the caller from the socket's peer credentials and serves what the
 //! cache holds for the entries that match its selectors.
 
-mod authority;
+pub(crate) mod authority;
 pub mod bundles;
 pub mod header;
 pub mod jwt;

@@ -13,4 +13,5 @@
 mod frames;
 mod relay;
 
+pub use frames::{RelayError, Rewriter};
 pub use relay::relay;
