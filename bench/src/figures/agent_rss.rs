@@ -153,31 +153,17 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
-/// The `signet-agent` binary next to this one, built (or refreshed) by
-/// cargo first: a stale binary would measure yesterday's code.
+/// The `signet-agent` binary next to this one. Build it first (`cargo build
+/// --release -p signet-agent`): building it from here made cargo rebuild the
+/// bench each run (features unify differently), which broke the time limit.
 fn agent_binary() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let dir = exe.parent().context("bench binary has no directory")?;
-    let target = dir
-        .parent()
-        .context("bench binary is not in target/<profile>")?;
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = std::process::Command::new(cargo);
-    cmd.args([
-        "build",
-        "--quiet",
-        "-p",
-        "signet-agent",
-        "--bin",
-        "signet-agent",
-    ])
-    .env("CARGO_TARGET_DIR", target);
-    if dir.file_name().and_then(|n| n.to_str()) == Some("release") {
-        cmd.arg("--release");
-    }
-    let status = cmd
-        .status()
-        .context("running cargo build for signet-agent")?;
-    anyhow::ensure!(status.success(), "cargo build of signet-agent failed");
-    Ok(dir.join("signet-agent"))
+    let bin = dir.join("signet-agent");
+    anyhow::ensure!(
+        bin.exists(),
+        "{} is missing: run `cargo build --release -p signet-agent` first",
+        bin.display()
+    );
+    Ok(bin)
 }
