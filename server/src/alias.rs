@@ -50,15 +50,39 @@ pub async fn authorizes(
     agent: &AgentRecord,
     entry: &EntryRecord,
 ) -> Result<bool> {
-    if entry.node {
-        return Ok(false);
+    let mut members = Members::new(agent);
+    members.authorizes(ds, entry).await
+}
+
+/// An agent's alias memberships, read from the datastore at most once however
+/// many entries are checked (a signing batch checks hundreds).
+pub struct Members<'a> {
+    agent: &'a AgentRecord,
+    aliases: Option<BTreeSet<SpiffeId>>,
+}
+
+impl<'a> Members<'a> {
+    pub fn new(agent: &'a AgentRecord) -> Self {
+        Self {
+            agent,
+            aliases: None,
+        }
     }
-    if entry.entry.parent_id == agent.spiffe_id {
-        return Ok(true);
+
+    /// Whether `entry` may be served to the agent: see [`authorizes`].
+    pub async fn authorizes(&mut self, ds: &dyn DataStore, entry: &EntryRecord) -> Result<bool> {
+        if entry.node {
+            return Ok(false);
+        }
+        if entry.entry.parent_id == self.agent.spiffe_id {
+            return Ok(true);
+        }
+        let aliases = match &mut self.aliases {
+            Some(a) => a,
+            empty => empty.insert(aliases_of(ds, self.agent).await?),
+        };
+        Ok(aliases.contains(&entry.entry.parent_id))
     }
-    Ok(aliases_of(ds, agent)
-        .await?
-        .contains(&entry.entry.parent_id))
 }
 
 /// The workload entries for `agent_id` and the aliases in `members`.

@@ -10,21 +10,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rcgen::KeyPair;
 use signet_core::jwt::{JwtBundles, JwtPublicKey};
-use signet_core::rotation::{refresh_at, wait_until};
-use signet_core::x509::{build_csr, cert_info, key_matches_leaf, validate_x509_svid};
 use signet_core::{Clock, RegistrationEntry, TrustDomain};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::state::{CachedEntry, Revocations, Snapshot, Svid, Tainted};
-use super::{issuing_authority, SignRequest, SvidSigner};
+use super::SvidSigner;
 use crate::backoff::Backoff;
-
-/// A bound on one signing round trip, so a hung server does not stall
-/// entry deletions queued behind it for long.
-const SIGN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One message of the sync stream, already parsed.
 #[derive(Debug, Clone, Default)]
@@ -48,6 +41,25 @@ pub struct SyncUpdate {
     /// The agent was banned or evicted (the reason): drop everything and
     /// issue nothing more.
     pub cut_off: Option<String>,
+}
+
+impl SyncUpdate {
+    /// Adds a later part of the same snapshot: its entries, and whatever it
+    /// sets that this part did not.
+    pub fn absorb(&mut self, part: SyncUpdate) {
+        self.entries.extend(part.entries);
+        self.removed_entry_ids.extend(part.removed_entry_ids);
+        self.bundle = self.bundle.take().or(part.bundle);
+        self.jwt_keys = self.jwt_keys.take().or(part.jwt_keys);
+        self.revision = part.revision.max(self.revision);
+        self.revocations
+            .x509_serials
+            .extend(part.revocations.x509_serials);
+        self.revocations.jwt_ids.extend(part.revocations.jwt_ids);
+        self.crls = self.crls.take().or(part.crls);
+        self.tainted = self.tainted.take().or(part.tainted);
+        self.cut_off = self.cut_off.take().or(part.cut_off);
+    }
 }
 
 struct Held {
@@ -239,131 +251,6 @@ impl CacheManager {
         }
     }
 
-    async fn issue_due(&mut self) {
-        if self.cut_off {
-            return;
-        }
-        let Some(bundle) = self.bundle.clone() else {
-            return;
-        };
-        let now = Instant::now();
-        let due: Vec<String> = self
-            .due
-            .iter()
-            .filter(|(_, at)| **at <= now)
-            .map(|(id, _)| id.clone())
-            .collect();
-        if due.is_empty() {
-            return;
-        }
-        let mut keys = HashMap::new();
-        let mut requests = Vec::new();
-        for id in due {
-            let Some(entry) = self.entries.get(&id) else {
-                self.due.remove(&id);
-                continue;
-            };
-            let prepared = KeyPair::generate()
-                .map_err(|e| e.to_string())
-                .and_then(|k| {
-                    build_csr(&k, &entry.spiffe_id)
-                        .map(|csr| (k, csr))
-                        .map_err(|e| e.to_string())
-                });
-            match prepared {
-                Ok((key, csr)) => {
-                    requests.push(SignRequest {
-                        entry_id: id.clone(),
-                        csr,
-                    });
-                    keys.insert(id, key);
-                }
-                Err(e) => self.retry_later(&id, &e),
-            }
-        }
-        if requests.is_empty() {
-            return;
-        }
-        tracing::debug!(count = requests.len(), "requesting SVIDs");
-        let results =
-            match tokio::time::timeout(SIGN_TIMEOUT, self.signer.batch_sign(requests)).await {
-                Ok(Ok(r)) => r,
-                Ok(Err(e)) => {
-                    self.retry_all(keys.keys().cloned().collect(), &e);
-                    return;
-                }
-                Err(_) => {
-                    self.retry_all(keys.keys().cloned().collect(), "timed out");
-                    return;
-                }
-            };
-        for result in results {
-            let Some(key) = keys.remove(&result.entry_id) else {
-                continue;
-            };
-            let authority = result.authority_id;
-            match result
-                .chain
-                .and_then(|chain| self.accept(&result.entry_id, chain, authority, &key, &bundle))
-            {
-                Ok(()) => {}
-                Err(e) => self.retry_later(&result.entry_id, &e),
-            }
-        }
-        // Items the server did not answer are retried too.
-        self.retry_all(keys.into_keys().collect(), "no result from server");
-    }
-
-    fn accept(
-        &mut self,
-        id: &str,
-        chain: Vec<Vec<u8>>,
-        authority_id: String,
-        key: &KeyPair,
-        bundle: &[Vec<u8>],
-    ) -> Result<(), String> {
-        let entry = self.entries.get(id).ok_or("entry is gone")?;
-        let received = self.clock.now();
-        let spiffe_id = validate_x509_svid(&chain, bundle, received).map_err(|e| e.to_string())?;
-        if spiffe_id != entry.spiffe_id {
-            return Err(format!(
-                "SVID is for {spiffe_id}, entry is {}",
-                entry.spiffe_id
-            ));
-        }
-        let leaf = chain.first().ok_or("empty chain")?;
-        let key_pkcs8 = key.serialize_der();
-        key_matches_leaf(leaf, &key_pkcs8).map_err(|e| e.to_string())?;
-        let info = cert_info(leaf).map_err(|e| e.to_string())?;
-        let not_after = info.not_after;
-        let authority_id = if authority_id.is_empty() {
-            issuing_authority(&chain, bundle, received).unwrap_or_default()
-        } else {
-            authority_id
-        };
-        let refresh = refresh_at(received, not_after, (self.jitter)());
-        let now = Instant::now();
-        tracing::info!(entry_id = id, %spiffe_id, serial = info.serial_hex, authority_id, not_after = signet_core::clock::unix_seconds(not_after), "SVID issued");
-        self.due
-            .insert(id.to_owned(), now + wait_until(received, refresh));
-        self.held.insert(
-            id.to_owned(),
-            Held {
-                svid: Arc::new(Svid {
-                    chain,
-                    key_pkcs8,
-                    not_after,
-                    authority_id,
-                    serial_hex: info.serial_hex,
-                }),
-                expires: now + wait_until(received, not_after),
-            },
-        );
-        self.retries.remove(id);
-        self.dirty = true;
-        Ok(())
-    }
-
     fn retry_all(&mut self, ids: Vec<String>, error: &str) {
         for id in ids {
             self.retry_later(&id, error);
@@ -424,6 +311,8 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
+#[path = "manager_issue.rs"]
+mod issue;
 #[path = "manager_lifecycle.rs"]
 mod lifecycle;
 

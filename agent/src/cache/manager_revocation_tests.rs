@@ -39,9 +39,12 @@ async fn nothing_is_renewed_before_half_life_minus_jitter_and_all_by_half_life_p
 #[tokio::test(start_paused = true)]
 async fn taint_reissues_only_the_svids_of_the_tainted_authority_at_once() {
     let h = start(Duration::from_secs(1000));
-    *h.ca.authority.lock().unwrap() = "old".into();
+    // The fake server names either CA of the bundle as the signer.
+    let old = crate::cache::authority_id(&h.ca.cert);
+    let new = crate::cache::authority_id(&h.ca.next_cert);
+    *h.ca.authority.lock().unwrap() = old.clone();
     h.snapshot(vec![entry("a", "/a")]).await;
-    *h.ca.authority.lock().unwrap() = "new".into();
+    *h.ca.authority.lock().unwrap() = new.clone();
     h.send(SyncUpdate {
         entries: vec![entry("b", "/b")],
         ..Default::default()
@@ -50,13 +53,13 @@ async fn taint_reissues_only_the_svids_of_the_tainted_authority_at_once() {
     let (a, b) = (h.svid("a"), h.svid("b"));
     assert_eq!(
         (a.authority_id.as_str(), b.authority_id.as_str()),
-        ("old", "new")
+        (old.as_str(), new.as_str())
     );
     let calls = h.calls();
 
     h.send(SyncUpdate {
         tainted: Some(Tainted {
-            x509: ["old".to_string()].into(),
+            x509: [old.clone()].into(),
             jwt_kids: Default::default(),
         }),
         ..Default::default()
@@ -66,7 +69,7 @@ async fn taint_reissues_only_the_svids_of_the_tainted_authority_at_once() {
     assert_eq!(h.ca.batch_sizes.lock().unwrap().last(), Some(&1));
     let (a2, b2) = (h.svid("a"), h.svid("b"));
     assert_ne!(a2.serial_hex, a.serial_hex, "tainted SVID replaced");
-    assert_eq!(a2.authority_id, "new");
+    assert_eq!(a2.authority_id, new);
     assert_eq!(b2.serial_hex, b.serial_hex, "untainted SVID untouched");
     assert_eq!(h.current().tainted.x509.len(), 1);
 }
@@ -78,6 +81,18 @@ async fn authority_is_found_in_the_bundle_when_the_server_does_not_name_it() {
     assert_eq!(
         h.svid("a").authority_id,
         crate::cache::authority_id(&h.ca.cert)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_authority_the_bundle_lacks_is_proven_from_the_chain() {
+    let h = start(Duration::from_secs(100));
+    *h.ca.authority.lock().unwrap() = "not-in-the-bundle".into();
+    h.snapshot(vec![entry("a", "/a")]).await;
+    assert_eq!(
+        h.svid("a").authority_id,
+        crate::cache::authority_id(&h.ca.cert),
+        "the chain validated against the bundle names the real signer"
     );
 }
 

@@ -9,7 +9,7 @@ use signet_core::{SpiffeId, TrustDomain};
 
 use super::*;
 use crate::cache::persist::Restored;
-use crate::cache::SignResult;
+use crate::cache::{SignRequest, SignResult};
 
 /// Wall time that follows tokio's (paused) clock.
 struct TokioClock {
@@ -26,6 +26,8 @@ impl Clock for TokioClock {
 struct TestCa {
     cert: Vec<u8>,
     key: KeyPair,
+    /// A second CA of the bundle (a prepared authority) that signs nothing.
+    next_cert: Vec<u8>,
     clock: Arc<TokioClock>,
     ttl: Duration,
     calls: AtomicUsize,
@@ -107,9 +109,21 @@ fn start_with(
     .unwrap()
     .der()
     .to_vec();
+    let next_key = KeyPair::generate().unwrap();
+    let next_cert = signet_core::x509::ca_params(
+        &td(),
+        now - Duration::from_secs(60),
+        now + Duration::from_secs(86400),
+    )
+    .unwrap()
+    .self_signed(&next_key)
+    .unwrap()
+    .der()
+    .to_vec();
     let ca = Arc::new(TestCa {
         cert,
         key,
+        next_cert,
         clock: clock.clone(),
         ttl,
         calls: AtomicUsize::new(0),
@@ -159,7 +173,7 @@ impl Harness {
             snapshot: true,
             entries,
             removed_entry_ids: vec![],
-            bundle: Some(vec![self.ca.cert.clone()]),
+            bundle: Some(vec![self.ca.cert.clone(), self.ca.next_cert.clone()]),
             ..Default::default()
         };
         self.updates.send(update).await.unwrap();
@@ -253,3 +267,31 @@ async fn still_valid_svid_is_kept_while_renewal_fails_and_dropped_at_expiry() {
 
 #[path = "manager_revocation_tests.rs"]
 mod revocation;
+
+#[test]
+fn parts_of_a_snapshot_add_up_to_one_update() {
+    let mut first = SyncUpdate {
+        snapshot: true,
+        entries: vec![entry("a", "/a")],
+        bundle: Some(vec![b"ca".to_vec()]),
+        revision: 7,
+        crls: Some(vec![]),
+        ..Default::default()
+    };
+    first.absorb(SyncUpdate {
+        snapshot: true,
+        entries: vec![entry("b", "/b"), entry("c", "/c")],
+        revision: 7,
+        ..Default::default()
+    });
+    let ids: Vec<&str> = first.entries.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids, ["a", "b", "c"]);
+    assert!(first.snapshot);
+    assert_eq!(first.revision, 7);
+    assert_eq!(
+        first.bundle,
+        Some(vec![b"ca".to_vec()]),
+        "kept from the first part"
+    );
+    assert_eq!(first.crls, Some(vec![]));
+}

@@ -103,14 +103,29 @@ impl SyncTask {
             })
             .await?
             .into_inner();
+        // The parts of a snapshot received so far.
+        let mut partial: Option<SyncUpdate> = None;
         while let Some(message) = stream.message().await? {
             backoff.reset();
             self.health.mark_reached_server();
-            *revision = message.revision;
             if let Some(skew) = measure_skew(message.server_time_ms, self.clock.now()) {
                 self.health.record_skew(skew);
             }
-            let update = self.parse(message);
+            let continues = message.snapshot && message.snapshot_continues;
+            let part = self.parse(message);
+            let update = match partial.take() {
+                Some(mut so_far) => {
+                    so_far.absorb(part);
+                    so_far
+                }
+                None => part,
+            };
+            if continues {
+                partial = Some(update);
+                continue;
+            }
+            // Only a whole snapshot moves the resume point.
+            *revision = update.revision;
             if let Some(bundle) = &update.bundle {
                 self.bundle_changed(bundle);
             }

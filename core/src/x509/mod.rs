@@ -7,7 +7,10 @@ mod validate;
 
 pub use csr::{build_csr, parse_csr, ParsedCsr};
 pub use profile::{ca_params, leaf_params, random_serial, sign_leaf};
-pub use validate::{cert_info, check_leaf_profile, key_matches_leaf, validate_x509_svid, CertInfo};
+pub use validate::{
+    cert_info, check_issued_leaf, check_leaf_profile, key_matches_leaf, validate_x509_svid,
+    CertInfo, IssuedLeaf,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum X509Error {

@@ -54,7 +54,51 @@ pub fn cert_info(der: &[u8]) -> Result<CertInfo, X509Error> {
 
 /// Checks the SPIFFE leaf rules and returns the leaf's SPIFFE ID.
 pub fn check_leaf_profile(der: &[u8]) -> Result<SpiffeId, X509Error> {
+    leaf_profile(&parse(der)?)
+}
+
+/// What an agent checks of an SVID its server has just signed over the
+/// authenticated channel, from one parse and without a signature check: the
+/// server is the CA, so re-verifying its signature would only double the
+/// cost of every SVID (the chain is still validated wherever it comes from
+/// elsewhere, e.g. the disk cache or a workload).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedLeaf {
+    pub spiffe_id: SpiffeId,
+    pub not_before: SystemTime,
+    pub not_after: SystemTime,
+    /// Lowercase hex, no separators.
+    pub serial_hex: String,
+}
+
+/// The SPIFFE leaf rules, the validity window at `now` and that the leaf
+/// certifies `public_key` (the raw subject public key bits).
+pub fn check_issued_leaf(
+    der: &[u8],
+    public_key: &[u8],
+    now: SystemTime,
+) -> Result<IssuedLeaf, X509Error> {
     let cert = parse(der)?;
+    let spiffe_id = leaf_profile(&cert)?;
+    if cert.public_key().subject_public_key.data.as_ref() != public_key {
+        return Err(X509Error::KeyMismatch);
+    }
+    let not_before = to_system_time(cert.validity().not_before.timestamp());
+    let not_after = to_system_time(cert.validity().not_after.timestamp());
+    if now < not_before || now >= not_after {
+        return Err(X509Error::Untrusted(
+            "the certificate is not valid now (check the clocks)".into(),
+        ));
+    }
+    Ok(IssuedLeaf {
+        spiffe_id,
+        not_before,
+        not_after,
+        serial_hex: hex::encode(cert.raw_serial()),
+    })
+}
+
+fn leaf_profile(cert: &X509Certificate<'_>) -> Result<SpiffeId, X509Error> {
     if cert.is_ca() {
         return Err(X509Error::LeafIsCa);
     }
@@ -82,7 +126,7 @@ pub fn check_leaf_profile(der: &[u8]) -> Result<SpiffeId, X509Error> {
     if !saw_key_usage {
         return Err(X509Error::KeyUsageNotCritical);
     }
-    let uris = uri_sans(&cert)?;
+    let uris = uri_sans(cert)?;
     let [uri] = uris.as_slice() else {
         return Err(X509Error::UriSanCount(uris.len()));
     };
@@ -246,6 +290,31 @@ mod tests {
         assert!(ku.critical && ku.value.digital_signature());
         let eku = cert.extended_key_usage().unwrap().unwrap();
         assert!(eku.value.server_auth && eku.value.client_auth);
+    }
+
+    #[test]
+    fn issued_leaf_checks_profile_key_and_validity_in_one_parse() {
+        let ca = ca();
+        let (leaf, key) = issue(&ca, "spiffe://example.org/web");
+        let facts = check_issued_leaf(&leaf, key.public_key_raw(), now()).unwrap();
+        assert_eq!(facts.spiffe_id.to_string(), "spiffe://example.org/web");
+        assert_eq!(facts.not_after, now() + Duration::from_secs(3600));
+        assert_eq!(facts.serial_hex, cert_info(&leaf).unwrap().serial_hex);
+
+        let other = KeyPair::generate().unwrap();
+        assert_eq!(
+            check_issued_leaf(&leaf, other.public_key_raw(), now()),
+            Err(X509Error::KeyMismatch)
+        );
+        let late = now() + Duration::from_secs(3600);
+        assert!(matches!(
+            check_issued_leaf(&leaf, key.public_key_raw(), late),
+            Err(X509Error::Untrusted(_))
+        ));
+        assert_eq!(
+            check_issued_leaf(&ca.cert, ca.key.public_key_raw(), now()),
+            Err(X509Error::LeafIsCa)
+        );
     }
 
     #[test]

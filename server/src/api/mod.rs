@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod batch_sign;
 pub mod convert;
 pub mod introspect;
 pub mod node;

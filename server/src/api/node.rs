@@ -5,13 +5,11 @@ use std::pin::Pin;
 
 use futures::Stream;
 use signet_core::clock::unix_seconds;
-use signet_core::x509::parse_csr;
 use signet_proto::node::node_server::Node;
 use signet_proto::node::{
     attest_params, attest_request, attest_response, AttestRequest, AttestResponse, AttestResult,
     BatchSignX509SvidRequest, BatchSignX509SvidResponse, MintJwtSvidRequest, MintJwtSvidResponse,
-    RenewAgentRequest, RenewAgentResponse, SignX509SvidParams, SignX509SvidResult, SyncRequest,
-    SyncResponse,
+    RenewAgentRequest, RenewAgentResponse, SyncRequest, SyncResponse,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -24,7 +22,7 @@ use super::validate::check_audience;
 use super::ServerState;
 use crate::attest::x509pop::CHALLENGE_TTL;
 use crate::attest::{AttestError, AttestedAgent, X509PopError};
-use crate::ca::{csr_public_key, IssuedSvid, MintedJwt};
+use crate::ca::{csr_public_key, MintedJwt};
 use crate::datastore::AgentRecord;
 use crate::telemetry::metrics::code_label;
 
@@ -35,57 +33,6 @@ pub struct NodeService {
 impl NodeService {
     pub fn new(state: ServerState) -> Self {
         Self { state }
-    }
-
-    async fn sign_one(
-        &self,
-        agent: &AgentRecord,
-        p: &SignX509SvidParams,
-    ) -> Result<IssuedSvid, ApiError> {
-        let rec = self
-            .state
-            .ds
-            .get_entry(&p.entry_id)
-            .await?
-            .ok_or_else(|| ApiError::NotFound(format!("entry {:?} not found", p.entry_id)))?;
-        if !crate::alias::authorizes(self.state.ds.as_ref(), agent, &rec).await? {
-            return Err(ApiError::PermissionDenied(
-                "entry is not authorized for this agent".into(),
-            ));
-        }
-        let entry = rec.entry;
-        let csr = parse_csr(&p.csr)
-            .map_err(|e| ApiError::InvalidArgument(format!("invalid CSR: {e}")))?;
-        if csr.spiffe_id != entry.spiffe_id {
-            return Err(ApiError::InvalidArgument(format!(
-                "CSR SPIFFE ID {} does not match entry SPIFFE ID {}",
-                csr.spiffe_id, entry.spiffe_id
-            )));
-        }
-        let svid = self.state.ca.issue_x509_svid(
-            &entry.spiffe_id,
-            &csr.public_key,
-            &entry.dns_names,
-            entry.x509_svid_ttl,
-        )?;
-        self.state
-            .ds
-            .record_x509(
-                &svid.serial_hex,
-                &entry.spiffe_id,
-                &svid.authority_id,
-                unix_seconds(svid.not_after),
-            )
-            .await?;
-        self.state.metrics.x509_svid_issued();
-        tracing::info!(
-            agent = %agent.spiffe_id,
-            spiffe_id = %entry.spiffe_id,
-            entry_id = %entry.id,
-            serial = %svid.serial_hex,
-            "issued X.509-SVID"
-        );
-        Ok(svid)
     }
 
     async fn mint_jwt(
@@ -339,29 +286,8 @@ impl Node for NodeService {
         request: Request<BatchSignX509SvidRequest>,
     ) -> Result<Response<BatchSignX509SvidResponse>, Status> {
         let agent = authenticate_agent(&self.state, &request).await?;
-        let mut results = Vec::with_capacity(request.get_ref().params.len());
-        for p in &request.get_ref().params {
-            let result = match self.sign_one(&agent, p).await {
-                Ok(svid) => SignX509SvidResult {
-                    entry_id: p.entry_id.clone(),
-                    svid_chain: svid.chain,
-                    error_code: 0,
-                    error_message: String::new(),
-                    authority_id: svid.authority_id,
-                },
-                Err(e) => {
-                    tracing::warn!(agent = %agent.spiffe_id, entry_id = %p.entry_id, error = %e, "refused to sign");
-                    SignX509SvidResult {
-                        entry_id: p.entry_id.clone(),
-                        svid_chain: vec![],
-                        error_code: e.code() as i32,
-                        error_message: e.to_string(),
-                        authority_id: String::new(),
-                    }
-                }
-            };
-            results.push(result);
-        }
+        let params = request.into_inner().params;
+        let results = super::batch_sign::sign(&self.state, &agent, params).await?;
         Ok(Response::new(BatchSignX509SvidResponse { results }))
     }
 

@@ -26,6 +26,9 @@ use crate::events::{Change, Event, Resume};
 
 type Tx = mpsc::Sender<Result<SyncResponse, Status>>;
 
+/// Entries per snapshot message: about 200 KB, far below any gRPC limit.
+const SNAPSHOT_PART: usize = 1000;
+
 /// Starts the stream for `agent`; messages arrive on the returned receiver.
 pub fn start(
     state: ServerState,
@@ -102,18 +105,36 @@ async fn snapshot(
         crate::alias::entries_for(state.ds.as_ref(), &scope.agent.spiffe_id, &scope.members)
             .await?;
     let revocations = state.ds.revocations(unix_seconds(state.ca.now())).await?;
-    let msg = SyncResponse {
+    let mut first = Some(SyncResponse {
         revision,
         snapshot: true,
-        entries: entries.iter().map(node_entry).collect(),
+        entries: vec![],
         removed_entry_ids: vec![],
         bundle: Some(node_bundle(&state.ca.bundle())),
         revocations: revocations.iter().map(node_revocation).collect(),
         crls: Some(crls(state)),
         tainted: Some(tainted(state)),
         server_time_ms: server_time_ms(state),
-    };
-    Ok(tx.send(Ok(msg)).await.is_ok())
+        snapshot_continues: false,
+    });
+    let mut parts = entries.chunks(SNAPSHOT_PART).peekable();
+    loop {
+        let chunk = parts.next().unwrap_or_default();
+        let mut msg = first.take().unwrap_or_else(|| SyncResponse {
+            revision,
+            snapshot: true,
+            server_time_ms: server_time_ms(state),
+            ..SyncResponse::default()
+        });
+        msg.entries = chunk.iter().map(node_entry).collect();
+        msg.snapshot_continues = parts.peek().is_some();
+        if tx.send(Ok(msg)).await.is_err() {
+            return Ok(false);
+        }
+        if parts.peek().is_none() {
+            return Ok(true);
+        }
+    }
 }
 
 async fn run(

@@ -4,6 +4,7 @@
 //! the JWT key (`jwt.rs`) signs every JWT-SVID.
 
 mod disk;
+mod issuer;
 mod jwt;
 pub mod rotation;
 mod store;
@@ -13,8 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use rcgen::{Issuer, KeyPair, PublicKeyData};
-use rustls_pki_types::CertificateDer;
+use rcgen::{KeyPair, PublicKeyData};
 use signet_core::clock::{from_unix_seconds, unix_seconds};
 use signet_core::jwt::{mint_jwt_svid, Jwk, JwtError, JwtPublicKey, JwtSigner, MintParams};
 use signet_core::x509::{
@@ -26,6 +26,7 @@ pub use disk::{create_private_dir, write_atomic, CaFiles};
 pub use jwt::{JwtKeyFiles, JWT_KEY_FILE, JWT_KID_FILE};
 pub use rotation::{AuthorityState, Schedule};
 
+use issuer::CaIssuer;
 use rotation::{active, Action, HasMeta, Meta};
 use store::{StateFile, Store};
 
@@ -116,6 +117,7 @@ pub struct MintedJwt {
 /// A freshly signed X.509-SVID.
 #[derive(Debug, Clone)]
 pub struct IssuedSvid {
+    pub spiffe_id: SpiffeId,
     /// DER, leaf first.
     pub chain: Vec<Vec<u8>>,
     pub not_after: SystemTime,
@@ -157,6 +159,7 @@ struct X509Authority {
     meta: Meta,
     cert_der: Vec<u8>,
     key: Arc<KeyPair>,
+    issuer: Arc<CaIssuer>,
 }
 
 struct JwtKey {
@@ -609,15 +612,10 @@ impl CertificateAuthority {
         )
     }
 
-    fn active_x509(&self) -> Result<(Vec<u8>, Arc<KeyPair>, SystemTime, String), CaError> {
+    fn active_x509(&self) -> Result<(Arc<CaIssuer>, SystemTime, String), CaError> {
         let a = self.read();
         let x = active(&a.x509).ok_or(CaError::Expired)?;
-        Ok((
-            x.cert_der.clone(),
-            x.key.clone(),
-            x.meta.not_after,
-            x.meta.id.clone(),
-        ))
+        Ok((x.issuer.clone(), x.meta.not_after, x.meta.id.clone()))
     }
 
     fn active_jwt(&self) -> Result<(Arc<JwtSigner>, SystemTime), CaError> {
@@ -641,7 +639,7 @@ impl CertificateAuthority {
     /// When the active CA certificate expires (the epoch when none).
     pub fn not_after(&self) -> SystemTime {
         self.active_x509()
-            .map(|(_, _, t, _)| t)
+            .map(|(_, t, _)| t)
             .unwrap_or(SystemTime::UNIX_EPOCH)
     }
 
@@ -728,17 +726,16 @@ impl CertificateAuthority {
         dns_names: &[String],
         ttl: Option<Duration>,
     ) -> Result<IssuedSvid, CaError> {
-        let (cert_der, key, ca_not_after, authority_id) = self.active_x509()?;
+        let (issuer, ca_not_after, authority_id) = self.active_x509()?;
         let now = self.clock.now();
         let left = Self::time_left(ca_not_after, now)?;
         let ttl = ttl.unwrap_or(self.default_svid_ttl).min(left);
         let not_after = now + ttl;
         let params = leaf_params(id, dns_names, now - self.backdate, not_after)?;
-        let issuer = Issuer::from_ca_cert_der(&CertificateDer::from(cert_der.as_slice()), &*key)
-            .map_err(X509Error::from)?;
-        let der = sign_leaf(&params, public_key, &issuer)?;
+        let der = sign_leaf(&params, public_key, &*issuer)?;
         let info = cert_info(&der)?;
         Ok(IssuedSvid {
+            spiffe_id: id.clone(),
             chain: vec![der],
             not_after: info.not_after,
             serial_hex: info.serial_hex,
@@ -755,10 +752,10 @@ impl CertificateAuthority {
         number: u64,
         next_update: SystemTime,
     ) -> Result<Option<Vec<u8>>, CaError> {
-        let (cert_der, key) = {
+        let issuer = {
             let a = self.read();
             match a.x509.iter().find(|x| x.meta.id == authority_id) {
-                Some(x) => (x.cert_der.clone(), x.key.clone()),
+                Some(x) => x.issuer.clone(),
                 None => return Ok(None),
             }
         };
@@ -784,10 +781,8 @@ impl CertificateAuthority {
             revoked_certs,
             key_identifier_method: rcgen::KeyIdMethod::Sha256,
         };
-        let issuer = Issuer::from_ca_cert_der(&CertificateDer::from(cert_der.as_slice()), &*key)
-            .map_err(X509Error::from)?;
         let crl = params
-            .signed_by(&issuer)
+            .signed_by(&*issuer)
             .map_err(|e| CaError::Key(format!("signing the CRL: {e}")))?;
         Ok(Some(crl.der().to_vec()))
     }
@@ -890,7 +885,9 @@ fn load_x509(
     if !same_td {
         return Ok(None);
     }
-    let key = KeyPair::try_from(key_der.as_slice()).map_err(|e| CaError::Key(e.to_string()))?;
+    let key =
+        Arc::new(KeyPair::try_from(key_der.as_slice()).map_err(|e| CaError::Key(e.to_string()))?);
+    let issuer = issuer::build(&cert_der, &key)?;
     Ok(Some(X509Authority {
         meta: Meta {
             id: authority_id(&cert_der),
@@ -900,7 +897,8 @@ fn load_x509(
             not_after: info.not_after,
         },
         cert_der,
-        key: Arc::new(key),
+        key,
+        issuer,
     }))
 }
 
@@ -913,6 +911,8 @@ fn generate(td: &TrustDomain, ttl: Duration, now: SystemTime) -> Result<X509Auth
     let params = ca_params(td, not_before, not_after)?;
     let cert = params.self_signed(&key).map_err(X509Error::from)?;
     let cert_der = cert.der().to_vec();
+    let key = Arc::new(key);
+    let issuer = issuer::build(&cert_der, &key)?;
     Ok(X509Authority {
         meta: Meta {
             id: authority_id(&cert_der),
@@ -922,7 +922,8 @@ fn generate(td: &TrustDomain, ttl: Duration, now: SystemTime) -> Result<X509Auth
             not_after,
         },
         cert_der,
-        key: Arc::new(key),
+        key,
+        issuer,
     })
 }
 

@@ -69,6 +69,16 @@ impl RevokedKind {
     }
 }
 
+/// An issued X.509-SVID as recorded for revocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedX509 {
+    /// Lowercase hex.
+    pub serial: String,
+    pub spiffe_id: SpiffeId,
+    pub authority_id: String,
+    pub expires_at: i64,
+}
+
 /// A revoked credential, kept until it expires.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Revocation {
@@ -139,6 +149,8 @@ pub trait DataStore: Send + Sync + 'static {
         created_at: i64,
     ) -> Result<EntryRecord>;
     async fn get_entry(&self, id: &str) -> Result<Option<EntryRecord>>;
+    /// The entries among `ids` that exist (one query per chunk, not per id).
+    async fn get_entries(&self, ids: &[&str]) -> Result<Vec<EntryRecord>>;
     async fn list_entries(&self, filter: &EntryFilter) -> Result<Vec<EntryRecord>>;
     async fn delete_entry(&self, id: &str) -> Result<EntryRecord>;
     async fn count_entries(&self) -> Result<u64>;
@@ -166,6 +178,9 @@ pub trait DataStore: Send + Sync + 'static {
         authority_id: &str,
         expires_at: i64,
     ) -> Result<()>;
+    /// Records many issued X.509-SVIDs in one transaction: one sync to disk
+    /// for a whole signing batch instead of one per SVID.
+    async fn record_x509_many(&self, issued: &[IssuedX509]) -> Result<()>;
     /// Records a minted JWT-SVID.
     async fn record_jwt(
         &self,

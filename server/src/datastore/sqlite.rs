@@ -16,8 +16,8 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, Transaction};
 
 use super::{
-    AgentRecord, DataStore, DataStoreError, EntryFilter, EntryRecord, Result, Revocation,
-    RevokedKind,
+    AgentRecord, DataStore, DataStoreError, EntryFilter, EntryRecord, IssuedX509, Result,
+    Revocation, RevokedKind,
 };
 
 /// The schema, compiled into the binary so a fresh machine needs no files.
@@ -211,6 +211,9 @@ fn revocation_from_row(row: &SqliteRow) -> Result<Revocation> {
         expires_at: row.try_get("expires_at").map_err(get)?,
     })
 }
+
+/// SQLite's default bound on parameters per statement.
+const MAX_PARAMS: usize = 999;
 
 const ENTRY_COLUMNS: &str = "id, spiffe_id, parent_id, selectors, x509_svid_ttl, jwt_svid_ttl, \
      dns_names, hint, admin, downstream, revision, created_at, node";
@@ -459,6 +462,22 @@ impl DataStore for SqliteDataStore {
         row.as_ref().map(entry_from_row).transpose()
     }
 
+    async fn get_entries(&self, ids: &[&str]) -> Result<Vec<EntryRecord>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(MAX_PARAMS) {
+            let marks = vec!["?"; chunk.len()].join(", ");
+            let sql = format!("SELECT {ENTRY_COLUMNS} FROM entries WHERE id IN ({marks})");
+            let mut query = sqlx::query(&sql);
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            for row in query.fetch_all(&self.pool).await.map_err(backend)? {
+                out.push(entry_from_row(&row)?);
+            }
+        }
+        Ok(out)
+    }
+
     async fn list_entries(&self, filter: &EntryFilter) -> Result<Vec<EntryRecord>> {
         let mut sql = format!("SELECT {ENTRY_COLUMNS} FROM entries WHERE 1 = 1");
         if filter.spiffe_id.is_some() {
@@ -578,17 +597,43 @@ impl DataStore for SqliteDataStore {
         authority_id: &str,
         expires_at: i64,
     ) -> Result<()> {
-        sqlx::query(
-            "INSERT OR REPLACE INTO issued_x509 (serial, spiffe_id, authority_id, expires_at) \
-             VALUES (?, ?, ?, ?)",
-        )
-        .bind(serial)
-        .bind(spiffe_id.to_string())
-        .bind(authority_id)
-        .bind(expires_at)
-        .execute(&self.pool)
+        self.record_x509_many(&[IssuedX509 {
+            serial: serial.to_owned(),
+            spiffe_id: spiffe_id.clone(),
+            authority_id: authority_id.to_owned(),
+            expires_at,
+        }])
         .await
-        .map_err(backend)?;
+    }
+
+    async fn record_x509_many(&self, issued: &[IssuedX509]) -> Result<()> {
+        if issued.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        // Multi-row inserts within SQLite's 999 bound parameters.
+        for chunk in issued.chunks(MAX_PARAMS / 4) {
+            let mut sql = String::from(
+                "INSERT OR REPLACE INTO issued_x509 (serial, spiffe_id, authority_id, expires_at) VALUES ",
+            );
+            for i in 0..chunk.len() {
+                sql.push_str(if i == 0 {
+                    "(?, ?, ?, ?)"
+                } else {
+                    ", (?, ?, ?, ?)"
+                });
+            }
+            let mut query = sqlx::query(&sql);
+            for r in chunk {
+                query = query
+                    .bind(&r.serial)
+                    .bind(r.spiffe_id.to_string())
+                    .bind(&r.authority_id)
+                    .bind(r.expires_at);
+            }
+            query.execute(&mut *tx).await.map_err(backend)?;
+        }
+        tx.commit().await.map_err(backend)?;
         Ok(())
     }
 

@@ -98,6 +98,10 @@ impl Metrics {
         self.x509_svids_issued.inc();
     }
 
+    pub fn x509_svids_issued(&self, n: u64) {
+        self.x509_svids_issued.inc_by(n);
+    }
+
     pub fn jwt_svid_issued(&self) {
         self.jwt_svids_issued.inc();
     }

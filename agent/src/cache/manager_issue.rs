@@ -1,0 +1,238 @@
+//! Issuing the SVIDs that are due: fresh P-256 keys and CSRs made on the
+//! blocking pool, sent in batches of [`BATCH`] with [`IN_FLIGHT`] batches
+//! outstanding, so key generation, the server's signing and the checks here
+//! overlap and a cold start with thousands of entries keeps every core busy.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use rcgen::KeyPair;
+use signet_core::rotation::{refresh_at, wait_until};
+use signet_core::x509::{build_csr, check_issued_leaf, validate_x509_svid};
+use signet_core::SpiffeId;
+use tokio::time::Instant;
+
+use super::{CacheManager, Held};
+use crate::cache::state::Svid;
+use crate::cache::{authority_id, issuing_authority, SignRequest, SignResult, SvidSigner};
+
+/// CSRs per `BatchSignX509Svid` call: enough to amortize a round trip, few
+/// enough that the first SVIDs arrive early and messages stay small.
+const BATCH: usize = 256;
+/// Batches outstanding at once.
+const IN_FLIGHT: usize = 4;
+/// A bound on one signing round trip, so a hung server does not stall
+/// entry deletions queued behind it for long.
+const SIGN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What came back for one batch.
+struct Signed {
+    keys: HashMap<String, KeyPair>,
+    /// Entries whose key or CSR could not be made.
+    unprepared: Vec<(String, String)>,
+    results: Result<Vec<SignResult>, String>,
+}
+
+impl CacheManager {
+    pub(super) async fn issue_due(&mut self) {
+        if self.cut_off {
+            return;
+        }
+        let Some(bundle) = self.bundle.clone() else {
+            return;
+        };
+        let now = Instant::now();
+        let mut due: Vec<(String, SpiffeId)> = Vec::new();
+        let mut gone = Vec::new();
+        for (id, at) in &self.due {
+            if *at > now {
+                continue;
+            }
+            match self.entries.get(id) {
+                Some(entry) => due.push((id.clone(), entry.spiffe_id.clone())),
+                None => gone.push(id.clone()),
+            }
+        }
+        for id in gone {
+            self.due.remove(&id);
+        }
+        if due.is_empty() {
+            return;
+        }
+        tracing::debug!(count = due.len(), "requesting SVIDs");
+        let known: HashSet<String> = bundle.iter().map(|ca| authority_id(ca)).collect();
+        let batches: Vec<Vec<(String, SpiffeId)>> = due.chunks(BATCH).map(<[_]>::to_vec).collect();
+        let signer = self.signer.clone();
+        let mut signed = futures::stream::iter(batches)
+            .map(|batch| sign_batch(signer.clone(), batch))
+            .buffer_unordered(IN_FLIGHT);
+        let mut issued = 0usize;
+        while let Some(batch) = signed.next().await {
+            issued += self.take(batch, &bundle, &known);
+        }
+        if issued > 0 {
+            tracing::info!(count = issued, "SVIDs issued");
+        }
+    }
+
+    /// Accepts what a batch brought; returns how many SVIDs were taken.
+    fn take(&mut self, batch: Signed, bundle: &[Vec<u8>], known: &HashSet<String>) -> usize {
+        let Signed {
+            mut keys,
+            unprepared,
+            results,
+        } = batch;
+        for (id, e) in unprepared {
+            self.retry_later(&id, &e);
+        }
+        let results = match results {
+            Ok(r) => r,
+            Err(e) => {
+                self.retry_all(keys.into_keys().collect(), &e);
+                return 0;
+            }
+        };
+        let mut taken = 0;
+        for result in results {
+            let Some(key) = keys.remove(&result.entry_id) else {
+                continue;
+            };
+            let accepted = result.chain.and_then(|chain| {
+                self.accept(
+                    &result.entry_id,
+                    chain,
+                    result.authority_id,
+                    &key,
+                    bundle,
+                    known,
+                )
+            });
+            match accepted {
+                Ok(()) => taken += 1,
+                Err(e) => self.retry_later(&result.entry_id, &e),
+            }
+        }
+        // Items the server did not answer are retried too.
+        self.retry_all(keys.into_keys().collect(), "no result from server");
+        taken
+    }
+
+    fn accept(
+        &mut self,
+        id: &str,
+        chain: Vec<Vec<u8>>,
+        authority_id: String,
+        key: &KeyPair,
+        bundle: &[Vec<u8>],
+        known: &HashSet<String>,
+    ) -> Result<(), String> {
+        let entry = self.entries.get(id).ok_or("entry is gone")?;
+        let received = self.clock.now();
+        let leaf = chain.first().ok_or("empty chain")?;
+        let facts =
+            check_issued_leaf(leaf, key.public_key_raw(), received).map_err(|e| e.to_string())?;
+        if facts.spiffe_id != entry.spiffe_id {
+            return Err(format!(
+                "SVID is for {}, entry is {}",
+                facts.spiffe_id, entry.spiffe_id
+            ));
+        }
+        // A CA of our bundle, as the server names it; otherwise the chain
+        // must prove which one, the slow way.
+        let authority_id = if known.contains(&authority_id) {
+            authority_id
+        } else {
+            validate_x509_svid(&chain, bundle, received).map_err(|e| e.to_string())?;
+            issuing_authority(&chain, bundle, received).unwrap_or_default()
+        };
+        let refresh = refresh_at(received, facts.not_after, (self.jitter)());
+        let now = Instant::now();
+        tracing::debug!(entry_id = id, spiffe_id = %facts.spiffe_id, serial = facts.serial_hex, authority_id, not_after = signet_core::clock::unix_seconds(facts.not_after), "SVID issued");
+        self.due
+            .insert(id.to_owned(), now + wait_until(received, refresh));
+        self.held.insert(
+            id.to_owned(),
+            Held {
+                svid: Arc::new(Svid {
+                    chain,
+                    key_pkcs8: key.serialize_der(),
+                    not_after: facts.not_after,
+                    authority_id,
+                    serial_hex: facts.serial_hex,
+                }),
+                expires: now + wait_until(received, facts.not_after),
+            },
+        );
+        self.retries.remove(id);
+        self.dirty = true;
+        Ok(())
+    }
+}
+
+/// Makes the keys and CSRs of `batch` off the async workers, then has them
+/// signed.
+async fn sign_batch(signer: Arc<dyn SvidSigner>, batch: Vec<(String, SpiffeId)>) -> Signed {
+    let ids: Vec<String> = batch.iter().map(|(id, _)| id.clone()).collect();
+    let make = move || {
+        batch
+            .into_iter()
+            .map(|(id, spiffe_id)| {
+                let made = KeyPair::generate()
+                    .map_err(|e| e.to_string())
+                    .and_then(|k| {
+                        build_csr(&k, &spiffe_id)
+                            .map(|csr| (k, csr))
+                            .map_err(|e| e.to_string())
+                    });
+                (id, made)
+            })
+            .collect::<Vec<_>>()
+    };
+    // A current-thread runtime (tests on a paused clock) has no other worker
+    // to keep free, and a blocking-pool wait would let a paused clock jump.
+    let prepared = match tokio::runtime::Handle::current().runtime_flavor() {
+        tokio::runtime::RuntimeFlavor::CurrentThread => Ok(make()),
+        _ => tokio::task::spawn_blocking(make).await,
+    };
+    let prepared = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            let why = format!("making keys failed: {e}");
+            return Signed {
+                keys: HashMap::new(),
+                unprepared: ids.into_iter().map(|id| (id, why.clone())).collect(),
+                results: Ok(vec![]),
+            };
+        }
+    };
+    let mut keys = HashMap::new();
+    let mut unprepared = Vec::new();
+    let mut requests = Vec::new();
+    for (id, made) in prepared {
+        match made {
+            Ok((key, csr)) => {
+                requests.push(SignRequest {
+                    entry_id: id.clone(),
+                    csr,
+                });
+                keys.insert(id, key);
+            }
+            Err(e) => unprepared.push((id, e)),
+        }
+    }
+    let results = if requests.is_empty() {
+        Ok(vec![])
+    } else {
+        match tokio::time::timeout(SIGN_TIMEOUT, signer.batch_sign(requests)).await {
+            Ok(r) => r,
+            Err(_) => Err("timed out".into()),
+        }
+    };
+    Signed {
+        keys,
+        unprepared,
+        results,
+    }
+}
