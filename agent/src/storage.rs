@@ -127,6 +127,16 @@ impl Storage {
 /// Writes `contents` to `path` through a temp file created with `mode`, so
 /// the file never exists with wider permissions or partial contents.
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), StorageError> {
+    write_atomic_with(path, mode, |f| f.write_all(contents))
+}
+
+/// [`write_atomic`] for contents produced by `write`, streamed to the file
+/// rather than held in memory first.
+pub fn write_atomic_with(
+    path: &Path,
+    mode: u32,
+    write: impl FnOnce(&mut fs::File) -> std::io::Result<()>,
+) -> Result<(), StorageError> {
     let file_name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -139,7 +149,7 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), Stora
             .create_new(true)
             .mode(mode)
             .open(&tmp)?;
-        f.write_all(contents)?;
+        write(&mut f)?;
         f.sync_all()?;
         fs::rename(&tmp, path)
     })();

@@ -188,7 +188,7 @@ fn policy_snapshot(
         s.entries.insert(
             (*id).into(),
             super::super::CachedEntry {
-                entry: signet_core::RegistrationEntry {
+                entry: std::sync::Arc::new(signet_core::RegistrationEntry {
                     id: (*id).into(),
                     spiffe_id: me(),
                     parent_id: SpiffeId::parse("spiffe://example.org/agent").unwrap(),
@@ -200,7 +200,7 @@ fn policy_snapshot(
                     admin: false,
                     downstream: false,
                     revision: 1,
-                },
+                }),
                 svid: None,
             },
         );

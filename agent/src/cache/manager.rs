@@ -76,7 +76,7 @@ pub struct CacheManager {
     trust_domain: TrustDomain,
     bundle: Option<Arc<Vec<Vec<u8>>>>,
     jwt_bundles: Arc<JwtBundles>,
-    entries: BTreeMap<String, RegistrationEntry>,
+    entries: BTreeMap<String, Arc<RegistrationEntry>>,
     held: HashMap<String, Held>,
     /// When each entry next needs (re)issuing.
     due: HashMap<String, Instant>,
@@ -220,10 +220,10 @@ impl CacheManager {
                     || old.x509_svid_ttl != entry.x509_svid_ttl
             }
         };
-        if self.entries.get(&id) != Some(&entry) {
+        if self.entries.get(&id).map(|e| &**e) != Some(&entry) {
             self.dirty = true;
         }
-        self.entries.insert(id.clone(), entry);
+        self.entries.insert(id.clone(), Arc::new(entry));
         if reissue {
             self.held.remove(&id);
             self.retries.remove(&id);

@@ -35,7 +35,7 @@ impl CacheManager {
         self.tainted = Arc::new(restored.tainted);
         for (entry, svid) in restored.entries {
             let id = entry.id.clone();
-            self.entries.insert(id.clone(), entry);
+            self.entries.insert(id.clone(), Arc::new(entry));
             match svid.filter(|s| s.svid.is_valid_at(now)) {
                 Some(s) => {
                     let refresh = refresh_at(s.not_before, s.svid.not_after, (self.jitter)());

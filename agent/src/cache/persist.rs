@@ -9,15 +9,21 @@ use std::time::{Duration, SystemTime};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use serde::{Deserialize, Serialize};
-use signet_core::clock::{from_unix_seconds, unix_seconds};
+use serde::Deserialize;
+use signet_core::clock::from_unix_seconds;
 use signet_core::jwt::{Jwk, JwtPublicKey};
 use signet_core::x509::cert_info;
 use signet_core::{RegistrationEntry, Selector, SpiffeId, TrustDomain};
 use tokio::sync::watch;
 
 use super::state::{Revocations, Snapshot, Svid, Tainted};
-use crate::storage::write_atomic;
+use std::io::Write;
+
+use crate::storage::write_atomic_with;
+use encode::{encode_to, Digest};
+
+#[path = "persist_encode.rs"]
+mod encode;
 
 pub const CACHE_FILE: &str = "workload_cache.json";
 const VERSION: u32 = 1;
@@ -53,7 +59,7 @@ pub struct RestoredSvid {
     pub not_before: SystemTime,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct CacheFile {
     version: u32,
     trust_domain: String,
@@ -68,7 +74,7 @@ struct CacheFile {
     entries: Vec<EntryFile>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct EntryFile {
     id: String,
     spiffe_id: String,
@@ -84,7 +90,7 @@ struct EntryFile {
     svid: Option<SvidFile>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct SvidFile {
     chain: Vec<String>,
     key_pkcs8: String,
@@ -95,67 +101,12 @@ pub fn cache_path(data_dir: &Path) -> PathBuf {
     data_dir.join(CACHE_FILE)
 }
 
-/// The JSON document for `snapshot`.
+/// The JSON document for `snapshot`, in memory (tests and tools; the agent
+/// streams it to disk with [`encode_to`]).
 pub fn encode(snapshot: &Snapshot) -> Result<Vec<u8>, PersistError> {
-    let b64 = |v: &Vec<u8>| B64.encode(v);
-    let mut jwt_keys: Vec<Jwk> = snapshot
-        .jwt_bundles
-        .get(&snapshot.trust_domain)
-        .map(|keys| {
-            keys.iter()
-                .map(|(kid, key)| Jwk::from_public_key(key, "jwt-svid", Some(kid.clone())))
-                .collect()
-        })
-        .unwrap_or_default();
-    jwt_keys.sort_by(|a, b| a.kid.cmp(&b.kid));
-    let file = CacheFile {
-        version: VERSION,
-        trust_domain: snapshot.trust_domain.as_str().to_owned(),
-        revision: snapshot.revision,
-        bundle: snapshot
-            .bundle
-            .as_deref()
-            .map(|b| b.iter().map(b64).collect())
-            .unwrap_or_default(),
-        jwt_keys,
-        crls: snapshot.crls.iter().map(b64).collect(),
-        revoked_x509_serials: expiries(&snapshot.revocations.x509_serials),
-        revoked_jwt_ids: expiries(&snapshot.revocations.jwt_ids),
-        tainted_x509: snapshot.tainted.x509.iter().cloned().collect(),
-        tainted_jwt_kids: snapshot.tainted.jwt_kids.iter().cloned().collect(),
-        entries: snapshot
-            .entries
-            .values()
-            .map(|c| {
-                let e = &c.entry;
-                EntryFile {
-                    id: e.id.clone(),
-                    spiffe_id: e.spiffe_id.to_string(),
-                    parent_id: e.parent_id.to_string(),
-                    selectors: e.selectors.iter().map(ToString::to_string).collect(),
-                    x509_svid_ttl: e.x509_svid_ttl.map(|d| d.as_secs()),
-                    jwt_svid_ttl: e.jwt_svid_ttl.map(|d| d.as_secs()),
-                    dns_names: e.dns_names.clone(),
-                    hint: e.hint.clone(),
-                    admin: e.admin,
-                    downstream: e.downstream,
-                    revision: e.revision,
-                    svid: c.svid.as_ref().map(|s| SvidFile {
-                        chain: s.chain.iter().map(b64).collect(),
-                        key_pkcs8: B64.encode(&s.key_pkcs8),
-                        authority_id: s.authority_id.clone(),
-                    }),
-                }
-            })
-            .collect(),
-    };
-    serde_json::to_vec(&file).map_err(|e| PersistError::Encode(e.to_string()))
-}
-
-fn expiries(map: &std::collections::BTreeMap<String, SystemTime>) -> Vec<(String, i64)> {
-    map.iter()
-        .map(|(k, t)| (k.clone(), unix_seconds(*t)))
-        .collect()
+    let mut out = Vec::new();
+    encode_to(snapshot, &mut out)?;
+    Ok(out)
 }
 
 /// Reads the cache a previous run wrote for `trust_domain`; `None` when
@@ -287,7 +238,8 @@ fn svid_from_file(s: SvidFile) -> Result<RestoredSvid, String> {
 /// bursts; the Workload API never waits for it.
 pub async fn persist_loop(data_dir: PathBuf, mut snapshots: watch::Receiver<Arc<Snapshot>>) {
     let path = cache_path(&data_dir);
-    let mut last: Option<Vec<u8>> = None;
+    // The digest of what is on disk, not the document: it can be megabytes.
+    let mut last: Option<[u8; 32]> = None;
     loop {
         if snapshots.changed().await.is_err() {
             return;
@@ -297,29 +249,44 @@ pub async fn persist_loop(data_dir: PathBuf, mut snapshots: watch::Receiver<Arc<
         if !snapshot.is_ready() {
             continue;
         }
-        let doc = match encode(&snapshot) {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot persist the SVID cache");
-                continue;
-            }
-        };
-        if last.as_ref() == Some(&doc) {
-            continue;
-        }
         let target = path.clone();
-        let contents = doc.clone();
+        let entries = snapshot.entries.len();
         let written =
-            tokio::task::spawn_blocking(move || write_atomic(&target, &contents, 0o600)).await;
+            tokio::task::spawn_blocking(move || write_if_changed(&target, &snapshot, last)).await;
         match written {
-            Ok(Ok(())) => {
-                tracing::debug!(entries = snapshot.entries.len(), "SVID cache persisted");
-                last = Some(doc);
+            Ok(Ok(digest)) => {
+                if last != Some(digest) {
+                    tracing::debug!(entries, "SVID cache persisted");
+                }
+                last = Some(digest);
             }
             Ok(Err(e)) => tracing::error!(error = %e, "cannot persist the SVID cache"),
             Err(e) => tracing::error!(error = %e, "cache writer task failed"),
         }
     }
+}
+
+/// Writes the document unless its digest is `last`; returns its digest.
+/// Encoding twice (to hash, then to the file) costs far less than holding
+/// the document.
+fn write_if_changed(
+    path: &Path,
+    snapshot: &Snapshot,
+    last: Option<[u8; 32]>,
+) -> Result<[u8; 32], PersistError> {
+    let mut digest = Digest::default();
+    encode_to(snapshot, &mut digest)?;
+    let digest = digest.finish();
+    if last == Some(digest) {
+        return Ok(digest);
+    }
+    // A failed encoding fails the write, so no partial file replaces the old.
+    write_atomic_with(path, 0o600, |f| {
+        let mut out = std::io::BufWriter::new(f);
+        encode_to(snapshot, &mut out).map_err(std::io::Error::other)?;
+        out.flush()
+    })?;
+    Ok(digest)
 }
 
 #[cfg(test)]
@@ -359,5 +326,45 @@ mod tests {
         assert_eq!(back.revocations, revocations);
         let other = TrustDomain::new("other.org").unwrap();
         assert!(load(dir.path(), &other).unwrap().is_none());
+    }
+
+    #[test]
+    fn entries_round_trip_and_an_unchanged_document_is_not_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let td = TrustDomain::new("example.org").unwrap();
+        let mut snapshot = Snapshot::empty(td.clone());
+        snapshot.bundle = Some(Arc::new(vec![b"ca".to_vec()]));
+        let entry = RegistrationEntry {
+            id: "e1".into(),
+            spiffe_id: SpiffeId::parse("spiffe://example.org/web").unwrap(),
+            parent_id: SpiffeId::parse("spiffe://example.org/agent").unwrap(),
+            selectors: vec![Selector::parse("unix:uid:1000").unwrap()],
+            x509_svid_ttl: Some(Duration::from_secs(60)),
+            jwt_svid_ttl: None,
+            dns_names: vec!["web.local".into()],
+            hint: "h".into(),
+            admin: false,
+            downstream: false,
+            revision: 3,
+        };
+        snapshot.entries.insert(
+            "e1".into(),
+            super::super::state::CachedEntry {
+                entry: Arc::new(entry.clone()),
+                svid: None,
+            },
+        );
+        let path = cache_path(dir.path());
+        let digest = write_if_changed(&path, &snapshot, None).unwrap();
+        let back = load(dir.path(), &td).unwrap().unwrap();
+        assert_eq!(back.entries.len(), 1);
+        assert_eq!(back.entries[0].0, entry);
+
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(
+            write_if_changed(&path, &snapshot, Some(digest)).unwrap(),
+            digest
+        );
+        assert!(!path.exists(), "same document: no write");
     }
 }

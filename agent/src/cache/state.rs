@@ -43,7 +43,8 @@ impl std::fmt::Debug for Svid {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CachedEntry {
-    pub entry: RegistrationEntry,
+    /// Shared with the rotation task: a snapshot copies no entry.
+    pub entry: Arc<RegistrationEntry>,
     pub svid: Option<Arc<Svid>>,
 }
 
@@ -139,7 +140,7 @@ mod tests {
 
     fn entry(id: &str, selectors: &[&str]) -> CachedEntry {
         CachedEntry {
-            entry: RegistrationEntry {
+            entry: Arc::new(RegistrationEntry {
                 id: id.into(),
                 spiffe_id: SpiffeId::parse("spiffe://example.org/w").unwrap(),
                 parent_id: SpiffeId::parse("spiffe://example.org/agent").unwrap(),
@@ -151,7 +152,7 @@ mod tests {
                 admin: false,
                 downstream: false,
                 revision: 1,
-            },
+            }),
             svid: None,
         }
     }

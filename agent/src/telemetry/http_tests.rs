@@ -65,7 +65,7 @@ fn snapshot_with_svid(serial: &str) -> Arc<Snapshot> {
     entries.insert(
         "e1".to_owned(),
         CachedEntry {
-            entry,
+            entry: entry.into(),
             svid: Some(svid),
         },
     );

@@ -99,7 +99,15 @@ fn entry(id: &str, path: &str, selector: &str, hint: &str) -> RegistrationEntry 
 fn snapshot(ca: &TestCa, entries: Vec<(RegistrationEntry, Option<Arc<Svid>>)>) -> Arc<Snapshot> {
     let entries: BTreeMap<String, CachedEntry> = entries
         .into_iter()
-        .map(|(entry, svid)| (entry.id.clone(), CachedEntry { entry, svid }))
+        .map(|(entry, svid)| {
+            (
+                entry.id.clone(),
+                CachedEntry {
+                    entry: entry.into(),
+                    svid,
+                },
+            )
+        })
         .collect();
     let mut jwt_bundles = JwtBundles::new();
     jwt_bundles.insert(td(), [("k1".to_string(), ca.jwt.public_key())].into());
