@@ -733,12 +733,19 @@ impl CertificateAuthority {
         let not_after = now + ttl;
         let params = leaf_params(id, dns_names, now - self.backdate, not_after)?;
         let der = sign_leaf(&params, public_key, &*issuer)?;
-        let info = cert_info(&der)?;
+        // What the certificate says, known without parsing it back: the
+        // serial is positive with a non-zero first byte (its DER content is
+        // these bytes), and times are encoded in whole seconds.
+        let serial_hex = params
+            .serial_number
+            .as_ref()
+            .map(|s| hex::encode(s.as_ref()))
+            .unwrap_or_default();
         Ok(IssuedSvid {
             spiffe_id: id.clone(),
             chain: vec![der],
-            not_after: info.not_after,
-            serial_hex: info.serial_hex,
+            not_after: from_unix_seconds(unix_seconds(not_after)),
+            serial_hex,
             authority_id,
         })
     }

@@ -140,6 +140,8 @@ fn svid_ttl_is_capped_by_ca_time_left_and_back_dated() {
     assert_eq!(svid.not_after, start() + Duration::from_secs(600));
     let info = cert_info(&svid.chain[0]).unwrap();
     assert_eq!(info.not_before, start() - Duration::from_secs(30));
+    assert_eq!(info.not_after, svid.not_after, "as the certificate says");
+    assert_eq!(info.serial_hex, svid.serial_hex, "as the certificate says");
     let got = validate_x509_svid(&svid.chain, &ca.bundle().x509_authorities, start()).unwrap();
     assert_eq!(got, id);
 
