@@ -106,29 +106,38 @@ impl ChangeBus {
     }
 
     pub async fn publish(&self, change: Change) -> u64 {
+        self.publish_all(vec![change]).await
+    }
+
+    /// Publishes `changes` in order, one revision each, storing all their
+    /// revisions with one datastore write; returns the last revision.
+    pub async fn publish_all(&self, changes: Vec<Change>) -> u64 {
         let _order = self.publishing.lock().await;
-        let mut next = self.current_revision() + 1;
+        let count = changes.len() as u64;
+        if count == 0 {
+            return self.current_revision();
+        }
+        let mut last = self.current_revision() + count;
         if let Some(ds) = &self.store {
-            match ds.bump_revision().await {
-                Ok(stored) => next = next.max(stored),
+            match ds.bump_revision(count).await {
+                Ok(stored) => last = last.max(stored),
                 Err(e) => tracing::warn!(error = %e, "storing the event revision failed"),
             }
         }
-        let event = Arc::new(Event {
-            revision: next,
-            change,
-        });
         let mut inner = self.lock();
-        inner.revision = next;
-        inner.log.push_back(event.clone());
-        while inner.log.len() > LOG_SIZE {
-            if let Some(old) = inner.log.pop_front() {
-                inner.log_floor = old.revision;
+        for (revision, change) in (last + 1 - count..).zip(changes) {
+            let event = Arc::new(Event { revision, change });
+            inner.revision = revision;
+            inner.log.push_back(event.clone());
+            while inner.log.len() > LOG_SIZE {
+                if let Some(old) = inner.log.pop_front() {
+                    inner.log_floor = old.revision;
+                }
             }
+            // No subscribers is fine: nobody is listening yet.
+            let _ = self.tx.send(event);
         }
-        // No subscribers is fine: nobody is listening yet.
-        let _ = self.tx.send(event);
-        next
+        last
     }
 
     /// A receiver of every event after now, and the revision it starts after.
@@ -176,6 +185,42 @@ mod tests {
         assert_eq!(rx.recv().await.unwrap().revision, 11);
         assert_eq!(rx.recv().await.unwrap().revision, 12);
         assert_eq!(bus.current_revision(), 12);
+    }
+
+    #[tokio::test]
+    async fn a_batch_publishes_one_event_per_change_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let ds: Arc<dyn DataStore> = Arc::new(
+            crate::datastore::SqliteDataStore::open(&dir.path().join("ds.sqlite3"))
+                .await
+                .unwrap(),
+        );
+        let bus = ChangeBus::persistent(ds.clone()).await.unwrap();
+        let (mut rx, start) = bus.subscribe();
+        let last = bus
+            .publish_all(vec![
+                Change::BundleChanged,
+                Change::TaintedChanged,
+                Change::CrlsChanged,
+            ])
+            .await;
+        assert_eq!(last, start + 3);
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            let e = rx.recv().await.unwrap();
+            got.push((e.revision, e.change.clone()));
+        }
+        assert_eq!(
+            got,
+            [
+                (start + 1, Change::BundleChanged),
+                (start + 2, Change::TaintedChanged),
+                (start + 3, Change::CrlsChanged),
+            ]
+        );
+        assert_eq!(ds.current_revision().await.unwrap(), last);
+        assert!(matches!(bus.resume(start + 1).2, Resume::Events(ev) if ev.len() == 2));
+        assert_eq!(bus.publish_all(vec![]).await, last);
     }
 
     #[tokio::test]

@@ -53,6 +53,13 @@ pub struct EntryRecord {
     pub node: bool,
 }
 
+/// One entry of a batch create: a workload entry or a node alias.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEntry {
+    pub entry: RegistrationEntry,
+    pub node: bool,
+}
+
 /// Which kind of credential a revocation names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RevokedKind {
@@ -138,6 +145,14 @@ pub trait DataStore: Send + Sync + 'static {
         entry: RegistrationEntry,
         created_at: i64,
     ) -> Result<EntryRecord>;
+    /// Stores `entries` in one transaction, each with its own revision; one
+    /// refused entry (`AlreadyExists`) does not stop the others. The outer
+    /// error means nothing was stored.
+    async fn create_entries(
+        &self,
+        entries: Vec<NewEntry>,
+        created_at: i64,
+    ) -> Result<Vec<Result<EntryRecord>>>;
     async fn get_entry(&self, id: &str) -> Result<Option<EntryRecord>>;
     async fn list_entries(&self, filter: &EntryFilter) -> Result<Vec<EntryRecord>>;
     async fn delete_entry(&self, id: &str) -> Result<EntryRecord>;
@@ -155,8 +170,8 @@ pub trait DataStore: Send + Sync + 'static {
     /// Drops join tokens that expired before `now`; returns how many.
     async fn prune_join_tokens(&self, now: i64) -> Result<u64>;
 
-    /// Increases the persistent event revision; returns the new value.
-    async fn bump_revision(&self) -> Result<u64>;
+    /// Increases the persistent event revision by `by`; returns the new value.
+    async fn bump_revision(&self, by: u64) -> Result<u64>;
 
     /// Records an issued X.509-SVID (`serial` lowercase hex).
     async fn record_x509(

@@ -1,5 +1,10 @@
 //! The SQLite datastore: one file in the data dir, WAL journal, full fsync,
 //! foreign keys, a busy timeout so concurrent writers wait instead of failing.
+//!
+//! Every transaction that writes starts with `BEGIN IMMEDIATE`. A deferred
+//! transaction that reads first holds a WAL read snapshot; if another writer
+//! commits meanwhile, its upgrade to a writer fails at once with SQLITE_BUSY
+//! ("database is locked", BUSY_SNAPSHOT) without waiting on the busy timeout.
 
 use std::borrow::Cow;
 use std::path::Path;
@@ -16,7 +21,7 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, Transaction};
 
 use super::{
-    AgentRecord, DataStore, DataStoreError, EntryFilter, EntryRecord, Result, Revocation,
+    AgentRecord, DataStore, DataStoreError, EntryFilter, EntryRecord, NewEntry, Result, Revocation,
     RevokedKind,
 };
 
@@ -104,6 +109,15 @@ impl SqliteDataStore {
         self.pool.close().await;
     }
 
+    /// A transaction that holds the write lock from its first statement
+    /// (waiting for it up to the busy timeout); see the module comment.
+    async fn write_tx(&self) -> Result<Transaction<'static, Sqlite>> {
+        self.pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(backend)
+    }
+
     /// `PRAGMA integrity_check`: `ok` when the file is sound.
     pub async fn integrity_check(&self) -> Result<String> {
         sqlx::query_scalar("PRAGMA integrity_check")
@@ -113,9 +127,11 @@ impl SqliteDataStore {
     }
 }
 
-async fn bump_revision(tx: &mut Transaction<'_, Sqlite>) -> Result<u64> {
+async fn bump_revision(tx: &mut Transaction<'_, Sqlite>, by: u64) -> Result<u64> {
+    let by = i64::try_from(by).map_err(|_| backend("revision step too large"))?;
     let value: i64 =
-        sqlx::query_scalar("UPDATE revision SET value = value + 1 WHERE id = 1 RETURNING value")
+        sqlx::query_scalar("UPDATE revision SET value = value + ? WHERE id = 1 RETURNING value")
+            .bind(by)
             .fetch_one(&mut **tx)
             .await
             .map_err(backend)?;
@@ -232,19 +248,21 @@ impl SqliteDataStore {
         row.as_ref().map(agent_from_row).transpose()
     }
 
-    async fn insert_entry(
-        &self,
+    /// Stores `entry` in `tx` unless it duplicates a stored one; bumps the
+    /// revision once for it. A refused entry leaves `tx` usable (SQLite undoes
+    /// only the failed statement; a duplicate id may leave a revision gap).
+    async fn insert_entry_in(
+        tx: &mut Transaction<'_, Sqlite>,
         mut entry: RegistrationEntry,
         created_at: i64,
         node: bool,
     ) -> Result<EntryRecord> {
-        let mut tx = self.pool.begin().await.map_err(backend)?;
         let rows = sqlx::query(&format!(
             "SELECT {ENTRY_COLUMNS} FROM entries WHERE spiffe_id = ? AND parent_id = ?"
         ))
         .bind(entry.spiffe_id.to_string())
         .bind(entry.parent_id.to_string())
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut **tx)
         .await
         .map_err(backend)?;
         for row in &rows {
@@ -256,7 +274,7 @@ impl SqliteDataStore {
                 )));
             }
         }
-        entry.revision = bump_revision(&mut tx).await?;
+        entry.revision = bump_revision(tx, 1).await?;
         sqlx::query(&format!(
             "INSERT INTO entries ({ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         ))
@@ -273,7 +291,7 @@ impl SqliteDataStore {
         .bind(i64::try_from(entry.revision).unwrap_or(i64::MAX))
         .bind(created_at)
         .bind(node)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await
         .map_err(|e| match e {
             sqlx::Error::Database(d) if d.is_unique_violation() => {
@@ -281,12 +299,23 @@ impl SqliteDataStore {
             }
             other => backend(other),
         })?;
-        tx.commit().await.map_err(backend)?;
         Ok(EntryRecord {
             entry,
             created_at,
             node,
         })
+    }
+
+    async fn insert_entry(
+        &self,
+        entry: RegistrationEntry,
+        created_at: i64,
+        node: bool,
+    ) -> Result<EntryRecord> {
+        let mut tx = self.write_tx().await?;
+        let rec = Self::insert_entry_in(&mut tx, entry, created_at, node).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(rec)
     }
 
     /// Inserts or replaces the agent's record; refuses a banned ID (the
@@ -315,7 +344,7 @@ impl SqliteDataStore {
         .execute(&mut **tx)
         .await
         .map_err(backend)?;
-        bump_revision(tx).await?;
+        bump_revision(tx, 1).await?;
         Ok(AgentRecord {
             banned: false,
             ..agent
@@ -346,9 +375,9 @@ impl DataStore for SqliteDataStore {
         now: i64,
         agent: AgentRecord,
     ) -> Result<AgentRecord> {
-        let mut tx = self.pool.begin().await.map_err(backend)?;
-        // The DELETE takes the write lock first, so of two concurrent attests
-        // with one token exactly one sees the row.
+        let mut tx = self.write_tx().await?;
+        // Writers are serialized, so of two concurrent attests with one token
+        // exactly one sees the row.
         let expires_at: Option<i64> =
             sqlx::query_scalar("DELETE FROM join_tokens WHERE token = ? RETURNING expires_at")
                 .bind(token)
@@ -368,7 +397,7 @@ impl DataStore for SqliteDataStore {
     }
 
     async fn attest_agent(&self, agent: AgentRecord) -> Result<AgentRecord> {
-        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let mut tx = self.write_tx().await?;
         let agent = Self::upsert_agent_in(&mut tx, agent).await?;
         tx.commit().await.map_err(backend)?;
         Ok(agent)
@@ -406,7 +435,7 @@ impl DataStore for SqliteDataStore {
     }
 
     async fn evict_agent(&self, id: &SpiffeId) -> Result<AgentRecord> {
-        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let mut tx = self.write_tx().await?;
         let agent = Self::agent_in(&mut tx, id)
             .await?
             .ok_or_else(|| DataStoreError::NotFound(format!("agent {id}")))?;
@@ -415,13 +444,13 @@ impl DataStore for SqliteDataStore {
             .execute(&mut *tx)
             .await
             .map_err(backend)?;
-        bump_revision(&mut tx).await?;
+        bump_revision(&mut tx, 1).await?;
         tx.commit().await.map_err(backend)?;
         Ok(agent)
     }
 
     async fn ban_agent(&self, id: &SpiffeId) -> Result<AgentRecord> {
-        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let mut tx = self.write_tx().await?;
         let done = sqlx::query("UPDATE agents SET banned = TRUE WHERE spiffe_id = ?")
             .bind(id.to_string())
             .execute(&mut *tx)
@@ -433,7 +462,7 @@ impl DataStore for SqliteDataStore {
         let agent = Self::agent_in(&mut tx, id)
             .await?
             .ok_or_else(|| DataStoreError::NotFound(format!("agent {id}")))?;
-        bump_revision(&mut tx).await?;
+        bump_revision(&mut tx, 1).await?;
         tx.commit().await.map_err(backend)?;
         Ok(agent)
     }
@@ -448,6 +477,25 @@ impl DataStore for SqliteDataStore {
         created_at: i64,
     ) -> Result<EntryRecord> {
         self.insert_entry(entry, created_at, true).await
+    }
+
+    async fn create_entries(
+        &self,
+        entries: Vec<NewEntry>,
+        created_at: i64,
+    ) -> Result<Vec<Result<EntryRecord>>> {
+        let mut tx = self.write_tx().await?;
+        let mut out = Vec::with_capacity(entries.len());
+        for new in entries {
+            match Self::insert_entry_in(&mut tx, new.entry, created_at, new.node).await {
+                Err(e @ DataStoreError::AlreadyExists(_)) => out.push(Err(e)),
+                // Anything else fails the batch: dropping `tx` rolls it back.
+                Err(e) => return Err(e),
+                Ok(rec) => out.push(Ok(rec)),
+            }
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(out)
     }
 
     async fn get_entry(&self, id: &str) -> Result<Option<EntryRecord>> {
@@ -497,7 +545,7 @@ impl DataStore for SqliteDataStore {
     }
 
     async fn delete_entry(&self, id: &str) -> Result<EntryRecord> {
-        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let mut tx = self.write_tx().await?;
         let row = sqlx::query(&format!("SELECT {ENTRY_COLUMNS} FROM entries WHERE id = ?"))
             .bind(id)
             .fetch_optional(&mut *tx)
@@ -512,7 +560,7 @@ impl DataStore for SqliteDataStore {
             .execute(&mut *tx)
             .await
             .map_err(backend)?;
-        bump_revision(&mut tx).await?;
+        bump_revision(&mut tx, 1).await?;
         tx.commit().await.map_err(backend)?;
         Ok(rec)
     }
@@ -534,9 +582,8 @@ impl DataStore for SqliteDataStore {
     }
 
     async fn sync_bundle_sequence(&self, fingerprint: &str) -> Result<u64> {
-        // One write statement first, so the transaction holds the write lock
-        // from the start; the sequence moves only when the fingerprint does.
-        let mut tx = self.pool.begin().await.map_err(backend)?;
+        // The sequence moves only when the fingerprint does.
+        let mut tx = self.write_tx().await?;
         sqlx::query(
             "INSERT INTO bundle_state (id, sequence, fingerprint) VALUES (1, 1, ?) \
              ON CONFLICT (id) DO UPDATE SET sequence = bundle_state.sequence + 1, \
@@ -564,9 +611,9 @@ impl DataStore for SqliteDataStore {
         Ok(done.rows_affected())
     }
 
-    async fn bump_revision(&self) -> Result<u64> {
-        let mut tx = self.pool.begin().await.map_err(backend)?;
-        let rev = bump_revision(&mut tx).await?;
+    async fn bump_revision(&self, by: u64) -> Result<u64> {
+        let mut tx = self.write_tx().await?;
+        let rev = bump_revision(&mut tx, by).await?;
         tx.commit().await.map_err(backend)?;
         Ok(rev)
     }
@@ -619,12 +666,7 @@ impl DataStore for SqliteDataStore {
         reason: &str,
         now: i64,
     ) -> Result<Revocation> {
-        let mut tx = self.pool.begin().await.map_err(backend)?;
-        // A write first, so the transaction holds the lock from the start.
-        sqlx::query("UPDATE revision SET value = value WHERE id = 1")
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
+        let mut tx = self.write_tx().await?;
         let lookup = match kind {
             RevokedKind::X509 => {
                 "SELECT authority_id, expires_at FROM issued_x509 WHERE serial = ? AND expires_at > ?"
@@ -690,7 +732,7 @@ impl DataStore for SqliteDataStore {
     }
 
     async fn prune_expired(&self, now: i64) -> Result<u64> {
-        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let mut tx = self.write_tx().await?;
         for sql in [
             "DELETE FROM issued_x509 WHERE expires_at <= ?",
             "DELETE FROM issued_jwt WHERE expires_at <= ?",

@@ -259,3 +259,81 @@ async fn a_crash_without_close_loses_nothing_committed_and_the_file_stays_sound(
         .unwrap();
     assert_eq!(sync, 2, "synchronous = FULL");
 }
+
+#[tokio::test]
+async fn concurrent_entry_creates_all_succeed_and_are_all_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = Arc::new(open(&dir).await);
+    let tasks: Vec<_> = (0..16)
+        .map(|n| {
+            let ds = ds.clone();
+            tokio::spawn(async move {
+                ds.create_entry(entry(n, "spiffe://example.org/a", &["unix:uid:1"]), 1)
+                    .await
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(ds.count_entries().await.unwrap(), 16);
+}
+
+#[tokio::test]
+async fn concurrent_agent_attestations_all_succeed() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = Arc::new(open(&dir).await);
+    let tasks: Vec<_> = (0..16)
+        .map(|n| {
+            let ds = ds.clone();
+            tokio::spawn(async move { ds.attest_agent(agent(&format!("t{n}"))).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(ds.list_agents().await.unwrap().len(), 16);
+}
+
+#[tokio::test]
+async fn a_batch_stores_every_entry_but_the_duplicate_each_with_its_own_revision() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = open(&dir).await;
+    let parent = "spiffe://example.org/agent/1";
+    ds.create_entry(entry(1, parent, &["unix:uid:1"]), 1)
+        .await
+        .unwrap();
+    let new = |e: RegistrationEntry| NewEntry {
+        entry: e,
+        node: false,
+    };
+    let duplicate = RegistrationEntry {
+        id: "dup".into(),
+        ..entry(1, parent, &["unix:uid:1"])
+    };
+    let results = ds
+        .create_entries(
+            vec![
+                new(entry(2, parent, &["unix:uid:2"])),
+                new(duplicate),
+                new(entry(3, parent, &["unix:uid:3"])),
+                // Duplicates an earlier entry of the same batch.
+                new(RegistrationEntry {
+                    id: "dup-in-batch".into(),
+                    ..entry(3, parent, &["unix:uid:3"])
+                }),
+            ],
+            5,
+        )
+        .await
+        .unwrap();
+    assert_eq!(results.len(), 4);
+    assert!(matches!(&results[1], Err(DataStoreError::AlreadyExists(m)) if m.contains("entry-1")));
+    assert!(matches!(&results[3], Err(DataStoreError::AlreadyExists(m)) if m.contains("entry-3")));
+    let (two, three) = (results[0].clone().unwrap(), results[2].clone().unwrap());
+    assert!(two.entry.revision < three.entry.revision);
+    assert_eq!(ds.get_entry("entry-2").await.unwrap(), Some(two));
+    assert_eq!(ds.get_entry("entry-3").await.unwrap(), Some(three.clone()));
+    assert_eq!(ds.count_entries().await.unwrap(), 3);
+    assert_eq!(ds.current_revision().await.unwrap(), three.entry.revision);
+}
