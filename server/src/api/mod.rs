@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod auth;
 pub mod convert;
+pub mod entry_create;
 pub mod introspect;
 pub mod node;
 pub mod status;
