@@ -9,13 +9,13 @@ use anyhow::Context;
 /// --release -p signet-server -p signet-agent`): building it from here made
 /// cargo rebuild the bench each run (features unify differently), which broke
 /// the time limit.
-pub fn sibling_binary(name: &str, package: &str) -> anyhow::Result<PathBuf> {
+pub fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let dir = exe.parent().context("bench binary has no directory")?;
     let bin = dir.join(name);
     anyhow::ensure!(
         bin.exists(),
-        "{} is missing: run `cargo build --release -p {package}` first",
+        "{} is missing: run `cargo build --release -p {name}` first",
         bin.display()
     );
     Ok(bin)

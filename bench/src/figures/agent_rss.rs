@@ -18,7 +18,7 @@ use crate::report::Report;
 const SELECTOR: &str = "unix:uid:4294967293";
 
 pub async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
-    let agent_bin = sibling_binary("signet-agent", "signet-agent")?;
+    let agent_bin = sibling_binary("signet-agent")?;
     // The 10k agent takes ~25 s to sign its SVIDs: full runs only.
     let sizes: &[(usize, &str)] = if ctx.quick {
         &[(1_000, "1k")]

@@ -87,7 +87,7 @@ struct ChildServer {
 
 impl ChildServer {
     async fn start(dir: &Path) -> anyhow::Result<Self> {
-        let bin = sibling_binary("signet-server", "signet-server")?;
+        let bin = sibling_binary("signet-server")?;
         let td = TrustDomain::new("example.org")?;
         let addr = format!("127.0.0.1:{}", free_port()?);
         let socket = dir.join("admin.sock");

@@ -13,8 +13,11 @@ use crate::datastore::{EntryRecord, NewEntry};
 use crate::events::Change;
 
 /// Most entries one BatchCreateEntry may carry: it bounds the response size
-/// and how long one write transaction holds the database.
+/// and how long one write transaction holds the database, and keeps a
+/// batch's events within what a caught-up Sync stream can take without
+/// falling back to a snapshot.
 pub const MAX_BATCH: usize = 1000;
+const _: () = assert!(MAX_BATCH <= crate::events::CAPACITY);
 
 fn validated(state: &ServerState, req: &Entry) -> Result<NewEntry, ApiError> {
     let id = uuid::Uuid::new_v4().to_string();
