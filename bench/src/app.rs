@@ -58,6 +58,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .await
             .context("agent_rss")?;
     }
+    if wanted("server_sync") {
+        figures::server_sync::run(&ctx, &mut report)
+            .await
+            .context("server_sync")?;
+    }
     ctx.agent.stop().await;
     ctx.server.running.stop().await;
     report.write_json(&args.json, &machine(), args.quick)?;

@@ -3,8 +3,8 @@
 //! sockets, plus the raw clients the figures drive them with.
 //!
 //! In-process keeps the raw baselines honest (same runtime, same allocator,
-//! same cores) and needs no built binaries; only the agent memory figure
-//! runs the agent binary as a child, since RSS must be the agent's alone.
+//! same cores) and needs no built binaries; only the memory figures run the
+//! agent or server binary as a child, since RSS must be that process's alone.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -17,12 +17,15 @@ use signet_agent::attest::AgentSvid;
 use signet_agent::node_client::{self, ServerTrust};
 use signet_core::{SpiffeId, SystemClock, TrustDomain};
 use signet_proto::admin::admin_client::AdminClient;
-use signet_proto::admin::{CreateJoinTokenRequest, DeleteEntryRequest, Entry};
+use signet_proto::admin::{
+    BatchCreateEntryRequest, CreateJoinTokenRequest, DeleteEntryRequest, Entry,
+};
 use signet_proto::node::node_client::NodeClient;
 use signet_proto::node::{attest_params, attest_request, attest_response};
 use signet_proto::node::{AttestParams, AttestRequest};
 use signet_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
 use signet_proto::workload::X509svidRequest;
+use signet_server::api::entry_create::MAX_BATCH;
 use tokio::net::UnixStream;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -55,15 +58,15 @@ impl Server {
 
     /// A fresh join token and the agent ID it attests as.
     pub async fn join_token(&self) -> anyhow::Result<(String, SpiffeId)> {
-        let token = self
-            .admin
-            .clone()
-            .create_join_token(CreateJoinTokenRequest { ttl: 0 })
-            .await?
-            .into_inner()
-            .token;
-        let id = self.td.id(&format!("/signet/agent/join_token/{token}"))?;
-        Ok((token, id))
+        join_token(&self.admin, &self.td).await
+    }
+
+    pub fn node_api(&self) -> NodeApi {
+        NodeApi {
+            admin: self.admin.clone(),
+            td: self.td.clone(),
+            addr: self.node_addr(),
+        }
     }
 
     pub async fn create_entry(
@@ -98,6 +101,41 @@ impl Server {
     pub fn id(&self, path: &str) -> anyhow::Result<String> {
         Ok(self.td.id(path)?.to_string())
     }
+}
+
+/// A fresh join token from `admin` and the agent ID it attests as.
+pub async fn join_token(admin: &Admin, td: &TrustDomain) -> anyhow::Result<(String, SpiffeId)> {
+    let token = admin
+        .clone()
+        .create_join_token(CreateJoinTokenRequest { ttl: 0 })
+        .await?
+        .into_inner()
+        .token;
+    let id = td.id(&format!("/signet/agent/join_token/{token}"))?;
+    Ok((token, id))
+}
+
+/// Creates `entries` with BatchCreateEntry, as many per call as the server
+/// takes; fails on the first refused entry. Returns the ids, in order.
+pub async fn create_entries(admin: &Admin, entries: Vec<Entry>) -> anyhow::Result<Vec<String>> {
+    let mut ids = Vec::with_capacity(entries.len());
+    let mut admin = admin.clone();
+    let mut rest = entries.into_iter().peekable();
+    while rest.peek().is_some() {
+        let chunk: Vec<Entry> = rest.by_ref().take(MAX_BATCH).collect();
+        let results = admin
+            .batch_create_entry(BatchCreateEntryRequest { entries: chunk })
+            .await?
+            .into_inner()
+            .results;
+        for r in results {
+            match r.entry {
+                Some(e) if r.error_code == 0 => ids.push(e.id),
+                _ => anyhow::bail!("entry refused: {}", r.error_message),
+            }
+        }
+    }
+    Ok(ids)
 }
 
 /// The selector every workload of this process matches.
@@ -201,12 +239,25 @@ pub struct NodeAgent {
     pub client: NodeClient<Channel>,
 }
 
+/// What a simulated agent needs of a server: the Admin API for its join
+/// token and the Node API's address.
+#[derive(Clone)]
+pub struct NodeApi {
+    pub admin: Admin,
+    pub td: TrustDomain,
+    pub addr: String,
+}
+
 pub async fn attest_node_agent(server: &Server) -> anyhow::Result<NodeAgent> {
-    let (token, id) = server.join_token().await?;
+    attest_node_agent_at(&server.node_api()).await
+}
+
+pub async fn attest_node_agent_at(server: &NodeApi) -> anyhow::Result<NodeAgent> {
+    let (token, id) = join_token(&server.admin, &server.td).await?;
     let server_id = node_client::server_id(&server.td)?;
     let tls =
         node_client::tls::client_config(ServerTrust::InsecureBootstrap, server_id.clone(), None)?;
-    let mut client = node_client::connect(&server.node_addr(), tls).await?;
+    let mut client = node_client::connect(&server.addr, tls).await?;
     let key = rcgen::KeyPair::generate()?;
     let csr = signet_core::x509::build_csr(&key, &id)?;
     let request = AttestRequest {
@@ -235,6 +286,6 @@ pub async fn attest_node_agent(server: &Server) -> anyhow::Result<NodeAgent> {
     };
     let tls =
         node_client::tls::client_config(ServerTrust::InsecureBootstrap, server_id, Some(&svid))?;
-    let client = node_client::connect(&server.node_addr(), tls).await?;
+    let client = node_client::connect(&server.addr, tls).await?;
     Ok(NodeAgent { id, client })
 }

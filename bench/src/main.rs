@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod app;
+mod child;
 mod echo;
 mod env;
 mod figures;

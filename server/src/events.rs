@@ -12,7 +12,7 @@ use crate::datastore::{DataStore, EntryRecord, Revocation};
 
 /// How many events a slow subscriber may fall behind before it is told to
 /// resynchronise from a fresh snapshot.
-const CAPACITY: usize = 1024;
+pub(crate) const CAPACITY: usize = 1024;
 
 /// How many recent events are kept for streams that resume.
 pub const LOG_SIZE: usize = 10_000;

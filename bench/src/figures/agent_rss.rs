@@ -1,9 +1,9 @@
 //! `agent_rss_mb_1k`, `agent_rss_mb_10k`, `sync_10k_ms`: the real
 //! `signet-agent` binary as a child (so its RSS is its own), cold-started on
 //! a fresh data dir with a new join token for an agent that owns N entries;
-//! timed from spawn until its `/metrics` report N SVIDs held.
+//! timed from spawn until its `/metrics` report N SVIDs held. Side figures
+//! `entry_create_{1k,10k}_s`: creating those entries with BatchCreateEntry.
 
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -11,17 +11,15 @@ use anyhow::Context;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::Ctx;
+use crate::child::{free_port, rss, sibling_binary};
 use crate::report::Report;
 
 /// Matches no workload: the agent holds these SVIDs without serving them.
 const SELECTOR: &str = "unix:uid:4294967293";
-// One at a time: concurrent CreateEntry calls get "database is locked" from
-// the server (SQLite busy), which is a finding of its own, not this figure.
-const CREATORS: usize = 1;
 
 pub async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
-    let agent_bin = agent_binary()?;
-    // 10k entries alone take ~25 s to create one by one: full runs only.
+    let agent_bin = sibling_binary("signet-agent")?;
+    // The 10k agent takes ~25 s to sign its SVIDs: full runs only.
     let sizes: &[(usize, &str)] = if ctx.quick {
         &[(1_000, "1k")]
     } else {
@@ -74,7 +72,7 @@ pub async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
         // Let the post-sync work (persisting the cache) settle first.
         tokio::time::sleep(Duration::from_secs(1)).await;
         let pid = child.id().context("agent exited")?;
-        let rss = vm_rss_mb(pid)?;
+        let rss = rss(pid)?.now_mb;
         let _ = child.kill().await;
         report.add(&format!("agent_rss_mb_{label}"), rss, "MB");
         if n == 10_000 {
@@ -90,32 +88,17 @@ async fn create_entries(
     n: usize,
     label: &str,
 ) -> anyhow::Result<()> {
-    let mut tasks = Vec::new();
-    for c in 0..CREATORS {
-        let ids: Vec<String> = (c..n)
-            .step_by(CREATORS)
-            .map(|i| ctx.server.id(&format!("/bench/rss{label}/{i}")))
-            .collect::<Result<_, _>>()?;
-        let admin = ctx.server.admin.clone();
-        let agent = agent.to_string();
-        tasks.push(tokio::spawn(async move {
-            let mut admin = admin;
-            for id in ids {
-                admin
-                    .create_entry(signet_proto::admin::Entry {
-                        spiffe_id: id,
-                        parent_id: agent.clone(),
-                        selectors: vec![SELECTOR.into()],
-                        ..Default::default()
-                    })
-                    .await?;
-            }
-            anyhow::Ok(())
-        }));
-    }
-    for t in tasks {
-        t.await??;
-    }
+    let entries = (0..n)
+        .map(|i| {
+            Ok(signet_proto::admin::Entry {
+                spiffe_id: ctx.server.id(&format!("/bench/rss{label}/{i}"))?,
+                parent_id: agent.to_string(),
+                selectors: vec![SELECTOR.into()],
+                ..Default::default()
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    crate::env::create_entries(&ctx.server.admin, entries).await?;
     Ok(())
 }
 
@@ -132,38 +115,4 @@ async fn held(port: u16) -> anyhow::Result<f64> {
         .trim()
         .parse()
         .context("svids_held is not a number")
-}
-
-fn vm_rss_mb(pid: u32) -> anyhow::Result<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .context("no VmRSS")?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()?;
-    Ok(kb / 1024.0)
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-/// The `signet-agent` binary next to this one. Build it first (`cargo build
-/// --release -p signet-agent`): building it from here made cargo rebuild the
-/// bench each run (features unify differently), which broke the time limit.
-fn agent_binary() -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let dir = exe.parent().context("bench binary has no directory")?;
-    let bin = dir.join("signet-agent");
-    anyhow::ensure!(
-        bin.exists(),
-        "{} is missing: run `cargo build --release -p signet-agent` first",
-        bin.display()
-    );
-    Ok(bin)
 }

@@ -6,6 +6,7 @@ pub mod fetch;
 pub mod issue;
 pub mod jwt;
 pub mod propagation;
+pub mod server_sync;
 
 use std::path::PathBuf;
 use std::time::Duration;

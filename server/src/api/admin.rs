@@ -1,6 +1,7 @@
 //! The Admin API (CLI, over the admin Unix socket): join tokens, entries,
-//! agents, the bundle, SVIDs minted outside any agent, and health. Every change is published on the change
-//! bus so connected agents hear of it at once.
+//! agents, the bundle, SVIDs minted outside any agent, and health. Every
+//! change is published on the change bus so connected agents hear of it at
+//! once.
 
 use std::time::Duration;
 
@@ -9,9 +10,10 @@ use signet_core::x509::parse_csr;
 use signet_core::SpiffeId;
 use signet_proto::admin::admin_server::Admin;
 use signet_proto::admin::{
-    Agent, AgentRequest, Authority, AuthorityKindRequest, AuthorityRequest, CountEntriesRequest,
-    CountEntriesResponse, CreateJoinTokenRequest, CreateJoinTokenResponse, DeleteEntryRequest,
-    DeleteEntryResponse, Entry, GetBundleRequest, GetBundleResponse, HealthRequest, HealthResponse,
+    Agent, AgentRequest, Authority, AuthorityKindRequest, AuthorityRequest,
+    BatchCreateEntryRequest, BatchCreateEntryResponse, CountEntriesRequest, CountEntriesResponse,
+    CreateJoinTokenRequest, CreateJoinTokenResponse, DeleteEntryRequest, DeleteEntryResponse,
+    Entry, GetBundleRequest, GetBundleResponse, HealthRequest, HealthResponse,
     IntrospectJwtSvidRequest, IntrospectJwtSvidResponse, ListAgentsRequest, ListAgentsResponse,
     ListAuthoritiesResponse, ListEntriesRequest, ListEntriesResponse, MintJwtSvidRequest,
     MintJwtSvidResponse, MintX509SvidRequest, MintX509SvidResponse, RevokeJwtSvidRequest,
@@ -20,11 +22,10 @@ use signet_proto::admin::{
 use tonic::{Request, Response, Status};
 
 use super::convert::{admin_agent, admin_authority, admin_bundle, admin_entry};
+use super::entry_create;
 use super::introspect::introspect;
 use super::status::ApiError;
-use super::validate::{
-    check_audience, dns_name, new_entry, new_node_alias, requested_ttl, selector, spiffe_id_in,
-};
+use super::validate::{check_audience, dns_name, requested_ttl, selector, spiffe_id_in};
 use super::ServerState;
 use crate::ca::AuthorityKind;
 use crate::datastore::{EntryFilter, RevokedKind};
@@ -115,27 +116,16 @@ impl Admin for AdminService {
     }
 
     async fn create_entry(&self, request: Request<Entry>) -> Result<Response<Entry>, Status> {
-        let id = uuid::Uuid::new_v4().to_string();
-        let req = request.get_ref();
-        let td = self.state.ca.trust_domain();
-        let created_at = unix_seconds(self.state.ca.now());
-        let rec = if req.node {
-            let entry = new_node_alias(req, td, id)?;
-            self.state.ds.create_node_alias(entry, created_at).await?
-        } else {
-            let entry = new_entry(req, td, id)?;
-            self.state.ds.create_entry(entry, created_at).await?
-        };
-        tracing::info!(
-            entry_id = %rec.entry.id,
-            spiffe_id = %rec.entry.spiffe_id,
-            parent_id = %rec.entry.parent_id,
-            node_alias = rec.node,
-            "entry created"
-        );
-        let out = admin_entry(&rec);
-        self.state.bus.publish(Change::EntryCreated(rec)).await;
-        Ok(Response::new(out))
+        let entry = entry_create::create_one(&self.state, request.get_ref()).await?;
+        Ok(Response::new(entry))
+    }
+
+    async fn batch_create_entry(
+        &self,
+        request: Request<BatchCreateEntryRequest>,
+    ) -> Result<Response<BatchCreateEntryResponse>, Status> {
+        let results = entry_create::create_batch(&self.state, &request.get_ref().entries).await?;
+        Ok(Response::new(BatchCreateEntryResponse { results }))
     }
 
     async fn list_entries(

@@ -9,6 +9,8 @@ use signet_core::{
 };
 use signet_proto::admin;
 
+use crate::datastore::NewEntry;
+
 /// Longest TTL an entry may ask for; the CA's lifetime caps it further.
 const MAX_TTL: Duration = Duration::from_secs(366 * 24 * 3600);
 const MAX_HINT_LEN: usize = 1024;
@@ -190,6 +192,24 @@ pub fn new_node_alias(
         ..req.clone()
     };
     new_entry(&with_parent, td, id)
+}
+
+/// A workload entry or, when `req.node` is set, a node alias: what both
+/// CreateEntry and BatchCreateEntry store.
+pub fn new_registration(
+    req: &admin::Entry,
+    td: &TrustDomain,
+    id: String,
+) -> Result<NewEntry, EntryError> {
+    let entry = if req.node {
+        new_node_alias(req, td, id)?
+    } else {
+        new_entry(req, td, id)?
+    };
+    Ok(NewEntry {
+        entry,
+        node: req.node,
+    })
 }
 
 #[cfg(test)]

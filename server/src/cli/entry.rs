@@ -1,5 +1,7 @@
-//! `signet-server entry create | show | delete | count`.
+//! `signet-server entry create | show | delete | count` (`create --data`
+//! is in `entry_batch`).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
@@ -11,7 +13,8 @@ use super::{duration_arg, print_json, rfc3339, ttl_secs, AdminArgs, Output, Outp
 
 #[derive(Debug, Subcommand)]
 pub enum EntryCommand {
-    /// Registers a workload identity; prints the new entry's id.
+    /// Registers a workload identity; prints the new entry's id. With
+    /// --data, registers every entry of a JSON file, one id (or error) line each.
     Create(CreateArgs),
     /// Lists entries, optionally filtered.
     Show(ShowArgs),
@@ -27,10 +30,23 @@ pub struct CreateArgs {
     admin: AdminArgs,
     #[command(flatten)]
     output: OutputArgs,
-    #[arg(long)]
-    spiffe_id: String,
+    /// Many entries from a JSON file (`-`: stdin):
+    /// {"entries": [{"spiffe_id", "parent_id", "selectors": [...], "x509_svid_ttl": "1h",
+    /// "jwt_svid_ttl", "dns_names": [...], "hint", "admin", "downstream", "node"}]}.
+    /// Exits 1 if any entry failed.
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with_all = [
+            "spiffe_id", "parent_id", "node", "selectors", "x509_svid_ttl", "jwt_svid_ttl",
+            "dns_names", "hint", "admin_entry", "downstream",
+        ]
+    )]
+    data: Option<PathBuf>,
+    #[arg(long, required_unless_present = "data")]
+    spiffe_id: Option<String>,
     /// The agent (or node alias) that may serve this identity.
-    #[arg(long, required_unless_present = "node", conflicts_with = "node")]
+    #[arg(long, required_unless_present_any = ["node", "data"], conflicts_with = "node")]
     parent_id: Option<String>,
     /// A node alias: SPIFFE ID naming every agent whose node selectors
     /// include all of --selector (e.g. x509pop:subject:cn:edge-1); no
@@ -38,7 +54,7 @@ pub struct CreateArgs {
     #[arg(long)]
     node: bool,
     /// `type:value`, e.g. unix:uid:1000; repeat for several (all must match).
-    #[arg(long = "selector", required = true)]
+    #[arg(long = "selector", required_unless_present = "data")]
     selectors: Vec<String>,
     #[arg(long, value_parser = duration_arg)]
     x509_svid_ttl: Option<Duration>,
@@ -176,8 +192,14 @@ impl EntryCommand {
 }
 
 async fn create(a: CreateArgs) -> anyhow::Result<()> {
+    if let Some(path) = &a.data {
+        let client = connect(&a.admin.admin_socket).await?;
+        return super::entry_batch::create(path, client, a.output.output).await;
+    }
     let request = Entry {
-        spiffe_id: a.spiffe_id,
+        spiffe_id: a
+            .spiffe_id
+            .ok_or_else(|| anyhow::anyhow!("--spiffe-id is required"))?,
         parent_id: a.parent_id.unwrap_or_default(),
         node: a.node,
         selectors: a.selectors,

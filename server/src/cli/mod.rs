@@ -6,6 +6,7 @@ mod authority;
 mod bundle;
 pub mod client;
 mod entry;
+mod entry_batch;
 mod introspect;
 mod jwt;
 mod revoke;
@@ -327,6 +328,16 @@ mod tests {
                 "--x509-svid-ttl",
                 "1h",
             ],
+            vec!["signet-server", "entry", "create", "--data", "entries.json"],
+            vec![
+                "signet-server",
+                "entry",
+                "create",
+                "--data",
+                "-",
+                "--output",
+                "json",
+            ],
             vec!["signet-server", "entry", "show", "--selector", "unix:uid:1"],
             vec!["signet-server", "entry", "delete", "--id", "x"],
             vec![
@@ -430,6 +441,22 @@ mod tests {
             Cli::try_parse_from(&args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
         }
         assert!(Cli::try_parse_from(["signet-server", "run", "--ca-ttl", "1x"]).is_err());
+        // --data replaces the single-entry flags; without it they are required.
+        for bad in [
+            &[
+                "entry",
+                "create",
+                "--data",
+                "f",
+                "--spiffe-id",
+                "spiffe://example.org/w",
+            ][..],
+            &["entry", "create", "--data", "f", "--selector", "unix:uid:1"],
+            &["entry", "create", "--spiffe-id", "spiffe://example.org/w"],
+        ] {
+            let args = std::iter::once("signet-server").chain(bad.iter().copied());
+            assert!(Cli::try_parse_from(args).is_err(), "{bad:?}");
+        }
         // jwt mint needs an audience.
         assert!(Cli::try_parse_from([
             "signet-server",

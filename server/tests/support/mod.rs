@@ -115,3 +115,51 @@ pub async fn node_client(
         .await?;
     Ok(NodeClient::new(channel))
 }
+
+/// An agent attested with a join token: its ID, SVID chain and key.
+pub struct JoinedAgent {
+    pub id: signet_core::SpiffeId,
+    pub chain: Vec<Vec<u8>>,
+    pub key: KeyPair,
+}
+
+impl JoinedAgent {
+    /// Attests over the Node API with `token`.
+    pub async fn attest(addr: SocketAddr, bundle: &[Vec<u8>], token: &str) -> Self {
+        use signet_proto::node::{attest_params, attest_request, attest_response};
+        use signet_proto::node::{AttestParams, AttestRequest};
+        let key = KeyPair::generate().unwrap();
+        let id = signet_core::SpiffeId::parse(&format!(
+            "spiffe://example.org/signet/agent/join_token/{token}"
+        ))
+        .unwrap();
+        let req = AttestRequest {
+            step: Some(attest_request::Step::Params(AttestParams {
+                method: Some(attest_params::Method::JoinToken(token.into())),
+                csr: signet_core::x509::build_csr(&key, &id).unwrap(),
+            })),
+        };
+        let mut client = node_client(addr, bundle, None).await.unwrap();
+        let mut stream = client
+            .attest(tokio_stream::once(req))
+            .await
+            .unwrap()
+            .into_inner();
+        let Some(attest_response::Step::Result(r)) = stream.message().await.unwrap().unwrap().step
+        else {
+            panic!("attestation gave no result")
+        };
+        JoinedAgent {
+            id,
+            chain: r.svid_chain,
+            key,
+        }
+    }
+
+    /// A Node API client presenting this agent's SVID.
+    pub async fn client(&self, addr: SocketAddr, bundle: &[Vec<u8>]) -> NodeClient<Channel> {
+        node_client(addr, bundle, Some((&self.chain, &self.key)))
+            .await
+            .unwrap()
+    }
+}
