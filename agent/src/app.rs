@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::attest::node::{obtain_identity, NodeAttestError, RenewLoop};
+use crate::attest::workload::cache::{self, CachedAttestor};
 use crate::attest::workload::composite::CompositeAttestor;
 use crate::attest::workload::container::docker::DockerClient;
 use crate::attest::workload::container::ContainerAttestor;
@@ -229,7 +230,8 @@ async fn drain(socket: &std::path::Path, drain_tx: &watch::Sender<bool>, metrics
     tokio::time::sleep(Duration::from_millis(100)).await;
 }
 
-/// The configured workload attestors, composed with their timeout.
+/// The configured workload attestors, composed with their timeout, their
+/// answers reused briefly per process.
 fn workload_attestor(config: &RuntimeConfig, metrics: Arc<Metrics>) -> Arc<dyn WorkloadAttestor> {
     let mut attestors: Vec<(&'static str, Arc<dyn WorkloadAttestor>)> = Vec::new();
     for kind in &config.workload_attestors {
@@ -266,7 +268,11 @@ fn workload_attestor(config: &RuntimeConfig, metrics: Arc<Metrics>) -> Arc<dyn W
     let composite = CompositeAttestor::new(attestors, config.attestor_timeout, metrics)
         .with_pid_guard(config.procfs_root.clone());
     tracing::info!(attestors = ?composite.names(), docker_api = config.docker.is_some(), "workload attestors");
-    Arc::new(composite)
+    Arc::new(CachedAttestor::new(
+        Arc::new(composite),
+        config.procfs_root.clone(),
+        cache::DEFAULT_TTL,
+    ))
 }
 
 /// How long open streams get to end on shutdown.

@@ -29,6 +29,7 @@ pub async fn stream_bundles(
     cache: watch::Receiver<Arc<Snapshot>>,
     selectors: HashSet<Selector>,
     tx: mpsc::Sender<Result<X509BundlesResponse, Status>>,
+    sent: Option<X509BundlesResponse>,
 ) {
-    stream_state(cache, selectors, tx, bundles_state).await
+    stream_state(cache, selectors, tx, bundles_state, sent).await
 }

@@ -39,6 +39,7 @@ pub async fn stream_jwt_bundles(
     cache: watch::Receiver<Arc<Snapshot>>,
     selectors: HashSet<Selector>,
     tx: mpsc::Sender<Result<JwtBundlesResponse, Status>>,
+    sent: Option<JwtBundlesResponse>,
 ) {
-    stream_state(cache, selectors, tx, jwt_bundles_state).await
+    stream_state(cache, selectors, tx, jwt_bundles_state, sent).await
 }

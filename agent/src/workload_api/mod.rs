@@ -37,6 +37,7 @@ use crate::attest::workload::{AttestOptions, PeerInfo, WorkloadAttestor};
 use crate::cache::{JwtSvidCache, Snapshot};
 use crate::telemetry::Metrics;
 use header::check_security_header;
+use stream::channel_with_first;
 use x509::X509State;
 
 type ResponseStream<T> = ReceiverStream<Result<T, Status>>;
@@ -184,13 +185,16 @@ impl WorkloadApi {
         request: Request<X509svidRequest>,
     ) -> Result<Response<ResponseStream<X509svidResponse>>, Status> {
         let (snapshot, selectors) = self.admit(&request).await?;
-        if x509::x509_state(&snapshot, &selectors, self.clock.now()) == X509State::NoIdentity {
-            return Err(x509::no_identity());
-        }
-        let (tx, rx) = mpsc::channel(4);
+        let first = match x509::x509_state(&snapshot, &selectors, self.clock.now()) {
+            X509State::NoIdentity => return Err(x509::no_identity()),
+            // The stream task waits out the issuing grace.
+            X509State::Pending => None,
+            X509State::Ready(response) => Some(response),
+        };
+        let (tx, rx) = channel_with_first(first.clone());
         self.spawn_stream(
             tx.clone(),
-            x509::stream_x509(self.cache.clone(), selectors, self.clock.clone(), tx),
+            x509::stream_x509(self.cache.clone(), selectors, self.clock.clone(), tx, first),
         );
         Ok(Response::new(ReceiverStream::new(rx)))
     }
@@ -200,13 +204,11 @@ impl WorkloadApi {
         request: Request<X509BundlesRequest>,
     ) -> Result<Response<ResponseStream<X509BundlesResponse>>, Status> {
         let (snapshot, selectors) = self.admit(&request).await?;
-        if bundles::bundles_state(&snapshot, &selectors).is_none() {
-            return Err(x509::no_identity());
-        }
-        let (tx, rx) = mpsc::channel(4);
+        let first = bundles::bundles_state(&snapshot, &selectors).ok_or_else(x509::no_identity)?;
+        let (tx, rx) = channel_with_first(Some(first.clone()));
         self.spawn_stream(
             tx.clone(),
-            bundles::stream_bundles(self.cache.clone(), selectors, tx),
+            bundles::stream_bundles(self.cache.clone(), selectors, tx, Some(first)),
         );
         Ok(Response::new(ReceiverStream::new(rx)))
     }
@@ -234,13 +236,12 @@ impl WorkloadApi {
         request: Request<JwtBundlesRequest>,
     ) -> Result<Response<ResponseStream<JwtBundlesResponse>>, Status> {
         let (snapshot, selectors) = self.admit(&request).await?;
-        if jwt_bundles::jwt_bundles_state(&snapshot, &selectors).is_none() {
-            return Err(x509::no_identity());
-        }
-        let (tx, rx) = mpsc::channel(4);
+        let first =
+            jwt_bundles::jwt_bundles_state(&snapshot, &selectors).ok_or_else(x509::no_identity)?;
+        let (tx, rx) = channel_with_first(Some(first.clone()));
         self.spawn_stream(
             tx.clone(),
-            jwt_bundles::stream_jwt_bundles(self.cache.clone(), selectors, tx),
+            jwt_bundles::stream_jwt_bundles(self.cache.clone(), selectors, tx, Some(first)),
         );
         Ok(Response::new(ReceiverStream::new(rx)))
     }

@@ -12,14 +12,35 @@ use tonic::Status;
 use super::x509::no_identity;
 use crate::cache::Snapshot;
 
-/// `state` answers `None` when the caller has no identity.
+/// Room for a few messages a slow reader has not taken yet.
+const CHANNEL_CAPACITY: usize = 4;
+
+/// A stream's channel with its first message, if known, already queued:
+/// tonic sends it as soon as the RPC returns, without waiting for the
+/// stream task to be scheduled (a queue's wait when many callers arrive).
+pub fn channel_with_first<T>(
+    first: Option<T>,
+) -> (
+    mpsc::Sender<Result<T, Status>>,
+    mpsc::Receiver<Result<T, Status>>,
+) {
+    let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+    if let Some(first) = first {
+        // A new channel has room: this cannot fail.
+        let _ = tx.try_send(Ok(first));
+    }
+    (tx, rx)
+}
+/// `state` answers `None` when the caller has no identity; `sent` is what
+/// the caller was already sent (see `channel_with_first`).
 pub async fn stream_state<T: Clone + PartialEq>(
     mut cache: watch::Receiver<Arc<Snapshot>>,
     selectors: HashSet<Selector>,
     tx: mpsc::Sender<Result<T, Status>>,
     state: fn(&Snapshot, &HashSet<Selector>) -> Option<T>,
+    sent: Option<T>,
 ) {
-    let mut last: Option<T> = None;
+    let mut last = sent;
     loop {
         let snapshot = cache.borrow_and_update().clone();
         let Some(response) = state(&snapshot, &selectors) else {

@@ -99,14 +99,16 @@ fn next_expiry(
         .min()
 }
 
-/// Feeds one caller's stream until it hangs up or loses its identity.
+/// Feeds one caller's stream until it hangs up or loses its identity;
+/// `sent` is what the caller was already sent.
 pub async fn stream_x509(
     mut cache: watch::Receiver<Arc<Snapshot>>,
     selectors: HashSet<Selector>,
     clock: Arc<dyn Clock>,
     tx: mpsc::Sender<Result<X509svidResponse, Status>>,
+    sent: Option<X509svidResponse>,
 ) {
-    let mut last: Option<X509svidResponse> = None;
+    let mut last = sent;
     let grace_ends = tokio::time::Instant::now() + ISSUE_GRACE;
     loop {
         let snapshot = cache.borrow_and_update().clone();

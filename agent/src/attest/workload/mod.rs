@@ -1,7 +1,9 @@
 //! Workload attestation: turning the credentials of a Workload API caller
 //! into selectors. One trait, one module per attestor (`unix`, `container`,
-//! `systemd`), composed with per-attestor timeouts in `composite`.
+//! `systemd`), composed with per-attestor timeouts in `composite`; `cache`
+//! reuses a process's selectors for a short while.
 
+pub mod cache;
 pub mod cgroup;
 pub mod composite;
 pub mod container;

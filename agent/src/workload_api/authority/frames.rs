@@ -3,8 +3,9 @@
 //! and re-encoded as literals without indexing, so the server's HPACK table
 //! is never used and stays consistent; all other frames are copied.
 
-use loona_hpack::Decoder;
 use tonic::codegen::http::uri::Authority;
+
+use super::hpack::{Decoder, HpackError};
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const FRAME_HEADER_LEN: usize = 9;
@@ -35,7 +36,7 @@ pub enum RelayError {
     #[error("HTTP/2 CONTINUATION frame out of sequence")]
     UnexpectedContinuation,
     #[error("HPACK header block could not be decoded: {0}")]
-    Hpack(String),
+    Hpack(#[from] HpackError),
 }
 
 struct PendingBlock {
@@ -54,21 +55,22 @@ enum Phase {
 }
 
 pub struct Rewriter {
-    decoder: Decoder<'static>,
+    decoder: Decoder,
     phase: Phase,
     input: Vec<u8>,
     pending: Option<PendingBlock>,
+    /// The re-encoded block being written, kept for its capacity.
+    encoded: Vec<u8>,
 }
 
 impl Default for Rewriter {
     fn default() -> Self {
-        let mut decoder = Decoder::new();
-        decoder.set_max_allowed_table_size(HPACK_TABLE_SIZE);
         Rewriter {
-            decoder,
+            decoder: Decoder::new(HPACK_TABLE_SIZE),
             phase: Phase::Preface,
             input: Vec::new(),
             pending: None,
+            encoded: Vec::new(),
         }
     }
 }
@@ -130,17 +132,26 @@ impl Rewriter {
             return Err(RelayError::MalformedHeaders);
         };
         let stream_id = [s0, s1, s2, s3];
+        let end_headers = flags & FLAG_END_HEADERS != 0;
         match kind {
             TYPE_HEADERS => {
                 if self.pending.is_some() {
                     return Err(RelayError::UnexpectedContinuation);
                 }
                 let (priority, fragment) = split_headers_payload(flags, payload)?;
-                self.pending = Some(PendingBlock {
+                let block = PendingBlock {
                     stream_id,
                     end_stream: flags & FLAG_END_STREAM != 0,
                     priority,
+                    block: Vec::new(),
+                };
+                if end_headers {
+                    // The usual case, a block in one frame: no copy of it.
+                    return self.emit(&block, fragment, out);
+                }
+                self.pending = Some(PendingBlock {
                     block: fragment.to_vec(),
+                    ..block
                 });
             }
             TYPE_CONTINUATION => match self.pending.as_mut() {
@@ -149,6 +160,11 @@ impl Rewriter {
                         return Err(RelayError::HeaderBlockTooLarge);
                     }
                     p.block.extend_from_slice(payload);
+                    if end_headers {
+                        if let Some(p) = self.pending.take() {
+                            self.emit(&p, &p.block, out)?;
+                        }
+                    }
                 }
                 _ => return Err(RelayError::UnexpectedContinuation),
             },
@@ -158,55 +174,57 @@ impl Rewriter {
                     return Err(RelayError::UnexpectedContinuation);
                 }
                 out.extend_from_slice(frame);
-                return Ok(());
-            }
-        }
-        if flags & FLAG_END_HEADERS != 0 {
-            if let Some(block) = self.pending.take() {
-                self.emit(block, out)?;
             }
         }
         Ok(())
     }
 
     /// Decodes a complete header block and writes it out re-encoded.
-    fn emit(&mut self, p: PendingBlock, out: &mut Vec<u8>) -> Result<(), RelayError> {
-        let mut encoded = Vec::with_capacity(p.block.len() + 64);
-        self.decoder
-            .decode_with_cb(&p.block, |name, value| {
-                let value: &[u8] =
-                    if &*name == b":authority" && Authority::try_from(&*value).is_err() {
-                        REPLACEMENT_AUTHORITY
-                    } else {
-                        &value
-                    };
-                encode_literal(&name, value, &mut encoded);
-            })
-            .map_err(|e| RelayError::Hpack(format!("{e:?}")))?;
+    fn emit(
+        &mut self,
+        p: &PendingBlock,
+        block: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), RelayError> {
+        // Taken out for the closure; put back for its capacity.
+        let mut encoded = std::mem::take(&mut self.encoded);
+        encoded.clear();
+        let decoded = self.decoder.decode(block, |name, value| {
+            let value = if name == b":authority" && Authority::try_from(value).is_err() {
+                REPLACEMENT_AUTHORITY
+            } else {
+                value
+            };
+            encode_literal(name, value, &mut encoded);
+        });
+        if decoded.is_ok() {
+            write_block(p, &encoded, out);
+        }
+        self.encoded = encoded;
+        Ok(decoded?)
+    }
+}
 
-        let priority_len = if p.priority.is_some() { 5 } else { 0 };
-        let first_room = MAX_OUT_FRAME - priority_len;
-        let (first, mut rest) = encoded.split_at(encoded.len().min(first_room));
-        let mut flags = if p.end_stream { FLAG_END_STREAM } else { 0 };
-        if p.priority.is_some() {
-            flags |= FLAG_PRIORITY;
-        }
-        if rest.is_empty() {
-            flags |= FLAG_END_HEADERS;
-        }
-        let mut payload = Vec::with_capacity(priority_len + first.len());
-        if let Some(prio) = p.priority {
-            payload.extend_from_slice(&prio);
-        }
-        payload.extend_from_slice(first);
-        write_frame(out, TYPE_HEADERS, flags, p.stream_id, &payload);
-        while !rest.is_empty() {
-            let (chunk, tail) = rest.split_at(rest.len().min(MAX_OUT_FRAME));
-            let flags = if tail.is_empty() { FLAG_END_HEADERS } else { 0 };
-            write_frame(out, TYPE_CONTINUATION, flags, p.stream_id, chunk);
-            rest = tail;
-        }
-        Ok(())
+/// A HEADERS frame, and CONTINUATIONs if `encoded` does not fit in one.
+fn write_block(p: &PendingBlock, encoded: &[u8], out: &mut Vec<u8>) {
+    let prefix: &[u8] = match &p.priority {
+        Some(prio) => prio,
+        None => &[],
+    };
+    let (first, mut rest) = encoded.split_at(encoded.len().min(MAX_OUT_FRAME - prefix.len()));
+    let mut flags = if p.end_stream { FLAG_END_STREAM } else { 0 };
+    if p.priority.is_some() {
+        flags |= FLAG_PRIORITY;
+    }
+    if rest.is_empty() {
+        flags |= FLAG_END_HEADERS;
+    }
+    write_frame(out, TYPE_HEADERS, flags, p.stream_id, &[prefix, first]);
+    while !rest.is_empty() {
+        let (chunk, tail) = rest.split_at(rest.len().min(MAX_OUT_FRAME));
+        let flags = if tail.is_empty() { FLAG_END_HEADERS } else { 0 };
+        write_frame(out, TYPE_CONTINUATION, flags, p.stream_id, &[chunk]);
+        rest = tail;
     }
 }
 
@@ -253,12 +271,15 @@ fn split_headers_payload(
     Ok((priority, rest.get(..fragment_len).unwrap_or_default()))
 }
 
-fn write_frame(out: &mut Vec<u8>, kind: u8, flags: u8, stream_id: [u8; 4], payload: &[u8]) {
-    // payload.len() <= MAX_OUT_FRAME < 2^24, so the three bytes hold it.
-    let len = payload.len();
+/// One frame whose payload is the concatenation of `parts`.
+fn write_frame(out: &mut Vec<u8>, kind: u8, flags: u8, stream_id: [u8; 4], parts: &[&[u8]]) {
+    // The payload is at most MAX_OUT_FRAME < 2^24, so three bytes hold it.
+    let len: usize = parts.iter().map(|p| p.len()).sum();
     out.extend_from_slice(&[(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags]);
     out.extend_from_slice(&stream_id);
-    out.extend_from_slice(payload);
+    for part in parts {
+        out.extend_from_slice(part);
+    }
 }
 
 /// HPACK "literal header field without indexing, new name" (RFC 7541
@@ -275,7 +296,7 @@ fn encode_string(s: &[u8], out: &mut Vec<u8>) {
 }
 
 /// RFC 7541 §5.1 integer with an N-bit prefix (the prefix's high bits 0).
-fn encode_integer(mut n: usize, prefix_bits: u8, out: &mut Vec<u8>) {
+pub(super) fn encode_integer(mut n: usize, prefix_bits: u8, out: &mut Vec<u8>) {
     let max = (1usize << prefix_bits) - 1;
     if n < max {
         out.push(n as u8);

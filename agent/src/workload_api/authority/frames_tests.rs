@@ -24,7 +24,7 @@ fn encode(enc: &mut Encoder<'_>, headers: &Headers) -> Vec<u8> {
 
 fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    write_frame(&mut out, kind, flags, stream.to_be_bytes(), payload);
+    write_frame(&mut out, kind, flags, stream.to_be_bytes(), &[payload]);
     out
 }
 

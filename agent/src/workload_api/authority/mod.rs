@@ -11,6 +11,8 @@
 //! taken before relaying, so workload attestation is unchanged.
 
 mod frames;
+mod hpack;
+mod huffman;
 mod relay;
 
 pub use frames::{RelayError, Rewriter};
