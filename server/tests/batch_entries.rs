@@ -276,3 +276,77 @@ async fn entry_count(admin: &mut AdminClient<Channel>) -> u64 {
         .into_inner()
         .count
 }
+
+/// 2,500 entries for one agent: its snapshot arrives in parts of 1,000,
+/// 1,000 and 500, all at one revision, each but the last saying that more
+/// follows, and then live changes continue on the same stream.
+#[tokio::test]
+async fn a_large_snapshot_comes_in_parts_that_add_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, mut admin, bundle) = server(dir.path()).await;
+    let agent = joined_agent(&server, &mut admin, &bundle).await;
+    let parent = agent.id.to_string();
+    for batch in 0..3 {
+        let entries = (0..1000)
+            .map(|i| batch * 1000 + i)
+            .take_while(|n| *n < 2500)
+            .map(|n| entry(&format!("spiffe://example.org/w{n}"), &parent, "unix:uid:1"))
+            .collect();
+        let results = admin
+            .batch_create_entry(BatchCreateEntryRequest { entries })
+            .await
+            .unwrap()
+            .into_inner()
+            .results;
+        assert!(results.iter().all(|r| r.error_code == 0));
+    }
+
+    let mut node = agent.client(server.node_addr, &bundle).await;
+    let mut sync = node
+        .sync(SyncRequest { since_revision: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut parts = Vec::new();
+    let mut ids = std::collections::BTreeSet::new();
+    loop {
+        let msg = sync.message().await.unwrap().unwrap();
+        assert!(msg.snapshot);
+        ids.extend(msg.entries.iter().map(|e| e.spiffe_id.clone()));
+        parts.push((msg.entries.len(), msg.revision, msg.snapshot_continues));
+        if !msg.snapshot_continues {
+            break;
+        }
+    }
+    let revision = parts[0].1;
+    assert_eq!(
+        parts,
+        [
+            (1000, revision, true),
+            (1000, revision, true),
+            (500, revision, false)
+        ]
+    );
+    assert_eq!(ids.len(), 2500, "every entry exactly once");
+
+    let more = admin
+        .batch_create_entry(BatchCreateEntryRequest {
+            entries: vec![entry("spiffe://example.org/late", &parent, "unix:uid:2")],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    let msg = tokio::time::timeout(Duration::from_secs(5), sync.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(!msg.snapshot && msg.revision > revision);
+    assert_eq!(msg.entries.len(), 1);
+    assert_eq!(
+        Some(&msg.entries[0].id),
+        more[0].entry.as_ref().map(|e| &e.id)
+    );
+    server.stop().await;
+}

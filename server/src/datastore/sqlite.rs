@@ -21,8 +21,8 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, Transaction};
 
 use super::{
-    AgentRecord, DataStore, DataStoreError, EntryFilter, EntryRecord, IssuedX509, NewEntry,
-    Result, Revocation, RevokedKind,
+    AgentRecord, DataStore, DataStoreError, EntryFilter, EntryRecord, IssuedX509, NewEntry, Result,
+    Revocation, RevokedKind,
 };
 
 /// The schema, compiled into the binary so a fresh machine needs no files.

@@ -16,4 +16,6 @@ mod huffman;
 mod relay;
 
 pub use frames::{RelayError, Rewriter};
+#[doc(hidden)]
+pub use hpack::Decoder as HpackDecoder;
 pub use relay::relay;
