@@ -228,6 +228,12 @@ pub fn tls_incoming(
                     continue;
                 }
             };
+            // Without it Nagle holds a response's last segment until the
+            // client's delayed ACK (up to 40 ms) whenever a response spans
+            // several segments, as every signed batch does.
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
+            }
             let acceptor = acceptor.clone();
             let tx = tx.clone();
             tokio::spawn(async move {
