@@ -27,10 +27,14 @@ pub fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
-/// Resident memory now (`VmRSS`) and at its peak (`VmHWM`), in MB.
+/// Resident memory now (`VmRSS`) and at its peak (`VmHWM`), in MB; `now`
+/// split into the heap and other anonymous memory (`RssAnon`) and mapped
+/// files, mostly the binary's own pages (`RssFile`).
 pub struct Rss {
     pub now_mb: f64,
     pub peak_mb: f64,
+    pub anon_mb: f64,
+    pub file_mb: f64,
 }
 
 pub fn rss(pid: u32) -> anyhow::Result<Rss> {
@@ -50,5 +54,7 @@ pub fn rss(pid: u32) -> anyhow::Result<Rss> {
     Ok(Rss {
         now_mb: mb("VmRSS:")?,
         peak_mb: mb("VmHWM:")?,
+        anon_mb: mb("RssAnon:")?,
+        file_mb: mb("RssFile:")?,
     })
 }

@@ -72,9 +72,11 @@ pub async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
         // Let the post-sync work (persisting the cache) settle first.
         tokio::time::sleep(Duration::from_secs(1)).await;
         let pid = child.id().context("agent exited")?;
-        let rss = rss(pid)?.now_mb;
+        let rss = rss(pid)?;
         let _ = child.kill().await;
-        report.add(&format!("agent_rss_mb_{label}"), rss, "MB");
+        report.add(&format!("agent_rss_mb_{label}"), rss.now_mb, "MB");
+        report.add(&format!("agent_rss_anon_mb_{label}"), rss.anon_mb, "MB");
+        report.add(&format!("agent_rss_file_mb_{label}"), rss.file_mb, "MB");
         if n == 10_000 {
             report.add("sync_10k_ms", synced.as_secs_f64() * 1000.0, "ms");
         }
