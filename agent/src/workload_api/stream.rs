@@ -15,15 +15,14 @@ use crate::cache::Snapshot;
 /// Room for a few messages a slow reader has not taken yet.
 const CHANNEL_CAPACITY: usize = 4;
 
+/// One end of a Workload API stream's channel.
+pub type StreamTx<T> = mpsc::Sender<Result<T, Status>>;
+pub type StreamRx<T> = mpsc::Receiver<Result<T, Status>>;
+
 /// A stream's channel with its first message, if known, already queued:
 /// tonic sends it as soon as the RPC returns, without waiting for the
 /// stream task to be scheduled (a queue's wait when many callers arrive).
-pub fn channel_with_first<T>(
-    first: Option<T>,
-) -> (
-    mpsc::Sender<Result<T, Status>>,
-    mpsc::Receiver<Result<T, Status>>,
-) {
+pub fn channel_with_first<T>(first: Option<T>) -> (StreamTx<T>, StreamRx<T>) {
     let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
     if let Some(first) = first {
         // A new channel has room: this cannot fail.
@@ -31,6 +30,7 @@ pub fn channel_with_first<T>(
     }
     (tx, rx)
 }
+
 /// `state` answers `None` when the caller has no identity; `sent` is what
 /// the caller was already sent (see `channel_with_first`).
 pub async fn stream_state<T: Clone + PartialEq>(
