@@ -1,6 +1,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::*;
+use crate::attest::workload::test_procfs::{stat_line, ReusesPid};
 
 const PID: i32 = 4242;
 
@@ -25,7 +26,7 @@ impl Proc {
     }
 
     fn set_start_time(&self, start: u64) {
-        std::fs::write(self.pid_dir().join("stat"), stat_line(start)).unwrap();
+        std::fs::write(self.pid_dir().join("stat"), stat_line(PID, "app", start)).unwrap();
     }
 
     /// Points exe at a (new) binary, as an exec would.
@@ -36,12 +37,6 @@ impl Proc {
         let _ = std::fs::remove_file(&link);
         std::os::unix::fs::symlink(target, link).unwrap();
     }
-}
-
-fn stat_line(start: u64) -> String {
-    let mut fields: Vec<String> = (4..=52).map(|n| n.to_string()).collect();
-    fields[22 - 4] = start.to_string();
-    format!("{PID} (app) S {}", fields.join(" "))
 }
 
 /// Counts its attestations; answers `unix:uid:<uid>`.
@@ -146,26 +141,15 @@ async fn other_socket_credentials_are_not_served_the_cached_selectors() {
     assert_eq!(inner.calls.load(Ordering::SeqCst), 3);
 }
 
-/// Replaces the process (new start time) while it attests.
-struct ReusesPid(PathBuf);
-
-#[async_trait]
-impl WorkloadAttestor for ReusesPid {
-    async fn attest(
-        &self,
-        _: &PeerInfo,
-        _: AttestOptions,
-    ) -> Result<Vec<Selector>, WorkloadAttestError> {
-        std::fs::write(&self.0, stat_line(222)).unwrap();
-        Ok(vec![Selector::parse("unix:uid:1000").unwrap()])
-    }
-}
-
 #[tokio::test(start_paused = true)]
 async fn a_process_replaced_during_attestation_is_refused_and_not_cached() {
     let proc = Proc::new(100);
     let a = CachedAttestor::new(
-        Arc::new(ReusesPid(proc.pid_dir().join("stat"))),
+        Arc::new(ReusesPid {
+            pid: PID,
+            stat: proc.pid_dir().join("stat"),
+            selector: "unix:uid:1000",
+        }),
         proc.dir.path(),
         DEFAULT_TTL,
     );

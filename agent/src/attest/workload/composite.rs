@@ -105,6 +105,7 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
+    use crate::attest::workload::test_procfs::{stat_line, ReusesPid};
 
     struct Fixed(Result<Vec<&'static str>, WorkloadAttestError>);
 
@@ -221,37 +222,23 @@ mod tests {
         assert_eq!(strings(&got), ["unix:uid:1000"]);
     }
 
-    /// Replaces the process (new start time) while it "attests".
-    struct ReusesPid(PathBuf);
-
-    #[async_trait]
-    impl WorkloadAttestor for ReusesPid {
-        async fn attest(
-            &self,
-            _: &PeerInfo,
-            _: AttestOptions,
-        ) -> Result<Vec<Selector>, WorkloadAttestError> {
-            std::fs::write(&self.0, stat_line(222)).unwrap();
-            Ok(vec![Selector::parse("systemd:id:other.service").unwrap()])
-        }
-    }
-
-    fn stat_line(start: u64) -> String {
-        let mut fields: Vec<String> = (4..=52).map(|n| n.to_string()).collect();
-        fields[22 - 4] = start.to_string();
-        format!("7 (app) S {}", fields.join(" "))
-    }
-
     #[tokio::test]
     async fn a_pid_reused_between_two_attestors_fails_the_whole_attestation() {
         let dir = tempfile::tempdir().unwrap();
         let stat = dir.path().join("7").join("stat");
         std::fs::create_dir_all(stat.parent().unwrap()).unwrap();
-        std::fs::write(&stat, stat_line(111)).unwrap();
+        std::fs::write(&stat, stat_line(7, "app", 111)).unwrap();
         let composite = CompositeAttestor::new(
             vec![
                 ("unix", Arc::new(Fixed(Ok(vec!["unix:uid:1000"])))),
-                ("systemd", Arc::new(ReusesPid(stat.clone()))),
+                (
+                    "systemd",
+                    Arc::new(ReusesPid {
+                        pid: 7,
+                        stat: stat.clone(),
+                        selector: "systemd:id:other.service",
+                    }),
+                ),
             ],
             Duration::from_secs(1),
             Arc::new(Metrics::new()),

@@ -8,6 +8,8 @@ pub mod cgroup;
 pub mod composite;
 pub mod container;
 pub mod systemd;
+#[cfg(test)]
+pub(crate) mod test_procfs;
 pub mod unix;
 
 use async_trait::async_trait;

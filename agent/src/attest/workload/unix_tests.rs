@@ -1,13 +1,7 @@
 use super::*;
+use crate::attest::workload::test_procfs::stat_line;
 
 const HASH: AttestOptions = AttestOptions { hash_binary: true };
-
-fn stat_line(start: u64) -> String {
-    // pid (comm) state ppid ... field 22 is starttime.
-    let mut fields: Vec<String> = (4..=52).map(|n| n.to_string()).collect();
-    fields[22 - 4] = start.to_string();
-    format!("4242 (my (odd) cmd) S {}", fields.join(" "))
-}
 
 struct Fixture {
     dir: tempfile::TempDir,
@@ -18,7 +12,11 @@ fn fixture(pid: i32, start: u64, groups: &str, contents: &[u8]) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let proc_dir = dir.path().join("proc").join(pid.to_string());
     std::fs::create_dir_all(&proc_dir).unwrap();
-    std::fs::write(proc_dir.join("stat"), stat_line(start)).unwrap();
+    std::fs::write(
+        proc_dir.join("stat"),
+        stat_line(4242, "my (odd) cmd", start),
+    )
+    .unwrap();
     std::fs::write(
         proc_dir.join("status"),
         format!("Name:\tcmd\nUid:\t1000\t1000\t1000\t1000\nGroups:\t{groups}\n"),
@@ -36,7 +34,10 @@ fn strings(selectors: &[Selector]) -> Vec<String> {
 
 #[test]
 fn start_time_is_field_22_even_with_parentheses_in_the_name() {
-    assert_eq!(parse_start_time(&stat_line(987654)), Some(987654));
+    assert_eq!(
+        parse_start_time(&stat_line(4242, "my (odd) cmd", 987654)),
+        Some(987654)
+    );
     assert_eq!(parse_start_time("garbage"), None);
 }
 
@@ -117,7 +118,7 @@ fn pid_reuse_during_attestation_fails() {
     let f = fixture(5, 10, "", b"x");
     let proc_dir = f.dir.path().join("proc/5");
     let reused = guard_pid_reuse(&proc_dir, 5, || {
-        std::fs::write(proc_dir.join("stat"), stat_line(11)).unwrap();
+        std::fs::write(proc_dir.join("stat"), stat_line(4242, "my (odd) cmd", 11)).unwrap();
         Ok(())
     });
     assert_eq!(reused, Err(WorkloadAttestError::PidReused(5)));

@@ -14,6 +14,7 @@ use super::cgroup::Runtime;
 use super::docker::{parse_response, DockerClient, EngineError};
 use super::*;
 use crate::attest::workload::cgroup::parse;
+use crate::attest::workload::test_procfs::stat_line;
 
 const ID: &str = "3f1c8c5e9a0b4d7e8f2a1b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f70";
 const POD: &str = "6f2a3b4c-1d2e-4f50-8a9b-0c1d2e3f4a5b";
@@ -122,17 +123,11 @@ fn guaranteed_pods_and_nested_containers() {
     assert_eq!(info.runtime, Runtime::Docker);
 }
 
-fn stat_line(start: u64) -> String {
-    let mut fields: Vec<String> = (4..=52).map(|n| n.to_string()).collect();
-    fields[22 - 4] = start.to_string();
-    format!("77 (app) S {}", fields.join(" "))
-}
-
 fn procfs_with(pid: i32, cgroup: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let proc_dir = dir.path().join(pid.to_string());
     std::fs::create_dir_all(&proc_dir).unwrap();
-    std::fs::write(proc_dir.join("stat"), stat_line(5)).unwrap();
+    std::fs::write(proc_dir.join("stat"), stat_line(77, "app", 5)).unwrap();
     std::fs::write(proc_dir.join("cgroup"), cgroup).unwrap();
     dir
 }

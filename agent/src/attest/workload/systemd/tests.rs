@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use super::*;
+use crate::attest::workload::test_procfs::stat_line;
 
 fn fixture(name: &str) -> String {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -46,18 +47,12 @@ fn only_the_systemd_hierarchy_counts_and_the_root_is_no_unit() {
     assert_eq!(unit_from_cgroup("0::/.service\n"), None);
 }
 
-fn stat_line(start: u64) -> String {
-    let mut fields: Vec<String> = (4..=52).map(|n| n.to_string()).collect();
-    fields[22 - 4] = start.to_string();
-    format!("88 (nginx) S {}", fields.join(" "))
-}
-
 #[tokio::test]
 async fn an_unreachable_bus_yields_only_the_cgroup_selector() {
     let dir = tempfile::tempdir().unwrap();
     let proc_dir = dir.path().join("88");
     std::fs::create_dir_all(&proc_dir).unwrap();
-    std::fs::write(proc_dir.join("stat"), stat_line(9)).unwrap();
+    std::fs::write(proc_dir.join("stat"), stat_line(88, "nginx", 9)).unwrap();
     std::fs::write(
         proc_dir.join("cgroup"),
         fixture("systemd-service-v2.cgroup"),
@@ -92,7 +87,7 @@ async fn a_process_outside_any_unit_gets_no_systemd_selector() {
     let dir = tempfile::tempdir().unwrap();
     let proc_dir = dir.path().join("88");
     std::fs::create_dir_all(&proc_dir).unwrap();
-    std::fs::write(proc_dir.join("stat"), stat_line(9)).unwrap();
+    std::fs::write(proc_dir.join("stat"), stat_line(88, "nginx", 9)).unwrap();
     std::fs::write(proc_dir.join("cgroup"), "0::/\n").unwrap();
     let bus = UnitBus::new(BusAddress::System, Duration::from_millis(100));
     let attestor = SystemdAttestor::new(dir.path(), bus);
