@@ -5,6 +5,10 @@
 //! (`spiffe://<td>/signet/server`) as parent, a marker no agent can hold.
 
 use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+
+use futures::StreamExt;
+use tokio::sync::mpsc;
 
 use signet_core::{Selector, SpiffeId, SpiffeIdError, TrustDomain};
 
@@ -85,20 +89,55 @@ impl<'a> Members<'a> {
     }
 }
 
-/// The workload entries for `agent_id` and the aliases in `members`.
-pub async fn entries_for(
-    ds: &dyn DataStore,
-    agent_id: &SpiffeId,
-    members: &BTreeSet<SpiffeId>,
-) -> Result<Vec<EntryRecord>> {
-    let mut out = ds.entries_by_parent(agent_id).await?;
-    for alias in members {
-        out.extend(ds.entries_by_parent(alias).await?);
-    }
-    out.retain(|e| !e.node);
-    let mut seen = HashSet::new();
-    out.retain(|e| seen.insert(e.entry.id.clone()));
-    Ok(out)
+/// The workload entries for `agent_id` and the aliases in `members`, in
+/// parts of at most `part` entries, each sent as soon as it is read so the
+/// agent can start on the first while the rest are read. A task of its own
+/// reads them all at the datastore's pace into an unbounded channel: a slow
+/// agent never holds a datastore connection, and the memory is what reading
+/// them all at once would take. An error ends the parts.
+pub fn entries_for(
+    ds: Arc<dyn DataStore>,
+    agent_id: SpiffeId,
+    members: BTreeSet<SpiffeId>,
+    part: usize,
+) -> mpsc::UnboundedReceiver<Result<Vec<EntryRecord>>> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let part = part.max(1);
+        let mut seen = HashSet::new();
+        let mut current = Vec::with_capacity(part);
+        for parent in std::iter::once(&agent_id).chain(&members) {
+            let mut rows = ds.entries_by_parent_streamed(parent);
+            while let Some(row) = rows.next().await {
+                let entry = match row {
+                    Ok(e) => e,
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                };
+                // An entry under two of the parents is sent once.
+                if entry.node || !seen.insert(entry.entry.id.clone()) {
+                    continue;
+                }
+                current.push(entry);
+                if current.len() == part {
+                    let full = std::mem::replace(&mut current, Vec::with_capacity(part));
+                    if tx.send(Ok(full)).is_err() {
+                        return;
+                    }
+                    // Buffered rows are always ready, so without a yield
+                    // this task would run to the end of the read while the
+                    // sender it woke waits behind it on this worker.
+                    tokio::task::yield_now().await;
+                }
+            }
+        }
+        if !current.is_empty() {
+            let _ = tx.send(Ok(current));
+        }
+    });
+    rx
 }
 
 #[cfg(test)]

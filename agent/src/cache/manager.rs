@@ -22,8 +22,15 @@ use crate::backoff::Backoff;
 /// One message of the sync stream, already parsed.
 #[derive(Debug, Clone, Default)]
 pub struct SyncUpdate {
-    /// `entries` is the complete set; forget anything else.
+    /// `entries` and `previewed` are the complete set; forget anything else.
     pub snapshot: bool,
+    /// Entries of a snapshot whose later parts are still arriving: upsert
+    /// them (and take the bundle) so issuing starts at once; everything
+    /// else, removals and the revision included, waits for the rest of the
+    /// snapshot, which comes as an update of its own.
+    pub preview: bool,
+    /// In a snapshot: the ids of its entries already sent as previews.
+    pub previewed: Vec<String>,
     pub entries: Vec<RegistrationEntry>,
     pub removed_entry_ids: Vec<String>,
     /// DER CA certificates, when the bundle changed.
@@ -44,10 +51,24 @@ pub struct SyncUpdate {
 }
 
 impl SyncUpdate {
+    /// Moves this snapshot part's entries (and a copy of its bundle) into a
+    /// [`Self::preview`], leaving their ids in `previewed`.
+    pub fn split_preview(&mut self) -> SyncUpdate {
+        let entries = std::mem::take(&mut self.entries);
+        self.previewed.extend(entries.iter().map(|e| e.id.clone()));
+        SyncUpdate {
+            preview: true,
+            entries,
+            bundle: self.bundle.clone(),
+            ..SyncUpdate::default()
+        }
+    }
+
     /// Adds a later part of the same snapshot: its entries, and whatever it
     /// sets that this part did not.
     pub fn absorb(&mut self, part: SyncUpdate) {
         self.entries.extend(part.entries);
+        self.previewed.extend(part.previewed);
         self.removed_entry_ids.extend(part.removed_entry_ids);
         self.bundle = self.bundle.take().or(part.bundle);
         self.jwt_keys = self.jwt_keys.take().or(part.jwt_keys);
@@ -128,7 +149,14 @@ impl CacheManager {
             let wake = self.next_wake();
             tokio::select! {
                 update = self.updates.recv() => match update {
-                    Some(u) => self.apply(u),
+                    Some(u) => {
+                        self.apply(u);
+                        // Whatever else has arrived meanwhile (the other
+                        // parts of a snapshot) joins the same issuing round.
+                        while let Ok(u) = self.updates.try_recv() {
+                            self.apply(u);
+                        }
+                    }
                     None => return,
                 },
                 _ = sleep_until(wake) => {}
@@ -156,13 +184,21 @@ impl CacheManager {
         if self.cut_off {
             return;
         }
+        if update.preview {
+            if let Some(bundle) = update.bundle {
+                self.set_bundle(bundle);
+            }
+            for entry in update.entries {
+                self.upsert(entry);
+            }
+            return;
+        }
         if update.revision != 0 && update.revision != self.revision {
             self.revision = update.revision;
             self.dirty = true;
         }
         if let Some(bundle) = update.bundle {
-            self.bundle = Some(Arc::new(bundle));
-            self.dirty = true;
+            self.set_bundle(bundle);
         }
         if let Some(keys) = update.jwt_keys {
             let keys: HashMap<String, JwtPublicKey> = keys.into_iter().collect();
@@ -174,8 +210,12 @@ impl CacheManager {
             }
         }
         if update.snapshot {
-            let keep: std::collections::HashSet<&str> =
-                update.entries.iter().map(|e| e.id.as_str()).collect();
+            let keep: std::collections::HashSet<&str> = update
+                .entries
+                .iter()
+                .map(|e| e.id.as_str())
+                .chain(update.previewed.iter().map(String::as_str))
+                .collect();
             let gone: Vec<String> = self
                 .entries
                 .keys()
@@ -208,6 +248,13 @@ impl CacheManager {
             }
         }
         self.mark_for_reissue();
+    }
+
+    fn set_bundle(&mut self, bundle: Vec<Vec<u8>>) {
+        if self.bundle.as_deref() != Some(&bundle) {
+            self.bundle = Some(Arc::new(bundle));
+            self.dirty = true;
+        }
     }
 
     fn upsert(&mut self, entry: RegistrationEntry) {

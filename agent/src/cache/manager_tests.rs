@@ -265,6 +265,62 @@ async fn still_valid_svid_is_kept_while_renewal_fails_and_dropped_at_expiry() {
     assert!(h.current().entries["a"].svid.is_some(), "issued again");
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_snapshot_preview_starts_issuing_and_only_the_whole_snapshot_removes() {
+    let h = start(Duration::from_secs(100));
+    h.snapshot(vec![entry("old", "/old")]).await;
+    h.updates
+        .send(SyncUpdate {
+            snapshot: true,
+            revision: 3,
+            entries: vec![entry("old", "/old")],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    settle().await;
+    assert_eq!(h.current().revision, 3);
+
+    // The first part of the next snapshot, which no longer has "old".
+    let bundle = vec![h.ca.cert.clone(), h.ca.next_cert.clone()];
+    let mut whole = SyncUpdate {
+        snapshot: true,
+        revision: 9,
+        entries: vec![entry("a", "/a")],
+        bundle: Some(bundle),
+        ..Default::default()
+    };
+    h.updates.send(whole.split_preview()).await.unwrap();
+    settle().await;
+    let snap = h.current();
+    assert!(
+        snap.entries["a"].svid.is_some(),
+        "issued before the rest came"
+    );
+    assert!(snap.entries["old"].svid.is_some(), "nothing removed yet");
+    assert_eq!(
+        snap.revision, 3,
+        "the revision waits for the whole snapshot"
+    );
+
+    whole.absorb(SyncUpdate {
+        snapshot: true,
+        revision: 9,
+        entries: vec![entry("b", "/b")],
+        ..Default::default()
+    });
+    let calls = h.calls();
+    h.updates.send(whole).await.unwrap();
+    settle().await;
+    let snap = h.current();
+    assert!(!snap.entries.contains_key("old"), "gone from the snapshot");
+    assert!(snap.entries["a"].svid.is_some(), "previewed: kept");
+    assert!(snap.entries["b"].svid.is_some());
+    assert_eq!(snap.revision, 9);
+    assert_eq!(h.calls(), calls + 1, "\"a\" was not issued twice");
+    assert_eq!(h.ca.batch_sizes.lock().unwrap().last(), Some(&1));
+}
+
 #[path = "manager_revocation_tests.rs"]
 mod revocation;
 

@@ -112,7 +112,14 @@ impl SyncTask {
                 self.health.record_skew(skew);
             }
             let continues = message.snapshot && message.snapshot_continues;
-            let part = self.parse(message);
+            let mut part = self.parse(message);
+            if continues {
+                // Issuing for these entries need not wait for the rest.
+                self.updates
+                    .send(part.split_preview())
+                    .await
+                    .map_err(|_| SyncError::Closed)?;
+            }
             let update = match partial.take() {
                 Some(mut so_far) => {
                     so_far.absorb(part);
@@ -171,6 +178,8 @@ impl SyncTask {
             .map(|b| jwt_keys_from_proto(&b.jwt_authorities));
         SyncUpdate {
             snapshot: message.snapshot,
+            preview: false,
+            previewed: vec![],
             entries,
             removed_entry_ids: message.removed_entry_ids,
             bundle: message

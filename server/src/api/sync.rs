@@ -94,18 +94,23 @@ fn tainted(state: &ServerState) -> TaintedAuthorities {
 }
 
 /// Sends a snapshot at `revision` (every event up to it is reflected: events
-/// are published after their change is committed).
+/// are published after their change is committed), each part as soon as it
+/// has been read; one part is held back until the next shows whether more
+/// follow (`snapshot_continues`).
 async fn snapshot(
     state: &ServerState,
     scope: &Scope<'_>,
     revision: u64,
     tx: &Tx,
 ) -> Result<bool, ApiError> {
-    let entries =
-        crate::alias::entries_for(state.ds.as_ref(), &scope.agent.spiffe_id, &scope.members)
-            .await?;
     let revocations = state.ds.revocations(unix_seconds(state.ca.now())).await?;
-    let mut first = Some(SyncResponse {
+    let mut parts = crate::alias::entries_for(
+        state.ds.clone(),
+        scope.agent.spiffe_id.clone(),
+        scope.members.clone(),
+        SNAPSHOT_PART,
+    );
+    let mut msg = SyncResponse {
         revision,
         snapshot: true,
         entries: vec![],
@@ -116,24 +121,28 @@ async fn snapshot(
         tainted: Some(tainted(state)),
         server_time_ms: server_time_ms(state),
         snapshot_continues: false,
-    });
-    let mut parts = entries.chunks(SNAPSHOT_PART).peekable();
+    };
+    let mut held = parts.recv().await.transpose()?;
     loop {
-        let chunk = parts.next().unwrap_or_default();
-        let mut msg = first.take().unwrap_or_else(|| SyncResponse {
+        let next = match held {
+            Some(_) => parts.recv().await.transpose()?,
+            None => None,
+        };
+        msg.entries = held.unwrap_or_default().iter().map(node_entry).collect();
+        msg.snapshot_continues = next.is_some();
+        if tx.send(Ok(msg)).await.is_err() {
+            return Ok(false);
+        }
+        if next.is_none() {
+            return Ok(true);
+        }
+        held = next;
+        msg = SyncResponse {
             revision,
             snapshot: true,
             server_time_ms: server_time_ms(state),
             ..SyncResponse::default()
-        });
-        msg.entries = chunk.iter().map(node_entry).collect();
-        msg.snapshot_continues = parts.peek().is_some();
-        if tx.send(Ok(msg)).await.is_err() {
-            return Ok(false);
-        }
-        if parts.peek().is_none() {
-            return Ok(true);
-        }
+        };
     }
 }
 

@@ -4,6 +4,7 @@
 mod sqlite;
 
 use async_trait::async_trait;
+use futures::stream::BoxStream;
 use signet_core::{RegistrationEntry, Selector, SpiffeId};
 
 pub use sqlite::SqliteDataStore;
@@ -172,6 +173,10 @@ pub trait DataStore: Send + Sync + 'static {
     async fn entries_by_parent(&self, parent: &SpiffeId) -> Result<Vec<EntryRecord>> {
         self.list_entries(&EntryFilter::by_parent(parent)).await
     }
+    /// `parent`'s entries in the order of [`Self::entries_by_parent`], each
+    /// as soon as it is read, all from one consistent read. Hold the stream
+    /// only as long as reading takes: it may pin a connection.
+    fn entries_by_parent_streamed(&self, parent: &SpiffeId) -> BoxStream<'_, Result<EntryRecord>>;
 
     /// The revision of the last change.
     async fn current_revision(&self) -> Result<u64>;

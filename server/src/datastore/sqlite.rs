@@ -14,10 +14,12 @@
 
 use std::borrow::Cow;
 use std::path::Path;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::future::BoxFuture;
+use futures::stream::{BoxStream, StreamExt};
 use signet_core::{RegistrationEntry, Selector, SpiffeId};
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::sqlite::{
@@ -52,6 +54,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         4,
         "node_alias",
         include_str!("../../migrations/0004_node_alias.sql"),
+    ),
+    (
+        5,
+        "entries_by_parent_order",
+        include_str!("../../migrations/0005_entries_by_parent_order.sql"),
     ),
 ];
 
@@ -250,6 +257,11 @@ const MAX_PARAMS: usize = 999;
 
 const ENTRY_COLUMNS: &str = "id, spiffe_id, parent_id, selectors, x509_svid_ttl, jwt_svid_ttl, \
      dns_names, hint, admin, downstream, revision, created_at, node";
+/// One parent's entries in creation order, read along the
+/// `entries_parent_created` index (no sort, so rows stream as they are read).
+static ENTRIES_BY_PARENT: LazyLock<String> = LazyLock::new(|| {
+    format!("SELECT {ENTRY_COLUMNS} FROM entries WHERE parent_id = ? ORDER BY created_at, id")
+});
 const AGENT_COLUMNS: &str =
     "spiffe_id, attestation_type, serial, expires_at, banned, attested_at, selectors";
 
@@ -578,6 +590,14 @@ impl DataStore for SqliteDataStore {
             }
         }
         Ok(out)
+    }
+
+    fn entries_by_parent_streamed(&self, parent: &SpiffeId) -> BoxStream<'_, Result<EntryRecord>> {
+        sqlx::query(ENTRIES_BY_PARENT.as_str())
+            .bind(parent.to_string())
+            .fetch(&self.pool)
+            .map(|row| row.map_err(backend).and_then(|row| entry_from_row(&row)))
+            .boxed()
     }
 
     async fn delete_entry(&self, id: &str) -> Result<EntryRecord> {

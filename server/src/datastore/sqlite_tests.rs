@@ -337,3 +337,43 @@ async fn a_batch_stores_every_entry_but_the_duplicate_each_with_its_own_revision
     assert_eq!(ds.count_entries().await.unwrap(), 3);
     assert_eq!(ds.current_revision().await.unwrap(), three.entry.revision);
 }
+
+#[tokio::test]
+async fn a_parents_entries_stream_in_creation_order_like_the_list() {
+    use futures::TryStreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let ds = open(&dir).await;
+    let p1 = "spiffe://example.org/signet/agent/join_token/one";
+    let p2 = "spiffe://example.org/signet/agent/join_token/two";
+    // Created out of id order, and another parent's entry in between.
+    for (n, parent, at) in [(5, p1, 30), (3, p1, 10), (9, p2, 20), (1, p1, 20)] {
+        ds.create_entry(entry(n, parent, &["unix:uid:1"]), at)
+            .await
+            .unwrap();
+    }
+    let streamed: Vec<EntryRecord> = ds
+        .entries_by_parent_streamed(&id(p1))
+        .try_collect()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = streamed.iter().map(|e| e.entry.id.as_str()).collect();
+    assert_eq!(ids, ["entry-3", "entry-1", "entry-5"]);
+    assert_eq!(streamed, ds.entries_by_parent(&id(p1)).await.unwrap());
+    // Streamed straight from the index: SQLite sorts nothing first.
+    let plan: Vec<String> = sqlx::query(&format!(
+        "EXPLAIN QUERY PLAN {}",
+        ENTRIES_BY_PARENT.as_str()
+    ))
+    .bind(p1)
+    .fetch_all(&ds.pool)
+    .await
+    .unwrap()
+    .iter()
+    .map(|row| row.get::<String, _>("detail"))
+    .collect();
+    assert!(
+        plan.iter().any(|d| d.contains("entries_parent_created")),
+        "{plan:?}"
+    );
+    assert!(!plan.iter().any(|d| d.contains("TEMP B-TREE")), "{plan:?}");
+}
