@@ -3,7 +3,6 @@
 //! time to the next expiry are recomputed on every change and every few
 //! seconds (expiry moves with the clock, not with the cache).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -13,22 +12,15 @@ use tokio::sync::watch;
 use super::Metrics;
 use crate::cache::Snapshot;
 
-/// Entry id → serial of the SVID it holds.
-type Serials = BTreeMap<String, String>;
-
-fn serials(snapshot: &Snapshot) -> Serials {
-    snapshot
-        .entries
-        .iter()
-        .filter_map(|(id, c)| c.svid.as_ref().map(|s| (id.clone(), s.serial_hex.clone())))
-        .collect()
-}
-
-/// Counts what changed from `before` to `after`.
-pub fn count_changes(metrics: &Metrics, before: &Serials, after: &Serials) {
-    for (id, serial) in after {
-        match before.get(id) {
-            Some(old) if old == serial => {}
+/// Counts what changed from `before` to `after`: compared against the
+/// previous snapshot itself, which is shared anyway, rather than a copy of
+/// every entry id and serial (1.5 MB held, twice that while comparing, at
+/// 10k SVIDs).
+pub fn count_changes(metrics: &Metrics, before: &Snapshot, after: &Snapshot) {
+    for (id, cached) in &after.entries {
+        let Some(svid) = &cached.svid else { continue };
+        match before.entries.get(id).and_then(|c| c.svid.as_ref()) {
+            Some(old) if Arc::ptr_eq(old, svid) || old.serial_hex == svid.serial_hex => {}
             Some(_) => {
                 metrics.svids_issued.inc();
                 metrics.svid_rotations.inc();
@@ -66,14 +58,13 @@ pub async fn follow(
     mut cache: watch::Receiver<Arc<Snapshot>>,
     clock: Arc<dyn Clock>,
 ) {
-    let mut known = serials(&cache.borrow_and_update());
+    let mut known = cache.borrow_and_update().clone();
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     loop {
         let snapshot = cache.borrow_and_update().clone();
-        let now_serials = serials(&snapshot);
-        count_changes(&metrics, &known, &now_serials);
-        known = now_serials;
+        count_changes(&metrics, &known, &snapshot);
         update_gauges(&metrics, &snapshot, clock.now());
+        known = snapshot;
         tokio::select! {
             changed = cache.changed() => if changed.is_err() { return },
             _ = tick.tick() => {}
@@ -84,21 +75,50 @@ pub async fn follow(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cache::{CachedEntry, Svid};
 
-    fn serials_of(pairs: &[(&str, &str)]) -> Serials {
-        pairs
-            .iter()
-            .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
-            .collect()
+    fn snapshot_of(pairs: &[(&str, &str)]) -> Snapshot {
+        let td = signet_core::TrustDomain::new("example.org").unwrap();
+        let mut snapshot = Snapshot::empty(td);
+        for (id, serial) in pairs {
+            let entry = signet_core::RegistrationEntry {
+                id: (*id).to_owned(),
+                spiffe_id: signet_core::SpiffeId::parse("spiffe://example.org/w").unwrap(),
+                parent_id: signet_core::SpiffeId::parse("spiffe://example.org/a").unwrap(),
+                selectors: vec![],
+                x509_svid_ttl: None,
+                jwt_svid_ttl: None,
+                dns_names: vec![],
+                hint: String::new(),
+                admin: false,
+                downstream: false,
+                revision: 1,
+            };
+            let svid = Svid {
+                chain: vec![],
+                key_pkcs8: vec![],
+                not_after: SystemTime::UNIX_EPOCH,
+                authority_id: String::new(),
+                serial_hex: (*serial).to_owned(),
+            };
+            snapshot.entries.insert(
+                (*id).to_owned(),
+                CachedEntry {
+                    entry: Arc::new(entry),
+                    svid: Some(Arc::new(svid)),
+                },
+            );
+        }
+        snapshot
     }
 
     #[test]
     fn new_serials_count_as_issued_and_replacements_as_rotations() {
         let m = Metrics::new();
-        let empty = Serials::new();
-        let one = serials_of(&[("e1", "aa")]);
-        let two = serials_of(&[("e1", "aa"), ("e2", "bb")]);
-        let rotated = serials_of(&[("e1", "cc"), ("e2", "bb")]);
+        let empty = snapshot_of(&[]);
+        let one = snapshot_of(&[("e1", "aa")]);
+        let two = snapshot_of(&[("e1", "aa"), ("e2", "bb")]);
+        let rotated = snapshot_of(&[("e1", "cc"), ("e2", "bb")]);
         count_changes(&m, &empty, &one);
         count_changes(&m, &one, &two);
         count_changes(&m, &two, &two);
