@@ -207,7 +207,7 @@ async fn record(state: &ServerState, outcomes: &mut [Option<Result<IssuedSvid, A
     if records.is_empty() {
         return;
     }
-    if let Err(e) = state.ds.record_x509_many(&records).await {
+    if let Err(e) = state.ds.record_x509_many(records).await {
         let e = ApiError::from(e);
         for o in outcomes.iter_mut() {
             if matches!(o, Some(Ok(_))) {

@@ -198,9 +198,10 @@ pub trait DataStore: Send + Sync + 'static {
         authority_id: &str,
         expires_at: i64,
     ) -> Result<()>;
-    /// Records many issued X.509-SVIDs in one transaction: one sync to disk
-    /// for a whole signing batch instead of one per SVID.
-    async fn record_x509_many(&self, issued: &[IssuedX509]) -> Result<()>;
+    /// Records many issued X.509-SVIDs, committed when this returns: one
+    /// transaction (one sync to disk) for a whole signing batch, shared
+    /// with the batches recorded at the same time.
+    async fn record_x509_many(&self, issued: Vec<IssuedX509>) -> Result<()>;
     /// Records a minted JWT-SVID.
     async fn record_jwt(
         &self,

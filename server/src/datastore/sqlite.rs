@@ -27,6 +27,7 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 use sqlx::{Row, Sqlite, Transaction};
+use tokio::sync::{mpsc, oneshot};
 
 use super::{
     AgentRecord, DataStore, DataStoreError, EntryFilter, EntryRecord, IssuedX509, NewEntry, Result,
@@ -96,6 +97,75 @@ pub struct SqliteDataStore {
     pool: SqlitePool,
     /// The one connection every write uses.
     writer: SqlitePool,
+    /// Issued serials on their way to the recorder (see [`record_loop`]).
+    records: mpsc::UnboundedSender<PendingRecords>,
+}
+
+/// Serials of one signing batch, and who waits for their commit.
+#[derive(Debug)]
+struct PendingRecords {
+    rows: Vec<IssuedX509>,
+    done: oneshot::Sender<Result<()>>,
+}
+
+/// Rows one group commit takes at most.
+const GROUP_ROWS: usize = 4096;
+
+/// Group commit of issued serials: whatever batches queued while the last
+/// transaction was committing go into the next one together, so eight
+/// signing batches in flight cost about one sync to disk, not eight. A
+/// group never waits for more to arrive; a failed transaction fails every
+/// batch in it (none of their SVIDs is handed out).
+async fn record_loop(writer: SqlitePool, mut queue: mpsc::UnboundedReceiver<PendingRecords>) {
+    while let Some(first) = queue.recv().await {
+        let mut rows = first.rows.len();
+        let mut group = vec![first];
+        while rows < GROUP_ROWS {
+            match queue.try_recv() {
+                Ok(more) => {
+                    rows += more.rows.len();
+                    group.push(more);
+                }
+                Err(_) => break,
+            }
+        }
+        let all: Vec<&IssuedX509> = group.iter().flat_map(|p| &p.rows).collect();
+        let result = insert_issued(&writer, &all).await;
+        for pending in group {
+            let _ = pending.done.send(result.clone());
+        }
+    }
+}
+
+/// Inserts `rows` in one transaction, in multi-row statements within
+/// SQLite's bound on parameters.
+async fn insert_issued(writer: &SqlitePool, rows: &[&IssuedX509]) -> Result<()> {
+    let mut tx = writer
+        .begin_with("BEGIN IMMEDIATE")
+        .await
+        .map_err(backend)?;
+    for chunk in rows.chunks(MAX_PARAMS / 4) {
+        let mut sql = String::from(
+            "INSERT OR REPLACE INTO issued_x509 (serial, spiffe_id, authority_id, expires_at) VALUES ",
+        );
+        for i in 0..chunk.len() {
+            sql.push_str(if i == 0 {
+                "(?, ?, ?, ?)"
+            } else {
+                ", (?, ?, ?, ?)"
+            });
+        }
+        let mut query = sqlx::query(&sql);
+        for r in chunk {
+            query = query
+                .bind(&r.serial)
+                .bind(r.spiffe_id.to_string())
+                .bind(&r.authority_id)
+                .bind(r.expires_at);
+        }
+        query.execute(&mut *tx).await.map_err(backend)?;
+    }
+    tx.commit().await.map_err(backend)
 }
 
 impl SqliteDataStore {
@@ -125,7 +195,13 @@ impl SqliteDataStore {
             .await
             .map_err(|e| DataStoreError::Backend(format!("migrating {path:?}: {e}")))?;
         let pool = open(4).await.map_err(cannot_open)?;
-        Ok(Self { pool, writer })
+        let (records, queue) = mpsc::unbounded_channel();
+        tokio::spawn(record_loop(writer.clone(), queue));
+        Ok(Self {
+            pool,
+            writer,
+            records,
+        })
     }
 
     pub async fn close(&self) {
@@ -681,7 +757,7 @@ impl DataStore for SqliteDataStore {
         authority_id: &str,
         expires_at: i64,
     ) -> Result<()> {
-        self.record_x509_many(&[IssuedX509 {
+        self.record_x509_many(vec![IssuedX509 {
             serial: serial.to_owned(),
             spiffe_id: spiffe_id.clone(),
             authority_id: authority_id.to_owned(),
@@ -690,35 +766,16 @@ impl DataStore for SqliteDataStore {
         .await
     }
 
-    async fn record_x509_many(&self, issued: &[IssuedX509]) -> Result<()> {
+    async fn record_x509_many(&self, issued: Vec<IssuedX509>) -> Result<()> {
         if issued.is_empty() {
             return Ok(());
         }
-        let mut tx = self.write_tx().await?;
-        // Multi-row inserts within SQLite's 999 bound parameters.
-        for chunk in issued.chunks(MAX_PARAMS / 4) {
-            let mut sql = String::from(
-                "INSERT OR REPLACE INTO issued_x509 (serial, spiffe_id, authority_id, expires_at) VALUES ",
-            );
-            for i in 0..chunk.len() {
-                sql.push_str(if i == 0 {
-                    "(?, ?, ?, ?)"
-                } else {
-                    ", (?, ?, ?, ?)"
-                });
-            }
-            let mut query = sqlx::query(&sql);
-            for r in chunk {
-                query = query
-                    .bind(&r.serial)
-                    .bind(r.spiffe_id.to_string())
-                    .bind(&r.authority_id)
-                    .bind(r.expires_at);
-            }
-            query.execute(&mut *tx).await.map_err(backend)?;
-        }
-        tx.commit().await.map_err(backend)?;
-        Ok(())
+        let stopped = || DataStoreError::Backend("the serial recorder has stopped".into());
+        let (done, committed) = oneshot::channel();
+        self.records
+            .send(PendingRecords { rows: issued, done })
+            .map_err(|_| stopped())?;
+        committed.await.map_err(|_| stopped())?
     }
 
     async fn record_jwt(

@@ -377,3 +377,47 @@ async fn a_parents_entries_stream_in_creation_order_like_the_list() {
     );
     assert!(!plan.iter().any(|d| d.contains("TEMP B-TREE")), "{plan:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_serial_records_all_commit_and_a_revocation_finds_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = Arc::new(open(&dir).await);
+    let batches: Vec<Vec<IssuedX509>> = (0..16)
+        .map(|b| {
+            (0..100)
+                .map(|i| IssuedX509 {
+                    serial: format!("{b:02x}{i:04x}"),
+                    spiffe_id: id(&format!("spiffe://example.org/w{b}/{i}")),
+                    authority_id: "ca".into(),
+                    expires_at: 5000,
+                })
+                .collect()
+        })
+        .collect();
+    let tasks: Vec<_> = batches
+        .into_iter()
+        .map(|batch| {
+            let ds = ds.clone();
+            tokio::spawn(async move { ds.record_x509_many(batch).await })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM issued_x509")
+        .fetch_one(&ds.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        stored, 1600,
+        "every batch committed before its call returned"
+    );
+    for serial in ["000000", "0f0063", "070031"] {
+        let revoked = ds
+            .revoke(RevokedKind::X509, serial, "test", 1000)
+            .await
+            .unwrap();
+        assert_eq!(revoked.authority_id, "ca");
+        assert_eq!(revoked.expires_at, 5000);
+    }
+}
