@@ -119,7 +119,7 @@ async fn snapshot(
         revocations: revocations.iter().map(node_revocation).collect(),
         crls: Some(crls(state)),
         tainted: Some(tainted(state)),
-        server_time_ms: server_time_ms(state),
+        server_time_ms: 0,
         snapshot_continues: false,
     };
     let mut held = parts.recv().await.transpose()?;
@@ -130,6 +130,8 @@ async fn snapshot(
         };
         msg.entries = held.unwrap_or_default().iter().map(node_entry).collect();
         msg.snapshot_continues = next.is_some();
+        // Stamped as it leaves: reading the part may have taken a while.
+        msg.server_time_ms = server_time_ms(state);
         if tx.send(Ok(msg)).await.is_err() {
             return Ok(false);
         }
@@ -140,7 +142,6 @@ async fn snapshot(
         msg = SyncResponse {
             revision,
             snapshot: true,
-            server_time_ms: server_time_ms(state),
             ..SyncResponse::default()
         };
     }
