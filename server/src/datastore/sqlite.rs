@@ -13,6 +13,7 @@
 //! ("database is locked", BUSY_SNAPSHOT) without waiting on the busy timeout.
 
 use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -333,6 +334,8 @@ const MAX_PARAMS: usize = 999;
 
 const ENTRY_COLUMNS: &str = "id, spiffe_id, parent_id, selectors, x509_svid_ttl, jwt_svid_ttl, \
      dns_names, hint, admin, downstream, revision, created_at, node";
+/// How many columns `ENTRY_COLUMNS` names.
+const ENTRY_COLUMN_COUNT: usize = 13;
 /// One parent's entries in creation order, read along the
 /// `entries_parent_created` index (no sort, so rows stream as they are read).
 static ENTRIES_BY_PARENT: LazyLock<String> = LazyLock::new(|| {
@@ -359,6 +362,76 @@ impl SqliteDataStore {
     /// Stores `entry` in `tx` unless it duplicates a stored one; bumps the
     /// revision once for it. A refused entry leaves `tx` usable (SQLite undoes
     /// only the failed statement; a duplicate id may leave a revision gap).
+    /// Stored entries whose SPIFFE ID is one of `spiffe_ids`.
+    async fn entries_with_spiffe_ids_in(
+        tx: &mut Transaction<'_, Sqlite>,
+        spiffe_ids: &[String],
+    ) -> Result<Vec<EntryRecord>> {
+        let mut out = Vec::new();
+        for chunk in spiffe_ids.chunks(MAX_PARAMS) {
+            let marks = vec!["?"; chunk.len()].join(", ");
+            let sql = format!("SELECT {ENTRY_COLUMNS} FROM entries WHERE spiffe_id IN ({marks})");
+            let mut query = sqlx::query(&sql);
+            for id in chunk {
+                query = query.bind(id);
+            }
+            for row in query.fetch_all(&mut **tx).await.map_err(backend)? {
+                out.push(entry_from_row(&row)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Which of `ids` are stored entry ids.
+    async fn stored_ids_in(
+        tx: &mut Transaction<'_, Sqlite>,
+        ids: &[&str],
+    ) -> Result<HashSet<String>> {
+        let mut out = HashSet::new();
+        for chunk in ids.chunks(MAX_PARAMS) {
+            let marks = vec!["?"; chunk.len()].join(", ");
+            let sql = format!("SELECT id FROM entries WHERE id IN ({marks})");
+            let mut query = sqlx::query_scalar::<_, String>(&sql);
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            out.extend(query.fetch_all(&mut **tx).await.map_err(backend)?);
+        }
+        Ok(out)
+    }
+
+    /// Inserts `records` (revisions assigned) in one statement.
+    async fn insert_entries_in(
+        tx: &mut Transaction<'_, Sqlite>,
+        records: &[&EntryRecord],
+    ) -> Result<()> {
+        let row = format!("({})", vec!["?"; ENTRY_COLUMN_COUNT].join(", "));
+        let sql = format!(
+            "INSERT INTO entries ({ENTRY_COLUMNS}) VALUES {}",
+            vec![row.as_str(); records.len()].join(", ")
+        );
+        let mut query = sqlx::query(&sql);
+        for rec in records {
+            let e = &rec.entry;
+            query = query
+                .bind(e.id.clone())
+                .bind(e.spiffe_id.to_string())
+                .bind(e.parent_id.to_string())
+                .bind(selectors_json(&e.selectors)?)
+                .bind(ttl_column(e.x509_svid_ttl))
+                .bind(ttl_column(e.jwt_svid_ttl))
+                .bind(to_json(&e.dns_names)?)
+                .bind(e.hint.clone())
+                .bind(e.admin)
+                .bind(e.downstream)
+                .bind(i64::try_from(e.revision).unwrap_or(i64::MAX))
+                .bind(rec.created_at)
+                .bind(rec.node);
+        }
+        query.execute(&mut **tx).await.map_err(backend)?;
+        Ok(())
+    }
+
     async fn insert_entry_in(
         tx: &mut Transaction<'_, Sqlite>,
         mut entry: RegistrationEntry,
@@ -593,14 +666,70 @@ impl DataStore for SqliteDataStore {
         created_at: i64,
     ) -> Result<Vec<Result<EntryRecord>>> {
         let mut tx = self.write_tx().await?;
-        let mut out = Vec::with_capacity(entries.len());
-        for new in entries {
-            match Self::insert_entry_in(&mut tx, new.entry, created_at, new.node).await {
-                Err(e @ DataStoreError::AlreadyExists(_)) => out.push(Err(e)),
-                // Anything else fails the batch: dropping `tx` rolls it back.
-                Err(e) => return Err(e),
-                Ok(rec) => out.push(Ok(rec)),
+        // What is stored already, read in a few statements rather than one
+        // per entry (each statement is a hand-off to SQLite's thread).
+        let spiffe_ids: Vec<String> = entries
+            .iter()
+            .map(|e| e.entry.spiffe_id.to_string())
+            .collect();
+        let mut same_ids: HashMap<(String, String), Vec<(Vec<Selector>, String)>> = HashMap::new();
+        for stored in Self::entries_with_spiffe_ids_in(&mut tx, &spiffe_ids).await? {
+            let e = stored.entry;
+            same_ids
+                .entry((e.spiffe_id.to_string(), e.parent_id.to_string()))
+                .or_default()
+                .push((e.selectors, e.id));
+        }
+        let ids: Vec<&str> = entries.iter().map(|e| e.entry.id.as_str()).collect();
+        let mut taken = Self::stored_ids_in(&mut tx, &ids).await?;
+        // Each entry is checked against the store and the batch before it.
+        let mut verdicts: Vec<Result<NewEntry>> = Vec::with_capacity(entries.len());
+        for (new, spiffe_id) in entries.into_iter().zip(spiffe_ids) {
+            let key = (spiffe_id, new.entry.parent_id.to_string());
+            let twins = same_ids.entry(key).or_default();
+            if let Some((_, id)) = twins.iter().find(|(sel, _)| *sel == new.entry.selectors) {
+                verdicts.push(Err(DataStoreError::AlreadyExists(format!(
+                    "an entry with this SPIFFE ID, parent ID and selectors already exists (id {id})"
+                ))));
+                continue;
             }
+            if !taken.insert(new.entry.id.clone()) {
+                verdicts.push(Err(DataStoreError::AlreadyExists(format!(
+                    "entry id {} already exists",
+                    new.entry.id
+                ))));
+                continue;
+            }
+            twins.push((new.entry.selectors.clone(), new.entry.id.clone()));
+            verdicts.push(Ok(new));
+        }
+        // One revision each, in batch order, from one bump.
+        let count = verdicts.iter().filter(|v| v.is_ok()).count() as u64;
+        let mut next_revision = match count {
+            0 => 0,
+            // The bump returns the last of the `n` new revisions.
+            n => bump_revision(&mut tx, n).await? - n + 1,
+        };
+        let out: Vec<Result<EntryRecord>> = verdicts
+            .into_iter()
+            .map(|verdict| {
+                verdict.map(|new| {
+                    let record = EntryRecord {
+                        entry: RegistrationEntry {
+                            revision: next_revision,
+                            ..new.entry
+                        },
+                        created_at,
+                        node: new.node,
+                    };
+                    next_revision += 1;
+                    record
+                })
+            })
+            .collect();
+        let stored: Vec<&EntryRecord> = out.iter().filter_map(|r| r.as_ref().ok()).collect();
+        for chunk in stored.chunks(MAX_PARAMS / ENTRY_COLUMN_COUNT) {
+            Self::insert_entries_in(&mut tx, chunk).await?;
         }
         tx.commit().await.map_err(backend)?;
         Ok(out)

@@ -421,3 +421,84 @@ async fn concurrent_serial_records_all_commit_and_a_revocation_finds_each() {
         assert_eq!(revoked.expires_at, 5000);
     }
 }
+
+#[test]
+fn the_entry_column_count_matches_the_column_list() {
+    assert_eq!(ENTRY_COLUMNS.split(',').count(), ENTRY_COLUMN_COUNT);
+}
+
+#[tokio::test]
+async fn a_large_batch_gets_consecutive_revisions_in_order_and_reads_back_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = open(&dir).await;
+    let parent = "spiffe://example.org/agent/1";
+    let before = ds.current_revision().await.unwrap();
+    // More rows than one INSERT statement takes.
+    let batch: Vec<NewEntry> = (0..300)
+        .map(|n| NewEntry {
+            entry: entry(n, parent, &["unix:uid:1"]),
+            node: n % 100 == 7,
+        })
+        .collect();
+    let results = ds.create_entries(batch, 9).await.unwrap();
+    let revisions: Vec<u64> = results
+        .iter()
+        .map(|r| r.as_ref().unwrap().entry.revision)
+        .collect();
+    assert_eq!(revisions, (before + 1..=before + 300).collect::<Vec<_>>());
+    assert_eq!(ds.current_revision().await.unwrap(), before + 300);
+    for result in [&results[0], &results[107], &results[299]] {
+        let created = result.as_ref().unwrap();
+        assert_eq!(
+            ds.get_entry(&created.entry.id).await.unwrap().as_ref(),
+            Some(created),
+            "stored as returned"
+        );
+    }
+    assert!(results[107].as_ref().unwrap().node);
+    // The same batch again: every entry refused, nothing stored, no revision.
+    let again: Vec<NewEntry> = (0..300)
+        .map(|n| NewEntry {
+            entry: entry(n, parent, &["unix:uid:1"]),
+            node: false,
+        })
+        .collect();
+    let refused = ds.create_entries(again, 10).await.unwrap();
+    assert!(refused
+        .iter()
+        .all(|r| matches!(r, Err(DataStoreError::AlreadyExists(_)))));
+    assert_eq!(ds.count_entries().await.unwrap(), 300);
+    assert_eq!(ds.current_revision().await.unwrap(), before + 300);
+}
+
+#[tokio::test]
+async fn an_id_taken_by_a_stored_or_an_earlier_batch_entry_is_refused_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = open(&dir).await;
+    let parent = "spiffe://example.org/agent/1";
+    ds.create_entry(entry(1, parent, &["unix:uid:1"]), 1)
+        .await
+        .unwrap();
+    let same_id = |n: u32, id: &str| NewEntry {
+        entry: RegistrationEntry {
+            id: id.into(),
+            ..entry(n, parent, &["unix:uid:1"])
+        },
+        node: false,
+    };
+    let results = ds
+        .create_entries(
+            vec![same_id(2, "entry-1"), same_id(3, "x"), same_id(4, "x")],
+            5,
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(&results[0], Err(DataStoreError::AlreadyExists(m)) if m == "entry id entry-1 already exists")
+    );
+    assert!(results[1].is_ok());
+    assert!(
+        matches!(&results[2], Err(DataStoreError::AlreadyExists(m)) if m == "entry id x already exists")
+    );
+    assert_eq!(ds.count_entries().await.unwrap(), 2);
+}
