@@ -428,7 +428,15 @@ impl SqliteDataStore {
                 .bind(rec.created_at)
                 .bind(rec.node);
         }
-        query.execute(&mut **tx).await.map_err(backend)?;
+        query.execute(&mut **tx).await.map_err(|e| match e {
+            sqlx::Error::Database(d) if d.is_unique_violation() => {
+                DataStoreError::AlreadyExists(match records {
+                    [one] => format!("entry id {} already exists", one.entry.id),
+                    _ => "an entry id of the batch already exists".into(),
+                })
+            }
+            other => backend(other),
+        })?;
         Ok(())
     }
 
@@ -456,35 +464,13 @@ impl SqliteDataStore {
             }
         }
         entry.revision = bump_revision(tx, 1).await?;
-        sqlx::query(&format!(
-            "INSERT INTO entries ({ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        ))
-        .bind(&entry.id)
-        .bind(entry.spiffe_id.to_string())
-        .bind(entry.parent_id.to_string())
-        .bind(selectors_json(&entry.selectors)?)
-        .bind(ttl_column(entry.x509_svid_ttl))
-        .bind(ttl_column(entry.jwt_svid_ttl))
-        .bind(to_json(&entry.dns_names)?)
-        .bind(&entry.hint)
-        .bind(entry.admin)
-        .bind(entry.downstream)
-        .bind(i64::try_from(entry.revision).unwrap_or(i64::MAX))
-        .bind(created_at)
-        .bind(node)
-        .execute(&mut **tx)
-        .await
-        .map_err(|e| match e {
-            sqlx::Error::Database(d) if d.is_unique_violation() => {
-                DataStoreError::AlreadyExists(format!("entry id {} already exists", entry.id))
-            }
-            other => backend(other),
-        })?;
-        Ok(EntryRecord {
+        let record = EntryRecord {
             entry,
             created_at,
             node,
-        })
+        };
+        Self::insert_entries_in(tx, &[&record]).await?;
+        Ok(record)
     }
 
     async fn insert_entry(
