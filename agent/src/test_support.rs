@@ -1,5 +1,6 @@
 //! Fakes shared by the crate's tests: a JWT minter that signs locally and
-//! counts its calls, so the JWT-SVID cache is tested without a server.
+//! counts its calls, so the JWT-SVID cache is tested without a server; and
+//! a registration entry with the defaults tests do not care about.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -8,9 +9,27 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use signet_core::jwt::{mint_jwt_svid, JwtSigner, MintParams};
-use signet_core::{Clock, SpiffeId};
+use signet_core::{Clock, RegistrationEntry, SpiffeId};
 
 use crate::cache::{JwtMinter, MintError, MintedJwt};
+
+/// An entry `id` for `spiffe_id` under `parent_id` with these selectors,
+/// default TTLs, no DNS names, revision 1.
+pub fn entry(id: &str, spiffe_id: &str, parent_id: &str, selectors: &[&str]) -> RegistrationEntry {
+    RegistrationEntry {
+        id: id.into(),
+        spiffe_id: SpiffeId::parse(spiffe_id).unwrap(),
+        parent_id: SpiffeId::parse(parent_id).unwrap(),
+        selectors: selectors.iter().map(|s| s.parse().unwrap()).collect(),
+        x509_svid_ttl: None,
+        jwt_svid_ttl: None,
+        dns_names: vec![],
+        hint: String::new(),
+        admin: false,
+        downstream: false,
+        revision: 1,
+    }
+}
 
 pub struct FakeMinter {
     pub signer: Arc<JwtSigner>,

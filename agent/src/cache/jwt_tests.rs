@@ -188,19 +188,12 @@ fn policy_snapshot(
         s.entries.insert(
             (*id).into(),
             super::super::CachedEntry {
-                entry: std::sync::Arc::new(signet_core::RegistrationEntry {
-                    id: (*id).into(),
-                    spiffe_id: me(),
-                    parent_id: SpiffeId::parse("spiffe://example.org/agent").unwrap(),
-                    selectors: vec![],
-                    x509_svid_ttl: None,
-                    jwt_svid_ttl: None,
-                    dns_names: vec![],
-                    hint: String::new(),
-                    admin: false,
-                    downstream: false,
-                    revision: 1,
-                }),
+                entry: std::sync::Arc::new(crate::test_support::entry(
+                    id,
+                    &me().to_string(),
+                    "spiffe://example.org/agent",
+                    &[],
+                )),
                 svid: None,
             },
         );

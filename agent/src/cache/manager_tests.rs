@@ -5,7 +5,7 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use rcgen::{Issuer, KeyPair};
 use rustls_pki_types::CertificateDer;
-use signet_core::{SpiffeId, TrustDomain};
+use signet_core::TrustDomain;
 
 use super::*;
 use crate::cache::persist::Restored;
@@ -146,19 +146,12 @@ fn start_with(
 }
 
 fn entry(id: &str, path: &str) -> RegistrationEntry {
-    RegistrationEntry {
-        id: id.into(),
-        spiffe_id: SpiffeId::parse(&format!("spiffe://example.org{path}")).unwrap(),
-        parent_id: SpiffeId::parse("spiffe://example.org/agent").unwrap(),
-        selectors: vec!["unix:uid:1000".parse().unwrap()],
-        x509_svid_ttl: None,
-        jwt_svid_ttl: None,
-        dns_names: vec![],
-        hint: String::new(),
-        admin: false,
-        downstream: false,
-        revision: 1,
-    }
+    crate::test_support::entry(
+        id,
+        &format!("spiffe://example.org{path}"),
+        "spiffe://example.org/agent",
+        &["unix:uid:1000"],
+    )
 }
 
 async fn settle() {

@@ -136,23 +136,15 @@ impl Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use signet_core::SpiffeId;
 
     fn entry(id: &str, selectors: &[&str]) -> CachedEntry {
         CachedEntry {
-            entry: Arc::new(RegistrationEntry {
-                id: id.into(),
-                spiffe_id: SpiffeId::parse("spiffe://example.org/w").unwrap(),
-                parent_id: SpiffeId::parse("spiffe://example.org/agent").unwrap(),
-                selectors: selectors.iter().map(|s| s.parse().unwrap()).collect(),
-                x509_svid_ttl: None,
-                jwt_svid_ttl: None,
-                dns_names: vec![],
-                hint: String::new(),
-                admin: false,
-                downstream: false,
-                revision: 1,
-            }),
+            entry: Arc::new(crate::test_support::entry(
+                id,
+                "spiffe://example.org/w",
+                "spiffe://example.org/agent",
+                selectors,
+            )),
             svid: None,
         }
     }

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use signet_core::{RegistrationEntry, SpiffeId, SystemClock, TrustDomain};
+use signet_core::{SpiffeId, SystemClock, TrustDomain};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -41,19 +41,12 @@ fn agent_svid(not_after: SystemTime) -> Arc<AgentSvid> {
 
 fn snapshot_with_svid(serial: &str) -> Arc<Snapshot> {
     let td = TrustDomain::new("example.org").unwrap();
-    let entry = RegistrationEntry {
-        id: "e1".into(),
-        spiffe_id: SpiffeId::parse("spiffe://example.org/app").unwrap(),
-        parent_id: SpiffeId::parse("spiffe://example.org/signet/agent/x").unwrap(),
-        selectors: vec!["unix:uid:1000".parse().unwrap()],
-        x509_svid_ttl: None,
-        jwt_svid_ttl: None,
-        dns_names: vec![],
-        hint: String::new(),
-        admin: false,
-        downstream: false,
-        revision: 1,
-    };
+    let entry = crate::test_support::entry(
+        "e1",
+        "spiffe://example.org/app",
+        "spiffe://example.org/signet/agent/x",
+        &["unix:uid:1000"],
+    );
     let svid = Arc::new(Svid {
         chain: vec![vec![1]],
         key_pkcs8: vec![],

@@ -76,24 +76,13 @@ pub async fn follow(
 mod tests {
     use super::*;
     use crate::cache::{CachedEntry, Svid};
+    use crate::test_support::entry;
 
     fn snapshot_of(pairs: &[(&str, &str)]) -> Snapshot {
         let td = signet_core::TrustDomain::new("example.org").unwrap();
         let mut snapshot = Snapshot::empty(td);
         for (id, serial) in pairs {
-            let entry = signet_core::RegistrationEntry {
-                id: (*id).to_owned(),
-                spiffe_id: signet_core::SpiffeId::parse("spiffe://example.org/w").unwrap(),
-                parent_id: signet_core::SpiffeId::parse("spiffe://example.org/a").unwrap(),
-                selectors: vec![],
-                x509_svid_ttl: None,
-                jwt_svid_ttl: None,
-                dns_names: vec![],
-                hint: String::new(),
-                admin: false,
-                downstream: false,
-                revision: 1,
-            };
+            let entry = entry(id, "spiffe://example.org/w", "spiffe://example.org/a", &[]);
             let svid = Svid {
                 chain: vec![],
                 key_pkcs8: vec![],
