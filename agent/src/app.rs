@@ -37,6 +37,7 @@ use crate::workload_api::{self, WorkloadApi};
 /// Runs the agent until `shutdown` completes or a part fails for good.
 pub async fn run(config: RuntimeConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let serve_settings = serve_settings(&config);
     let storage = Storage::open(&config.data_dir)?;
     let health = Health::new(config.max_clock_skew);
     let health_file = health::health_path(&config.socket_path);
@@ -105,7 +106,9 @@ pub async fn run(config: RuntimeConfig, shutdown: impl Future<Output = ()>) -> a
     // Streams never finish on their own: on shutdown they are ended with
     // Unavailable (drain) and then the server is dropped.
     tasks.spawn(async move {
-        if let Err(e) = workload_api::serve(listener, api, std::future::pending()).await {
+        if let Err(e) =
+            workload_api::serve(listener, api, serve_settings, std::future::pending()).await
+        {
             tracing::error!(error = %e, "Workload API stopped");
         }
     });
@@ -228,6 +231,40 @@ async fn drain(socket: &std::path::Path, drain_tx: &watch::Sender<bool>, metrics
     }
     // The last answers are written by the connection tasks.
     tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+/// How many descriptors a Workload API connection takes: its socket and
+/// the caller's pidfd.
+const FDS_PER_CONNECTION: u64 = 2;
+/// Descriptors kept free of connections: files, D-Bus, the Node API, logs.
+const FDS_RESERVED: u64 = 256;
+
+/// The Workload API's connection settings, the total capped to what the
+/// open-file limit (raised to its hard limit first) can take.
+fn serve_settings(config: &RuntimeConfig) -> workload_api::ServeSettings {
+    let mut limits = config.workload_api;
+    match signet_runtime::rlimit::raise_nofile() {
+        Ok(nofile) => {
+            let fit = signet_runtime::rlimit::connections_within(
+                nofile.soft,
+                FDS_PER_CONNECTION,
+                FDS_RESERVED,
+            );
+            if fit < limits.max_connections {
+                tracing::info!(
+                    nofile = nofile.soft,
+                    max_connections = fit,
+                    "the open-file limit caps Workload API connections"
+                );
+                limits.max_connections = fit;
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot read the open-file limit"),
+    }
+    workload_api::ServeSettings {
+        procfs_root: config.procfs_root.clone(),
+        limits,
+    }
 }
 
 /// The configured workload attestors, composed with their timeout, their

@@ -13,7 +13,8 @@ use signet_core::TrustDomain;
 pub const DEFAULT_TRUST_DOMAIN: &str = "example.org";
 pub const DEFAULT_DATA_DIR: &str = ".data/agent";
 pub const DEFAULT_SERVER_ADDRESS: &str = "127.0.0.1:8081";
-pub const DEFAULT_SOCKET_PATH: &str = "/tmp/signet-agent/public/api.sock";
+/// Where the packaged agent serves (the unit's `RuntimeDirectory=`).
+pub const PACKAGED_SOCKET_PATH: &str = "/run/signet-agent/public/api.sock";
 pub const DEFAULT_PROCFS_ROOT: &str = "/proc";
 /// Binaries larger than this are not hashed for the `unix:sha256` selector.
 pub const DEFAULT_HASH_SIZE_LIMIT: u64 = 256 * 1024 * 1024;
@@ -25,6 +26,25 @@ pub const DEFAULT_MAX_CLOCK_SKEW: Duration = Duration::from_secs(30);
 pub const DEFAULT_ATTESTOR_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long one Docker Engine API call may take.
 pub const DEFAULT_DOCKER_TIMEOUT: Duration = Duration::from_secs(2);
+/// Workload API connections one uid may hold open at once (a node with a
+/// hundred containers all running as root holds a few hundred).
+pub const DEFAULT_MAX_CONNECTIONS_PER_UID: usize = 1024;
+/// Workload API connections in all; the open-file limit may lower it.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
+
+/// Upper bounds of the duration settings: a value above is a typo or an
+/// attack on the arithmetic, and is refused naming the setting.
+pub const MAX_JWT_LEEWAY: Duration = Duration::from_secs(3600);
+pub const MAX_CLOCK_SKEW_SETTING: Duration = Duration::from_secs(24 * 3600);
+pub const MAX_ATTESTOR_TIMEOUT: Duration = Duration::from_secs(60);
+pub const MAX_FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(3600);
+pub const MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
+/// The Workload API socket when nothing names one: the packaged path for
+/// root, else under `$XDG_RUNTIME_DIR` (see [`signet_runtime::dirs::runtime_dir`]).
+pub fn default_socket_path() -> PathBuf {
+    signet_runtime::dirs::runtime_dir("signet-agent").join("public/api.sock")
+}
 
 pub use signet_core::duration::ConfigDuration;
 
@@ -66,6 +86,92 @@ pub struct FileConfig {
     pub attestor_timeout: Option<ConfigDuration>,
     pub workload_attestor: Option<WorkloadAttestorSection>,
     pub telemetry: Option<TelemetrySection>,
+    pub workload_api: Option<WorkloadApiSection>,
+}
+
+/// `[workload_api]`: what callers may hold open.
+#[derive(Debug, Default, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadApiSection {
+    pub max_connections_per_uid: Option<usize>,
+    pub max_connections: Option<usize>,
+    pub first_request_timeout: Option<ConfigDuration>,
+    pub idle_timeout: Option<ConfigDuration>,
+}
+
+/// Connection bounds of the Workload API, decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkloadApiLimits {
+    pub max_connections_per_uid: usize,
+    pub max_connections: usize,
+    pub timeouts: signet_runtime::conn::Timeouts,
+}
+
+impl Default for WorkloadApiLimits {
+    fn default() -> Self {
+        Self {
+            max_connections_per_uid: DEFAULT_MAX_CONNECTIONS_PER_UID,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            timeouts: signet_runtime::conn::Timeouts::default(),
+        }
+    }
+}
+
+impl WorkloadApiSection {
+    fn limits(self) -> Result<WorkloadApiLimits, ConfigError> {
+        let d = WorkloadApiLimits::default();
+        let count = |v: Option<usize>, default: usize, name: &'static str| match v {
+            Some(0) => Err(ConfigError::Duration(name, "must be at least 1".into())),
+            Some(n) => Ok(n),
+            None => Ok(default),
+        };
+        Ok(WorkloadApiLimits {
+            max_connections_per_uid: count(
+                self.max_connections_per_uid,
+                d.max_connections_per_uid,
+                "workload_api.max_connections_per_uid",
+            )?,
+            max_connections: count(
+                self.max_connections,
+                d.max_connections,
+                "workload_api.max_connections",
+            )?,
+            timeouts: signet_runtime::conn::Timeouts {
+                first_request: bounded(
+                    "workload_api.first_request_timeout",
+                    self.first_request_timeout.map(|c| c.0),
+                    d.timeouts.first_request,
+                    MAX_FIRST_REQUEST_TIMEOUT,
+                )?,
+                idle: bounded(
+                    "workload_api.idle_timeout",
+                    self.idle_timeout.map(|c| c.0),
+                    d.timeouts.idle,
+                    MAX_IDLE_TIMEOUT,
+                )?,
+            },
+        })
+    }
+}
+
+/// `value` (or `default`), above zero and at most `max`.
+fn bounded(
+    name: &'static str,
+    value: Option<Duration>,
+    default: Duration,
+    max: Duration,
+) -> Result<Duration, ConfigError> {
+    let d = value.unwrap_or(default);
+    if d.is_zero() {
+        return Err(ConfigError::Duration(name, "must be above 0".into()));
+    }
+    if d > max {
+        return Err(ConfigError::Duration(
+            name,
+            format!("{}s is above the limit of {}s", d.as_secs(), max.as_secs()),
+        ));
+    }
+    Ok(d)
 }
 
 /// The workload attestors an agent can run, by their config name.
@@ -243,6 +349,7 @@ pub struct RuntimeConfig {
     pub docker: Option<DockerSettings>,
     /// HTTP address for `/live`, `/ready`, `/metrics`; none when unset.
     pub telemetry_bind: Option<std::net::SocketAddr>,
+    pub workload_api: WorkloadApiLimits,
 }
 
 impl RuntimeConfig {
@@ -283,14 +390,28 @@ impl RuntimeConfig {
             (None, false) => Bootstrap::DataDir,
         };
         let jwt_leeway = match &args.jwt_leeway {
-            Some(text) => parse_duration(text)
-                .map_err(|e| ConfigError::Duration("--jwt-leeway", e.to_string()))?,
-            None => file.jwt_leeway.map_or(DEFAULT_JWT_LEEWAY, |d| d.0),
+            Some(text) => {
+                let d = parse_duration(text)
+                    .map_err(|e| ConfigError::Duration("--jwt-leeway", e.to_string()))?;
+                at_most("--jwt-leeway", d, MAX_JWT_LEEWAY)?
+            }
+            None => at_most(
+                "jwt_leeway",
+                file.jwt_leeway.map_or(DEFAULT_JWT_LEEWAY, |d| d.0),
+                MAX_JWT_LEEWAY,
+            )?,
         };
         let max_clock_skew = match &args.max_clock_skew {
-            Some(text) => parse_duration(text)
-                .map_err(|e| ConfigError::Duration("--max-clock-skew", e.to_string()))?,
-            None => file.max_clock_skew.map_or(DEFAULT_MAX_CLOCK_SKEW, |d| d.0),
+            Some(text) => {
+                let d = parse_duration(text)
+                    .map_err(|e| ConfigError::Duration("--max-clock-skew", e.to_string()))?;
+                at_most("--max-clock-skew", d, MAX_CLOCK_SKEW_SETTING)?
+            }
+            None => at_most(
+                "max_clock_skew",
+                file.max_clock_skew.map_or(DEFAULT_MAX_CLOCK_SKEW, |d| d.0),
+                MAX_CLOCK_SKEW_SETTING,
+            )?,
         };
         let mut workload_attestors = Vec::new();
         for kind in file.workload_attestors.unwrap_or_else(|| {
@@ -304,23 +425,26 @@ impl RuntimeConfig {
                 workload_attestors.push(kind);
             }
         }
-        let attestor_timeout = file
-            .attestor_timeout
-            .map_or(DEFAULT_ATTESTOR_TIMEOUT, |d| d.0);
-        if attestor_timeout.is_zero() {
-            return Err(ConfigError::Duration(
-                "attestor_timeout",
-                "must be above 0".into(),
-            ));
-        }
-        let docker = file
-            .workload_attestor
-            .and_then(|w| w.docker)
-            .map(|d| DockerSettings {
+        let attestor_timeout = bounded(
+            "attestor_timeout",
+            file.attestor_timeout.map(|d| d.0),
+            DEFAULT_ATTESTOR_TIMEOUT,
+            MAX_ATTESTOR_TIMEOUT,
+        )?;
+        let docker = match file.workload_attestor.and_then(|w| w.docker) {
+            None => None,
+            Some(d) => Some(DockerSettings {
                 socket_path: d.socket_path,
                 env_allow: d.env_allow,
-                timeout: d.timeout.map_or(DEFAULT_DOCKER_TIMEOUT, |t| t.0),
-            });
+                timeout: bounded(
+                    "workload_attestor.docker.timeout",
+                    d.timeout.map(|t| t.0),
+                    DEFAULT_DOCKER_TIMEOUT,
+                    MAX_ATTESTOR_TIMEOUT,
+                )?,
+            }),
+        };
+        let workload_api = file.workload_api.unwrap_or_default().limits()?;
         if docker
             .as_ref()
             .is_some_and(|d| d.socket_path.as_os_str().is_empty())
@@ -339,7 +463,7 @@ impl RuntimeConfig {
                 .socket_path
                 .clone()
                 .or(file.socket_path)
-                .unwrap_or_else(|| DEFAULT_SOCKET_PATH.into()),
+                .unwrap_or_else(default_socket_path),
             join_token,
             x509pop: file.node_attestor.and_then(|n| n.x509pop),
             bootstrap,
@@ -352,8 +476,20 @@ impl RuntimeConfig {
             attestor_timeout,
             docker,
             telemetry_bind: args.telemetry_bind.or(file.telemetry.and_then(|t| t.bind)),
+            workload_api,
         })
     }
+}
+
+/// `d`, unless it is above `max` (zero allowed: no leeway, no skew).
+fn at_most(name: &'static str, d: Duration, max: Duration) -> Result<Duration, ConfigError> {
+    if d > max {
+        return Err(ConfigError::Duration(
+            name,
+            format!("{}s is above the limit of {}s", d.as_secs(), max.as_secs()),
+        ));
+    }
+    Ok(d)
 }
 
 #[cfg(test)]
@@ -366,10 +502,8 @@ mod tests {
         assert_eq!(c.trust_domain.as_str(), "example.org");
         assert_eq!(c.data_dir, PathBuf::from(".data/agent"));
         assert_eq!(c.server_address, "127.0.0.1:8081");
-        assert_eq!(
-            c.socket_path,
-            PathBuf::from("/tmp/signet-agent/public/api.sock")
-        );
+        assert_eq!(c.socket_path, default_socket_path());
+        assert_eq!(c.workload_api, WorkloadApiLimits::default());
         assert_eq!(c.bootstrap, Bootstrap::DataDir);
         assert_eq!(c.join_token, None);
         assert_eq!(c.jwt_leeway, Duration::from_secs(30));
@@ -550,5 +684,55 @@ mod tests {
             ..Default::default()
         };
         assert!(RuntimeConfig::merge(FileConfig::default(), &args).is_err());
+    }
+
+    #[test]
+    fn durations_above_their_bound_are_refused_naming_the_setting() {
+        let err = |file: &str, args: RunArgs| {
+            RuntimeConfig::merge(FileConfig::parse(file).unwrap(), &args)
+                .unwrap_err()
+                .to_string()
+        };
+        let e = err("jwt_leeway = \"1000000d\"", RunArgs::default());
+        assert!(
+            e.starts_with("invalid jwt_leeway: 86400000000s is above the limit of 3600s"),
+            "{e}"
+        );
+        let e = err(
+            "",
+            RunArgs {
+                max_clock_skew: Some("3000000d".into()),
+                ..Default::default()
+            },
+        );
+        assert!(e.starts_with("invalid --max-clock-skew:"), "{e}");
+        let e = err("attestor_timeout = \"2h\"", RunArgs::default());
+        assert!(e.starts_with("invalid attestor_timeout:"), "{e}");
+        let e = err(
+            "[workload_api]\nidle_timeout = \"400d\"",
+            RunArgs::default(),
+        );
+        assert!(e.starts_with("invalid workload_api.idle_timeout:"), "{e}");
+        let e = err(
+            "[workload_api]\nmax_connections_per_uid = 0",
+            RunArgs::default(),
+        );
+        assert!(e.contains("workload_api.max_connections_per_uid"), "{e}");
+    }
+
+    #[test]
+    fn workload_api_limits_from_the_file() {
+        let file = FileConfig::parse(
+            "[workload_api]\nmax_connections_per_uid = 8\nmax_connections = 100\nfirst_request_timeout = \"2s\"\nidle_timeout = \"1m\"\n",
+        )
+        .unwrap();
+        let c = RuntimeConfig::merge(file, &RunArgs::default()).unwrap();
+        assert_eq!(c.workload_api.max_connections_per_uid, 8);
+        assert_eq!(c.workload_api.max_connections, 100);
+        assert_eq!(
+            c.workload_api.timeouts.first_request,
+            Duration::from_secs(2)
+        );
+        assert_eq!(c.workload_api.timeouts.idle, Duration::from_secs(60));
     }
 }

@@ -4,7 +4,7 @@
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 const KEY_FILE: &str = "agent_key.pem";
@@ -23,6 +23,8 @@ pub enum StorageError {
         path: PathBuf,
         source: signet_core::pem::PemError,
     },
+    #[error("agent data dir: {0}")]
+    Directory(#[from] signet_runtime::dirs::DirError),
 }
 
 /// What the agent persists between restarts.
@@ -38,13 +40,10 @@ pub struct Storage {
 }
 
 impl Storage {
-    /// Creates the data dir (0700) if missing.
+    /// Creates the data dir (0700) if missing; refuses one another user
+    /// owns or can write to (it would hold our key).
     pub fn open(dir: &Path) -> Result<Self, StorageError> {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|source| io_err(dir, source))?;
+        signet_runtime::dirs::ensure_own_dir(dir, 0o700)?;
         Ok(Self {
             dir: dir.to_owned(),
         })

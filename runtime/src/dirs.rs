@@ -24,7 +24,9 @@ pub enum DirError {
         owner: u32,
         expected: u32,
     },
-    #[error("{path} (mode {mode:04o}) is writable by users other than its owner; make it `chmod go-w`")]
+    #[error(
+        "{path} (mode {mode:04o}) is writable by users other than its owner; make it `chmod go-w`"
+    )]
     WritableByOthers { path: PathBuf, mode: u32 },
     #[error("{path}, a parent of {dir}, belongs to uid {owner} and is writable by others without the sticky bit (mode {mode:04o}): anyone could replace {dir}")]
     UnsafeParent {

@@ -18,9 +18,13 @@ use crate::node_client::LateConnector;
 
 /// A bound on one mint round trip.
 const MINT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Above this many cached tokens, expired ones are swept and, if still too
-/// many, those expiring first are dropped.
+/// Above this many cached tokens, or this many bytes of them, expired ones
+/// are swept and, if still too many, those expiring first are dropped. Bytes
+/// count too: a token's size grows with its audiences, which a caller picks.
 const MAX_CACHED: usize = 4096;
+const MAX_CACHED_BYTES: usize = 8 << 20;
+/// What a cached token costs beyond its strings (map slot, times, Arcs).
+const ENTRY_OVERHEAD: usize = 160;
 
 /// A token as the server minted it.
 #[derive(Clone, PartialEq, Eq)]
@@ -331,10 +335,23 @@ fn check_subject(t: MintedJwt, spiffe_id: &str) -> Result<Cached, MintError> {
     }
 }
 
-/// Drops expired tokens, then, over the bound, the soonest-expiring ones.
+/// The memory one cached token takes, about.
+fn cost(key: &Key, c: &Cached) -> usize {
+    let audience: usize = key.audience.iter().map(|a| a.len() + 24).sum();
+    ENTRY_OVERHEAD
+        + key.entry_id.len()
+        + key.spiffe_id.len()
+        + audience
+        + c.jwt.token.len()
+        + c.kid.len()
+        + c.jti.len()
+}
+
+/// Drops expired tokens, then, over either bound, the soonest-expiring ones.
 fn evict(tokens: &mut HashMap<Key, Cached>, now: SystemTime) {
     tokens.retain(|_, c| c.jwt.is_valid_at(now));
-    if tokens.len() <= MAX_CACHED {
+    let mut bytes: usize = tokens.iter().map(|(k, c)| cost(k, c)).sum();
+    if tokens.len() <= MAX_CACHED && bytes <= MAX_CACHED_BYTES {
         return;
     }
     let mut by_expiry: Vec<(SystemTime, Key)> = tokens
@@ -342,9 +359,13 @@ fn evict(tokens: &mut HashMap<Key, Cached>, now: SystemTime) {
         .map(|(k, c)| (c.jwt.expires_at, k.clone()))
         .collect();
     by_expiry.sort_by_key(|a| a.0);
-    let excess = tokens.len() - MAX_CACHED;
-    for (_, key) in by_expiry.into_iter().take(excess) {
-        tokens.remove(&key);
+    for (_, key) in by_expiry {
+        if tokens.len() <= MAX_CACHED && bytes <= MAX_CACHED_BYTES {
+            break;
+        }
+        if let Some(c) = tokens.remove(&key) {
+            bytes = bytes.saturating_sub(cost(&key, &c));
+        }
     }
 }
 

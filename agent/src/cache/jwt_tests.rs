@@ -155,6 +155,43 @@ fn cache_is_bounded() {
     );
 }
 
+#[test]
+fn cache_is_bounded_in_bytes_when_tokens_are_large() {
+    // 200 distinct sets of the most audiences a request may carry: each
+    // token is ~6 KB, so the count bound alone would keep them all.
+    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
+    let mut tokens = HashMap::new();
+    let big = "x".repeat(signet_core::jwt::MAX_AUDIENCE_BYTES / 32);
+    for i in 0..2000 {
+        let audience: Vec<String> = (0..32).map(|j| format!("{i}-{j}-{big}")).collect();
+        let token = "t".repeat(audience.iter().map(String::len).sum::<usize>() + 500);
+        tokens.insert(
+            Key {
+                entry_id: "e".into(),
+                spiffe_id: ME.into(),
+                audience,
+            },
+            Cached {
+                jwt: MintedJwt {
+                    token,
+                    issued_at: now,
+                    expires_at: now + Duration::from_secs(100 + i as u64),
+                },
+                kid: String::new(),
+                jti: String::new(),
+            },
+        );
+        evict(&mut tokens, now);
+    }
+    let bytes: usize = tokens.iter().map(|(k, c)| cost(k, c)).sum();
+    assert!(bytes <= MAX_CACHED_BYTES, "{bytes}");
+    assert!(
+        tokens.len() < 2000 && tokens.len() > 500,
+        "{}",
+        tokens.len()
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn minted_token_validates_against_the_signer_key() {
     let (minter, cache, clock) = setup(Duration::from_secs(300), Duration::ZERO);

@@ -13,19 +13,31 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Request;
 
-use crate::config::DEFAULT_SOCKET_PATH;
+use crate::config::{default_socket_path, PACKAGED_SOCKET_PATH};
 
 pub const SOCKET_ENV: &str = "SPIFFE_ENDPOINT_SOCKET";
 
 /// Flag, then `$SPIFFE_ENDPOINT_SOCKET` (`unix:///path` or a plain path),
-/// then the default.
+/// then the packaged agent's socket if there is one, then this user's
+/// default (where an agent run by this user listens).
 pub fn resolve_socket(flag: Option<&Path>) -> anyhow::Result<PathBuf> {
     if let Some(p) = flag {
         return Ok(p.to_owned());
     }
     match std::env::var(SOCKET_ENV) {
         Ok(v) if !v.is_empty() => parse_endpoint(&v),
-        _ => Ok(PathBuf::from(DEFAULT_SOCKET_PATH)),
+        _ if Path::new(PACKAGED_SOCKET_PATH).exists() => Ok(PathBuf::from(PACKAGED_SOCKET_PATH)),
+        _ => {
+            let path = default_socket_path();
+            // Under /tmp anyone could have made the directory first: only
+            // one of our own is trusted (the agent refuses any other too).
+            if let Some(dir) = path.parent().filter(|_| path.starts_with("/tmp")) {
+                if dir.exists() {
+                    signet_runtime::dirs::check_own_dir(dir)?;
+                }
+            }
+            Ok(path)
+        }
     }
 }
 

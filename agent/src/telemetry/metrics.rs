@@ -20,6 +20,11 @@ pub struct AttestorLabel {
     pub attestor: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
 /// The Workload API's RPCs, as the `method` label spells them.
 pub const WORKLOAD_API_METHODS: &[&str] = &[
     "FetchX509SVID",
@@ -49,6 +54,9 @@ pub struct Metrics {
     pub seconds_to_next_expiry: Gauge<f64, AtomicU64>,
     /// Time to answer a Workload API call (for streams: to the first answer).
     pub workload_api_duration: Histograms,
+    /// Workload API connections refused at accept, by reason
+    /// (`uid_limit`, `total_limit`).
+    pub refused_connections: Family<ReasonLabel, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -76,6 +84,7 @@ impl Metrics {
             svids_held: Gauge::default(),
             seconds_to_next_expiry: Gauge::default(),
             workload_api_duration: Family::new_with_constructor(latency_histogram),
+            refused_connections: Family::default(),
         };
         registry.register(
             "svids_issued",
@@ -113,6 +122,11 @@ impl Metrics {
             m.seconds_to_next_expiry.clone(),
         );
         registry.register(
+            "workload_api_refused_connections",
+            "Workload API connections refused at accept (reason: uid_limit, total_limit)",
+            m.refused_connections.clone(),
+        );
+        registry.register(
             "workload_api_duration_seconds",
             "Workload API call latency (streams: until the first answer)",
             m.workload_api_duration.clone(),
@@ -133,6 +147,14 @@ impl Metrics {
             tracing::warn!(error = %e, "cannot encode the metrics");
         }
         out
+    }
+
+    pub fn refused_connection(&self, reason: &str) {
+        self.refused_connections
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_owned(),
+            })
+            .inc();
     }
 
     pub fn observe_call(&self, method: &str, seconds: f64) {

@@ -18,18 +18,13 @@ use super::x509::no_identity;
 use crate::cache::{CachedEntry, JwtSvidCache, Snapshot};
 
 pub const AUDIENCE_REQUIRED: &str = "audience must be specified";
-pub const EMPTY_AUDIENCE: &str = "audience must not contain an empty value";
 pub const SVID_REQUIRED: &str = "svid must be specified";
 pub const REVOKED: &str = "token has been revoked";
 
 /// The requested SPIFFE ID, if any, once the request is known to be sound.
 pub fn check_fetch_request(request: &JwtsvidRequest) -> Result<Option<SpiffeId>, Status> {
-    if request.audience.is_empty() {
-        return Err(Status::invalid_argument(AUDIENCE_REQUIRED));
-    }
-    if request.audience.iter().any(String::is_empty) {
-        return Err(Status::invalid_argument(EMPTY_AUDIENCE));
-    }
+    signet_core::jwt::check_audience(&request.audience)
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
     if request.spiffe_id.is_empty() {
         return Ok(None);
     }
@@ -103,6 +98,30 @@ pub async fn fetch_jwt_svids(
     Ok(JwtsvidResponse { svids })
 }
 
+/// An audience and a token, each within its bound.
+pub fn check_validate_request(request: &ValidateJwtsvidRequest) -> Result<(), Status> {
+    use signet_core::jwt::{MAX_AUDIENCE_BYTES, MAX_TOKEN_BYTES};
+    if request.audience.is_empty() {
+        return Err(Status::invalid_argument(AUDIENCE_REQUIRED));
+    }
+    if request.svid.is_empty() {
+        return Err(Status::invalid_argument(SVID_REQUIRED));
+    }
+    if request.audience.len() > MAX_AUDIENCE_BYTES {
+        return Err(Status::invalid_argument(format!(
+            "audience of {} bytes; at most {MAX_AUDIENCE_BYTES} are allowed",
+            request.audience.len()
+        )));
+    }
+    if request.svid.len() > MAX_TOKEN_BYTES {
+        return Err(Status::invalid_argument(format!(
+            "svid of {} bytes; at most {MAX_TOKEN_BYTES} are allowed",
+            request.svid.len()
+        )));
+    }
+    Ok(())
+}
+
 /// Validates locally; any caller may validate (as SPIRE allows), since the
 /// answer holds no secret and only uses public keys.
 pub fn validate(
@@ -111,12 +130,7 @@ pub fn validate(
     now: SystemTime,
     leeway: Duration,
 ) -> Result<ValidateJwtsvidResponse, Status> {
-    if request.audience.is_empty() {
-        return Err(Status::invalid_argument(AUDIENCE_REQUIRED));
-    }
-    if request.svid.is_empty() {
-        return Err(Status::invalid_argument(SVID_REQUIRED));
-    }
+    check_validate_request(request)?;
     let validated = validate_jwt_svid(
         &request.svid,
         &request.audience,

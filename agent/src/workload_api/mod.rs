@@ -12,11 +12,12 @@ pub mod x509;
 
 use std::collections::HashSet;
 use std::future::Future;
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
-use std::path::Path;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use signet_core::{Clock, Selector};
 use signet_proto::workload::spiffe_workload_api_server::{
     SpiffeWorkloadApi, SpiffeWorkloadApiServer,
@@ -26,16 +27,21 @@ use signet_proto::workload::{
     ValidateJwtsvidResponse, X509BundlesRequest, X509BundlesResponse, X509svidRequest,
     X509svidResponse,
 };
-use tokio::net::UnixListener;
+use signet_runtime::conn::{
+    accepted, ActivityLayer, ConnInfo, ConnectionTracker, Guarded, Refusal,
+};
+use signet_runtime::throttle::LogThrottle;
+use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
-use tokio_stream::StreamExt;
-use tonic::transport::server::UdsConnectInfo;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use crate::attest::workload::peer::PeerPin;
 use crate::attest::workload::{AttestOptions, PeerInfo, WorkloadAttestor};
 use crate::cache::{JwtSvidCache, Snapshot};
+use crate::config::WorkloadApiLimits;
 use crate::telemetry::Metrics;
+use authority::{RelayedStream, WorkloadPeer};
 use header::check_security_header;
 use stream::channel_with_first;
 use x509::X509State;
@@ -49,6 +55,8 @@ pub enum WorkloadApiError {
         path: String,
         source: std::io::Error,
     },
+    #[error("Workload API socket directory: {0}")]
+    Directory(#[from] signet_runtime::dirs::DirError),
     #[error("Workload API server: {0}")]
     Serve(#[from] tonic::transport::Error),
 }
@@ -143,10 +151,12 @@ impl WorkloadApi {
     ) -> Result<(Arc<Snapshot>, HashSet<Selector>), Status> {
         check_security_header(request)?;
         let snapshot = self.ready_snapshot()?;
-        let cred = request
+        let caller = request
             .extensions()
-            .get::<UdsConnectInfo>()
-            .and_then(|info| info.peer_cred)
+            .get::<ConnInfo<WorkloadPeer>>()
+            .map(|info| &info.peer);
+        let (cred, pin) = caller
+            .and_then(|c| c.uds.peer_cred.map(|cred| (cred, &c.pin)))
             .ok_or_else(|| Status::unavailable("caller credentials are unknown"))?;
         let peer = PeerInfo {
             pid: cred.pid(),
@@ -156,7 +166,13 @@ impl WorkloadApi {
         let options = AttestOptions {
             hash_binary: uses_binary_hash(&snapshot),
         };
-        let selectors = self.attestor.attest(&peer, options).await.map_err(|e| {
+        // The selectors count only if the process that connected, running
+        // what it ran then, is the one they were read from.
+        let attested = match self.attestor.attest(&peer, options).await {
+            Ok(selectors) => pin.verify().map(|()| selectors),
+            Err(e) => Err(e),
+        };
+        let selectors = attested.map_err(|e| {
             self.metrics.attestation_failures.inc();
             tracing::warn!(pid = ?peer.pid, uid = peer.uid, error = %e, "workload attestation failed");
             Status::unavailable(format!("workload attestation failed: {e}"))
@@ -254,12 +270,7 @@ impl WorkloadApi {
         // Any caller may validate (as in SPIRE): only public keys are used,
         // so the caller is not attested.
         let request = request.into_inner();
-        if request.audience.is_empty() {
-            return Err(Status::invalid_argument(jwt::AUDIENCE_REQUIRED));
-        }
-        if request.svid.is_empty() {
-            return Err(Status::invalid_argument(jwt::SVID_REQUIRED));
-        }
+        jwt::check_validate_request(&request)?;
         let snapshot = self.ready_snapshot()?;
         let response = jwt::validate(&snapshot, &request, self.clock.now(), self.jwt_leeway)?;
         Ok(Response::new(response))
@@ -323,21 +334,17 @@ impl SpiffeWorkloadApi for WorkloadApi {
     }
 }
 
-/// Binds the socket: parent dir created (0755) if missing, a stale socket
-/// from a previous run removed, the socket itself world-connectable (0777).
+/// Binds the socket: its directory created 0755 if missing and refused if
+/// another user owns it or can write to it (they could swap the socket), a
+/// stale socket from a previous run removed, the socket itself
+/// world-connectable (0777).
 pub fn bind(path: &Path) -> Result<UnixListener, WorkloadApiError> {
     let err = |source| WorkloadApiError::Socket {
         path: path.display().to_string(),
         source,
     };
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        if !parent.exists() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o755)
-                .create(parent)
-                .map_err(err)?;
-        }
+        signet_runtime::dirs::ensure_own_dir(parent, 0o755)?;
     }
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path).map_err(err)?,
@@ -354,20 +361,85 @@ pub fn bind(path: &Path) -> Result<UnixListener, WorkloadApiError> {
     Ok(listener)
 }
 
-/// Serves the Workload API on `listener` until `shutdown` completes.
+/// How the Workload API takes connections.
+#[derive(Debug, Clone)]
+pub struct ServeSettings {
+    /// Where callers' processes are read, to pin them at accept.
+    pub procfs_root: PathBuf,
+    pub limits: WorkloadApiLimits,
+}
+
+impl Default for ServeSettings {
+    fn default() -> Self {
+        Self {
+            procfs_root: crate::config::DEFAULT_PROCFS_ROOT.into(),
+            limits: WorkloadApiLimits::default(),
+        }
+    }
+}
+
+type Served = Guarded<RelayedStream, u32>;
+
+/// Serves the Workload API on `listener` until `shutdown` completes. Each
+/// connection counts against its uid's cap and the total, its caller is
+/// pinned, and it is closed when idle (see `signet_runtime::conn`).
 pub async fn serve(
     listener: UnixListener,
     api: WorkloadApi,
+    settings: ServeSettings,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), WorkloadApiError> {
+    let limits = settings.limits;
+    let tracker = ConnectionTracker::new(limits.max_connections_per_uid, limits.max_connections);
+    let refused = Arc::new(LogThrottle::default());
+    let metrics = api.metrics.clone();
+    let incoming = accepted(listener, "Workload API").filter_map(move |(stream, _)| {
+        let admitted = admit(stream, &tracker, &settings, &refused, &metrics);
+        futures::future::ready(admitted.map(Ok::<_, std::io::Error>))
+    });
     tonic::transport::Server::builder()
+        .http2_max_header_list_size(u32::try_from(authority::MAX_HEADER_LIST).unwrap_or(u32::MAX))
+        .layer(ActivityLayer::<WorkloadPeer>::new())
         .add_service(SpiffeWorkloadApiServer::new(api))
-        .serve_with_incoming_shutdown(
-            UnixListenerStream::new(listener).map(|conn| conn.map(authority::relay)),
-            shutdown,
-        )
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     Ok(())
+}
+
+/// A new connection, counted, its caller pinned; `None` when its uid (or
+/// the agent) has as many open as allowed, after telling the client why.
+fn admit(
+    stream: UnixStream,
+    tracker: &ConnectionTracker<u32>,
+    settings: &ServeSettings,
+    refused: &LogThrottle,
+    metrics: &Metrics,
+) -> Option<Served> {
+    let cred = match stream.peer_cred() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::debug!(error = %e, "no peer credentials; closing the connection");
+            return None;
+        }
+    };
+    match tracker.admit(cred.uid()) {
+        Ok(permit) => {
+            let pin = PeerPin::at_accept(&stream, cred.pid(), &settings.procfs_root);
+            let relayed = authority::relay(stream, Arc::new(pin));
+            Some(Guarded::new(relayed, permit, settings.limits.timeouts))
+        }
+        Err(refusal) => {
+            metrics.refused_connection(match refusal {
+                Refusal::PeerLimit { .. } => "uid_limit",
+                Refusal::TotalLimit { .. } => "total_limit",
+            });
+            if let Some(left_out) = refused.permit() {
+                tracing::warn!(uid = cred.uid(), %refusal, similar_left_out = left_out, "refused a Workload API connection");
+            }
+            authority::refuse(&stream, &format!("uid {}: {refusal}", cred.uid()));
+            None
+        }
+    }
 }
 
 #[cfg(test)]

@@ -130,6 +130,7 @@ struct Agent {
     minter: Arc<FakeMinter>,
     metrics: Arc<Metrics>,
     drain: watch::Sender<bool>,
+    socket: PathBuf,
 }
 
 async fn start(initial: Arc<Snapshot>) -> Agent {
@@ -144,6 +145,14 @@ async fn start(initial: Arc<Snapshot>) -> Agent {
 
 /// An agent whose JWT-SVIDs come from `minter`.
 async fn start_with(initial: Arc<Snapshot>, minter: FakeMinter) -> Agent {
+    start_with_settings(initial, minter, ServeSettings::default()).await
+}
+
+async fn start_with_settings(
+    initial: Arc<Snapshot>,
+    minter: FakeMinter,
+    settings: ServeSettings,
+) -> Agent {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("public/api.sock");
     let (cache, rx) = watch::channel(initial);
@@ -163,9 +172,10 @@ async fn start_with(initial: Arc<Snapshot>, minter: FakeMinter) -> Agent {
     let listener = bind(&socket).unwrap();
     let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o777, "socket is world-connectable");
-    tokio::spawn(serve(listener, api, std::future::pending()));
+    tokio::spawn(serve(listener, api, settings, std::future::pending()));
     let client = crate::cli::client::connect(&socket).await.unwrap();
     Agent {
+        socket,
         _dir: dir,
         cache,
         client,
@@ -435,4 +445,62 @@ async fn shutdown_ends_open_streams_with_unavailable_and_counts_them() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(agent.metrics.connected_workloads.get(), 0);
+}
+
+#[tokio::test]
+async fn a_uid_over_its_connection_cap_is_told_why_and_others_keep_being_served() {
+    use tokio::io::AsyncReadExt;
+    let ca = TestCa::new();
+    let svid = ca.issue("/w", Duration::from_secs(3600));
+    let initial = snapshot(
+        &ca,
+        vec![(entry("e1", "/w", &my_uid_selector(), ""), Some(svid))],
+    );
+    let (signer, _) = JwtSigner::generate("k1".into()).unwrap();
+    let minter = FakeMinter::new(
+        Arc::new(signer),
+        Arc::new(SystemClock),
+        Duration::from_secs(300),
+    );
+    let settings = ServeSettings {
+        limits: WorkloadApiLimits {
+            max_connections_per_uid: 3,
+            ..WorkloadApiLimits::default()
+        },
+        ..ServeSettings::default()
+    };
+    // The agent's own client holds one of the three.
+    let agent = start_with_settings(initial, minter, settings).await;
+    let _held: Vec<UnixStream> =
+        futures::future::join_all((0..2).map(|_| UnixStream::connect(&agent.socket)))
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+    let mut refused = UnixStream::connect(&agent.socket).await.unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), refused.read_to_end(&mut got))
+        .await
+        .expect("the refused connection is closed")
+        .unwrap();
+    // SETTINGS, then GOAWAY (type 7) with ENHANCE_YOUR_CALM (0xb).
+    assert_eq!(&got[..9], &[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    assert_eq!(got[12], 7, "{got:?}");
+    assert_eq!(&got[22..26], &[0, 0, 0, 0xb]);
+    let why = String::from_utf8_lossy(&got[26..]).to_string();
+    let uid = nix::unistd::getuid().as_raw();
+    assert_eq!(
+        why,
+        format!("uid {uid}: this peer already holds 3 connections, the most one peer may")
+    );
+    // The connection already open is still served.
+    let mut stream = fetch(&agent).await.unwrap();
+    assert!(next(&mut stream).await.unwrap().is_some());
+    let text = agent.metrics.encode();
+    assert!(
+        text.contains(
+            "signet_agent_workload_api_refused_connections_total{reason=\"uid_limit\"} 1"
+        ),
+        "{text}"
+    );
 }

@@ -5,11 +5,15 @@
 //! fields, require `kid`, a fixed algorithm allow-list, `aud` as string or
 //! list), and we want every refusal to carry its precise reason.
 
+mod audience;
 mod jwk;
 mod keys;
 mod mint;
 mod validate;
 
+pub use audience::{
+    check_audience, AudienceError, MAX_AUDIENCES, MAX_AUDIENCE_BYTES, MAX_TOKEN_BYTES,
+};
 pub use jwk::{Jwk, JwkSet};
 pub use keys::{Alg, JwtPublicKey, JwtSigner};
 pub use mint::{mint_jwt_svid, sign_compact, MintParams};

@@ -197,7 +197,11 @@ mod tests {
         let (kind, closed_at) = reader.await.unwrap();
         assert_eq!(kind, io::ErrorKind::TimedOut);
         assert!(closed_at >= ended + T.idle, "{:?}", closed_at - ended);
-        assert!(closed_at <= ended + T.idle + T.idle, "{:?}", closed_at - ended);
+        assert!(
+            closed_at <= ended + T.idle + T.idle,
+            "{:?}",
+            closed_at - ended
+        );
     }
 
     #[tokio::test(start_paused = true)]

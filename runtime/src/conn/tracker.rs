@@ -128,10 +128,7 @@ mod tests {
         let t = ConnectionTracker::new(2, 10);
         let a1 = t.admit("a").unwrap();
         let _a2 = t.admit("a").unwrap();
-        assert_eq!(
-            t.admit("a").err(),
-            Some(Refusal::PeerLimit { limit: 2 })
-        );
+        assert_eq!(t.admit("a").err(), Some(Refusal::PeerLimit { limit: 2 }));
         let _b = t.admit("b").unwrap();
         assert_eq!(t.open_for(&"a"), 2);
         assert_eq!(t.open(), 3);

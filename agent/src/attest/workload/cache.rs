@@ -12,8 +12,7 @@
 //! process arriving together share one attestation.
 
 use std::collections::HashMap;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -80,7 +79,7 @@ impl CachedAttestor {
         Ok(ProcessKey {
             pid,
             start_time: super::unix::start_time(&proc_dir, pid)?,
-            exe: executable(&proc_dir),
+            exe: super::peer::executable(&proc_dir),
             uid: peer.uid,
             gid: peer.gid,
             hash_binary: options.hash_binary,
@@ -110,13 +109,6 @@ impl CachedAttestor {
         );
         selectors
     }
-}
-
-/// The executable's (device, inode), following /proc/<pid>/exe.
-fn executable(proc_dir: &Path) -> Option<(u64, u64)> {
-    std::fs::metadata(proc_dir.join("exe"))
-        .ok()
-        .map(|m| (m.dev(), m.ino()))
 }
 
 #[async_trait]

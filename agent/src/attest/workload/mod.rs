@@ -7,6 +7,7 @@ pub mod cache;
 pub mod cgroup;
 pub mod composite;
 pub mod container;
+pub mod peer;
 pub mod systemd;
 #[cfg(test)]
 pub(crate) mod test_procfs;
@@ -31,6 +32,12 @@ pub enum WorkloadAttestError {
     ProcessGone(i32),
     #[error("process {0} was replaced during attestation (pid reused)")]
     PidReused(i32),
+    #[error(
+        "the process that connected (pid {0}) has exited; its pid may name another process now"
+    )]
+    CallerExited(i32),
+    #[error("process {0} runs another executable than when it connected")]
+    ExecutableChanged(i32),
     #[error("cannot read process {pid}: {message}")]
     Proc { pid: i32, message: String },
     #[error("attestation task failed: {0}")]
@@ -45,7 +52,11 @@ impl WorkloadAttestError {
     pub fn is_fatal(&self) -> bool {
         matches!(
             self,
-            Self::NoPid | Self::ProcessGone(_) | Self::PidReused(_)
+            Self::NoPid
+                | Self::ProcessGone(_)
+                | Self::PidReused(_)
+                | Self::CallerExited(_)
+                | Self::ExecutableChanged(_)
         )
     }
 }

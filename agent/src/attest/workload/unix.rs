@@ -2,6 +2,13 @@
 //! peer credentials, supplementary groups, executable path and SHA-256 from
 //! procfs. The process start time is read before and after, so a pid reused
 //! by another process mid-attestation fails instead of lending its selectors.
+//!
+//! `unix:path` is the path as the agent sees it: /proc/<pid>/exe names the
+//! path in the caller's mount namespace, where anyone may bind-mount their
+//! own program over /usr/bin/anything, so the path is given only when the
+//! file the agent finds there is the very file (device, inode) the process
+//! runs. `unix:sha256` hashes what the process runs, keyed by what only a
+//! change of contents can change (the ctime cannot be set back).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -27,6 +34,8 @@ struct FileKey {
     size: u64,
     mtime: i64,
     mtime_nsec: i64,
+    ctime: i64,
+    ctime_nsec: i64,
 }
 
 #[derive(Clone)]
@@ -86,7 +95,11 @@ impl UnixAttestor {
         let exe = proc_dir.join("exe");
         match std::fs::read_link(&exe) {
             Ok(path) => {
-                values.push(format!("path:{}", path.display()));
+                if same_file(&exe, &path) {
+                    values.push(format!("path:{}", path.display()));
+                } else {
+                    tracing::debug!(pid, path = %path.display(), "the executable is not the file at its path as the agent sees it (another mount namespace, or replaced); no unix:path selector");
+                }
                 let hash = if options.hash_binary {
                     inner.sha256(&exe)
                 } else {
@@ -139,6 +152,8 @@ impl Inner {
             size: meta.len(),
             mtime: meta.mtime(),
             mtime_nsec: meta.mtime_nsec(),
+            ctime: meta.ctime(),
+            ctime_nsec: meta.ctime_nsec(),
         };
         if let Some(hit) = self.cache().get(&key) {
             return Ok(Some(hit.clone()));
@@ -168,6 +183,14 @@ impl Inner {
 
     fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<FileKey, String>> {
         self.hashes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Whether `exe` (a process's /proc/<pid>/exe) and `path` are one file.
+fn same_file(exe: &Path, path: &Path) -> bool {
+    match (std::fs::metadata(exe), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
     }
 }
 

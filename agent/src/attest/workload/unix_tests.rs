@@ -166,3 +166,44 @@ fn binary_is_not_hashed_unless_asked() {
     );
     assert!(got.iter().any(|s| s.starts_with("unix:path:")));
 }
+
+#[test]
+fn a_same_size_rewrite_with_the_mtime_set_back_is_hashed_again() {
+    let f = fixture(4242, 100, "", b"hello");
+    let a = UnixAttestor::new(f.dir.path().join("proc"), 1024);
+    let exe = f.dir.path().join("proc/4242/exe");
+    let first = a.inner.sha256(&exe).unwrap().unwrap();
+    let mtime = std::fs::metadata(&f.binary).unwrap().modified().unwrap();
+    // Same size, new contents, and the mtime reset as `touch -d` would.
+    std::fs::write(&f.binary, b"HELLO").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&f.binary)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    assert_eq!(
+        std::fs::metadata(&f.binary).unwrap().modified().unwrap(),
+        mtime
+    );
+    let second = a.inner.sha256(&exe).unwrap().unwrap();
+    assert_ne!(
+        second, first,
+        "the ctime moved, so the cached hash is stale"
+    );
+    assert_eq!(second, hex::encode(Sha256::digest(b"HELLO")));
+}
+
+#[test]
+fn a_path_names_the_executable_only_when_it_is_the_same_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a");
+    let b = dir.path().join("b");
+    std::fs::write(&a, b"x").unwrap();
+    std::fs::write(&b, b"x").unwrap();
+    let link = dir.path().join("exe");
+    std::os::unix::fs::symlink(&a, &link).unwrap();
+    assert!(same_file(&link, &a));
+    assert!(!same_file(&link, &b), "same contents, another file");
+    assert!(!same_file(&link, &dir.path().join("missing")));
+}

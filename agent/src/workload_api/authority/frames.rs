@@ -2,6 +2,13 @@
 //! HEADERS (+ CONTINUATION) blocks are decoded with the client's HPACK state
 //! and re-encoded as literals without indexing, so the server's HPACK table
 //! is never used and stays consistent; all other frames are copied.
+//!
+//! Nothing here may grow with what a client sends: frames above the size
+//! the server advertises are refused, a header list decodes to at most
+//! `MAX_HEADER_LIST` bytes (the server advertises it too), and frames are
+//! rewritten one at a time as the server reads them, so a burst of tiny
+//! HEADERS frames that each name a large table entry is never expanded
+//! ahead of the reader.
 
 use tonic::codegen::http::uri::Authority;
 
@@ -15,12 +22,20 @@ const FLAG_END_STREAM: u8 = 0x1;
 const FLAG_END_HEADERS: u8 = 0x4;
 const FLAG_PADDED: u8 = 0x8;
 const FLAG_PRIORITY: u8 = 0x20;
-/// The server's SETTINGS_MAX_FRAME_SIZE (h2's default, which tonic keeps).
-const MAX_OUT_FRAME: usize = 16_384;
-/// Larger frames or header blocks end the connection: Workload API requests
-/// are small, and the relay must not buffer without bound.
-const MAX_FRAME: usize = 1 << 20;
-const MAX_HEADER_BLOCK: usize = 256 * 1024;
+/// SETTINGS_MAX_FRAME_SIZE as the server advertises it (h2's default,
+/// which tonic keeps), both ways: a client may send nothing larger.
+pub const MAX_FRAME: usize = 16_384;
+const MAX_OUT_FRAME: usize = MAX_FRAME;
+/// SETTINGS_MAX_HEADER_LIST_SIZE the server advertises (RFC 9113 §6.5.2:
+/// names and values plus 32 bytes a field, decoded). Workload API requests
+/// carry a few hundred bytes.
+pub const MAX_HEADER_LIST: usize = 16_384;
+/// A header block (HPACK-encoded) of a request is no larger than its
+/// decoded list, give or take the few bytes of table size updates.
+const MAX_HEADER_BLOCK: usize = MAX_HEADER_LIST + 64;
+/// Only a block larger than one frame needs a CONTINUATION; a flood of
+/// empty ones is refused.
+const MAX_CONTINUATIONS: usize = 16;
 /// The HPACK table size h2 advertises (the default; tonic keeps it).
 const HPACK_TABLE_SIZE: usize = 4096;
 const REPLACEMENT_AUTHORITY: &[u8] = b"localhost";
@@ -35,6 +50,8 @@ pub enum RelayError {
     MalformedHeaders,
     #[error("HTTP/2 CONTINUATION frame out of sequence")]
     UnexpectedContinuation,
+    #[error("HTTP/2 header block in more than {MAX_CONTINUATIONS} CONTINUATION frames")]
+    TooManyContinuations,
     #[error("HPACK header block could not be decoded: {0}")]
     Hpack(#[from] HpackError),
 }
@@ -44,6 +61,7 @@ struct PendingBlock {
     end_stream: bool,
     priority: Option<[u8; 5]>,
     block: Vec<u8>,
+    continuations: usize,
 }
 
 enum Phase {
@@ -57,7 +75,9 @@ enum Phase {
 pub struct Rewriter {
     decoder: Decoder,
     phase: Phase,
+    /// Bytes from the client; those before `input_at` are handled.
     input: Vec<u8>,
+    input_at: usize,
     pending: Option<PendingBlock>,
     /// The re-encoded block being written, kept for its capacity.
     encoded: Vec<u8>,
@@ -66,9 +86,10 @@ pub struct Rewriter {
 impl Default for Rewriter {
     fn default() -> Self {
         Rewriter {
-            decoder: Decoder::new(HPACK_TABLE_SIZE),
+            decoder: Decoder::new(HPACK_TABLE_SIZE).with_max_list_size(MAX_HEADER_LIST),
             phase: Phase::Preface,
             input: Vec::new(),
+            input_at: 0,
             pending: None,
             encoded: Vec::new(),
         }
@@ -76,50 +97,71 @@ impl Default for Rewriter {
 }
 
 impl Rewriter {
-    /// Feeds bytes read from the client; appends what the server should
-    /// read to `out`. Incomplete frames wait for the next call.
-    pub fn push(&mut self, bytes: &[u8], out: &mut Vec<u8>) -> Result<(), RelayError> {
-        if matches!(self.phase, Phase::Passthrough) {
-            out.extend_from_slice(bytes);
-            return Ok(());
+    /// Takes bytes read from the client; [`Self::next`] hands them on.
+    pub fn feed(&mut self, bytes: &[u8]) {
+        if self.input_at == self.input.len() {
+            self.input.clear();
+            self.input_at = 0;
         }
         self.input.extend_from_slice(bytes);
-        if matches!(self.phase, Phase::Preface) {
-            let n = self.input.len().min(PREFACE.len());
-            if self.input.get(..n) != PREFACE.get(..n) {
-                self.phase = Phase::Passthrough;
-                out.append(&mut self.input);
-                return Ok(());
-            }
-            if n < PREFACE.len() {
-                return Ok(());
-            }
-            out.extend(self.input.drain(..PREFACE.len()));
-            self.phase = Phase::Frames;
-        }
-        // Taken out so whole frames can be handed on without copying them.
-        let mut input = std::mem::take(&mut self.input);
-        let result = self.complete_frames(&input, out);
-        if let Ok(consumed) = result {
-            input.drain(..consumed);
-        }
-        self.input = input;
-        result.map(|_| ())
     }
 
-    /// Handles every complete frame at the start of `input`; returns how
-    /// many bytes they took.
-    fn complete_frames(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<usize, RelayError> {
-        let mut consumed = 0;
-        while let Some(len) = frame_len(input.get(consumed..).unwrap_or_default())? {
-            let end = consumed + FRAME_HEADER_LEN + len;
-            let Some(frame) = input.get(consumed..end) else {
-                break;
-            };
-            self.frame(frame, out)?;
-            consumed = end;
+    /// Appends to `out` what the server should read next: the preface, or
+    /// one complete frame (rewritten if it ends a header block). `false`
+    /// when the input holds nothing complete: read more from the client.
+    pub fn next(&mut self, out: &mut Vec<u8>) -> Result<bool, RelayError> {
+        let input = self.input.get(self.input_at..).unwrap_or_default();
+        if input.is_empty() {
+            return Ok(false);
         }
-        Ok(consumed)
+        match self.phase {
+            Phase::Passthrough => {
+                out.extend_from_slice(input);
+                self.input_at = self.input.len();
+                Ok(true)
+            }
+            Phase::Preface => {
+                let n = input.len().min(PREFACE.len());
+                if input.get(..n) != PREFACE.get(..n) {
+                    // Not HTTP/2 after all: copy everything and let h2 answer.
+                    self.phase = Phase::Passthrough;
+                    return self.next(out);
+                }
+                if n < PREFACE.len() {
+                    return Ok(false);
+                }
+                out.extend_from_slice(PREFACE);
+                self.input_at += PREFACE.len();
+                self.phase = Phase::Frames;
+                Ok(true)
+            }
+            Phase::Frames => {
+                let Some(len) = frame_len(input)? else {
+                    return Ok(false);
+                };
+                let end = FRAME_HEADER_LEN + len;
+                if input.len() < end {
+                    return Ok(false);
+                }
+                // Taken out so the frame can be handed on without a copy.
+                let taken = std::mem::take(&mut self.input);
+                let frame = taken
+                    .get(self.input_at..self.input_at + end)
+                    .unwrap_or_default();
+                let result = self.frame(frame, out);
+                self.input = taken;
+                self.input_at += end;
+                result.map(|()| true)
+            }
+        }
+    }
+
+    /// Feeds `bytes` and hands on every complete frame at once (tests and
+    /// fuzzing; the relay calls [`Self::next`] as the server reads).
+    pub fn push(&mut self, bytes: &[u8], out: &mut Vec<u8>) -> Result<(), RelayError> {
+        self.feed(bytes);
+        while self.next(out)? {}
+        Ok(())
     }
 
     fn frame(&mut self, frame: &[u8], out: &mut Vec<u8>) -> Result<(), RelayError> {
@@ -144,6 +186,7 @@ impl Rewriter {
                     end_stream: flags & FLAG_END_STREAM != 0,
                     priority,
                     block: Vec::new(),
+                    continuations: 0,
                 };
                 if end_headers {
                     // The usual case, a block in one frame: no copy of it.
@@ -158,6 +201,10 @@ impl Rewriter {
                 Some(p) if p.stream_id == stream_id => {
                     if p.block.len() + payload.len() > MAX_HEADER_BLOCK {
                         return Err(RelayError::HeaderBlockTooLarge);
+                    }
+                    p.continuations += 1;
+                    if p.continuations > MAX_CONTINUATIONS {
+                        return Err(RelayError::TooManyContinuations);
                     }
                     p.block.extend_from_slice(payload);
                     if end_headers {
@@ -269,6 +316,31 @@ fn split_headers_payload(
         return Err(RelayError::HeaderBlockTooLarge);
     }
     Ok((priority, rest.get(..fragment_len).unwrap_or_default()))
+}
+
+/// What the server says to a client it will not serve: its SETTINGS (the
+/// connection preface every HTTP/2 server starts with), then GOAWAY with
+/// ENHANCE_YOUR_CALM and `why` as debug data, which gRPC clients report.
+pub fn refusal(why: &str) -> Vec<u8> {
+    const TYPE_SETTINGS: u8 = 0x4;
+    const TYPE_GOAWAY: u8 = 0x7;
+    const ENHANCE_YOUR_CALM: u32 = 0xb;
+    let why = why.as_bytes();
+    let why = why
+        .get(..why.len().min(MAX_OUT_FRAME - 8))
+        .unwrap_or_default();
+    let mut out = Vec::with_capacity(2 * FRAME_HEADER_LEN + 8 + why.len());
+    write_frame(&mut out, TYPE_SETTINGS, 0, [0; 4], &[]);
+    let last_stream = 0u32.to_be_bytes();
+    let code = ENHANCE_YOUR_CALM.to_be_bytes();
+    write_frame(
+        &mut out,
+        TYPE_GOAWAY,
+        0,
+        [0; 4],
+        &[&last_stream, &code, why],
+    );
+    out
 }
 
 /// One frame whose payload is the concatenation of `parts`.

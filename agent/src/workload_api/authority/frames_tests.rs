@@ -176,30 +176,149 @@ fn padding_priority_and_continuation_are_handled() {
 }
 
 #[test]
-fn large_blocks_are_split_into_continuations() {
+fn a_block_in_continuations_comes_out_whole() {
     let mut enc = Encoder::new();
     let mut headers = request("tmp%2Fs");
-    headers.push(("x-big".into(), "v".repeat(40_000)));
+    // Near the header list limit, in two frames on the way in.
+    headers.push(("x-big".into(), "v".repeat(15_800)));
     let block = encode(&mut enc, &headers);
     let mut input = PREFACE.to_vec();
-    let (a, b) = block.split_at(MAX_OUT_FRAME);
+    let (a, b) = block.split_at(8_000);
     input.extend(frame(TYPE_HEADERS, 0, 1, a));
     input.extend(frame(TYPE_CONTINUATION, FLAG_END_HEADERS, 1, b));
 
     let frames = parse(&relay_all(&input));
-    assert!(frames.len() >= 3);
-    assert!(frames.iter().all(|f| f.payload.len() <= MAX_OUT_FRAME));
+    // A list within the limit re-encodes into one frame.
+    assert_eq!(frames.len(), 1);
     assert_eq!(frames[0].kind, TYPE_HEADERS);
-    assert!(frames[1..].iter().all(|f| f.kind == TYPE_CONTINUATION));
-    let last = frames.len() - 1;
-    assert!(frames
-        .iter()
-        .enumerate()
-        .all(|(i, f)| (f.flags & FLAG_END_HEADERS != 0) == (i == last)));
-    let block: Vec<u8> = frames.iter().flat_map(|f| f.payload.clone()).collect();
+    assert_eq!(frames[0].flags & FLAG_END_HEADERS, FLAG_END_HEADERS);
+    assert!(frames[0].payload.len() <= MAX_OUT_FRAME);
     let mut want = headers;
     want[3].1 = "localhost".into();
-    assert_eq!(decode(&mut Decoder::new(), &block), want);
+    assert_eq!(decode(&mut Decoder::new(), &frames[0].payload), want);
+}
+
+#[test]
+fn oversized_output_blocks_are_split_into_continuations() {
+    let p = PendingBlock {
+        stream_id: 1u32.to_be_bytes(),
+        end_stream: true,
+        priority: None,
+        block: Vec::new(),
+        continuations: 0,
+    };
+    let encoded = vec![7u8; 2 * MAX_OUT_FRAME + 10];
+    let mut out = PREFACE.to_vec();
+    write_block(&p, &encoded, &mut out);
+    let frames = parse(&out);
+    assert_eq!(frames.len(), 3);
+    assert_eq!(frames[0].kind, TYPE_HEADERS);
+    assert_eq!(frames[0].flags, FLAG_END_STREAM);
+    assert!(frames[1..].iter().all(|f| f.kind == TYPE_CONTINUATION));
+    assert_eq!(frames[2].flags, FLAG_END_HEADERS);
+    let joined: Vec<u8> = frames.iter().flat_map(|f| f.payload.clone()).collect();
+    assert_eq!(joined, encoded);
+}
+
+/// A literal with incremental indexing (new name): `name` = `value`
+/// enters the client's table as entry 62.
+fn indexed_literal(name: &[u8], value: &[u8]) -> Vec<u8> {
+    let mut b = vec![0x40];
+    encode_string(name, &mut b);
+    encode_string(value, &mut b);
+    b
+}
+
+#[test]
+fn an_hpack_bomb_is_refused_before_it_expands() {
+    // One 4 KB table entry, then 250 thousand one-byte references to it:
+    // a 254 KB block that decodes to about a gigabyte.
+    let mut block = indexed_literal(b"x-bomb", &[b'a'; 4000]);
+    block.extend(std::iter::repeat_n(0x80 | 62, 250_000));
+    let mut input = PREFACE.to_vec();
+    let mut chunks = block.chunks(MAX_FRAME);
+    let first = chunks.next().unwrap();
+    input.extend(frame(TYPE_HEADERS, 0, 1, first));
+    for c in chunks {
+        input.extend(frame(TYPE_CONTINUATION, 0, 1, c));
+    }
+    let mut out = Vec::new();
+    let err = Rewriter::default().push(&input, &mut out).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RelayError::HeaderBlockTooLarge | RelayError::TooManyContinuations
+        ),
+        "{err:?}"
+    );
+    assert!(out.len() <= PREFACE.len(), "nothing of the block came out");
+
+    // Within one frame, the list limit stops it after four references.
+    let mut small = indexed_literal(b"x-bomb", &[b'a'; 4000]);
+    small.extend(std::iter::repeat_n(0x80 | 62, 10_000));
+    let mut input = PREFACE.to_vec();
+    input.extend(frame(TYPE_HEADERS, FLAG_END_HEADERS, 1, &small));
+    let mut out = Vec::new();
+    assert_eq!(
+        Rewriter::default().push(&input, &mut out),
+        Err(RelayError::Hpack(HpackError::ListTooLarge(MAX_HEADER_LIST)))
+    );
+    assert!(out.len() <= PREFACE.len());
+}
+
+#[test]
+fn tiny_frames_naming_a_large_entry_are_rewritten_only_as_they_are_read() {
+    // Each HEADERS frame is 10 bytes and decodes to 4 KB: rewritten all at
+    // once, 16 KB of input would become 6 MB.
+    let mut input = PREFACE.to_vec();
+    input.extend(frame(
+        TYPE_HEADERS,
+        FLAG_END_HEADERS,
+        1,
+        &indexed_literal(b"x-big", &[b'a'; 4000]),
+    ));
+    for i in 0..1600u32 {
+        input.extend(frame(
+            TYPE_HEADERS,
+            FLAG_END_HEADERS,
+            3 + 2 * i,
+            &[0x80 | 62],
+        ));
+    }
+    let mut r = Rewriter::default();
+    r.feed(&input);
+    let mut out = Vec::new();
+    assert!(r.next(&mut out).unwrap(), "the preface");
+    assert!(r.next(&mut out).unwrap(), "the first HEADERS");
+    out.clear();
+    assert!(r.next(&mut out).unwrap());
+    assert!(out.len() < 4_100, "one frame's worth: {}", out.len());
+}
+
+#[test]
+fn frames_above_the_advertised_size_are_refused() {
+    let mut input = PREFACE.to_vec();
+    input.extend(frame(0x0, 0, 1, &vec![0u8; MAX_FRAME + 1]));
+    assert_eq!(
+        Rewriter::default().push(&input, &mut Vec::new()),
+        Err(RelayError::FrameTooLarge(MAX_FRAME + 1))
+    );
+    let mut input = PREFACE.to_vec();
+    input.extend(frame(0x0, 0, 1, &vec![0u8; MAX_FRAME]));
+    assert!(Rewriter::default().push(&input, &mut Vec::new()).is_ok());
+}
+
+#[test]
+fn a_flood_of_empty_continuations_is_refused() {
+    let mut input = PREFACE.to_vec();
+    input.extend(frame(TYPE_HEADERS, 0, 1, &[0x82]));
+    for _ in 0..=MAX_CONTINUATIONS {
+        input.extend(frame(TYPE_CONTINUATION, 0, 1, &[]));
+    }
+    assert_eq!(
+        Rewriter::default().push(&input, &mut Vec::new()),
+        Err(RelayError::TooManyContinuations)
+    );
 }
 
 #[test]

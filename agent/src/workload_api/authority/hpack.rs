@@ -23,6 +23,8 @@ pub enum HpackError {
     LateSizeUpdate,
     #[error("dynamic table size {0} is above the allowed {1}")]
     SizeAboveMax(usize, usize),
+    #[error("header list decodes to more than {0} bytes")]
+    ListTooLarge(usize),
     #[error(transparent)]
     Huffman(#[from] HuffmanError),
 }
@@ -34,6 +36,9 @@ pub struct Decoder {
     table: DynamicTable,
     /// The largest table size the client may ask for (our SETTINGS).
     max_allowed: usize,
+    /// The largest header list a block may decode to (our SETTINGS),
+    /// counted as RFC 9113 §6.5.2 does: name, value and 32 bytes a field.
+    max_list: usize,
 }
 
 impl Decoder {
@@ -41,7 +46,16 @@ impl Decoder {
         Decoder {
             table: DynamicTable::new(max_allowed),
             max_allowed,
+            max_list: usize::MAX,
         }
+    }
+
+    /// Refuses a block whose fields add up to more than `max` bytes, before
+    /// handing out the field that goes over: a few bytes of input can name
+    /// a large table entry many times.
+    pub fn with_max_list_size(mut self, max: usize) -> Self {
+        self.max_list = max;
+        self
     }
 
     /// Decodes one complete header block, calling `field(name, value)` for
@@ -53,10 +67,21 @@ impl Decoder {
     ) -> Result<(), HpackError> {
         let mut rest = block;
         let mut fields_seen = false;
+        let mut list = 0usize;
+        let max_list = self.max_list;
+        let mut count = |name: &[u8], value: &[u8]| {
+            list = list.saturating_add(name.len() + value.len() + ENTRY_OVERHEAD);
+            if list > max_list {
+                Err(HpackError::ListTooLarge(max_list))
+            } else {
+                Ok(())
+            }
+        };
         while let Some(&first) = rest.first() {
             if first & 0x80 != 0 {
                 let index = read_integer(&mut rest, 7)?;
                 let (name, value) = self.entry(index)?;
+                count(name, value)?;
                 field(name, value);
             } else if first & 0xe0 == 0x20 {
                 if fields_seen {
@@ -79,6 +104,7 @@ impl Decoder {
                     Cow::Borrowed(self.entry(index)?.0)
                 };
                 let value = read_string(&mut rest)?;
+                count(&name, &value)?;
                 field(&name, &value);
                 if indexing {
                     let entry = (name.into_owned(), value.into_owned());

@@ -15,7 +15,7 @@ mod hpack;
 mod huffman;
 mod relay;
 
-pub use frames::{RelayError, Rewriter};
+pub use frames::{RelayError, Rewriter, MAX_HEADER_LIST};
 #[doc(hidden)]
 pub use hpack::Decoder as HpackDecoder;
-pub use relay::relay;
+pub use relay::{refuse, relay, RelayedStream, WorkloadPeer};

@@ -1,10 +1,12 @@
 //! The client's Unix stream as tonic reads it: bytes the client sends pass
-//! through the `Rewriter` inside `poll_read`; what the server writes goes to
-//! the socket untouched. No task or pipe of its own, so a request costs no
-//! extra wake-up or copy between tasks.
+//! through the `Rewriter` inside `poll_read`, one frame at a time as tonic
+//! reads them; what the server writes goes to the socket untouched. No task
+//! or pipe of its own, so a request costs no extra wake-up or copy between
+//! tasks, and what a connection holds is one read and one rewritten frame.
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -12,36 +14,56 @@ use tokio::net::UnixStream;
 use tonic::transport::server::{Connected, UdsConnectInfo};
 
 use super::frames::Rewriter;
+use crate::attest::workload::peer::PeerPin;
 
-/// How much is read from the client at once.
+/// How much is read from the client at once (on the stack, not kept).
 const READ_CHUNK: usize = 16 * 1024;
+/// A rewritten-frame buffer that grew past this is let go once empty.
+const KEEP_CAPACITY: usize = 32 * 1024;
+
+/// Who is on the other end: the socket's peer credentials and the process
+/// pinned at accept, both taken before any byte was read.
+#[derive(Debug, Clone)]
+pub struct WorkloadPeer {
+    pub uds: UdsConnectInfo,
+    pub pin: Arc<PeerPin>,
+}
 
 /// What tonic serves: the client's stream with its header blocks rewritten,
-/// and the socket's peer credentials as its connect info.
+/// and the caller as its connect info.
 pub struct RelayedStream {
     client: UnixStream,
-    info: UdsConnectInfo,
+    info: WorkloadPeer,
     rewriter: Rewriter,
     /// Rewritten bytes; those from `read_at` on are not yet read by tonic.
     rewritten: Vec<u8>,
     read_at: usize,
-    raw: Box<[u8]>,
 }
 
-/// Wraps `client`; its peer credentials are taken now, before any byte.
-pub fn relay(client: UnixStream) -> RelayedStream {
+/// Wraps `client`, whose caller was pinned as `pin` at accept.
+pub fn relay(client: UnixStream, pin: Arc<PeerPin>) -> RelayedStream {
     RelayedStream {
-        info: client.connect_info(),
+        info: WorkloadPeer {
+            uds: client.connect_info(),
+            pin,
+        },
         client,
         rewriter: Rewriter::default(),
         rewritten: Vec::new(),
         read_at: 0,
-        raw: vec![0u8; READ_CHUNK].into_boxed_slice(),
+    }
+}
+
+/// Tells a client the agent will not serve this connection (and why); the
+/// caller then drops it. Never blocks: a fresh socket takes these bytes.
+pub fn refuse(client: &UnixStream, why: &str) {
+    if let Err(e) = client.try_write(&super::frames::refusal(why)) {
+        tracing::debug!(error = %e, "could not tell a refused client why");
     }
 }
 
 impl Connected for RelayedStream {
-    type ConnectInfo = UdsConnectInfo;
+    type ConnectInfo = WorkloadPeer;
 
     fn connect_info(&self) -> Self::ConnectInfo {
         self.info.clone()
@@ -63,19 +85,30 @@ impl AsyncRead for RelayedStream {
                 this.read_at += n;
                 return Poll::Ready(Ok(()));
             }
+            if this.rewritten.capacity() > KEEP_CAPACITY {
+                this.rewritten = Vec::new();
+            }
             this.rewritten.clear();
             this.read_at = 0;
-            let mut raw = ReadBuf::new(&mut this.raw);
+            // The next frame, if the client sent a whole one.
+            match this.rewriter.next(&mut this.rewritten) {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::debug!(error = %e, "closing Workload API connection");
+                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, e)));
+                }
+            }
+            let mut chunk = [0u8; READ_CHUNK];
+            let mut raw = ReadBuf::new(&mut chunk);
             ready!(Pin::new(&mut this.client).poll_read(cx, &mut raw))?;
             if raw.filled().is_empty() {
                 return Poll::Ready(Ok(()));
             }
-            if let Err(e) = this.rewriter.push(raw.filled(), &mut this.rewritten) {
-                tracing::debug!(error = %e, "closing Workload API connection");
-                return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, e)));
-            }
-            // Nothing came out (a frame is still incomplete): read again, so
-            // the socket's waker is registered before Pending is returned.
+            this.rewriter.feed(raw.filled());
+            // Nothing may have come out yet (a frame still incomplete): the
+            // loop reads again, so the socket's waker is registered before
+            // Pending is returned.
         }
     }
 }
@@ -116,10 +149,18 @@ mod tests {
 
     use super::*;
 
+    fn test_pin() -> Arc<PeerPin> {
+        Arc::new(PeerPin::at_accept(
+            &UnixStream::pair().unwrap().0,
+            None,
+            std::path::Path::new("/proc"),
+        ))
+    }
+
     #[tokio::test]
     async fn frames_split_across_reads_come_out_whole_and_writes_go_straight_back() {
         let (mut client, server) = UnixStream::pair().unwrap();
-        let mut relayed = relay(server);
+        let mut relayed = relay(server, test_pin());
         // The preface, then a SETTINGS frame sent in two pieces.
         let mut sent = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
         sent.extend([0, 0, 6, 0x4, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 100]);
@@ -144,7 +185,7 @@ mod tests {
     #[tokio::test]
     async fn a_protocol_violation_is_an_error_for_tonic() {
         let (mut client, server) = UnixStream::pair().unwrap();
-        let mut relayed = relay(server);
+        let mut relayed = relay(server, test_pin());
         let mut sent = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
         // A CONTINUATION with no HEADERS before it.
         sent.extend([0, 0, 1, 0x9, 0x4, 0, 0, 0, 1, b'x']);
