@@ -138,7 +138,21 @@ impl SpiffeId {
     pub fn is_member_of(&self, td: &TrustDomain) -> bool {
         &self.trust_domain == td
     }
+
+    /// Whether the path is Signet's own (`/signet` and below: agents, the
+    /// server). No registration entry or minted SVID may carry one, or a
+    /// workload could act as an agent or the server.
+    pub fn is_reserved(&self) -> bool {
+        self.path == RESERVED_PATH
+            || self
+                .path
+                .strip_prefix(RESERVED_PATH)
+                .is_some_and(|rest| rest.starts_with('/'))
+    }
 }
+
+/// The path under which Signet names its own agents and servers.
+pub const RESERVED_PATH: &str = "/signet";
 
 impl fmt::Display for SpiffeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -290,5 +304,17 @@ mod tests {
             a.id("/w").unwrap(),
             SpiffeId::parse("spiffe://example.org/w").unwrap()
         );
+    }
+
+    #[test]
+    fn signet_paths_are_reserved_and_only_they() {
+        let reserved = |s: &str| SpiffeId::parse(s).unwrap().is_reserved();
+        assert!(reserved("spiffe://example.org/signet"));
+        assert!(reserved("spiffe://example.org/signet/server"));
+        assert!(reserved("spiffe://example.org/signet/agent/join_token/x"));
+        assert!(!reserved("spiffe://example.org/signets"));
+        assert!(!reserved("spiffe://example.org/app/signet/x"));
+        assert!(!reserved("spiffe://example.org/Signet/server"));
+        assert!(!reserved("spiffe://example.org"));
     }
 }

@@ -73,9 +73,11 @@ impl<'a> Members<'a> {
         }
     }
 
-    /// Whether `entry` may be served to the agent: see [`authorizes`].
+    /// Whether `entry` may be served to the agent: see [`authorizes`]. An
+    /// entry stored with a reserved (`/signet`) ID, from before such IDs
+    /// were refused, is served to no one.
     pub async fn authorizes(&mut self, ds: &dyn DataStore, entry: &EntryRecord) -> Result<bool> {
-        if entry.node {
+        if entry.node || entry.entry.spiffe_id.is_reserved() {
             return Ok(false);
         }
         if entry.entry.parent_id == self.agent.spiffe_id {
@@ -116,8 +118,12 @@ pub fn entries_for(
                         return;
                     }
                 };
-                // An entry under two of the parents is sent once.
-                if entry.node || !seen.insert(entry.entry.id.clone()) {
+                // An entry under two of the parents is sent once; one with
+                // a reserved ID never.
+                if entry.node
+                    || entry.entry.spiffe_id.is_reserved()
+                    || !seen.insert(entry.entry.id.clone())
+                {
                     continue;
                 }
                 current.push(entry);

@@ -4,7 +4,7 @@
 use std::fs;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,10 +14,12 @@ use signet_core::clock::unix_seconds;
 use signet_core::{Clock, SystemClock, TrustDomain};
 use signet_proto::admin::admin_server::AdminServer;
 use signet_proto::node::node_server::NodeServer;
+use signet_runtime::conn::ActivityLayer;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::UnixListenerStream;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::transport::Server;
 
 use crate::api::admin::AdminService;
@@ -25,7 +27,7 @@ use crate::api::node::NodeService;
 use crate::api::tls::{server_config, start_server_svid, tls_incoming};
 use crate::api::ServerState;
 use crate::attest::{JoinTokenAttestor, X509PopAttestor};
-use crate::ca::{create_private_dir, CaSettings, CertificateAuthority};
+use crate::ca::{CaSettings, CertificateAuthority};
 use crate::config::RuntimeConfig;
 use crate::datastore::{DataStore, SqliteDataStore};
 use crate::events::{Change, ChangeBus};
@@ -62,8 +64,10 @@ pub struct RunningServer {
 
 /// Starts every part; the admin socket appears last, once all is ready.
 pub async fn start(config: RuntimeConfig, clock: Arc<dyn Clock>) -> anyhow::Result<RunningServer> {
-    create_private_dir(&config.data_dir)
-        .with_context(|| format!("creating data dir {:?}", config.data_dir))?;
+    // It holds the CA keys and the datastore: ours alone, or not at all.
+    signet_runtime::dirs::ensure_own_dir(&config.data_dir, 0o700)
+        .with_context(|| format!("data dir {:?}", config.data_dir))?;
+    let node_limits = node_api_limits(&config);
     let ds = Arc::new(SqliteDataStore::open(&config.data_dir.join(DATASTORE_FILE)).await?);
     let (ca, created) = CertificateAuthority::load_or_create(
         &config.data_dir.join("ca"),
@@ -89,6 +93,7 @@ pub async fn start(config: RuntimeConfig, clock: Arc<dyn Clock>) -> anyhow::Resu
         }
     );
     crate::bundle::sync_sequence(ds.as_ref(), &ca, None).await?;
+    warn_of_reserved_entries(ds.as_ref(), &config.trust_domain).await?;
     let bus = ChangeBus::persistent(ds.clone()).await?;
     let revocations = Arc::new(Revocations::new());
     revocations.refresh(ds.as_ref(), &ca).await?;
@@ -107,6 +112,7 @@ pub async fn start(config: RuntimeConfig, clock: Arc<dyn Clock>) -> anyhow::Resu
         }
     };
     let metrics = Arc::new(Metrics::new());
+    metrics.register_x509_signatures(ca.x509_signature_counter());
     let state = ServerState {
         ds: dyn_ds.clone(),
         ca: ca.clone(),
@@ -144,11 +150,14 @@ pub async fn start(config: RuntimeConfig, clock: Arc<dyn Clock>) -> anyhow::Resu
         .await
         .with_context(|| format!("binding the Node API to {}", config.bind))?;
     let node_addr = tcp.local_addr()?;
+    let incoming = tls_incoming(tcp, tls, node_limits, metrics.clone());
     let node = tokio::spawn(
         Server::builder()
+            .http2_max_header_list_size(NODE_API_MAX_HEADER_LIST)
+            .layer(ActivityLayer::<TlsConnectInfo<TcpConnectInfo>>::new())
             .layer(crate::telemetry::rpc::RpcMetricsLayer(metrics.clone()))
             .add_service(NodeServer::new(NodeService::new(state.clone())))
-            .serve_with_incoming_shutdown(tls_incoming(tcp, tls), stopped(stop_rx.clone())),
+            .serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone())),
     );
 
     let unix = bind_admin_socket(&config.admin_socket)?;
@@ -225,22 +234,61 @@ impl RunningServer {
     }
 }
 
+/// Entries stored with a reserved (`/signet`) ID before such IDs were
+/// refused are served to no one; each is named so an admin deletes it.
+async fn warn_of_reserved_entries(ds: &dyn DataStore, td: &TrustDomain) -> anyhow::Result<()> {
+    for rec in ds.entries_with_reserved_ids(td).await? {
+        tracing::warn!(
+            entry_id = %rec.entry.id,
+            spiffe_id = %rec.entry.spiffe_id,
+            parent_id = %rec.entry.parent_id,
+            "entry has a reserved SPIFFE ID (under /signet) and is refused service; delete it with `signet-server entry delete --id {}`",
+            rec.entry.id
+        );
+    }
+    Ok(())
+}
+
 async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
 
-/// Binds the admin socket: parent dir created 0700 if missing, a stale
-/// socket file replaced, the socket itself 0600. Refuses to take over a
-/// socket another server still answers on.
+/// A header list of the Node API decodes to at most this (hyper's default
+/// is 16 MiB): agents send a few hundred bytes.
+const NODE_API_MAX_HEADER_LIST: u32 = 16 * 1024;
+/// Descriptors kept free of Node API connections: the datastore, the
+/// admin socket and its clients, the CA files, logs.
+const FDS_RESERVED: u64 = 256;
+
+/// The Node API's bounds, the total capped to what the open-file limit
+/// (raised to its hard limit first) can take.
+fn node_api_limits(config: &RuntimeConfig) -> crate::config::NodeApiLimits {
+    let mut limits = config.node_api;
+    match signet_runtime::rlimit::raise_nofile() {
+        Ok(nofile) => {
+            let fit = signet_runtime::rlimit::connections_within(nofile.soft, 1, FDS_RESERVED);
+            if fit < limits.max_connections {
+                tracing::info!(
+                    nofile = nofile.soft,
+                    max_connections = fit,
+                    "the open-file limit caps Node API connections"
+                );
+                limits.max_connections = fit;
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot read the open-file limit"),
+    }
+    limits
+}
+
+/// Binds the admin socket: its directory created 0700 if missing and
+/// refused if another user owns it or can write to it (they could put
+/// their own socket there), a stale socket file replaced, the socket itself
+/// 0600. Refuses to take over a socket another server still answers on.
 fn bind_admin_socket(path: &Path) -> anyhow::Result<UnixListener> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if !dir.exists() {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .with_context(|| format!("creating admin socket dir {dir:?}"))?;
-        }
+        signet_runtime::dirs::ensure_own_dir(dir, 0o700)
+            .with_context(|| format!("admin socket directory {dir:?}"))?;
     }
     if let Ok(meta) = fs::symlink_metadata(path) {
         if !meta.file_type().is_socket() {

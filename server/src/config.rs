@@ -11,13 +11,35 @@ use signet_core::TrustDomain;
 pub const DEFAULT_TRUST_DOMAIN: &str = "example.org";
 pub const DEFAULT_DATA_DIR: &str = ".data/server";
 pub const DEFAULT_BIND: &str = "127.0.0.1:8081";
-pub const DEFAULT_ADMIN_SOCKET: &str = "/tmp/signet-server/private/admin.sock";
 pub const DEFAULT_CA_TTL: Duration = Duration::from_secs(24 * 3600);
 pub const DEFAULT_X509_SVID_TTL: Duration = Duration::from_secs(3600);
 pub const DEFAULT_JWT_SVID_TTL: Duration = Duration::from_secs(300);
 pub const DEFAULT_JOIN_TOKEN_TTL: Duration = Duration::from_secs(600);
 /// How far notBefore is moved into the past, for clock skew between hosts.
 pub const NOT_BEFORE_BACKDATE: Duration = Duration::from_secs(30);
+/// Node API connections one source address may hold (agents hold one or
+/// two each; many behind one NAT address still fit).
+pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: usize = 1024;
+/// Node API connections in all; the open-file limit may lower it.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
+pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Upper bounds of the duration settings, so that no setting can push a
+/// certificate's times out of range; above them is refused naming the key.
+pub const MAX_CA_TTL: Duration = Duration::from_secs(10 * 366 * 24 * 3600);
+pub const MAX_SVID_TTL: Duration = Duration::from_secs(366 * 24 * 3600);
+pub const MAX_JOIN_TOKEN_TTL: Duration = Duration::from_secs(366 * 24 * 3600);
+pub const MAX_BACKDATE: Duration = Duration::from_secs(24 * 3600);
+pub const MAX_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(300);
+pub const MAX_FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(3600);
+pub const MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
+/// The admin socket when nothing names one: `/run/signet-server/admin.sock`
+/// for root (where the packaged unit's `RuntimeDirectory=` puts it), else
+/// under `$XDG_RUNTIME_DIR` (see [`signet_runtime::dirs::runtime_dir`]).
+pub fn default_admin_socket() -> PathBuf {
+    signet_runtime::dirs::runtime_dir("signet-server").join("admin.sock")
+}
 
 pub use signet_core::duration::ConfigDuration;
 
@@ -42,6 +64,103 @@ pub struct FileConfig {
     pub authority_activate_at: Option<f64>,
     pub node_attestor: Option<NodeAttestorConfig>,
     pub telemetry: Option<TelemetryConfig>,
+    pub node_api: Option<NodeApiConfig>,
+}
+
+/// `[node_api]`: what agents (and anyone reaching the port) may hold open.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct NodeApiConfig {
+    pub max_connections_per_address: Option<usize>,
+    pub max_connections: Option<usize>,
+    pub tls_handshake_timeout: Option<ConfigDuration>,
+    pub first_request_timeout: Option<ConfigDuration>,
+    pub idle_timeout: Option<ConfigDuration>,
+}
+
+/// The Node API's connection bounds, decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeApiLimits {
+    pub max_connections_per_address: usize,
+    pub max_connections: usize,
+    pub tls_handshake_timeout: Duration,
+    /// After the handshake: to the first request, and with none open.
+    pub timeouts: signet_runtime::conn::Timeouts,
+}
+
+impl Default for NodeApiLimits {
+    fn default() -> Self {
+        Self {
+            max_connections_per_address: DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            tls_handshake_timeout: DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+            timeouts: signet_runtime::conn::Timeouts::default(),
+        }
+    }
+}
+
+impl NodeApiConfig {
+    fn limits(self) -> Result<NodeApiLimits, ConfigError> {
+        let d = NodeApiLimits::default();
+        let count = |v: Option<usize>, default: usize, name: &'static str| match v {
+            Some(0) => Err(ConfigError::ZeroCount(name)),
+            Some(n) => Ok(n),
+            None => Ok(default),
+        };
+        Ok(NodeApiLimits {
+            max_connections_per_address: count(
+                self.max_connections_per_address,
+                d.max_connections_per_address,
+                "max_connections_per_address",
+            )?,
+            max_connections: count(self.max_connections, d.max_connections, "max_connections")?,
+            tls_handshake_timeout: bounded(
+                self.tls_handshake_timeout,
+                d.tls_handshake_timeout,
+                "tls_handshake_timeout",
+                MAX_HANDSHAKE_TIMEOUT,
+            )?,
+            timeouts: signet_runtime::conn::Timeouts {
+                first_request: bounded(
+                    self.first_request_timeout,
+                    d.timeouts.first_request,
+                    "first_request_timeout",
+                    MAX_FIRST_REQUEST_TIMEOUT,
+                )?,
+                idle: bounded(
+                    self.idle_timeout,
+                    d.timeouts.idle,
+                    "idle_timeout",
+                    MAX_IDLE_TIMEOUT,
+                )?,
+            },
+        })
+    }
+}
+
+/// `v` (or `default`): above zero and at most `max`.
+fn bounded(
+    v: Option<ConfigDuration>,
+    default: Duration,
+    name: &'static str,
+    max: Duration,
+) -> Result<Duration, ConfigError> {
+    let d = v.map(|c| c.0).unwrap_or(default);
+    if d.is_zero() {
+        return Err(ConfigError::ZeroDuration(name));
+    }
+    at_most(d, name, max)
+}
+
+fn at_most(d: Duration, name: &'static str, max: Duration) -> Result<Duration, ConfigError> {
+    if d > max {
+        return Err(ConfigError::TooLong {
+            name,
+            secs: d.as_secs(),
+            max: max.as_secs(),
+        });
+    }
+    Ok(d)
 }
 
 /// `[node_attestor]`: node attestors beyond join tokens.
@@ -96,6 +215,7 @@ impl FileConfig {
             authority_prepare_at: flags.authority_prepare_at.or(self.authority_prepare_at),
             authority_activate_at: flags.authority_activate_at.or(self.authority_activate_at),
             node_attestor: flags.node_attestor.or(self.node_attestor),
+            node_api: flags.node_api.or(self.node_api),
             telemetry: match (flags.telemetry, self.telemetry) {
                 (Some(TelemetryConfig { bind: Some(b) }), _) => {
                     Some(TelemetryConfig { bind: Some(b) })
@@ -168,6 +288,14 @@ pub enum ConfigError {
     Bind(String, String),
     #[error("{0} must be longer than zero")]
     ZeroDuration(&'static str),
+    #[error("{name} of {secs}s is above the limit of {max}s")]
+    TooLong {
+        name: &'static str,
+        secs: u64,
+        max: u64,
+    },
+    #[error("{0} must be at least 1")]
+    ZeroCount(&'static str),
     #[error("{0} must be a fraction between 0 and 1, got {1}")]
     Fraction(&'static str, f64),
     #[error("invalid telemetry bind address {0:?}: {1}")]
@@ -181,6 +309,8 @@ impl ConfigError {
             ConfigError::TrustDomain(..) => "trust_domain",
             ConfigError::Bind(..) => "bind",
             ConfigError::ZeroDuration(k) => k,
+            ConfigError::TooLong { name, .. } => name,
+            ConfigError::ZeroCount(k) => k,
             ConfigError::Fraction(k, _) => k.split(' ').next().unwrap_or(k),
             ConfigError::TelemetryBind(..) => "bind",
             ConfigError::Read(..) | ConfigError::Parse(..) => return None,
@@ -207,6 +337,7 @@ pub struct RuntimeConfig {
     pub x509pop_ca_bundle: Option<PathBuf>,
     /// `/live`, `/ready`, `/metrics`; no listener when `None`.
     pub telemetry_bind: Option<SocketAddr>,
+    pub node_api: NodeApiLimits,
 }
 
 impl RuntimeConfig {
@@ -236,13 +367,8 @@ impl TryFrom<FileConfig> for RuntimeConfig {
                     .map_err(|e| ConfigError::TelemetryBind(text.clone(), e.to_string()))?,
             ),
         };
-        let dur = |v: Option<ConfigDuration>, default: Duration, name: &'static str| {
-            let d = v.map(|c| c.0).unwrap_or(default);
-            if d.is_zero() {
-                Err(ConfigError::ZeroDuration(name))
-            } else {
-                Ok(d)
-            }
+        let ttl = |v: Option<ConfigDuration>, default: Duration, name: &'static str, max| {
+            bounded(v, default, name, max)
         };
         Ok(RuntimeConfig {
             trust_domain,
@@ -250,26 +376,34 @@ impl TryFrom<FileConfig> for RuntimeConfig {
                 .data_dir
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             bind,
-            admin_socket: f
-                .admin_socket
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_ADMIN_SOCKET)),
-            ca_ttl: dur(f.ca_ttl, DEFAULT_CA_TTL, "ca_ttl")?,
-            default_x509_svid_ttl: dur(
+            admin_socket: f.admin_socket.unwrap_or_else(default_admin_socket),
+            ca_ttl: ttl(f.ca_ttl, DEFAULT_CA_TTL, "ca_ttl", MAX_CA_TTL)?,
+            default_x509_svid_ttl: ttl(
                 f.default_x509_svid_ttl,
                 DEFAULT_X509_SVID_TTL,
                 "default_x509_svid_ttl",
+                MAX_SVID_TTL,
             )?,
-            default_jwt_svid_ttl: dur(
+            default_jwt_svid_ttl: ttl(
                 f.default_jwt_svid_ttl,
                 DEFAULT_JWT_SVID_TTL,
                 "default_jwt_svid_ttl",
+                MAX_SVID_TTL,
             )?,
-            join_token_ttl: dur(f.join_token_ttl, DEFAULT_JOIN_TOKEN_TTL, "join_token_ttl")?,
+            join_token_ttl: ttl(
+                f.join_token_ttl,
+                DEFAULT_JOIN_TOKEN_TTL,
+                "join_token_ttl",
+                MAX_JOIN_TOKEN_TTL,
+            )?,
             // Zero is allowed: hosts with trusted clocks may not want it.
-            not_before_backdate: f
-                .not_before_backdate
-                .map(|c| c.0)
-                .unwrap_or(NOT_BEFORE_BACKDATE),
+            not_before_backdate: at_most(
+                f.not_before_backdate
+                    .map(|c| c.0)
+                    .unwrap_or(NOT_BEFORE_BACKDATE),
+                "not_before_backdate",
+                MAX_BACKDATE,
+            )?,
             log_json: f.log_json.unwrap_or(false),
             authority_schedule: schedule(f.authority_prepare_at, f.authority_activate_at)?,
             x509pop_ca_bundle: f
@@ -277,6 +411,7 @@ impl TryFrom<FileConfig> for RuntimeConfig {
                 .and_then(|n| n.x509pop)
                 .map(|x| x.ca_bundle_path),
             telemetry_bind,
+            node_api: f.node_api.unwrap_or_default().limits()?,
         })
     }
 }
@@ -318,10 +453,8 @@ mod tests {
         assert_eq!(c.trust_domain.as_str(), "example.org");
         assert_eq!(c.data_dir, PathBuf::from(".data/server"));
         assert_eq!(c.bind.to_string(), "127.0.0.1:8081");
-        assert_eq!(
-            c.admin_socket,
-            PathBuf::from("/tmp/signet-server/private/admin.sock")
-        );
+        assert_eq!(c.admin_socket, default_admin_socket());
+        assert_eq!(c.node_api, NodeApiLimits::default());
         assert_eq!(c.ca_ttl, Duration::from_secs(86400));
         assert_eq!(c.default_x509_svid_ttl, Duration::from_secs(3600));
         assert_eq!(c.default_jwt_svid_ttl, Duration::from_secs(300));
@@ -387,5 +520,53 @@ mod tests {
         let file = FileConfig::parse("not_before_backdate = \"5s\"").unwrap();
         let c = RuntimeConfig::try_from(file).unwrap();
         assert_eq!(c.not_before_backdate, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn durations_above_their_bound_are_refused_naming_the_setting() {
+        let err = |text: &str| {
+            RuntimeConfig::try_from(FileConfig::parse(text).unwrap())
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            err("not_before_backdate = \"1000000d\""),
+            "not_before_backdate of 86400000000s is above the limit of 86400s"
+        );
+        assert_eq!(
+            err("ca_ttl = \"3000000d\""),
+            "ca_ttl of 259200000000s is above the limit of 316224000s"
+        );
+        assert!(err("ca_ttl = \"1000000d\"").starts_with("ca_ttl of "));
+        assert!(err("default_x509_svid_ttl = \"400d\"").starts_with("default_x509_svid_ttl of "));
+        assert!(err("join_token_ttl = \"400d\"").starts_with("join_token_ttl of "));
+        assert!(err("[node_api]\nidle_timeout = \"2d\"").starts_with("idle_timeout of "));
+        assert_eq!(
+            err("[node_api]\nmax_connections_per_address = 0"),
+            "max_connections_per_address must be at least 1"
+        );
+        // The largest allowed values start a CA whose times are in range.
+        let c = RuntimeConfig::try_from(
+            FileConfig::parse("ca_ttl = \"3660d\"\nnot_before_backdate = \"1d\"").unwrap(),
+        )
+        .unwrap();
+        assert_eq!(c.ca_ttl, MAX_CA_TTL);
+        assert_eq!(c.not_before_backdate, MAX_BACKDATE);
+    }
+
+    #[test]
+    fn node_api_limits_from_the_file() {
+        let c = RuntimeConfig::try_from(
+            FileConfig::parse(
+                "[node_api]\nmax_connections_per_address = 4\nmax_connections = 9\ntls_handshake_timeout = \"2s\"\nfirst_request_timeout = \"3s\"\nidle_timeout = \"1m\"\n",
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(c.node_api.max_connections_per_address, 4);
+        assert_eq!(c.node_api.max_connections, 9);
+        assert_eq!(c.node_api.tls_handshake_timeout, Duration::from_secs(2));
+        assert_eq!(c.node_api.timeouts.first_request, Duration::from_secs(3));
+        assert_eq!(c.node_api.timeouts.idle, Duration::from_secs(60));
     }
 }

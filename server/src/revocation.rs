@@ -2,7 +2,7 @@
 //! CRL per issuing authority (signed by that CA), and the revoked jtis. The
 //! CRLs are rebuilt whenever the list changes and kept here for Sync.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
@@ -23,6 +23,8 @@ pub enum RevocationError {
 struct Cached {
     crls: Vec<Vec<u8>>,
     number: u64,
+    /// Revoked X.509 serials (lowercase hex), for agent authentication.
+    x509: HashSet<String>,
 }
 
 #[derive(Debug, Default)]
@@ -55,6 +57,11 @@ impl Revocations {
     /// The current CRLs, DER, one per authority with revoked serials.
     pub fn crls(&self) -> Vec<Vec<u8>> {
         self.lock().crls.clone()
+    }
+
+    /// Whether the X.509-SVID with this serial (lowercase hex) is revoked.
+    pub fn is_x509_revoked(&self, serial_hex: &str) -> bool {
+        self.lock().x509.contains(serial_hex)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Cached> {
@@ -98,10 +105,16 @@ impl Revocations {
                 crls.push(der);
             }
         }
+        let x509 = all
+            .iter()
+            .filter(|r| r.kind == RevokedKind::X509)
+            .map(|r| r.id.clone())
+            .collect();
         let mut c = self.lock();
         let changed = c.crls.len() != crls.len() || !crls.is_empty() || !c.crls.is_empty();
         c.crls = crls;
         c.number = number;
+        c.x509 = x509;
         Ok(changed)
     }
 }

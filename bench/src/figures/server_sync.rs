@@ -92,8 +92,14 @@ impl ChildServer {
         let addr = format!("127.0.0.1:{}", free_port()?);
         let socket = dir.join("admin.sock");
         let log = std::fs::File::create(dir.join("server.log"))?;
+        // A thousand agents from one loopback address: above the default
+        // cap of connections per source address.
+        let config = dir.join("server.toml");
+        std::fs::write(&config, "[node_api]\nmax_connections_per_address = 16384\n")?;
         let child = Command::new(&bin)
             .arg("run")
+            .arg("--config")
+            .arg(&config)
             .arg("--data-dir")
             .arg(dir.join("data"))
             .arg("--trust-domain")

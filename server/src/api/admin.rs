@@ -25,7 +25,9 @@ use super::convert::{admin_agent, admin_authority, admin_bundle, admin_entry};
 use super::entry_create;
 use super::introspect::introspect;
 use super::status::ApiError;
-use super::validate::{check_audience, dns_name, requested_ttl, selector, spiffe_id_in};
+use super::validate::{
+    check_audience, dns_name, not_reserved, requested_ttl, selector, workload_id_in,
+};
 use super::ServerState;
 use crate::ca::AuthorityKind;
 use crate::datastore::{EntryFilter, RevokedKind};
@@ -110,6 +112,15 @@ impl Admin for AdminService {
             0 => self.state.join_token_ttl,
             s => Duration::from_secs(u64::from(s)),
         };
+        let max = crate::config::MAX_JOIN_TOKEN_TTL;
+        if ttl > max {
+            return Err(ApiError::InvalidArgument(format!(
+                "ttl of {}s is above the limit of {}s for a join token",
+                ttl.as_secs(),
+                max.as_secs()
+            ))
+            .into());
+        }
         let (token, expires_at) = self.state.join_tokens.generate(ttl).await?;
         tracing::info!(expires_at, "join token created");
         Ok(Response::new(CreateJoinTokenResponse { token, expires_at }))
@@ -233,7 +244,7 @@ impl Admin for AdminService {
     ) -> Result<Response<MintJwtSvidResponse>, Status> {
         let req = request.get_ref();
         let td = self.state.ca.trust_domain();
-        let id = spiffe_id_in("spiffe_id", &req.spiffe_id, td)?;
+        let id = workload_id_in("spiffe_id", &req.spiffe_id, td)?;
         check_audience(&req.audience)?;
         let ttl = requested_ttl(req.ttl)?;
         let minted = self.state.ca.mint_jwt_svid(&id, &req.audience, ttl)?;
@@ -243,7 +254,7 @@ impl Admin for AdminService {
             .await?;
         tracing::info!(
             spiffe_id = %id,
-            audience = ?req.audience,
+            audiences = req.audience.len(),
             expires_at = minted.expires_at,
             "issued JWT-SVID through the Admin API"
         );
@@ -269,27 +280,28 @@ impl Admin for AdminService {
             ))
             .into());
         }
+        let spiffe_id = not_reserved("CSR SPIFFE ID", csr.spiffe_id)?;
         let dns_names = req
             .dns_names
             .iter()
             .map(|d| dns_name(d))
             .collect::<Result<Vec<_>, _>>()?;
         let ttl = requested_ttl(req.ttl)?;
-        let svid =
-            self.state
-                .ca
-                .issue_x509_svid(&csr.spiffe_id, &csr.public_key, &dns_names, ttl)?;
+        let svid = self
+            .state
+            .ca
+            .issue_x509_svid(&spiffe_id, &csr.public_key, &dns_names, ttl)?;
         self.state
             .ds
             .record_x509(
                 &svid.serial_hex,
-                &csr.spiffe_id,
+                &spiffe_id,
                 &svid.authority_id,
                 unix_seconds(svid.not_after),
             )
             .await?;
         tracing::info!(
-            spiffe_id = %csr.spiffe_id,
+            spiffe_id = %spiffe_id,
             serial = %svid.serial_hex,
             not_after = unix_seconds(svid.not_after),
             "issued X.509-SVID through the Admin API"

@@ -1,7 +1,10 @@
 //! Who is calling the Node API: the agent named by the verified TLS client
-//! certificate, provided its record exists and is not banned.
+//! certificate, provided that certificate is not revoked and the agent's
+//! record exists and is not banned. Checked on every call: a connection
+//! outlives a revocation, an eviction or a ban.
 
-use signet_core::x509::validate_x509_svid;
+use signet_core::x509::{cert_info, validate_x509_svid};
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::Request;
 
 use super::status::ApiError;
@@ -14,7 +17,7 @@ pub async fn authenticate_agent<T>(
     state: &ServerState,
     request: &Request<T>,
 ) -> Result<AgentRecord, ApiError> {
-    let certs = request.peer_certs().ok_or_else(|| {
+    let certs = peer_certs(request).ok_or_else(|| {
         ApiError::Unauthenticated(
             "this RPC requires the agent's X.509-SVID as TLS client certificate".into(),
         )
@@ -29,6 +32,20 @@ pub async fn authenticate_agent<T>(
     // the bundle as it is now, since a connection can outlive a CA.
     let id = validate_x509_svid(&chain, &state.ca.bundle().x509_authorities, state.ca.now())
         .map_err(|e| ApiError::Unauthenticated(format!("invalid client certificate: {e}")))?;
+    let serial = chain
+        .first()
+        .map(|leaf| cert_info(leaf))
+        .transpose()
+        .map_err(|e| ApiError::Unauthenticated(format!("invalid client certificate: {e}")))?
+        .map(|info| info.serial_hex)
+        .unwrap_or_default();
+    if state.revocations.is_x509_revoked(&serial) {
+        // Said like an eviction: the agent drops what it holds and must
+        // attest again (by itself where its method allows).
+        return Err(ApiError::PermissionDenied(format!(
+            "agent {id} presented a revoked SVID (serial {serial}); it is not attested any more: attest again"
+        )));
+    }
     let agent = state.ds.get_agent(&id).await?.ok_or_else(|| {
         ApiError::PermissionDenied(format!(
             "agent {id} is not attested (unknown or evicted); attest again"
@@ -38,4 +55,14 @@ pub async fn authenticate_agent<T>(
         return Err(ApiError::PermissionDenied(format!("agent {id} is banned")));
     }
     Ok(agent)
+}
+
+/// The TLS client certificates of the connection `request` came on.
+pub fn peer_certs<T>(
+    request: &Request<T>,
+) -> Option<std::sync::Arc<Vec<rustls_pki_types::CertificateDer<'static>>>> {
+    request
+        .extensions()
+        .get::<signet_runtime::conn::ConnInfo<TlsConnectInfo<TcpConnectInfo>>>()
+        .and_then(|info| info.peer.peer_certs())
 }

@@ -24,6 +24,10 @@ use crate::datastore::{AgentRecord, EntryRecord, IssuedX509};
 /// more than it saves.
 const MIN_PER_THREAD: usize = 16;
 
+/// CSRs one call may carry (agents send 128): the whole batch is signed
+/// and recorded before the call returns, so it is bounded where it enters.
+pub const MAX_BATCH: usize = 1024;
+
 /// What one CSR is signed as, taken from its entry.
 struct Job {
     index: usize,
@@ -40,6 +44,12 @@ pub async fn sign(
     agent: &AgentRecord,
     params: Vec<SignX509SvidParams>,
 ) -> Result<Vec<SignX509SvidResult>, ApiError> {
+    if params.len() > MAX_BATCH {
+        return Err(ApiError::InvalidArgument(format!(
+            "a batch of {} CSRs is larger than the {MAX_BATCH} one call may carry",
+            params.len()
+        )));
+    }
     let mut outcomes: Vec<Option<Result<IssuedSvid, ApiError>>> =
         (0..params.len()).map(|_| None).collect();
     let entry_ids: Vec<String> = params.iter().map(|p| p.entry_id.clone()).collect();

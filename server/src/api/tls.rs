@@ -1,11 +1,14 @@
 //! TLS for the Node API: the server's own SVID (renewed at half-life and
 //! swapped in without a restart), a client verifier that accepts only chains
-//! valid against the current bundle, and the stream of accepted connections.
+//! valid against the current bundle, and the stream of accepted connections:
+//! each counted against its source address's cap and the total before its
+//! handshake, the handshake bounded in time, and the connection closed once
+//! idle (see `signet_runtime::conn`).
 
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use rcgen::KeyPair;
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, WebPkiSupportedAlgorithms};
@@ -19,16 +22,19 @@ use rustls::{
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, UnixTime};
 use signet_core::rotation::{random_jitter, refresh_at, wait_until};
 use signet_core::x509::validate_x509_svid;
+use signet_runtime::conn::{accepted, ConnectionTracker, Guarded, Refusal, Timeouts};
+use signet_runtime::throttle::LogThrottle;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::ca::{CaError, CertificateAuthority};
+use crate::config::NodeApiLimits;
+use crate::telemetry::Metrics;
 
 /// The path of the server's SPIFFE ID within its trust domain.
 pub const SERVER_ID_PATH: &str = "/signet/server";
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -205,26 +211,44 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
+/// A Node API connection as served: TLS over TCP, counted under its
+/// source address.
+pub type NodeConnection = Guarded<TlsStream<TcpStream>, std::net::IpAddr>;
+
 /// Completed TLS connections from `listener`. Handshakes run concurrently, so
-/// a slow or hostile client cannot hold up the others; failures are logged
-/// and dropped.
+/// a slow or hostile client cannot hold up the others; a source address over
+/// its cap (or a full server) is closed before any TLS work, and refusals
+/// and failed handshakes are counted and logged at most once per interval.
 pub fn tls_incoming(
     listener: TcpListener,
     config: Arc<ServerConfig>,
-) -> impl Stream<Item = Result<TlsStream<TcpStream>, std::io::Error>> {
+    limits: NodeApiLimits,
+    metrics: Arc<Metrics>,
+) -> impl Stream<Item = Result<NodeConnection, std::io::Error>> {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let acceptor = TlsAcceptor::from(config);
+    let tracker =
+        ConnectionTracker::new(limits.max_connections_per_address, limits.max_connections);
+    let refused_log = Arc::new(LogThrottle::default());
+    let handshake_log = Arc::new(LogThrottle::default());
     tokio::spawn(async move {
+        let mut incoming = std::pin::pin!(accepted(listener, "Node API"));
         loop {
-            let accepted = tokio::select! {
+            let next = tokio::select! {
                 _ = tx.closed() => return,
-                a = listener.accept() => a,
+                next = incoming.next() => next,
             };
-            let (tcp, peer) = match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accepting a Node API connection failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+            let Some((tcp, peer)) = next else { return };
+            let permit = match tracker.admit(peer.ip()) {
+                Ok(p) => p,
+                Err(refusal) => {
+                    metrics.refused_connection(match refusal {
+                        Refusal::PeerLimit { .. } => "address_limit",
+                        Refusal::TotalLimit { .. } => "total_limit",
+                    });
+                    if let Some(left_out) = refused_log.permit() {
+                        tracing::warn!(%peer, %refusal, similar_left_out = left_out, "refused a Node API connection");
+                    }
                     continue;
                 }
             };
@@ -236,13 +260,27 @@ pub fn tls_incoming(
             }
             let acceptor = acceptor.clone();
             let tx = tx.clone();
+            let metrics = metrics.clone();
+            let handshake_log = handshake_log.clone();
+            let timeouts: Timeouts = limits.timeouts;
             tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => {
-                        let _ = tx.send(Ok(tls)).await;
-                    }
-                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                let failed =
+                    match tokio::time::timeout(limits.tls_handshake_timeout, acceptor.accept(tcp))
+                        .await
+                    {
+                        Ok(Ok(tls)) => {
+                            let _ = tx.send(Ok(Guarded::new(tls, permit, timeouts))).await;
+                            return;
+                        }
+                        Ok(Err(e)) => ("handshake_failed", e.to_string()),
+                        Err(_) => (
+                            "handshake_timeout",
+                            "no TLS handshake within the timeout".to_owned(),
+                        ),
+                    };
+                metrics.refused_connection(failed.0);
+                if let Some(left_out) = handshake_log.permit() {
+                    tracing::info!(%peer, error = %failed.1, similar_left_out = left_out, "Node API TLS handshake failed");
                 }
             });
         }

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use signet_core::entry::normalize_selectors;
+use signet_core::jwt::AudienceError;
 use signet_core::{
     RegistrationEntry, Selector, SelectorError, SpiffeId, SpiffeIdError, TrustDomain,
 };
@@ -42,14 +43,14 @@ pub enum EntryError {
     DnsName(String),
     #[error("hint must be at most 1024 bytes without control characters")]
     Hint,
-    #[error("audience is required: give at least one")]
-    NoAudience,
-    #[error("audience must not contain an empty string")]
-    EmptyAudience,
+    #[error(transparent)]
+    Audience(#[from] AudienceError),
     #[error("a node-alias entry cannot have {0}")]
     AliasField(&'static str),
     #[error("a node-alias entry cannot use the server's SPIFFE ID")]
     AliasIsServer,
+    #[error("{field} {value:?} is reserved: paths under /signet name Signet's own agents and servers, and no entry or minted SVID may carry one")]
+    Reserved { field: &'static str, value: String },
 }
 
 pub fn spiffe_id_in(
@@ -72,6 +73,27 @@ pub fn spiffe_id_in(
     Ok(id)
 }
 
+/// A SPIFFE ID a workload may hold: in our trust domain, not reserved.
+pub fn workload_id_in(
+    field: &'static str,
+    value: &str,
+    td: &TrustDomain,
+) -> Result<SpiffeId, EntryError> {
+    let id = spiffe_id_in(field, value, td)?;
+    not_reserved(field, id)
+}
+
+/// Refuses a Signet path (see [`SpiffeId::is_reserved`]).
+pub fn not_reserved(field: &'static str, id: SpiffeId) -> Result<SpiffeId, EntryError> {
+    if id.is_reserved() {
+        return Err(EntryError::Reserved {
+            field,
+            value: id.to_string(),
+        });
+    }
+    Ok(id)
+}
+
 pub fn selector(value: &str) -> Result<Selector, EntryError> {
     Selector::parse(value).map_err(|source| EntryError::Selector {
         value: value.to_owned(),
@@ -87,15 +109,10 @@ fn ttl(field: &'static str, secs: u32) -> Result<Option<Duration>, EntryError> {
     Ok((secs > 0).then_some(d))
 }
 
-/// A JWT-SVID audience: at least one, none empty.
+/// A JWT-SVID audience: at least one, none empty, within the bounds every
+/// API shares (`signet_core::jwt::check_audience`).
 pub fn check_audience(audience: &[String]) -> Result<(), EntryError> {
-    if audience.is_empty() {
-        return Err(EntryError::NoAudience);
-    }
-    if audience.iter().any(|a| a.trim().is_empty()) {
-        return Err(EntryError::EmptyAudience);
-    }
-    Ok(())
+    Ok(signet_core::jwt::check_audience(audience)?)
 }
 
 /// A requested TTL in seconds: 0 means the server's default.
@@ -128,7 +145,7 @@ pub fn new_entry(
     td: &TrustDomain,
     id: String,
 ) -> Result<RegistrationEntry, EntryError> {
-    let spiffe_id = spiffe_id_in("spiffe_id", &req.spiffe_id, td)?;
+    let spiffe_id = workload_id_in("spiffe_id", &req.spiffe_id, td)?;
     let parent_id = spiffe_id_in("parent_id", &req.parent_id, td)?;
     if req.selectors.is_empty() {
         return Err(EntryError::NoSelectors);
@@ -277,10 +294,18 @@ mod tests {
     #[test]
     fn audience_needs_one_value_and_no_empty_ones() {
         assert!(check_audience(&["a".into(), "b".into()]).is_ok());
-        assert_eq!(check_audience(&[]), Err(EntryError::NoAudience));
+        assert_eq!(
+            check_audience(&[]),
+            Err(EntryError::Audience(AudienceError::Missing))
+        );
         assert_eq!(
             check_audience(&["a".into(), String::new()]),
-            Err(EntryError::EmptyAudience)
+            Err(EntryError::Audience(AudienceError::EmptyValue))
+        );
+        let many: Vec<String> = (0..10_000).map(|i| i.to_string()).collect();
+        assert_eq!(
+            check_audience(&many),
+            Err(EntryError::Audience(AudienceError::TooMany(10_000)))
         );
     }
 }

@@ -46,6 +46,18 @@ pub enum CaError {
     NotFound(String),
     #[error("{0}")]
     FailedPrecondition(String),
+    #[error("{0} is outside the times a certificate can hold")]
+    TimeOutOfRange(&'static str),
+}
+
+/// `t + d`, or the error naming what overflowed.
+fn later(t: SystemTime, d: Duration, what: &'static str) -> Result<SystemTime, CaError> {
+    t.checked_add(d).ok_or(CaError::TimeOutOfRange(what))
+}
+
+/// `t - d`, or the error naming what overflowed.
+fn earlier(t: SystemTime, d: Duration, what: &'static str) -> Result<SystemTime, CaError> {
+    t.checked_sub(d).ok_or(CaError::TimeOutOfRange(what))
 }
 
 /// The certificates a peer trusts for this trust domain.
@@ -232,6 +244,8 @@ pub struct CertificateAuthority {
     store: Store,
     authorities: RwLock<Authorities>,
     sequence: AtomicU64,
+    /// Every X.509 certificate signed, delivered or not.
+    x509_signatures: prometheus_client::metrics::counter::Counter,
 }
 
 impl std::fmt::Debug for CertificateAuthority {
@@ -310,6 +324,7 @@ impl CertificateAuthority {
             store,
             authorities: RwLock::new(auths),
             sequence: AtomicU64::new(0),
+            x509_signatures: Default::default(),
         };
         let before = ca.active_x509_id();
         ca.tick()?;
@@ -456,7 +471,7 @@ impl CertificateAuthority {
                         state,
                         tainted: false,
                         not_before: now,
-                        not_after: now + self.ca_ttl,
+                        not_after: later(now, self.ca_ttl, "the JWT key's end (ca_ttl)")?,
                     },
                     signer: Arc::new(signer),
                 });
@@ -695,7 +710,7 @@ impl CertificateAuthority {
         let now = from_unix_seconds(unix_seconds(self.clock.now()));
         let left = Self::time_left(not_after, now)?;
         let ttl = ttl.unwrap_or(self.default_jwt_svid_ttl).min(left);
-        let expires_at = now + ttl;
+        let expires_at = later(now, ttl, "the JWT-SVID expiry")?;
         let jti = uuid::Uuid::new_v4().to_string();
         let token = mint_jwt_svid(
             &signer,
@@ -730,9 +745,11 @@ impl CertificateAuthority {
         let now = self.clock.now();
         let left = Self::time_left(ca_not_after, now)?;
         let ttl = ttl.unwrap_or(self.default_svid_ttl).min(left);
-        let not_after = now + ttl;
-        let params = leaf_params(id, dns_names, now - self.backdate, not_after)?;
+        let not_after = later(now, ttl, "the X.509-SVID notAfter")?;
+        let not_before = earlier(now, self.backdate, "the back-dated notBefore")?;
+        let params = leaf_params(id, dns_names, not_before, not_after)?;
         let der = sign_leaf(&params, public_key, &*issuer)?;
+        self.x509_signatures.inc();
         // What the certificate says, known without parsing it back: the
         // serial is positive with a non-zero first byte (its DER content is
         // these bytes), and times are encoded in whole seconds.
@@ -748,6 +765,11 @@ impl CertificateAuthority {
             serial_hex,
             authority_id,
         })
+    }
+
+    /// The count of X.509 certificates signed, for `/metrics`.
+    pub fn x509_signature_counter(&self) -> prometheus_client::metrics::counter::Counter {
+        self.x509_signatures.clone()
     }
 
     /// A DER CRL of `revoked` (hex serial, revocation time) signed by the
@@ -767,7 +789,8 @@ impl CertificateAuthority {
             }
         };
         let now = self.clock.now();
-        let next_update = next_update.max(now + Duration::from_secs(60));
+        let next_update =
+            next_update.max(later(now, Duration::from_secs(60), "the CRL nextUpdate")?);
         let revoked_certs = revoked
             .iter()
             .filter_map(|(serial, at)| {
@@ -850,7 +873,7 @@ fn import_legacy(
                     state: AuthorityState::Active,
                     tainted: false,
                     not_before: now,
-                    not_after: now + settings.ca_ttl,
+                    not_after: later(now, settings.ca_ttl, "the JWT key's end (ca_ttl)")?,
                 },
                 signer: Arc::new(signer),
             });
@@ -913,8 +936,8 @@ fn generate(td: &TrustDomain, ttl: Duration, now: SystemTime) -> Result<X509Auth
     let key = KeyPair::generate().map_err(|e| CaError::Key(e.to_string()))?;
     // Whole seconds, so the times read back from the file match.
     let now = from_unix_seconds(unix_seconds(now));
-    let not_before = now - Duration::from_secs(30);
-    let not_after = now + ttl;
+    let not_before = earlier(now, Duration::from_secs(30), "the CA notBefore")?;
+    let not_after = later(now, ttl, "the CA notAfter (ca_ttl)")?;
     let params = ca_params(td, not_before, not_after)?;
     let cert = params.self_signed(&key).map_err(X509Error::from)?;
     let cert_der = cert.der().to_vec();

@@ -11,6 +11,13 @@ use tonic::transport::{Channel, Endpoint, Uri};
 
 /// Connects to the server's admin socket.
 pub async fn connect(path: &Path) -> anyhow::Result<AdminClient<Channel>> {
+    // The default under /tmp (no root, no $XDG_RUNTIME_DIR): anyone could
+    // have made that directory first, so only one of our own is trusted.
+    if path.starts_with("/tmp") && path == crate::config::default_admin_socket() {
+        if let Some(dir) = path.parent().filter(|d| d.exists()) {
+            signet_runtime::dirs::check_own_dir(dir)?;
+        }
+    }
     let socket = path.to_path_buf();
     let channel = Endpoint::from_static("http://[::]:50051")
         .connect_with_connector(tower::service_fn(move |_: Uri| {

@@ -212,16 +212,39 @@ async fn create(a: CreateArgs) -> anyhow::Result<()> {
         ..Default::default()
     };
     let mut client = connect(&a.admin.admin_socket).await?;
+    let warning = binary_only_warning(&request.spiffe_id, &request.selectors);
     let entry = client
         .create_entry(request)
         .await
         .map_err(status_error)?
         .into_inner();
+    if let Some(w) = warning {
+        eprintln!("{w}");
+    }
     match a.output.output {
         Output::Text => println!("{}", entry.id),
         Output::Json => print_json(&entry_json(&entry))?,
     }
     Ok(())
+}
+
+/// An entry that names a binary (`unix:path`, `unix:sha256`) but no user
+/// or group is given to whoever runs that binary, whichever user they are,
+/// and to a same-user process that execs it before the agent accepts its
+/// connection: say so (stderr; the entry is still created).
+pub(super) fn binary_only_warning(spiffe_id: &str, selectors: &[String]) -> Option<String> {
+    let has = |prefixes: &[&str]| {
+        selectors
+            .iter()
+            .any(|s| prefixes.iter().any(|p| s.starts_with(p)))
+    };
+    let names_binary = has(&["unix:path:", "unix:sha256:"]);
+    let names_user = has(&["unix:uid:", "unix:gid:", "unix:user:", "unix:group:"]);
+    (names_binary && !names_user).then(|| {
+        format!(
+            "warning: {spiffe_id} is selected by unix:path/unix:sha256 without unix:uid or unix:gid: any local user who can run that binary gets this identity; add --selector unix:uid:<uid>"
+        )
+    })
 }
 
 async fn show(a: ShowArgs) -> anyhow::Result<()> {
@@ -254,4 +277,23 @@ async fn show(a: ShowArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_binary_without_a_user_is_warned_about() {
+        let sel = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let w = binary_only_warning("spiffe://example.org/w", &sel(&["unix:path:/usr/bin/w"]));
+        assert!(w.unwrap().starts_with(
+            "warning: spiffe://example.org/w is selected by unix:path/unix:sha256 without unix:uid"
+        ));
+        assert!(binary_only_warning("x", &sel(&["unix:sha256:ab"])).is_some());
+        assert!(binary_only_warning("x", &sel(&["unix:path:/b", "unix:uid:0"])).is_none());
+        assert!(binary_only_warning("x", &sel(&["unix:sha256:ab", "unix:group:web"])).is_none());
+        assert!(binary_only_warning("x", &sel(&["unix:uid:0"])).is_none());
+        assert!(binary_only_warning("x", &sel(&["systemd:id:a.service"])).is_none());
+    }
 }

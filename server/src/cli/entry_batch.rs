@@ -171,6 +171,11 @@ pub async fn create(
             let Some(next) = pending.next() else { break };
             match next {
                 Ok(req) => {
+                    if let Some(w) =
+                        super::entry::binary_only_warning(&req.spiffe_id, &req.selectors)
+                    {
+                        eprintln!("{w}");
+                    }
                     chunk.push(req);
                     slots.push(None);
                 }

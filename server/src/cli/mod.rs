@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::config::{ConfigDuration, FileConfig, RuntimeConfig, DEFAULT_ADMIN_SOCKET};
+use crate::config::{default_admin_socket, ConfigDuration, FileConfig, RuntimeConfig};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -131,6 +131,7 @@ impl RunArgs {
             authority_prepare_at: None,
             authority_activate_at: None,
             node_attestor: None,
+            node_api: None,
             telemetry: self
                 .telemetry_bind
                 .clone()
@@ -142,8 +143,9 @@ impl RunArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct AdminArgs {
-    /// Path of the server's admin socket.
-    #[arg(long, default_value = DEFAULT_ADMIN_SOCKET)]
+    /// Path of the server's admin socket [default: /run/signet-server/admin.sock
+    /// for root, else $XDG_RUNTIME_DIR/signet-server/admin.sock].
+    #[arg(long, default_value_os_t = default_admin_socket(), hide_default_value = true)]
     pub admin_socket: PathBuf,
 }
 

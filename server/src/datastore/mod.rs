@@ -5,7 +5,7 @@ mod sqlite;
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
-use signet_core::{RegistrationEntry, Selector, SpiffeId};
+use signet_core::{RegistrationEntry, Selector, SpiffeId, TrustDomain};
 
 pub use sqlite::SqliteDataStore;
 
@@ -122,15 +122,21 @@ impl EntryFilter {
 
 #[async_trait]
 pub trait DataStore: Send + Sync + 'static {
-    /// Records a single-use join token valid until `expires_at` (unix seconds).
-    async fn create_join_token(&self, token: &str, expires_at: i64) -> Result<()>;
+    /// Records a single-use join token, by the SHA-256 (lowercase hex) of
+    /// the token, valid until `expires_at` (unix seconds). The token itself
+    /// is never stored.
+    async fn create_join_token(&self, token_sha256: &str, expires_at: i64) -> Result<()>;
 
-    /// Burns `token` and records `agent` in one transaction. Refuses an
+    /// The stored hash and expiry of an unused join token, read only (the
+    /// check before anything is signed; the burn below is what counts).
+    async fn join_token(&self, token_sha256: &str) -> Result<Option<(String, i64)>>;
+
+    /// Burns the token and records `agent` in one transaction. Refuses an
     /// unknown or used token, an expired one (`now` unix seconds, left in place
     /// so a retry says "expired" again) and an agent ID that is banned.
     async fn attest_with_join_token(
         &self,
-        token: &str,
+        token_sha256: &str,
         now: i64,
         agent: AgentRecord,
     ) -> Result<AgentRecord>;
@@ -168,6 +174,9 @@ pub trait DataStore: Send + Sync + 'static {
     /// The entries among `ids` that exist (one query per chunk, not per id).
     async fn get_entries(&self, ids: &[&str]) -> Result<Vec<EntryRecord>>;
     async fn list_entries(&self, filter: &EntryFilter) -> Result<Vec<EntryRecord>>;
+    /// Entries of `td` whose SPIFFE ID is reserved (`/signet` and below),
+    /// stored before such IDs were refused.
+    async fn entries_with_reserved_ids(&self, td: &TrustDomain) -> Result<Vec<EntryRecord>>;
     async fn delete_entry(&self, id: &str) -> Result<EntryRecord>;
     async fn count_entries(&self) -> Result<u64>;
     async fn entries_by_parent(&self, parent: &SpiffeId) -> Result<Vec<EntryRecord>> {

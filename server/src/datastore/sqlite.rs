@@ -21,7 +21,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::future::BoxFuture;
 use futures::stream::{BoxStream, StreamExt};
-use signet_core::{RegistrationEntry, Selector, SpiffeId};
+use signet_core::spiffe_id::RESERVED_PATH;
+use signet_core::{RegistrationEntry, Selector, SpiffeId, TrustDomain};
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
@@ -62,6 +63,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "entries_by_parent_order",
         include_str!("../../migrations/0005_entries_by_parent_order.sql"),
     ),
+    (
+        6,
+        "join_token_hashes",
+        include_str!("../../migrations/0006_join_token_hashes.sql"),
+    ),
 ];
 
 #[derive(Debug)]
@@ -90,6 +96,36 @@ impl MigrationSource<'static> for Embedded {
 
 fn backend(e: impl std::fmt::Display) -> DataStoreError {
     DataStoreError::Backend(e.to_string())
+}
+
+/// Creates the database file 0600 if missing, and brings an existing file
+/// (and its WAL and shared-memory files, which SQLite creates with the
+/// database file's mode) to 0600.
+async fn restrict_files(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let io = |p: &Path, e: std::io::Error| DataStoreError::Backend(format!("{}: {e}", p.display()));
+    let created = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .await;
+    match created {
+        Ok(_) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io(path, e)),
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        let file = std::path::PathBuf::from(name);
+        match tokio::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(&file, e)),
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone)]
@@ -171,7 +207,9 @@ async fn insert_issued(writer: &SqlitePool, rows: &[&IssuedX509]) -> Result<()> 
 
 impl SqliteDataStore {
     /// Opens (creating if needed) the database file and applies migrations.
+    /// The file is 0600: it holds the registration and who was attested.
     pub async fn open(path: &Path) -> Result<Self> {
+        restrict_files(path).await?;
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -521,9 +559,9 @@ impl SqliteDataStore {
 
 #[async_trait]
 impl DataStore for SqliteDataStore {
-    async fn create_join_token(&self, token: &str, expires_at: i64) -> Result<()> {
-        let res = sqlx::query("INSERT INTO join_tokens (token, expires_at) VALUES (?, ?)")
-            .bind(token)
+    async fn create_join_token(&self, token_sha256: &str, expires_at: i64) -> Result<()> {
+        let res = sqlx::query("INSERT INTO join_tokens (token_sha256, expires_at) VALUES (?, ?)")
+            .bind(token_sha256)
             .bind(expires_at)
             .execute(&self.writer)
             .await;
@@ -536,21 +574,38 @@ impl DataStore for SqliteDataStore {
         }
     }
 
+    async fn join_token(&self, token_sha256: &str) -> Result<Option<(String, i64)>> {
+        let row =
+            sqlx::query("SELECT token_sha256, expires_at FROM join_tokens WHERE token_sha256 = ?")
+                .bind(token_sha256)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(backend)?;
+        row.map(|r| {
+            Ok((
+                r.try_get("token_sha256").map_err(backend)?,
+                r.try_get("expires_at").map_err(backend)?,
+            ))
+        })
+        .transpose()
+    }
+
     async fn attest_with_join_token(
         &self,
-        token: &str,
+        token_sha256: &str,
         now: i64,
         agent: AgentRecord,
     ) -> Result<AgentRecord> {
         let mut tx = self.write_tx().await?;
         // Writers are serialized, so of two concurrent attests with one token
         // exactly one sees the row.
-        let expires_at: Option<i64> =
-            sqlx::query_scalar("DELETE FROM join_tokens WHERE token = ? RETURNING expires_at")
-                .bind(token)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(backend)?;
+        let expires_at: Option<i64> = sqlx::query_scalar(
+            "DELETE FROM join_tokens WHERE token_sha256 = ? RETURNING expires_at",
+        )
+        .bind(token_sha256)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(backend)?;
         let Some(expires_at) = expires_at else {
             return Err(DataStoreError::JoinTokenNotFound);
         };
@@ -744,6 +799,24 @@ impl DataStore for SqliteDataStore {
             }
         }
         Ok(out)
+    }
+
+    async fn entries_with_reserved_ids(&self, td: &TrustDomain) -> Result<Vec<EntryRecord>> {
+        // An exact prefix comparison (LIKE would take `_` in a trust domain
+        // for a wildcard); the entries_spiffe_id index is not used, but
+        // this runs once, at start.
+        let exact = format!("spiffe://{td}{RESERVED_PATH}");
+        let below = format!("{exact}/");
+        let rows = sqlx::query(&format!(
+            "SELECT {ENTRY_COLUMNS} FROM entries WHERE spiffe_id = ? OR substr(spiffe_id, 1, length(?)) = ? ORDER BY created_at, id"
+        ))
+        .bind(&exact)
+        .bind(&below)
+        .bind(&below)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.iter().map(entry_from_row).collect()
     }
 
     async fn list_entries(&self, filter: &EntryFilter) -> Result<Vec<EntryRecord>> {

@@ -502,3 +502,22 @@ async fn an_id_taken_by_a_stored_or_an_earlier_batch_entry_is_refused_alone() {
     );
     assert_eq!(ds.count_entries().await.unwrap(), 2);
 }
+
+#[tokio::test]
+async fn the_database_files_are_readable_by_the_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("datastore.sqlite3");
+    let ds = SqliteDataStore::open(&path).await.unwrap();
+    ds.create_join_token("h", 5000).await.unwrap();
+    assert_eq!(mode(&path), 0o600);
+    let wal = dir.path().join("datastore.sqlite3-wal");
+    assert_eq!(mode(&wal), 0o600, "SQLite gives the WAL the file's mode");
+    ds.close().await;
+    // A file left 0644 by an older version is brought to 0600.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let ds = SqliteDataStore::open(&path).await.unwrap();
+    assert_eq!(mode(&path), 0o600);
+    ds.close().await;
+}

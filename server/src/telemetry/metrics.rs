@@ -18,6 +18,11 @@ pub struct AttestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RpcLabels {
     pub service: String,
     pub method: String,
@@ -37,6 +42,7 @@ pub struct Metrics {
     node_attestations: Family<AttestLabels, Counter>,
     rpc_duration: HistogramFamily,
     connected_agents: Gauge,
+    refused_connections: Family<ReasonLabel, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -84,6 +90,12 @@ impl Metrics {
             "Agents with an open Sync stream",
             connected_agents.clone(),
         );
+        let refused_connections = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "signet_server_node_api_refused_connections",
+            "Node API connections closed before serving (reason: address_limit, total_limit, handshake_failed, handshake_timeout)",
+            refused_connections.clone(),
+        );
         Self {
             registry: Mutex::new(registry),
             x509_svids_issued,
@@ -91,7 +103,29 @@ impl Metrics {
             node_attestations,
             rpc_duration,
             connected_agents,
+            refused_connections,
         }
+    }
+
+    /// Exposes the CA's count of X.509 certificates signed (whatever
+    /// became of them), as `signet_server_ca_x509_signatures_total`.
+    pub fn register_x509_signatures(&self, counter: Counter) {
+        self.registry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .register(
+                "signet_server_ca_x509_signatures",
+                "X.509 certificates the CA signed, delivered or not",
+                counter,
+            );
+    }
+
+    pub fn refused_connection(&self, reason: &str) {
+        self.refused_connections
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_owned(),
+            })
+            .inc();
     }
 
     pub fn x509_svid_issued(&self) {
