@@ -111,26 +111,30 @@ impl NodeApiConfig {
             max_connections_per_address: count(
                 self.max_connections_per_address,
                 d.max_connections_per_address,
-                "max_connections_per_address",
+                "node_api.max_connections_per_address",
             )?,
-            max_connections: count(self.max_connections, d.max_connections, "max_connections")?,
+            max_connections: count(
+                self.max_connections,
+                d.max_connections,
+                "node_api.max_connections",
+            )?,
             tls_handshake_timeout: bounded(
                 self.tls_handshake_timeout,
                 d.tls_handshake_timeout,
-                "tls_handshake_timeout",
+                "node_api.tls_handshake_timeout",
                 MAX_HANDSHAKE_TIMEOUT,
             )?,
             timeouts: signet_runtime::conn::Timeouts {
                 first_request: bounded(
                     self.first_request_timeout,
                     d.timeouts.first_request,
-                    "first_request_timeout",
+                    "node_api.first_request_timeout",
                     MAX_FIRST_REQUEST_TIMEOUT,
                 )?,
                 idle: bounded(
                     self.idle_timeout,
                     d.timeouts.idle,
-                    "idle_timeout",
+                    "node_api.idle_timeout",
                     MAX_IDLE_TIMEOUT,
                 )?,
             },
@@ -288,7 +292,7 @@ pub enum ConfigError {
     Bind(String, String),
     #[error("{0} must be longer than zero")]
     ZeroDuration(&'static str),
-    #[error("{name} of {secs}s is above the limit of {max}s")]
+    #[error("{} of {secs}s is above the limit of {max}s", setting(name))]
     TooLong {
         name: &'static str,
         secs: u64,
@@ -308,13 +312,24 @@ impl ConfigError {
         Some(match self {
             ConfigError::TrustDomain(..) => "trust_domain",
             ConfigError::Bind(..) => "bind",
-            ConfigError::ZeroDuration(k) => k,
-            ConfigError::TooLong { name, .. } => name,
-            ConfigError::ZeroCount(k) => k,
+            ConfigError::ZeroDuration(k) => k.rsplit('.').next().unwrap_or(k),
+            // `node_api.idle_timeout` is on the line `idle_timeout = ...`.
+            ConfigError::TooLong { name, .. } => name.rsplit('.').next().unwrap_or(name),
+            ConfigError::ZeroCount(k) => k.rsplit('.').next().unwrap_or(k),
             ConfigError::Fraction(k, _) => k.split(' ').next().unwrap_or(k),
             ConfigError::TelemetryBind(..) => "bind",
             ConfigError::Read(..) | ConfigError::Parse(..) => return None,
         })
+    }
+}
+
+/// A setting as messages name it: a top-level key with its flag
+/// (`ca_ttl (--ca-ttl)`), a section's key by its path.
+fn setting(name: &str) -> String {
+    if name.contains('.') {
+        name.to_owned()
+    } else {
+        format!("{name} (--{})", name.replace('_', "-"))
     }
 }
 
@@ -531,19 +546,22 @@ mod tests {
         };
         assert_eq!(
             err("not_before_backdate = \"1000000d\""),
-            "not_before_backdate of 86400000000s is above the limit of 86400s"
+            "not_before_backdate (--not-before-backdate) of 86400000000s is above the limit of 86400s"
         );
         assert_eq!(
             err("ca_ttl = \"3000000d\""),
-            "ca_ttl of 259200000000s is above the limit of 316224000s"
+            "ca_ttl (--ca-ttl) of 259200000000s is above the limit of 316224000s"
         );
-        assert!(err("ca_ttl = \"1000000d\"").starts_with("ca_ttl of "));
-        assert!(err("default_x509_svid_ttl = \"400d\"").starts_with("default_x509_svid_ttl of "));
-        assert!(err("join_token_ttl = \"400d\"").starts_with("join_token_ttl of "));
-        assert!(err("[node_api]\nidle_timeout = \"2d\"").starts_with("idle_timeout of "));
+        assert!(err("ca_ttl = \"1000000d\"").starts_with("ca_ttl (--ca-ttl) of "));
+        assert!(err("default_x509_svid_ttl = \"400d\"")
+            .starts_with("default_x509_svid_ttl (--default-x509-svid-ttl) of "));
+        assert!(
+            err("join_token_ttl = \"400d\"").starts_with("join_token_ttl (--join-token-ttl) of ")
+        );
+        assert!(err("[node_api]\nidle_timeout = \"2d\"").starts_with("node_api.idle_timeout of "));
         assert_eq!(
             err("[node_api]\nmax_connections_per_address = 0"),
-            "max_connections_per_address must be at least 1"
+            "node_api.max_connections_per_address must be at least 1"
         );
         // The largest allowed values start a CA whose times are in range.
         let c = RuntimeConfig::try_from(

@@ -20,6 +20,8 @@ pub struct TestAgent {
     pub trust_domain: String,
     pub proc: Option<Proc>,
     extra_args: Vec<String>,
+    /// A command the agent runs under, e.g. `prlimit --nofile=1024:1024`.
+    prefix: Vec<String>,
     /// `spiffe://<td>/signet/agent/join_token/<token>` of the first attestation.
     pub spiffe_id: String,
 }
@@ -41,6 +43,17 @@ impl TestAgent {
 
     /// Like [`spawn`](Self::spawn) with extra `run` flags (e.g. `--config F`).
     pub fn spawn_with(server: &TestServer, token: Option<&str>, extra: &[&str]) -> TestAgent {
+        Self::spawn_under(&[], server, token, extra)
+    }
+
+    /// Like [`spawn_with`](Self::spawn_with), the agent run by `prefix`
+    /// (e.g. `["prlimit", "--nofile=1024:1024", "--"]`).
+    pub fn spawn_under(
+        prefix: &[&str],
+        server: &TestServer,
+        token: Option<&str>,
+        extra: &[&str],
+    ) -> TestAgent {
         let dir = tempfile::Builder::new()
             .prefix("sga")
             .tempdir()
@@ -53,6 +66,7 @@ impl TestAgent {
             dir,
             proc: None,
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
+            prefix: prefix.iter().map(|s| s.to_string()).collect(),
             spiffe_id: token
                 .map(|t| server.id(&format!("/signet/agent/join_token/{t}")))
                 .unwrap_or_default(),
@@ -62,7 +76,14 @@ impl TestAgent {
     }
 
     fn launch(&mut self, token: Option<&str>) {
-        let mut cmd = Command::new(&bins().agent);
+        let mut cmd = match self.prefix.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(&bins().agent);
+                c
+            }
+            None => Command::new(&bins().agent),
+        };
         cmd.arg("run")
             .arg("--data-dir")
             .arg(&self.data_dir)
@@ -128,5 +149,12 @@ impl TestAgent {
 
     pub fn log_text(&self) -> String {
         self.proc.as_ref().map(Proc::log_text).unwrap_or_default()
+    }
+
+    /// Lets other users reach the socket (the test dir is 0700).
+    pub fn open_to_all_users(&self) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(self.dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod the agent's dir");
     }
 }

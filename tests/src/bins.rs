@@ -8,6 +8,8 @@ use std::sync::OnceLock;
 pub struct Bins {
     pub server: PathBuf,
     pub agent: PathBuf,
+    /// `signet-test-peer`, the misbehaving client of the security tests.
+    pub peer: PathBuf,
 }
 
 /// target/<profile>/, derived from this test binary (target/<profile>/deps/x).
@@ -35,6 +37,8 @@ pub fn bins() -> &'static Bins {
             "signet-server",
             "-p",
             "signet-agent",
+            "-p",
+            "signet-tests",
             "--bins",
         ])
         .env("CARGO_TARGET_DIR", &target_dir);
@@ -46,6 +50,7 @@ pub fn bins() -> &'static Bins {
         Bins {
             server: dir.join("signet-server"),
             agent: dir.join("signet-agent"),
+            peer: dir.join("signet-test-peer"),
         }
     })
 }

@@ -11,6 +11,7 @@ pub mod bins;
 pub mod checks;
 pub mod http;
 pub mod node;
+pub mod peer;
 pub mod process;
 pub mod server;
 pub mod wait;

@@ -60,6 +60,28 @@ pub async fn try_node_client(
     chain: &[Vec<u8>],
     pkcs8_key: &[u8],
 ) -> Result<NodeClient<Channel>, tonic::transport::Error> {
+    let connector = tokio_rustls::TlsConnector::from(client_config(chain, pkcs8_key));
+    let addr = addr.to_string();
+    // "http": TLS is done by our connector, not by tonic.
+    let channel: Channel = Endpoint::from_shared(format!("http://{addr}"))
+        .expect("endpoint")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let connector = connector.clone();
+            let addr = addr.clone();
+            async move {
+                let tcp = tokio::net::TcpStream::connect(&addr).await?;
+                let name = ServerName::try_from("signet-server").expect("name");
+                let tls = connector.connect(name, tcp).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
+            }
+        }))
+        .await?;
+    Ok(NodeClient::new(channel))
+}
+
+/// A TLS client config for the Node API that trusts any server and
+/// presents `chain` with `pkcs8_key` (none when `chain` is empty).
+pub fn client_config(chain: &[Vec<u8>], pkcs8_key: &[u8]) -> Arc<rustls::ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -79,21 +101,5 @@ pub async fn try_node_client(
             .expect("client cert")
     };
     config.alpn_protocols = vec![b"h2".to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let addr = addr.to_string();
-    // "http": TLS is done by our connector, not by tonic.
-    let channel: Channel = Endpoint::from_shared(format!("http://{addr}"))
-        .expect("endpoint")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let connector = connector.clone();
-            let addr = addr.clone();
-            async move {
-                let tcp = tokio::net::TcpStream::connect(&addr).await?;
-                let name = ServerName::try_from("signet-server").expect("name");
-                let tls = connector.connect(name, tcp).await?;
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
-            }
-        }))
-        .await?;
-    Ok(NodeClient::new(channel))
+    Arc::new(config)
 }

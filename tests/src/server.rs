@@ -18,6 +18,8 @@ pub struct TestServer {
     pub addr: String,
     pub trust_domain: String,
     extra_args: Vec<String>,
+    /// A command the server runs under, e.g. `prlimit --nofile=1024:1024`.
+    prefix: Vec<String>,
     pub proc: Option<Proc>,
 }
 
@@ -29,6 +31,12 @@ impl TestServer {
 
     /// Starts a server with extra `run` flags (e.g. `--default-x509-svid-ttl 6s`).
     pub async fn start_with(extra: &[&str]) -> TestServer {
+        Self::start_under(&[], extra).await
+    }
+
+    /// Like [`start_with`](Self::start_with), run by `prefix` (e.g.
+    /// `["prlimit", "--nofile=1024:1024", "--"]`).
+    pub async fn start_under(prefix: &[&str], extra: &[&str]) -> TestServer {
         let dir = tempfile::Builder::new()
             .prefix("sgs")
             .tempdir()
@@ -39,6 +47,7 @@ impl TestServer {
             addr: format!("127.0.0.1:{}", wait::free_port()),
             trust_domain: "example.org".into(),
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
+            prefix: prefix.iter().map(|s| s.to_string()).collect(),
             dir,
             proc: None,
         };
@@ -47,7 +56,14 @@ impl TestServer {
     }
 
     async fn launch(&mut self) {
-        let mut cmd = Command::new(&bins().server);
+        let mut cmd = match self.prefix.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(&bins().server);
+                c
+            }
+            None => Command::new(&bins().server),
+        };
         cmd.arg("run")
             .arg("--data-dir")
             .arg(&self.data_dir)

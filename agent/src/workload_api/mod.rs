@@ -391,6 +391,13 @@ pub async fn serve(
 ) -> Result<(), WorkloadApiError> {
     let limits = settings.limits;
     let tracker = ConnectionTracker::new(limits.max_connections_per_uid, limits.max_connections);
+    tracing::info!(
+        per_uid = tracker.per_peer_limit(),
+        total = tracker.total_limit(),
+        first_request_timeout_ms = limits.timeouts.first_request.as_millis() as u64,
+        idle_timeout_ms = limits.timeouts.idle.as_millis() as u64,
+        "Workload API connection limits"
+    );
     let refused = Arc::new(LogThrottle::default());
     let metrics = api.metrics.clone();
     let incoming = accepted(listener, "Workload API").filter_map(move |(stream, _)| {

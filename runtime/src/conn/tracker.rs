@@ -37,11 +37,14 @@ impl<K> Clone for ConnectionTracker<K> {
 }
 
 impl<K: Hash + Eq + Clone> ConnectionTracker<K> {
-    /// At most `per_peer` connections of one peer and `total` in all.
+    /// At most `per_peer` connections of one peer and `total` in all; and
+    /// no peer more than a quarter of the total, so one peer alone can never
+    /// fill the listener (the total shrinks with a low descriptor limit).
     pub fn new(per_peer: usize, total: usize) -> Self {
+        let total = total.max(1);
         Self {
             shared: Arc::new(Shared {
-                per_peer,
+                per_peer: per_peer.min((total / 4).max(1)),
                 total,
                 counts: Mutex::new(Counts {
                     by_peer: HashMap::new(),
@@ -72,6 +75,16 @@ impl<K: Hash + Eq + Clone> ConnectionTracker<K> {
             shared: self.shared.clone(),
             peer,
         })
+    }
+
+    /// The cap of one peer, as applied.
+    pub fn per_peer_limit(&self) -> usize {
+        self.shared.per_peer
+    }
+
+    /// The cap in all.
+    pub fn total_limit(&self) -> usize {
+        self.shared.total
     }
 
     /// Connections open now, in all.
@@ -135,6 +148,16 @@ mod tests {
         drop(a1);
         assert_eq!(t.open_for(&"a"), 1);
         let _a3 = t.admit("a").unwrap();
+    }
+
+    #[test]
+    fn no_peer_takes_more_than_a_quarter_of_the_total() {
+        let t = ConnectionTracker::new(1024, 384);
+        assert_eq!(t.per_peer_limit(), 96);
+        let _held: Vec<_> = (0..96).map(|_| t.admit("a").unwrap()).collect();
+        assert_eq!(t.admit("a").err(), Some(Refusal::PeerLimit { limit: 96 }));
+        assert!(t.admit("b").is_ok());
+        assert_eq!(ConnectionTracker::<u8>::new(5, 2).per_peer_limit(), 1);
     }
 
     #[test]

@@ -12,11 +12,21 @@ use super::ServerState;
 use crate::datastore::AgentRecord;
 
 /// The calling agent's record, or `Unauthenticated` (no or invalid client
-/// certificate) / `PermissionDenied` (unknown, evicted or banned agent).
+/// certificate) / `PermissionDenied` (revoked SVID; unknown, evicted or
+/// banned agent).
 pub async fn authenticate_agent<T>(
     state: &ServerState,
     request: &Request<T>,
 ) -> Result<AgentRecord, ApiError> {
+    authenticate(state, request).await.map(|(agent, _)| agent)
+}
+
+/// Like [`authenticate_agent`], with the serial (lowercase hex) of the SVID
+/// the agent presented, which a long-lived stream watches for revocation.
+pub async fn authenticate<T>(
+    state: &ServerState,
+    request: &Request<T>,
+) -> Result<(AgentRecord, String), ApiError> {
     let certs = peer_certs(request).ok_or_else(|| {
         ApiError::Unauthenticated(
             "this RPC requires the agent's X.509-SVID as TLS client certificate".into(),
@@ -40,11 +50,7 @@ pub async fn authenticate_agent<T>(
         .map(|info| info.serial_hex)
         .unwrap_or_default();
     if state.revocations.is_x509_revoked(&serial) {
-        // Said like an eviction: the agent drops what it holds and must
-        // attest again (by itself where its method allows).
-        return Err(ApiError::PermissionDenied(format!(
-            "agent {id} presented a revoked SVID (serial {serial}); it is not attested any more: attest again"
-        )));
+        return Err(revoked_svid(&id, &serial));
     }
     let agent = state.ds.get_agent(&id).await?.ok_or_else(|| {
         ApiError::PermissionDenied(format!(
@@ -54,7 +60,15 @@ pub async fn authenticate_agent<T>(
     if agent.banned {
         return Err(ApiError::PermissionDenied(format!("agent {id} is banned")));
     }
-    Ok(agent)
+    Ok((agent, serial))
+}
+
+/// Said like an eviction: the agent drops what it holds and must attest
+/// again (by itself where its method allows).
+pub fn revoked_svid(id: &signet_core::SpiffeId, serial: &str) -> ApiError {
+    ApiError::PermissionDenied(format!(
+        "agent {id} presented a revoked SVID (serial {serial}); it is not attested any more: attest again"
+    ))
 }
 
 /// The TLS client certificates of the connection `request` came on.

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::auth::authenticate_agent;
+use super::auth::{authenticate, authenticate_agent};
 use super::convert::node_bundle;
 use super::status::ApiError;
 use super::validate::check_audience;
@@ -271,14 +271,14 @@ impl Node for NodeService {
         &self,
         request: Request<SyncRequest>,
     ) -> Result<Response<Self::SyncStream>, Status> {
-        let agent = authenticate_agent(&self.state, &request).await?;
+        let (agent, serial) = authenticate(&self.state, &request).await?;
         tracing::debug!(
             agent = %agent.spiffe_id,
             since = request.get_ref().since_revision,
             "sync stream opened"
         );
         let since = request.get_ref().since_revision;
-        let rx = super::sync::start(self.state.clone(), agent, since);
+        let rx = super::sync::start(self.state.clone(), agent, serial, since);
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 

@@ -5,7 +5,8 @@
 //! events after it (or, if none, one empty message at the current
 //! revision). Then each change that concerns the agent, as it is published.
 //! A subscriber that falls behind gets a fresh snapshot; a banned or
-//! evicted agent's stream ends with `PermissionDenied`.
+//! evicted agent's stream, or one opened with an SVID that is then revoked,
+//! ends with `PermissionDenied`.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -30,9 +31,11 @@ type Tx = mpsc::Sender<Result<SyncResponse, Status>>;
 const SNAPSHOT_PART: usize = 1000;
 
 /// Starts the stream for `agent`; messages arrive on the returned receiver.
+/// `svid_serial` is the SVID the agent opened the stream with.
 pub fn start(
     state: ServerState,
     agent: AgentRecord,
+    svid_serial: String,
     since: u64,
 ) -> mpsc::Receiver<Result<SyncResponse, Status>> {
     let (tx, rx) = mpsc::channel(64);
@@ -40,16 +43,23 @@ pub fn start(
     let (events, current, resume) = state.bus.resume(since);
     tokio::spawn(async move {
         let _connected = state.metrics.agent_connected();
-        if let Err(e) = run(&state, &agent, events, current, resume, &tx).await {
+        let scope = Scope {
+            agent: &agent,
+            svid_serial: &svid_serial,
+            members: BTreeSet::new(),
+        };
+        if let Err(e) = run(&state, scope, events, current, resume, &tx).await {
             let _ = tx.send(Err(e.into())).await;
         }
     });
     rx
 }
 
-/// The stream's view of the agent: its ID and the aliases it belongs to.
+/// The stream's view of the agent: its ID, the SVID it opened the stream
+/// with, and the aliases it belongs to.
 struct Scope<'a> {
     agent: &'a AgentRecord,
+    svid_serial: &'a str,
     members: BTreeSet<SpiffeId>,
 }
 
@@ -149,17 +159,13 @@ async fn snapshot(
 
 async fn run(
     state: &ServerState,
-    agent: &AgentRecord,
+    mut scope: Scope<'_>,
     mut events: broadcast::Receiver<Arc<Event>>,
     current: u64,
     resume: Resume,
     tx: &Tx,
 ) -> Result<(), ApiError> {
-    let agent_id = &agent.spiffe_id;
-    let mut scope = Scope {
-        agent,
-        members: BTreeSet::new(),
-    };
+    let agent_id = &scope.agent.spiffe_id;
     scope.refresh(state).await?;
     let mut last = current;
     // Missed alias changes may have moved whole sets of entries: resend all.
@@ -273,6 +279,9 @@ fn message_for(
             bundle: Some(node_bundle(&state.ca.bundle())),
             ..base
         }),
+        Change::Revoked(r) if r.kind == RevokedKind::X509 && r.id == scope.svid_serial => {
+            return Err(super::auth::revoked_svid(agent_id, scope.svid_serial));
+        }
         Change::Revoked(r) => Some(SyncResponse {
             revocations: vec![node_revocation(r)],
             crls: (r.kind == RevokedKind::X509).then(|| crls(state)),

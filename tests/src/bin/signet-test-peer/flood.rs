@@ -1,0 +1,177 @@
+//! Many connections held open: to a Unix socket (the Workload API), or over
+//! TCP from a chosen source address (the Node API), each watched so the
+//! test learns how many the server took, refused, and later closed.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+
+use super::report;
+
+#[derive(Default)]
+struct Counts {
+    attempted: AtomicUsize,
+    /// Connected and not closed by the server (yet).
+    open: AtomicUsize,
+    /// Closed by the server after it had taken them.
+    closed_by_server: AtomicUsize,
+    /// Could not connect, or closed before the first byte of service.
+    refused: AtomicUsize,
+}
+
+impl Counts {
+    fn json(&self, done: bool) -> serde_json::Value {
+        json!({
+            "attempted": self.attempted.load(Ordering::SeqCst),
+            "open": self.open.load(Ordering::SeqCst),
+            "closed_by_server": self.closed_by_server.load(Ordering::SeqCst),
+            "refused": self.refused.load(Ordering::SeqCst),
+            "done": done,
+        })
+    }
+}
+
+fn raise_nofile() {
+    if let Ok((_, hard)) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+    {
+        let _ =
+            nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}
+
+/// Writes the counts every 100 ms, forever (the test kills us).
+async fn report_forever(counts: Arc<Counts>, status: &Path, done: Arc<AtomicUsize>, total: usize) {
+    loop {
+        let finished = done.load(Ordering::SeqCst) >= total;
+        report::write(status, &counts.json(finished));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// How a closed connection is told refused from served-then-closed.
+#[derive(Clone, Copy)]
+enum Refused {
+    /// The agent's GOAWAY at accept says why, naming the connection cap.
+    Goaway,
+    /// A TCP listener closes a refused connection at once.
+    Within(Duration),
+}
+
+/// Reads until the server closes, then counts the connection as refused
+/// or as closed by the server later.
+async fn watch<S: AsyncRead + Unpin>(mut s: S, counts: Arc<Counts>, how: Refused) {
+    let started = tokio::time::Instant::now();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) if seen.len() < 4096 => seen.extend_from_slice(&buf[..n]),
+            Ok(_) => {}
+        }
+    }
+    let refused = match how {
+        Refused::Goaway => {
+            let marker = b"connections";
+            seen.windows(marker.len()).any(|w| w == marker)
+        }
+        Refused::Within(window) => started.elapsed() < window,
+    };
+    counts.open.fetch_sub(1, Ordering::SeqCst);
+    if refused {
+        counts.refused.fetch_add(1, Ordering::SeqCst);
+    } else {
+        counts.closed_by_server.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+pub async fn hold(socket: &Path, count: usize, partial_frame: bool, status: &Path) {
+    raise_nofile();
+    let counts = Arc::new(Counts::default());
+    let done = Arc::new(AtomicUsize::new(0));
+    let mut first = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    first.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    // A HEADERS frame announced at the largest size, sent but for 384 bytes.
+    first.extend_from_slice(&[0, 0x40, 0, 1, 0, 0, 0, 0, 1]);
+    first.extend(std::iter::repeat_n(b'x', 16_000));
+    let first = Arc::new(first);
+    for _ in 0..count {
+        counts.attempted.fetch_add(1, Ordering::SeqCst);
+        let (counts, done, first) = (counts.clone(), done.clone(), first.clone());
+        let socket = socket.to_path_buf();
+        match tokio::net::UnixStream::connect(&socket).await {
+            Ok(mut s) => {
+                counts.open.fetch_add(1, Ordering::SeqCst);
+                if partial_frame {
+                    let _ = s.write_all(&first).await;
+                }
+                done.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(watch(s, counts, Refused::Goaway));
+            }
+            Err(_) => {
+                counts.refused.fetch_add(1, Ordering::SeqCst);
+                done.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
+    report_forever(counts, status, done, count).await;
+}
+
+pub async fn tcp_flood(addr: SocketAddr, source: IpAddr, count: usize, tls: bool, status: &Path) {
+    raise_nofile();
+    let counts = Arc::new(Counts::default());
+    let done = Arc::new(AtomicUsize::new(0));
+    let config = signet_tests::node::client_config(&[], &[]);
+    for n in 1..=count {
+        counts.attempted.fetch_add(1, Ordering::SeqCst);
+        let (counts, done, config) = (counts.clone(), done.clone(), config.clone());
+        tokio::spawn(async move {
+            let socket = match source {
+                IpAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+                IpAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+            };
+            let connected =
+                match socket.and_then(|s| s.bind(SocketAddr::new(source, 0)).map(|()| s)) {
+                    Ok(s) => s.connect(addr).await,
+                    Err(e) => Err(e),
+                };
+            let Ok(tcp) = connected else {
+                counts.refused.fetch_add(1, Ordering::SeqCst);
+                done.fetch_add(1, Ordering::SeqCst);
+                return;
+            };
+            if tls {
+                let connector = tokio_rustls::TlsConnector::from(config);
+                let name = rustls::pki_types::ServerName::try_from("signet-server").expect("name");
+                match tokio::time::timeout(Duration::from_secs(30), connector.connect(name, tcp))
+                    .await
+                {
+                    Ok(Ok(stream)) => {
+                        counts.open.fetch_add(1, Ordering::SeqCst);
+                        done.fetch_add(1, Ordering::SeqCst);
+                        watch(stream, counts, Refused::Within(Duration::ZERO)).await;
+                    }
+                    _ => {
+                        counts.refused.fetch_add(1, Ordering::SeqCst);
+                        done.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            } else {
+                counts.open.fetch_add(1, Ordering::SeqCst);
+                done.fetch_add(1, Ordering::SeqCst);
+                watch(tcp, counts, Refused::Within(Duration::from_millis(500))).await;
+            }
+        });
+        // Let the tasks connect as we go.
+        if n % 200 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    report_forever(counts, status, done, count).await;
+}

@@ -1,0 +1,109 @@
+//! Workload API calls over a socket this process connected, or one it was
+//! handed; and a header block meant to blow up in whoever decodes it.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use signet_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
+use signet_proto::workload::X509svidRequest;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tonic::transport::{Channel, Endpoint};
+
+use super::report;
+
+/// A client on `stream` alone: a reconnect would be another peer.
+pub async fn client_over(stream: UnixStream) -> SpiffeWorkloadApiClient<Channel> {
+    let slot = Arc::new(Mutex::new(Some(stream)));
+    let channel = Endpoint::from_static("http://[::]:50051")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let taken = slot.lock().unwrap().take();
+            async move {
+                taken
+                    .map(hyper_util::rt::TokioIo::new)
+                    .ok_or_else(|| std::io::Error::other("the handed-over socket is gone"))
+            }
+        }))
+        .await
+        .expect("HTTP/2 over the socket");
+    SpiffeWorkloadApiClient::new(channel)
+}
+
+/// The SPIFFE IDs of the first FetchX509SVID answer.
+pub async fn fetch_once(
+    client: &mut SpiffeWorkloadApiClient<Channel>,
+) -> Result<Vec<String>, tonic::Status> {
+    let request = signet_tests::workload::with_header(X509svidRequest {});
+    let mut stream = client.fetch_x509svid(request).await?.into_inner();
+    let first = tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .map_err(|_| tonic::Status::deadline_exceeded("no answer within 10 s"))??
+        .ok_or_else(|| tonic::Status::unknown("the stream ended without an answer"))?;
+    Ok(first.svids.into_iter().map(|s| s.spiffe_id).collect())
+}
+
+pub async fn fetch(socket: &Path, out: &Path) {
+    let result = match UnixStream::connect(socket).await {
+        Ok(stream) => fetch_once(&mut client_over(stream).await).await,
+        Err(e) => Err(tonic::Status::unavailable(format!("connect: {e}"))),
+    };
+    report::write(out, &report::outcome(result));
+}
+
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len();
+    let mut out = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    out.extend_from_slice(&stream.to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// The block: one 4,000-byte header entered into the table (literal with
+/// incremental indexing, new name), then 250,000 one-byte references to it
+/// (index 62): 254 KB that decode to about a gigabyte.
+fn bomb_block() -> Vec<u8> {
+    let name = b"x-bomb";
+    let value = vec![b'a'; 4000];
+    let mut block = vec![0x40, name.len() as u8];
+    block.extend_from_slice(name);
+    // 4000 = 127 + 3873: a 7-bit prefix integer continued in two bytes.
+    block.extend_from_slice(&[0x7f, (3873 % 128 + 128) as u8, (3873 / 128) as u8]);
+    block.extend_from_slice(&value);
+    block.extend(std::iter::repeat_n(0x80 | 62, 250_000));
+    block
+}
+
+pub async fn hpack_bomb(socket: &Path, out: &Path) {
+    let mut stream = UnixStream::connect(socket).await.expect("connect");
+    let block = bomb_block();
+    let mut bytes = PREFACE.to_vec();
+    bytes.extend(frame(0x4, 0, 0, &[]));
+    let mut chunks = block.chunks(16_384).peekable();
+    let mut first = true;
+    while let Some(chunk) = chunks.next() {
+        let end = if chunks.peek().is_none() { 0x4 } else { 0 };
+        let kind = if first { 0x1 } else { 0x9 };
+        bytes.extend(frame(kind, end, 1, chunk));
+        first = false;
+    }
+    let started = Instant::now();
+    // The agent may close before it has read it all: that is the answer.
+    let sent = stream.write_all(&bytes).await.is_ok();
+    let mut sink = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut sink))
+        .await
+        .is_ok();
+    report::write(
+        out,
+        &json!({
+            "block_bytes": block.len(),
+            "sent_whole": sent,
+            "closed_by_agent": closed,
+            "closed_after_ms": started.elapsed().as_millis() as u64,
+        }),
+    );
+}
