@@ -154,6 +154,7 @@ pub async fn start(config: RuntimeConfig, clock: Arc<dyn Clock>) -> anyhow::Resu
     let node = tokio::spawn(
         Server::builder()
             .http2_max_header_list_size(NODE_API_MAX_HEADER_LIST)
+            .timeout(NODE_API_REQUEST_TIMEOUT)
             .layer(ActivityLayer::<TlsConnectInfo<TcpConnectInfo>>::new())
             .layer(crate::telemetry::rpc::RpcMetricsLayer(metrics.clone()))
             .add_service(NodeServer::new(NodeService::new(state.clone())))
@@ -256,6 +257,10 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 /// A header list of the Node API decodes to at most this (hyper's default
 /// is 16 MiB): agents send a few hundred bytes.
 const NODE_API_MAX_HEADER_LIST: u32 = 16 * 1024;
+/// From a request's headers to its response's (streams: their first
+/// message): a request whose body never comes stops holding its connection.
+/// A signing batch of 1024 takes well under a second.
+const NODE_API_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// Descriptors kept free of Node API connections: the datastore, the
 /// admin socket and its clients, the CA files, logs.
 const FDS_RESERVED: u64 = 256;

@@ -21,6 +21,38 @@ pub fn peer_as(uid: u32, args: &[&str]) -> Command {
     cmd
 }
 
+/// A peer process killed (and reaped) when the test is done with it, even
+/// when an assertion fails first.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `peer_as(uid, args)` started, killed on drop.
+pub fn spawn_peer(uid: u32, args: &[&str]) -> KillOnDrop {
+    KillOnDrop(peer_as(uid, args).spawn().expect("spawn signet-test-peer"))
+}
+
+/// The peer's status file at `path`, once `accept` takes it.
+pub async fn status_until<T>(
+    what: &str,
+    path: &Path,
+    within: Duration,
+    accept: impl Fn(&serde_json::Value) -> Option<T>,
+) -> T {
+    let accept = &accept;
+    wait::until(what, within, || async move {
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+        accept(&v)
+    })
+    .await
+}
+
 /// A directory `uid` may write its reports to.
 pub fn dir_for(uid: u32) -> TempDir {
     use std::os::unix::fs::PermissionsExt;

@@ -145,6 +145,6 @@ pub fn dispatch(cli: Cli) -> ExitCode {
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = RuntimeConfig::from_args(&args)?;
-    crate::app::init_logging(config.log_json);
+    signet_runtime::logging::init(config.log_json);
     crate::app::run(config, crate::app::shutdown_signal()).await
 }

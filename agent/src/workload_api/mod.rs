@@ -380,6 +380,12 @@ impl Default for ServeSettings {
 
 type Served = Guarded<RelayedStream, u32>;
 
+/// From a request's headers to its response's: a request whose body never
+/// arrives is answered DeadlineExceeded then, and stops holding its
+/// connection open. FetchJWTSVID may wait for a mint (10 s) after
+/// attestation (2 s); streams only count until their first answer.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Serves the Workload API on `listener` until `shutdown` completes. Each
 /// connection counts against its uid's cap and the total, its caller is
 /// pinned, and it is closed when idle (see `signet_runtime::conn`).
@@ -406,6 +412,7 @@ pub async fn serve(
     });
     tonic::transport::Server::builder()
         .http2_max_header_list_size(u32::try_from(authority::MAX_HEADER_LIST).unwrap_or(u32::MAX))
+        .timeout(REQUEST_TIMEOUT)
         .layer(ActivityLayer::<WorkloadPeer>::new())
         .add_service(SpiffeWorkloadApiServer::new(api))
         .serve_with_incoming_shutdown(incoming, shutdown)

@@ -227,21 +227,8 @@ fn validate(args: &ValidateArgs) -> ExitCode {
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = args.runtime_config()?;
-    init_logging(config.log_json);
+    signet_runtime::logging::init(config.log_json);
     crate::app::run(config, shutdown_signal()).await
-}
-
-fn init_logging(json: bool) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = if json {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
 }
 
 /// Completes on SIGINT or SIGTERM.

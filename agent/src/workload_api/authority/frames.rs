@@ -28,11 +28,15 @@ pub const MAX_FRAME: usize = 16_384;
 const MAX_OUT_FRAME: usize = MAX_FRAME;
 /// SETTINGS_MAX_HEADER_LIST_SIZE the server advertises (RFC 9113 §6.5.2:
 /// names and values plus 32 bytes a field, decoded). Workload API requests
-/// carry a few hundred bytes.
-pub const MAX_HEADER_LIST: usize = 16_384;
+/// carry a few hundred bytes; a header block is held until it is whole, so
+/// this is also what one connection can make the relay hold.
+pub const MAX_HEADER_LIST: usize = 8_192;
 /// A header block (HPACK-encoded) of a request is no larger than its
 /// decoded list, give or take the few bytes of table size updates.
 const MAX_HEADER_BLOCK: usize = MAX_HEADER_LIST + 64;
+/// What a HEADERS frame may carry besides its block: the pad length, the
+/// padding (at most 255 bytes) and the priority fields.
+const MAX_HEADERS_PADDING: usize = 1 + 255 + 5;
 /// Only a block larger than one frame needs a CONTINUATION; a flood of
 /// empty ones is refused.
 const MAX_CONTINUATIONS: usize = 16;
@@ -44,6 +48,8 @@ const REPLACEMENT_AUTHORITY: &[u8] = b"localhost";
 pub enum RelayError {
     #[error("HTTP/2 frame of {0} bytes is larger than the relay accepts")]
     FrameTooLarge(usize),
+    #[error("HTTP/2 frame of {0} bytes before the first request (only header blocks of at most 8 KiB come first)")]
+    FrameTooLargeBeforeRequest(usize),
     #[error("HTTP/2 header block is larger than the relay accepts")]
     HeaderBlockTooLarge,
     #[error("malformed HTTP/2 HEADERS frame")]
@@ -81,6 +87,8 @@ pub struct Rewriter {
     pending: Option<PendingBlock>,
     /// The re-encoded block being written, kept for its capacity.
     encoded: Vec<u8>,
+    /// A header block has been handed on: DATA may follow.
+    request_seen: bool,
 }
 
 impl Default for Rewriter {
@@ -92,6 +100,7 @@ impl Default for Rewriter {
             input_at: 0,
             pending: None,
             encoded: Vec::new(),
+            request_seen: false,
         }
     }
 }
@@ -103,6 +112,9 @@ impl Rewriter {
             self.input.clear();
             self.input_at = 0;
         }
+        // Exactly what a partial frame needs, not double: idle clients
+        // holding part of a frame each is what this buffer costs.
+        self.input.reserve_exact(bytes.len());
         self.input.extend_from_slice(bytes);
     }
 
@@ -139,6 +151,22 @@ impl Rewriter {
                 let Some(len) = frame_len(input)? else {
                     return Ok(false);
                 };
+                // A header frame that cannot fit the block limit is refused
+                // on its 9-byte header, before any of it is held; so is any
+                // larger frame before the first request (DATA cannot come
+                // before HEADERS), so a connection that never asks for
+                // anything holds at most one header block's worth.
+                let kind = input.get(3).copied();
+                let held = self.pending.as_ref().map_or(0, |p| p.block.len());
+                let header_room = MAX_HEADER_BLOCK + MAX_HEADERS_PADDING;
+                if matches!(kind, Some(TYPE_HEADERS | TYPE_CONTINUATION))
+                    && held + len > header_room
+                {
+                    return Err(RelayError::HeaderBlockTooLarge);
+                }
+                if !self.request_seen && len > header_room {
+                    return Err(RelayError::FrameTooLargeBeforeRequest(len));
+                }
                 let end = FRAME_HEADER_LEN + len;
                 if input.len() < end {
                     return Ok(false);
@@ -246,6 +274,7 @@ impl Rewriter {
         });
         if decoded.is_ok() {
             write_block(p, &encoded, out);
+            self.request_seen = true;
         }
         self.encoded = encoded;
         Ok(decoded?)

@@ -180,10 +180,10 @@ fn a_block_in_continuations_comes_out_whole() {
     let mut enc = Encoder::new();
     let mut headers = request("tmp%2Fs");
     // Near the header list limit, in two frames on the way in.
-    headers.push(("x-big".into(), "v".repeat(15_800)));
+    headers.push(("x-big".into(), "v".repeat(7_600)));
     let block = encode(&mut enc, &headers);
     let mut input = PREFACE.to_vec();
-    let (a, b) = block.split_at(8_000);
+    let (a, b) = block.split_at(4_000);
     input.extend(frame(TYPE_HEADERS, 0, 1, a));
     input.extend(frame(TYPE_CONTINUATION, FLAG_END_HEADERS, 1, b));
 
@@ -253,9 +253,9 @@ fn an_hpack_bomb_is_refused_before_it_expands() {
     );
     assert!(out.len() <= PREFACE.len(), "nothing of the block came out");
 
-    // Within one frame, the list limit stops it after four references.
+    // Within the block limit, the list limit stops it at the first reference.
     let mut small = indexed_literal(b"x-bomb", &[b'a'; 4000]);
-    small.extend(std::iter::repeat_n(0x80 | 62, 10_000));
+    small.extend(std::iter::repeat_n(0x80 | 62, 3_000));
     let mut input = PREFACE.to_vec();
     input.extend(frame(TYPE_HEADERS, FLAG_END_HEADERS, 1, &small));
     let mut out = Vec::new();
@@ -297,15 +297,50 @@ fn tiny_frames_naming_a_large_entry_are_rewritten_only_as_they_are_read() {
 
 #[test]
 fn frames_above_the_advertised_size_are_refused() {
+    let request = frame(
+        TYPE_HEADERS,
+        FLAG_END_HEADERS,
+        1,
+        &encode(&mut Encoder::new(), &request("x")),
+    );
     let mut input = PREFACE.to_vec();
+    input.extend(&request);
     input.extend(frame(0x0, 0, 1, &vec![0u8; MAX_FRAME + 1]));
     assert_eq!(
         Rewriter::default().push(&input, &mut Vec::new()),
         Err(RelayError::FrameTooLarge(MAX_FRAME + 1))
     );
     let mut input = PREFACE.to_vec();
+    input.extend(&request);
     input.extend(frame(0x0, 0, 1, &vec![0u8; MAX_FRAME]));
     assert!(Rewriter::default().push(&input, &mut Vec::new()).is_ok());
+}
+
+#[test]
+fn before_the_first_request_only_frames_of_a_header_blocks_size_are_taken() {
+    // The header of a 16 KiB DATA frame, ahead of any HEADERS.
+    let mut input = PREFACE.to_vec();
+    input.extend(&frame(0x0, 0, 1, &vec![0u8; MAX_FRAME])[..9]);
+    let mut r = Rewriter::default();
+    r.feed(&input);
+    let mut out = Vec::new();
+    assert!(r.next(&mut out).unwrap(), "the preface");
+    assert_eq!(
+        r.next(&mut out),
+        Err(RelayError::FrameTooLargeBeforeRequest(MAX_FRAME))
+    );
+}
+
+#[test]
+fn a_header_frame_too_large_for_the_block_limit_is_refused_on_its_header() {
+    // Only the 9-byte header of a 16 KiB HEADERS frame has arrived.
+    let mut input = PREFACE.to_vec();
+    input.extend(&frame(TYPE_HEADERS, 0, 1, &vec![0u8; MAX_FRAME])[..9]);
+    let mut r = Rewriter::default();
+    r.feed(&input);
+    let mut out = Vec::new();
+    assert!(r.next(&mut out).unwrap(), "the preface");
+    assert_eq!(r.next(&mut out), Err(RelayError::HeaderBlockTooLarge));
 }
 
 #[test]

@@ -91,15 +91,79 @@ async fn watch<S: AsyncRead + Unpin>(mut s: S, counts: Arc<Counts>, how: Refused
     }
 }
 
-pub async fn hold(socket: &Path, count: usize, partial_frame: bool, status: &Path) {
+fn preface() -> Vec<u8> {
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    out
+}
+
+/// The most a connection that asked for nothing may make the agent hold:
+/// the preface, then a HEADERS frame announced at the largest header block
+/// the agent takes (8 KiB and padding: 8,453 bytes), sent but for 53.
+fn partial_header_block() -> Vec<u8> {
+    let mut out = preface();
+    out.extend_from_slice(&[0, 0x21, 0x05, 1, 0, 0, 0, 0, 1]);
+    out.extend(std::iter::repeat_n(0x82, 8_400));
+    out
+}
+
+/// The worst a connection may hold: the preface, a whole request header
+/// block (so DATA is allowed), then a DATA frame announced at the largest
+/// size the agent takes (16 KiB) and sent but for 384 bytes.
+fn partial_request() -> Vec<u8> {
+    let mut out = preface();
+    let mut block = Vec::new();
+    for (name, value) in [
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":path", "/SpiffeWorkloadAPI/ValidateJWTSVID"),
+        (":authority", "localhost"),
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+        ("workload.spiffe.io", "true"),
+    ] {
+        // Literal without indexing, new name; lengths below 127.
+        block.push(0);
+        block.push(name.len() as u8);
+        block.extend_from_slice(name.as_bytes());
+        block.push(value.len() as u8);
+        block.extend_from_slice(value.as_bytes());
+    }
+    let len = block.len();
+    out.extend_from_slice(&[
+        (len >> 16) as u8,
+        (len >> 8) as u8,
+        len as u8,
+        1,
+        0x4,
+        0,
+        0,
+        0,
+        1,
+    ]);
+    out.extend_from_slice(&block);
+    out.extend_from_slice(&[0, 0x40, 0, 0, 0, 0, 0, 0, 1]);
+    out.extend(std::iter::repeat_n(b'x', 16_000));
+    out
+}
+
+/// What each held connection sends first.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Send {
+    Nothing,
+    PartialHeaderBlock,
+    PartialRequest,
+}
+
+pub async fn hold(socket: &Path, count: usize, send: Send, status: &Path) {
     raise_nofile();
     let counts = Arc::new(Counts::default());
     let done = Arc::new(AtomicUsize::new(0));
-    let mut first = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-    first.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
-    // A HEADERS frame announced at the largest size, sent but for 384 bytes.
-    first.extend_from_slice(&[0, 0x40, 0, 1, 0, 0, 0, 0, 1]);
-    first.extend(std::iter::repeat_n(b'x', 16_000));
+    let first = match send {
+        Send::Nothing => Vec::new(),
+        Send::PartialHeaderBlock => partial_header_block(),
+        Send::PartialRequest => partial_request(),
+    };
     let first = Arc::new(first);
     for _ in 0..count {
         counts.attempted.fetch_add(1, Ordering::SeqCst);
@@ -108,7 +172,7 @@ pub async fn hold(socket: &Path, count: usize, partial_frame: bool, status: &Pat
         match tokio::net::UnixStream::connect(&socket).await {
             Ok(mut s) => {
                 counts.open.fetch_add(1, Ordering::SeqCst);
-                if partial_frame {
+                if !first.is_empty() {
                     let _ = s.write_all(&first).await;
                 }
                 done.fetch_add(1, Ordering::SeqCst);

@@ -50,15 +50,15 @@ enum Command {
         #[arg(long)]
         go: PathBuf,
     },
-    /// Opens --count connections to a Unix socket and holds them; with
-    /// --partial-frame each sends the preface and most of a 16 KiB frame.
+    /// Opens --count connections to a Unix socket and holds them, each
+    /// having sent --send.
     Hold {
         #[arg(long)]
         socket: PathBuf,
         #[arg(long)]
         count: usize,
-        #[arg(long)]
-        partial_frame: bool,
+        #[arg(long, value_enum, default_value = "nothing")]
+        send: flood::Send,
         #[arg(long)]
         status: PathBuf,
     },
@@ -114,9 +114,9 @@ fn main() -> ExitCode {
             Command::Hold {
                 socket,
                 count,
-                partial_frame,
+                send,
                 status,
-            } => flood::hold(&socket, count, partial_frame, &status).await,
+            } => flood::hold(&socket, count, send, &status).await,
             Command::TcpFlood {
                 addr,
                 source,

@@ -2,7 +2,6 @@
 //! handed; and a header block meant to blow up in whoever decodes it.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -10,26 +9,11 @@ use signet_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
 use signet_proto::workload::X509svidRequest;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use super::report;
 
-/// A client on `stream` alone: a reconnect would be another peer.
-pub async fn client_over(stream: UnixStream) -> SpiffeWorkloadApiClient<Channel> {
-    let slot = Arc::new(Mutex::new(Some(stream)));
-    let channel = Endpoint::from_static("http://[::]:50051")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let taken = slot.lock().unwrap().take();
-            async move {
-                taken
-                    .map(hyper_util::rt::TokioIo::new)
-                    .ok_or_else(|| std::io::Error::other("the handed-over socket is gone"))
-            }
-        }))
-        .await
-        .expect("HTTP/2 over the socket");
-    SpiffeWorkloadApiClient::new(channel)
-}
+pub use signet_tests::workload::client_over;
 
 /// The SPIFFE IDs of the first FetchX509SVID answer.
 pub async fn fetch_once(
