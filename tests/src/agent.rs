@@ -151,6 +151,16 @@ impl TestAgent {
         self.proc.as_ref().map(Proc::log_text).unwrap_or_default()
     }
 
+    /// The agent's own SVID chain (DER) and PKCS#8 key, from its data dir:
+    /// what a thief who read them would hold.
+    pub fn identity(&self) -> (Vec<Vec<u8>>, Vec<u8>) {
+        let pem = std::fs::read(self.data_dir.join("agent_svid.pem")).expect("agent_svid.pem");
+        let chain = signet_core::pem::decode_certs(&pem).expect("SVID PEM");
+        let pem = std::fs::read(self.data_dir.join("agent_key.pem")).expect("agent_key.pem");
+        let key = signet_core::pem::decode_private_key(&pem).expect("key PEM");
+        (chain, key)
+    }
+
     /// Lets other users reach the socket (the test dir is 0700).
     pub fn open_to_all_users(&self) {
         use std::os::unix::fs::PermissionsExt;

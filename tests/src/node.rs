@@ -103,3 +103,50 @@ pub fn client_config(chain: &[Vec<u8>], pkcs8_key: &[u8]) -> Arc<rustls::ClientC
     config.alpn_protocols = vec![b"h2".to_vec()];
     Arc::new(config)
 }
+
+/// Attests as an agent would, with a join token and a fresh key; returns
+/// the result and the key.
+pub async fn attest(
+    server: &crate::TestServer,
+    token: &str,
+) -> Result<(signet_proto::node::AttestResult, rcgen::KeyPair), tonic::Status> {
+    use signet_proto::node::{attest_params, attest_request, attest_response};
+    use signet_proto::node::{AttestParams, AttestRequest};
+    let key = rcgen::KeyPair::generate().expect("key");
+    let placeholder =
+        signet_core::SpiffeId::parse(&server.id("/signet/agent/pending")).expect("id");
+    let csr = signet_core::x509::build_csr(&key, &placeholder).expect("csr");
+    let mut client = try_node_client(&server.addr, &[], &[])
+        .await
+        .map_err(|e| tonic::Status::unavailable(format!("connect: {e}")))?;
+    let req = AttestRequest {
+        step: Some(attest_request::Step::Params(AttestParams {
+            method: Some(attest_params::Method::JoinToken(token.to_string())),
+            csr,
+        })),
+    };
+    let mut stream = client.attest(tokio_stream::once(req)).await?.into_inner();
+    match stream.message().await?.and_then(|m| m.step) {
+        Some(attest_response::Step::Result(r)) => Ok((r, key)),
+        other => Err(tonic::Status::unknown(format!(
+            "unexpected attest answer {other:?}"
+        ))),
+    }
+}
+
+/// A signing request for `entry_id` with a fresh key for `spiffe_id`.
+pub fn sign_params(
+    entry_id: &str,
+    spiffe_id: &str,
+) -> (signet_proto::node::SignX509SvidParams, rcgen::KeyPair) {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let id = signet_core::SpiffeId::parse(spiffe_id).expect("id");
+    let csr = signet_core::x509::build_csr(&key, &id).expect("csr");
+    (
+        signet_proto::node::SignX509SvidParams {
+            entry_id: entry_id.into(),
+            csr,
+        },
+        key,
+    )
+}

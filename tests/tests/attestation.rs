@@ -4,48 +4,10 @@
 
 use std::time::Duration;
 
-use signet_proto::node::{
-    attest_params, attest_request, attest_response, AttestParams, AttestRequest, AttestResult,
-    BatchSignX509SvidRequest, SignX509SvidParams,
-};
-use signet_tests::node::{node_client, try_node_client};
+use signet_proto::node::BatchSignX509SvidRequest;
+use signet_tests::node::{attest, node_client, sign_params, try_node_client};
 use signet_tests::{my_uid_selector, start_pair, TestServer};
 use tonic::Code;
-
-/// Attests as an agent would, with a fresh key; returns the result and the key.
-async fn attest(
-    server: &TestServer,
-    token: &str,
-) -> Result<(AttestResult, rcgen::KeyPair), tonic::Status> {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let placeholder = signet_core::SpiffeId::parse(&server.id("/signet/agent/pending")).unwrap();
-    let csr = signet_core::x509::build_csr(&key, &placeholder).unwrap();
-    let mut client = node_client(&server.addr, &[], &[]).await;
-    let req = AttestRequest {
-        step: Some(attest_request::Step::Params(AttestParams {
-            method: Some(attest_params::Method::JoinToken(token.to_string())),
-            csr,
-        })),
-    };
-    let mut stream = client.attest(tokio_stream::once(req)).await?.into_inner();
-    match stream.message().await?.and_then(|m| m.step) {
-        Some(attest_response::Step::Result(r)) => Ok((r, key)),
-        other => panic!("unexpected attest answer {other:?}"),
-    }
-}
-
-fn sign_params(entry_id: &str, spiffe_id: &str) -> (SignX509SvidParams, rcgen::KeyPair) {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let id = signet_core::SpiffeId::parse(spiffe_id).unwrap();
-    let csr = signet_core::x509::build_csr(&key, &id).unwrap();
-    (
-        SignX509SvidParams {
-            entry_id: entry_id.into(),
-            csr,
-        },
-        key,
-    )
-}
 
 #[tokio::test]
 async fn join_token_is_single_use() {
