@@ -190,8 +190,27 @@ async fn two_thousand_connections_holding_most_of_a_frame_stay_within_64_mb() {
     .await;
     served(&server, &agent).await;
     // A frame announced above the size the agent advertises is refused on
-    // its header (the shim once held 1 MiB of each); without a request, the
-    // most a connection can make the agent hold is one header block.
+    // its header: the shim once held 1 MiB of each.
+    let dir = dir_for(60_005);
+    let status = dir.path().join("hold.json");
+    let args = [
+        "hold",
+        "--socket",
+        s(&agent.socket_path),
+        "--count",
+        "500",
+        "--send",
+        "oversized-frame",
+        "--status",
+        s(&status),
+    ];
+    let _oversized = spawn_peer(60_005, &args);
+    status_until("the oversized frames refused", &status, PATIENCE, |v| {
+        (v["done"] == true && v["closed_by_server"] == 500).then_some(())
+    })
+    .await;
+    // Without a request, the most a connection can make the agent hold is
+    // one header block.
     let (grew, peak, took) =
         hold_from(&agent, &[60_001, 60_002], 1000, "partial-header-block").await;
     eprintln!(

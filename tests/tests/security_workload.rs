@@ -72,11 +72,22 @@ async fn a_root_service_that_takes_a_departed_callers_pid_lends_it_nothing() {
     let vault = tempfile::tempdir().unwrap();
     let victim = copy_peer_to(&vault.path().join("victim-service"));
     let victim_id = server.id("/victim");
-    server.create_entry(
+    let out = server.cli(&[
+        "entry",
+        "create",
+        "--spiffe-id",
         &victim_id,
+        "--parent-id",
         &agent.spiffe_id,
-        &[&format!("unix:path:{}", victim.display())],
-        &[],
+        "--selector",
+        &format!("unix:path:{}", victim.display()),
+    ]);
+    assert!(out.status.success());
+    // The admin is told what such an entry cannot stop.
+    let warning = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        warning.contains("is selected by unix:path/unix:sha256 without unix:uid or unix:gid"),
+        "{warning}"
     );
     // Honest: the service itself is served.
     fetch_until_served(&agent, 0, Some(&victim), &victim_id).await;

@@ -153,6 +153,16 @@ pub enum Send {
     Nothing,
     PartialHeaderBlock,
     PartialRequest,
+    /// A frame announced at 1 MiB (above the size the agent advertises)
+    /// with 16 KB of it: what once made the shim hold 1 MiB a connection.
+    OversizedFrame,
+}
+
+fn oversized_frame() -> Vec<u8> {
+    let mut out = preface();
+    out.extend_from_slice(&[0x10, 0, 0, 0, 0, 0, 0, 0, 1]);
+    out.extend(std::iter::repeat_n(b'x', 16_000));
+    out
 }
 
 pub async fn hold(socket: &Path, count: usize, send: Send, status: &Path) {
@@ -163,6 +173,7 @@ pub async fn hold(socket: &Path, count: usize, send: Send, status: &Path) {
         Send::Nothing => Vec::new(),
         Send::PartialHeaderBlock => partial_header_block(),
         Send::PartialRequest => partial_request(),
+        Send::OversizedFrame => oversized_frame(),
     };
     let first = Arc::new(first);
     for _ in 0..count {
