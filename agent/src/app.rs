@@ -243,24 +243,12 @@ const FDS_RESERVED: u64 = 256;
 /// open-file limit (raised to its hard limit first) can take.
 fn serve_settings(config: &RuntimeConfig) -> workload_api::ServeSettings {
     let mut limits = config.workload_api;
-    match signet_runtime::rlimit::raise_nofile() {
-        Ok(nofile) => {
-            let fit = signet_runtime::rlimit::connections_within(
-                nofile.soft,
-                FDS_PER_CONNECTION,
-                FDS_RESERVED,
-            );
-            if fit < limits.max_connections {
-                tracing::info!(
-                    nofile = nofile.soft,
-                    max_connections = fit,
-                    "the open-file limit caps Workload API connections"
-                );
-                limits.max_connections = fit;
-            }
-        }
-        Err(e) => tracing::warn!(error = %e, "cannot read the open-file limit"),
-    }
+    limits.max_connections = signet_runtime::rlimit::raise_and_fit(
+        limits.max_connections,
+        FDS_PER_CONNECTION,
+        FDS_RESERVED,
+        "Workload API",
+    );
     workload_api::ServeSettings {
         procfs_root: config.procfs_root.clone(),
         limits,

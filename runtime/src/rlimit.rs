@@ -34,6 +34,35 @@ pub fn connections_within(nofile: u64, fds_per_connection: u64, reserve: u64) ->
     usize::try_from(usable).unwrap_or(usize::MAX).max(1)
 }
 
+/// Raises the open-file limit and returns `max_connections`, lowered to
+/// what fits under it (see [`connections_within`]); `listener` names it in
+/// the log line that says so.
+pub fn raise_and_fit(
+    max_connections: usize,
+    fds_per_connection: u64,
+    reserve: u64,
+    listener: &str,
+) -> usize {
+    match raise_nofile() {
+        Ok(nofile) => {
+            let fit = connections_within(nofile.soft, fds_per_connection, reserve);
+            if fit < max_connections {
+                tracing::info!(
+                    nofile = nofile.soft,
+                    max_connections = fit,
+                    "the open-file limit caps {listener} connections"
+                );
+                return fit;
+            }
+            max_connections
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the open-file limit");
+            max_connections
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

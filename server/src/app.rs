@@ -269,20 +269,8 @@ const FDS_RESERVED: u64 = 256;
 /// (raised to its hard limit first) can take.
 fn node_api_limits(config: &RuntimeConfig) -> crate::config::NodeApiLimits {
     let mut limits = config.node_api;
-    match signet_runtime::rlimit::raise_nofile() {
-        Ok(nofile) => {
-            let fit = signet_runtime::rlimit::connections_within(nofile.soft, 1, FDS_RESERVED);
-            if fit < limits.max_connections {
-                tracing::info!(
-                    nofile = nofile.soft,
-                    max_connections = fit,
-                    "the open-file limit caps Node API connections"
-                );
-                limits.max_connections = fit;
-            }
-        }
-        Err(e) => tracing::warn!(error = %e, "cannot read the open-file limit"),
-    }
+    limits.max_connections =
+        signet_runtime::rlimit::raise_and_fit(limits.max_connections, 1, FDS_RESERVED, "Node API");
     limits
 }
 

@@ -71,6 +71,13 @@ async fn timed_fetch(socket: &Path) -> Result<Duration, tonic::Status> {
     }
 }
 
+/// [`agent_with`], once it serves the test process an SVID.
+async fn served_agent(server: &TestServer, config: &str, prefix: &[&str]) -> TestAgent {
+    let agent = agent_with(server, config, prefix).await;
+    served(server, &agent).await;
+    agent
+}
+
 async fn served(server: &TestServer, agent: &TestAgent) {
     server.create_entry(
         &server.id("/me"),
@@ -182,13 +189,12 @@ async fn hold_from(
 async fn two_thousand_connections_holding_most_of_a_frame_stay_within_64_mb() {
     let server = TestServer::start().await;
     // Long enough that every connection is still held when measured.
-    let agent = agent_with(
+    let agent = served_agent(
         &server,
         "[workload_api]\nfirst_request_timeout = \"60s\"\nidle_timeout = \"60s\"\n",
         &[],
     )
     .await;
-    served(&server, &agent).await;
     // A frame announced above the size the agent advertises is refused on
     // its header: the shim once held 1 MiB of each.
     let dir = dir_for(60_005);
@@ -224,13 +230,12 @@ async fn two_thousand_connections_holding_most_of_a_frame_stay_within_64_mb() {
     // The worst a connection can do: a request whose 16 KiB body frame
     // never completes (hyper, h2 and tonic hold their request state too).
     // A fresh agent: the first one's heap would hide the growth.
-    let agent = agent_with(
+    let agent = served_agent(
         &server,
         "[workload_api]\nfirst_request_timeout = \"60s\"\nidle_timeout = \"60s\"\n",
         &[],
     )
     .await;
-    served(&server, &agent).await;
     let (grew, peak, took) = hold_from(&agent, &[60_003, 60_004], 500, "partial-request").await;
     let per_connection = peak * 1024 / 1000;
     eprintln!(
@@ -246,8 +251,7 @@ async fn two_thousand_connections_holding_most_of_a_frame_stay_within_64_mb() {
 async fn a_uid_holding_every_connection_it_can_leaves_others_served_fast() {
     let server = TestServer::start().await;
     // nofile 1024, where 1,100 idle connections once starved the agent.
-    let agent = agent_with(&server, "", &["prlimit", "--nofile=1024:1024", "--"]).await;
-    served(&server, &agent).await;
+    let agent = served_agent(&server, "", &["prlimit", "--nofile=1024:1024", "--"]).await;
     let dir = dir_for(NOBODY);
     let status = dir.path().join("hold.json");
     let args = [
@@ -296,13 +300,12 @@ async fn a_uid_holding_every_connection_it_can_leaves_others_served_fast() {
 #[tokio::test(flavor = "multi_thread")]
 async fn connections_without_a_request_or_gone_idle_are_closed() {
     let server = TestServer::start().await;
-    let agent = agent_with(
+    let agent = served_agent(
         &server,
         "[workload_api]\nfirst_request_timeout = \"1s\"\nidle_timeout = \"2s\"\n",
         &[],
     )
     .await;
-    served(&server, &agent).await;
     // Connected, nothing sent.
     let mut silent = tokio::net::UnixStream::connect(&agent.socket_path)
         .await

@@ -59,6 +59,22 @@ async fn fetch_until_served(
     .await
 }
 
+/// Two entries for uid 65534: one for the peer binary itself (what an
+/// honest process of that user runs), one for `sleep`. Their IDs.
+fn honest_and_sleeper_entries(server: &TestServer, agent: &TestAgent) -> (String, String) {
+    let uid = format!("unix:uid:{NOBODY}");
+    let honest_id = server.id("/peer-tool");
+    let sleeper_id = server.id("/sleeper");
+    for (id, binary) in [
+        (&honest_id, bins().peer.clone()),
+        (&sleeper_id, sleep_binary()),
+    ] {
+        let path = format!("unix:path:{}", binary.display());
+        server.create_entry(id, &agent.spiffe_id, &[&uid, &path], &[]);
+    }
+    (honest_id, sleeper_id)
+}
+
 async fn pair_open_to_all() -> (TestServer, TestAgent) {
     let (server, agent) = start_pair(&[]).await;
     agent.open_to_all_users();
@@ -144,22 +160,7 @@ async fn a_root_service_that_takes_a_departed_callers_pid_lends_it_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn exec_after_connect_with_the_socket_handed_on_is_refused() {
     let (server, agent) = pair_open_to_all().await;
-    let peer = bins().peer.clone();
-    let honest_id = server.id("/peer-tool");
-    let sleeper_id = server.id("/sleeper");
-    let uid = format!("unix:uid:{NOBODY}");
-    server.create_entry(
-        &honest_id,
-        &agent.spiffe_id,
-        &[&uid, &format!("unix:path:{}", peer.display())],
-        &[],
-    );
-    server.create_entry(
-        &sleeper_id,
-        &agent.spiffe_id,
-        &[&uid, &format!("unix:path:{}", sleep_binary().display())],
-        &[],
-    );
+    let (honest_id, _) = honest_and_sleeper_entries(&server, &agent);
     fetch_until_served(&agent, NOBODY, None, &honest_id).await;
 
     let reports = dir_for(NOBODY);
@@ -218,23 +219,9 @@ async fn exec_after_connect_with_the_socket_handed_on_is_refused() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_path_spoofed_by_a_bind_mount_in_a_user_namespace_gets_no_path_selector() {
     let (server, agent) = pair_open_to_all().await;
+    let (honest_id, _) = honest_and_sleeper_entries(&server, &agent);
     let peer = bins().peer.clone();
-    let honest_id = server.id("/peer-tool");
-    let sleeper_id = server.id("/sleeper");
-    let uid = format!("unix:uid:{NOBODY}");
     let sleep = sleep_binary();
-    server.create_entry(
-        &honest_id,
-        &agent.spiffe_id,
-        &[&uid, &format!("unix:path:{}", peer.display())],
-        &[],
-    );
-    server.create_entry(
-        &sleeper_id,
-        &agent.spiffe_id,
-        &[&uid, &format!("unix:path:{}", sleep.display())],
-        &[],
-    );
     // The agent does give unix:path to this user's real binary.
     fetch_until_served(&agent, NOBODY, None, &honest_id).await;
 
