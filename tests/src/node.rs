@@ -150,3 +150,41 @@ pub fn sign_params(
         key,
     )
 }
+
+/// What a server made of a TLS client: it took the connection (and sent
+/// its first HTTP/2 bytes), or refused it with an alert, or just closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsOutcome {
+    Accepted,
+    Alert(rustls::AlertDescription),
+    Closed,
+}
+
+/// Handshakes with `addr` presenting `chain` and `pkcs8_key`, then reads:
+/// under TLS 1.3 a refused client certificate shows as the server's alert
+/// on that first read, after the client's side of the handshake is done.
+pub async fn tls_outcome(addr: &str, chain: &[Vec<u8>], pkcs8_key: &[u8]) -> TlsOutcome {
+    use tokio::io::AsyncReadExt;
+    let alert = |e: &std::io::Error| {
+        e.get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            .and_then(|r| match r {
+                rustls::Error::AlertReceived(a) => Some(*a),
+                _ => None,
+            })
+    };
+    let connector = tokio_rustls::TlsConnector::from(client_config(chain, pkcs8_key));
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let name = ServerName::try_from("signet-server").expect("name");
+    let mut tls = match connector.connect(name, tcp).await {
+        Ok(t) => t,
+        Err(e) => return alert(&e).map_or(TlsOutcome::Closed, TlsOutcome::Alert),
+    };
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(std::time::Duration::from_secs(10), tls.read(&mut first)).await {
+        Ok(Ok(n)) if n > 0 => TlsOutcome::Accepted,
+        Ok(Ok(_)) => TlsOutcome::Closed,
+        Ok(Err(e)) => alert(&e).map_or(TlsOutcome::Closed, TlsOutcome::Alert),
+        Err(_) => panic!("the server neither spoke nor refused within 10 s"),
+    }
+}

@@ -95,12 +95,12 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         chain.extend(intermediates.iter().map(|c| c.to_vec()));
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(now.as_secs());
         let id = signet_core::x509::validate_x509_svid(&chain, &bundle, now)
-            .map_err(|e| rustls::Error::General(format!("server certificate: {e}")))?;
+            .map_err(|e| rustls::Error::InvalidCertificate(certificate_error(e)))?;
         if id != self.server_id {
-            return Err(rustls::Error::General(format!(
-                "server presented {id}, expected {}",
-                self.server_id
-            )));
+            tracing::warn!(presented = %id, expected = %self.server_id, "the server presented another SPIFFE ID");
+            return Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::NotValidForName,
+            ));
         }
         Ok(ServerCertVerified::assertion())
     }
@@ -137,6 +137,17 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         self.provider
             .signature_verification_algorithms
             .supported_schemes()
+    }
+}
+
+/// The TLS refusal (and so the alert sent) for an X.509-SVID that failed.
+fn certificate_error(e: signet_core::x509::X509Error) -> rustls::CertificateError {
+    use signet_core::x509::X509Error;
+    match e {
+        X509Error::UnknownIssuer => rustls::CertificateError::UnknownIssuer,
+        X509Error::Expired => rustls::CertificateError::Expired,
+        X509Error::NotYetValid => rustls::CertificateError::NotValidYet,
+        other => rustls::CertificateError::Other(rustls::OtherError(Arc::new(other))),
     }
 }
 
@@ -198,13 +209,23 @@ mod tests {
     #[test]
     fn wrong_server_id_is_refused() {
         let (leaf, ca) = issue("spiffe://example.org/not-the-server");
-        assert!(check(&verifier(ca), &leaf).is_err());
+        assert_eq!(
+            check(&verifier(ca), &leaf).err(),
+            Some(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::NotValidForName
+            ))
+        );
     }
 
     #[test]
     fn server_from_another_ca_is_refused() {
         let (leaf, _) = issue("spiffe://example.org/signet/server");
         let (_, other_ca) = issue("spiffe://example.org/x");
-        assert!(check(&verifier(other_ca), &leaf).is_err());
+        assert_eq!(
+            check(&verifier(other_ca), &leaf).err(),
+            Some(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer
+            ))
+        );
     }
 }

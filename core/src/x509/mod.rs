@@ -34,6 +34,12 @@ pub enum X509Error {
     ExtendedKeyUsage,
     #[error("certificate chain is empty")]
     EmptyChain,
+    #[error("certificate does not chain to a CA of the trust bundle")]
+    UnknownIssuer,
+    #[error("certificate has expired")]
+    Expired,
+    #[error("certificate is not valid yet (check the clocks)")]
+    NotYetValid,
     #[error("certificate does not chain to the trust bundle: {0}")]
     Untrusted(String),
     #[error("private key does not match the leaf certificate")]

@@ -85,10 +85,11 @@ pub fn check_issued_leaf(
     }
     let not_before = to_system_time(cert.validity().not_before.timestamp());
     let not_after = to_system_time(cert.validity().not_after.timestamp());
-    if now < not_before || now >= not_after {
-        return Err(X509Error::Untrusted(
-            "the certificate is not valid now (check the clocks)".into(),
-        ));
+    if now < not_before {
+        return Err(X509Error::NotYetValid);
+    }
+    if now >= not_after {
+        return Err(X509Error::Expired);
     }
     Ok(IssuedLeaf {
         spiffe_id,
@@ -170,7 +171,16 @@ pub fn validate_x509_svid(
         None,
         None,
     )
-    .map_err(|e| X509Error::Untrusted(format!("{e:?}")))?;
+    .map_err(|e| match e {
+        // A CA of the same name (the same trust domain) but another key
+        // fails on the signature: no CA of the bundle signed it either way.
+        webpki::Error::UnknownIssuer | webpki::Error::InvalidSignatureForPublicKey => {
+            X509Error::UnknownIssuer
+        }
+        webpki::Error::CertExpired { .. } => X509Error::Expired,
+        webpki::Error::CertNotValidYet { .. } => X509Error::NotYetValid,
+        other => X509Error::Untrusted(format!("{other:?}")),
+    })?;
     Ok(id)
 }
 
@@ -307,10 +317,15 @@ mod tests {
             Err(X509Error::KeyMismatch)
         );
         let late = now() + Duration::from_secs(3600);
-        assert!(matches!(
+        assert_eq!(
             check_issued_leaf(&leaf, key.public_key_raw(), late),
-            Err(X509Error::Untrusted(_))
-        ));
+            Err(X509Error::Expired)
+        );
+        let early = now() - Duration::from_secs(3600);
+        assert_eq!(
+            check_issued_leaf(&leaf, key.public_key_raw(), early),
+            Err(X509Error::NotYetValid)
+        );
         assert_eq!(
             check_issued_leaf(&ca.cert, ca.key.public_key_raw(), now()),
             Err(X509Error::LeafIsCa)
@@ -329,18 +344,27 @@ mod tests {
     fn svid_from_another_ca_is_untrusted() {
         let (leaf, _) = issue(&ca(), "spiffe://example.org/web");
         let other = ca();
-        assert!(matches!(
+        assert_eq!(
             validate_x509_svid(&[leaf], &[other.cert], now()),
-            Err(X509Error::Untrusted(_))
-        ));
+            Err(X509Error::UnknownIssuer)
+        );
     }
 
     #[test]
     fn expired_svid_is_untrusted() {
         let ca = ca();
         let (leaf, _) = issue(&ca, "spiffe://example.org/web");
-        assert!(
-            validate_x509_svid(&[leaf], &[ca.cert], now() + Duration::from_secs(7200)).is_err()
+        assert_eq!(
+            validate_x509_svid(
+                &[leaf.clone()],
+                &[ca.cert.clone()],
+                now() + Duration::from_secs(7200)
+            ),
+            Err(X509Error::Expired)
+        );
+        assert_eq!(
+            validate_x509_svid(&[leaf], &[ca.cert], now() - Duration::from_secs(7200)),
+            Err(X509Error::NotYetValid)
         );
     }
 
@@ -371,5 +395,93 @@ mod tests {
         let id = SpiffeId::parse("spiffe://example.org").unwrap();
         let der = build_csr(&key, &id).unwrap();
         assert!(matches!(parse_csr(&der), Err(X509Error::BadSpiffeId(_))));
+    }
+
+    /// A leaf from `ca` for `spiffe://example.org/web` after `change` has
+    /// altered its parameters.
+    fn issue_with(ca: &Ca, change: impl FnOnce(&mut rcgen::CertificateParams)) -> Vec<u8> {
+        let issuer =
+            Issuer::from_ca_cert_der(&CertificateDer::from(ca.cert.as_slice()), &ca.key).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let id = SpiffeId::parse("spiffe://example.org/web").unwrap();
+        let mut params = leaf_params(
+            &id,
+            &[],
+            now() - Duration::from_secs(30),
+            now() + Duration::from_secs(3600),
+        )
+        .unwrap();
+        change(&mut params);
+        sign_leaf(&params, &key, &issuer).unwrap()
+    }
+
+    #[test]
+    fn each_leaf_profile_rule_refuses_with_its_own_error() {
+        use rcgen::{CustomExtension, ExtendedKeyUsagePurpose, KeyUsagePurpose, SanType};
+        let ca = ca();
+        let check =
+            |leaf: Vec<u8>| validate_x509_svid(&[leaf], std::slice::from_ref(&ca.cert), now());
+        // keyUsage present but not critical: rcgen always marks its own
+        // critical, so the extension is written by hand (digitalSignature).
+        let leaf = issue_with(&ca, |p| {
+            p.key_usages.clear();
+            let mut ku =
+                CustomExtension::from_oid_content(&[2, 5, 29, 15], vec![0x03, 0x02, 0x07, 0x80]);
+            ku.set_criticality(false);
+            p.custom_extensions.push(ku);
+        });
+        assert_eq!(check(leaf), Err(X509Error::KeyUsageNotCritical));
+        let leaf = issue_with(&ca, |p| p.key_usages.clear());
+        assert_eq!(check(leaf), Err(X509Error::KeyUsageNotCritical));
+        let leaf = issue_with(&ca, |p| {
+            p.key_usages = vec![KeyUsagePurpose::KeyEncipherment]
+        });
+        assert_eq!(check(leaf), Err(X509Error::MissingDigitalSignature));
+        let leaf = issue_with(&ca, |p| p.key_usages.push(KeyUsagePurpose::KeyCertSign));
+        assert_eq!(check(leaf), Err(X509Error::LeafCanSign));
+        let leaf = issue_with(&ca, |p| p.key_usages.push(KeyUsagePurpose::CrlSign));
+        assert_eq!(check(leaf), Err(X509Error::LeafCanSign));
+        let leaf = issue_with(&ca, |p| {
+            p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth]
+        });
+        assert_eq!(check(leaf), Err(X509Error::ExtendedKeyUsage));
+        let leaf = issue_with(&ca, |p| {
+            p.subject_alt_names.push(SanType::URI(
+                "spiffe://example.org/other".try_into().unwrap(),
+            ))
+        });
+        assert_eq!(check(leaf), Err(X509Error::UriSanCount(2)));
+        let leaf = issue_with(&ca, |p| {
+            p.subject_alt_names = vec![SanType::DnsName("web.local".try_into().unwrap())]
+        });
+        assert_eq!(check(leaf), Err(X509Error::UriSanCount(0)));
+        let leaf = issue_with(&ca, |p| {
+            p.not_before = (now() + Duration::from_secs(600)).into();
+        });
+        assert_eq!(check(leaf), Err(X509Error::NotYetValid));
+    }
+
+    #[test]
+    fn csrs_with_two_uri_sans_or_a_bad_signature_are_refused() {
+        use rcgen::{CertificateParams, SanType};
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::default();
+        params.subject_alt_names = vec![
+            SanType::URI("spiffe://example.org/a".try_into().unwrap()),
+            SanType::URI("spiffe://example.org/b".try_into().unwrap()),
+        ];
+        let two = params.serialize_request(&key).unwrap().der().to_vec();
+        assert_eq!(parse_csr(&two).err(), Some(X509Error::UriSanCount(2)));
+
+        let id = SpiffeId::parse("spiffe://example.org/web").unwrap();
+        let mut der = build_csr(&key, &id).unwrap();
+        // The signature is the CSR's last bytes: flip one.
+        let last = der.len() - 1;
+        der[last] ^= 0x01;
+        assert!(
+            matches!(parse_csr(&der), Err(X509Error::Csr(m)) if m.contains("ignature")),
+            "{:?}",
+            parse_csr(&der)
+        );
     }
 }

@@ -21,7 +21,7 @@ use rustls::{
 };
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, UnixTime};
 use signet_core::rotation::{random_jitter, refresh_at, wait_until};
-use signet_core::x509::validate_x509_svid;
+use signet_core::x509::{validate_x509_svid, X509Error};
 use signet_runtime::conn::{accepted, ConnectionTracker, Guarded, Refusal, Timeouts};
 use signet_runtime::throttle::LogThrottle;
 use tokio::net::{TcpListener, TcpStream};
@@ -172,7 +172,13 @@ impl ClientCertVerifier for AgentCertVerifier {
             .map(|_| ClientCertVerified::assertion())
             .map_err(|e| {
                 tracing::debug!(error = %e, "refused a client certificate");
-                rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(e))))
+                // The alert tells the client why: unknown_ca, certificate_expired, ...
+                rustls::Error::InvalidCertificate(match e {
+                    X509Error::UnknownIssuer => CertificateError::UnknownIssuer,
+                    X509Error::Expired => CertificateError::Expired,
+                    X509Error::NotYetValid => CertificateError::NotValidYet,
+                    other => CertificateError::Other(OtherError(Arc::new(other))),
+                })
             })
     }
 

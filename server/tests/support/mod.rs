@@ -78,6 +78,55 @@ pub async fn node_client(
     bundle: &[Vec<u8>],
     identity: Option<(&[Vec<u8>], &KeyPair)>,
 ) -> Result<NodeClient<Channel>, tonic::transport::Error> {
+    let connector = tokio_rustls::TlsConnector::from(client_config(bundle, identity));
+    let channel = Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_with_connector(tower::service_fn(move |_| {
+            let connector = connector.clone();
+            async move {
+                let tcp = tokio::net::TcpStream::connect(addr).await?;
+                let name = ServerName::try_from("signet-server").unwrap();
+                let tls = connector.connect(name, tcp).await?;
+                Ok::<_, std::io::Error>(TokioIo::new(tls))
+            }
+        }))
+        .await?;
+    Ok(NodeClient::new(channel))
+}
+
+/// The alert the server answers a handshake presenting `identity` with,
+/// read after the client's side of a TLS 1.3 handshake completes; `None`
+/// when the server accepts it (and sends its first HTTP/2 bytes).
+pub async fn tls_alert(
+    addr: SocketAddr,
+    bundle: &[Vec<u8>],
+    identity: (&[Vec<u8>], &KeyPair),
+) -> Option<rustls::AlertDescription> {
+    use tokio::io::AsyncReadExt;
+    let alert =
+        |e: std::io::Error| match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+            Some(rustls::Error::AlertReceived(a)) => Some(*a),
+            other => panic!("refused without an alert: {other:?} ({e})"),
+        };
+    let connector = tokio_rustls::TlsConnector::from(client_config(bundle, Some(identity)));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = ServerName::try_from("signet-server").unwrap();
+    let mut tls = match connector.connect(name, tcp).await {
+        Ok(t) => t,
+        Err(e) => return alert(e),
+    };
+    let mut first = [0u8; 1];
+    match tls.read(&mut first).await {
+        Ok(n) if n > 0 => None,
+        Ok(_) => panic!("closed without an alert"),
+        Err(e) => alert(e),
+    }
+}
+
+fn client_config(
+    bundle: &[Vec<u8>],
+    identity: Option<(&[Vec<u8>], &KeyPair)>,
+) -> Arc<rustls::ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -100,20 +149,7 @@ pub async fn node_client(
         None => builder.with_no_client_auth(),
     };
     config.alpn_protocols = vec![b"h2".to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let channel = Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect_with_connector(tower::service_fn(move |_| {
-            let connector = connector.clone();
-            async move {
-                let tcp = tokio::net::TcpStream::connect(addr).await?;
-                let name = ServerName::try_from("signet-server").unwrap();
-                let tls = connector.connect(name, tcp).await?;
-                Ok::<_, std::io::Error>(TokioIo::new(tls))
-            }
-        }))
-        .await?;
-    Ok(NodeClient::new(channel))
+    Arc::new(config)
 }
 
 /// An agent attested with a join token: its ID, SVID chain and key.
