@@ -356,8 +356,8 @@ mod tests {
         let (leaf, _) = issue(&ca, "spiffe://example.org/web");
         assert_eq!(
             validate_x509_svid(
-                &[leaf.clone()],
-                &[ca.cert.clone()],
+                std::slice::from_ref(&leaf),
+                std::slice::from_ref(&ca.cert),
                 now() + Duration::from_secs(7200)
             ),
             Err(X509Error::Expired)
