@@ -300,6 +300,93 @@ mod tests {
     }
 
     #[test]
+    fn claims_checked_after_a_good_signature_are_refused_with_their_reason() {
+        use crate::jwt::sign_compact;
+        let (signer, bundles) = setup();
+        let header = serde_json::json!({"alg": "ES256", "kid": "k1", "typ": "JWT"});
+        let signed =
+            |header: &Value, claims: Value| sign_compact(&signer, header, &claims).unwrap();
+        let check = |tok: String| validate_jwt_svid(&tok, "a", &bundles, opts(1100));
+        let sub = "spiffe://example.org/web";
+        // The baseline passes: every case below changes one thing.
+        assert!(check(signed(
+            &header,
+            serde_json::json!({"sub": sub, "aud": "a", "exp": 1300})
+        ))
+        .is_ok());
+        let cases: Vec<(Value, Value, JwtError)> = vec![
+            (
+                header.clone(),
+                serde_json::json!({"sub": sub, "aud": "a"}),
+                JwtError::MissingExp,
+            ),
+            (
+                header.clone(),
+                serde_json::json!({"sub": sub, "exp": 1300}),
+                JwtError::MissingAud,
+            ),
+            (
+                header.clone(),
+                serde_json::json!({"aud": "a", "exp": 1300}),
+                JwtError::MissingSub,
+            ),
+            (
+                header.clone(),
+                serde_json::json!({"sub": "web", "aud": "a", "exp": 1300}),
+                JwtError::BadSub("scheme must be spiffe://".into()),
+            ),
+            (
+                serde_json::json!({"alg": "ES256", "kid": "k1", "typ": "JWS"}),
+                serde_json::json!({"sub": sub, "aud": "a", "exp": 1300}),
+                JwtError::Typ("\"JWS\"".into()),
+            ),
+            (
+                header.clone(),
+                serde_json::json!({"sub": 7, "aud": "a", "exp": 1300}),
+                JwtError::ClaimType("sub"),
+            ),
+            (
+                header.clone(),
+                serde_json::json!({"sub": sub, "aud": 7, "exp": 1300}),
+                JwtError::ClaimType("aud"),
+            ),
+            (
+                header.clone(),
+                serde_json::json!({"sub": sub, "aud": ["a", 7], "exp": 1300}),
+                JwtError::ClaimType("aud"),
+            ),
+            (
+                header.clone(),
+                serde_json::json!({"sub": sub, "aud": "a", "exp": "1300"}),
+                JwtError::ClaimType("exp"),
+            ),
+            (
+                header.clone(),
+                serde_json::json!({"sub": sub, "aud": "a", "exp": 1300, "nbf": "x"}),
+                JwtError::ClaimType("nbf"),
+            ),
+            (
+                header.clone(),
+                serde_json::json!({"sub": sub, "aud": "a", "exp": 1300, "nbf": 1200}),
+                JwtError::NotYetValid,
+            ),
+            (
+                serde_json::json!({"alg": "RS256", "kid": "k1"}),
+                serde_json::json!({"sub": sub, "aud": "a", "exp": 1300}),
+                JwtError::KeyAlgMismatch("EC P-256".into(), "RS256".into()),
+            ),
+        ];
+        for (h, c, want) in cases {
+            let got = check(signed(&h, c.clone()));
+            match (&got, &want) {
+                // The parser's wording is its own; the variant is the point.
+                (Err(JwtError::BadSub(_)), JwtError::BadSub(_)) => {}
+                _ => assert_eq!(got, Err(want), "{h} {c}"),
+            }
+        }
+    }
+
+    #[test]
     fn time_and_audience_rules() {
         let (signer, bundles) = setup();
         let tok = token(&signer, &["a"]);

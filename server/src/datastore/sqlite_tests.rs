@@ -422,11 +422,6 @@ async fn concurrent_serial_records_all_commit_and_a_revocation_finds_each() {
     }
 }
 
-#[test]
-fn the_entry_column_count_matches_the_column_list() {
-    assert_eq!(ENTRY_COLUMNS.split(',').count(), ENTRY_COLUMN_COUNT);
-}
-
 #[tokio::test]
 async fn a_large_batch_gets_consecutive_revisions_in_order_and_reads_back_whole() {
     let dir = tempfile::tempdir().unwrap();
