@@ -1,16 +1,104 @@
-//! The commented sample configs in packaging/config/ stay valid: every key
-//! they set is one the binaries accept.
+//! The commented sample configs in packaging/config/ tell the truth: the
+//! file as shipped converts into a runtime config whose values are the
+//! embedded defaults (but the paths the package chooses), and every option
+//! shown commented out is a key the binaries take, with a valid value.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
 
 const SERVER: &str = include_str!("../../packaging/config/server.toml");
 const AGENT: &str = include_str!("../../packaging/config/agent.toml");
 
-#[test]
-fn sample_server_config_parses() {
-    signet_server::config::FileConfig::parse(SERVER).expect("packaging/config/server.toml");
+/// The file with every commented-out option line (`# key = value`,
+/// `# [section]`) uncommented; prose comments stay.
+fn uncommented(text: &str) -> String {
+    text.lines()
+        .map(|line| {
+            let body = line.strip_prefix("# ").unwrap_or(line);
+            let is_option = body.starts_with('[')
+                || body.split_once(" = ").is_some_and(|(k, _)| {
+                    !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                });
+            if line.starts_with("# ") && is_option {
+                body.to_string()
+            } else {
+                line.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[test]
-fn sample_agent_config_parses() {
-    signet_agent::config::FileConfig::parse(AGENT).expect("packaging/config/agent.toml");
+fn the_sample_server_config_shows_the_defaults() {
+    use signet_server::config::{FileConfig, RuntimeConfig};
+    let shipped = RuntimeConfig::try_from(FileConfig::parse(SERVER).unwrap()).unwrap();
+    let defaults = RuntimeConfig::defaults().unwrap();
+    assert_eq!(shipped.data_dir, PathBuf::from("/var/lib/signet/server"));
+    assert_eq!(
+        shipped.admin_socket,
+        PathBuf::from("/run/signet-server/admin.sock")
+    );
+    assert_eq!(shipped.trust_domain, defaults.trust_domain);
+    assert_eq!(shipped.bind, defaults.bind);
+    assert_eq!(shipped.ca_ttl, defaults.ca_ttl);
+    assert_eq!(
+        shipped.default_x509_svid_ttl,
+        defaults.default_x509_svid_ttl
+    );
+    assert_eq!(shipped.default_jwt_svid_ttl, defaults.default_jwt_svid_ttl);
+    assert_eq!(shipped.join_token_ttl, defaults.join_token_ttl);
+    assert_eq!(shipped.not_before_backdate, defaults.not_before_backdate);
+    assert_eq!(shipped.log_json, defaults.log_json);
+    assert_eq!(shipped.node_api, defaults.node_api);
+    assert_eq!(shipped.telemetry_bind, None);
+    assert_eq!(shipped.x509pop_ca_bundle, None);
+    assert!(
+        (shipped.authority_schedule.prepare_at - defaults.authority_schedule.prepare_at).abs()
+            < 1e-3
+    );
+    assert!(
+        (shipped.authority_schedule.activate_at - defaults.authority_schedule.activate_at).abs()
+            < 1e-3
+    );
+
+    // Every commented option is real and valid; the [node_api] block shown
+    // is the defaults too.
+    let all = FileConfig::parse(&uncommented(SERVER)).expect("uncommented server.toml");
+    let all = RuntimeConfig::try_from(all).unwrap();
+    assert_eq!(all.node_api, defaults.node_api);
+    assert_eq!(all.telemetry_bind.unwrap().to_string(), "127.0.0.1:9988");
+    assert_eq!(
+        all.x509pop_ca_bundle,
+        Some(PathBuf::from("/etc/signet/org-ca.pem"))
+    );
+}
+
+#[test]
+fn the_sample_agent_config_shows_the_defaults() {
+    use signet_agent::config::{FileConfig, RunArgs, RuntimeConfig};
+    let args = RunArgs::default();
+    let shipped = RuntimeConfig::merge(FileConfig::parse(AGENT).unwrap(), &args).unwrap();
+    let defaults = RuntimeConfig::merge(FileConfig::default(), &args).unwrap();
+    assert_eq!(shipped.data_dir, PathBuf::from("/var/lib/signet/agent"));
+    assert_eq!(
+        shipped.socket_path,
+        PathBuf::from("/run/signet-agent/public/api.sock")
+    );
+    assert_eq!(shipped.trust_domain, defaults.trust_domain);
+    assert_eq!(shipped.server_address, defaults.server_address);
+    assert_eq!(shipped.jwt_leeway, defaults.jwt_leeway);
+    assert_eq!(shipped.max_clock_skew, defaults.max_clock_skew);
+    assert_eq!(shipped.workload_attestors, defaults.workload_attestors);
+    assert_eq!(shipped.attestor_timeout, defaults.attestor_timeout);
+    assert_eq!(shipped.workload_api, defaults.workload_api);
+    assert_eq!(shipped.join_token, None);
+
+    let all = FileConfig::parse(&uncommented(AGENT)).expect("uncommented agent.toml");
+    let all = RuntimeConfig::merge(all, &args).unwrap();
+    assert_eq!(all.workload_api, defaults.workload_api);
+    let docker = all.docker.expect("the docker section");
+    assert_eq!(docker.timeout, signet_agent::config::DEFAULT_DOCKER_TIMEOUT);
+    assert!(all.x509pop.is_some());
+    assert_eq!(all.telemetry_bind.unwrap().to_string(), "127.0.0.1:9989");
 }

@@ -74,14 +74,20 @@ async fn restarted_agent_serves_cached_svids_from_disk_without_the_server() {
     assert_eq!(response.svids[0].x509_svid, svid.chain.concat());
     assert_eq!(response.svids[0].x509_svid_key, svid.key_pkcs8);
 
-    // Written by a task of its own; absent until then.
-    if let Some(health) = crate::health::read(&crate::health::health_path(&socket)).unwrap() {
-        assert_eq!(
-            health.problem(),
-            None,
-            "an unreachable server is no health problem"
-        );
-    }
+    // Written by a task of its own: waited for, then read.
+    let health_file = crate::health::health_path(&socket);
+    let health = loop {
+        if let Some(h) = crate::health::read(&health_file).unwrap() {
+            break h;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "no health file");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert_eq!(
+        health.problem(),
+        None,
+        "an unreachable server is no health problem"
+    );
 
     stop.send(()).unwrap();
     running.await.unwrap().unwrap();
