@@ -43,6 +43,27 @@ impl Clock for ManualClock {
     }
 }
 
+/// The wall clock moved forward by however much a test says: time passes
+/// as usual, and a TTL can be jumped past without waiting it out.
+#[derive(Debug, Clone, Default)]
+pub struct ShiftedClock(Arc<Mutex<Duration>>);
+
+impl ShiftedClock {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn advance(&self, by: Duration) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) += by;
+    }
+}
+
+impl Clock for ShiftedClock {
+    fn now(&self) -> SystemTime {
+        SystemTime::now() + *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 impl<C: Clock + ?Sized> Clock for Arc<C> {
     fn now(&self) -> SystemTime {
         (**self).now()
@@ -73,5 +94,15 @@ mod tests {
         c.advance(Duration::from_secs(5));
         assert_eq!(unix_seconds(c.now()), 1005);
         assert_eq!(from_unix_seconds(1005), c.now());
+    }
+
+    #[test]
+    fn a_shifted_clock_runs_with_the_wall_clock_plus_its_shift() {
+        let c = ShiftedClock::new();
+        let before = SystemTime::now();
+        assert!(c.now() >= before);
+        c.advance(Duration::from_secs(3600));
+        assert!(c.now() >= before + Duration::from_secs(3600));
+        assert!(c.now() < SystemTime::now() + Duration::from_secs(3601));
     }
 }

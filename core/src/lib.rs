@@ -15,7 +15,7 @@ pub mod selector;
 pub mod spiffe_id;
 pub mod x509;
 
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use clock::{Clock, ManualClock, ShiftedClock, SystemClock};
 pub use entry::RegistrationEntry;
 pub use selector::{Selector, SelectorError};
 pub use spiffe_id::{SpiffeId, SpiffeIdError, TrustDomain};

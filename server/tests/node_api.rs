@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use rcgen::KeyPair;
 use signet_core::x509::{build_csr, cert_info, validate_x509_svid};
-use signet_core::{SpiffeId, SystemClock};
+use signet_core::{ShiftedClock, SpiffeId, SystemClock};
 use signet_proto::admin::admin_client::AdminClient;
 use signet_proto::admin::{self, AgentRequest, CreateJoinTokenRequest, DeleteEntryRequest};
 use signet_proto::node::{
@@ -29,6 +29,8 @@ struct Fixture {
     server: RunningServer,
     admin: AdminClient<Channel>,
     bundle: Vec<Vec<u8>>,
+    /// The server's clock: the real time until a test moves it on.
+    clock: Arc<ShiftedClock>,
 }
 
 async fn fixture(extra: FileConfig) -> Fixture {
@@ -40,7 +42,8 @@ async fn fixture(extra: FileConfig) -> Fixture {
         ..FileConfig::default()
     };
     let config = RuntimeConfig::try_from(file.merge(extra)).unwrap();
-    let server = start(config, Arc::new(SystemClock)).await.unwrap();
+    let clock = Arc::new(ShiftedClock::new());
+    let server = start(config, clock.clone()).await.unwrap();
     let mut admin = signet_server::cli::client::connect(&server.admin_socket)
         .await
         .unwrap();
@@ -55,6 +58,7 @@ async fn fixture(extra: FileConfig) -> Fixture {
         server,
         admin,
         bundle,
+        clock,
     }
 }
 
@@ -160,7 +164,8 @@ async fn join_token_attests_once_and_refuses_reuse_and_expiry() {
     );
 
     let short = token(&mut f, 1).await;
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    // Past its one-second TTL on the server's clock.
+    f.clock.advance(Duration::from_secs(2));
     let err = attest(&f, &short).await.unwrap_err();
     assert_eq!(
         (err.code(), err.message()),

@@ -68,11 +68,15 @@ async fn ca_rotation_keeps_workloads_served_across_two_rotations() {
     };
     let mut distinct = check(&stream.1);
 
-    // Meanwhile a second client fetches every 200 ms: there must be no gap.
+    // Meanwhile a second client fetches every 200 ms, until the watcher has
+    // seen the rotations: there must be no gap.
+    let done = std::sync::atomic::AtomicBool::new(false);
     let poller = async {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         let mut fetches = 0;
-        while tokio::time::Instant::now() < deadline {
+        while !done.load(std::sync::atomic::Ordering::SeqCst)
+            && tokio::time::Instant::now() < deadline
+        {
             let ctx = client
                 .fetch_x509_context()
                 .await
@@ -96,6 +100,7 @@ async fn ca_rotation_keeps_workloads_served_across_two_rotations() {
             };
             distinct = check(&msg.expect("a valid stream message"));
         }
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
         distinct
     };
     let (fetches, distinct) = tokio::join!(poller, watcher);

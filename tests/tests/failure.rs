@@ -37,7 +37,10 @@ async fn workloads_keep_svids_while_the_server_is_down_and_get_renewals_when_bac
             .await
             .expect("served while the server is down");
         let (_, not_after) = validity(svid.leaf().as_bytes());
-        assert!(not_after > now_unix(), "never an expired SVID");
+        assert!(
+            not_after > now_unix(),
+            "only unexpired SVIDs while it lasts"
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     server.start_again().await;
@@ -62,6 +65,65 @@ async fn workloads_keep_svids_while_the_server_is_down_and_get_renewals_when_bac
 }
 
 #[tokio::test]
+async fn an_svid_the_server_cannot_renew_is_withdrawn_at_its_expiry_not_after() {
+    let (mut server, agent) = start_pair(&[]).await;
+    server.create_entry(
+        &server.id("/short"),
+        &agent.spiffe_id,
+        &[&my_uid_selector()],
+        &["--x509-svid-ttl", "4s"],
+    );
+    let client = WorkloadApiClient::connect_to(agent.endpoint())
+        .await
+        .unwrap();
+    let (mut stream, first) = wait::until("an X.509 stream", Duration::from_secs(20), || async {
+        let mut s = client.stream_x509_contexts().await.ok()?;
+        let first = s.next().await?.ok()?;
+        Some((s, first))
+    })
+    .await;
+    // Gone for good before the half-life renewal: nothing can renew it.
+    server.stop();
+    let leaf = first.default_svid().unwrap().leaf().as_bytes().to_vec();
+    let (_, not_after) = validity(&leaf);
+    // Every message until the stream ends carries that same, unexpired SVID.
+    let end = loop {
+        match tokio::time::timeout(Duration::from_secs(10), stream.next()).await {
+            Ok(Some(Ok(ctx))) => {
+                let l = ctx.default_svid().unwrap().leaf().as_bytes().to_vec();
+                assert_eq!(
+                    serial_hex(&l),
+                    serial_hex(&leaf),
+                    "a renewal with the server down"
+                );
+                assert!(now_unix() < not_after, "served after its expiry");
+            }
+            Ok(other) => break other,
+            Err(_) => panic!("the stream outlived the SVID's expiry by 10 s"),
+        }
+    };
+    let ended_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        matches!(end, Some(Err(spiffe::WorkloadApiError::NoIdentityIssued))),
+        "withdrawn with no identity issued: {end:?}"
+    );
+    // At the expiry (whole seconds), not before and not a second after.
+    let late = ended_at - not_after as f64;
+    assert!(
+        (0.0..1.0).contains(&late),
+        "withdrawn {late:.3} s after notAfter"
+    );
+    let err = client.fetch_x509_svid().await.unwrap_err();
+    assert!(
+        matches!(err, spiffe::WorkloadApiError::NoIdentityIssued),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
 async fn killed_agent_restarts_and_serves_from_disk_before_reaching_the_server() {
     let (mut server, mut agent) = start_pair(&[]).await;
     let id = server.id("/survivor");
@@ -73,8 +135,21 @@ async fn killed_agent_restarts_and_serves_from_disk_before_reaching_the_server()
         client.fetch_x509_svid().await.ok()
     })
     .await;
-    // Give the agent a moment to persist what it holds.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Until the agent has written what it holds to its cache file.
+    let cache = agent.data_dir.join("workload_cache.json");
+    wait::until(
+        "the SVID in the agent's cache file",
+        Duration::from_secs(10),
+        || {
+            let cache = cache.clone();
+            let id = id.clone();
+            async move {
+                let text = std::fs::read_to_string(&cache).ok()?;
+                text.contains(&id).then_some(())
+            }
+        },
+    )
+    .await;
 
     agent.kill9();
     server.stop(); // so whatever the agent serves next can only come from its disk
@@ -112,44 +187,81 @@ async fn killed_agent_restarts_and_serves_from_disk_before_reaching_the_server()
 async fn server_killed_mid_write_loses_nothing() {
     let mut server = TestServer::start().await;
     let parent = server.id("/signet/agent/join_token/crash");
-    let mut created = Vec::new();
-    // Writes race a kill -9 from another thread; every acknowledged write must survive.
+    // Four writers race a kill -9: every acknowledged write must survive,
+    // and some write must have been in flight when the kill landed.
     let pid = server.proc.as_ref().and_then(|p| p.pid()).unwrap();
-    let killer = std::thread::spawn(move || {
+    let started = Instant::now();
+    let killed_at = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(700));
-        let _ = nix::sys::signal::kill(
+        let at = started.elapsed();
+        nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid as i32),
             nix::sys::signal::Signal::SIGKILL,
-        );
+        )
+        .unwrap();
+        at
     });
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let bin = signet_tests::bins::bins().server.clone();
+            let socket = server.admin_socket.clone();
+            let parent = parent.clone();
+            let td = server.trust_domain.clone();
+            std::thread::spawn(move || {
+                let mut acked = Vec::new();
+                let mut tokens = Vec::new();
+                let mut failed_in_flight = Vec::new();
+                for i in 0..400 {
+                    let call_started = started.elapsed();
+                    let id = format!("spiffe://{td}/crash/{w}/{i}");
+                    let out = std::process::Command::new(&bin)
+                        .args([
+                            "entry",
+                            "create",
+                            "--spiffe-id",
+                            &id,
+                            "--parent-id",
+                            &parent,
+                        ])
+                        .args(["--selector", "unix:uid:1", "--admin-socket"])
+                        .arg(&socket)
+                        .output()
+                        .unwrap();
+                    if !out.status.success() {
+                        failed_in_flight.push(call_started);
+                        break;
+                    }
+                    acked.push((String::from_utf8_lossy(&out.stdout).trim().to_string(), id));
+                    let out = std::process::Command::new(&bin)
+                        .args(["token", "generate", "--admin-socket"])
+                        .arg(&socket)
+                        .output()
+                        .unwrap();
+                    if !out.status.success() {
+                        break;
+                    }
+                    tokens.push(String::from_utf8_lossy(&out.stdout).trim().to_string());
+                }
+                (acked, tokens, failed_in_flight)
+            })
+        })
+        .collect();
+    let killed_at = killed_at.join().unwrap();
+    let mut created = Vec::new();
     let mut tokens = Vec::new();
-    for i in 0..200 {
-        let id = server.id(&format!("/crash/{i}"));
-        let out = server.cli(&[
-            "entry",
-            "create",
-            "--spiffe-id",
-            &id,
-            "--parent-id",
-            &parent,
-            "--selector",
-            "unix:uid:1",
-        ]);
-        if !out.status.success() {
-            break;
-        }
-        created.push((String::from_utf8_lossy(&out.stdout).trim().to_string(), id));
-        let out = server.cli(&["token", "generate"]);
-        if !out.status.success() {
-            break;
-        }
-        tokens.push(String::from_utf8_lossy(&out.stdout).trim().to_string());
+    let mut in_flight = 0;
+    for w in writers {
+        let (acked, t, failed) = w.join().unwrap();
+        created.extend(acked);
+        tokens.extend(t);
+        // A create that started before the kill and never got its answer.
+        in_flight += failed.iter().filter(|s| **s < killed_at).count();
     }
-    killer.join().unwrap();
     assert!(
         !created.is_empty(),
         "some writes were acknowledged before the kill"
     );
+    assert!(in_flight > 0, "no write was in flight when the kill landed");
 
     server.crash_and_restart().await;
     let shown = server.cli_ok(&["entry", "show", "--output", "json"]);
@@ -167,8 +279,8 @@ async fn server_killed_mid_write_loses_nothing() {
             "entry whole, not half-written"
         );
     }
-    // At most the one write in flight at the kill may have landed unacknowledged.
-    assert!(entries.len() <= created.len() + 1);
+    // At most the writes in flight at the kill may have landed unacknowledged.
+    assert!(entries.len() <= created.len() + in_flight);
     // Every acknowledged join token still works once.
     let last = tokens.last().expect("a token");
     let mut agent = signet_tests::TestAgent::spawn(&server, Some(last));

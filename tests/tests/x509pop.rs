@@ -169,7 +169,8 @@ async fn edge_node_attests_with_its_host_certificate_and_serves_a_node_alias_wor
     .await;
     assert_eq!(svid.spiffe_id().to_string(), workload);
 
-    // Evicted, the node attests again by itself (no token needed).
+    // Evicted, the node attests again by itself (no token needed)...
+    let first_serial = signet_tests::checks::serial_hex(svid.leaf().as_bytes());
     server.cli_ok(&["agent", "evict", "--spiffe-id", &agent_id]);
     agent.restart().await;
     wait::until("the re-attested agent", Duration::from_secs(20), || async {
@@ -180,6 +181,21 @@ async fn edge_node_attests_with_its_host_certificate_and_serves_a_node_alias_wor
             .then_some(())
     })
     .await;
+    // ...and its workloads are served again: a new SVID, issued after it.
+    let client = WorkloadApiClient::connect_to(agent.endpoint())
+        .await
+        .unwrap();
+    let again = wait::until(
+        "an SVID after re-attestation",
+        Duration::from_secs(20),
+        || async {
+            let svid = client.fetch_x509_svid().await.ok()?;
+            (signet_tests::checks::serial_hex(svid.leaf().as_bytes()) != first_serial)
+                .then_some(svid)
+        },
+    )
+    .await;
+    assert_eq!(again.spiffe_id().to_string(), workload);
 }
 
 /// Runs the x509pop exchange by hand: returns the server's challenge, or the
