@@ -84,7 +84,9 @@ pub async fn run(config: RuntimeConfig, shutdown: impl Future<Output = ()>) -> a
         let listener = telemetry::http::bind(addr)
             .await
             .with_context(|| format!("cannot bind the telemetry address {addr}"))?;
-        tracing::info!(%addr, "serving /live, /ready and /metrics");
+        // The bound address: port 0 asks the system for a free one.
+        let bound = listener.local_addr().unwrap_or(addr);
+        tracing::info!(addr = %bound, "serving /live, /ready and /metrics");
         tasks.spawn(telemetry::http::serve(
             listener,
             metrics.clone(),

@@ -161,6 +161,13 @@ impl TestAgent {
         (chain, key)
     }
 
+    /// Where the agent's `/live`, `/ready` and `/metrics` answer (run with
+    /// `--telemetry-bind 127.0.0.1:0`).
+    pub fn telemetry_addr(&self) -> String {
+        crate::logged_addr(&self.log_text(), "serving /live, /ready and /metrics addr=")
+            .expect("the agent logs its telemetry address")
+    }
+
     /// Lets other users reach the socket (the test dir is 0700).
     pub fn open_to_all_users(&self) {
         use std::os::unix::fs::PermissionsExt;

@@ -30,6 +30,19 @@ pub fn my_uid_selector() -> String {
     format!("unix:uid:{}", current_uid())
 }
 
+/// The address the last line of `log` holding `marker` names right after
+/// it (a daemon asked for port 0 logs the one it got): up to a comma,
+/// a space or the line's end.
+pub fn logged_addr(log: &str, marker: &str) -> Option<String> {
+    let line = log.lines().rev().find(|l| l.contains(marker))?;
+    let (_, rest) = line.split_once(marker)?;
+    let addr: String = rest
+        .chars()
+        .take_while(|c| !matches!(c, ',' | ' '))
+        .collect();
+    (!addr.is_empty()).then_some(addr)
+}
+
 /// A server and one agent attested to it, both on their defaults except for
 /// paths and ports; `server_flags` are extra `signet-server run` flags.
 pub async fn start_pair(server_flags: &[&str]) -> (TestServer, TestAgent) {

@@ -44,7 +44,8 @@ impl TestServer {
         let mut s = TestServer {
             data_dir: dir.path().join("data"),
             admin_socket: dir.path().join("admin.sock"),
-            addr: format!("127.0.0.1:{}", wait::free_port()),
+            // The server picks a free port; restarts reuse the one it got.
+            addr: "127.0.0.1:0".into(),
             trust_domain: "example.org".into(),
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
             prefix: prefix.iter().map(|s| s.to_string()).collect(),
@@ -89,6 +90,17 @@ impl TestServer {
             },
         )
         .await;
+        if self.addr.ends_with(":0") {
+            self.addr = crate::logged_addr(&self.log_text(), "Node API on ")
+                .expect("the server logs the Node API address it bound");
+        }
+    }
+
+    /// Where `/live`, `/ready` and `/metrics` answer (run with
+    /// `--telemetry-bind 127.0.0.1:0`).
+    pub fn telemetry_addr(&self) -> String {
+        crate::logged_addr(&self.log_text(), "serving /live, /ready and /metrics addr=")
+            .expect("the server logs its telemetry address")
     }
 
     /// Graceful stop (SIGTERM) and start again on the same data dir and port.

@@ -22,9 +22,3 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
-
-/// A free TCP port on 127.0.0.1 (the OS picks it; we release it at once).
-pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}

@@ -7,7 +7,6 @@
 use std::time::Duration;
 
 use signet_tests::http::{get, metric_value};
-use signet_tests::wait::free_port;
 use signet_tests::{my_uid_selector, wait, TestAgent, TestServer};
 use spiffe::WorkloadApiClient;
 
@@ -44,10 +43,11 @@ fn cached_svids(agent: &TestAgent) -> Option<usize> {
 #[tokio::test]
 async fn a_snapshot_in_parts_after_a_server_restart_drops_only_what_was_deleted() {
     let mut server = TestServer::start().await;
-    let metrics = format!("127.0.0.1:{}", free_port());
     let token = server.join_token();
-    let mut agent = TestAgent::spawn_with(&server, Some(&token), &["--telemetry-bind", &metrics]);
+    let mut agent =
+        TestAgent::spawn_with(&server, Some(&token), &["--telemetry-bind", "127.0.0.1:0"]);
     agent.wait_healthy().await;
+    let metrics = agent.telemetry_addr();
 
     let mine = server.id("/large/mine");
     let mut entries = vec![serde_json::json!({
@@ -89,6 +89,7 @@ async fn a_snapshot_in_parts_after_a_server_restart_drops_only_what_was_deleted(
     server.restart().await;
     agent.respawn();
     agent.wait_healthy().await;
+    let metrics = agent.telemetry_addr();
 
     wait_held(&metrics, ENTRIES - gone.len()).await;
     let issued = agent_metric(&metrics, "signet_agent_svids_issued_total").await;

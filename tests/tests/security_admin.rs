@@ -290,17 +290,15 @@ async fn socket_and_data_directories_another_user_made_are_refused() {
 #[tokio::test(flavor = "multi_thread")]
 async fn root_defaults_are_the_packaged_runtime_paths_and_the_clis_find_them() {
     let top = tempfile::tempdir().unwrap();
-    let port = wait::free_port();
-    let addr = format!("127.0.0.1:{port}");
     let mut server = Command::new(&bins().server);
     server.args([
         "run",
         "--bind",
-        &addr,
+        "127.0.0.1:0",
         "--data-dir",
         s(&top.path().join("server")),
     ]);
-    let _server = Proc::spawn("signet-server", server, top.path());
+    let server = Proc::spawn("signet-server", server, top.path());
     let cli = |bin: &Path, args: &[&str]| {
         Command::new(bin)
             .args(args)
@@ -322,6 +320,7 @@ async fn root_defaults_are_the_packaged_runtime_paths_and_the_clis_find_them() {
     let admin_dir = std::fs::metadata("/run/signet-server").unwrap();
     assert_eq!((admin_dir.uid(), admin_dir.mode() & 0o777), (0, 0o700));
     assert!(Path::new("/run/signet-server/admin.sock").exists());
+    let addr = signet_tests::logged_addr(&server.log_text(), "Node API on ").unwrap();
     let token = String::from_utf8(cli(&bins().server, &["token", "generate"]).stdout).unwrap();
     let mut agent = Command::new(&bins().agent);
     agent.args([

@@ -203,8 +203,8 @@ async fn signatures(telemetry: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn nothing_is_signed_for_a_guessed_token_or_an_oversized_batch() {
-    let telemetry = format!("127.0.0.1:{}", wait::free_port());
-    let server = TestServer::start_with(&["--telemetry-bind", &telemetry]).await;
+    let server = TestServer::start_with(&["--telemetry-bind", "127.0.0.1:0"]).await;
+    let telemetry = server.telemetry_addr();
     let agent = TestAgent::start(&server).await;
     let before = signatures(&telemetry).await;
     for _ in 0..50 {

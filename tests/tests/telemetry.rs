@@ -5,19 +5,18 @@
 use std::time::Duration;
 
 use signet_tests::http::{get, metric_value};
-use signet_tests::wait::free_port;
 use signet_tests::{my_uid_selector, wait, TestAgent, TestServer};
 use spiffe::WorkloadApiClient;
 
 #[tokio::test]
 async fn health_and_metrics_endpoints_report_a_live_system() {
-    let server_http = format!("127.0.0.1:{}", free_port());
-    let agent_http = format!("127.0.0.1:{}", free_port());
-    let server = TestServer::start_with(&["--telemetry-bind", &server_http]).await;
+    let server = TestServer::start_with(&["--telemetry-bind", "127.0.0.1:0"]).await;
+    let server_http = server.telemetry_addr();
     let token = server.join_token();
     let mut agent =
-        TestAgent::spawn_with(&server, Some(&token), &["--telemetry-bind", &agent_http]);
+        TestAgent::spawn_with(&server, Some(&token), &["--telemetry-bind", "127.0.0.1:0"]);
     agent.wait_healthy().await;
+    let agent_http = agent.telemetry_addr();
 
     for addr in [&server_http, &agent_http] {
         assert_eq!(get(addr, "/live").await.unwrap().0, 200, "{addr} /live");
