@@ -19,11 +19,21 @@ pub struct TestAgent {
     pub server_addr: String,
     pub trust_domain: String,
     pub proc: Option<Proc>,
-    extra_args: Vec<String>,
-    /// A command the agent runs under, e.g. `prlimit --nofile=1024:1024`.
-    prefix: Vec<String>,
+    options: AgentOptions,
     /// `spiffe://<td>/signet/agent/join_token/<token>` of the first attestation.
     pub spiffe_id: String,
+}
+
+/// How a test agent is run beyond its paths and server.
+#[derive(Debug, Clone, Default)]
+pub struct AgentOptions {
+    /// Extra `run` flags (e.g. `--config F`). Unless they pin a bundle with
+    /// `--trust-bundle`, the agent trusts the server on first use.
+    pub extra: Vec<String>,
+    /// A command the agent runs under, e.g. `prlimit --nofile=1024:1024 --`.
+    pub prefix: Vec<String>,
+    /// Environment variables the agent gets.
+    pub env: Vec<(String, String)>,
 }
 
 impl TestAgent {
@@ -54,6 +64,21 @@ impl TestAgent {
         token: Option<&str>,
         extra: &[&str],
     ) -> TestAgent {
+        let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
+        let options = AgentOptions {
+            extra: strings(extra),
+            prefix: strings(prefix),
+            env: Vec::new(),
+        };
+        Self::spawn_opts(server, token, options)
+    }
+
+    /// The agent run as `options` say.
+    pub fn spawn_opts(
+        server: &TestServer,
+        token: Option<&str>,
+        options: AgentOptions,
+    ) -> TestAgent {
         let dir = tempfile::Builder::new()
             .prefix("sga")
             .tempdir()
@@ -65,8 +90,7 @@ impl TestAgent {
             trust_domain: server.trust_domain.clone(),
             dir,
             proc: None,
-            extra_args: extra.iter().map(|s| s.to_string()).collect(),
-            prefix: prefix.iter().map(|s| s.to_string()).collect(),
+            options,
             spiffe_id: token
                 .map(|t| server.id(&format!("/signet/agent/join_token/{t}")))
                 .unwrap_or_default(),
@@ -76,7 +100,7 @@ impl TestAgent {
     }
 
     fn launch(&mut self, token: Option<&str>) {
-        let mut cmd = match self.prefix.split_first() {
+        let mut cmd = match self.options.prefix.split_first() {
             Some((first, rest)) => {
                 let mut c = Command::new(first);
                 c.args(rest).arg(&bins().agent);
@@ -92,12 +116,15 @@ impl TestAgent {
             .arg("--server-address")
             .arg(&self.server_addr)
             .arg("--trust-domain")
-            .arg(&self.trust_domain)
-            .arg("--insecure-bootstrap");
+            .arg(&self.trust_domain);
+        if !self.options.extra.iter().any(|a| a == "--trust-bundle") {
+            cmd.arg("--insecure-bootstrap");
+        }
         if let Some(t) = token {
             cmd.arg("--join-token").arg(t);
         }
-        cmd.args(&self.extra_args);
+        cmd.args(&self.options.extra);
+        cmd.envs(self.options.env.iter().map(|(k, v)| (k, v)));
         self.proc = Some(Proc::spawn("signet-agent", cmd, self.dir.path()));
     }
 

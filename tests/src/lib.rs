@@ -17,7 +17,7 @@ pub mod server;
 pub mod wait;
 pub mod workload;
 
-pub use agent::TestAgent;
+pub use agent::{AgentOptions, TestAgent};
 pub use server::TestServer;
 
 /// The uid of the test process: entries for "the current user" use it.

@@ -8,6 +8,7 @@
 mod flood;
 mod handover;
 mod report;
+mod systemd;
 mod workload;
 
 use std::path::PathBuf;
@@ -83,6 +84,17 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Serves systemd's GetUnit/FragmentPath for one unit on a D-Bus.
+    FakeSystemd {
+        #[arg(long)]
+        address: String,
+        #[arg(long)]
+        unit: String,
+        #[arg(long)]
+        fragment: String,
+        #[arg(long)]
+        ready: PathBuf,
+    },
     /// Does nothing for a minute (a process to give a pid or an exe).
     Sleep,
 }
@@ -125,6 +137,12 @@ fn main() -> ExitCode {
                 status,
             } => flood::tcp_flood(addr, source, count, tls, &status).await,
             Command::HpackBomb { socket, out } => workload::hpack_bomb(&socket, &out).await,
+            Command::FakeSystemd {
+                address,
+                unit,
+                fragment,
+                ready,
+            } => systemd::serve(&address, &unit, &fragment, &ready).await,
             Command::HandOver { .. } | Command::Sleep => unreachable!("handled above"),
         }
     });
