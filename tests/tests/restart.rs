@@ -58,3 +58,84 @@ async fn agent_restart_keeps_its_identity_without_a_new_token() {
     assert_eq!(list.len(), 1, "no second attestation: {agents}");
     assert_eq!(list[0]["spiffe_id"], agent.spiffe_id);
 }
+
+/// The entry IDs a Sync message carries.
+fn entry_ids(msg: &signet_proto::node::SyncResponse) -> Vec<String> {
+    msg.entries.iter().map(|e| e.id.clone()).collect()
+}
+
+#[tokio::test]
+async fn a_sync_resumed_from_its_revision_after_a_server_restart_gets_the_full_state_and_what_follows(
+) {
+    use signet_proto::node::SyncRequest;
+    let (mut server, agent) = start_pair(&[]).await;
+    let kept = server.create_entry(
+        &server.id("/kept"),
+        &agent.spiffe_id,
+        &[&my_uid_selector()],
+        &[],
+    );
+    let (chain, key) = agent.identity();
+    let mut node = signet_tests::node::node_client(&server.addr, &chain, &key).await;
+    let mut stream = node
+        .sync(SyncRequest { since_revision: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stream.message().await.unwrap().unwrap();
+    assert!(first.snapshot);
+    assert_eq!(entry_ids(&first), vec![kept.clone()]);
+    let seen = first.revision;
+    assert!(seen > 0);
+    drop(stream);
+
+    // While nobody listens: one entry goes, one comes; then a restart.
+    let added = server.create_entry(
+        &server.id("/added"),
+        &agent.spiffe_id,
+        &[&my_uid_selector()],
+        &[],
+    );
+    server.delete_entry(&kept);
+    server.restart().await;
+
+    let mut node = signet_tests::node::node_client(&server.addr, &chain, &key).await;
+    let mut stream = node
+        .sync(SyncRequest {
+            since_revision: seen,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // The restarted server no longer holds the events after `seen`: it
+    // answers with the whole state (one snapshot) at a later revision.
+    let resumed = stream.message().await.unwrap().unwrap();
+    assert!(resumed.snapshot, "{resumed:?}");
+    assert!(!resumed.snapshot_continues);
+    assert!(resumed.revision > seen, "{} <= {seen}", resumed.revision);
+    assert_eq!(
+        entry_ids(&resumed),
+        vec![added.clone()],
+        "the deleted one is not in it"
+    );
+    // And the stream goes on with what follows.
+    let later = server.create_entry(
+        &server.id("/later"),
+        &agent.spiffe_id,
+        &[&my_uid_selector()],
+        &[],
+    );
+    let next = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let m = stream.message().await.unwrap().unwrap();
+            if !m.entries.is_empty() {
+                return m;
+            }
+        }
+    })
+    .await
+    .expect("the new entry on the resumed stream");
+    assert!(!next.snapshot);
+    assert_eq!(entry_ids(&next), vec![later]);
+    assert!(next.revision > resumed.revision);
+}

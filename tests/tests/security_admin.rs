@@ -319,7 +319,12 @@ async fn root_defaults_are_the_packaged_runtime_paths_and_the_clis_find_them() {
     .await;
     let admin_dir = std::fs::metadata("/run/signet-server").unwrap();
     assert_eq!((admin_dir.uid(), admin_dir.mode() & 0o777), (0, 0o700));
-    assert!(Path::new("/run/signet-server/admin.sock").exists());
+    let socket = std::fs::metadata("/run/signet-server/admin.sock").unwrap();
+    assert_eq!(
+        socket.mode() & 0o777,
+        0o600,
+        "only root and the server's user reach it"
+    );
     let addr = signet_tests::logged_addr(&server.log_text(), "Node API on ").unwrap();
     let token = String::from_utf8(cli(&bins().server, &["token", "generate"]).stdout).unwrap();
     let mut agent = Command::new(&bins().agent);

@@ -38,6 +38,32 @@ async fn request_without_security_header_is_invalid_argument() {
         .expect_err("no header");
     assert_eq!(err.code(), Code::InvalidArgument);
 
+    let err = client
+        .fetch_jwt_bundles(signet_proto::workload::JwtBundlesRequest {})
+        .await
+        .expect_err("no header");
+    assert_eq!(
+        (err.code(), err.message()),
+        (
+            Code::InvalidArgument,
+            "security header missing from request"
+        )
+    );
+    let err = client
+        .validate_jwtsvid(signet_proto::workload::ValidateJwtsvidRequest {
+            audience: "a".into(),
+            svid: "x.y.z".into(),
+        })
+        .await
+        .expect_err("no header");
+    assert_eq!(
+        (err.code(), err.message()),
+        (
+            Code::InvalidArgument,
+            "security header missing from request"
+        )
+    );
+
     let mut wrong = tonic::Request::new(X509svidRequest {});
     wrong
         .metadata_mut()
