@@ -386,7 +386,7 @@ async fn healthcheck_reports_an_expired_agent_svid_and_clock_skew() {
     // An agent whose clock runs two minutes ahead of the server's.
     let server = TestServer::start().await;
     let token = server.join_token();
-    let mut skewed = TestAgent::spawn_opts(
+    let skewed = TestAgent::spawn_opts(
         &server,
         Some(&token),
         AgentOptions {
