@@ -25,6 +25,13 @@ pub struct Args {
     /// (jwt, fetch, issue, propagation, agent_rss, server_sync).
     #[arg(long)]
     pub only: Vec<String>,
+    /// One FetchX509SVID on SOCKET; prints its microseconds (the fetch
+    /// figure's workload processes run the bench binary this way).
+    #[arg(long, value_name = "SOCKET", hide = true)]
+    pub fetch_once: Option<std::path::PathBuf>,
+    /// One echo call on SOCKET; prints its microseconds.
+    #[arg(long, value_name = "SOCKET", hide = true)]
+    pub echo_once: Option<std::path::PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -32,5 +39,11 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    if let Some(socket) = &args.fetch_once {
+        return rt.block_on(figures::fetch::once_and_print(socket, true));
+    }
+    if let Some(socket) = &args.echo_once {
+        return rt.block_on(figures::fetch::once_and_print(socket, false));
+    }
     rt.block_on(app::run(args))
 }

@@ -75,6 +75,8 @@ pub async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
         let rss = rss(pid)?;
         let _ = child.kill().await;
         report.add(&format!("agent_rss_mb_{label}"), rss.now_mb, "MB");
+        // The most it held at any moment (the cold start's peak).
+        report.add(&format!("agent_rss_peak_mb_{label}"), rss.peak_mb, "MB");
         report.add(&format!("agent_rss_anon_mb_{label}"), rss.anon_mb, "MB");
         report.add(&format!("agent_rss_file_mb_{label}"), rss.file_mb, "MB");
         if n == 10_000 {
