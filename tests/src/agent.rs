@@ -31,6 +31,7 @@ pub struct AgentOptions {
     /// `--trust-bundle`, the agent trusts the server on first use.
     pub extra: Vec<String>,
     /// A command the agent runs under, e.g. `prlimit --nofile=1024:1024 --`.
+    /// It must exec the agent, not fork it: the test kills the pid it started.
     pub prefix: Vec<String>,
     /// Environment variables the agent gets.
     pub env: Vec<(String, String)>,

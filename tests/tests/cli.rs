@@ -390,8 +390,7 @@ async fn healthcheck_reports_an_expired_agent_svid_and_clock_skew() {
         &server,
         Some(&token),
         AgentOptions {
-            prefix: vec!["faketime".into(), "-f".into(), "+120s".into()],
-            env: vec![("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into())],
+            env: faketime_env("+120s"),
             ..AgentOptions::default()
         },
     );
@@ -403,4 +402,21 @@ async fn healthcheck_reports_an_expired_agent_svid_and_clock_skew() {
     })
     .await;
     assert!(report.contains("the server's clock is 1"), "{report}");
+}
+
+/// libfaketime preloaded into the agent itself (the `faketime` wrapper forks,
+/// and killing the wrapper would leave the agent running).
+fn faketime_env(offset: &str) -> Vec<(String, String)> {
+    let lib = std::fs::read_dir("/usr/lib")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|arch| arch.path().join("faketime/libfaketime.so.1"))
+        .find(|lib| lib.exists())
+        .expect("libfaketime is missing: apt-get install faketime");
+    vec![
+        ("LD_PRELOAD".into(), lib.display().to_string()),
+        ("FAKETIME".into(), offset.into()),
+        ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
+    ]
 }
