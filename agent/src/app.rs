@@ -20,6 +20,7 @@ use crate::attest::workload::cache::{self, CachedAttestor};
 use crate::attest::workload::composite::CompositeAttestor;
 use crate::attest::workload::container::docker::DockerClient;
 use crate::attest::workload::container::ContainerAttestor;
+use crate::attest::workload::ptrace;
 use crate::attest::workload::systemd::{
     BusAddress, SystemdAttestor, UnitBus, DEFAULT_DBUS_TIMEOUT,
 };
@@ -114,7 +115,6 @@ pub async fn run(config: RuntimeConfig, shutdown: impl Future<Output = ()>) -> a
             tracing::error!(error = %e, "Workload API stopped");
         }
     });
-    telemetry::notify_ready();
     tasks.spawn(telemetry::svids::follow(
         metrics.clone(),
         cache_rx.clone(),
@@ -125,7 +125,8 @@ pub async fn run(config: RuntimeConfig, shutdown: impl Future<Output = ()>) -> a
         config.data_dir.clone(),
         cache_rx.clone(),
     ));
-    tasks.spawn(jwt::follow_snapshots(cache_rx, jwt_svids));
+    tasks.spawn(jwt::follow_snapshots(cache_rx.clone(), jwt_svids));
+    ptrace::warn_if_missing();
 
     tokio::pin!(shutdown);
     let attested = tokio::select! {
@@ -144,6 +145,12 @@ pub async fn run(config: RuntimeConfig, shutdown: impl Future<Output = ()>) -> a
     match attested {
         Ok(attested) => {
             tracing::info!(spiffe_id = %attested.svid.spiffe_id, "agent identity ready");
+            // Only now: `systemctl start` returns once the agent can issue.
+            signet_runtime::systemd::ready(&format!(
+                "serving the Workload API as {}",
+                attested.svid.spiffe_id
+            ));
+            tasks.spawn(report_health(health.subscribe()));
             if attested.fresh {
                 health.mark_reached_server();
             }
@@ -187,14 +194,15 @@ pub async fn run(config: RuntimeConfig, shutdown: impl Future<Output = ()>) -> a
                 tasks.spawn(manager.run());
             }
         }
-        Err(e @ NodeAttestError::NoToken(_)) => {
+        Err(e @ NodeAttestError::NoToken(_)) if serves_cached(&cache_rx, clock.as_ref()) => {
             // Keep serving what is cached (until it expires) and say why
             // nothing new will come.
             tracing::error!("{e}");
+            signet_runtime::systemd::ready(&format!("serving cached SVIDs only: {e}"));
             health.set_status(Status::AgentSvidExpired, e.to_string());
         }
         Err(e) => {
-            telemetry::notify_stopping();
+            signet_runtime::systemd::stopping();
             tasks.abort_all();
             cleanup(&config.socket_path, &health_file);
             return Err(e).context("node attestation failed");
@@ -220,7 +228,7 @@ pub async fn run(config: RuntimeConfig, shutdown: impl Future<Output = ()>) -> a
 /// Stops taking connections (the socket goes first), ends every open stream
 /// with Unavailable and gives them a moment to reach their clients.
 async fn drain(socket: &std::path::Path, drain_tx: &watch::Sender<bool>, metrics: &Metrics) {
-    telemetry::notify_stopping();
+    signet_runtime::systemd::stopping();
     if let Err(e) = std::fs::remove_file(socket) {
         tracing::debug!(path = %socket.display(), error = %e, "already gone");
     }
@@ -233,6 +241,36 @@ async fn drain(socket: &std::path::Path, drain_tx: &watch::Sender<bool>, metrics
     }
     // The last answers are written by the connection tasks.
     tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+/// Some SVID restored from disk is still valid: a workload can be served.
+fn serves_cached(cache: &watch::Receiver<Arc<crate::cache::Snapshot>>, clock: &dyn Clock) -> bool {
+    let now = clock.now();
+    cache
+        .borrow()
+        .entries
+        .values()
+        .any(|c| c.svid.as_ref().is_some_and(|s| s.is_valid_at(now)))
+}
+
+/// Keeps systemd's status line (`systemctl status`) saying what the health
+/// file says: banned, evicted, an agent SVID that expired, clock skew.
+async fn report_health(mut health: watch::Receiver<health::HealthReport>) {
+    let mut shown = None;
+    loop {
+        let problem = health.borrow_and_update().problem();
+        if problem != shown {
+            match &problem {
+                Some(p) => signet_runtime::systemd::status(&format!("unhealthy: {p}")),
+                None if shown.is_some() => signet_runtime::systemd::status("healthy"),
+                None => {}
+            }
+            shown = problem;
+        }
+        if health.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// How many descriptors a Workload API connection takes: its socket and

@@ -1,11 +1,13 @@
 //! What both daemons need alike and that knows nothing of SPIFFE: bounds on
 //! the connections a listener keeps (`conn`), the file-descriptor limit
 //! (`rlimit`), directories no other user can swap (`dirs`) and log lines
-//! that cannot flood the journal (`throttle`), and log setup (`logging`).
+//! that cannot flood the journal (`throttle`), log setup with journal
+//! priorities (`logging`) and `Type=notify` (`systemd`).
 #![forbid(unsafe_code)]
 
 pub mod conn;
 pub mod dirs;
 pub mod logging;
 pub mod rlimit;
+pub mod systemd;
 pub mod throttle;

@@ -177,7 +177,10 @@ pub async fn start(config: RuntimeConfig, clock: Arc<dyn Clock>) -> anyhow::Resu
         node_addr,
         config.admin_socket.display()
     );
-    crate::telemetry::systemd::ready();
+    signet_runtime::systemd::ready(&format!(
+        "trust domain {}, Node API on {node_addr}",
+        config.trust_domain
+    ));
     Ok(RunningServer {
         node_addr,
         telemetry_addr,
@@ -214,7 +217,7 @@ impl RunningServer {
     /// Graceful stop: streams end, the admin socket is removed, the
     /// datastore is closed.
     pub async fn stop(self) {
-        crate::telemetry::systemd::stopping();
+        signet_runtime::systemd::stopping();
         let _ = self.stop.send(true);
         for handle in [self.admin, self.node] {
             let abort = handle.abort_handle();

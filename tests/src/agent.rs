@@ -155,6 +155,11 @@ impl TestAgent {
         }
     }
 
+    /// The environment of the next start.
+    pub fn set_env(&mut self, env: Vec<(String, String)>) {
+        self.options.env = env;
+    }
+
     /// Starts the agent again from its data dir (no token), without waiting.
     pub fn respawn(&mut self) {
         self.launch(None);

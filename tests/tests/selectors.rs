@@ -172,14 +172,16 @@ async fn a_pinned_trust_bundle_is_used_for_first_contact_and_a_wrong_one_refused
         .wait_exit(PATIENCE)
         .await
         .expect("the agent gives up");
-    assert!(!status.success());
+    // A server that cannot be verified may be fixed on its side: exit 1,
+    // which the unit restarts (not 77, which it leaves failed).
+    assert_eq!(status.code(), Some(1));
     let log = refused.log_text();
     let error = log
         .lines()
-        .find(|l| l.starts_with("Error:"))
+        .find(|l| l.contains(" ERROR "))
         .unwrap_or_default();
     assert!(
-        error.starts_with("Error: node attestation failed: cannot connect to server")
+        error.contains(": node attestation failed: cannot connect to server")
             && error.ends_with("invalid peer certificate: UnknownIssuer"),
         "{log}"
     );

@@ -1,6 +1,7 @@
 //! The systemd units in packaging/systemd/ pass `systemd-analyze verify`
 //! with the binaries this build produced in place of /usr/bin. Without
 //! systemd-analyze the test fails saying what to install (.ci/run installs it).
+//! Booting them for real is `packaging/check-boot` (run by .ci/run).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::Command;
@@ -52,5 +53,29 @@ fn both_units_pass_systemd_analyze_verify() {
     assert!(
         stderr.trim().is_empty(),
         "systemd-analyze verify warned: {stderr}"
+    );
+}
+
+/// The exit codes the daemons give for what a restart cannot fix are the
+/// ones the units refuse to restart on.
+#[test]
+fn units_do_not_restart_on_the_exit_codes_that_need_an_admin() {
+    let units = concat!(env!("CARGO_MANIFEST_DIR"), "/../packaging/systemd");
+    let line = |unit: &str| {
+        std::fs::read_to_string(format!("{units}/{unit}"))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("RestartPreventExitStatus="))
+            .map(str::to_owned)
+            .unwrap_or_default()
+    };
+    use signet_agent::cli::exit;
+    assert_eq!(
+        line("signet-agent.service"),
+        format!("{} {}", exit::NEEDS_NEW_CREDENTIALS, exit::CONFIGURATION)
+    );
+    assert_eq!(
+        line("signet-server.service"),
+        signet_server::cli::EXIT_CONFIGURATION.to_string()
     );
 }

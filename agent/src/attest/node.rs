@@ -40,8 +40,8 @@ pub enum NodeAttestError {
     TrustBundle { path: String, message: String },
     #[error(transparent)]
     Connect(#[from] node_client::NodeClientError),
-    #[error("server refused attestation: {0}")]
-    Refused(String),
+    #[error("server refused attestation: {code:?}: {message}")]
+    Refused { code: tonic::Code, message: String },
     #[error("server answered attestation with something unexpected: {0}")]
     Protocol(String),
     #[error("SVID from the server is not acceptable: {0}")]
@@ -50,6 +50,35 @@ pub enum NodeAttestError {
     SpiffeId(#[from] signet_core::SpiffeIdError),
     #[error(transparent)]
     HostCert(#[from] super::x509pop::HostCertError),
+}
+
+impl NodeAttestError {
+    /// Trying again cannot help: the token is missing, used, expired or
+    /// refused, the agent is banned, or the host certificate is not
+    /// accepted. An admin must act (a new token, a new certificate), so the
+    /// service manager should stop restarting the agent.
+    pub fn needs_new_credentials(&self) -> bool {
+        match self {
+            NodeAttestError::NoToken(_) => true,
+            NodeAttestError::Refused { code, .. } => matches!(
+                code,
+                tonic::Code::PermissionDenied
+                    | tonic::Code::Unauthenticated
+                    | tonic::Code::InvalidArgument
+            ),
+            _ => false,
+        }
+    }
+
+    /// What only a configuration change fixes.
+    pub fn is_configuration(&self) -> bool {
+        matches!(
+            self,
+            NodeAttestError::NoBundle
+                | NodeAttestError::TrustBundle { .. }
+                | NodeAttestError::HostCert(_)
+        )
+    }
 }
 
 /// How this agent proves its node.
@@ -288,7 +317,10 @@ fn pick_authority(
 }
 
 fn refused(status: tonic::Status) -> NodeAttestError {
-    NodeAttestError::Refused(format!("{:?}: {}", status.code(), status.message()))
+    NodeAttestError::Refused {
+        code: status.code(),
+        message: status.message().to_owned(),
+    }
 }
 
 /// Everything the agent SVID renewal needs.

@@ -3,6 +3,7 @@
 //! and `healthcheck` are Workload API clients; `validate` checks a config file.
 
 pub mod client;
+pub mod exit;
 pub mod fetch;
 pub mod healthcheck;
 pub mod jwt;
@@ -88,7 +89,8 @@ pub struct SocketArgs {
     pub socket_path: Option<PathBuf>,
 }
 
-/// Runs the parsed command; errors print as `Error: <message>`, exit 1.
+/// Runs the parsed command; errors print as `Error: <message>`, exit 1
+/// (`run`: logged, with the codes of [`exit`]).
 pub fn dispatch(cli: Cli) -> ExitCode {
     if let Command::Validate(args) = &cli.command {
         return match crate::config::validate_file(&args.config) {
@@ -112,6 +114,7 @@ pub fn dispatch(cli: Cli) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let daemon = matches!(cli.command, Command::Run(_));
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Run(args) => run(args).await,
@@ -136,6 +139,8 @@ pub fn dispatch(cli: Cli) -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // `run` logged it already.
+        Err(e) if daemon => exit::exit_code(&e),
         Err(e) => {
             eprintln!("Error: {e:#}");
             ExitCode::from(1)
@@ -143,8 +148,23 @@ pub fn dispatch(cli: Cli) -> ExitCode {
     }
 }
 
+/// The daemon: its last error goes to the log (the journal, at priority
+/// err) and to systemd's status line before the exit code says what kind it
+/// was.
 async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let config = RuntimeConfig::from_args(&args)?;
-    signet_runtime::logging::init(config.log_json);
-    crate::app::run(config, crate::app::shutdown_signal()).await
+    let result = match RuntimeConfig::from_args(&args) {
+        Ok(config) => {
+            signet_runtime::logging::init(config.log_json);
+            crate::app::run(config, crate::app::shutdown_signal()).await
+        }
+        Err(e) => {
+            signet_runtime::logging::init(false);
+            Err(e.into())
+        }
+    };
+    if let Err(e) = &result {
+        tracing::error!("{e:#}");
+        signet_runtime::systemd::status(&format!("failed: {e:#}"));
+    }
+    result
 }

@@ -174,7 +174,8 @@ pub fn ttl_secs(flag: &str, d: Option<Duration>) -> anyhow::Result<u32> {
     }
 }
 
-/// Runs the command; errors print as `Error: ...` on stderr with exit 1.
+/// Runs the command; errors print as `Error: ...` on stderr with exit 1
+/// (`run`: logged, exit 78 for a bad configuration).
 pub fn dispatch(cli: Cli) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -188,7 +189,7 @@ pub fn dispatch(cli: Cli) -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Run(args) => run(args).await,
+            Command::Run(args) => return Ok(run(args).await),
             Command::Token(c) => c.run().await,
             Command::Entry(c) => c.run().await,
             Command::Agent(c) => c.run().await,
@@ -225,10 +226,33 @@ fn validate(args: &ValidateArgs) -> ExitCode {
     }
 }
 
-async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let config = args.runtime_config()?;
-    signet_runtime::logging::init(config.log_json);
-    crate::app::run(config, shutdown_signal()).await
+/// Exit code of `run` on an invalid configuration (sysexits' EX_CONFIG):
+/// the packaged unit does not restart on it (`RestartPreventExitStatus=78`),
+/// since restarting cannot fix it.
+pub const EXIT_CONFIGURATION: u8 = 78;
+
+/// The daemon: its last error goes to the log (the journal, at priority
+/// err) and to systemd's status line.
+async fn run(args: RunArgs) -> ExitCode {
+    let (result, failure) = match args.runtime_config() {
+        Ok(config) => {
+            signet_runtime::logging::init(config.log_json);
+            let result = crate::app::run(config, shutdown_signal()).await;
+            (result, ExitCode::FAILURE)
+        }
+        Err(e) => {
+            signet_runtime::logging::init(false);
+            (Err(e), ExitCode::from(EXIT_CONFIGURATION))
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            signet_runtime::systemd::status(&format!("failed: {e:#}"));
+            failure
+        }
+    }
 }
 
 /// Completes on SIGINT or SIGTERM.

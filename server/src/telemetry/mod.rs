@@ -1,9 +1,8 @@
 //! Operating the server: Prometheus metrics, the `/live`, `/ready` and
-//! `/metrics` HTTP endpoints, per-RPC latency, and systemd readiness.
+//! `/metrics` HTTP endpoints, per-RPC latency (systemd notification: `signet_runtime::systemd`).
 
 pub mod http;
 pub mod metrics;
 pub mod rpc;
-pub mod systemd;
 
 pub use metrics::Metrics;

@@ -8,6 +8,7 @@ pub mod cgroup;
 pub mod composite;
 pub mod container;
 pub mod peer;
+pub mod ptrace;
 pub mod systemd;
 #[cfg(test)]
 pub(crate) mod test_procfs;

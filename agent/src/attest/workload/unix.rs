@@ -113,8 +113,12 @@ impl UnixAttestor {
                     Err(e) => tracing::debug!(pid, error = %e, "cannot hash the binary"),
                 }
             }
-            // Another user's process when we are not root: path and hash are
-            // simply not known, the credential selectors still hold.
+            // Another user's process without CAP_SYS_PTRACE: path and hash
+            // are not known, the credential selectors still hold.
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                super::ptrace::note_denied(pid);
+                tracing::debug!(pid, error = %e, "cannot read the executable path");
+            }
             Err(e) => tracing::debug!(pid, error = %e, "cannot read the executable path"),
         }
         Ok(values
