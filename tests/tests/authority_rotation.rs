@@ -74,6 +74,7 @@ async fn ca_rotation_keeps_workloads_served_across_two_rotations() {
     let poller = async {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         let mut fetches = 0;
+        let mut polled_issuers = HashSet::new();
         while !done.load(std::sync::atomic::Ordering::SeqCst)
             && tokio::time::Instant::now() < deadline
         {
@@ -82,14 +83,12 @@ async fn ca_rotation_keeps_workloads_served_across_two_rotations() {
                 .await
                 .expect("served at every moment");
             let (chain, bundle) = chain_and_bundle(&ctx);
-            assert!(
-                issuer_index(&chain, &bundle).is_some(),
-                "a valid SVID at every moment"
-            );
+            let i = issuer_index(&chain, &bundle).expect("a valid SVID at every moment");
+            polled_issuers.insert(authority_id(&bundle[i]));
             fetches += 1;
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        fetches
+        (fetches, polled_issuers.len())
     };
     let watcher = async {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -103,12 +102,17 @@ async fn ca_rotation_keeps_workloads_served_across_two_rotations() {
         done.store(true, std::sync::atomic::Ordering::SeqCst);
         distinct
     };
-    let (fetches, distinct) = tokio::join!(poller, watcher);
+    let ((fetches, polled_issuers), distinct) = tokio::join!(poller, watcher);
     assert!(
         distinct >= 3,
         "SVIDs from 3 successive CAs (two rotations), saw {distinct}"
     );
-    assert!(fetches > 50);
+    // The poller's fetches spanned a rotation (how many depends on how fast
+    // the rotations came, not on the code).
+    assert!(
+        polled_issuers >= 2,
+        "{fetches} fetches saw SVIDs of {polled_issuers} CA(s)"
+    );
 }
 
 #[tokio::test]
