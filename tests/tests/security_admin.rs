@@ -30,8 +30,18 @@ fn stderr(out: &Output) -> String {
 
 /// Fails with `want` in its message, as an error (exit 1), not a panic.
 fn refused(out: &Output, want: &str) {
+    refused_with(out, 1, want);
+}
+
+/// A daemon refusing its configuration: exit 78, which the units do not
+/// restart on.
+fn refused_config(out: &Output, want: &str) {
+    refused_with(out, 78, want);
+}
+
+fn refused_with(out: &Output, code: i32, want: &str) {
     let text = stderr(out);
-    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert_eq!(out.status.code(), Some(code), "{text}");
     assert!(text.contains(want), "wanted {want:?} in: {text}");
     assert!(!text.contains("panicked"), "{text}");
 }
@@ -367,15 +377,15 @@ async fn durations_that_overflow_a_certificate_are_refused_naming_the_flag() {
         .args(flags);
         run_for_a_while(&mut cmd)
     };
-    refused(
+    refused_config(
         &server_run(&["--not-before-backdate", "1000000d"]),
         "not_before_backdate (--not-before-backdate) of 86400000000s is above the limit of 86400s",
     );
-    refused(
+    refused_config(
         &server_run(&["--ca-ttl", "3000000d"]),
         "ca_ttl (--ca-ttl) of 259200000000s is above the limit of 316224000s",
     );
-    refused(
+    refused_config(
         &server_run(&["--ca-ttl", "1000000d"]),
         "ca_ttl (--ca-ttl) of 86400000000s",
     );
@@ -387,7 +397,7 @@ async fn durations_that_overflow_a_certificate_are_refused_naming_the_flag() {
         "--jwt-leeway",
         "1000000d",
     ]);
-    refused(
+    refused_config(
         &run_for_a_while(&mut agent),
         "invalid --jwt-leeway: 86400000000s is above the limit of 3600s",
     );
