@@ -185,11 +185,16 @@ async fn five_thousand_idle_connections_from_one_address_leave_attestation_to_ot
         times[times.len() - 1]
     );
     // (1024 - 256 reserved) connections in all, a quarter for one address:
-    // the flood never held more than 192 (and a few in the accept queue).
+    // the flood never held more than 192 at once (and a few in the accept
+    // queue); the rest were refused at accept.
     assert!(peak_fds < idle_fds + 192 + 64, "{peak_fds} descriptors");
     let taken =
         tls["closed_by_server"].as_u64().unwrap() + tcp["closed_by_server"].as_u64().unwrap();
-    assert!((1..=192 * 2).contains(&taken), "{tls} {tcp}");
+    let refused = tls["refused"].as_u64().unwrap() + tcp["refused"].as_u64().unwrap();
+    // How many the server took in all depends on how many slots its 2 s
+    // timeouts freed while the flood went on (seen: 384 to 428), not on the
+    // cap: most of the 5000 must have been refused (without the cap, none).
+    assert!(taken >= 1 && refused > 2500, "{tls} {tcp}");
     let log = server.log_text();
     let refusals = log.matches("refused a Node API connection").count();
     assert!((1..=3).contains(&refusals), "{refusals} refusal log lines");
