@@ -2,9 +2,7 @@
 //! and the trust bundle. Every file is written atomically (temp file with the
 //! final mode, fsync, rename) so a crash never leaves a half-written key.
 
-use std::fs::{self, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs;
 use std::path::{Path, PathBuf};
 
 const KEY_FILE: &str = "agent_key.pem";
@@ -123,40 +121,18 @@ impl Storage {
     }
 }
 
-/// Writes `contents` to `path` through a temp file created with `mode`, so
-/// the file never exists with wider permissions or partial contents.
+/// [`signet_runtime::fs::write_atomic`], the error naming the file.
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), StorageError> {
-    write_atomic_with(path, mode, |f| f.write_all(contents))
+    signet_runtime::fs::write_atomic(path, contents, mode).map_err(|e| io_err(path, e))
 }
 
-/// [`write_atomic`] for contents produced by `write`, streamed to the file
-/// rather than held in memory first.
+/// [`signet_runtime::fs::write_atomic_with`], the error naming the file.
 pub fn write_atomic_with(
     path: &Path,
     mode: u32,
     write: impl FnOnce(&mut fs::File) -> std::io::Result<()>,
 ) -> Result<(), StorageError> {
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{file_name}.tmp.{}", std::process::id()));
-    let _ = fs::remove_file(&tmp);
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
-        write(&mut f)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if let Err(source) = result {
-        let _ = fs::remove_file(&tmp);
-        return Err(io_err(path, source));
-    }
-    Ok(())
+    signet_runtime::fs::write_atomic_with(path, mode, write).map_err(|e| io_err(path, e))
 }
 
 fn encode_chain(ders: &[Vec<u8>]) -> String {

@@ -1,12 +1,14 @@
 //! What both daemons need alike and that knows nothing of SPIFFE: bounds on
 //! the connections a listener keeps (`conn`), the file-descriptor limit
-//! (`rlimit`), directories no other user can swap (`dirs`) and log lines
-//! that cannot flood the journal (`throttle`), log setup with journal
-//! priorities (`logging`) and `Type=notify` (`systemd`).
+//! (`rlimit`), directories no other user can swap (`dirs`), files written
+//! whole or not at all (`fs`), log lines that cannot flood the journal
+//! (`throttle`), log setup with journal priorities (`logging`) and
+//! `Type=notify` (`systemd`).
 #![forbid(unsafe_code)]
 
 pub mod conn;
 pub mod dirs;
+pub mod fs;
 pub mod logging;
 pub mod rlimit;
 pub mod systemd;

@@ -375,5 +375,4 @@ fn lock(inner: &Mutex<Inner>) -> std::sync::MutexGuard<'_, Inner> {
 }
 
 #[cfg(test)]
-#[path = "jwt_tests.rs"]
 mod tests;

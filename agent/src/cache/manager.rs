@@ -358,11 +358,8 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-#[path = "manager_issue.rs"]
 mod issue;
-#[path = "manager_lifecycle.rs"]
 mod lifecycle;
 
 #[cfg(test)]
-#[path = "manager_tests.rs"]
 mod tests;

@@ -22,7 +22,6 @@ use std::io::Write;
 use crate::storage::write_atomic_with;
 use encode::{encode_to, Digest};
 
-#[path = "persist_encode.rs"]
 mod encode;
 
 pub const CACHE_FILE: &str = "workload_cache.json";

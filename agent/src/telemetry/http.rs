@@ -107,5 +107,4 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, readiness: Read
 }
 
 #[cfg(test)]
-#[path = "http_tests.rs"]
 mod tests;

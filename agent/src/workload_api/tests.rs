@@ -408,14 +408,11 @@ async fn stale_socket_is_replaced_on_bind() {
     assert!(bind(&path).is_err(), "a regular file is not removed");
 }
 
-#[path = "jwt_api_tests.rs"]
 mod jwt_api;
 
-#[path = "revocation_api_tests.rs"]
-mod revocation_api_tests;
+mod revocation_api;
 
-#[path = "restart_tests.rs"]
-mod restart_tests;
+mod restart;
 
 #[tokio::test]
 async fn shutdown_ends_open_streams_with_unavailable_and_counts_them() {

@@ -64,6 +64,33 @@ pub enum JwtPublicKey {
 }
 
 impl JwtPublicKey {
+    /// A stable, unambiguous encoding (algorithm tag, then each part
+    /// length-prefixed): what a digest of keys is taken over, so it cannot
+    /// change with a `Debug` format.
+    pub fn canonical_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut part = |bytes: &[u8]| {
+            out.extend_from_slice(&(bytes.len() as u64).to_be_bytes());
+            out.extend_from_slice(bytes);
+        };
+        match self {
+            JwtPublicKey::P256(point) => {
+                part(b"P-256");
+                part(point);
+            }
+            JwtPublicKey::P384(point) => {
+                part(b"P-384");
+                part(point);
+            }
+            JwtPublicKey::Rsa { n, e } => {
+                part(b"RSA");
+                part(n);
+                part(e);
+            }
+        }
+        out
+    }
+
     pub fn from_jwk(jwk: &Jwk) -> Result<Self, JwtError> {
         let b64 = |v: &Option<String>, name: &str| -> Result<Vec<u8>, JwtError> {
             let s = v
@@ -189,5 +216,43 @@ impl JwtSigner {
             .sign(&self.rng, msg)
             .map(|s| s.as_ref().to_vec())
             .map_err(|_| JwtError::Sign("ECDSA signing failed".into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::JwtPublicKey;
+
+    #[test]
+    fn canonical_bytes_tell_every_key_apart() {
+        let keys = [
+            JwtPublicKey::P256(vec![4, 1, 2]),
+            JwtPublicKey::P384(vec![4, 1, 2]),
+            JwtPublicKey::Rsa {
+                n: vec![1, 2],
+                e: vec![3],
+            },
+            // The same bytes split differently between n and e.
+            JwtPublicKey::Rsa {
+                n: vec![1],
+                e: vec![2, 3],
+            },
+        ];
+        for (i, a) in keys.iter().enumerate() {
+            assert_eq!(a.canonical_bytes(), a.clone().canonical_bytes());
+            for b in &keys[i + 1..] {
+                assert_ne!(a.canonical_bytes(), b.canonical_bytes(), "{a:?} {b:?}");
+            }
+        }
+        assert_eq!(
+            keys[0].canonical_bytes(),
+            [
+                &5u64.to_be_bytes()[..],
+                b"P-256",
+                &3u64.to_be_bytes(),
+                &[4, 1, 2]
+            ]
+            .concat()
+        );
     }
 }

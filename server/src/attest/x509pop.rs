@@ -364,5 +364,4 @@ impl X509PopAttestor {
 }
 
 #[cfg(test)]
-#[path = "x509pop_tests.rs"]
 mod tests;

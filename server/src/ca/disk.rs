@@ -1,9 +1,8 @@
 //! The CA's files in `<data-dir>/ca/`: `ca.key.pem` (0600, written atomically:
 //! a 0600 temp file, fsync, rename) and `ca.cert.pem`.
 
-use std::fs::{self, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use super::CaError;
@@ -56,28 +55,10 @@ pub fn create_private_dir(dir: &Path) -> Result<(), CaError> {
         .map_err(|e| CaError::Io(dir.to_path_buf(), e.to_string()))
 }
 
-/// Never leaves a half-written file at `path`, and the bytes never sit in a
-/// file more permissive than `mode`.
+/// [`signet_runtime::fs::write_atomic`], the error naming the file.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CaError> {
-    let io = |e: std::io::Error| CaError::Io(path.to_path_buf(), e.to_string());
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    let _ = fs::remove_file(&tmp);
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(io)?;
-    f.write_all(bytes).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    drop(f);
-    fs::rename(&tmp, path).map_err(io)?;
-    if let Some(parent) = path.parent() {
-        if let Ok(d) = fs::File::open(parent) {
-            let _ = d.sync_all();
-        }
-    }
-    Ok(())
+    signet_runtime::fs::write_atomic(path, bytes, mode)
+        .map_err(|e| CaError::Io(path.to_path_buf(), e.to_string()))
 }
 
 #[cfg(test)]

@@ -94,9 +94,9 @@ impl Bundle {
             ctx.update(b"jwt\0");
             ctx.update(&(a.kid.len() as u64).to_be_bytes());
             ctx.update(a.kid.as_bytes());
-            let key = format!("{:?}", a.public_key);
+            let key = a.public_key.canonical_bytes();
             ctx.update(&(key.len() as u64).to_be_bytes());
-            ctx.update(key.as_bytes());
+            ctx.update(&key);
         }
         hex::encode(ctx.finish().as_ref())
     }

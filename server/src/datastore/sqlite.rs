@@ -1093,5 +1093,4 @@ impl DataStore for SqliteDataStore {
 }
 
 #[cfg(test)]
-#[path = "sqlite_tests.rs"]
 mod tests;

@@ -137,5 +137,4 @@ impl WorkloadAttestor for CachedAttestor {
 }
 
 #[cfg(test)]
-#[path = "cache_tests.rs"]
 mod tests;

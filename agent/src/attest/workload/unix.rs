@@ -255,5 +255,4 @@ fn supplementary_gids(status: &str) -> Vec<u32> {
 }
 
 #[cfg(test)]
-#[path = "unix_tests.rs"]
 mod tests;

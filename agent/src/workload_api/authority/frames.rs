@@ -413,5 +413,4 @@ pub(super) fn encode_integer(mut n: usize, prefix_bits: u8, out: &mut Vec<u8>) {
 }
 
 #[cfg(test)]
-#[path = "frames_tests.rs"]
 mod tests;

@@ -279,5 +279,4 @@ const STATIC_TABLE: [(&[u8], &[u8]); 61] = [
 ];
 
 #[cfg(test)]
-#[path = "hpack_tests.rs"]
 mod tests;

@@ -53,12 +53,23 @@ pub struct InspectConfig {
 }
 
 impl Inspect {
+    /// The Engine's top-level `Image` (`sha256:<hex>`), if the container has
+    /// one: a container made from a bare rootfs (podman `--rootfs`) answers
+    /// `"sha256:"`, which names no image.
+    fn image_id(&self) -> Option<&str> {
+        let digest = match self.image.split_once(':') {
+            Some((_, digest)) => digest,
+            None => self.image.as_str(),
+        };
+        (!digest.is_empty()).then_some(self.image.as_str())
+    }
+
     /// `docker:label:`, `docker:image_id:` and the allow-listed `docker:env:`
     /// values (without the `docker:` kind).
     pub fn selector_values(&self, env_allow: &[String]) -> Vec<String> {
         let mut values = Vec::new();
-        if !self.image.is_empty() {
-            values.push(format!("image_id:{}", self.image));
+        if let Some(image) = self.image_id() {
+            values.push(format!("image_id:{image}"));
         }
         let mut labels: Vec<_> = self.config.labels.iter().flatten().collect();
         labels.sort();

@@ -352,3 +352,17 @@ fn malformed_http_answers_are_refused() {
         b"{}".to_vec()
     );
 }
+
+#[test]
+fn a_container_without_an_image_gets_no_image_id_selector() {
+    let inspect = |image: &str| -> super::docker::Inspect {
+        serde_json::from_str(&format!(r#"{{"Image":"{image}","Config":{{}}}}"#)).unwrap()
+    };
+    assert_eq!(
+        inspect("sha256:9c7a54a9").selector_values(&[]),
+        ["image_id:sha256:9c7a54a9"]
+    );
+    for none in ["sha256:", ""] {
+        assert!(inspect(none).selector_values(&[]).is_empty(), "{none:?}");
+    }
+}

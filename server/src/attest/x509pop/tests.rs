@@ -8,7 +8,7 @@ use rustls_pki_types::CertificateDer;
 
 use super::*;
 
-const RSA_KEY: &str = include_str!("../../tests/data/host-rsa.key");
+const RSA_KEY: &str = include_str!("../../../tests/data/host-rsa.key");
 
 struct Pki {
     ca_der: Vec<u8>,
