@@ -58,6 +58,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .await
             .context("agent_rss")?;
     }
+    if wanted("cold_start_ban") {
+        figures::cold_start_ban::run(&ctx, &mut report)
+            .await
+            .context("cold_start_ban")?;
+    }
     if wanted("server_sync") {
         figures::server_sync::run(&ctx, &mut report)
             .await

@@ -22,7 +22,7 @@ pub struct Args {
     #[arg(long, default_value = "target/bench.json")]
     pub json: std::path::PathBuf,
     /// Run only the figures whose group name contains one of these
-    /// (jwt, fetch, issue, propagation, agent_rss, server_sync).
+    /// (jwt, fetch, issue, propagation, agent_rss, cold_start_ban, server_sync).
     #[arg(long)]
     pub only: Vec<String>,
     /// One FetchX509SVID on SOCKET; prints its microseconds (the fetch

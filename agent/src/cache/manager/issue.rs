@@ -2,12 +2,13 @@
 //! blocking pool, sent in batches of [`BATCH`] with [`IN_FLIGHT`] batches
 //! outstanding, so key generation, the server's signing and the checks here
 //! overlap and a cold start with thousands of entries keeps every core busy.
+//! Rounds are started here and polled by the manager's loop beside its
+//! updates; their answers are taken one batch at a time as they come.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use rcgen::KeyPair;
 use signet_core::rotation::{refresh_at, wait_until};
 use signet_core::x509::{build_csr, check_issued_leaf, validate_x509_svid};
@@ -23,13 +24,15 @@ use crate::cache::{authority_id, issuing_authority, SignRequest, SignResult, Svi
 const BATCH: usize = 128;
 /// Batches outstanding at once: 8 x 128 kept both cores busier through a
 /// 10k-SVID cold start than 4 x 256 (~940 vs ~1000 ms in signet-bench).
-const IN_FLIGHT: usize = 8;
+pub(super) const IN_FLIGHT: usize = 8;
 /// A bound on one signing round trip, so a hung server does not stall
 /// entry deletions queued behind it for long.
 const SIGN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What came back for one batch.
-struct Signed {
+pub(super) struct Signed {
+    /// The launch it was asked in.
+    launch: u64,
     keys: HashMap<String, KeyPair>,
     /// Entries whose key or CSR could not be made.
     unprepared: Vec<(String, String)>,
@@ -37,64 +40,106 @@ struct Signed {
 }
 
 impl CacheManager {
-    pub(super) async fn issue_due(&mut self) {
-        if self.cut_off {
+    /// Starts signing rounds for the entries that are due and not already
+    /// awaited, while fewer than [`IN_FLIGHT`] are under way. Never waits.
+    pub(super) fn start_due(&mut self) {
+        if self.cut_off || self.bundle.is_none() || self.rounds.len() >= IN_FLIGHT {
             return;
         }
-        let Some(bundle) = self.bundle.clone() else {
-            return;
-        };
         let now = Instant::now();
-        let mut due: Vec<(String, SpiffeId)> = Vec::new();
-        let mut gone = Vec::new();
-        for (id, at) in &self.due {
-            if *at > now {
-                continue;
+        if self.ready.is_empty() {
+            self.scan_due(now);
+        }
+        let mut started = 0usize;
+        while self.rounds.len() < IN_FLIGHT {
+            let mut batch: Vec<(String, SpiffeId)> = Vec::with_capacity(BATCH);
+            while batch.len() < BATCH {
+                let Some(id) = self.ready.pop_front() else {
+                    break;
+                };
+                // Still due, not asked meanwhile, still an entry.
+                let due = self.due.get(&id).is_some_and(|at| *at <= now);
+                if !due || self.awaited.contains_key(&id) {
+                    continue;
+                }
+                if let Some(entry) = self.entries.get(&id) {
+                    batch.push((id, entry.spiffe_id.clone()));
+                }
             }
-            match self.entries.get(id) {
-                Some(entry) => due.push((id.clone(), entry.spiffe_id.clone())),
-                None => gone.push(id.clone()),
+            if batch.is_empty() {
+                break;
             }
+            self.launches += 1;
+            for (id, _) in &batch {
+                self.awaited.insert(id.clone(), self.launches);
+            }
+            started += batch.len();
+            self.rounds.push(Box::pin(sign_batch(
+                self.signer.clone(),
+                batch,
+                self.launches,
+            )));
         }
-        for id in gone {
-            self.due.remove(&id);
-        }
-        if due.is_empty() {
-            return;
-        }
-        tracing::debug!(count = due.len(), "requesting SVIDs");
-        let known: HashSet<String> = bundle.iter().map(|ca| authority_id(ca)).collect();
-        let batches: Vec<Vec<(String, SpiffeId)>> = due.chunks(BATCH).map(<[_]>::to_vec).collect();
-        let signer = self.signer.clone();
-        let mut signed = futures::stream::iter(batches)
-            .map(|batch| sign_batch(signer.clone(), batch))
-            .buffer_unordered(IN_FLIGHT);
-        let mut issued = 0usize;
-        while let Some(batch) = signed.next().await {
-            issued += self.take(batch, &bundle, &known);
-        }
-        if issued > 0 {
-            tracing::info!(count = issued, "SVIDs issued");
+        if started > 0 {
+            tracing::debug!(count = started, "requesting SVIDs");
         }
     }
 
-    /// Accepts what a batch brought; returns how many SVIDs were taken.
-    fn take(&mut self, batch: Signed, bundle: &[Vec<u8>], known: &HashSet<String>) -> usize {
+    /// Queues the ids due now and not awaited, longest overdue first; drops
+    /// due times of entries that are gone.
+    fn scan_due(&mut self, now: Instant) {
+        let mut due: Vec<(Instant, &String)> = Vec::new();
+        let mut gone = Vec::new();
+        for (id, at) in &self.due {
+            if *at > now || self.awaited.contains_key(id) {
+                continue;
+            }
+            if self.entries.contains_key(id) {
+                due.push((*at, id));
+            } else {
+                gone.push(id.clone());
+            }
+        }
+        due.sort_unstable_by_key(|(at, _)| *at);
+        self.ready = due.into_iter().map(|(_, id)| id.clone()).collect();
+        for id in gone {
+            self.due.remove(&id);
+        }
+    }
+
+    /// Accepts what a batch brought, for the entries still awaiting this
+    /// launch (not removed, changed or cut off meanwhile).
+    pub(super) fn take(&mut self, batch: Signed) {
         let Signed {
+            launch,
             mut keys,
             unprepared,
             results,
         } = batch;
+        let current = |id: &str, awaited: &mut HashMap<String, u64>| {
+            let mine = awaited.get(id) == Some(&launch);
+            if mine {
+                awaited.remove(id);
+            }
+            mine
+        };
         for (id, e) in unprepared {
-            self.retry_later(&id, &e);
+            if current(&id, &mut self.awaited) {
+                self.retry_later(&id, &e);
+            }
         }
+        keys.retain(|id, _| current(id, &mut self.awaited));
+        let Some(bundle) = self.bundle.clone() else {
+            return;
+        };
         let results = match results {
             Ok(r) => r,
             Err(e) => {
                 self.retry_all(keys.into_keys().collect(), &e);
-                return 0;
+                return;
             }
         };
+        let known: HashSet<String> = bundle.iter().map(|ca| authority_id(ca)).collect();
         let mut taken = 0;
         for result in results {
             let Some(key) = keys.remove(&result.entry_id) else {
@@ -106,8 +151,8 @@ impl CacheManager {
                     chain,
                     result.authority_id,
                     &key,
-                    bundle,
-                    known,
+                    &bundle,
+                    &known,
                 )
             });
             match accepted {
@@ -117,7 +162,9 @@ impl CacheManager {
         }
         // Items the server did not answer are retried too.
         self.retry_all(keys.into_keys().collect(), "no result from server");
-        taken
+        if taken > 0 {
+            tracing::info!(count = taken, "SVIDs issued");
+        }
     }
 
     fn accept(
@@ -148,6 +195,12 @@ impl CacheManager {
             validate_x509_svid(&chain, bundle, received).map_err(|e| e.to_string())?;
             issuing_authority(&chain, bundle, received).unwrap_or_default()
         };
+        // Asked before a taint or revocation that has arrived since: served
+        // (it is valid) but asked for again, with backoff.
+        let stale = self.tainted.x509.contains(&authority_id)
+            || self
+                .revocations
+                .is_serial_revoked(&facts.serial_hex, received);
         let refresh = refresh_at(received, facts.not_after, (self.jitter)());
         let now = Instant::now();
         tracing::debug!(entry_id = id, spiffe_id = %facts.spiffe_id, serial = facts.serial_hex, authority_id, not_after = signet_core::clock::unix_seconds(facts.not_after), "SVID issued");
@@ -167,6 +220,9 @@ impl CacheManager {
             },
         );
         self.retries.remove(id);
+        if stale {
+            self.retry_later(id, "issued by a tainted authority or with a revoked serial");
+        }
         self.dirty = true;
         Ok(())
     }
@@ -174,7 +230,11 @@ impl CacheManager {
 
 /// Makes the keys and CSRs of `batch` off the async workers, then has them
 /// signed.
-async fn sign_batch(signer: Arc<dyn SvidSigner>, batch: Vec<(String, SpiffeId)>) -> Signed {
+async fn sign_batch(
+    signer: Arc<dyn SvidSigner>,
+    batch: Vec<(String, SpiffeId)>,
+    launch: u64,
+) -> Signed {
     let ids: Vec<String> = batch.iter().map(|(id, _)| id.clone()).collect();
     let make = move || {
         batch
@@ -202,6 +262,7 @@ async fn sign_batch(signer: Arc<dyn SvidSigner>, batch: Vec<(String, SpiffeId)>)
         Err(e) => {
             let why = format!("making keys failed: {e}");
             return Signed {
+                launch,
                 keys: HashMap::new(),
                 unprepared: ids.into_iter().map(|id| (id, why.clone())).collect(),
                 results: Ok(vec![]),
@@ -232,6 +293,7 @@ async fn sign_batch(signer: Arc<dyn SvidSigner>, batch: Vec<(String, SpiffeId)>)
         }
     };
     Signed {
+        launch,
         keys,
         unprepared,
         results,

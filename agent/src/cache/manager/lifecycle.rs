@@ -58,7 +58,8 @@ impl CacheManager {
         self.dirty = true;
         self.publish_if_dirty();
     }
-    pub(super) fn apply_revocations(&mut self, snapshot: bool, revocations: Revocations) {
+    /// Takes the revocations of an update; true when they changed.
+    pub(super) fn apply_revocations(&mut self, snapshot: bool, revocations: Revocations) -> bool {
         let merged = if snapshot {
             revocations
         } else {
@@ -70,12 +71,17 @@ impl CacheManager {
         if merged != self.revocations {
             self.revocations = merged;
             self.dirty = true;
+            return true;
         }
+        false
     }
 
     /// Every held SVID signed by a tainted authority or carrying a revoked
     /// serial is re-issued now; it stays served until the new one arrives.
     pub(super) fn mark_for_reissue(&mut self) {
+        if self.tainted.x509.is_empty() && self.revocations.x509_serials.is_empty() {
+            return;
+        }
         let now = self.clock.now();
         let at = Instant::now();
         for (id, held) in &self.held {
@@ -105,6 +111,10 @@ impl CacheManager {
         self.held.clear();
         self.due.clear();
         self.retries.clear();
+        // Rounds under way are cancelled with their futures.
+        self.rounds.clear();
+        self.awaited.clear();
+        self.ready.clear();
         self.revision = 0;
         self.dirty = true;
     }
