@@ -165,6 +165,11 @@ impl CacheManager {
         if taken > 0 {
             tracing::info!(count = taken, "SVIDs issued");
         }
+        if self.rounds.is_empty() {
+            // A cold start's bookkeeping is not kept at its high-water mark.
+            self.awaited.shrink_to_fit();
+            self.ready.shrink_to_fit();
+        }
     }
 
     fn accept(
