@@ -146,11 +146,9 @@ pub async fn run(config: RuntimeConfig, shutdown: impl Future<Output = ()>) -> a
         Ok(attested) => {
             tracing::info!(spiffe_id = %attested.svid.spiffe_id, "agent identity ready");
             // Only now: `systemctl start` returns once the agent can issue.
-            signet_runtime::systemd::ready(&format!(
-                "serving the Workload API as {}",
-                attested.svid.spiffe_id
-            ));
-            tasks.spawn(report_health(health.subscribe()));
+            let serving = format!("serving the Workload API as {}", attested.svid.spiffe_id);
+            signet_runtime::systemd::ready(&serving);
+            tasks.spawn(report_health(health.subscribe(), serving));
             if attested.fresh {
                 health.mark_reached_server();
             }
@@ -254,15 +252,16 @@ fn serves_cached(cache: &watch::Receiver<Arc<crate::cache::Snapshot>>, clock: &d
 }
 
 /// Keeps systemd's status line (`systemctl status`) saying what the health
-/// file says: banned, evicted, an agent SVID that expired, clock skew.
-async fn report_health(mut health: watch::Receiver<health::HealthReport>) {
+/// file says: banned, evicted, an agent SVID that expired, clock skew; back
+/// to `serving` once healthy again.
+async fn report_health(mut health: watch::Receiver<health::HealthReport>, serving: String) {
     let mut shown = None;
     loop {
         let problem = health.borrow_and_update().problem();
         if problem != shown {
             match &problem {
                 Some(p) => signet_runtime::systemd::status(&format!("unhealthy: {p}")),
-                None if shown.is_some() => signet_runtime::systemd::status("healthy"),
+                None if shown.is_some() => signet_runtime::systemd::status(&serving),
                 None => {}
             }
             shown = problem;
