@@ -202,10 +202,10 @@ impl CacheManager {
             if self.revocations.prune(self.clock.now()) {
                 self.dirty = true;
             }
-            self.drop_expired();
+            let expired = self.drop_expired();
             self.start_due();
             let soon = self.last_publish + PUBLISH_EVERY;
-            if signed_only && !self.rounds.is_empty() && Instant::now() < soon {
+            if signed_only && !expired && !self.rounds.is_empty() && Instant::now() < soon {
                 if self.dirty {
                     self.publish_at.get_or_insert(soon);
                 }
@@ -350,14 +350,17 @@ impl CacheManager {
         self.awaited.remove(id);
     }
 
-    /// Never keep serving an SVID past its notAfter.
-    fn drop_expired(&mut self) {
+    /// Never keep serving an SVID past its notAfter (published at once);
+    /// true when one went.
+    fn drop_expired(&mut self) -> bool {
         let now = Instant::now();
         let before = self.held.len();
         self.held.retain(|_, h| h.expires > now);
-        if self.held.len() != before {
+        let dropped = self.held.len() != before;
+        if dropped {
             self.dirty = true;
         }
+        dropped
     }
 
     fn retry_all(&mut self, ids: Vec<String>, error: &str) {
