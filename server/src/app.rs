@@ -92,9 +92,9 @@ pub async fn start(config: RuntimeConfig, clock: Arc<dyn Clock>) -> anyhow::Resu
             "loaded the"
         }
     );
-    crate::bundle::sync_sequence(ds.as_ref(), &ca, None).await?;
+    crate::bundle::sync_sequence(ds.as_ref(), &ca).await?;
     warn_of_reserved_entries(ds.as_ref(), &config.trust_domain).await?;
-    let bus = ChangeBus::persistent(ds.clone()).await?;
+    let bus = ChangeBus::start(ds.clone()).await?;
     let revocations = Arc::new(Revocations::new());
     revocations.refresh(ds.as_ref(), &ca).await?;
     let (stop, stop_rx) = watch::channel(false);
@@ -302,8 +302,9 @@ fn bind_admin_socket(path: &Path) -> anyhow::Result<UnixListener> {
     Ok(listener)
 }
 
-/// Drops expired join tokens, issued-credential records and revocations;
-/// when revocations went, the CRLs are rebuilt and pushed.
+/// Drops expired join tokens, issued-credential records and revocations
+/// (when revocations went, the CRLs are rebuilt and pushed), and events
+/// beyond the log's window.
 async fn prune(state: ServerState, clock: Arc<dyn Clock>) {
     loop {
         tokio::time::sleep(PRUNE_EVERY).await;
@@ -322,6 +323,11 @@ async fn prune(state: ServerState, clock: Arc<dyn Clock>) {
             }
             Err(e) => tracing::warn!(error = %e, "pruning revocations failed"),
         }
+        match state.ds.prune_events(crate::events::KEPT_EVENTS).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(pruned = n, "dropped old events from the log"),
+            Err(e) => tracing::warn!(error = %e, "pruning the event log failed"),
+        }
     }
 }
 
@@ -332,7 +338,9 @@ async fn refresh_crls(state: &ServerState) {
         .await
     {
         Ok(true) => {
-            state.bus.publish(Change::CrlsChanged).await;
+            if let Err(e) = state.ds.append_events(vec![Change::CrlsChanged]).await {
+                tracing::warn!(error = %e, "recording the CRL change failed");
+            }
         }
         Ok(false) => {}
         Err(e) => tracing::warn!(error = %e, "rebuilding the CRLs failed"),
@@ -352,14 +360,13 @@ async fn rotate_authorities(state: ServerState) {
         match state.ca.tick() {
             Ok(false) => {}
             Ok(true) => {
-                if let Err(e) =
-                    crate::bundle::sync_sequence(state.ds.as_ref(), &state.ca, Some(&state.bus))
-                        .await
-                {
+                if let Err(e) = crate::bundle::sync_sequence(state.ds.as_ref(), &state.ca).await {
                     tracing::warn!(error = %e, "storing the bundle sequence failed");
                 }
                 if state.ca.tainted() != tainted_before {
-                    state.bus.publish(Change::TaintedChanged).await;
+                    if let Err(e) = state.ds.append_events(vec![Change::TaintedChanged]).await {
+                        tracing::warn!(error = %e, "recording the tainted authorities failed");
+                    }
                 }
                 refresh_crls(&state).await;
             }

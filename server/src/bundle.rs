@@ -5,29 +5,27 @@
 
 use crate::ca::CertificateAuthority;
 use crate::datastore::{DataStore, DataStoreError};
-use crate::events::{Change, ChangeBus};
+use crate::events::Change;
 
 /// Seconds a bundle consumer should wait before fetching the bundle again
 /// (`spiffe_refresh_hint`).
 pub const REFRESH_HINT_SECS: u64 = 300;
 
 /// Brings the CA's bundle sequence in line with the datastore, bumping it
-/// when the authorities differ from the stored fingerprint. With a `bus`
-/// (at runtime), a changed sequence is announced to every Sync stream.
-/// Returns the sequence.
+/// when the authorities differ from the stored fingerprint; a changed
+/// sequence is an event, so every Sync stream (and one resuming after a
+/// restart) hears of it. Returns the sequence.
 pub async fn sync_sequence(
     ds: &dyn DataStore,
     ca: &CertificateAuthority,
-    bus: Option<&ChangeBus>,
 ) -> Result<u64, DataStoreError> {
     let before = ca.bundle();
     let sequence = ds.sync_bundle_sequence(&before.fingerprint()).await?;
     ca.set_bundle_sequence(sequence);
     if sequence != before.sequence {
         tracing::info!(sequence, "trust bundle sequence");
-        if let Some(bus) = bus {
-            bus.publish(Change::BundleChanged).await;
-        }
+        // After the CA holds the sequence, so the event's readers see it.
+        ds.append_events(vec![Change::BundleChanged]).await?;
     }
     Ok(sequence)
 }
@@ -67,7 +65,7 @@ mod tests {
 
         let ds = SqliteDataStore::open(&db).await.unwrap();
         let ca = load(dir.path(), clock.clone());
-        let first = sync_sequence(&ds, &ca, None).await.unwrap();
+        let first = sync_sequence(&ds, &ca).await.unwrap();
         assert_eq!(first, 1);
         assert_eq!(ca.bundle().sequence, 1);
         ds.close().await;
@@ -75,28 +73,28 @@ mod tests {
         // Restart, nothing changed: same sequence.
         let ds = SqliteDataStore::open(&db).await.unwrap();
         let ca = load(dir.path(), clock.clone());
-        assert_eq!(sync_sequence(&ds, &ca, None).await.unwrap(), first);
+        assert_eq!(sync_sequence(&ds, &ca).await.unwrap(), first);
         ds.close().await;
 
         // A new JWT key (prepared): the sequence moves on.
         let ds = SqliteDataStore::open(&db).await.unwrap();
         let ca = load(dir.path(), clock.clone());
         ca.prepare(crate::ca::AuthorityKind::Jwt).unwrap();
-        let second = sync_sequence(&ds, &ca, None).await.unwrap();
+        let second = sync_sequence(&ds, &ca).await.unwrap();
         assert!(second > first);
         ds.close().await;
 
-        // The CA expired and was replaced: again, and a runtime bump is
-        // announced on the bus.
+        // The CA expired and was replaced: again, and the bump is an event
+        // on the bus.
         clock.advance(Duration::from_secs(3601));
         let ds = SqliteDataStore::open(&db).await.unwrap();
         let ca = load(dir.path(), clock.clone());
-        let bus = ChangeBus::new(0);
+        let ds: Arc<dyn DataStore> = Arc::new(ds);
+        let bus = crate::events::ChangeBus::start(ds.clone()).await.unwrap();
         let (mut rx, _) = bus.subscribe();
-        let third = sync_sequence(&ds, &ca, Some(&bus)).await.unwrap();
+        let third = sync_sequence(ds.as_ref(), &ca).await.unwrap();
         assert!(third > second);
         assert_eq!(ca.bundle().sequence, third);
         assert_eq!(rx.recv().await.unwrap().change, Change::BundleChanged);
-        ds.close().await;
     }
 }

@@ -232,12 +232,15 @@ async fn server_killed_mid_write_loses_nothing() {
                         break;
                     }
                     acked.push((String::from_utf8_lossy(&out.stdout).trim().to_string(), id));
+                    let call_started = started.elapsed();
                     let out = std::process::Command::new(&bin)
                         .args(["token", "generate", "--admin-socket"])
                         .arg(&socket)
                         .output()
                         .unwrap();
                     if !out.status.success() {
+                        // A token write in flight counts as much as an entry's.
+                        failed_in_flight.push(call_started);
                         break;
                     }
                     tokens.push(String::from_utf8_lossy(&out.stdout).trim().to_string());
@@ -254,7 +257,7 @@ async fn server_killed_mid_write_loses_nothing() {
         let (acked, t, failed) = w.join().unwrap();
         created.extend(acked);
         tokens.extend(t);
-        // A create that started before the kill and never got its answer.
+        // A write that started before the kill and never got its answer.
         in_flight += failed.iter().filter(|s| **s < killed_at).count();
     }
     assert!(

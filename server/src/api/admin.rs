@@ -65,25 +65,27 @@ impl AdminService {
         let now = unix_seconds(self.state.ca.now());
         let rev = self.state.ds.revoke(kind, id, reason, now).await?;
         tracing::warn!(kind = kind.as_str(), id = %id, reason = %reason, expires_at = rev.expires_at, "credential revoked");
-        if kind == RevokedKind::X509 {
-            self.state
+        // The revocation's event is out; the CRLs follow in their own.
+        if kind == RevokedKind::X509
+            && self
+                .state
                 .revocations
                 .refresh(self.state.ds.as_ref(), &self.state.ca)
+                .await?
+        {
+            self.state
+                .ds
+                .append_events(vec![Change::CrlsChanged])
                 .await?;
         }
-        let expires_at = rev.expires_at;
-        self.state.bus.publish(Change::Revoked(rev)).await;
-        Ok(Response::new(RevokeResponse { expires_at }))
+        Ok(Response::new(RevokeResponse {
+            expires_at: rev.expires_at,
+        }))
     }
 
     /// The authorities changed: a new bundle sequence, pushed to every agent.
     async fn bundle_changed(&self) -> Result<(), ApiError> {
-        crate::bundle::sync_sequence(
-            self.state.ds.as_ref(),
-            &self.state.ca,
-            Some(&self.state.bus),
-        )
-        .await?;
+        crate::bundle::sync_sequence(self.state.ds.as_ref(), &self.state.ca).await?;
         Ok(())
     }
 }
@@ -170,7 +172,6 @@ impl Admin for AdminService {
         }
         let rec = self.state.ds.delete_entry(id).await?;
         tracing::info!(entry_id = %id, spiffe_id = %rec.entry.spiffe_id, "entry deleted");
-        self.state.bus.publish(Change::EntryDeleted(rec)).await;
         Ok(Response::new(DeleteEntryResponse {}))
     }
 
@@ -207,13 +208,6 @@ impl Admin for AdminService {
         let id = parse_agent_id(&request.get_ref().spiffe_id)?;
         let agent = self.state.ds.evict_agent(&id).await?;
         tracing::info!(agent = %id, "agent evicted");
-        self.state
-            .bus
-            .publish(Change::AgentRevoked {
-                agent_id: id,
-                banned: false,
-            })
-            .await;
         Ok(Response::new(admin_agent(&agent)))
     }
 
@@ -221,13 +215,6 @@ impl Admin for AdminService {
         let id = parse_agent_id(&request.get_ref().spiffe_id)?;
         let agent = self.state.ds.ban_agent(&id).await?;
         tracing::info!(agent = %id, "agent banned");
-        self.state
-            .bus
-            .publish(Change::AgentRevoked {
-                agent_id: id,
-                banned: true,
-            })
-            .await;
         Ok(Response::new(admin_agent(&agent)))
     }
 
@@ -366,7 +353,10 @@ impl Admin for AdminService {
     ) -> Result<Response<Authority>, Status> {
         let kind = authority_kind(request.get_ref().kind)?;
         let a = self.state.ca.taint(kind, request.get_ref().id.trim())?;
-        self.state.bus.publish(Change::TaintedChanged).await;
+        self.state
+            .ds
+            .append_events(vec![Change::TaintedChanged])
+            .await?;
         Ok(Response::new(admin_authority(&a)))
     }
 
@@ -377,15 +367,16 @@ impl Admin for AdminService {
         let kind = authority_kind(request.get_ref().kind)?;
         let a = self.state.ca.revoke(kind, request.get_ref().id.trim())?;
         self.bundle_changed().await?;
-        self.state.bus.publish(Change::TaintedChanged).await;
+        let mut changes = vec![Change::TaintedChanged];
         if self
             .state
             .revocations
             .refresh(self.state.ds.as_ref(), &self.state.ca)
             .await?
         {
-            self.state.bus.publish(Change::CrlsChanged).await;
+            changes.push(Change::CrlsChanged);
         }
+        self.state.ds.append_events(changes).await?;
         Ok(Response::new(admin_authority(&a)))
     }
 

@@ -10,7 +10,6 @@ use super::status::ApiError;
 use super::validate::new_registration;
 use super::ServerState;
 use crate::datastore::{EntryRecord, NewEntry};
-use crate::events::Change;
 
 /// Most entries one BatchCreateEntry may carry: it bounds the response size
 /// and how long one write transaction holds the database, and keeps a
@@ -43,9 +42,7 @@ pub async fn create_one(state: &ServerState, req: &Entry) -> Result<Entry, ApiEr
         state.ds.create_entry(new.entry, created_at).await?
     };
     log_created(&rec);
-    let out = admin_entry(&rec);
-    state.bus.publish(Change::EntryCreated(rec)).await;
-    Ok(out)
+    Ok(admin_entry(&rec))
 }
 
 /// One result per request entry, in order; a refused entry does not stop
@@ -87,7 +84,6 @@ pub async fn create_batch(
     .into_iter();
 
     let mut results = Vec::with_capacity(entries.len());
-    let mut changes = Vec::with_capacity(count);
     for (req, refusal) in entries.iter().zip(refusals) {
         let outcome = match refusal {
             Some(e) => Err(e),
@@ -101,7 +97,6 @@ pub async fn create_batch(
             Ok(rec) => {
                 log_created(&rec);
                 let entry = admin_entry(&rec);
-                changes.push(Change::EntryCreated(rec));
                 CreateEntryResult {
                     entry: Some(entry),
                     error_code: 0,
@@ -118,6 +113,5 @@ pub async fn create_batch(
             }
         });
     }
-    state.bus.publish_all(changes).await;
     Ok(results)
 }

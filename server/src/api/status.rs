@@ -62,9 +62,13 @@ impl From<DataStoreError> for ApiError {
             | DataStoreError::AgentBanned => ApiError::PermissionDenied(e.to_string()),
             DataStoreError::NotFound(_) => ApiError::NotFound(e.to_string()),
             DataStoreError::AlreadyExists(_) => ApiError::AlreadyExists(e.to_string()),
-            DataStoreError::Corrupt(_) | DataStoreError::Backend(_) => {
-                ApiError::Internal(e.to_string())
-            }
+            DataStoreError::InvalidArgument(_) => ApiError::InvalidArgument(e.to_string()),
+            _ if e.is_unavailable() => ApiError::Unavailable(e.to_string()),
+            DataStoreError::Corrupt(_)
+            | DataStoreError::Database(_)
+            | DataStoreError::Migrate(_)
+            | DataStoreError::Io { .. }
+            | DataStoreError::RecorderStopped => ApiError::Internal(e.to_string()),
         }
     }
 }

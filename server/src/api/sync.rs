@@ -39,9 +39,9 @@ pub fn start(
     since: u64,
 ) -> mpsc::Receiver<Result<SyncResponse, Status>> {
     let (tx, rx) = mpsc::channel(64);
-    // Subscribe before reading anything, so no change can fall between.
-    let (events, current, resume) = state.bus.resume(since);
     tokio::spawn(async move {
+        // Subscribe before reading anything, so no change can fall between.
+        let (events, current, resume) = state.bus.resume(since).await;
         let _connected = state.metrics.agent_connected();
         let scope = Scope {
             agent: &agent,
@@ -79,6 +79,10 @@ impl Scope<'_> {
 
 fn is_alias_change(event: &Event) -> bool {
     matches!(&event.change, Change::EntryCreated(r) | Change::EntryDeleted(r) if r.node)
+}
+
+fn revokes(event: &Event, agent: &SpiffeId) -> bool {
+    matches!(&event.change, Change::AgentRevoked { agent_id, .. } if agent_id == agent)
 }
 
 fn node_revocation(r: &Revocation) -> RevokedCredential {
@@ -168,9 +172,17 @@ async fn run(
     let agent_id = &scope.agent.spiffe_id;
     scope.refresh(state).await?;
     let mut last = current;
-    // Missed alias changes may have moved whole sets of entries: resend all.
+    // Missed alias changes may have moved whole sets of entries: resend
+    // all. A missed eviction of this agent is one it has attested again
+    // since (else it could not be here): what it holds is from before.
     let resume = match resume {
-        Resume::Events(missed) if missed.iter().any(|e| is_alias_change(e)) => Resume::Snapshot,
+        Resume::Events(missed)
+            if missed
+                .iter()
+                .any(|e| is_alias_change(e) || revokes(e, agent_id)) =>
+        {
+            Resume::Snapshot
+        }
         other => other,
     };
     match resume {

@@ -36,7 +36,7 @@ impl JoinTokenAttestor {
             .now()
             .checked_add(ttl)
             .map(unix_seconds)
-            .ok_or_else(|| DataStoreError::Backend("join token TTL out of range".into()))?;
+            .ok_or_else(|| DataStoreError::InvalidArgument("join token TTL out of range".into()))?;
         self.ds
             .create_join_token(&token_sha256(&token), expires_at)
             .await?;

@@ -10,7 +10,7 @@ use crate::datastore::{AgentRecord, DataStoreError};
 pub use join_token::JoinTokenAttestor;
 pub use x509pop::{X509PopAttestor, X509PopError};
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum AttestError {
     #[error("attestation request carries no attestation method")]
     MissingMethod,

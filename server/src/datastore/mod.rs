@@ -1,127 +1,34 @@
-//! Where the server keeps join tokens, agents and registration entries.
-//! One backend-neutral trait; `sqlite` implements it now, PostgreSQL later.
+//! Where the server keeps join tokens, agents, registration entries, issued
+//! credentials, the bundle's sequence and the event log. One narrow trait
+//! per kind of record; a backend (`sqlite` now, PostgreSQL next) implements
+//! all of them, and [`DataStore`] names the whole.
+//!
+//! Every change an agent may care about is written with its event, in the
+//! same transaction: the event's id is the change's revision, taken from one
+//! counter row, so commit order is revision order and a tailer of the log
+//! never skips one (see `crate::events`).
 
-mod sqlite;
+mod error;
+mod records;
+pub mod sqlite;
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
-use signet_core::{RegistrationEntry, Selector, SpiffeId, TrustDomain};
+use signet_core::{RegistrationEntry, SpiffeId, TrustDomain};
+use tokio::sync::broadcast;
 
+use crate::events::{Change, Event};
+pub use error::{DataStoreError, Result};
+pub use records::{
+    AgentRecord, EntryFilter, EntryRecord, IssuedX509, NewEntry, Revocation, RevokedKind,
+};
 pub use sqlite::SqliteDataStore;
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DataStoreError {
-    #[error("join token does not exist or has already been used")]
-    JoinTokenNotFound,
-    #[error("join token expired")]
-    JoinTokenExpired,
-    #[error("agent is banned")]
-    AgentBanned,
-    #[error("{0} not found")]
-    NotFound(String),
-    #[error("{0}")]
-    AlreadyExists(String),
-    #[error("stored data is corrupt: {0}")]
-    Corrupt(String),
-    #[error("datastore error: {0}")]
-    Backend(String),
-}
-
-pub type Result<T> = std::result::Result<T, DataStoreError>;
-
-/// An attested agent.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AgentRecord {
-    pub spiffe_id: SpiffeId,
-    /// The node attestor that vouched for it, e.g. `join_token`.
-    pub attestation_type: String,
-    /// Hex serial of the agent's current SVID.
-    pub serial: String,
-    /// Unix seconds; when the current SVID expires.
-    pub expires_at: i64,
-    pub banned: bool,
-    pub attested_at: i64,
-    pub selectors: Vec<Selector>,
-}
-
-/// A registration entry as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EntryRecord {
-    pub entry: RegistrationEntry,
-    /// Unix seconds.
-    pub created_at: i64,
-    /// A node-alias entry (see `crate::alias`).
-    pub node: bool,
-}
-
-/// One entry of a batch create: a workload entry or a node alias.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewEntry {
-    pub entry: RegistrationEntry,
-    pub node: bool,
-}
-
-/// Which kind of credential a revocation names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RevokedKind {
-    X509,
-    Jwt,
-}
-
-impl RevokedKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RevokedKind::X509 => "x509",
-            RevokedKind::Jwt => "jwt",
-        }
-    }
-}
-
-/// An issued X.509-SVID as recorded for revocation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IssuedX509 {
-    /// Lowercase hex.
-    pub serial: String,
-    pub spiffe_id: SpiffeId,
-    pub authority_id: String,
-    pub expires_at: i64,
-}
-
-/// A revoked credential, kept until it expires.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Revocation {
-    pub kind: RevokedKind,
-    /// Lowercase hex serial (X.509) or jti (JWT).
-    pub id: String,
-    /// The X.509 authority id or JWT kid that signed it.
-    pub authority_id: String,
-    pub reason: String,
-    /// Unix seconds.
-    pub revoked_at: i64,
-    pub expires_at: i64,
-}
-
-/// Every set field must match; selectors: entries holding all of them.
-#[derive(Debug, Clone, Default)]
-pub struct EntryFilter {
-    pub spiffe_id: Option<SpiffeId>,
-    pub parent_id: Option<SpiffeId>,
-    pub selectors: Vec<Selector>,
-    /// `Some(true)`: node aliases only; `Some(false)`: workload entries only.
-    pub node: Option<bool>,
-}
-
-impl EntryFilter {
-    pub fn by_parent(parent: &SpiffeId) -> Self {
-        Self {
-            parent_id: Some(parent.clone()),
-            ..Self::default()
-        }
-    }
-}
-
+/// Join tokens and attested agents.
 #[async_trait]
-pub trait DataStore: Send + Sync + 'static {
+pub trait AgentStore: Send + Sync + 'static {
     /// Records a single-use join token, by the SHA-256 (lowercase hex) of
     /// the token, valid until `expires_at` (unix seconds). The token itself
     /// is never stored.
@@ -141,6 +48,9 @@ pub trait DataStore: Send + Sync + 'static {
         agent: AgentRecord,
     ) -> Result<AgentRecord>;
 
+    /// Drops join tokens that expired before `now`; returns how many.
+    async fn prune_join_tokens(&self, now: i64) -> Result<u64>;
+
     /// Records `agent` (attested by a method without tokens), replacing an
     /// earlier or evicted record of the same ID; refuses a banned ID.
     async fn attest_agent(&self, agent: AgentRecord) -> Result<AgentRecord>;
@@ -149,12 +59,17 @@ pub trait DataStore: Send + Sync + 'static {
     async fn list_agents(&self) -> Result<Vec<AgentRecord>>;
     /// Records the serial and expiry of a renewed agent SVID.
     async fn update_agent_svid(&self, id: &SpiffeId, serial: &str, expires_at: i64) -> Result<()>;
-    /// Deletes the agent; it must attest again.
+    /// Deletes the agent (it must attest again) with its `AgentRevoked` event.
     async fn evict_agent(&self, id: &SpiffeId) -> Result<AgentRecord>;
-    /// Marks the agent banned; the record stays so it cannot come back.
+    /// Marks the agent banned (the record stays so it cannot come back),
+    /// with its `AgentRevoked` event.
     async fn ban_agent(&self, id: &SpiffeId) -> Result<AgentRecord>;
+}
 
-    /// Stores `entry` under its id; the store assigns the revision.
+/// Registration entries, each stored with its `EntryCreated` or
+/// `EntryDeleted` event; an entry's revision is its event's.
+#[async_trait]
+pub trait EntryStore: Send + Sync + 'static {
     async fn create_entry(&self, entry: RegistrationEntry, created_at: i64) -> Result<EntryRecord>;
     /// Stores a node-alias entry (parent: the server's ID, see `crate::alias`).
     async fn create_node_alias(
@@ -186,19 +101,11 @@ pub trait DataStore: Send + Sync + 'static {
     /// as soon as it is read, all from one consistent read. Hold the stream
     /// only as long as reading takes: it may pin a connection.
     fn entries_by_parent_streamed(&self, parent: &SpiffeId) -> BoxStream<'_, Result<EntryRecord>>;
+}
 
-    /// The revision of the last change.
-    async fn current_revision(&self) -> Result<u64>;
-    /// The trust bundle's sequence for the authorities digested in
-    /// `fingerprint`: unchanged when it equals the stored fingerprint, else
-    /// increased (1 the first time) and stored with it, atomically.
-    async fn sync_bundle_sequence(&self, fingerprint: &str) -> Result<u64>;
-    /// Drops join tokens that expired before `now`; returns how many.
-    async fn prune_join_tokens(&self, now: i64) -> Result<u64>;
-
-    /// Increases the persistent event revision by `by`; returns the new value.
-    async fn bump_revision(&self, by: u64) -> Result<u64>;
-
+/// Issued credentials (for revocation) and the revocations themselves.
+#[async_trait]
+pub trait CredentialStore: Send + Sync + 'static {
     /// Records an issued X.509-SVID (`serial` lowercase hex).
     async fn record_x509(
         &self,
@@ -219,8 +126,8 @@ pub trait DataStore: Send + Sync + 'static {
         kid: &str,
         expires_at: i64,
     ) -> Result<()>;
-    /// Revokes a recorded, unexpired credential (`NotFound` otherwise).
-    /// Revoking again keeps the first record.
+    /// Revokes a recorded, unexpired credential (`NotFound` otherwise), with
+    /// its `Revoked` event. Revoking again keeps the first record.
     async fn revoke(
         &self,
         kind: RevokedKind,
@@ -233,4 +140,48 @@ pub trait DataStore: Send + Sync + 'static {
     /// Drops issued-credential records and revocations expired at `now`;
     /// returns how many revocations went.
     async fn prune_expired(&self, now: i64) -> Result<u64>;
+}
+
+/// What the datastore keeps of the CA's authorities.
+#[async_trait]
+pub trait AuthorityStore: Send + Sync + 'static {
+    /// The trust bundle's sequence for the authorities digested in
+    /// `fingerprint`: unchanged when it equals the stored fingerprint, else
+    /// increased (1 the first time) and stored with it, atomically. The
+    /// caller appends `BundleChanged` once the CA holds the new sequence
+    /// (the CA's state is not in the datastore yet).
+    async fn sync_bundle_sequence(&self, fingerprint: &str) -> Result<u64>;
+}
+
+/// The log of events, in revision order.
+#[async_trait]
+pub trait EventLog: Send + Sync + 'static {
+    /// Appends `changes` whose state the datastore does not hold (the CA's,
+    /// for now), one event each, in one transaction; returns the last
+    /// revision (the current one when `changes` is empty).
+    async fn append_events(&self, changes: Vec<Change>) -> Result<u64>;
+    /// The events after `revision`, at most `limit`, in revision order.
+    async fn events_after(&self, revision: u64, limit: usize) -> Result<Vec<Arc<Event>>>;
+    /// The revision of the last committed event.
+    async fn current_revision(&self) -> Result<u64>;
+    /// Every event after this revision is still in the log.
+    async fn events_floor(&self) -> Result<u64>;
+    /// Drops all but the newest `keep` events; returns how many went.
+    async fn prune_events(&self, keep: u64) -> Result<u64>;
+    /// The events this process commits, each batch sent right after its
+    /// commit (a receiver that lags reads the rest from the log).
+    fn commits(&self) -> broadcast::Receiver<Arc<[Arc<Event>]>>;
+}
+
+/// A whole backend.
+pub trait DataStore: AgentStore + EntryStore + CredentialStore + AuthorityStore + EventLog {}
+
+impl<T> DataStore for T where
+    T: AgentStore + EntryStore + CredentialStore + AuthorityStore + EventLog
+{
+}
+
+/// Every store trait, for code that calls them on a concrete backend.
+pub mod prelude {
+    pub use super::{AgentStore, AuthorityStore, CredentialStore, EntryStore, EventLog};
 }

@@ -7,6 +7,7 @@ use x509_parser::revocation_list::CertificateRevocationList;
 
 use super::*;
 use crate::ca::{CaSettings, CertificateAuthority};
+use crate::datastore::prelude::*;
 use crate::datastore::SqliteDataStore;
 
 fn start() -> SystemTime {

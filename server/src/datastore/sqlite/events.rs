@@ -1,0 +1,131 @@
+//! The event log: one row per event, its id the revision, taken from the
+//! `revision` counter row inside the writer's transaction.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use sqlx::{Row, Sqlite, Transaction};
+use tokio::sync::broadcast;
+
+use super::rows::{revision_column, revision_from_column, MAX_PARAMS};
+use super::SqliteDataStore;
+use crate::datastore::{DataStoreError, EventLog, Result};
+use crate::events::{decode, encode, Change, Event};
+
+/// Takes the next `n` revisions from the counter row; returns the first.
+pub(super) async fn reserve_revisions(tx: &mut Transaction<'_, Sqlite>, n: u64) -> Result<u64> {
+    let by = i64::try_from(n)
+        .map_err(|_| DataStoreError::InvalidArgument(format!("{n} revisions at once")))?;
+    let last: i64 =
+        sqlx::query_scalar("UPDATE revision SET value = value + ? WHERE id = 1 RETURNING value")
+            .bind(by)
+            .fetch_one(&mut **tx)
+            .await?;
+    Ok(revision_from_column(last)? + 1 - n)
+}
+
+/// Writes `events` (revisions already reserved) to the log.
+pub(super) async fn insert_events(
+    tx: &mut Transaction<'_, Sqlite>,
+    events: &[Arc<Event>],
+) -> Result<()> {
+    for chunk in events.chunks(MAX_PARAMS / 3) {
+        let rows = vec!["(?, ?, ?)"; chunk.len()].join(", ");
+        let sql = format!("INSERT INTO events (id, kind, payload) VALUES {rows}");
+        let mut query = sqlx::query(&sql);
+        for event in chunk {
+            let (kind, payload) = encode(&event.change)?;
+            query = query
+                .bind(revision_column(event.revision)?)
+                .bind(kind)
+                .bind(payload);
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// Appends one event per change, in order, in `tx`.
+pub(super) async fn append_in(
+    tx: &mut Transaction<'_, Sqlite>,
+    changes: Vec<Change>,
+) -> Result<Vec<Arc<Event>>> {
+    if changes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let first = reserve_revisions(tx, changes.len() as u64).await?;
+    let events: Vec<Arc<Event>> = (first..)
+        .zip(changes)
+        .map(|(revision, change)| Arc::new(Event { revision, change }))
+        .collect();
+    insert_events(tx, &events).await?;
+    Ok(events)
+}
+
+#[async_trait]
+impl EventLog for SqliteDataStore {
+    async fn append_events(&self, changes: Vec<Change>) -> Result<u64> {
+        if changes.is_empty() {
+            return self.current_revision().await;
+        }
+        let mut tx = self.write_tx().await?;
+        let events = append_in(&mut tx, changes).await?;
+        let last = events.last().map_or(0, |e| e.revision);
+        self.commit(tx, events).await?;
+        Ok(last)
+    }
+
+    async fn events_after(&self, revision: u64, limit: usize) -> Result<Vec<Arc<Event>>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows =
+            sqlx::query("SELECT id, kind, payload FROM events WHERE id > ? ORDER BY id LIMIT ?")
+                .bind(revision_column(revision)?)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|row| {
+                let revision = revision_from_column(row.try_get("id")?)?;
+                let kind: &str = row.try_get("kind")?;
+                let payload: &str = row.try_get("payload")?;
+                let change = decode(kind, payload)
+                    .map_err(|e| DataStoreError::Corrupt(format!("event {revision}: {e}")))?;
+                Ok(Arc::new(Event { revision, change }))
+            })
+            .collect()
+    }
+
+    async fn current_revision(&self) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT value FROM revision WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?;
+        revision_from_column(n)
+    }
+
+    async fn events_floor(&self) -> Result<u64> {
+        // Before the first event kept; with none, nothing is missing after
+        // the current revision.
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COALESCE((SELECT MIN(id) - 1 FROM events), \
+             (SELECT value FROM revision WHERE id = 1))",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        revision_from_column(n)
+    }
+
+    async fn prune_events(&self, keep: u64) -> Result<u64> {
+        let keep = i64::try_from(keep).unwrap_or(i64::MAX);
+        let done = sqlx::query(
+            "DELETE FROM events WHERE id <= (SELECT value FROM revision WHERE id = 1) - ?",
+        )
+        .bind(keep)
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    fn commits(&self) -> broadcast::Receiver<Arc<[Arc<Event>]>> {
+        self.commits.subscribe()
+    }
+}
