@@ -607,3 +607,73 @@ async fn bundle_sequence_and_jwt_key_survive_a_restart() {
     assert_eq!(get(&server).await, third);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_burst_of_entries_arrives_in_a_few_messages_and_a_ban_behind_it_at_once() {
+    let mut f = fixture(FileConfig::default()).await;
+    let agent = new_agent(&mut f).await;
+    let mut client = node_client(
+        f.server.node_addr,
+        &f.bundle,
+        Some((&agent.chain, &agent.key)),
+    )
+    .await
+    .unwrap();
+    let mut sync = client
+        .sync(SyncRequest { since_revision: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    let snap = sync.message().await.unwrap().unwrap();
+    assert!(snap.snapshot && snap.entries.is_empty());
+
+    // 5,000 entries in five batches, then the ban: all committed before
+    // the stream has sent any of it.
+    let n = 5_000;
+    for batch in 0..5 {
+        let entries = (0..n / 5)
+            .map(|i| admin::Entry {
+                spiffe_id: format!("spiffe://example.org/burst/{batch}/{i}"),
+                parent_id: agent.id.to_string(),
+                selectors: vec!["unix:uid:1000".into()],
+                ..Default::default()
+            })
+            .collect();
+        let created = f
+            .admin
+            .batch_create_entry(admin::BatchCreateEntryRequest { entries })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(created.results.iter().all(|r| r.error_code == 0));
+    }
+    f.admin
+        .ban_agent(AgentRequest {
+            spiffe_id: agent.id.to_string(),
+        })
+        .await
+        .unwrap();
+
+    let (mut messages, mut entries, mut revision) = (0, 0, snap.revision);
+    let ended = loop {
+        match tokio::time::timeout(Duration::from_secs(10), sync.message())
+            .await
+            .expect("the stream goes on")
+        {
+            Ok(Some(m)) => {
+                assert!(!m.snapshot, "no resnapshot: the burst fits the channel");
+                assert!(m.revision > revision);
+                revision = m.revision;
+                messages += 1;
+                entries += m.entries.len();
+            }
+            Ok(None) => panic!("the stream ended without a status"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(ended.code(), Code::PermissionDenied, "{ended:?}");
+    assert!(ended.message().contains("banned"), "{}", ended.message());
+    assert_eq!(entries, n, "every entry, once");
+    // Batched as they were waiting: far fewer messages than entries.
+    assert!(messages <= 50, "{messages} messages for {n} entries");
+}

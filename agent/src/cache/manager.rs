@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::state::{CachedEntry, Revocations, Snapshot, Svid, Tainted};
-use super::SvidSigner;
+use super::{SignError, SvidSigner};
 use crate::backoff::Backoff;
 
 /// One message of the sync stream, already parsed.
@@ -136,6 +136,8 @@ pub struct CacheManager {
 /// this often: each snapshot costs O(entries) here and in every reader, and a
 /// 10k cold start answers 80 batches. Anything else is published at once.
 const PUBLISH_EVERY: Duration = Duration::from_millis(100);
+/// When to ask again for an SVID the server refused outright.
+const TERMINAL_RETRY: Duration = Duration::from_secs(300);
 
 impl CacheManager {
     /// A manager and the receiver for its snapshots.
@@ -363,25 +365,33 @@ impl CacheManager {
         dropped
     }
 
-    fn retry_all(&mut self, ids: Vec<String>, error: &str) {
+    fn retry_all(&mut self, ids: Vec<String>, error: &SignError) {
         for id in ids {
             self.retry_later(&id, error);
         }
     }
 
-    /// Keeps any still-valid SVID and tries again after a backoff.
-    fn retry_later(&mut self, id: &str, error: &str) {
+    /// Keeps any still-valid SVID and tries again: after a backoff when
+    /// the failure may pass, after [`TERMINAL_RETRY`] when the server
+    /// refused (an update of the entry through Sync asks again at once).
+    fn retry_later(&mut self, id: &str, error: &SignError) {
         if !self.entries.contains_key(id) {
             return;
         }
-        let delay = self
-            .retries
-            .entry(id.to_owned())
-            .or_insert_with(|| Backoff::new(Duration::from_millis(500), Duration::from_secs(30)))
-            .next_delay();
+        let delay = match error {
+            SignError::Retryable(_) => self
+                .retries
+                .entry(id.to_owned())
+                .or_insert_with(|| {
+                    Backoff::new(Duration::from_millis(500), Duration::from_secs(30))
+                })
+                .next_delay(),
+            SignError::Terminal(_) => TERMINAL_RETRY,
+        };
         tracing::warn!(
             entry_id = id,
-            error,
+            error = %error,
+            terminal = matches!(error, SignError::Terminal(_)),
             retry_in_ms = delay.as_millis() as u64,
             "SVID request failed"
         );

@@ -23,11 +23,41 @@ pub struct SignRequest {
     pub csr: Vec<u8>,
 }
 
+/// Why an SVID was not signed, and so when to ask again.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignError {
+    /// The server was unreachable, busy or slow, or something failed here:
+    /// the same request may succeed after a backoff.
+    #[error("{0}")]
+    Retryable(String),
+    /// The server refused this request (the entry is not this agent's, the
+    /// CSR is invalid): asking again soon would be refused the same way.
+    #[error("{0}")]
+    Terminal(String),
+}
+
+impl SignError {
+    /// The server's answer `code` as a retryable or terminal refusal.
+    pub fn from_status(code: tonic::Code, message: &str) -> Self {
+        use tonic::Code;
+        let why = format!("{code:?}: {message}");
+        match code {
+            Code::InvalidArgument
+            | Code::NotFound
+            | Code::PermissionDenied
+            | Code::FailedPrecondition
+            | Code::OutOfRange
+            | Code::Unimplemented => Self::Terminal(why),
+            _ => Self::Retryable(why),
+        }
+    }
+}
+
 /// Per-item outcome: the DER chain, or the server's reason.
 #[derive(Debug, Clone)]
 pub struct SignResult {
     pub entry_id: String,
-    pub chain: Result<Vec<Vec<u8>>, String>,
+    pub chain: Result<Vec<Vec<u8>>, SignError>,
     /// The signing authority as the server names it; empty if it did not.
     pub authority_id: String,
 }
@@ -35,7 +65,7 @@ pub struct SignResult {
 /// Whoever signs workload CSRs: the server in production, a test CA in tests.
 #[async_trait]
 pub trait SvidSigner: Send + Sync {
-    async fn batch_sign(&self, requests: Vec<SignRequest>) -> Result<Vec<SignResult>, String>;
+    async fn batch_sign(&self, requests: Vec<SignRequest>) -> Result<Vec<SignResult>, SignError>;
 }
 
 /// Signs through the server's `BatchSignX509Svid`.
@@ -45,9 +75,10 @@ pub struct NodeSigner {
 
 #[async_trait]
 impl SvidSigner for NodeSigner {
-    async fn batch_sign(&self, requests: Vec<SignRequest>) -> Result<Vec<SignResult>, String> {
-        let connector = self.connector.get().map_err(|e| e.to_string())?;
-        let mut client = connector.client().await.map_err(|e| e.to_string())?;
+    async fn batch_sign(&self, requests: Vec<SignRequest>) -> Result<Vec<SignResult>, SignError> {
+        let retryable = |e: &dyn std::fmt::Display| SignError::Retryable(e.to_string());
+        let connector = self.connector.get().map_err(|e| retryable(&e))?;
+        let mut client = connector.client().await.map_err(|e| retryable(&e))?;
         let params = requests
             .into_iter()
             .map(|r| SignX509SvidParams {
@@ -62,7 +93,7 @@ impl SvidSigner for NodeSigner {
             Ok(r) => r.into_inner(),
             Err(status) => {
                 connector.reset().await;
-                return Err(format!("{:?}: {}", status.code(), status.message()));
+                return Err(SignError::from_status(status.code(), status.message()));
             }
         };
         Ok(response
@@ -74,10 +105,9 @@ impl SvidSigner for NodeSigner {
                 chain: if r.error_code == 0 {
                     Ok(r.svid_chain)
                 } else {
-                    Err(format!(
-                        "{:?}: {}",
+                    Err(SignError::from_status(
                         tonic::Code::from_i32(r.error_code),
-                        r.error_message
+                        &r.error_message,
                     ))
                 },
             })

@@ -215,13 +215,18 @@ async fn run(
         }
     }
     let mut shutdown = state.shutdown.clone();
+    // An event taken while batching that belongs in a message of its own.
+    let mut held: Option<Arc<Event>> = None;
     loop {
-        let event = tokio::select! {
-            _ = tx.closed() => return Ok(()),
-            _ = shutdown.wait_for(|stop| *stop) => {
-                return Err(ApiError::Unavailable("server is shutting down".into()));
-            }
-            e = events.recv() => e,
+        let event = match held.take() {
+            Some(e) => Ok(e),
+            None => tokio::select! {
+                _ = tx.closed() => return Ok(()),
+                _ = shutdown.wait_for(|stop| *stop) => {
+                    return Err(ApiError::Unavailable("server is shutting down".into()));
+                }
+                e = events.recv() => e,
+            },
         };
         let event = match event {
             Ok(e) => e,
@@ -252,14 +257,80 @@ async fn run(
             }
             continue;
         }
-        let Some(msg) = message_for(state, &scope, &event)? else {
+        let Some(mut msg) = message_for(state, &scope, &event)? else {
             continue;
         };
         last = event.revision;
+        held = batch_waiting(state, &scope, &mut events, &mut msg, &mut last);
         if tx.send(Ok(msg)).await.is_err() {
             return Ok(());
         }
     }
+}
+
+/// Entries per batched message, like a snapshot part.
+const BATCH_ENTRIES: usize = SNAPSHOT_PART;
+
+/// What a message changes, for batching: only messages of one kind merge,
+/// so the agent applies changes in the order they were made.
+#[derive(PartialEq, Eq)]
+enum Kind {
+    Added,
+    Removed,
+    Other,
+}
+
+fn kind(msg: &SyncResponse) -> Kind {
+    let only_entries = msg.bundle.is_none()
+        && msg.revocations.is_empty()
+        && msg.crls.is_none()
+        && msg.tainted.is_none();
+    match (msg.entries.len(), msg.removed_entry_ids.len()) {
+        (1.., 0) if only_entries => Kind::Added,
+        (0, 1..) if only_entries => Kind::Removed,
+        _ => Kind::Other,
+    }
+}
+
+/// Merges into `msg` the entry changes of its kind that are already waiting
+/// (a batch of 10k new entries is 10 messages, not 10k, so what follows it,
+/// e.g. a ban, is not queued behind them). Returns an event that stopped the
+/// batch, to be handled on its own next.
+fn batch_waiting(
+    state: &ServerState,
+    scope: &Scope<'_>,
+    events: &mut broadcast::Receiver<Arc<Event>>,
+    msg: &mut SyncResponse,
+    last: &mut u64,
+) -> Option<Arc<Event>> {
+    let batching = kind(msg);
+    if batching == Kind::Other {
+        return None;
+    }
+    while msg.entries.len() + msg.removed_entry_ids.len() < BATCH_ENTRIES {
+        // Empty, lagged or closed: the next `recv` says which.
+        let Ok(next) = events.try_recv() else {
+            return None;
+        };
+        if next.revision <= *last {
+            continue;
+        }
+        if is_alias_change(&next) {
+            return Some(next);
+        }
+        match message_for(state, scope, &next) {
+            Ok(None) => {}
+            Ok(Some(m)) if kind(&m) == batching => {
+                msg.entries.extend(m.entries);
+                msg.removed_entry_ids.extend(m.removed_entry_ids);
+            }
+            // Another kind of change, or one that ends the stream.
+            Ok(Some(_)) | Err(_) => return Some(next),
+        }
+        *last = next.revision;
+        msg.revision = next.revision;
+    }
+    None
 }
 
 /// The message this agent gets for `event`, if it concerns the agent.

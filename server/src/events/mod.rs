@@ -19,8 +19,9 @@ use crate::datastore::{EntryRecord, EventLog, Revocation};
 pub use codec::{decode, encode};
 
 /// How many events a slow subscriber may fall behind before it is told to
-/// resynchronise from a fresh snapshot.
-pub(crate) const CAPACITY: usize = 1024;
+/// resynchronise from a fresh snapshot: more than one batch of entry
+/// creates (10k), so such a batch is sent on, not resnapshotted.
+pub(crate) const CAPACITY: usize = 16_384;
 
 /// How many recent events are kept in memory for streams that resume.
 pub const LOG_SIZE: usize = 10_000;

@@ -132,10 +132,11 @@ async fn the_window_floor_moves_once_it_is_full_and_the_log_serves_the_rest() {
     let bus = ChangeBus::start(ds.clone()).await.unwrap();
     let (mut rx, _) = bus.subscribe();
     let last = ds
-        .append_events(vec![Change::TaintedChanged; LOG_SIZE + 5])
+        .append_events(vec![Change::TaintedChanged; CAPACITY + 5])
         .await
         .unwrap();
-    // The subscriber lags (the burst is larger than its channel): it is
+    // The subscriber lags (the burst is larger than its channel, and than
+    // the window): it is
     // told so, and the bus itself still sent everything in order.
     assert!(matches!(
         rx.recv().await,
@@ -147,7 +148,7 @@ async fn the_window_floor_moves_once_it_is_full_and_the_log_serves_the_rest() {
     let Resume::Events(ev) = bus.resume(1).await.2 else {
         panic!()
     };
-    assert_eq!(ev.len(), LOG_SIZE + 4);
+    assert_eq!(ev.len(), CAPACITY + 4);
     assert!(ev.windows(2).all(|w| w[1].revision == w[0].revision + 1));
 }
 

@@ -17,7 +17,9 @@ use tokio::time::Instant;
 
 use super::{CacheManager, Held};
 use crate::cache::state::Svid;
-use crate::cache::{authority_id, issuing_authority, SignRequest, SignResult, SvidSigner};
+use crate::cache::{
+    authority_id, issuing_authority, SignError, SignRequest, SignResult, SvidSigner,
+};
 
 /// CSRs per `BatchSignX509Svid` call: enough to amortize a round trip, few
 /// enough that the first SVIDs arrive early and messages stay small.
@@ -35,8 +37,8 @@ pub(super) struct Signed {
     launch: u64,
     keys: HashMap<String, KeyPair>,
     /// Entries whose key or CSR could not be made.
-    unprepared: Vec<(String, String)>,
-    results: Result<Vec<SignResult>, String>,
+    unprepared: Vec<(String, SignError)>,
+    results: Result<Vec<SignResult>, SignError>,
 }
 
 impl CacheManager {
@@ -145,6 +147,8 @@ impl CacheManager {
             let Some(key) = keys.remove(&result.entry_id) else {
                 continue;
             };
+            // An SVID that fails our checks is the server's fault, not the
+            // link's: asked for again, but not at once.
             let accepted = result.chain.and_then(|chain| {
                 self.accept(
                     &result.entry_id,
@@ -154,6 +158,7 @@ impl CacheManager {
                     &bundle,
                     &known,
                 )
+                .map_err(SignError::Terminal)
             });
             match accepted {
                 Ok(()) => taken += 1,
@@ -161,7 +166,8 @@ impl CacheManager {
             }
         }
         // Items the server did not answer are retried too.
-        self.retry_all(keys.into_keys().collect(), "no result from server");
+        let unanswered = SignError::Retryable("no result from server".into());
+        self.retry_all(keys.into_keys().collect(), &unanswered);
         if taken > 0 {
             tracing::info!(count = taken, "SVIDs issued");
         }
@@ -226,7 +232,8 @@ impl CacheManager {
         );
         self.retries.remove(id);
         if stale {
-            self.retry_later(id, "issued by a tainted authority or with a revoked serial");
+            let why = "issued by a tainted authority or with a revoked serial";
+            self.retry_later(id, &SignError::Retryable(why.into()));
         }
         self.dirty = true;
         Ok(())
@@ -246,11 +253,11 @@ async fn sign_batch(
             .into_iter()
             .map(|(id, spiffe_id)| {
                 let made = KeyPair::generate()
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| SignError::Retryable(format!("making a key: {e}")))
                     .and_then(|k| {
                         build_csr(&k, &spiffe_id)
                             .map(|csr| (k, csr))
-                            .map_err(|e| e.to_string())
+                            .map_err(|e| SignError::Retryable(format!("making a CSR: {e}")))
                     });
                 (id, made)
             })
@@ -265,7 +272,7 @@ async fn sign_batch(
     let prepared = match prepared {
         Ok(p) => p,
         Err(e) => {
-            let why = format!("making keys failed: {e}");
+            let why = SignError::Retryable(format!("making keys failed: {e}"));
             return Signed {
                 launch,
                 keys: HashMap::new(),
@@ -294,7 +301,10 @@ async fn sign_batch(
     } else {
         match tokio::time::timeout(SIGN_TIMEOUT, signer.batch_sign(requests)).await {
             Ok(r) => r,
-            Err(_) => Err("timed out".into()),
+            Err(_) => Err(SignError::Retryable(format!(
+                "no answer within {} s",
+                SIGN_TIMEOUT.as_secs()
+            ))),
         }
     };
     Signed {

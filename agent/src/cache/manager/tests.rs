@@ -32,6 +32,8 @@ struct TestCa {
     ttl: Duration,
     calls: AtomicUsize,
     fail: std::sync::atomic::AtomicBool,
+    /// The server refuses every item (not this agent's entry).
+    refuse: std::sync::atomic::AtomicBool,
     /// A hung server: requests are never answered.
     hang: std::sync::atomic::AtomicBool,
     batch_sizes: Mutex<Vec<usize>>,
@@ -41,10 +43,23 @@ struct TestCa {
 
 #[async_trait]
 impl SvidSigner for TestCa {
-    async fn batch_sign(&self, requests: Vec<SignRequest>) -> Result<Vec<SignResult>, String> {
+    async fn batch_sign(&self, requests: Vec<SignRequest>) -> Result<Vec<SignResult>, SignError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         if self.fail.load(Ordering::SeqCst) {
-            return Err("server down".into());
+            return Err(SignError::Retryable("server down".into()));
+        }
+        if self.refuse.load(Ordering::SeqCst) {
+            return Ok(requests
+                .into_iter()
+                .map(|r| SignResult {
+                    entry_id: r.entry_id,
+                    chain: Err(SignError::from_status(
+                        tonic::Code::PermissionDenied,
+                        "not an entry of this agent",
+                    )),
+                    authority_id: String::new(),
+                })
+                .collect());
         }
         if self.hang.load(Ordering::SeqCst) {
             std::future::pending::<()>().await;
@@ -133,6 +148,7 @@ fn start_with(
         ttl,
         calls: AtomicUsize::new(0),
         fail: std::sync::atomic::AtomicBool::new(false),
+        refuse: std::sync::atomic::AtomicBool::new(false),
         hang: std::sync::atomic::AtomicBool::new(false),
         batch_sizes: Mutex::new(vec![]),
         authority: Mutex::new(String::new()),
@@ -328,6 +344,29 @@ async fn still_valid_svid_is_kept_while_renewal_fails_and_dropped_at_expiry() {
     tokio::time::advance(Duration::from_secs(31)).await;
     settle().await;
     assert!(h.current().entries["a"].svid.is_some(), "issued again");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_svid_is_not_asked_for_again_until_the_terminal_wait_is_over() {
+    let h = start(Duration::from_secs(600));
+    h.ca.refuse.store(true, Ordering::SeqCst);
+    h.snapshot(vec![entry("a", "/a")]).await;
+    settle().await;
+    assert_eq!(h.calls(), 1);
+    // A retryable failure would have been retried many times by now.
+    tokio::time::advance(Duration::from_secs(120)).await;
+    settle().await;
+    assert_eq!(h.calls(), 1, "a refusal is not retried on the backoff");
+    assert!(h.current().entries["a"].svid.is_none());
+
+    h.ca.refuse.store(false, Ordering::SeqCst);
+    tokio::time::advance(TERMINAL_RETRY).await;
+    settle().await;
+    assert_eq!(h.calls(), 2);
+    assert!(
+        h.current().entries["a"].svid.is_some(),
+        "issued on the retry"
+    );
 }
 
 #[tokio::test(start_paused = true)]
