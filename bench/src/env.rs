@@ -6,10 +6,13 @@
 //! same cores) and needs no built binaries; only the memory figures run the
 //! agent or server binary as a child, since RSS must be that process's alone.
 
+use signet_core::Clock;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use anyhow::Context;
 use hyper_util::rt::TokioIo;
@@ -274,7 +277,7 @@ pub async fn attest_node_agent_at(server: &NodeApi) -> anyhow::Result<NodeAgent>
         Some(attest_response::Step::Result(r)) => r,
         _ => anyhow::bail!("attestation gave no result"),
     };
-    let now = SystemTime::now();
+    let now = SystemClock.now();
     let svid = AgentSvid {
         spiffe_id: id.clone(),
         chain: result.svid_chain,

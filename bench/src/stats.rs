@@ -19,7 +19,7 @@ where
     F: Fn() -> u64 + Sync,
 {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let start = std::time::Instant::now();
+    let start = tokio::time::Instant::now();
     let total: u64 = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|_| {

@@ -80,9 +80,10 @@ pub fn jwt_jwks(jwt_keys: &[(String, JwtPublicKey)]) -> JwkSet {
 
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, SystemTime};
+    use std::time::Duration;
 
     use super::*;
+    use crate::clock::{Clock, SystemClock};
     use crate::jwt::JwtSigner;
     use crate::TrustDomain;
 
@@ -90,7 +91,7 @@ mod tests {
     fn bundle_carries_ca_and_jwt_keys() {
         let key = rcgen::KeyPair::generate().unwrap();
         let td = TrustDomain::new("example.org").unwrap();
-        let now = SystemTime::now();
+        let now = SystemClock.now();
         let ca = crate::x509::ca_params(&td, now, now + Duration::from_secs(60))
             .unwrap()
             .self_signed(&key)

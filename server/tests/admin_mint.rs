@@ -3,11 +3,12 @@
 //! refusals.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use signet_core::Clock;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use signet_core::jwt::{parse_unverified, validate_jwt_svid, Jwk, JwtPublicKey, ValidationOptions};
 use signet_core::x509::{build_csr, cert_info, key_matches_leaf, validate_x509_svid};
@@ -98,7 +99,7 @@ async fn jwt_mint_prints_a_token_that_validates_against_the_bundle() {
     .into_iter()
     .collect();
     let opts = ValidationOptions {
-        now: SystemTime::now(),
+        now: SystemClock.now(),
         leeway: Duration::from_secs(5),
     };
     let v = validate_jwt_svid(token, "vault", &bundles, opts).unwrap();
@@ -200,14 +201,14 @@ async fn x509_mint_keeps_the_key_local_and_the_chain_validates() {
     let key = signet_core::pem::decode_private_key(out.as_bytes()).unwrap();
     let chain = vec![certs[0].clone()];
     let bundle = vec![certs[1].clone()];
-    let id = validate_x509_svid(&chain, &bundle, SystemTime::now()).unwrap();
+    let id = validate_x509_svid(&chain, &bundle, SystemClock.now()).unwrap();
     assert_eq!(id.to_string(), "spiffe://example.org/ci");
     key_matches_leaf(&certs[0], &key).unwrap();
     let info = cert_info(&certs[0]).unwrap();
-    let life = info.not_after.duration_since(SystemTime::now()).unwrap();
+    let life = info.not_after.duration_since(SystemClock.now()).unwrap();
     assert!(life <= Duration::from_secs(600) && life > Duration::from_secs(590));
     assert!(
-        info.not_before < SystemTime::now() - Duration::from_secs(20),
+        info.not_before < SystemClock.now() - Duration::from_secs(20),
         "back-dated"
     );
 
@@ -242,7 +243,7 @@ async fn x509_mint_keeps_the_key_local_and_the_chain_validates() {
     let chain = signet_core::pem::decode_certs(&read("svid.pem")).unwrap();
     let bundle = signet_core::pem::decode_certs(&read("bundle.pem")).unwrap();
     let key = signet_core::pem::decode_private_key(&read("key.pem")).unwrap();
-    validate_x509_svid(&chain, &bundle, SystemTime::now()).unwrap();
+    validate_x509_svid(&chain, &bundle, SystemClock.now()).unwrap();
     key_matches_leaf(&chain[0], &key).unwrap();
 
     // JSON.
@@ -264,7 +265,7 @@ async fn x509_mint_keeps_the_key_local_and_the_chain_validates() {
     let chain = signet_core::pem::decode_certs(j["svid_pem"].as_str().unwrap().as_bytes()).unwrap();
     let bundle =
         signet_core::pem::decode_certs(j["bundle_pem"].as_str().unwrap().as_bytes()).unwrap();
-    validate_x509_svid(&chain, &bundle, SystemTime::now()).unwrap();
+    validate_x509_svid(&chain, &bundle, SystemClock.now()).unwrap();
     assert_eq!(
         j["expires_at"].as_i64().unwrap(),
         signet_core::clock::unix_seconds(cert_info(&chain[0]).unwrap().not_after)

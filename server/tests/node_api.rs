@@ -5,10 +5,11 @@
 
 mod support;
 
+use signet_core::Clock;
 use support::{node_client, tls_alert};
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use rcgen::KeyPair;
 use signet_core::x509::{build_csr, cert_info, validate_x509_svid};
@@ -114,7 +115,7 @@ async fn new_agent(f: &mut Fixture) -> Agent {
         panic!("no result")
     };
     assert_eq!(r.spiffe_id, id.to_string());
-    let got = validate_x509_svid(&r.svid_chain, &f.bundle, SystemTime::now()).unwrap();
+    let got = validate_x509_svid(&r.svid_chain, &f.bundle, SystemClock.now()).unwrap();
     assert_eq!(got, id);
     Agent {
         id,
@@ -260,7 +261,7 @@ async fn sync_signing_renewal_and_ban_over_mtls() {
         .results;
     assert_eq!(resp[0].error_code, 0, "{}", resp[0].error_message);
     assert_eq!(
-        validate_x509_svid(&resp[0].svid_chain, &f.bundle, SystemTime::now()).unwrap(),
+        validate_x509_svid(&resp[0].svid_chain, &f.bundle, SystemClock.now()).unwrap(),
         web
     );
     let info = cert_info(&resp[0].svid_chain[0]).unwrap();
@@ -291,7 +292,7 @@ async fn sync_signing_renewal_and_ban_over_mtls() {
         .into_inner()
         .svid_chain;
     assert_eq!(
-        validate_x509_svid(&renewed, &f.bundle, SystemTime::now()).unwrap(),
+        validate_x509_svid(&renewed, &f.bundle, SystemClock.now()).unwrap(),
         agent.id
     );
     let record = f
@@ -418,7 +419,7 @@ async fn mint_jwt_svid_for_authorized_entries_only() {
     .await
     .unwrap();
 
-    let before = signet_core::clock::unix_seconds(SystemTime::now());
+    let before = signet_core::clock::unix_seconds(SystemClock.now());
     let resp = client
         .mint_jwt_svid(MintJwtSvidRequest {
             entry_id: mine.id.clone(),
@@ -431,7 +432,7 @@ async fn mint_jwt_svid_for_authorized_entries_only() {
     assert_eq!(resp.expires_at - resp.issued_at, 300);
     assert!(resp.issued_at >= before);
     let opts = ValidationOptions {
-        now: SystemTime::now(),
+        now: SystemClock.now(),
         leeway: Duration::from_secs(5),
     };
     let v = validate_jwt_svid(&resp.token, "cache", &jwt_bundles(&bundle), opts).unwrap();

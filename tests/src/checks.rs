@@ -1,6 +1,7 @@
 //! Independent checks of the SPIFFE X509-SVID leaf rules, written against
 //! x509-parser directly so they do not trust signet-core's own validator.
 
+use signet_core::{Clock, SystemClock};
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
@@ -70,18 +71,14 @@ pub fn serial_hex(der: &[u8]) -> String {
 }
 
 pub fn now_unix() -> i64 {
-    signet_core::clock::unix_seconds(std::time::SystemTime::now())
+    signet_core::clock::unix_seconds(SystemClock.now())
 }
 
 /// Which certificate of `bundle` issued `chain` (validated now), if any.
 pub fn issuer_index(chain: &[Vec<u8>], bundle: &[Vec<u8>]) -> Option<usize> {
     bundle.iter().position(|ca| {
-        signet_core::x509::validate_x509_svid(
-            chain,
-            std::slice::from_ref(ca),
-            std::time::SystemTime::now(),
-        )
-        .is_ok()
+        signet_core::x509::validate_x509_svid(chain, std::slice::from_ref(ca), SystemClock.now())
+            .is_ok()
     })
 }
 

@@ -48,22 +48,29 @@ impl Proc {
 
     /// SIGTERM, then wait for the exit.
     pub fn terminate(&mut self) -> Option<ExitStatus> {
+        use nix::sys::signal::{kill, Signal};
         let mut child = self.child.take()?;
-        if let Ok(pid) = i32::try_from(child.id()) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGTERM,
-            );
+        let pid = i32::try_from(child.id())
+            .ok()
+            .map(nix::unistd::Pid::from_raw);
+        if let Some(pid) = pid {
+            let _ = kill(pid, Signal::SIGTERM);
         }
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while std::time::Instant::now() < deadline {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Some(status);
+        // Waited for on a thread of its own, so the wait has a deadline
+        // without polling.
+        let (done, exited) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = done.send(child.wait());
+        });
+        match exited.recv_timeout(std::time::Duration::from_secs(10)) {
+            Ok(status) => status.ok(),
+            Err(_) => {
+                if let Some(pid) = pid {
+                    let _ = kill(pid, Signal::SIGKILL);
+                }
+                exited.recv().ok().and_then(|s| s.ok())
             }
-            std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        let _ = child.kill();
-        child.wait().ok()
     }
 
     /// SIGKILL: no chance to clean up.

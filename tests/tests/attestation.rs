@@ -2,6 +2,7 @@
 //! not entitled to, agents from another CA, malformed entries.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use signet_core::{Clock, SystemClock};
 use std::time::Duration;
 
 use signet_proto::node::BatchSignX509SvidRequest;
@@ -115,7 +116,7 @@ async fn agent_with_certificate_from_another_ca_is_refused() {
     // A CA that looks like ours but is not: same trust domain, other key.
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let td = signet_core::TrustDomain::new("example.org").unwrap();
-    let now = std::time::SystemTime::now();
+    let now = SystemClock.now();
     let ca_params =
         signet_core::x509::ca_params(&td, now, now + Duration::from_secs(3600)).unwrap();
     let ca_cert = ca_params.self_signed(&ca_key).unwrap();

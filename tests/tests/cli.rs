@@ -5,6 +5,7 @@
 //! with a new token, and what `healthcheck` reports.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use signet_core::{Clock, SystemClock};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -292,8 +293,7 @@ async fn jwt_mint_and_x509_mint_give_credentials_that_validate() {
     let bundle =
         signet_core::pem::decode_certs(&std::fs::read(dir.path().join("bundle.pem")).unwrap())
             .unwrap();
-    let id = signet_core::x509::validate_x509_svid(&chain, &bundle, std::time::SystemTime::now())
-        .unwrap();
+    let id = signet_core::x509::validate_x509_svid(&chain, &bundle, SystemClock.now()).unwrap();
     assert_eq!(id.to_string(), server.id("/admin"));
     let sans = signet_tests::checks::assert_svid_leaf_profile(&chain[0]);
     assert_eq!(sans, server.id("/admin"));

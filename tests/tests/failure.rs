@@ -2,7 +2,10 @@
 //! server is away, restarts from disk, and a crashed server loses nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::{Duration, Instant};
+use signet_core::{Clock, SystemClock};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use futures::StreamExt;
 use signet_tests::checks::{now_unix, serial_hex, validity};
@@ -102,7 +105,8 @@ async fn an_svid_the_server_cannot_renew_is_withdrawn_at_its_expiry_not_after() 
             Err(_) => panic!("the stream outlived the SVID's expiry by 10 s"),
         }
     };
-    let ended_at = std::time::SystemTime::now()
+    let ended_at = SystemClock
+        .now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs_f64();
@@ -192,6 +196,8 @@ async fn server_killed_mid_write_loses_nothing() {
     let pid = server.proc.as_ref().and_then(|p| p.pid()).unwrap();
     let started = Instant::now();
     let killed_at = std::thread::spawn(move || {
+        // The kill must land at a real moment among real processes' writes.
+        #[allow(clippy::disallowed_methods)]
         std::thread::sleep(Duration::from_millis(700));
         let at = started.elapsed();
         nix::sys::signal::kill(

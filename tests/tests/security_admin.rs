@@ -217,16 +217,13 @@ fn run_for_a_while(cmd: &mut Command) -> Output {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let waited = std::thread::spawn(move || child.wait_with_output().unwrap());
-    let deadline = std::time::Instant::now() + PATIENCE;
-    while !waited.is_finished() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "still running: it took the directory"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    waited.join().unwrap()
+    let (done, waited) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(child.wait_with_output().unwrap());
+    });
+    waited
+        .recv_timeout(PATIENCE)
+        .expect("still running: it took the directory")
 }
 
 #[tokio::test(flavor = "multi_thread")]

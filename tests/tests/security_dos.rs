@@ -6,8 +6,11 @@
 //! of audiences. Figures print as `FIGURE ...` lines (`--nocapture`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use signet_core::{Clock, SystemClock};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use signet_proto::workload::{JwtsvidRequest, ValidateJwtsvidRequest, X509svidRequest};
 use signet_tests::peer::{
@@ -49,7 +52,8 @@ async fn agent_with(server: &TestServer, config: &str, prefix: &[&str]) -> TestA
 }
 
 fn rand_suffix() -> u64 {
-    std::time::SystemTime::now()
+    SystemClock
+        .now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos() as u64

@@ -5,7 +5,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use signet_proto::node::{BatchSignX509SvidRequest, RenewAgentRequest, SyncRequest};
 use signet_tests::http::{get, metric_value};

@@ -2,7 +2,8 @@
 //! clients, and keeps getting fresh ones on the same stream.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::{Duration, SystemTime};
+use signet_core::{Clock, SystemClock};
+use std::time::Duration;
 
 use futures::StreamExt;
 use signet_tests::checks::{assert_svid_leaf_profile, now_unix, serial_hex, validity};
@@ -50,7 +51,7 @@ async fn workload_fetches_valid_svid_through_spiffe_crate() {
         .collect();
     assert_eq!(bundle, server.bundle_der());
     let verified =
-        signet_core::x509::validate_x509_svid(&chain, &bundle, SystemTime::now()).unwrap();
+        signet_core::x509::validate_x509_svid(&chain, &bundle, SystemClock.now()).unwrap();
     assert_eq!(verified.to_string(), id);
 
     // The private key belongs to the leaf.
@@ -101,7 +102,7 @@ async fn workload_fetches_svid_through_agent_cli_and_writes_files() {
     assert_eq!(mode & 0o777, 0o600, "private key file must be 0600");
     assert_eq!(assert_svid_leaf_profile(&chain[0]), id);
     assert_eq!(
-        signet_core::x509::validate_x509_svid(&chain, &bundle, SystemTime::now())
+        signet_core::x509::validate_x509_svid(&chain, &bundle, SystemClock.now())
             .unwrap()
             .to_string(),
         id

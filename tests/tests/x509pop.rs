@@ -3,8 +3,9 @@
 //! get SVIDs through a node-alias entry.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use signet_core::{Clock, SystemClock};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
@@ -31,7 +32,7 @@ fn org_ca(name: &str) -> OrgCa {
         KeyUsagePurpose::KeyCertSign,
         KeyUsagePurpose::DigitalSignature,
     ];
-    let now = SystemTime::now();
+    let now = SystemClock.now();
     p.not_before = (now - Duration::from_secs(60)).into();
     p.not_after = (now + Duration::from_secs(86400)).into();
     OrgCa {
@@ -50,7 +51,7 @@ fn host_cert(ca: &OrgCa, cn: &str) -> (Vec<u8>, KeyPair) {
     )];
     p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-    let now = SystemTime::now();
+    let now = SystemClock.now();
     p.not_before = (now - Duration::from_secs(60)).into();
     p.not_after = (now + Duration::from_secs(86400)).into();
     let issuer = Issuer::from_ca_cert_der(ca.cert.der(), &ca.key).unwrap();

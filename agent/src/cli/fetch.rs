@@ -2,7 +2,7 @@
 //! SPIRE's CLI (or as JSON), optionally written to a directory.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use signet_core::x509::cert_info;
@@ -34,7 +34,7 @@ pub struct FetchX509Args {
 
 pub async fn run(args: FetchX509Args) -> anyhow::Result<()> {
     let socket = client::resolve_socket(args.socket_path.as_deref())?;
-    let started = Instant::now();
+    let started = tokio::time::Instant::now();
     let response = fetch_with_retry(&socket, Duration::from_secs(args.timeout)).await?;
     let elapsed = started.elapsed();
     let svids = decode(&response)?;

@@ -158,7 +158,7 @@ mod tests {
     use signet_core::TrustDomain;
 
     fn issue(id: &str) -> (Vec<u8>, Vec<u8>) {
-        let now = SystemTime::now();
+        let now = signet_core::Clock::now(&signet_core::SystemClock);
         let td = TrustDomain::new("example.org").unwrap();
         let ca_key = KeyPair::generate().unwrap();
         let ca = signet_core::x509::ca_params(&td, now, now + Duration::from_secs(3600))

@@ -1,8 +1,9 @@
 //! The Workload API on a real Unix socket, fed by hand-built cache snapshots
 //! and called with a tonic client, as SPIFFE clients would.
 
+use signet_core::Clock;
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use rcgen::{Issuer, KeyPair};
 use rustls_pki_types::CertificateDer;
@@ -30,7 +31,7 @@ struct TestCa {
 impl TestCa {
     fn new() -> Self {
         let key = KeyPair::generate().unwrap();
-        let now = SystemTime::now();
+        let now = SystemClock.now();
         let cert = signet_core::x509::ca_params(
             &td(),
             now - Duration::from_secs(60),
@@ -55,7 +56,7 @@ impl TestCa {
             Issuer::from_ca_cert_der(&CertificateDer::from(self.cert.as_slice()), &self.key)
                 .unwrap();
         let key = KeyPair::generate().unwrap();
-        let now = SystemTime::now();
+        let now = SystemClock.now();
         let id = SpiffeId::parse(&format!("spiffe://example.org{path}")).unwrap();
         let params =
             signet_core::x509::leaf_params(&id, &[], now - Duration::from_secs(30), now + ttl)

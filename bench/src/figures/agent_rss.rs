@@ -5,7 +5,9 @@
 //! `entry_create_{1k,10k}_s`: creating those entries with BatchCreateEntry.
 
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use anyhow::Context;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -6,7 +6,9 @@
 //! until the stream is withdrawn (PermissionDenied, no identity issued): the
 //! cache manager must not wait for its signing rounds to act on the ban.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use anyhow::Context;
 use signet_proto::admin::AgentRequest;

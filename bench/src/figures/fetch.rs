@@ -7,7 +7,9 @@
 //! from procfs (each times its own call; process start is not counted).
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use anyhow::Context;
 use signet_proto::workload::X509svidRequest;

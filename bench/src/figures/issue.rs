@@ -2,8 +2,11 @@
 //! (several attested agents at once, batches of CSRs prepared beforehand) ÷
 //! raw CSR-verify + certificate-sign pairs per second on every core.
 
+use signet_core::{Clock, SystemClock};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use signet_core::x509::{build_csr, leaf_params, parse_csr, sign_leaf};
 use signet_core::SpiffeId;
@@ -102,7 +105,7 @@ async fn api_round(
 /// The same crypto the server does per SVID, with nothing around it.
 fn raw_rate(window: Duration, csrs: &[Vec<u8>]) -> anyhow::Result<f64> {
     let td = signet_core::TrustDomain::new("example.org")?;
-    let now = SystemTime::now();
+    let now = SystemClock.now();
     let ca_key = rcgen::KeyPair::generate()?;
     let ca = signet_core::x509::ca_params(&td, now, now + Duration::from_secs(86400))?;
     let issuer = rcgen::Issuer::new(ca, ca_key);

@@ -2,7 +2,9 @@
 //! created through the Admin API until its SVID arrives on an open
 //! FetchX509SVID stream, and deleted until the stream withdraws it.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use anyhow::Context;
 use signet_proto::workload::X509svidRequest;

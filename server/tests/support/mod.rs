@@ -2,9 +2,9 @@
 //! that trusts only the server's SVID.
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
+use signet_core::{Clock, SystemClock};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use hyper_util::rt::TokioIo;
 use rcgen::KeyPair;
@@ -35,7 +35,7 @@ impl ServerCertVerifier for ServerSvidVerifier {
             .chain(intermediates)
             .map(|c| c.to_vec())
             .collect();
-        let id = validate_x509_svid(&chain, &self.bundle, SystemTime::now())
+        let id = validate_x509_svid(&chain, &self.bundle, SystemClock.now())
             .map_err(|e| rustls::Error::General(e.to_string()))?;
         assert_eq!(id.to_string(), "spiffe://example.org/signet/server");
         Ok(ServerCertVerified::assertion())

@@ -231,7 +231,7 @@ async fn a_deletion_and_a_ban_during_a_hung_cold_start_take_effect_at_once() {
     }
     assert!(h.calls() >= 2, "no signing round started");
 
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     h.updates
         .send(SyncUpdate {
             removed_entry_ids: vec!["w".into()],
@@ -242,7 +242,7 @@ async fn a_deletion_and_a_ban_during_a_hung_cold_start_take_effect_at_once() {
     wait_for(&mut snapshots, |s| !s.entries.contains_key("w")).await;
     let deletion = started.elapsed();
 
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     h.updates
         .send(SyncUpdate {
             cut_off: Some("agent is banned".into()),

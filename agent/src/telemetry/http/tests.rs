@@ -1,6 +1,7 @@
 //! Scrapes the endpoints with a minimal HTTP/1.1 client over a TCP socket,
 //! as a supervisor or Prometheus would.
 
+use signet_core::Clock;
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
@@ -33,7 +34,7 @@ fn agent_svid(not_after: SystemTime) -> Arc<AgentSvid> {
         chain: vec![],
         key_pkcs8: vec![],
         not_after,
-        received_at: SystemTime::now(),
+        received_at: SystemClock.now(),
         generation: 1,
         authority_id: String::new(),
     })
@@ -50,7 +51,7 @@ fn snapshot_with_svid(serial: &str) -> Arc<Snapshot> {
     let svid = Arc::new(Svid {
         chain: vec![vec![1]],
         key_pkcs8: vec![],
-        not_after: SystemTime::now() + Duration::from_secs(600),
+        not_after: SystemClock.now() + Duration::from_secs(600),
         authority_id: String::new(),
         serial_hex: serial.into(),
     });
@@ -98,7 +99,7 @@ async fn live_ready_and_metrics_answer_over_http_and_counters_move() {
     assert!(body.contains("no valid agent SVID"), "{body}");
 
     let (_svid_tx, svid_rx) =
-        watch::channel(agent_svid(SystemTime::now() + Duration::from_secs(60)));
+        watch::channel(agent_svid(SystemClock.now() + Duration::from_secs(60)));
     readiness.set_agent_svid(svid_rx);
     let (status, body) = get(addr, "/ready").await;
     assert_eq!(status, 503);
@@ -154,11 +155,11 @@ async fn an_expired_agent_svid_or_a_ban_is_not_ready() {
     let health = Health::new(Duration::from_secs(30));
     health.mark_reached_server();
     let readiness = Readiness::new(health.clone(), Arc::new(SystemClock));
-    let (_tx, rx) = watch::channel(agent_svid(SystemTime::now() - Duration::from_secs(1)));
+    let (_tx, rx) = watch::channel(agent_svid(SystemClock.now() - Duration::from_secs(1)));
     readiness.set_agent_svid(rx);
     assert_eq!(readiness.check(), Err("no valid agent SVID".into()));
     let readiness = Readiness::new(health.clone(), Arc::new(SystemClock));
-    let (_tx, rx) = watch::channel(agent_svid(SystemTime::now() + Duration::from_secs(60)));
+    let (_tx, rx) = watch::channel(agent_svid(SystemClock.now() + Duration::from_secs(60)));
     readiness.set_agent_svid(rx);
     assert_eq!(readiness.check(), Ok(()));
     health.set_status(crate::health::Status::Banned, "agent is banned");

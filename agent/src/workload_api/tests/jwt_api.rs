@@ -6,6 +6,7 @@ use prost_types::value::Kind;
 use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 use signet_core::clock::unix_seconds;
 use signet_core::jwt::{mint_jwt_svid, JwtError, JwtPublicKey, MintParams};
+use signet_core::Clock;
 use signet_proto::workload::{
     JwtBundlesRequest, JwtsvidRequest, JwtsvidResponse, ValidateJwtsvidRequest,
     ValidateJwtsvidResponse,
@@ -238,7 +239,7 @@ async fn jwt_bundles_stream_is_a_jwks_per_trust_domain_and_follows_changes() {
 }
 
 fn now() -> i64 {
-    unix_seconds(SystemTime::now())
+    unix_seconds(SystemClock.now())
 }
 
 fn b64(s: &[u8]) -> String {
@@ -294,8 +295,8 @@ async fn valid_jwt_svid_yields_its_spiffe_id_and_claims_with_aud_as_a_list() {
         &MintParams {
             subject: &sub,
             audience: &["a".into(), "b".into()],
-            issued_at: SystemTime::now(),
-            expires_at: SystemTime::now() + Duration::from_secs(60),
+            issued_at: SystemClock.now(),
+            expires_at: SystemClock.now() + Duration::from_secs(60),
             jti: "j2".into(),
         },
     )

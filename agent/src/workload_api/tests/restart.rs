@@ -1,7 +1,7 @@
 //! The whole agent (`app::run`) restarted with a data dir from a previous
 //! run and no server to reach: it serves the cached SVIDs at once.
 
-use std::time::Instant;
+use tokio::time::Instant;
 
 use super::*;
 use crate::cache::persist;

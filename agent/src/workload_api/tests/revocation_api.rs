@@ -3,6 +3,7 @@
 //! the server serving nothing.
 
 use signet_core::jwt::{mint_jwt_svid, MintParams};
+use signet_core::{Clock, SystemClock};
 use signet_proto::workload::{ValidateJwtsvidRequest, X509BundlesRequest};
 
 use super::*;
@@ -63,8 +64,8 @@ async fn revoked_jti_is_refused_by_validate_jwt_svid() {
             &MintParams {
                 subject: &sub,
                 audience: &["svc".into()],
-                issued_at: SystemTime::now(),
-                expires_at: SystemTime::now() + Duration::from_secs(60),
+                issued_at: SystemClock.now(),
+                expires_at: SystemClock.now() + Duration::from_secs(60),
                 jti: jti.into(),
             },
         )
@@ -89,7 +90,7 @@ async fn revoked_jti_is_refused_by_validate_jwt_svid() {
     let mut revocations = Revocations::default();
     revocations.jwt_ids.insert(
         "j-revoked".into(),
-        SystemTime::now() + Duration::from_secs(60),
+        SystemClock.now() + Duration::from_secs(60),
     );
     agent.cache.send_replace(Arc::new(Snapshot {
         revocations: Arc::new(revocations),
@@ -104,7 +105,7 @@ async fn revoked_jti_is_refused_by_validate_jwt_svid() {
 #[tokio::test]
 async fn revocation_expires_with_the_credential() {
     let mut r = Revocations::default();
-    let now = SystemTime::now();
+    let now = SystemClock.now();
     r.jwt_ids.insert("j".into(), now + Duration::from_secs(10));
     r.x509_serials
         .insert("ab01".into(), now + Duration::from_secs(10));

@@ -1,3 +1,4 @@
+use signet_core::{Clock, SystemClock};
 use std::time::{Duration, SystemTime};
 
 use rcgen::{
@@ -74,7 +75,7 @@ impl Pki {
 }
 
 fn now() -> SystemTime {
-    SystemTime::now()
+    SystemClock.now()
 }
 
 #[test]

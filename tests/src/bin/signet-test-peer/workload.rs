@@ -2,7 +2,9 @@
 //! handed; and a header block meant to blow up in whoever decodes it.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use serde_json::json;
 use signet_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;

@@ -292,7 +292,7 @@ async fn a_second_lookup_of_the_same_container_is_served_from_the_cache() {
 async fn an_engine_that_never_answers_times_out_and_leaves_the_cgroup_selectors() {
     let engine = fake_engine(Reply::Never);
     let client = DockerClient::new(&engine.socket, Duration::from_millis(200));
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     assert_eq!(
         client.inspect(ID).await,
         Err(EngineError::Timeout(Duration::from_millis(200)))
