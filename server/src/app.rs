@@ -27,7 +27,7 @@ use crate::api::node::NodeService;
 use crate::api::tls::{server_config, start_server_svid, tls_incoming};
 use crate::api::ServerState;
 use crate::attest::{JoinTokenAttestor, X509PopAttestor};
-use crate::ca::{CaSettings, CertificateAuthority};
+use crate::ca::{CaSettings, CertificateAuthority, DiskKeys};
 use crate::config::RuntimeConfig;
 use crate::datastore::{DataStore, SqliteDataStore};
 use crate::events::{Change, ChangeBus};
@@ -69,8 +69,9 @@ pub async fn start(config: RuntimeConfig, clock: Arc<dyn Clock>) -> anyhow::Resu
         .with_context(|| format!("data dir {:?}", config.data_dir))?;
     let node_limits = node_api_limits(&config);
     let ds = Arc::new(SqliteDataStore::open(&config.data_dir.join(DATASTORE_FILE)).await?);
-    let (ca, created) = CertificateAuthority::load_or_create(
-        &config.data_dir.join("ca"),
+    let dyn_ds: Arc<dyn DataStore> = ds.clone();
+    let keys = Arc::new(DiskKeys::new(config.data_dir.join("ca")));
+    let (ca, created) = CertificateAuthority::start(
         CaSettings {
             trust_domain: config.trust_domain.clone(),
             ca_ttl: config.ca_ttl,
@@ -80,7 +81,10 @@ pub async fn start(config: RuntimeConfig, clock: Arc<dyn Clock>) -> anyhow::Resu
             schedule: config.authority_schedule,
         },
         clock.clone(),
-    )?;
+        dyn_ds.clone(),
+        keys,
+    )
+    .await?;
     let ca = Arc::new(ca);
     tracing::info!(
         created,
@@ -92,13 +96,11 @@ pub async fn start(config: RuntimeConfig, clock: Arc<dyn Clock>) -> anyhow::Resu
             "loaded the"
         }
     );
-    crate::bundle::sync_sequence(ds.as_ref(), &ca).await?;
     warn_of_reserved_entries(ds.as_ref(), &config.trust_domain).await?;
     let bus = ChangeBus::start(ds.clone()).await?;
     let revocations = Arc::new(Revocations::new());
     revocations.refresh(ds.as_ref(), &ca).await?;
     let (stop, stop_rx) = watch::channel(false);
-    let dyn_ds: Arc<dyn DataStore> = ds.clone();
     let x509pop = match &config.x509pop_ca_bundle {
         None => None,
         Some(path) => {
@@ -128,7 +130,7 @@ pub async fn start(config: RuntimeConfig, clock: Arc<dyn Clock>) -> anyhow::Resu
     let (resolver, renew_task) = start_server_svid(ca.clone())?;
     let mut background = vec![tokio::spawn(renew_task)];
     background.push(tokio::spawn(prune(state.clone(), clock)));
-    background.push(tokio::spawn(rotate_authorities(state.clone())));
+    background.push(tokio::spawn(crls_follow_authorities(state.clone())));
 
     let telemetry_addr = match config.telemetry_bind {
         None => None,
@@ -347,33 +349,11 @@ async fn refresh_crls(state: &ServerState) {
     }
 }
 
-/// Drives the authority state machine: sleeps until the next transition
-/// (prepare, activate, drop), applies it, and pushes the new bundle.
-async fn rotate_authorities(state: ServerState) {
-    loop {
-        let now = state.ca.now();
-        let at = state.ca.next_transition();
-        // Re-check at least hourly, in case the wall clock jumped.
-        let wait = signet_core::rotation::wait_until(now, at).min(Duration::from_secs(3600));
-        tokio::time::sleep(wait.max(Duration::from_millis(100))).await;
-        let tainted_before = state.ca.tainted();
-        match state.ca.tick() {
-            Ok(false) => {}
-            Ok(true) => {
-                if let Err(e) = crate::bundle::sync_sequence(state.ds.as_ref(), &state.ca).await {
-                    tracing::warn!(error = %e, "storing the bundle sequence failed");
-                }
-                if state.ca.tainted() != tainted_before {
-                    if let Err(e) = state.ds.append_events(vec![Change::TaintedChanged]).await {
-                        tracing::warn!(error = %e, "recording the tainted authorities failed");
-                    }
-                }
-                refresh_crls(&state).await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "authority rotation failed; retrying in a minute");
-                tokio::time::sleep(Duration::from_secs(60)).await;
-            }
-        }
+/// Rebuilds the CRLs whenever the authorities change (the manager rotates
+/// them on its own schedule): a new CA needs its CRL, a dropped one's goes.
+async fn crls_follow_authorities(state: ServerState) {
+    let mut authorities = state.ca.subscribe();
+    while authorities.changed().await.is_ok() {
+        refresh_crls(&state).await;
     }
 }

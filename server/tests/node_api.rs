@@ -572,12 +572,19 @@ async fn bundle_sequence_and_jwt_key_survive_a_restart() {
     let first = get(&server).await;
     assert!(first.sequence >= 1);
     server.stop().await;
-    let key = dir.path().join("data/ca/jwt.key.pem");
+    // The JWT keys: one file each, 0600, nowhere else.
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(
-        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
-        0o600
-    );
+    let keys: Vec<_> = std::fs::read_dir(dir.path().join("data/ca/jwt"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(keys.len(), first.jwt_authorities.len());
+    for key in &keys {
+        assert_eq!(
+            std::fs::metadata(key).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
 
     let server = start(config(), Arc::new(SystemClock)).await.unwrap();
     let second = get(&server).await;

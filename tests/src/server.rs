@@ -208,8 +208,13 @@ impl TestServer {
             .and_then(|k| k["kid"].as_str())
             .expect("a jwt-svid key in the bundle")
             .to_string();
-        let pem =
-            std::fs::read(self.data_dir.join("ca").join("jwt.key.pem")).expect("JWT key file");
+        let pem = std::fs::read(
+            self.data_dir
+                .join("ca")
+                .join("jwt")
+                .join(format!("{kid}.key.pem")),
+        )
+        .expect("JWT key file");
         let der = signet_core::pem::decode_private_key(&pem).expect("PKCS#8 PEM");
         signet_core::jwt::JwtSigner::from_pkcs8(kid, &der).expect("P-256 key")
     }

@@ -82,12 +82,6 @@ impl AdminService {
             expires_at: rev.expires_at,
         }))
     }
-
-    /// The authorities changed: a new bundle sequence, pushed to every agent.
-    async fn bundle_changed(&self) -> Result<(), ApiError> {
-        crate::bundle::sync_sequence(self.state.ds.as_ref(), &self.state.ca).await?;
-        Ok(())
-    }
 }
 
 fn parse_agent_id(s: &str) -> Result<SpiffeId, ApiError> {
@@ -332,8 +326,8 @@ impl Admin for AdminService {
         request: Request<AuthorityKindRequest>,
     ) -> Result<Response<Authority>, Status> {
         let kind = authority_kind(request.get_ref().kind)?;
-        let a = self.state.ca.prepare(kind)?;
-        self.bundle_changed().await?;
+        // The manager commits the bundle's new sequence and its event.
+        let a = self.state.ca.prepare(kind).await?;
         Ok(Response::new(admin_authority(&a)))
     }
 
@@ -342,8 +336,7 @@ impl Admin for AdminService {
         request: Request<AuthorityKindRequest>,
     ) -> Result<Response<Authority>, Status> {
         let kind = authority_kind(request.get_ref().kind)?;
-        let a = self.state.ca.activate(kind)?;
-        self.bundle_changed().await?;
+        let a = self.state.ca.activate(kind).await?;
         Ok(Response::new(admin_authority(&a)))
     }
 
@@ -352,10 +345,10 @@ impl Admin for AdminService {
         request: Request<AuthorityRequest>,
     ) -> Result<Response<Authority>, Status> {
         let kind = authority_kind(request.get_ref().kind)?;
-        let a = self.state.ca.taint(kind, request.get_ref().id.trim())?;
-        self.state
-            .ds
-            .append_events(vec![Change::TaintedChanged])
+        let a = self
+            .state
+            .ca
+            .taint(kind, request.get_ref().id.trim())
             .await?;
         Ok(Response::new(admin_authority(&a)))
     }
@@ -365,18 +358,23 @@ impl Admin for AdminService {
         request: Request<AuthorityRequest>,
     ) -> Result<Response<Authority>, Status> {
         let kind = authority_kind(request.get_ref().kind)?;
-        let a = self.state.ca.revoke(kind, request.get_ref().id.trim())?;
-        self.bundle_changed().await?;
-        let mut changes = vec![Change::TaintedChanged];
+        let a = self
+            .state
+            .ca
+            .revoke(kind, request.get_ref().id.trim())
+            .await?;
+        // The revoked authority's CRL goes with it.
         if self
             .state
             .revocations
             .refresh(self.state.ds.as_ref(), &self.state.ca)
             .await?
         {
-            changes.push(Change::CrlsChanged);
+            self.state
+                .ds
+                .append_events(vec![Change::CrlsChanged])
+                .await?;
         }
-        self.state.ds.append_events(changes).await?;
         Ok(Response::new(admin_authority(&a)))
     }
 

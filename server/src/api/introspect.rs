@@ -82,10 +82,10 @@ mod tests {
     use signet_core::{ManualClock, SpiffeId, TrustDomain};
 
     use super::*;
-    use crate::ca::{CaSettings, CertificateAuthority};
+    use crate::ca::CaSettings;
 
-    #[test]
-    fn every_refusal_has_its_reason() {
+    #[tokio::test]
+    async fn every_refusal_has_its_reason() {
         let dir = tempfile::tempdir().unwrap();
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         let clock = Arc::new(ManualClock::new(t0));
@@ -97,12 +97,9 @@ mod tests {
             backdate: Duration::from_secs(30),
             schedule: Default::default(),
         };
-        let (ca, _) =
-            CertificateAuthority::load_or_create(dir.path(), settings(), clock.clone()).unwrap();
+        let ca = crate::ca::for_tests(dir.path(), settings(), clock.clone()).await;
         let other_dir = tempfile::tempdir().unwrap();
-        let (other, _) =
-            CertificateAuthority::load_or_create(other_dir.path(), settings(), clock.clone())
-                .unwrap();
+        let other = crate::ca::for_tests(other_dir.path(), settings(), clock.clone()).await;
         let id = SpiffeId::parse("spiffe://example.org/web").unwrap();
         let tok = ca.mint_jwt_svid(&id, &["a".into()], None).unwrap().token;
         let b = ca.jwt_bundles();

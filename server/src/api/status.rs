@@ -82,6 +82,8 @@ impl From<CaError> for ApiError {
             CaError::Jwt(JwtError::MissingAud) => {
                 ApiError::InvalidArgument("audience must not be empty".into())
             }
+            CaError::Store(d) => d.into(),
+            CaError::Stopped => ApiError::Unavailable(e.to_string()),
             _ => ApiError::Internal(e.to_string()),
         }
     }

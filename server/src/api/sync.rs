@@ -81,6 +81,14 @@ fn is_alias_change(event: &Event) -> bool {
     matches!(&event.change, Change::EntryCreated(r) | Change::EntryDeleted(r) if r.node)
 }
 
+/// An authority event is committed by the CA manager a moment before it
+/// publishes the authorities: the message must carry what it committed.
+async fn caught_up(state: &ServerState, event: &Event) {
+    if matches!(event.change, Change::BundleChanged | Change::TaintedChanged) {
+        state.ca.caught_up(event.revision).await;
+    }
+}
+
 fn revokes(event: &Event, agent: &SpiffeId) -> bool {
     matches!(&event.change, Change::AgentRevoked { agent_id, .. } if agent_id == agent)
 }
@@ -194,6 +202,7 @@ async fn run(
         Resume::Events(missed) => {
             let mut sent = false;
             for event in &missed {
+                caught_up(state, event).await;
                 if let Some(msg) = message_for(state, &scope, event)? {
                     if tx.send(Ok(msg)).await.is_err() {
                         return Ok(());
@@ -257,6 +266,7 @@ async fn run(
             }
             continue;
         }
+        caught_up(state, &event).await;
         let Some(mut msg) = message_for(state, &scope, &event)? else {
             continue;
         };

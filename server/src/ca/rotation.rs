@@ -5,10 +5,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use serde::{Deserialize, Serialize};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthorityState {
     Prepared,
     Active,
@@ -21,6 +18,15 @@ impl AuthorityState {
             AuthorityState::Prepared => "prepared",
             AuthorityState::Active => "active",
             AuthorityState::Old => "old",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "prepared" => Some(AuthorityState::Prepared),
+            "active" => Some(AuthorityState::Active),
+            "old" => Some(AuthorityState::Old),
+            _ => None,
         }
     }
 }
@@ -136,18 +142,21 @@ pub fn step<T: HasMeta>(list: &[T], schedule: &Schedule, now: SystemTime) -> Act
     }
 }
 
-/// Makes the prepared authority active and the active one old.
+/// Makes the (first) prepared authority active and the active one old.
 pub fn activate<T: HasMeta>(list: &mut [T]) -> bool {
-    if prepared(list).is_none() {
+    let Some(next) = list
+        .iter()
+        .position(|a| a.meta().state == AuthorityState::Prepared)
+    else {
         return false;
-    }
-    for a in list.iter_mut() {
+    };
+    for (i, a) in list.iter_mut().enumerate() {
         let m = a.meta_mut();
-        m.state = match m.state {
-            AuthorityState::Active => AuthorityState::Old,
-            AuthorityState::Prepared => AuthorityState::Active,
-            AuthorityState::Old => AuthorityState::Old,
-        };
+        if i == next {
+            m.state = AuthorityState::Active;
+        } else if m.state == AuthorityState::Active {
+            m.state = AuthorityState::Old;
+        }
     }
     true
 }

@@ -1,7 +1,13 @@
-use signet_core::x509::validate_x509_svid;
+use std::path::Path;
+
+use rcgen::KeyPair;
+use signet_core::clock::unix_seconds;
+use signet_core::x509::{cert_info, validate_x509_svid};
 use signet_core::ManualClock;
 
 use super::*;
+use crate::datastore::SqliteDataStore;
+use crate::events::{Change, ChangeBus};
 
 fn settings(ttl: Duration) -> CaSettings {
     CaSettings {
@@ -18,55 +24,111 @@ fn start() -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)
 }
 
-#[test]
-fn ca_is_created_once_and_reused_after_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(start()));
-    let (ca, created) = CertificateAuthority::load_or_create(
-        dir.path(),
-        settings(Duration::from_secs(86400)),
-        clock.clone(),
-    )
-    .unwrap();
-    assert!(created);
-    let (again, created) = CertificateAuthority::load_or_create(
-        dir.path(),
-        settings(Duration::from_secs(86400)),
-        clock.clone(),
-    )
-    .unwrap();
-    assert!(!created);
-    assert_eq!(ca.bundle(), again.bundle());
-
-    clock.advance(Duration::from_secs(86401));
-    let (renewed, created) = CertificateAuthority::load_or_create(
-        dir.path(),
-        settings(Duration::from_secs(86400)),
-        clock,
-    )
-    .unwrap();
-    assert!(created, "an expired CA is replaced");
-    assert_ne!(renewed.bundle().fingerprint(), ca.bundle().fingerprint());
-    // The JWT key lives as long as a CA: replaced too.
-    assert_eq!(renewed.bundle().jwt_authorities.len(), 1);
-    assert_ne!(
-        renewed.bundle().jwt_authorities[0].kid,
-        ca.bundle().jwt_authorities[0].kid
-    );
+struct Running {
+    ca: CertificateAuthority,
+    created: bool,
+    ds: Arc<SqliteDataStore>,
 }
 
-#[test]
-fn jwt_svid_validates_against_the_bundle_and_ttl_is_capped() {
+/// A CA on a datastore and key directory in `dir`, as the server runs it.
+async fn open(dir: &Path, ttl: Duration, clock: &Arc<ManualClock>) -> Running {
+    let ds = Arc::new(
+        SqliteDataStore::open(&dir.join("ds.sqlite3"))
+            .await
+            .unwrap(),
+    );
+    let keys = Arc::new(DiskKeys::new(dir.join("ca")));
+    let (ca, created) = CertificateAuthority::start(settings(ttl), clock.clone(), ds.clone(), keys)
+        .await
+        .unwrap();
+    Running { ca, created, ds }
+}
+
+impl Running {
+    async fn stop(self) {
+        drop(self.ca);
+        self.ds.close().await;
+    }
+}
+
+fn states(ca: &CertificateAuthority, kind: AuthorityKind) -> Vec<(String, AuthorityState, bool)> {
+    ca.list(kind)
+        .into_iter()
+        .map(|a| (a.id, a.state, a.tainted))
+        .collect()
+}
+
+#[tokio::test]
+async fn ca_is_created_once_and_reused_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(start()));
+    let day = Duration::from_secs(86400);
+    let first = open(dir.path(), day, &clock).await;
+    assert!(first.created);
+    let bundle = first.ca.bundle();
+    first.stop().await;
+    let again = open(dir.path(), day, &clock).await;
+    assert!(!again.created);
+    assert_eq!(again.ca.bundle(), bundle);
+    again.stop().await;
+
+    clock.advance(Duration::from_secs(86401));
+    let renewed = open(dir.path(), day, &clock).await;
+    assert!(renewed.created, "an expired CA is replaced");
+    let b = renewed.ca.bundle();
+    assert_ne!(b.fingerprint(), bundle.fingerprint());
+    // The JWT key lives as long as a CA: replaced too.
+    assert_eq!(b.jwt_authorities.len(), 1);
+    assert_ne!(b.jwt_authorities[0].kid, bundle.jwt_authorities[0].kid);
+    assert!(b.sequence > bundle.sequence);
+    renewed.stop().await;
+}
+
+#[tokio::test]
+async fn private_keys_live_only_with_the_key_manager_0600() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(start()));
+    let r = open(dir.path(), Duration::from_secs(600), &clock).await;
+    let x509 = r.ca.list(AuthorityKind::X509)[0].id.clone();
+    let kid = r.ca.bundle().jwt_authorities[0].kid.clone();
+    for path in [
+        dir.path().join(format!("ca/x509/{x509}.key.pem")),
+        dir.path().join(format!("ca/jwt/{kid}.key.pem")),
+    ] {
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{path:?}");
+    }
+    // Nothing else in the CA's directory: no state file, no key copies.
+    let mut names: Vec<String> = std::fs::read_dir(dir.path().join("ca"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["jwt", "x509"]);
+    // A key gone missing: that authority is dropped and replaced.
+    r.stop().await;
+    std::fs::remove_file(dir.path().join(format!("ca/x509/{x509}.key.pem"))).unwrap();
+    let r = open(dir.path(), Duration::from_secs(600), &clock).await;
+    assert!(r.created);
+    let ids: Vec<String> =
+        r.ca.list(AuthorityKind::X509)
+            .into_iter()
+            .map(|a| a.id)
+            .collect();
+    assert_eq!(ids.len(), 1);
+    assert_ne!(ids[0], x509);
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn jwt_svid_validates_against_the_bundle_and_ttl_is_capped() {
     use signet_core::jwt::{parse_unverified, validate_jwt_svid, JwtBundles, ValidationOptions};
 
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(start()));
-    let (ca, _) = CertificateAuthority::load_or_create(
-        dir.path(),
-        settings(Duration::from_secs(600)),
-        clock.clone(),
-    )
-    .unwrap();
+    let r = open(dir.path(), Duration::from_secs(600), &clock).await;
+    let ca = &r.ca;
     let bundle = ca.bundle();
     assert_eq!(bundle.jwt_authorities.len(), 1);
     let auth = &bundle.jwt_authorities[0];
@@ -116,22 +178,18 @@ fn jwt_svid_validates_against_the_bundle_and_ttl_is_capped() {
         .unwrap();
     assert_eq!(capped.expires_at, unix_seconds(ca.not_after()));
     clock.advance(Duration::from_secs(200));
-    assert_eq!(
-        ca.mint_jwt_svid(&id, &aud, None).unwrap_err(),
-        CaError::Expired
-    );
+    assert!(matches!(
+        ca.mint_jwt_svid(&id, &aud, None),
+        Err(CaError::Expired)
+    ));
 }
 
-#[test]
-fn svid_ttl_is_capped_by_ca_time_left_and_back_dated() {
+#[tokio::test]
+async fn svid_ttl_is_capped_by_ca_time_left_and_back_dated() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(start()));
-    let (ca, _) = CertificateAuthority::load_or_create(
-        dir.path(),
-        settings(Duration::from_secs(600)),
-        clock.clone(),
-    )
-    .unwrap();
+    let r = open(dir.path(), Duration::from_secs(600), &clock).await;
+    let ca = &r.ca;
     let key = KeyPair::generate().unwrap();
     let id = SpiffeId::parse("spiffe://example.org/web").unwrap();
     let svid = ca
@@ -151,117 +209,252 @@ fn svid_ttl_is_capped_by_ca_time_left_and_back_dated() {
     assert_eq!(short.not_after, start() + Duration::from_secs(60));
 
     clock.advance(Duration::from_secs(700));
-    assert_eq!(
-        ca.issue_x509_svid(&id, &key, &[], None).unwrap_err(),
-        CaError::Expired
-    );
+    assert!(matches!(
+        ca.issue_x509_svid(&id, &key, &[], None),
+        Err(CaError::Expired)
+    ));
 }
 
-#[test]
-fn scheduled_rotation_taint_and_revoke_rules_and_state_after_restart() {
+#[tokio::test]
+async fn scheduled_rotation_taint_and_revoke_rules_and_state_after_restart() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(start()));
     let ttl = Duration::from_secs(600);
-    let load = || {
-        CertificateAuthority::load_or_create(dir.path(), settings(ttl), clock.clone())
-            .unwrap()
-            .0
-    };
-    let ca = load();
+    let r = open(dir.path(), ttl, &clock).await;
     // Activating with nothing prepared is refused.
     assert!(matches!(
-        ca.activate(AuthorityKind::X509).unwrap_err(),
-        CaError::FailedPrecondition(_)
+        r.ca.activate(AuthorityKind::X509).await,
+        Err(CaError::FailedPrecondition(_))
     ));
-    let states = |ca: &CertificateAuthority, kind| {
-        ca.list(kind)
-            .into_iter()
-            .map(|a| (a.id, a.state, a.tainted))
-            .collect::<Vec<_>>()
-    };
-    let first = ca.list(AuthorityKind::X509)[0].id.clone();
+    let first = r.ca.list(AuthorityKind::X509)[0].id.clone();
     // X.509 life: 630 s (30 s back-dated); half-life at +285 s.
     clock.advance(Duration::from_secs(280));
-    assert!(!ca.tick().unwrap());
-    assert_eq!(ca.list(AuthorityKind::X509).len(), 1);
+    assert!(!r.ca.tick().await.unwrap());
+    assert_eq!(r.ca.list(AuthorityKind::X509).len(), 1);
     clock.advance(Duration::from_secs(20));
-    assert!(ca.tick().unwrap());
-    let x = states(&ca, AuthorityKind::X509);
+    assert!(r.ca.tick().await.unwrap());
+    let x = states(&r.ca, AuthorityKind::X509);
     assert_eq!(x.len(), 2);
     assert_eq!(x[1].1, AuthorityState::Prepared);
     let prepared = x[1].0.clone();
     // In the bundle before it signs anything; the active one still signs.
-    assert_eq!(ca.bundle().x509_authorities.len(), 2);
+    assert_eq!(r.ca.bundle().x509_authorities.len(), 2);
     let key = KeyPair::generate().unwrap();
     let id = SpiffeId::parse("spiffe://example.org/web").unwrap();
     assert_eq!(
-        ca.issue_x509_svid(&id, &key, &[], None)
+        r.ca.issue_x509_svid(&id, &key, &[], None)
             .unwrap()
             .authority_id,
         first
     );
     assert_eq!(
-        ca.list(AuthorityKind::Jwt)[1].state,
+        r.ca.list(AuthorityKind::Jwt)[1].state,
         AuthorityState::Prepared
     );
 
     // Taint/revoke rules.
-    let err = ca.taint(AuthorityKind::X509, &first).unwrap_err();
+    let err = r.ca.taint(AuthorityKind::X509, &first).await.unwrap_err();
     assert!(matches!(&err, CaError::FailedPrecondition(m) if m.contains("activate")));
     assert!(matches!(
-        ca.revoke(AuthorityKind::X509, &prepared).unwrap_err(),
-        CaError::FailedPrecondition(_)
+        r.ca.revoke(AuthorityKind::X509, &prepared).await,
+        Err(CaError::FailedPrecondition(_))
     ));
     assert!(matches!(
-        ca.taint(AuthorityKind::X509, "00").unwrap_err(),
-        CaError::NotFound(_)
+        r.ca.taint(AuthorityKind::X509, "00").await,
+        Err(CaError::NotFound(_))
     ));
 
     // Restart: same authorities, same states.
-    let before = states(&ca, AuthorityKind::X509);
-    drop(ca);
-    let ca = load();
-    assert_eq!(states(&ca, AuthorityKind::X509), before);
+    let before = states(&r.ca, AuthorityKind::X509);
+    r.stop().await;
+    let r = open(dir.path(), ttl, &clock).await;
+    assert_eq!(states(&r.ca, AuthorityKind::X509), before);
 
     // Activation at 1/6 of the life left (630 * 0.1667 = 105 s before +600).
     clock.set(start() + Duration::from_secs(490));
-    assert!(!ca.tick().unwrap());
+    assert!(!r.ca.tick().await.unwrap());
     clock.set(start() + Duration::from_secs(496));
-    assert!(ca.tick().unwrap());
-    let x = states(&ca, AuthorityKind::X509);
+    assert!(r.ca.tick().await.unwrap());
+    let x = states(&r.ca, AuthorityKind::X509);
     assert_eq!(x[0], (prepared.clone(), AuthorityState::Active, false));
     assert_eq!(x[1], (first.clone(), AuthorityState::Old, false));
     assert_eq!(
-        ca.issue_x509_svid(&id, &key, &[], None)
+        r.ca.issue_x509_svid(&id, &key, &[], None)
             .unwrap()
             .authority_id,
         prepared
     );
     // The old one may now be tainted, then revoked: gone from the bundle.
-    assert!(ca.taint(AuthorityKind::X509, &first).unwrap().tainted);
-    assert_eq!(ca.tainted().0, vec![first.clone()]);
-    drop(ca);
-    let ca = load();
-    assert_eq!(ca.tainted().0, vec![first.clone()]);
-    ca.revoke(AuthorityKind::X509, &first).unwrap();
-    assert_eq!(
-        ca.bundle().x509_authorities.len(),
-        1,
-        "{:?}",
-        states(&ca, AuthorityKind::X509)
+    assert!(
+        r.ca.taint(AuthorityKind::X509, &first)
+            .await
+            .unwrap()
+            .tainted
     );
-    assert!(ca.tainted().0.is_empty());
+    assert_eq!(r.ca.tainted().0, vec![first.clone()]);
+    r.stop().await;
+    let r = open(dir.path(), ttl, &clock).await;
+    assert_eq!(r.ca.tainted().0, vec![first.clone()]);
+    r.ca.revoke(AuthorityKind::X509, &first).await.unwrap();
+    assert_eq!(r.ca.bundle().x509_authorities.len(), 1);
+    assert!(r.ca.tainted().0.is_empty());
+    assert!(
+        !dir.path().join(format!("ca/x509/{first}.key.pem")).exists(),
+        "its key went with it"
+    );
 
     // An old authority is dropped at its notAfter.
-    ca.prepare(AuthorityKind::X509).unwrap();
-    let newest = ca.activate(AuthorityKind::X509).unwrap();
-    assert_eq!(ca.list(AuthorityKind::X509).len(), 2);
-    let old_not_after = ca.list(AuthorityKind::X509)[1].not_after;
+    r.ca.prepare(AuthorityKind::X509).await.unwrap();
+    let newest = r.ca.activate(AuthorityKind::X509).await.unwrap();
+    assert_eq!(r.ca.list(AuthorityKind::X509).len(), 2);
+    let old_not_after = r.ca.list(AuthorityKind::X509)[1].not_after;
     clock.set(signet_core::clock::from_unix_seconds(old_not_after));
-    assert!(ca.tick().unwrap());
-    let x = ca.list(AuthorityKind::X509);
-    let old_id = &prepared;
-    assert!(x.iter().all(|a| &a.id != old_id), "{x:?}");
+    assert!(r.ca.tick().await.unwrap());
+    let x = r.ca.list(AuthorityKind::X509);
+    assert!(x.iter().all(|a| a.id != prepared), "{x:?}");
     assert_eq!(x[0].id, newest.id);
     assert_eq!(x[0].state, AuthorityState::Active);
+}
+
+#[tokio::test]
+async fn the_sequence_survives_restarts_moves_with_every_change_and_is_an_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(start()));
+    let hour = Duration::from_secs(3600);
+    let r = open(dir.path(), hour, &clock).await;
+    let first = r.ca.bundle().sequence;
+    assert_eq!(first, 1);
+    r.stop().await;
+
+    // Restart, nothing changed: same sequence.
+    let r = open(dir.path(), hour, &clock).await;
+    assert_eq!(r.ca.bundle().sequence, first);
+
+    // A new JWT key (prepared): the sequence moves on, in one commit with
+    // its event, and the published authorities reflect that event.
+    let ds: Arc<dyn crate::datastore::DataStore> = r.ds.clone();
+    let bus = ChangeBus::start(ds).await.unwrap();
+    let (mut rx, _) = bus.subscribe();
+    r.ca.prepare(AuthorityKind::Jwt).await.unwrap();
+    let event = rx.recv().await.unwrap();
+    assert_eq!(event.change, Change::BundleChanged);
+    r.ca.caught_up(event.revision).await;
+    let second = r.ca.bundle().sequence;
+    assert!(second > first);
+    assert_eq!(r.ca.bundle().jwt_authorities.len(), 2);
+    // Tainting is its own event; the bundle (same keys) keeps its sequence.
+    let old = r.ca.bundle().jwt_authorities[0].kid.clone();
+    r.ca.activate(AuthorityKind::Jwt).await.unwrap();
+    r.ca.taint(AuthorityKind::Jwt, &old).await.unwrap();
+    assert_eq!(rx.recv().await.unwrap().change, Change::TaintedChanged);
+    assert_eq!(r.ca.bundle().sequence, second);
+    drop(bus);
+    r.stop().await;
+
+    // The CA expired and was replaced: again.
+    clock.advance(Duration::from_secs(3601));
+    let r = open(dir.path(), hour, &clock).await;
+    assert!(r.ca.bundle().sequence > second);
+    r.stop().await;
+}
+
+/// Admin commands racing the schedule, in random interleavings: whatever
+/// order the manager takes them in, there is never more than one active
+/// authority of a kind, never a revoked one in the bundle, and never a
+/// bundle without the authority of an SVID that is still valid. Time is a
+/// ManualClock moved by the test (the datastore's own timers rule out a
+/// paused tokio clock); nothing sleeps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_racing_the_timer_never_break_the_invariants() {
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(start()));
+    let ttl = Duration::from_secs(600);
+    let r = open(dir.path(), ttl, &clock).await;
+    let ca = Arc::new(r.ca);
+    let key = KeyPair::generate().unwrap();
+    let id = SpiffeId::parse("spiffe://example.org/w").unwrap();
+    // (authority, expiry) of everything signed.
+    let mut signed: Vec<(String, SystemTime)> = Vec::new();
+    let mut revoked: Vec<String> = Vec::new();
+    for seed in 0..6_u64 {
+        let mut rng = StdRng::seed_from_u64(seed);
+        for _ in 0..25 {
+            clock.advance(Duration::from_secs(rng.gen_range(0..120)));
+            let kind = if rng.gen_bool(0.5) {
+                AuthorityKind::X509
+            } else {
+                AuthorityKind::Jwt
+            };
+            let pick = |rng: &mut StdRng| {
+                let all = ca.list(kind);
+                all.get(rng.gen_range(0..all.len().max(1)))
+                    .map(|a| a.id.clone())
+                    .unwrap_or_default()
+            };
+            let (a, b) = (pick(&mut rng), pick(&mut rng));
+            // Several commands and ticks in flight at once.
+            let tasks: Vec<_> = (0..4)
+                .map(|i| {
+                    let ca = ca.clone();
+                    let (a, b) = (a.clone(), b.clone());
+                    let choice = rng.gen_range(0..6);
+                    tokio::spawn(async move {
+                        let _ = i;
+                        match choice {
+                            0 => ca.prepare(kind).await.map(|_| None),
+                            1 => ca.activate(kind).await.map(|_| None),
+                            2 => ca.taint(kind, &a).await.map(|_| None),
+                            3 => ca.revoke(kind, &b).await.map(|a| Some(a.id)),
+                            _ => ca.tick().await.map(|_| None),
+                        }
+                    })
+                })
+                .collect();
+            for t in tasks {
+                if let Ok(Some(id)) = t.await.unwrap() {
+                    revoked.push(id);
+                }
+            }
+            let now = clock.now();
+            if let Ok(svid) = ca.issue_x509_svid(&id, &key, &[], None) {
+                signed.push((svid.authority_id, svid.not_after));
+            }
+            if let Ok(jwt) = ca.mint_jwt_svid(&id, &["a".into()], None) {
+                signed.push((
+                    jwt.kid,
+                    signet_core::clock::from_unix_seconds(jwt.expires_at),
+                ));
+            }
+            let snapshot = ca.subscribe().borrow().clone();
+            for kind in [AuthorityKind::X509, AuthorityKind::Jwt] {
+                let metas = snapshot.authorities.metas(kind);
+                let active = metas
+                    .iter()
+                    .filter(|m| m.state == AuthorityState::Active)
+                    .count();
+                assert!(active <= 1, "{active} active {} authorities", kind.as_str());
+                for m in metas {
+                    assert!(!revoked.contains(&m.id), "revoked {} is back", m.id);
+                }
+            }
+            let bundle = &snapshot.bundle;
+            let in_bundle: Vec<String> = bundle
+                .x509_authorities
+                .iter()
+                .map(|der| authority_id(der))
+                .chain(bundle.jwt_authorities.iter().map(|j| j.kid.clone()))
+                .collect();
+            for (authority, expires) in &signed {
+                if *expires > now && !revoked.contains(authority) {
+                    assert!(
+                        in_bundle.contains(authority),
+                        "{authority} signed something valid until {expires:?} but left the bundle"
+                    );
+                }
+            }
+        }
+    }
 }

@@ -17,7 +17,6 @@ use signet_proto::admin::MintX509SvidRequest;
 
 use super::client::{connect, status_error};
 use super::{duration_arg, print_json, ttl_secs, AdminArgs, Output, OutputArgs};
-use crate::ca::{create_private_dir, write_atomic};
 
 pub const SVID_FILE: &str = "svid.pem";
 pub const KEY_FILE: &str = "key.pem";
@@ -120,7 +119,12 @@ async fn mint(a: &MintArgs) -> anyhow::Result<MintedX509> {
 /// Writes the three files; the key 0600 and atomically. Returns their paths.
 fn write_files(dir: &Path, m: &MintedX509) -> anyhow::Result<[PathBuf; 3]> {
     if !dir.exists() {
-        create_private_dir(dir)?;
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
     }
     let paths = [
         dir.join(SVID_FILE),
@@ -128,8 +132,13 @@ fn write_files(dir: &Path, m: &MintedX509) -> anyhow::Result<[PathBuf; 3]> {
         dir.join(BUNDLE_FILE),
     ];
     let [svid, key, bundle] = &paths;
-    write_atomic(key, m.key_pem.as_bytes(), 0o600)?;
-    write_atomic(svid, m.svid_pem.as_bytes(), 0o644)?;
-    write_atomic(bundle, m.bundle_pem.as_bytes(), 0o644)?;
+    for (path, text, mode) in [
+        (key, &m.key_pem, 0o600),
+        (svid, &m.svid_pem, 0o644),
+        (bundle, &m.bundle_pem, 0o644),
+    ] {
+        signet_runtime::fs::write_atomic(path, text.as_bytes(), mode)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     Ok(paths)
 }

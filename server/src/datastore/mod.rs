@@ -22,7 +22,8 @@ use tokio::sync::broadcast;
 use crate::events::{Change, Event};
 pub use error::{DataStoreError, Result};
 pub use records::{
-    AgentRecord, EntryFilter, EntryRecord, IssuedX509, NewEntry, Revocation, RevokedKind,
+    AgentRecord, AuthorityRecord, EntryFilter, EntryRecord, IssuedX509, NewEntry, Revocation,
+    RevokedKind, SavedAuthorities, StoredAuthorities,
 };
 pub use sqlite::SqliteDataStore;
 
@@ -142,15 +143,22 @@ pub trait CredentialStore: Send + Sync + 'static {
     async fn prune_expired(&self, now: i64) -> Result<u64>;
 }
 
-/// What the datastore keeps of the CA's authorities.
+/// The CA's authorities (their public part and states) and the bundle's
+/// sequence.
 #[async_trait]
 pub trait AuthorityStore: Send + Sync + 'static {
-    /// The trust bundle's sequence for the authorities digested in
-    /// `fingerprint`: unchanged when it equals the stored fingerprint, else
-    /// increased (1 the first time) and stored with it, atomically. The
-    /// caller appends `BundleChanged` once the CA holds the new sequence
-    /// (the CA's state is not in the datastore yet).
-    async fn sync_bundle_sequence(&self, fingerprint: &str) -> Result<u64>;
+    /// The stored authorities, in the order saved, and the sequence.
+    async fn load_authorities(&self) -> Result<StoredAuthorities>;
+    /// Replaces the stored authorities with `authorities`, in one
+    /// transaction with: the bundle's sequence, increased (1 the first time)
+    /// when `fingerprint` (of their bundle) differs from the stored one,
+    /// with its `BundleChanged` event; and an event for each of `changes`.
+    async fn save_authorities(
+        &self,
+        authorities: Vec<AuthorityRecord>,
+        fingerprint: &str,
+        changes: Vec<Change>,
+    ) -> Result<SavedAuthorities>;
 }
 
 /// The log of events, in revision order.

@@ -2,6 +2,8 @@
 
 use signet_core::{RegistrationEntry, Selector, SpiffeId};
 
+use crate::ca::{AuthorityKind, AuthorityState};
+
 /// An attested agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentRecord {
@@ -99,4 +101,33 @@ impl EntryFilter {
             ..Self::default()
         }
     }
+}
+
+/// An authority of the CA as stored: its private key is the key manager's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthorityRecord {
+    pub kind: AuthorityKind,
+    pub id: String,
+    pub state: AuthorityState,
+    pub tainted: bool,
+    /// Unix seconds.
+    pub not_before: i64,
+    pub not_after: i64,
+    /// DER; X.509 authorities only.
+    pub certificate: Option<Vec<u8>>,
+}
+
+/// The stored authorities, in order, and the bundle's sequence.
+#[derive(Debug, Clone, Default)]
+pub struct StoredAuthorities {
+    pub authorities: Vec<AuthorityRecord>,
+    pub sequence: u64,
+}
+
+/// Where a save of the authorities left the bundle and the event log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SavedAuthorities {
+    pub sequence: u64,
+    /// The revision of the last event written (the current one if none).
+    pub revision: u64,
 }

@@ -6,7 +6,7 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 use x509_parser::revocation_list::CertificateRevocationList;
 
 use super::*;
-use crate::ca::{CaSettings, CertificateAuthority};
+use crate::ca::CaSettings;
 use crate::datastore::prelude::*;
 use crate::datastore::SqliteDataStore;
 
@@ -18,8 +18,8 @@ fn start() -> SystemTime {
 async fn crl_lists_revoked_serials_verifies_with_the_ca_key_and_entries_are_pruned() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(start()));
-    let (ca, _) = CertificateAuthority::load_or_create(
-        &dir.path().join("ca"),
+    let ca = crate::ca::for_tests(
+        dir.path(),
         CaSettings {
             trust_domain: TrustDomain::new("example.org").unwrap(),
             ca_ttl: Duration::from_secs(3600),
@@ -30,7 +30,7 @@ async fn crl_lists_revoked_serials_verifies_with_the_ca_key_and_entries_are_prun
         },
         clock.clone(),
     )
-    .unwrap();
+    .await;
     let ds = SqliteDataStore::open(&dir.path().join("ds.sqlite3"))
         .await
         .unwrap();

@@ -6,10 +6,13 @@ use sqlx::Row;
 
 use super::rows::ENTRIES_BY_PARENT;
 use super::*;
+use crate::ca::{AuthorityKind, AuthorityState};
 use crate::datastore::{
     AgentRecord, AgentStore, AuthorityStore, CredentialStore, DataStoreError, EntryFilter,
     EntryRecord, EntryStore, EventLog, IssuedX509, NewEntry, RevokedKind,
 };
+use crate::datastore::{AuthorityRecord, SavedAuthorities};
+use crate::events::Change;
 
 fn id(s: &str) -> SpiffeId {
     SpiffeId::parse(s).unwrap()
@@ -209,19 +212,74 @@ async fn data_survives_reopening() {
     assert_eq!(ds.prune_join_tokens(10_000).await.unwrap(), 0);
 }
 
+fn authority(id: &str, state: AuthorityState) -> AuthorityRecord {
+    AuthorityRecord {
+        kind: AuthorityKind::X509,
+        id: id.into(),
+        state,
+        tainted: false,
+        not_before: 1,
+        not_after: 2,
+        certificate: Some(vec![0x30, 0x00]),
+    }
+}
+
 #[tokio::test]
-async fn bundle_sequence_increases_on_change_only_and_survives_reopening() {
+async fn authorities_are_saved_whole_with_the_sequence_and_their_events() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ds.sqlite3");
     let ds = SqliteDataStore::open(&path).await.unwrap();
-    assert_eq!(ds.sync_bundle_sequence("fp-a").await.unwrap(), 1);
-    assert_eq!(ds.sync_bundle_sequence("fp-a").await.unwrap(), 1);
-    assert_eq!(ds.sync_bundle_sequence("fp-b").await.unwrap(), 2);
+    assert!(ds.load_authorities().await.unwrap().authorities.is_empty());
+    let a = vec![
+        authority("aa", AuthorityState::Active),
+        authority("bb", AuthorityState::Prepared),
+    ];
+    let first = ds
+        .save_authorities(a.clone(), "fp-a", vec![])
+        .await
+        .unwrap();
+    assert_eq!(first.sequence, 1);
+    let events = ds.events_after(0, 10).await.unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].change, Change::BundleChanged);
+    assert_eq!(first.revision, events[0].revision);
+    // Same fingerprint (a state change): no new sequence, no BundleChanged;
+    // the changes asked for are written.
+    let mut b = a.clone();
+    b[1].tainted = true;
+    let second = ds
+        .save_authorities(b.clone(), "fp-a", vec![Change::TaintedChanged])
+        .await
+        .unwrap();
+    assert_eq!(second.sequence, 1);
+    let events = ds.events_after(first.revision, 10).await.unwrap();
+    assert_eq!(
+        events.iter().map(|e| e.change.clone()).collect::<Vec<_>>(),
+        [Change::TaintedChanged]
+    );
+    assert_eq!(
+        ds.save_authorities(b.clone(), "fp-a", vec![])
+            .await
+            .unwrap(),
+        SavedAuthorities {
+            sequence: 1,
+            revision: second.revision
+        }
+    );
     ds.close().await;
 
     let ds = SqliteDataStore::open(&path).await.unwrap();
-    assert_eq!(ds.sync_bundle_sequence("fp-b").await.unwrap(), 2);
-    assert_eq!(ds.sync_bundle_sequence("fp-a").await.unwrap(), 3);
+    let stored = ds.load_authorities().await.unwrap();
+    assert_eq!(stored.authorities, b, "in order, as saved");
+    assert_eq!(stored.sequence, 1);
+    assert_eq!(
+        ds.save_authorities(vec![], "fp-b", vec![])
+            .await
+            .unwrap()
+            .sequence,
+        2
+    );
+    assert!(ds.load_authorities().await.unwrap().authorities.is_empty());
     ds.close().await;
 }
 

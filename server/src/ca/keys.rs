@@ -1,0 +1,156 @@
+//! The key material of an authority: an X.509 CA (certificate, key, parsed
+//! issuer) or a JWT key, generated here or loaded from what the datastore
+//! and the key manager hold. Runs on the blocking pool (key generation).
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use rcgen::KeyPair;
+use signet_core::clock::{from_unix_seconds, unix_seconds};
+use signet_core::jwt::JwtSigner;
+use signet_core::x509::{ca_params, cert_info, key_matches_leaf, X509Error};
+use signet_core::TrustDomain;
+use zeroize::Zeroizing;
+
+use super::issuer::{self, CaIssuer};
+use super::rotation::{HasMeta, Meta};
+use super::{authority_id, earlier, later, AuthorityState, CaError};
+
+/// An X.509 CA: self-signed root of the trust domain.
+#[derive(Clone)]
+pub struct X509Authority {
+    pub meta: Meta,
+    pub cert_der: Vec<u8>,
+    pub issuer: Arc<CaIssuer>,
+}
+
+/// A JWT signing key.
+#[derive(Clone)]
+pub struct JwtKey {
+    pub meta: Meta,
+    pub signer: Arc<JwtSigner>,
+}
+
+/// A new authority and its private key (PKCS#8 DER), for the key manager.
+pub enum Generated {
+    X509(X509Authority, Zeroizing<Vec<u8>>),
+    Jwt(JwtKey, Zeroizing<Vec<u8>>),
+}
+
+impl HasMeta for X509Authority {
+    fn meta(&self) -> &Meta {
+        &self.meta
+    }
+    fn meta_mut(&mut self) -> &mut Meta {
+        &mut self.meta
+    }
+}
+
+impl HasMeta for JwtKey {
+    fn meta(&self) -> &Meta {
+        &self.meta
+    }
+    fn meta_mut(&mut self) -> &mut Meta {
+        &mut self.meta
+    }
+}
+
+/// A new P-256 CA for `td`, valid from 30 s ago for `ttl`, in `state`.
+pub fn generate_x509(
+    td: &TrustDomain,
+    ttl: Duration,
+    now: SystemTime,
+    state: AuthorityState,
+) -> Result<Generated, CaError> {
+    let key = KeyPair::generate().map_err(|e| CaError::Key(e.to_string()))?;
+    // Whole seconds, so the times read back from the certificate match.
+    let now = from_unix_seconds(unix_seconds(now));
+    let not_before = earlier(now, Duration::from_secs(30), "the CA notBefore")?;
+    let not_after = later(now, ttl, "the CA notAfter (ca_ttl)")?;
+    let params = ca_params(td, not_before, not_after)?;
+    let cert = params.self_signed(&key).map_err(X509Error::from)?;
+    let cert_der = cert.der().to_vec();
+    let pkcs8 = Zeroizing::new(key.serialize_der());
+    let issuer = issuer::build(&cert_der, &Arc::new(key))?;
+    Ok(Generated::X509(
+        X509Authority {
+            meta: Meta {
+                id: authority_id(&cert_der),
+                state,
+                tainted: false,
+                not_before,
+                not_after,
+            },
+            cert_der,
+            issuer,
+        },
+        pkcs8,
+    ))
+}
+
+/// A new P-256 JWT key living `ttl` (as long as a CA), in `state`.
+pub fn generate_jwt(
+    ttl: Duration,
+    now: SystemTime,
+    state: AuthorityState,
+) -> Result<Generated, CaError> {
+    let kid = hex::encode(rand::random::<[u8; 16]>());
+    let (signer, der) =
+        JwtSigner::generate(kid.clone()).map_err(|e| CaError::Key(e.to_string()))?;
+    let now = from_unix_seconds(unix_seconds(now));
+    Ok(Generated::Jwt(
+        JwtKey {
+            meta: Meta {
+                id: kid,
+                state,
+                tainted: false,
+                not_before: now,
+                not_after: later(now, ttl, "the JWT key's end (ca_ttl)")?,
+            },
+            signer: Arc::new(signer),
+        },
+        Zeroizing::new(der),
+    ))
+}
+
+/// The X.509 authority `meta` names, from its certificate and key; `None`
+/// when the certificate is for another trust domain (the CA is replaced).
+pub fn load_x509(
+    meta: Meta,
+    cert_der: Vec<u8>,
+    key_pkcs8: &[u8],
+    td: &TrustDomain,
+) -> Result<Option<X509Authority>, CaError> {
+    key_matches_leaf(&cert_der, key_pkcs8)?;
+    let info = cert_info(&cert_der)?;
+    if info.spiffe_id.as_ref().map(|id| id.trust_domain()) != Some(td) {
+        return Ok(None);
+    }
+    if authority_id(&cert_der) != meta.id {
+        return Err(CaError::Key(format!(
+            "X.509 authority {}: the stored certificate is another one",
+            meta.id
+        )));
+    }
+    let key = KeyPair::try_from(key_pkcs8).map_err(|e| CaError::Key(e.to_string()))?;
+    let issuer = issuer::build(&cert_der, &Arc::new(key))?;
+    Ok(Some(X509Authority {
+        meta: Meta {
+            not_before: info.not_before,
+            not_after: info.not_after,
+            ..meta
+        },
+        cert_der,
+        issuer,
+    }))
+}
+
+/// The JWT key `meta` names, from its private key.
+pub fn load_jwt(meta: Meta, key_pkcs8: &[u8]) -> Result<JwtKey, CaError> {
+    let signer = JwtSigner::from_pkcs8(meta.id.clone(), key_pkcs8)
+        .map_err(|e| CaError::Key(format!("JWT key {}: {e}", meta.id)))?;
+    Ok(JwtKey {
+        meta,
+        signer: Arc::new(signer),
+    })
+}

@@ -1,0 +1,257 @@
+//! Signing from the manager's published snapshot of the authorities: no
+//! lock, no waiting on the manager. Each call takes the current snapshot
+//! (an `Arc` clone) and signs with what is active in it.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use rcgen::PublicKeyData;
+use signet_core::clock::{from_unix_seconds, unix_seconds};
+use signet_core::jwt::{mint_jwt_svid, MintParams};
+use signet_core::x509::{leaf_params, sign_leaf};
+use signet_core::{Clock, SpiffeId, TrustDomain};
+use tokio::sync::watch;
+
+use super::authorities::Authorities;
+use super::rotation::active;
+use super::{
+    earlier, later, AuthorityInfo, AuthorityKind, Bundle, CaError, IssuedSvid, JwtAuthority,
+    MintedJwt,
+};
+
+/// The authorities as the manager last committed them.
+pub struct Snapshot {
+    pub authorities: Authorities,
+    pub bundle: Bundle,
+    /// The revision of the last event the manager wrote (or the log's at
+    /// start): events up to it are reflected here.
+    pub revision: u64,
+}
+
+impl Snapshot {
+    pub fn new(td: &TrustDomain, authorities: Authorities, sequence: u64, revision: u64) -> Self {
+        let bundle = Bundle {
+            trust_domain: td.clone(),
+            x509_authorities: authorities
+                .x509
+                .iter()
+                .map(|x| x.cert_der.clone())
+                .collect(),
+            jwt_authorities: authorities
+                .jwt
+                .iter()
+                .map(|j| JwtAuthority {
+                    kid: j.meta.id.clone(),
+                    jwk: j.signer.jwk(),
+                    public_key: j.signer.public_key(),
+                    expires_at: unix_seconds(j.meta.not_after),
+                })
+                .collect(),
+            sequence,
+        };
+        Self {
+            authorities,
+            bundle,
+            revision,
+        }
+    }
+}
+
+/// How SVIDs are shaped.
+#[derive(Debug, Clone)]
+pub struct Lifetimes {
+    pub default_svid_ttl: Duration,
+    pub default_jwt_svid_ttl: Duration,
+    pub backdate: Duration,
+}
+
+#[derive(Clone)]
+pub struct Signer {
+    snapshot: watch::Receiver<Arc<Snapshot>>,
+    clock: Arc<dyn Clock>,
+    lifetimes: Lifetimes,
+    /// Every X.509 certificate signed, delivered or not.
+    x509_signatures: prometheus_client::metrics::counter::Counter,
+}
+
+fn time_left(not_after: SystemTime, now: SystemTime) -> Result<Duration, CaError> {
+    not_after
+        .duration_since(now)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or(CaError::Expired)
+}
+
+impl Signer {
+    pub fn new(
+        snapshot: watch::Receiver<Arc<Snapshot>>,
+        clock: Arc<dyn Clock>,
+        lifetimes: Lifetimes,
+    ) -> Self {
+        Self {
+            snapshot,
+            clock,
+            lifetimes,
+            x509_signatures: Default::default(),
+        }
+    }
+
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.borrow().clone()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.snapshot.clone()
+    }
+
+    pub fn now(&self) -> SystemTime {
+        self.clock.now()
+    }
+
+    pub fn lifetimes(&self) -> &Lifetimes {
+        &self.lifetimes
+    }
+
+    pub fn list(&self, kind: AuthorityKind) -> Vec<AuthorityInfo> {
+        self.snapshot().authorities.list(kind)
+    }
+
+    pub fn tainted(&self) -> (Vec<String>, Vec<String>) {
+        self.snapshot().authorities.tainted()
+    }
+
+    pub fn bundle(&self) -> Bundle {
+        self.snapshot().bundle.clone()
+    }
+
+    /// When the active CA certificate expires (the epoch when none).
+    pub fn not_after(&self) -> SystemTime {
+        active(&self.snapshot().authorities.x509)
+            .map(|a| a.meta.not_after)
+            .unwrap_or(SystemTime::UNIX_EPOCH)
+    }
+
+    /// Mints a JWT-SVID for `id` and `audience` with the active JWT key.
+    /// TTL: `ttl` (or the default JWT-SVID TTL), capped by the time the key
+    /// has left. Times are whole seconds.
+    pub fn mint_jwt_svid(
+        &self,
+        id: &SpiffeId,
+        audience: &[String],
+        ttl: Option<Duration>,
+    ) -> Result<MintedJwt, CaError> {
+        let snapshot = self.snapshot();
+        let key = active(&snapshot.authorities.jwt).ok_or(CaError::Expired)?;
+        let now = from_unix_seconds(unix_seconds(self.clock.now()));
+        let left = time_left(key.meta.not_after, now)?;
+        let ttl = ttl.unwrap_or(self.lifetimes.default_jwt_svid_ttl).min(left);
+        let expires_at = later(now, ttl, "the JWT-SVID expiry")?;
+        let jti = uuid::Uuid::new_v4().to_string();
+        let token = mint_jwt_svid(
+            &key.signer,
+            &MintParams {
+                subject: id,
+                audience,
+                issued_at: now,
+                expires_at,
+                jti: jti.clone(),
+            },
+        )?;
+        Ok(MintedJwt {
+            token,
+            jti,
+            kid: key.meta.id.clone(),
+            issued_at: unix_seconds(now),
+            expires_at: unix_seconds(expires_at),
+        })
+    }
+
+    /// Signs an X.509-SVID for `id` over `public_key` with the active CA.
+    /// TTL: `ttl` (or the default), capped by the time the CA has left;
+    /// notBefore back-dated.
+    pub fn issue_x509_svid(
+        &self,
+        id: &SpiffeId,
+        public_key: &impl PublicKeyData,
+        dns_names: &[String],
+        ttl: Option<Duration>,
+    ) -> Result<IssuedSvid, CaError> {
+        let snapshot = self.snapshot();
+        let ca = active(&snapshot.authorities.x509).ok_or(CaError::Expired)?;
+        let now = self.clock.now();
+        let left = time_left(ca.meta.not_after, now)?;
+        let ttl = ttl.unwrap_or(self.lifetimes.default_svid_ttl).min(left);
+        let not_after = later(now, ttl, "the X.509-SVID notAfter")?;
+        let not_before = earlier(now, self.lifetimes.backdate, "the back-dated notBefore")?;
+        let params = leaf_params(id, dns_names, not_before, not_after)?;
+        let der = sign_leaf(&params, public_key, &*ca.issuer)?;
+        self.x509_signatures.inc();
+        // What the certificate says, known without parsing it back: the
+        // serial is positive with a non-zero first byte (its DER content is
+        // these bytes), and times are encoded in whole seconds.
+        let serial_hex = params
+            .serial_number
+            .as_ref()
+            .map(|s| hex::encode(s.as_ref()))
+            .unwrap_or_default();
+        Ok(IssuedSvid {
+            spiffe_id: id.clone(),
+            chain: vec![der],
+            not_after: from_unix_seconds(unix_seconds(not_after)),
+            serial_hex,
+            authority_id: ca.meta.id.clone(),
+        })
+    }
+
+    /// The count of X.509 certificates signed, for `/metrics`.
+    pub fn x509_signature_counter(&self) -> prometheus_client::metrics::counter::Counter {
+        self.x509_signatures.clone()
+    }
+
+    /// A DER CRL of `revoked` (hex serial, revocation time) signed by the
+    /// X.509 authority `authority_id`; `None` when that authority is gone.
+    pub fn sign_crl(
+        &self,
+        authority_id: &str,
+        revoked: &[(String, SystemTime)],
+        number: u64,
+        next_update: SystemTime,
+    ) -> Result<Option<Vec<u8>>, CaError> {
+        let snapshot = self.snapshot();
+        let Some(ca) = snapshot
+            .authorities
+            .x509
+            .iter()
+            .find(|x| x.meta.id == authority_id)
+        else {
+            return Ok(None);
+        };
+        let now = self.clock.now();
+        let next_update =
+            next_update.max(later(now, Duration::from_secs(60), "the CRL nextUpdate")?);
+        let revoked_certs = revoked
+            .iter()
+            .filter_map(|(serial, at)| {
+                let bytes = hex::decode(serial).ok()?;
+                Some(rcgen::RevokedCertParams {
+                    serial_number: rcgen::SerialNumber::from_slice(&bytes),
+                    revocation_time: (*at).into(),
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+            })
+            .collect();
+        let params = rcgen::CertificateRevocationListParams {
+            this_update: now.into(),
+            next_update: next_update.into(),
+            crl_number: rcgen::SerialNumber::from_slice(&number.to_be_bytes()),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        let crl = params
+            .signed_by(&*ca.issuer)
+            .map_err(|e| CaError::Key(format!("signing the CRL: {e}")))?;
+        Ok(Some(crl.der().to_vec()))
+    }
+}
