@@ -2,8 +2,8 @@
 //! the connections a listener keeps (`conn`), the file-descriptor limit
 //! (`rlimit`), directories no other user can swap (`dirs`), files written
 //! whole or not at all (`fs`), log lines that cannot flood the journal
-//! (`throttle`), log setup with journal priorities (`logging`) and
-//! `Type=notify` (`systemd`).
+//! (`throttle`), log setup with journal priorities (`logging`),
+//! `Type=notify` (`systemd`) and gRPC call timing (`rpc`).
 #![forbid(unsafe_code)]
 
 pub mod conn;
@@ -11,5 +11,6 @@ pub mod dirs;
 pub mod fs;
 pub mod logging;
 pub mod rlimit;
+pub mod rpc;
 pub mod systemd;
 pub mod throttle;

@@ -15,6 +15,7 @@ use signet_core::{Clock, SystemClock, TrustDomain};
 use signet_proto::admin::admin_server::AdminServer;
 use signet_proto::node::node_server::NodeServer;
 use signet_runtime::conn::ActivityLayer;
+use signet_runtime::rpc::RpcTimingLayer;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -158,7 +159,7 @@ pub async fn start(config: RuntimeConfig, clock: Arc<dyn Clock>) -> anyhow::Resu
             .http2_max_header_list_size(NODE_API_MAX_HEADER_LIST)
             .timeout(NODE_API_REQUEST_TIMEOUT)
             .layer(ActivityLayer::<TlsConnectInfo<TcpConnectInfo>>::new())
-            .layer(crate::telemetry::rpc::RpcMetricsLayer(metrics.clone()))
+            .layer(RpcTimingLayer(metrics.clone()))
             .add_service(NodeServer::new(NodeService::new(state.clone())))
             .serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone())),
     );
@@ -166,7 +167,7 @@ pub async fn start(config: RuntimeConfig, clock: Arc<dyn Clock>) -> anyhow::Resu
     let unix = bind_admin_socket(&config.admin_socket)?;
     let admin = tokio::spawn(
         Server::builder()
-            .layer(crate::telemetry::rpc::RpcMetricsLayer(metrics))
+            .layer(RpcTimingLayer(metrics))
             .add_service(AdminServer::new(AdminService::new(state)))
             .serve_with_incoming_shutdown(UnixListenerStream::new(unix), stopped(stop_rx)),
     );

@@ -157,14 +157,6 @@ impl Metrics {
             .inc();
     }
 
-    pub fn observe_call(&self, method: &str, seconds: f64) {
-        self.workload_api_duration
-            .get_or_create(&MethodLabel {
-                method: method.to_owned(),
-            })
-            .observe(seconds);
-    }
-
     pub fn attestor_failed(&self, attestor: &str) {
         self.attestor_errors
             .get_or_create(&AttestorLabel {
@@ -185,5 +177,15 @@ pub struct StreamGuard(std::sync::Arc<Metrics>);
 impl Drop for StreamGuard {
     fn drop(&mut self) {
         self.0.connected_workloads.dec();
+    }
+}
+/// Workload API calls, timed by `signet_runtime::rpc`'s layer, by method.
+impl signet_runtime::rpc::ObserveRpc for Metrics {
+    fn rpc(&self, _service: &str, method: &str, took: std::time::Duration) {
+        self.workload_api_duration
+            .get_or_create(&MethodLabel {
+                method: method.to_owned(),
+            })
+            .observe(took.as_secs_f64());
     }
 }

@@ -4,13 +4,20 @@
 use signet_proto::{WORKLOAD_SECURITY_HEADER, WORKLOAD_SECURITY_HEADER_VALUE};
 use tonic::{Request, Status};
 
-pub const MISSING_HEADER: &str = "security header missing from request";
+use super::status;
 
+/// The interceptor in front of every RPC: a request without the header is
+/// refused before anything else is read.
 pub fn check_security_header<T>(request: &Request<T>) -> Result<(), Status> {
     match request.metadata().get(WORKLOAD_SECURITY_HEADER) {
         Some(v) if v.as_bytes() == WORKLOAD_SECURITY_HEADER_VALUE.as_bytes() => Ok(()),
-        _ => Err(Status::invalid_argument(MISSING_HEADER)),
+        _ => Err(status::missing_header()),
     }
+}
+
+/// [`check_security_header`] as a tonic interceptor.
+pub fn interceptor(request: Request<()>) -> Result<Request<()>, Status> {
+    check_security_header(&request).map(|()| request)
 }
 
 #[cfg(test)]
@@ -30,7 +37,7 @@ mod tests {
             .insert(WORKLOAD_SECURITY_HEADER, "TRUE".parse().unwrap());
         let err = check_security_header(&wrong).unwrap_err();
         assert_eq!(err.code(), tonic::Code::InvalidArgument);
-        assert_eq!(err.message(), MISSING_HEADER);
+        assert_eq!(err.message(), status::MISSING_HEADER);
         assert!(check_security_header(&Request::new(())).is_err());
     }
 }

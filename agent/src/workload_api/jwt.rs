@@ -17,20 +17,18 @@ use tonic::Status;
 use super::x509::no_identity;
 use crate::cache::{CachedEntry, JwtSvidCache, Snapshot};
 
-pub const AUDIENCE_REQUIRED: &str = "audience must be specified";
-pub const SVID_REQUIRED: &str = "svid must be specified";
-pub const REVOKED: &str = "token has been revoked";
+use super::status::{self, AUDIENCE_REQUIRED, REVOKED, SVID_REQUIRED};
 
 /// The requested SPIFFE ID, if any, once the request is known to be sound.
 pub fn check_fetch_request(request: &JwtsvidRequest) -> Result<Option<SpiffeId>, Status> {
     signet_core::jwt::check_audience(&request.audience)
-        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        .map_err(|e| status::invalid_argument(e.to_string()))?;
     if request.spiffe_id.is_empty() {
         return Ok(None);
     }
     SpiffeId::parse(&request.spiffe_id)
         .map(Some)
-        .map_err(|e| Status::invalid_argument(format!("invalid requested SPIFFE ID: {e}")))
+        .map_err(|e| status::invalid_argument(format!("invalid requested SPIFFE ID: {e}")))
 }
 
 /// The caller's identities in the order FetchX509SVID serves them: by SPIFFE
@@ -72,9 +70,7 @@ pub async fn fetch_jwt_svids(
     };
     if selected.is_empty() {
         let id = requested.map(ToString::to_string).unwrap_or_default();
-        return Err(Status::permission_denied(format!(
-            "no identity issued for {id}"
-        )));
+        return Err(status::no_identity_for(id));
     }
     let mints = selected.iter().map(|c| async move {
         let e = &c.entry;
@@ -83,10 +79,7 @@ pub async fn fetch_jwt_svids(
             .await
             .map_err(|err| {
                 tracing::warn!(entry_id = e.id, spiffe_id = %e.spiffe_id, error = %err, "JWT-SVID mint failed");
-                Status::unavailable(format!(
-                    "could not fetch JWT-SVID for {}: {err}",
-                    e.spiffe_id
-                ))
+                status::jwt_unavailable(&e.spiffe_id, err)
             })?;
         Ok::<_, Status>(Jwtsvid {
             spiffe_id: e.spiffe_id.to_string(),
@@ -102,19 +95,19 @@ pub async fn fetch_jwt_svids(
 pub fn check_validate_request(request: &ValidateJwtsvidRequest) -> Result<(), Status> {
     use signet_core::jwt::{MAX_AUDIENCE_BYTES, MAX_TOKEN_BYTES};
     if request.audience.is_empty() {
-        return Err(Status::invalid_argument(AUDIENCE_REQUIRED));
+        return Err(status::invalid_argument(AUDIENCE_REQUIRED));
     }
     if request.svid.is_empty() {
-        return Err(Status::invalid_argument(SVID_REQUIRED));
+        return Err(status::invalid_argument(SVID_REQUIRED));
     }
     if request.audience.len() > MAX_AUDIENCE_BYTES {
-        return Err(Status::invalid_argument(format!(
+        return Err(status::invalid_argument(format!(
             "audience of {} bytes; at most {MAX_AUDIENCE_BYTES} are allowed",
             request.audience.len()
         )));
     }
     if request.svid.len() > MAX_TOKEN_BYTES {
-        return Err(Status::invalid_argument(format!(
+        return Err(status::invalid_argument(format!(
             "svid of {} bytes; at most {MAX_TOKEN_BYTES} are allowed",
             request.svid.len()
         )));
@@ -137,10 +130,10 @@ pub fn validate(
         &snapshot.jwt_bundles,
         ValidationOptions { now, leeway },
     )
-    .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    .map_err(|e| status::invalid_argument(e.to_string()))?;
     let jti = validated.claims.get("jti").and_then(Value::as_str);
     if jti.is_some_and(|jti| snapshot.revocations.is_jti_revoked(jti, now)) {
-        return Err(Status::invalid_argument(REVOKED));
+        return Err(status::invalid_argument(REVOKED));
     }
     Ok(ValidateJwtsvidResponse {
         spiffe_id: validated.spiffe_id.to_string(),

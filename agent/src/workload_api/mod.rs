@@ -1,12 +1,15 @@
-//! The SPIFFE Workload API on a Unix socket: checks the security header,
-//! attests the caller from the socket's peer credentials and serves what the
-//! cache holds for the entries that match its selectors.
+//! The SPIFFE Workload API on a Unix socket: checks the security header
+//! (once, in an interceptor), attests the caller from the socket's peer
+//! credentials and serves what the cache holds for the entries that match
+//! its selectors. Every call is timed by `signet_runtime::rpc`'s layer; every
+//! status it answers with comes from `status`.
 
 pub(crate) mod authority;
 pub mod bundles;
 pub mod header;
 pub mod jwt;
 pub mod jwt_bundles;
+pub mod status;
 mod stream;
 pub mod x509;
 
@@ -30,6 +33,7 @@ use signet_proto::workload::{
 use signet_runtime::conn::{
     accepted, ActivityLayer, ConnInfo, ConnectionTracker, Guarded, Refusal,
 };
+use signet_runtime::rpc::RpcTimingLayer;
 use signet_runtime::throttle::LogThrottle;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, watch};
@@ -42,7 +46,7 @@ use crate::cache::{JwtSvidCache, Snapshot};
 use crate::config::WorkloadApiLimits;
 use crate::telemetry::Metrics;
 use authority::{RelayedStream, WorkloadPeer};
-use header::check_security_header;
+pub use status::SHUTTING_DOWN;
 use stream::channel_with_first;
 use x509::X509State;
 
@@ -72,9 +76,6 @@ pub struct WorkloadApi {
     /// Turns true on shutdown: open streams end with `Unavailable`.
     drain: watch::Receiver<bool>,
 }
-
-/// Sent to every open stream when the agent shuts down.
-pub const SHUTTING_DOWN: &str = "agent is shutting down";
 
 impl WorkloadApi {
     pub fn new(
@@ -123,33 +124,26 @@ impl WorkloadApi {
             tokio::select! {
                 () = stream => {}
                 () = drained => {
-                    let _ = tx.send(Err(Status::unavailable(SHUTTING_DOWN))).await;
+                    let _ = tx.send(Err(status::shutting_down())).await;
                 }
             }
         });
     }
 
-    fn observe(&self, method: &str, started: tokio::time::Instant) {
-        self.metrics
-            .observe_call(method, started.elapsed().as_secs_f64());
-    }
-
     fn ready_snapshot(&self) -> Result<Arc<Snapshot>, Status> {
         let snapshot = self.cache.borrow().clone();
         if !snapshot.is_ready() {
-            return Err(Status::unavailable(
-                "agent is not ready yet: no trust bundle from the server",
-            ));
+            return Err(status::not_ready());
         }
         Ok(snapshot)
     }
 
-    /// Header, readiness, attestation: the checks every RPC starts with.
+    /// Readiness, attestation: the checks every RPC starts with (after the
+    /// interceptor's header check).
     async fn admit<T>(
         &self,
         request: &Request<T>,
     ) -> Result<(Arc<Snapshot>, HashSet<Selector>), Status> {
-        check_security_header(request)?;
         let snapshot = self.ready_snapshot()?;
         let caller = request
             .extensions()
@@ -157,7 +151,7 @@ impl WorkloadApi {
             .map(|info| &info.peer);
         let (cred, pin) = caller
             .and_then(|c| c.uds.peer_cred.map(|cred| (cred, &c.pin)))
-            .ok_or_else(|| Status::unavailable("caller credentials are unknown"))?;
+            .ok_or_else(status::unknown_caller)?;
         let peer = PeerInfo {
             pid: cred.pid(),
             uid: cred.uid(),
@@ -175,7 +169,7 @@ impl WorkloadApi {
         let selectors = attested.map_err(|e| {
             self.metrics.attestation_failures.inc();
             tracing::warn!(pid = ?peer.pid, uid = peer.uid, error = %e, "workload attestation failed");
-            Status::unavailable(format!("workload attestation failed: {e}"))
+            status::attestation_failed(e)
         })?;
         tracing::debug!(pid = ?peer.pid, uid = peer.uid, selectors = selectors.len(), "workload attested");
         // A possibly newer snapshot after the (blocking) attestation.
@@ -194,12 +188,16 @@ fn uses_binary_hash(snapshot: &Snapshot) -> bool {
     })
 }
 
-/// The RPCs' bodies; the trait methods around them time each call.
-impl WorkloadApi {
-    async fn fetch_x509svid_inner(
+#[tonic::async_trait]
+impl SpiffeWorkloadApi for WorkloadApi {
+    type FetchX509SVIDStream = ResponseStream<X509svidResponse>;
+    type FetchX509BundlesStream = ResponseStream<X509BundlesResponse>;
+    type FetchJWTBundlesStream = ResponseStream<JwtBundlesResponse>;
+
+    async fn fetch_x509svid(
         &self,
         request: Request<X509svidRequest>,
-    ) -> Result<Response<ResponseStream<X509svidResponse>>, Status> {
+    ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
         let (snapshot, selectors) = self.admit(&request).await?;
         let first = match x509::x509_state(&snapshot, &selectors, self.clock.now()) {
             X509State::NoIdentity => return Err(x509::no_identity()),
@@ -215,10 +213,10 @@ impl WorkloadApi {
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
-    async fn fetch_x509_bundles_inner(
+    async fn fetch_x509_bundles(
         &self,
         request: Request<X509BundlesRequest>,
-    ) -> Result<Response<ResponseStream<X509BundlesResponse>>, Status> {
+    ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
         let (snapshot, selectors) = self.admit(&request).await?;
         let first = bundles::bundles_state(&snapshot, &selectors).ok_or_else(x509::no_identity)?;
         let (tx, rx) = channel_with_first(Some(first.clone()));
@@ -229,11 +227,10 @@ impl WorkloadApi {
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
-    async fn fetch_jwtsvid_inner(
+    async fn fetch_jwtsvid(
         &self,
         request: Request<JwtsvidRequest>,
     ) -> Result<Response<JwtsvidResponse>, Status> {
-        check_security_header(&request)?;
         let requested = jwt::check_fetch_request(request.get_ref())?;
         let (snapshot, selectors) = self.admit(&request).await?;
         let response = jwt::fetch_jwt_svids(
@@ -247,10 +244,10 @@ impl WorkloadApi {
         Ok(Response::new(response))
     }
 
-    async fn fetch_jwt_bundles_inner(
+    async fn fetch_jwt_bundles(
         &self,
         request: Request<JwtBundlesRequest>,
-    ) -> Result<Response<ResponseStream<JwtBundlesResponse>>, Status> {
+    ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
         let (snapshot, selectors) = self.admit(&request).await?;
         let first =
             jwt_bundles::jwt_bundles_state(&snapshot, &selectors).ok_or_else(x509::no_identity)?;
@@ -262,11 +259,10 @@ impl WorkloadApi {
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
-    async fn validate_jwtsvid_inner(
+    async fn validate_jwtsvid(
         &self,
         request: Request<ValidateJwtsvidRequest>,
     ) -> Result<Response<ValidateJwtsvidResponse>, Status> {
-        check_security_header(&request)?;
         // Any caller may validate (as in SPIRE): only public keys are used,
         // so the caller is not attested.
         let request = request.into_inner();
@@ -274,63 +270,6 @@ impl WorkloadApi {
         let snapshot = self.ready_snapshot()?;
         let response = jwt::validate(&snapshot, &request, self.clock.now(), self.jwt_leeway)?;
         Ok(Response::new(response))
-    }
-}
-
-#[tonic::async_trait]
-impl SpiffeWorkloadApi for WorkloadApi {
-    type FetchX509SVIDStream = ResponseStream<X509svidResponse>;
-    type FetchX509BundlesStream = ResponseStream<X509BundlesResponse>;
-    type FetchJWTBundlesStream = ResponseStream<JwtBundlesResponse>;
-
-    async fn fetch_x509svid(
-        &self,
-        request: Request<X509svidRequest>,
-    ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
-        let started = tokio::time::Instant::now();
-        let result = self.fetch_x509svid_inner(request).await;
-        self.observe("FetchX509SVID", started);
-        result
-    }
-
-    async fn fetch_x509_bundles(
-        &self,
-        request: Request<X509BundlesRequest>,
-    ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
-        let started = tokio::time::Instant::now();
-        let result = self.fetch_x509_bundles_inner(request).await;
-        self.observe("FetchX509Bundles", started);
-        result
-    }
-
-    async fn fetch_jwtsvid(
-        &self,
-        request: Request<JwtsvidRequest>,
-    ) -> Result<Response<JwtsvidResponse>, Status> {
-        let started = tokio::time::Instant::now();
-        let result = self.fetch_jwtsvid_inner(request).await;
-        self.observe("FetchJWTSVID", started);
-        result
-    }
-
-    async fn fetch_jwt_bundles(
-        &self,
-        request: Request<JwtBundlesRequest>,
-    ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
-        let started = tokio::time::Instant::now();
-        let result = self.fetch_jwt_bundles_inner(request).await;
-        self.observe("FetchJWTBundles", started);
-        result
-    }
-
-    async fn validate_jwtsvid(
-        &self,
-        request: Request<ValidateJwtsvidRequest>,
-    ) -> Result<Response<ValidateJwtsvidResponse>, Status> {
-        let started = tokio::time::Instant::now();
-        let result = self.validate_jwtsvid_inner(request).await;
-        self.observe("ValidateJWTSVID", started);
-        result
     }
 }
 
@@ -406,15 +345,20 @@ pub async fn serve(
     );
     let refused = Arc::new(LogThrottle::default());
     let metrics = api.metrics.clone();
+    let counted = metrics.clone();
     let incoming = accepted(listener, "Workload API").filter_map(move |(stream, _)| {
-        let admitted = admit(stream, &tracker, &settings, &refused, &metrics);
+        let admitted = admit(stream, &tracker, &settings, &refused, &counted);
         futures::future::ready(admitted.map(Ok::<_, std::io::Error>))
     });
     tonic::transport::Server::builder()
         .http2_max_header_list_size(u32::try_from(authority::MAX_HEADER_LIST).unwrap_or(u32::MAX))
         .timeout(REQUEST_TIMEOUT)
         .layer(ActivityLayer::<WorkloadPeer>::new())
-        .add_service(SpiffeWorkloadApiServer::new(api))
+        .layer(RpcTimingLayer(metrics))
+        .add_service(SpiffeWorkloadApiServer::with_interceptor(
+            api,
+            header::interceptor,
+        ))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     Ok(())

@@ -16,14 +16,11 @@ use tonic::Status;
 
 use crate::cache::Snapshot;
 
-pub const NO_IDENTITY: &str = "no identity issued";
 /// How long a new caller whose entries have no SVID yet waits for one to be
 /// issued before being told it has none.
 pub const ISSUE_GRACE: Duration = Duration::from_secs(3);
 
-pub fn no_identity() -> Status {
-    Status::permission_denied(NO_IDENTITY)
-}
+pub use super::status::no_identity;
 
 /// What the caller should see right now.
 #[derive(Debug, PartialEq)]

@@ -150,15 +150,6 @@ impl Metrics {
             .inc();
     }
 
-    pub fn rpc(&self, service: &str, method: &str, took: Duration) {
-        self.rpc_duration
-            .get_or_create(&RpcLabels {
-                service: service.to_owned(),
-                method: method.to_owned(),
-            })
-            .observe(took.as_secs_f64());
-    }
-
     /// Counts a Sync stream until the returned guard is dropped.
     pub fn agent_connected(&self) -> ConnectedGuard {
         self.connected_agents.inc();
@@ -173,6 +164,17 @@ impl Metrics {
             tracing::warn!(error = %e, "encoding metrics failed");
         }
         out
+    }
+}
+
+impl signet_runtime::rpc::ObserveRpc for Metrics {
+    fn rpc(&self, service: &str, method: &str, took: Duration) {
+        self.rpc_duration
+            .get_or_create(&RpcLabels {
+                service: service.to_owned(),
+                method: method.to_owned(),
+            })
+            .observe(took.as_secs_f64());
     }
 }
 
@@ -201,6 +203,7 @@ pub fn code_label(code: tonic::Code) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use signet_runtime::rpc::ObserveRpc;
 
     #[test]
     fn text_has_every_metric_with_its_labels() {

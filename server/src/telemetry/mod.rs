@@ -1,8 +1,7 @@
 //! Operating the server: Prometheus metrics, the `/live`, `/ready` and
-//! `/metrics` HTTP endpoints, per-RPC latency (systemd notification: `signet_runtime::systemd`).
+//! `/metrics` HTTP endpoints (per-RPC latency: `signet_runtime::rpc`; systemd notification: `signet_runtime::systemd`).
 
 pub mod http;
 pub mod metrics;
-pub mod rpc;
 
 pub use metrics::Metrics;

@@ -126,7 +126,12 @@ async fn live_ready_and_metrics_answer_over_http_and_counters_move() {
 
     cache_tx.send(snapshot_with_svid("aa")).unwrap();
     cache_tx.send(snapshot_with_svid("bb")).unwrap();
-    metrics.observe_call("FetchX509SVID", 0.003);
+    signet_runtime::rpc::ObserveRpc::rpc(
+        metrics.as_ref(),
+        "SpiffeWorkloadAPI",
+        "FetchX509SVID",
+        std::time::Duration::from_millis(3),
+    );
     let mut body = String::new();
     for _ in 0..50 {
         body = get(addr, "/metrics").await.1;

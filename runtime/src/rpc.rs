@@ -1,33 +1,51 @@
 //! A tower layer timing every gRPC call by service and method (from the
-//! request path `/package.Service/Method`).
+//! request path `/package.Service/Method`), until its response (for a
+//! stream: its headers) is ready. Each daemon says where the time goes.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tower::{Layer, Service};
 
-use super::Metrics;
+/// Where call durations are recorded.
+pub trait ObserveRpc: Send + Sync + 'static {
+    fn rpc(&self, service: &str, method: &str, took: Duration);
+}
 
-#[derive(Clone)]
-pub struct RpcMetricsLayer(pub Arc<Metrics>);
+pub struct RpcTimingLayer<O: ?Sized>(pub Arc<O>);
 
-impl<S> Layer<S> for RpcMetricsLayer {
-    type Service = RpcMetrics<S>;
+impl<O: ?Sized> Clone for RpcTimingLayer<O> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<S, O: ObserveRpc + ?Sized> Layer<S> for RpcTimingLayer<O> {
+    type Service = RpcTiming<S, O>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RpcMetrics {
+        RpcTiming {
             inner,
-            metrics: self.0.clone(),
+            observer: self.0.clone(),
         }
     }
 }
 
-#[derive(Clone)]
-pub struct RpcMetrics<S> {
+pub struct RpcTiming<S, O: ?Sized> {
     inner: S,
-    metrics: Arc<Metrics>,
+    observer: Arc<O>,
+}
+
+impl<S: Clone, O: ?Sized> Clone for RpcTiming<S, O> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            observer: self.observer.clone(),
+        }
+    }
 }
 
 fn split_path(path: &str) -> (String, String) {
@@ -37,10 +55,11 @@ fn split_path(path: &str) -> (String, String) {
     (service, method)
 }
 
-impl<S, B> Service<http::Request<B>> for RpcMetrics<S>
+impl<S, B, O> Service<http::Request<B>> for RpcTiming<S, O>
 where
     S: Service<http::Request<B>> + Send,
     S::Future: Send + 'static,
+    O: ObserveRpc + ?Sized,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -52,13 +71,13 @@ where
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let (service, method) = split_path(req.uri().path());
-        let metrics = self.metrics.clone();
+        let observer = self.observer.clone();
         // tokio's clock, so paused-time tests stay consistent.
         let started = tokio::time::Instant::now();
         let fut = self.inner.call(req);
         Box::pin(async move {
             let res = fut.await;
-            metrics.rpc(&service, &method, started.elapsed());
+            observer.rpc(&service, &method, started.elapsed());
             res
         })
     }
