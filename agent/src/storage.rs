@@ -28,7 +28,8 @@ pub enum StorageError {
 /// What the agent persists between restarts.
 #[derive(Clone)]
 pub struct StoredIdentity {
-    pub key_pkcs8: Vec<u8>,
+    /// Wiped when dropped.
+    pub key_pkcs8: zeroize::Zeroizing<Vec<u8>>,
     pub chain: Vec<Vec<u8>>,
 }
 
@@ -60,7 +61,10 @@ impl Storage {
             .map_err(|source| self.pem_err(KEY_FILE, source))?;
         let chain = signet_core::pem::decode_certs(&svid)
             .map_err(|source| self.pem_err(SVID_FILE, source))?;
-        Ok(Some(StoredIdentity { key_pkcs8, chain }))
+        Ok(Some(StoredIdentity {
+            key_pkcs8: zeroize::Zeroizing::new(key_pkcs8),
+            chain,
+        }))
     }
 
     pub fn save_identity(&self, id: &StoredIdentity) -> Result<(), StorageError> {
@@ -157,7 +161,7 @@ mod tests {
         let s = Storage::open(&dir.path().join("agent")).unwrap();
         assert!(s.load_identity().unwrap().is_none());
         let id = StoredIdentity {
-            key_pkcs8: b"key".to_vec(),
+            key_pkcs8: zeroize::Zeroizing::new(b"key".to_vec()),
             chain: vec![b"leaf".to_vec(), b"int".to_vec()],
         };
         s.save_identity(&id).unwrap();

@@ -281,7 +281,7 @@ pub async fn attest_node_agent_at(server: &NodeApi) -> anyhow::Result<NodeAgent>
     let svid = AgentSvid {
         spiffe_id: id.clone(),
         chain: result.svid_chain,
-        key_pkcs8: key.serialize_der(),
+        key_pkcs8: zeroize::Zeroizing::new(key.serialize_der()),
         not_after: now,
         received_at: now,
         generation: 0,

@@ -15,8 +15,8 @@ pub struct AgentSvid {
     pub spiffe_id: SpiffeId,
     /// DER, leaf first.
     pub chain: Vec<Vec<u8>>,
-    /// PKCS#8 DER; never logged.
-    pub key_pkcs8: Vec<u8>,
+    /// PKCS#8 DER; never logged, wiped when dropped.
+    pub key_pkcs8: zeroize::Zeroizing<Vec<u8>>,
     pub not_after: SystemTime,
     /// When the agent obtained it: rotation counts from here.
     pub received_at: SystemTime,

@@ -294,7 +294,7 @@ fn finish_svid(
     Ok(AgentSvid {
         spiffe_id,
         chain,
-        key_pkcs8,
+        key_pkcs8: zeroize::Zeroizing::new(key_pkcs8),
         not_after,
         received_at: now,
         generation,

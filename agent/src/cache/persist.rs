@@ -225,7 +225,7 @@ fn svid_from_file(s: SvidFile) -> Result<RestoredSvid, String> {
         not_before: info.not_before,
         svid: Svid {
             chain,
-            key_pkcs8,
+            key_pkcs8: zeroize::Zeroizing::new(key_pkcs8),
             not_after: info.not_after,
             authority_id: s.authority_id,
             serial_hex: info.serial_hex,

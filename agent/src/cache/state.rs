@@ -15,8 +15,8 @@ use signet_core::{RegistrationEntry, Selector, TrustDomain};
 pub struct Svid {
     /// DER, leaf first.
     pub chain: Vec<Vec<u8>>,
-    /// PKCS#8 DER; never logged.
-    pub key_pkcs8: Vec<u8>,
+    /// PKCS#8 DER; never logged, wiped when dropped.
+    pub key_pkcs8: zeroize::Zeroizing<Vec<u8>>,
     pub not_after: SystemTime,
     /// Lowercase hex SHA-256 of the DER of the CA certificate that signed it.
     pub authority_id: String,

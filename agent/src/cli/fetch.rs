@@ -129,7 +129,7 @@ pub struct DecodedSvid {
     pub spiffe_id: String,
     pub hint: String,
     pub chain: Vec<Vec<u8>>,
-    pub key_pkcs8: Vec<u8>,
+    pub key_pkcs8: zeroize::Zeroizing<Vec<u8>>,
     pub bundle: Vec<Vec<u8>>,
 }
 
@@ -142,7 +142,7 @@ pub fn decode(response: &X509svidResponse) -> anyhow::Result<Vec<DecodedSvid>> {
                 spiffe_id: s.spiffe_id.clone(),
                 hint: s.hint.clone(),
                 chain: split_der(&s.x509_svid).context("x509_svid")?,
-                key_pkcs8: s.x509_svid_key.clone(),
+                key_pkcs8: zeroize::Zeroizing::new(s.x509_svid_key.clone()),
                 bundle: split_der(&s.bundle).context("bundle")?,
             })
         })

@@ -55,7 +55,7 @@ pub fn client_config(
                 .iter()
                 .map(|c| CertificateDer::from(c.clone()))
                 .collect();
-            let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(svid.key_pkcs8.clone()));
+            let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(svid.key_pkcs8.to_vec()));
             builder.with_client_auth_cert(chain, key)?
         }
         None => builder.with_no_client_auth(),

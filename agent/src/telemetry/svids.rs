@@ -85,7 +85,7 @@ mod tests {
             let entry = entry(id, "spiffe://example.org/w", "spiffe://example.org/a", &[]);
             let svid = Svid {
                 chain: vec![],
-                key_pkcs8: vec![],
+                key_pkcs8: Default::default(),
                 not_after: SystemTime::UNIX_EPOCH,
                 authority_id: String::new(),
                 serial_hex: (*serial).to_owned(),

@@ -65,7 +65,7 @@ impl TestCa {
         let info = signet_core::x509::cert_info(&leaf).unwrap();
         Arc::new(Svid {
             chain: vec![leaf],
-            key_pkcs8: key.serialize_der(),
+            key_pkcs8: zeroize::Zeroizing::new(key.serialize_der()),
             not_after: info.not_after,
             authority_id: crate::cache::authority_id(&self.cert),
             serial_hex: info.serial_hex,
@@ -265,7 +265,7 @@ async fn workload_gets_its_svid_and_every_rotation_then_loses_it_on_delete() {
     let svid = &msg.svids[0];
     assert_eq!(svid.spiffe_id, "spiffe://example.org/me");
     assert_eq!(svid.x509_svid, first.chain.concat());
-    assert_eq!(svid.x509_svid_key, first.key_pkcs8);
+    assert_eq!(svid.x509_svid_key, *first.key_pkcs8);
     assert_eq!(svid.bundle, ca.cert);
 
     // The same state again is not re-sent.
@@ -280,7 +280,7 @@ async fn workload_gets_its_svid_and_every_rotation_then_loses_it_on_delete() {
         .cache
         .send_replace(snapshot(&ca, vec![(me.clone(), Some(second.clone()))]));
     let msg = next(&mut stream).await.unwrap().unwrap();
-    assert_eq!(msg.svids[0].x509_svid_key, second.key_pkcs8);
+    assert_eq!(msg.svids[0].x509_svid_key, *second.key_pkcs8);
 
     // Entry deleted: the stream ends with "no identity issued".
     agent.cache.send_replace(snapshot(&ca, vec![]));

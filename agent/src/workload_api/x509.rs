@@ -54,7 +54,7 @@ pub fn x509_state(
             X509svid {
                 spiffe_id: cached.entry.spiffe_id.to_string(),
                 x509_svid: svid.chain.concat(),
-                x509_svid_key: svid.key_pkcs8.clone(),
+                x509_svid_key: svid.key_pkcs8.to_vec(),
                 bundle: bundle.clone(),
                 hint: cached.entry.hint.clone(),
             },

@@ -222,7 +222,7 @@ impl CacheManager {
             Held {
                 svid: Arc::new(Svid {
                     chain,
-                    key_pkcs8: key.serialize_der(),
+                    key_pkcs8: zeroize::Zeroizing::new(key.serialize_der()),
                     not_after: facts.not_after,
                     authority_id,
                     serial_hex: facts.serial_hex,

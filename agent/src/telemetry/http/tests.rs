@@ -32,7 +32,7 @@ fn agent_svid(not_after: SystemTime) -> Arc<AgentSvid> {
     Arc::new(AgentSvid {
         spiffe_id: SpiffeId::parse("spiffe://example.org/signet/agent/join_token/t").unwrap(),
         chain: vec![],
-        key_pkcs8: vec![],
+        key_pkcs8: Default::default(),
         not_after,
         received_at: SystemClock.now(),
         generation: 1,
@@ -50,7 +50,7 @@ fn snapshot_with_svid(serial: &str) -> Arc<Snapshot> {
     );
     let svid = Arc::new(Svid {
         chain: vec![vec![1]],
-        key_pkcs8: vec![],
+        key_pkcs8: Default::default(),
         not_after: SystemClock.now() + Duration::from_secs(600),
         authority_id: String::new(),
         serial_hex: serial.into(),

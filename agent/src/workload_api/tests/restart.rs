@@ -72,7 +72,7 @@ async fn restarted_agent_serves_cached_svids_from_disk_without_the_server() {
     assert_eq!(response.svids.len(), 1);
     assert_eq!(response.svids[0].spiffe_id, "spiffe://example.org/cached");
     assert_eq!(response.svids[0].x509_svid, svid.chain.concat());
-    assert_eq!(response.svids[0].x509_svid_key, svid.key_pkcs8);
+    assert_eq!(response.svids[0].x509_svid_key, *svid.key_pkcs8);
 
     // Written by a task of its own: waited for, then read.
     let health_file = crate::health::health_path(&socket);
