@@ -18,12 +18,4 @@ pub mod telemetry;
 pub mod test_support;
 pub mod workload_api;
 
-/// What the fuzz targets in `fuzz/` reach that is otherwise private: the
-/// Workload API's HTTP/2 header relay and its HPACK decoder. Not part of
-/// the agent's API.
-#[doc(hidden)]
-pub mod fuzzing {
-    pub use crate::workload_api::authority::{HpackDecoder, RelayError, Rewriter};
-}
-
 pub use config::{Bootstrap, FileConfig, RuntimeConfig};

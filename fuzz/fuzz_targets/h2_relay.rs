@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use signet_agent::fuzzing::Rewriter;
+use h2_authority_rewrite::Rewriter;
 
 fuzz_target!(|data: &[u8]| {
     // The first byte of each chunk is its length, so the fuzzer also

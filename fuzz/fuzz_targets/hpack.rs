@@ -7,7 +7,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use signet_agent::fuzzing::HpackDecoder;
+use h2_authority_rewrite::fuzzing::HpackDecoder;
 
 const TABLE: usize = 4096;
 

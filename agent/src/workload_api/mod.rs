@@ -4,11 +4,11 @@
 //! its selectors. Every call is timed by `signet_runtime::rpc`'s layer; every
 //! status it answers with comes from `status`.
 
-pub(crate) mod authority;
 pub mod bundles;
 pub mod header;
 pub mod jwt;
 pub mod jwt_bundles;
+mod relay;
 pub mod status;
 mod stream;
 pub mod x509;
@@ -45,7 +45,7 @@ use crate::attest::workload::{AttestOptions, PeerInfo, WorkloadAttestor};
 use crate::cache::{JwtSvidCache, Snapshot};
 use crate::config::WorkloadApiLimits;
 use crate::telemetry::Metrics;
-use authority::{RelayedStream, WorkloadPeer};
+use relay::{RelayedStream, WorkloadPeer};
 pub use status::SHUTTING_DOWN;
 use stream::channel_with_first;
 use x509::X509State;
@@ -351,7 +351,7 @@ pub async fn serve(
         futures::future::ready(admitted.map(Ok::<_, std::io::Error>))
     });
     tonic::transport::Server::builder()
-        .http2_max_header_list_size(u32::try_from(authority::MAX_HEADER_LIST).unwrap_or(u32::MAX))
+        .http2_max_header_list_size(u32::try_from(relay::MAX_HEADER_LIST).unwrap_or(u32::MAX))
         .timeout(REQUEST_TIMEOUT)
         .layer(ActivityLayer::<WorkloadPeer>::new())
         .layer(RpcTimingLayer(metrics))
@@ -383,7 +383,7 @@ fn admit(
     match tracker.admit(cred.uid()) {
         Ok(permit) => {
             let pin = PeerPin::at_accept(&stream, cred.pid(), &settings.procfs_root);
-            let relayed = authority::relay(stream, Arc::new(pin));
+            let relayed = relay::relay(stream, Arc::new(pin));
             Some(Guarded::new(relayed, permit, settings.limits.timeouts))
         }
         Err(refusal) => {
@@ -394,7 +394,7 @@ fn admit(
             if let Some(left_out) = refused.permit() {
                 tracing::warn!(uid = cred.uid(), %refusal, similar_left_out = left_out, "refused a Workload API connection");
             }
-            authority::refuse(&stream, &format!("uid {}: {refusal}", cred.uid()));
+            relay::refuse(&stream, &format!("uid {}: {refusal}", cred.uid()));
             None
         }
     }

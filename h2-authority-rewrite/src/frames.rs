@@ -10,7 +10,7 @@
 //! HEADERS frames that each name a large table entry is never expanded
 //! ahead of the reader.
 
-use tonic::codegen::http::uri::Authority;
+use http::uri::Authority;
 
 use super::hpack::{Decoder, HpackError};
 

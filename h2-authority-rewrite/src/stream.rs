@@ -1,76 +1,46 @@
-//! The client's Unix stream as tonic reads it: bytes the client sends pass
-//! through the `Rewriter` inside `poll_read`, one frame at a time as tonic
-//! reads them; what the server writes goes to the socket untouched. No task
-//! or pipe of its own, so a request costs no extra wake-up or copy between
-//! tasks, and what a connection holds is one read and one rewritten frame.
+//! The client's stream as the server reads it: bytes the client sends pass
+//! through the [`Rewriter`] inside `poll_read`, one frame at a time as the
+//! server reads them; what the server writes goes to the client untouched.
+//! No task or pipe of its own, so a request costs no extra wake-up or copy,
+//! and what a connection holds is one read and one rewritten frame.
 
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::UnixStream;
-use tonic::transport::server::{Connected, UdsConnectInfo};
 
-use super::frames::Rewriter;
-use crate::attest::workload::peer::PeerPin;
+use crate::frames::Rewriter;
 
 /// How much is read from the client at once (on the stack, not kept).
 const READ_CHUNK: usize = 16 * 1024;
 /// A rewritten-frame buffer that grew past this is let go once empty.
 const KEEP_CAPACITY: usize = 32 * 1024;
 
-/// Who is on the other end: the socket's peer credentials and the process
-/// pinned at accept, both taken before any byte was read.
-#[derive(Debug, Clone)]
-pub struct WorkloadPeer {
-    pub uds: UdsConnectInfo,
-    pub pin: Arc<PeerPin>,
-}
-
-/// What tonic serves: the client's stream with its header blocks rewritten,
-/// and the caller as its connect info.
-pub struct RelayedStream {
-    client: UnixStream,
-    info: WorkloadPeer,
+pub struct RewritingStream<S> {
+    client: S,
     rewriter: Rewriter,
-    /// Rewritten bytes; those from `read_at` on are not yet read by tonic.
+    /// Rewritten bytes; those from `read_at` on are not yet read.
     rewritten: Vec<u8>,
     read_at: usize,
 }
 
-/// Wraps `client`, whose caller was pinned as `pin` at accept.
-pub fn relay(client: UnixStream, pin: Arc<PeerPin>) -> RelayedStream {
-    RelayedStream {
-        info: WorkloadPeer {
-            uds: client.connect_info(),
-            pin,
-        },
-        client,
-        rewriter: Rewriter::default(),
-        rewritten: Vec::new(),
-        read_at: 0,
+impl<S> RewritingStream<S> {
+    pub fn new(client: S) -> Self {
+        Self {
+            client,
+            rewriter: Rewriter::default(),
+            rewritten: Vec::new(),
+            read_at: 0,
+        }
+    }
+
+    pub fn get_ref(&self) -> &S {
+        &self.client
     }
 }
 
-/// Tells a client the agent will not serve this connection (and why); the
-/// caller then drops it. Never blocks: a fresh socket takes these bytes.
-pub fn refuse(client: &UnixStream, why: &str) {
-    if let Err(e) = client.try_write(&super::frames::refusal(why)) {
-        tracing::debug!(error = %e, "could not tell a refused client why");
-    }
-}
-
-impl Connected for RelayedStream {
-    type ConnectInfo = WorkloadPeer;
-
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.info.clone()
-    }
-}
-
-impl AsyncRead for RelayedStream {
+impl<S: AsyncRead + Unpin> AsyncRead for RewritingStream<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -94,10 +64,7 @@ impl AsyncRead for RelayedStream {
             match this.rewriter.next(&mut this.rewritten) {
                 Ok(true) => continue,
                 Ok(false) => {}
-                Err(e) => {
-                    tracing::debug!(error = %e, "closing Workload API connection");
-                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, e)));
-                }
+                Err(e) => return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, e))),
             }
             let mut chunk = [0u8; READ_CHUNK];
             let mut raw = ReadBuf::new(&mut chunk);
@@ -113,7 +80,7 @@ impl AsyncRead for RelayedStream {
     }
 }
 
-impl AsyncWrite for RelayedStream {
+impl<S: AsyncWrite + Unpin> AsyncWrite for RewritingStream<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -145,22 +112,14 @@ impl AsyncWrite for RelayedStream {
 
 #[cfg(test)]
 mod tests {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::{duplex, AsyncReadExt, AsyncWriteExt};
 
     use super::*;
 
-    fn test_pin() -> Arc<PeerPin> {
-        Arc::new(PeerPin::at_accept(
-            &UnixStream::pair().unwrap().0,
-            None,
-            std::path::Path::new("/proc"),
-        ))
-    }
-
     #[tokio::test]
     async fn frames_split_across_reads_come_out_whole_and_writes_go_straight_back() {
-        let (mut client, server) = UnixStream::pair().unwrap();
-        let mut relayed = relay(server, test_pin());
+        let (mut client, server) = duplex(1 << 16);
+        let mut relayed = RewritingStream::new(server);
         // The preface, then a SETTINGS frame sent in two pieces.
         let mut sent = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
         sent.extend([0, 0, 6, 0x4, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 100]);
@@ -183,13 +142,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_protocol_violation_is_an_error_for_tonic() {
-        let (mut client, server) = UnixStream::pair().unwrap();
-        let mut relayed = relay(server, test_pin());
+    async fn a_protocol_violation_is_an_error_for_the_server() {
+        let (mut client, server) = duplex(1 << 16);
+        let mut relayed = RewritingStream::new(server);
         let mut sent = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
         // A CONTINUATION with no HEADERS before it.
         sent.extend([0, 0, 1, 0x9, 0x4, 0, 0, 0, 1, b'x']);
         client.write_all(&sent).await.unwrap();
+        drop(client);
         let mut got = Vec::new();
         let err = relayed.read_to_end(&mut got).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
