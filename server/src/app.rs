@@ -27,7 +27,7 @@ use crate::api::admin::AdminService;
 use crate::api::node::NodeService;
 use crate::api::tls::{server_config, start_server_svid, tls_incoming};
 use crate::api::ServerState;
-use crate::attest::{JoinTokenAttestor, X509PopAttestor};
+use crate::attest::{Attestors, JoinTokenAttestor, X509PopAttestor};
 use crate::ca::{CaSettings, CertificateAuthority, DiskKeys};
 use crate::config::RuntimeConfig;
 use crate::datastore::{DataStore, SqliteDataStore};
@@ -102,18 +102,21 @@ pub async fn start(config: RuntimeConfig, clock: Arc<dyn Clock>) -> anyhow::Resu
     let revocations = Arc::new(Revocations::new());
     revocations.refresh(ds.as_ref(), &ca).await?;
     let (stop, stop_rx) = watch::channel(false);
-    let x509pop = match &config.x509pop_ca_bundle {
-        None => None,
-        Some(path) => {
-            let cas = crate::attest::x509pop::load_bundle(path)?;
-            tracing::info!(
-                bundle = %path.display(),
-                cas = cas.len(),
-                "x509pop node attestation enabled"
-            );
-            Some(X509PopAttestor::new(cas, dyn_ds.clone(), ca.clone()))
-        }
-    };
+    let join_tokens = JoinTokenAttestor::new(dyn_ds.clone(), ca.clone());
+    let mut attestors = Attestors::default().with(Arc::new(join_tokens.clone()));
+    if let Some(path) = &config.x509pop_ca_bundle {
+        let cas = crate::attest::x509pop::load_bundle(path)?;
+        tracing::info!(
+            bundle = %path.display(),
+            cas = cas.len(),
+            "x509pop node attestation enabled"
+        );
+        attestors = attestors.with(Arc::new(X509PopAttestor::new(
+            cas,
+            dyn_ds.clone(),
+            ca.clone(),
+        )));
+    }
     let metrics = Arc::new(Metrics::new());
     metrics.register_x509_signatures(ca.x509_signature_counter());
     let state = ServerState {
@@ -121,9 +124,9 @@ pub async fn start(config: RuntimeConfig, clock: Arc<dyn Clock>) -> anyhow::Resu
         ca: ca.clone(),
         bus: bus.clone(),
         revocations: revocations.clone(),
-        join_tokens: JoinTokenAttestor::new(dyn_ds, ca.clone()),
+        join_tokens,
         join_token_ttl: config.join_token_ttl,
-        x509pop,
+        attestors,
         metrics: metrics.clone(),
         shutdown: stop_rx.clone(),
     };

@@ -1,4 +1,5 @@
-//! Client half of node attestation (join token) and renewal of the agent's
+//! Client half of node attestation (a [`NodeAttestorClient`] per method:
+//! join token, x509pop) and renewal of the agent's
 //! own SVID (at half-life, or at once when its authority is tainted). The key
 //! and SVID live in the data dir so a restart with a still valid SVID needs
 //! no new token.
@@ -81,10 +82,50 @@ impl NodeAttestError {
     }
 }
 
-/// How this agent proves its node.
-enum Method {
-    JoinToken(String),
-    X509Pop(Box<super::x509pop::HostIdentity>),
+/// One node attestation method, agent half: what the agent sends first,
+/// and its answer when the server challenges it.
+pub trait NodeAttestorClient: Send + Sync {
+    /// The ID the server will give this agent (the CSR names it).
+    fn agent_id(&self, td: &TrustDomain) -> Result<SpiffeId, NodeAttestError>;
+    /// The evidence sent with the first message.
+    fn evidence(&self) -> attest_params::Method;
+    /// The answer to the server's challenge; a method without one refuses.
+    fn answer(&self, challenge: &[u8]) -> Result<Vec<u8>, NodeAttestError>;
+}
+
+/// A join token given on the command line or in the config.
+struct JoinToken(String);
+
+impl NodeAttestorClient for JoinToken {
+    fn agent_id(&self, td: &TrustDomain) -> Result<SpiffeId, NodeAttestError> {
+        csr_id(td, &self.0)
+    }
+
+    fn evidence(&self) -> attest_params::Method {
+        attest_params::Method::JoinToken(self.0.clone())
+    }
+
+    fn answer(&self, _challenge: &[u8]) -> Result<Vec<u8>, NodeAttestError> {
+        Err(NodeAttestError::Protocol(
+            "challenge for a join token".into(),
+        ))
+    }
+}
+
+impl NodeAttestorClient for super::x509pop::HostIdentity {
+    fn agent_id(&self, td: &TrustDomain) -> Result<SpiffeId, NodeAttestError> {
+        Ok(super::x509pop::HostIdentity::agent_id(self, td)?)
+    }
+
+    fn evidence(&self) -> attest_params::Method {
+        attest_params::Method::X509pop(X509PopParams {
+            cert_chain: self.chain.clone(),
+        })
+    }
+
+    fn answer(&self, challenge: &[u8]) -> Result<Vec<u8>, NodeAttestError> {
+        Ok(self.sign(challenge)?)
+    }
 }
 
 /// The agent's identity and the bundle to trust the server with.
@@ -118,9 +159,10 @@ pub async fn obtain_identity(
     }
     // A host certificate can always attest again on its own; a join token
     // only once.
-    let method = match (&config.x509pop, config.join_token.as_deref()) {
-        (Some(pop), _) => Method::X509Pop(Box::new(super::x509pop::HostIdentity::load(pop)?)),
-        (None, Some(token)) => Method::JoinToken(token.to_owned()),
+    let method: Box<dyn NodeAttestorClient> = match (&config.x509pop, config.join_token.as_deref())
+    {
+        (Some(pop), _) => Box::new(super::x509pop::HostIdentity::load(pop)?),
+        (None, Some(token)) => Box::new(JoinToken(token.to_owned())),
         (None, None) => {
             return Err(NodeAttestError::NoToken(
                 storage.dir().display().to_string(),
@@ -156,7 +198,7 @@ pub async fn obtain_identity(
             None => return Err(NodeAttestError::NoBundle),
         },
     };
-    let attested = attest_with(config, method, trust, clock).await?;
+    let attested = attest_with(config, method.as_ref(), trust, clock).await?;
     storage.save_identity(&StoredIdentity {
         key_pkcs8: attested.svid.key_pkcs8.clone(),
         chain: attested.svid.chain.clone(),
@@ -187,27 +229,19 @@ fn reuse(stored: StoredIdentity, bundle: &[Vec<u8>], now: SystemTime) -> Result<
 
 async fn attest_with(
     config: &RuntimeConfig,
-    method: Method,
+    method: &dyn NodeAttestorClient,
     trust: ServerTrust,
     clock: &dyn Clock,
 ) -> Result<Attested, NodeAttestError> {
     let key = KeyPair::generate().map_err(signet_core::x509::X509Error::from)?;
     // The server ignores the CSR's SAN for agents; name the ID we expect.
-    let expected = match &method {
-        Method::JoinToken(token) => csr_id(&config.trust_domain, token)?,
-        Method::X509Pop(host) => host.agent_id(&config.trust_domain)?,
-    };
+    let expected = method.agent_id(&config.trust_domain)?;
     let csr = build_csr(&key, &expected)?;
     let tls =
         node_client::tls::client_config(trust, node_client::server_id(&config.trust_domain)?, None)
             .map_err(node_client::NodeClientError::from)?;
     let mut client = node_client::connect(&config.server_address, tls).await?;
-    let params = match &method {
-        Method::JoinToken(token) => attest_params::Method::JoinToken(token.clone()),
-        Method::X509Pop(host) => attest_params::Method::X509pop(X509PopParams {
-            cert_chain: host.chain.clone(),
-        }),
-    };
+    let params = method.evidence();
     let request = AttestRequest {
         step: Some(attest_request::Step::Params(AttestParams {
             method: Some(params),
@@ -231,22 +265,19 @@ async fn attest_with(
                 responses.message().await.map_err(refused)?.ok_or_else(|| {
                     NodeAttestError::Protocol("stream ended without a result".into())
                 })?;
-            match (response.step, &method) {
-                (Some(attest_response::Step::Result(r)), _) => break r,
-                (Some(attest_response::Step::Challenge(nonce)), Method::X509Pop(host)) => {
+            match response.step {
+                Some(attest_response::Step::Result(r)) => break r,
+                Some(attest_response::Step::Challenge(challenge)) => {
                     let answer = AttestRequest {
-                        step: Some(attest_request::Step::ChallengeResponse(host.sign(&nonce)?)),
+                        step: Some(attest_request::Step::ChallengeResponse(
+                            method.answer(&challenge)?,
+                        )),
                     };
                     requests.send(answer).await.map_err(|_| {
                         NodeAttestError::Protocol("attestation stream closed".into())
                     })?;
                 }
-                (Some(attest_response::Step::Challenge(_)), Method::JoinToken(_)) => {
-                    return Err(NodeAttestError::Protocol(
-                        "challenge for a join token".into(),
-                    ))
-                }
-                (None, _) => return Err(NodeAttestError::Protocol("empty response".into())),
+                None => return Err(NodeAttestError::Protocol("empty response".into())),
             }
         };
     drop(requests);

@@ -17,7 +17,7 @@ pub mod validate;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::attest::{JoinTokenAttestor, X509PopAttestor};
+use crate::attest::{Attestors, JoinTokenAttestor};
 use crate::ca::CertificateAuthority;
 use crate::datastore::DataStore;
 use crate::events::ChangeBus;
@@ -33,8 +33,9 @@ pub struct ServerState {
     pub revocations: Arc<Revocations>,
     pub join_tokens: JoinTokenAttestor,
     pub join_token_ttl: Duration,
-    /// Present when `[node_attestor.x509pop]` names a CA bundle.
-    pub x509pop: Option<X509PopAttestor>,
+    /// The enabled node attestation methods by name (x509pop when
+    /// `[node_attestor.x509pop]` names a CA bundle).
+    pub attestors: Attestors,
     pub metrics: Arc<Metrics>,
     /// Turns true when the server is stopping; long-lived streams end then.
     pub shutdown: tokio::sync::watch::Receiver<bool>,

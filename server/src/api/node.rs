@@ -7,7 +7,7 @@ use futures::Stream;
 use signet_core::clock::unix_seconds;
 use signet_proto::node::node_server::Node;
 use signet_proto::node::{
-    attest_params, attest_request, attest_response, AttestRequest, AttestResponse, AttestResult,
+    attest_request, attest_response, AttestRequest, AttestResponse, AttestResult,
     BatchSignX509SvidRequest, BatchSignX509SvidResponse, MintJwtSvidRequest, MintJwtSvidResponse,
     RenewAgentRequest, RenewAgentResponse, SyncRequest, SyncResponse,
 };
@@ -20,8 +20,10 @@ use super::convert::node_bundle;
 use super::status::ApiError;
 use super::validate::check_audience;
 use super::ServerState;
-use crate::attest::x509pop::CHALLENGE_TTL;
-use crate::attest::{AttestError, AttestedAgent, X509PopError};
+use crate::attest::x509pop::{self, CHALLENGE_TTL};
+use crate::attest::{
+    issue_agent, method_name, AttestError, AttestedAgent, Exchange, Verdict, X509PopError,
+};
 use crate::ca::{csr_public_key, MintedJwt};
 use crate::datastore::AgentRecord;
 use crate::telemetry::metrics::code_label;
@@ -117,6 +119,26 @@ async fn challenge_response(
     }
 }
 
+/// Why `method` cannot be used here: what enables it.
+fn not_enabled(method: &str) -> String {
+    let needs = match method {
+        x509pop::ATTESTATION_TYPE => "ca_bundle_path",
+        _ => "settings",
+    };
+    format!(
+        "{method} node attestation is not enabled on this server (no [node_attestor.{method}] {needs})"
+    )
+}
+
+async fn issue(
+    state: &ServerState,
+    method: &str,
+    verdict: Verdict,
+    csr: &[u8],
+) -> Result<AttestedAgent, AttestError> {
+    issue_agent(state.ds.as_ref(), &state.ca, method, verdict, csr).await
+}
+
 /// Records the new agent SVID and builds the attestation result.
 async fn finish_attestation(
     state: &ServerState,
@@ -176,55 +198,55 @@ impl Node for NodeService {
                 "the first attestation message must carry params",
             ));
         };
-        match params.method {
-            Some(attest_params::Method::JoinToken(token)) => {
-                let res = self.state.join_tokens.attest(&token, &params.csr).await;
-                let attested = counted(&self.state, "join_token", res)?;
+        let Some(evidence) = params.method else {
+            self.state
+                .metrics
+                .node_attestation("none", &code_label(tonic::Code::InvalidArgument));
+            return Err(AttestError::MissingMethod.into());
+        };
+        let method = method_name(&evidence);
+        let Some(attestor) = self.state.attestors.get(method) else {
+            self.state
+                .metrics
+                .node_attestation(method, &code_label(tonic::Code::Unimplemented));
+            return Err(Status::unimplemented(not_enabled(method)));
+        };
+        // Counted once: here only a refusal, else when it finishes.
+        let exchange = match attestor.begin(&evidence).await {
+            Ok(exchange) => exchange,
+            Err(e) => return Err(refusal(&self.state, method, e)),
+        };
+        match exchange {
+            Exchange::Done(verdict) => {
+                let res = issue(&self.state, method, verdict, &params.csr).await;
+                let attested = counted(&self.state, method, res)?;
                 let result = finish_attestation(&self.state, attested).await?;
                 Ok(Response::new(Box::pin(tokio_stream::once(Ok(result)))))
             }
-            Some(attest_params::Method::X509pop(pop)) => {
-                let Some(attestor) = self.state.x509pop.clone() else {
-                    self.state
-                        .metrics
-                        .node_attestation("x509pop", &code_label(tonic::Code::Unimplemented));
-                    return Err(Status::unimplemented(
-                        "x509pop node attestation is not enabled on this server (no [node_attestor.x509pop] ca_bundle_path)",
-                    ));
-                };
-                let begun = attestor.begin(&pop.cert_chain).await;
-                // Counted once: here only a refusal, else when it finishes.
-                let (host, nonce) = match begun {
-                    Ok(v) => v,
-                    Err(e) => return Err(refusal(&self.state, "x509pop", e)),
-                };
+            Exchange::Challenge { challenge, pending } => {
                 let (tx, rx) = mpsc::channel(2);
                 let challenge = AttestResponse {
-                    step: Some(attest_response::Step::Challenge(nonce.to_vec())),
+                    step: Some(attest_response::Step::Challenge(challenge)),
                 };
                 if tx.send(Ok(challenge)).await.is_err() {
                     return Err(Status::cancelled("attestation stream closed"));
                 }
                 let state = self.state.clone();
                 tokio::spawn(async move {
-                    let answer = challenge_response(&mut inbound).await;
-                    let res = match answer {
-                        Ok(sig) => attestor.finish(&host, &nonce, &sig, &params.csr).await,
+                    let res = match challenge_response(&mut inbound).await {
+                        Ok(answer) => match pending.answer(&answer).await {
+                            Ok(verdict) => issue(&state, method, verdict, &params.csr).await,
+                            Err(e) => Err(e),
+                        },
                         Err(e) => Err(e),
                     };
-                    let out = match counted(&state, "x509pop", res) {
+                    let out = match counted(&state, method, res) {
                         Ok(attested) => finish_attestation(&state, attested).await,
                         Err(status) => Err(status),
                     };
                     let _ = tx.send(out).await;
                 });
                 Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
-            }
-            None => {
-                self.state
-                    .metrics
-                    .node_attestation("none", &code_label(tonic::Code::InvalidArgument));
-                Err(AttestError::MissingMethod.into())
             }
         }
     }

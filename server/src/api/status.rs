@@ -97,6 +97,7 @@ impl From<AttestError> for ApiError {
             }
             AttestError::DataStore(d) => d.into(),
             AttestError::Ca(c) => c.into(),
+            AttestError::WrongMethod(_) => ApiError::Internal(e.to_string()),
             AttestError::X509Pop(p) => match p {
                 X509PopError::EmptyChain
                 | X509PopError::Parse(_)

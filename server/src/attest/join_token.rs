@@ -11,9 +11,14 @@ use signet_core::clock::unix_seconds;
 use signet_core::SpiffeId;
 use subtle::ConstantTimeEq;
 
-use super::{AttestError, AttestedAgent};
-use crate::ca::{csr_public_key, CertificateAuthority};
-use crate::datastore::{AgentRecord, DataStore, DataStoreError};
+use async_trait::async_trait;
+use signet_proto::node::attest_params::Method;
+
+use super::{
+    issue_agent, method_name, AttestError, AttestedAgent, Commit, Exchange, NodeAttestor, Verdict,
+};
+use crate::ca::CertificateAuthority;
+use crate::datastore::{DataStore, DataStoreError};
 
 pub const ATTESTATION_TYPE: &str = "join_token";
 
@@ -50,8 +55,8 @@ impl JoinTokenAttestor {
             .ok()
     }
 
-    /// Checks the token, burns it, records the agent and issues its SVID.
-    pub async fn attest(&self, token: &str, csr: &[u8]) -> Result<AttestedAgent, AttestError> {
+    /// Checks the token (read only: the burn commits with the agent).
+    async fn check(&self, token: &str) -> Result<Verdict, AttestError> {
         // A token that cannot be part of a SPIFFE ID was never issued by us.
         let agent_id = self
             .agent_id(token)
@@ -70,27 +75,31 @@ impl JoinTokenAttestor {
             }
             Some(_) => {}
         }
-        let public_key = csr_public_key(csr).map_err(|e| AttestError::BadCsr(e.to_string()))?;
-        // Signed before the transaction so the token burn and the agent record
-        // commit together; if the burn is refused (a concurrent attest took the
-        // token) the certificate is dropped unsent.
-        let svid = self.ca.issue_x509_svid(
-            &agent_id,
-            &public_key,
-            &[],
-            Some(self.ca.default_svid_ttl()),
-        )?;
-        let record = AgentRecord {
-            spiffe_id: agent_id,
-            attestation_type: ATTESTATION_TYPE.to_owned(),
-            serial: svid.serial_hex.clone(),
-            expires_at: unix_seconds(svid.not_after),
-            banned: false,
-            attested_at: now,
+        Ok(Verdict {
+            agent_id,
             selectors: vec![],
-        };
-        let record = self.ds.attest_with_join_token(&hash, now, record).await?;
-        Ok(AttestedAgent { record, svid })
+            commit: Commit::BurnJoinToken { token_sha256: hash },
+        })
+    }
+
+    /// Checks the token, burns it, records the agent and issues its SVID.
+    pub async fn attest(&self, token: &str, csr: &[u8]) -> Result<AttestedAgent, AttestError> {
+        let verdict = self.check(token).await?;
+        issue_agent(self.ds.as_ref(), &self.ca, ATTESTATION_TYPE, verdict, csr).await
+    }
+}
+
+#[async_trait]
+impl NodeAttestor for JoinTokenAttestor {
+    fn method(&self) -> &'static str {
+        ATTESTATION_TYPE
+    }
+
+    async fn begin(&self, evidence: &Method) -> Result<Exchange, AttestError> {
+        match evidence {
+            Method::JoinToken(token) => Ok(Exchange::Done(self.check(token).await?)),
+            other => Err(AttestError::WrongMethod(method_name(other))),
+        }
     }
 }
 

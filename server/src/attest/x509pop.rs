@@ -11,16 +11,21 @@ use std::time::{Duration, SystemTime};
 use rand::RngCore;
 use ring::signature;
 use rustls_pki_types::{CertificateDer, UnixTime};
-use signet_core::clock::unix_seconds;
 use signet_core::{Selector, SpiffeId, TrustDomain};
 use webpki::{EndEntityCert, KeyUsage};
 use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::prelude::FromDer;
 
-use super::{AttestError, AttestedAgent};
-use crate::ca::{csr_public_key, CertificateAuthority};
-use crate::datastore::{AgentRecord, DataStore, DataStoreError};
+use async_trait::async_trait;
+use signet_proto::node::attest_params::Method;
+
+use super::{
+    issue_agent, method_name, AttestError, AttestedAgent, Commit, Exchange, NodeAttestor,
+    PendingChallenge, Verdict,
+};
+use crate::ca::CertificateAuthority;
+use crate::datastore::{DataStore, DataStoreError};
 
 pub const ATTESTATION_TYPE: &str = "x509pop";
 pub const NONCE_LEN: usize = 32;
@@ -327,9 +332,29 @@ impl X509PopAttestor {
         Ok((host, self.challenges.issue(self.ca.now())))
     }
 
-    /// Step 2: the nonce is spent, the signature checked, the agent
-    /// recorded (re-created after an eviction, refused when banned) and its
-    /// SVID issued for the CSR's key.
+    /// Step 2: the nonce is spent and the signature checked; the agent is
+    /// then recorded (re-created after an eviction, refused when banned)
+    /// with the host certificate's selectors.
+    fn verdict(
+        &self,
+        host: &HostCert,
+        nonce: &[u8; NONCE_LEN],
+        response: &[u8],
+    ) -> Result<Verdict, AttestError> {
+        self.challenges.redeem(nonce, self.ca.now())?;
+        verify_signature(&host.leaf_der, nonce, response)?;
+        let agent_id = host
+            .agent_id(self.ca.trust_domain())
+            .map_err(|e| X509PopError::Parse(e.to_string()))?;
+        Ok(Verdict {
+            agent_id,
+            selectors: host.selectors(),
+            commit: Commit::Record,
+        })
+    }
+
+    /// Steps 2 and 3: the answer checked, the agent recorded and its SVID
+    /// issued for the CSR's key.
     pub async fn finish(
         &self,
         host: &HostCert,
@@ -337,29 +362,44 @@ impl X509PopAttestor {
         response: &[u8],
         csr: &[u8],
     ) -> Result<AttestedAgent, AttestError> {
-        self.challenges.redeem(nonce, self.ca.now())?;
-        verify_signature(&host.leaf_der, nonce, response)?;
-        let agent_id = host
-            .agent_id(self.ca.trust_domain())
-            .map_err(|e| X509PopError::Parse(e.to_string()))?;
-        let public_key = csr_public_key(csr).map_err(|e| AttestError::BadCsr(e.to_string()))?;
-        let svid = self.ca.issue_x509_svid(
-            &agent_id,
-            &public_key,
-            &[],
-            Some(self.ca.default_svid_ttl()),
-        )?;
-        let record = AgentRecord {
-            spiffe_id: agent_id,
-            attestation_type: ATTESTATION_TYPE.to_owned(),
-            serial: svid.serial_hex.clone(),
-            expires_at: unix_seconds(svid.not_after),
-            banned: false,
-            attested_at: unix_seconds(self.ca.now()),
-            selectors: host.selectors(),
+        let verdict = self.verdict(host, nonce, response)?;
+        issue_agent(self.ds.as_ref(), &self.ca, ATTESTATION_TYPE, verdict, csr).await
+    }
+}
+
+/// A challenge sent, waiting for the agent's signature.
+struct Pending {
+    attestor: X509PopAttestor,
+    host: HostCert,
+    nonce: [u8; NONCE_LEN],
+}
+
+#[async_trait]
+impl PendingChallenge for Pending {
+    async fn answer(self: Box<Self>, response: &[u8]) -> Result<Verdict, AttestError> {
+        self.attestor.verdict(&self.host, &self.nonce, response)
+    }
+}
+
+#[async_trait]
+impl NodeAttestor for X509PopAttestor {
+    fn method(&self) -> &'static str {
+        ATTESTATION_TYPE
+    }
+
+    async fn begin(&self, evidence: &Method) -> Result<Exchange, AttestError> {
+        let Method::X509pop(pop) = evidence else {
+            return Err(AttestError::WrongMethod(method_name(evidence)));
         };
-        let record = self.ds.attest_agent(record).await?;
-        Ok(AttestedAgent { record, svid })
+        let (host, nonce) = X509PopAttestor::begin(self, &pop.cert_chain).await?;
+        Ok(Exchange::Challenge {
+            challenge: nonce.to_vec(),
+            pending: Box::new(Pending {
+                attestor: self.clone(),
+                host,
+                nonce,
+            }),
+        })
     }
 }
 
