@@ -1,6 +1,6 @@
 //! A small Docker Engine API client (Podman's compat API answers the same):
-//! `GET /containers/<id>/json` over the engine's Unix socket, HTTP/1.1 by
-//! hand, bounded in time and size. Answers are cached per container for a
+//! `GET /containers/<id>/json` over the engine's Unix socket with hyper's
+//! HTTP/1.1 client, bounded in time and size. Answers are cached per container for a
 //! short while, so a workload that reconnects does not cost an API call.
 
 use std::collections::HashMap;
@@ -8,13 +8,16 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
+use http::header;
+use http_body_util::{BodyExt, Empty, LengthLimitError, Limited};
+use hyper_util::rt::TokioIo;
 use serde::Deserialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::time::Instant;
 
 /// Inspect answers larger than this are refused.
-const MAX_RESPONSE: u64 = 4 * 1024 * 1024;
+const MAX_RESPONSE: usize = 4 * 1024 * 1024;
 /// Containers remembered at most.
 const CACHE_MAX: usize = 512;
 /// Labels, image and env of a running container do not change; the TTL only
@@ -141,102 +144,46 @@ impl DockerClient {
         cache.insert(id.to_owned(), (Instant::now(), inspect));
     }
 
-    async fn get(&self, path: &str) -> Result<Vec<u8>, EngineError> {
-        let mut stream = UnixStream::connect(&self.socket)
+    /// `GET path` over the engine's socket with hyper's HTTP/1.1 client: one
+    /// connection per call, its body read to at most `MAX_RESPONSE`.
+    async fn get(&self, path: &str) -> Result<Bytes, EngineError> {
+        let stream = UnixStream::connect(&self.socket)
             .await
             .map_err(|e| EngineError::Connect(self.socket.display().to_string(), e.to_string()))?;
-        let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: docker\r\nUser-Agent: signet-agent\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
-        );
-        let io = |e: std::io::Error| EngineError::Io(e.to_string());
-        stream.write_all(request.as_bytes()).await.map_err(io)?;
-        let mut raw = Vec::new();
-        (&mut stream)
-            .take(MAX_RESPONSE + 1)
-            .read_to_end(&mut raw)
+        let http = |e: hyper::Error| EngineError::Malformed(e.to_string());
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
-            .map_err(io)?;
-        if raw.len() as u64 > MAX_RESPONSE {
-            return Err(EngineError::Malformed("answer too large".into()));
-        }
-        parse_response(&raw)
-    }
-}
-
-/// Status line, headers, then a body framed by Content-Length, chunked
-/// encoding, or the end of the connection.
-pub fn parse_response(raw: &[u8]) -> Result<Vec<u8>, EngineError> {
-    let malformed = |m: &str| EngineError::Malformed(m.to_owned());
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| malformed("no end of headers"))?;
-    let head = std::str::from_utf8(raw.get(..split).unwrap_or_default())
-        .map_err(|_| malformed("headers are not UTF-8"))?;
-    let body = raw.get(split + 4..).unwrap_or_default();
-    let mut lines = head.split("\r\n");
-    let status: u16 = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| malformed("bad status line"))?;
-    let mut length = None;
-    let mut chunked = false;
-    for line in lines {
-        let Some((name, value)) = line.split_once(':') else {
-            continue;
+            .map_err(http)?;
+        let request = http::Request::get(path)
+            .header(header::HOST, "docker")
+            .header(header::USER_AGENT, "signet-agent")
+            .header(header::ACCEPT, "application/json")
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| EngineError::Malformed(e.to_string()))?;
+        let exchange = async move {
+            let response = sender.send_request(request).await.map_err(http)?;
+            if response.status() != http::StatusCode::OK {
+                return Err(EngineError::Status(response.status().as_u16()));
+            }
+            let body = Limited::new(response.into_body(), MAX_RESPONSE)
+                .collect()
+                .await
+                .map_err(|e| match e.downcast::<LengthLimitError>() {
+                    Ok(_) => EngineError::Malformed("answer too large".into()),
+                    Err(e) => EngineError::Malformed(e.to_string()),
+                })?;
+            Ok(body.to_bytes())
         };
-        let value = value.trim();
-        if name.eq_ignore_ascii_case("content-length") {
-            length = Some(
-                value
-                    .parse::<usize>()
-                    .map_err(|_| malformed("bad Content-Length"))?,
-            );
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            chunked = value.eq_ignore_ascii_case("chunked");
+        // The connection is driven beside the exchange and dropped with it;
+        // one that ends first has handed over all it read.
+        tokio::pin!(conn, exchange);
+        tokio::select! {
+            biased;
+            out = &mut exchange => out,
+            ended = &mut conn => match ended {
+                Ok(()) => exchange.await,
+                Err(e) => Err(http(e)),
+            },
         }
-    }
-    if status != 200 {
-        return Err(EngineError::Status(status));
-    }
-    if chunked {
-        return dechunk(body);
-    }
-    match length {
-        Some(n) => body
-            .get(..n)
-            .map(<[u8]>::to_vec)
-            .ok_or_else(|| malformed("body shorter than Content-Length")),
-        None => Ok(body.to_vec()),
-    }
-}
-
-fn dechunk(mut body: &[u8]) -> Result<Vec<u8>, EngineError> {
-    let malformed = |m: &str| EngineError::Malformed(m.to_owned());
-    let mut out = Vec::new();
-    loop {
-        let eol = body
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .ok_or_else(|| malformed("unterminated chunk size"))?;
-        let size_line = std::str::from_utf8(body.get(..eol).unwrap_or_default())
-            .map_err(|_| malformed("bad chunk size"))?;
-        let size_hex = size_line.split(';').next().unwrap_or_default().trim();
-        let size = usize::from_str_radix(size_hex, 16).map_err(|_| malformed("bad chunk size"))?;
-        let data_start = eol + 2;
-        if size == 0 {
-            return Ok(out);
-        }
-        let data_end = data_start
-            .checked_add(size)
-            .ok_or_else(|| malformed("bad chunk size"))?;
-        let chunk = body
-            .get(data_start..data_end)
-            .ok_or_else(|| malformed("truncated chunk"))?;
-        out.extend_from_slice(chunk);
-        body = body
-            .get(data_end + 2..)
-            .ok_or_else(|| malformed("truncated chunk"))?;
     }
 }

@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixListener;
 
 use super::cgroup::Runtime;
-use super::docker::{parse_response, DockerClient, EngineError};
+use super::docker::{DockerClient, EngineError};
 use super::*;
 use crate::attest::workload::cgroup::parse;
 use crate::attest::workload::test_procfs::stat_line;
@@ -155,6 +155,8 @@ enum Reply {
     Chunked,
     NotFound,
     Never,
+    /// These bytes, then the connection closes.
+    Raw(&'static str),
 }
 
 struct FakeEngine {
@@ -215,6 +217,7 @@ fn fake_engine(reply: Reply) -> FakeEngine {
                         std::future::pending::<()>().await;
                         unreachable!()
                     }
+                    Reply::Raw(raw) => raw.to_owned(),
                 };
                 conn.write_all(answer.as_bytes()).await.unwrap();
             });
@@ -339,18 +342,28 @@ async fn a_host_process_gets_no_container_selectors_and_no_engine_call() {
     assert_eq!(engine.requests.load(Ordering::SeqCst), 0);
 }
 
-#[test]
-fn malformed_http_answers_are_refused() {
-    assert!(parse_response(b"garbage").is_err());
-    assert!(parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort").is_err());
-    assert!(parse_response(
-        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\nx"
-    )
-    .is_err());
-    assert_eq!(
-        parse_response(b"HTTP/1.1 200 OK\r\n\r\n{}").unwrap(),
-        b"{}".to_vec()
-    );
+#[tokio::test]
+async fn malformed_http_answers_are_refused_and_a_close_delimited_one_is_read() {
+    let inspect = |raw| async move {
+        let engine = fake_engine(Reply::Raw(raw));
+        DockerClient::new(&engine.socket, Duration::from_secs(2))
+            .inspect(ID)
+            .await
+    };
+    for raw in [
+        "garbage\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\nx",
+        // Larger than an inspect answer may be.
+        "HTTP/1.1 200 OK\r\nContent-Length: 99999999\r\n\r\n{}",
+    ] {
+        assert!(
+            matches!(inspect(raw).await, Err(EngineError::Malformed(_))),
+            "{raw:?}"
+        );
+    }
+    let read = inspect("HTTP/1.1 200 OK\r\n\r\n{\"Image\":\"sha256:ab\"}").await;
+    assert_eq!(read.unwrap().image, "sha256:ab");
 }
 
 #[test]
