@@ -233,9 +233,15 @@ async fn drain(socket: &std::path::Path, drain_tx: &watch::Sender<bool>, metrics
     let open = metrics.connected_workloads.get();
     tracing::info!(streams = open, "draining Workload API streams");
     drain_tx.send_replace(true);
-    let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
-    while metrics.connected_workloads.get() > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    if tokio::time::timeout(DRAIN_TIMEOUT, metrics.streams_closed())
+        .await
+        .is_err()
+    {
+        let left = metrics.connected_workloads.get();
+        tracing::warn!(
+            streams = left,
+            "Workload API streams still open after the drain timeout"
+        );
     }
     // The last answers are written by the connection tasks.
     tokio::time::sleep(Duration::from_millis(100)).await;

@@ -115,11 +115,7 @@ impl SvidSigner for NodeSigner {
     }
 }
 
-/// An X.509 authority's id: lowercase hex SHA-256 of its certificate DER.
-pub fn authority_id(ca_der: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(ca_der))
-}
+pub use signet_core::x509::authority_id;
 
 /// The id of the bundle CA that `chain` validates against, if any; used when
 /// the server did not name the authority (or for SVIDs loaded from disk).

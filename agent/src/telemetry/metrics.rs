@@ -48,6 +48,8 @@ pub struct Metrics {
     pub attestor_errors: Family<AttestorLabel, Counter>,
     /// Open Workload API streams.
     pub connected_workloads: Gauge,
+    /// The same count, for a drain to wait on (not poll).
+    open_streams: tokio::sync::watch::Sender<u64>,
     /// Workload X.509-SVIDs held and valid.
     pub svids_held: Gauge,
     /// Seconds until the soonest held X.509-SVID expires (0 when none).
@@ -81,6 +83,7 @@ impl Metrics {
             attestation_failures: Counter::default(),
             attestor_errors: Family::default(),
             connected_workloads: Gauge::default(),
+            open_streams: tokio::sync::watch::channel(0).0,
             svids_held: Gauge::default(),
             seconds_to_next_expiry: Gauge::default(),
             workload_api_duration: Family::new_with_constructor(latency_histogram),
@@ -168,7 +171,15 @@ impl Metrics {
     /// Counts an open stream until the guard drops.
     pub fn stream_opened(self: &std::sync::Arc<Self>) -> StreamGuard {
         self.connected_workloads.inc();
+        self.open_streams.send_modify(|n| *n += 1);
         StreamGuard(self.clone())
+    }
+
+    /// Resolves once no stream is open.
+    pub async fn streams_closed(&self) {
+        let mut open = self.open_streams.subscribe();
+        // The sender lives in `self`: the wait cannot fail while we hold it.
+        let _ = open.wait_for(|n| *n == 0).await;
     }
 }
 
@@ -177,6 +188,9 @@ pub struct StreamGuard(std::sync::Arc<Metrics>);
 impl Drop for StreamGuard {
     fn drop(&mut self) {
         self.0.connected_workloads.dec();
+        self.0
+            .open_streams
+            .send_modify(|n| *n = n.saturating_sub(1));
     }
 }
 /// Workload API calls, timed by `signet_runtime::rpc`'s layer, by method.

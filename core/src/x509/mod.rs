@@ -53,3 +53,9 @@ impl From<rcgen::Error> for X509Error {
         X509Error::Issue(e.to_string())
     }
 }
+
+/// An X.509 authority's id, the same everywhere (server, agent, CLIs):
+/// lowercase hex SHA-256 of its certificate's DER.
+pub fn authority_id(ca_der: &[u8]) -> String {
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, ca_der).as_ref())
+}

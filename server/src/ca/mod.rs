@@ -401,10 +401,7 @@ impl CertificateAuthority {
     }
 }
 
-/// An X.509 authority's id: lowercase hex SHA-256 of its certificate DER.
-pub fn authority_id(cert_der: &[u8]) -> String {
-    hex::encode(ring::digest::digest(&ring::digest::SHA256, cert_der).as_ref())
-}
+pub use signet_core::x509::authority_id;
 
 /// The public key of a DER PKCS#10 CSR whose signature verifies. Subject and
 /// SANs are ignored: the caller decides the identity.
