@@ -3,7 +3,8 @@
 //! (`rlimit`), directories no other user can swap (`dirs`), files written
 //! whole or not at all (`fs`), log lines that cannot flood the journal
 //! (`throttle`), log setup with journal priorities (`logging`),
-//! `Type=notify` (`systemd`) and gRPC call timing (`rpc`).
+//! `Type=notify` (`systemd`), gRPC call timing (`rpc`) and times as people
+//! read them (`time`).
 #![forbid(unsafe_code)]
 
 pub mod conn;
@@ -14,3 +15,4 @@ pub mod rlimit;
 pub mod rpc;
 pub mod systemd;
 pub mod throttle;
+pub mod time;

@@ -1,0 +1,56 @@
+//! Times as people read them, with the `time` crate's calendar (none by
+//! hand). Both daemons' CLIs print through here.
+
+use time::OffsetDateTime;
+
+fn utc(secs: i64) -> Option<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp(secs).ok()
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` (RFC 3339, UTC) for unix seconds; a time outside
+/// years -9999..=9999 prints as its number of seconds.
+pub fn rfc3339(secs: i64) -> String {
+    match utc(secs) {
+        Some(t) => format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        ),
+        None => secs.to_string(),
+    }
+}
+
+/// `2024-05-01 12:00:00 +0000 UTC`, as SPIRE's CLI prints times.
+pub fn spire_cli(secs: i64) -> String {
+    match utc(secs) {
+        Some(t) => format!(
+            "{:04}-{:02}-{:02} {:02}:{:02}:{:02} +0000 UTC",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        ),
+        None => secs.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_forms_in_utc_including_leap_days_and_before_1970() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_714_564_800), "2024-05-01T12:00:00Z");
+        assert_eq!(rfc3339(-1), "1969-12-31T23:59:59Z");
+        assert_eq!(spire_cli(1_714_564_800), "2024-05-01 12:00:00 +0000 UTC");
+        assert_eq!(rfc3339(i64::MAX), i64::MAX.to_string());
+    }
+}
