@@ -6,6 +6,7 @@
 
 pub mod bundle;
 pub mod clock;
+pub mod crypto;
 pub mod duration;
 pub mod entry;
 pub mod jwt;

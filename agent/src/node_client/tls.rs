@@ -38,7 +38,7 @@ pub fn client_config(
     server_id: SpiffeId,
     client_svid: Option<&AgentSvid>,
 ) -> Result<Arc<ClientConfig>, TlsError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = signet_core::crypto::tls_provider();
     let verifier = Arc::new(SpiffeServerVerifier {
         trust,
         server_id,
@@ -186,7 +186,7 @@ mod tests {
         SpiffeServerVerifier {
             trust: ServerTrust::Bundle(rx),
             server_id: SpiffeId::parse("spiffe://example.org/signet/server").unwrap(),
-            provider: Arc::new(rustls::crypto::ring::default_provider()),
+            provider: signet_core::crypto::tls_provider(),
         }
     }
 

@@ -12,20 +12,6 @@ use x509_parser::prelude::FromDer;
 use super::X509Error;
 use crate::SpiffeId;
 
-static ALGORITHMS: &[&dyn rustls_pki_types::SignatureVerificationAlgorithm] = &[
-    webpki::ring::ECDSA_P256_SHA256,
-    webpki::ring::ECDSA_P256_SHA384,
-    webpki::ring::ECDSA_P384_SHA256,
-    webpki::ring::ECDSA_P384_SHA384,
-    webpki::ring::ED25519,
-    webpki::ring::RSA_PKCS1_2048_8192_SHA256,
-    webpki::ring::RSA_PKCS1_2048_8192_SHA384,
-    webpki::ring::RSA_PKCS1_2048_8192_SHA512,
-    webpki::ring::RSA_PSS_2048_8192_SHA256_LEGACY_KEY,
-    webpki::ring::RSA_PSS_2048_8192_SHA384_LEGACY_KEY,
-    webpki::ring::RSA_PSS_2048_8192_SHA512_LEGACY_KEY,
-];
-
 /// The facts callers need about a certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertInfo {
@@ -163,7 +149,7 @@ pub fn validate_x509_svid(
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_err(|_| X509Error::Untrusted("clock is before 1970".into()))?;
     ee.verify_for_usage(
-        ALGORITHMS,
+        crate::crypto::SIGNATURE_ALGORITHMS,
         &anchors,
         &intermediates,
         UnixTime::since_unix_epoch(since_epoch),

@@ -38,7 +38,7 @@ pub const SERVER_ID_PATH: &str = "/signet/server";
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    signet_core::crypto::tls_provider()
 }
 
 /// The server certificate handed to every handshake; replaced on renewal.
@@ -139,7 +139,7 @@ impl AgentCertVerifier {
     pub fn new(ca: Arc<CertificateAuthority>) -> Self {
         Self {
             ca,
-            algorithms: rustls::crypto::ring::default_provider().signature_verification_algorithms,
+            algorithms: signet_core::crypto::tls_provider().signature_verification_algorithms,
         }
     }
 }

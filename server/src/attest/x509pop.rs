@@ -32,20 +32,6 @@ pub const NONCE_LEN: usize = 32;
 /// How long a challenge may wait for its answer.
 pub const CHALLENGE_TTL: Duration = Duration::from_secs(30);
 
-static ALGORITHMS: &[&dyn rustls_pki_types::SignatureVerificationAlgorithm] = &[
-    webpki::ring::ECDSA_P256_SHA256,
-    webpki::ring::ECDSA_P256_SHA384,
-    webpki::ring::ECDSA_P384_SHA256,
-    webpki::ring::ECDSA_P384_SHA384,
-    webpki::ring::ED25519,
-    webpki::ring::RSA_PKCS1_2048_8192_SHA256,
-    webpki::ring::RSA_PKCS1_2048_8192_SHA384,
-    webpki::ring::RSA_PKCS1_2048_8192_SHA512,
-    webpki::ring::RSA_PSS_2048_8192_SHA256_LEGACY_KEY,
-    webpki::ring::RSA_PSS_2048_8192_SHA384_LEGACY_KEY,
-    webpki::ring::RSA_PSS_2048_8192_SHA512_LEGACY_KEY,
-];
-
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum X509PopError {
     #[error("x509pop: no host certificate chain was presented")]
@@ -175,7 +161,7 @@ pub fn verify_chain(
         };
         let anchors = [anchor];
         let verified = ee.verify_for_usage(
-            ALGORITHMS,
+            signet_core::crypto::SIGNATURE_ALGORITHMS,
             &anchors,
             &intermediates,
             time,
