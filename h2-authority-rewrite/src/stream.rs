@@ -34,10 +34,6 @@ impl<S> RewritingStream<S> {
             read_at: 0,
         }
     }
-
-    pub fn get_ref(&self) -> &S {
-        &self.client
-    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for RewritingStream<S> {

@@ -3,16 +3,12 @@
 
 use time::OffsetDateTime;
 
-fn utc(secs: i64) -> Option<OffsetDateTime> {
-    OffsetDateTime::from_unix_timestamp(secs).ok()
-}
-
-/// `YYYY-MM-DDTHH:MM:SSZ` (RFC 3339, UTC) for unix seconds; a time outside
-/// years -9999..=9999 prints as its number of seconds.
-pub fn rfc3339(secs: i64) -> String {
-    match utc(secs) {
-        Some(t) => format!(
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+/// `YYYY-MM-DD{sep}HH:MM:SS` in UTC, then `suffix`; a time outside years
+/// -9999..=9999 prints as its number of seconds.
+fn utc(secs: i64, sep: char, suffix: &str) -> String {
+    match OffsetDateTime::from_unix_timestamp(secs) {
+        Ok(t) => format!(
+            "{:04}-{:02}-{:02}{sep}{:02}:{:02}:{:02}{suffix}",
             t.year(),
             u8::from(t.month()),
             t.day(),
@@ -20,24 +16,18 @@ pub fn rfc3339(secs: i64) -> String {
             t.minute(),
             t.second()
         ),
-        None => secs.to_string(),
+        Err(_) => secs.to_string(),
     }
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` (RFC 3339, UTC) for unix seconds.
+pub fn rfc3339(secs: i64) -> String {
+    utc(secs, 'T', "Z")
 }
 
 /// `2024-05-01 12:00:00 +0000 UTC`, as SPIRE's CLI prints times.
 pub fn spire_cli(secs: i64) -> String {
-    match utc(secs) {
-        Some(t) => format!(
-            "{:04}-{:02}-{:02} {:02}:{:02}:{:02} +0000 UTC",
-            t.year(),
-            u8::from(t.month()),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second()
-        ),
-        None => secs.to_string(),
-    }
+    utc(secs, ' ', " +0000 UTC")
 }
 
 #[cfg(test)]
