@@ -82,17 +82,16 @@ pub async fn run(config: RuntimeConfig, shutdown: impl Future<Output = ()>) -> a
 
     let mut tasks = JoinSet::new();
     if let Some(addr) = config.telemetry_bind {
-        let listener = telemetry::http::bind(addr)
+        let endpoint = signet_runtime::probes::Endpoint::bind(addr)
             .await
             .with_context(|| format!("cannot bind the telemetry address {addr}"))?;
-        // The bound address: port 0 asks the system for a free one.
-        let bound = listener.local_addr().unwrap_or(addr);
-        tracing::info!(addr = %bound, "serving /live, /ready and /metrics");
-        tasks.spawn(telemetry::http::serve(
-            listener,
-            metrics.clone(),
-            readiness.clone(),
-        ));
+        tracing::info!(addr = %endpoint.local_addr(), "serving /live, /ready and /metrics");
+        let probes = Arc::new(telemetry::AgentProbes {
+            metrics: metrics.clone(),
+            readiness: readiness.clone(),
+        });
+        // Live until the process ends: the task set is dropped on the way out.
+        tasks.spawn(endpoint.serve(probes, std::future::pending()));
     }
     let listener = workload_api::bind(&config.socket_path)?;
     tracing::info!(socket = %config.socket_path.display(), "Workload API listening");
@@ -144,9 +143,12 @@ pub async fn run(config: RuntimeConfig, shutdown: impl Future<Output = ()>) -> a
     let mut idle_manager = Some(manager);
     match attested {
         Ok(attested) => {
-            tracing::info!(spiffe_id = %attested.svid.spiffe_id, "agent identity ready");
+            tracing::info!(spiffe_id = %attested.svid.x509.spiffe_id, "agent identity ready");
             // Only now: `systemctl start` returns once the agent can issue.
-            let serving = format!("serving the Workload API as {}", attested.svid.spiffe_id);
+            let serving = format!(
+                "serving the Workload API as {}",
+                attested.svid.x509.spiffe_id
+            );
             signet_runtime::systemd::ready(&serving);
             tasks.spawn(report_health(health.subscribe(), serving));
             if attested.fresh {
@@ -352,24 +354,6 @@ fn cleanup(socket: &std::path::Path, health_file: &std::path::Path) {
     for path in [socket, health_file] {
         if let Err(e) = std::fs::remove_file(path) {
             tracing::debug!(path = %path.display(), error = %e, "already gone");
-        }
-    }
-}
-
-/// Completes on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let term = signal(SignalKind::terminate());
-    let int = signal(SignalKind::interrupt());
-    match (term, int) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
         }
     }
 }

@@ -11,7 +11,9 @@ use async_trait::async_trait;
 use signet_core::jwt::{mint_jwt_svid, JwtSigner, MintParams};
 use signet_core::{Clock, RegistrationEntry, SpiffeId};
 
-use crate::cache::{JwtMinter, MintError, MintedJwt};
+use crate::cache::{JwtMinter, MintError};
+use signet_core::bundle::Bundle;
+use signet_core::JwtSvid;
 
 /// An entry `id` for `spiffe_id` under `parent_id` with these selectors,
 /// default TTLs, no DNS names, revision 1.
@@ -75,7 +77,7 @@ impl FakeMinter {
 
 #[async_trait]
 impl JwtMinter for FakeMinter {
-    async fn mint(&self, entry_id: &str, audience: &[String]) -> Result<MintedJwt, MintError> {
+    async fn mint(&self, entry_id: &str, audience: &[String]) -> Result<JwtSvid, MintError> {
         let n = self.calls.fetch_add(1, Ordering::SeqCst);
         if !self.delay.is_zero() {
             tokio::time::sleep(self.delay).await;
@@ -103,7 +105,7 @@ impl JwtMinter for FakeMinter {
             },
         )
         .map_err(|e| MintError::Refused(e.to_string()))?;
-        Ok(MintedJwt {
+        Ok(JwtSvid {
             token,
             issued_at,
             expires_at,
@@ -129,5 +131,15 @@ impl TokioClock {
 impl Clock for TokioClock {
     fn now(&self) -> std::time::SystemTime {
         self.base + self.start.elapsed()
+    }
+}
+
+/// A bundle of example.org with these X.509 authorities and no JWT keys.
+pub fn x509_bundle(x509_authorities: Vec<Vec<u8>>) -> Bundle {
+    Bundle {
+        trust_domain: signet_core::TrustDomain::new("example.org").unwrap(),
+        x509_authorities,
+        jwt_authorities: vec![],
+        sequence: 1,
     }
 }

@@ -279,13 +279,16 @@ pub async fn attest_node_agent_at(server: &NodeApi) -> anyhow::Result<NodeAgent>
     };
     let now = SystemClock.now();
     let svid = AgentSvid {
-        spiffe_id: id.clone(),
-        chain: result.svid_chain,
+        x509: signet_core::X509Svid {
+            spiffe_id: id.clone(),
+            chain: result.svid_chain,
+            not_after: now,
+            serial_hex: String::new(),
+            authority_id: result.authority_id,
+        },
         key_pkcs8: zeroize::Zeroizing::new(key.serialize_der()),
-        not_after: now,
         received_at: now,
         generation: 0,
-        authority_id: result.authority_id,
     };
     let tls =
         node_client::tls::client_config(ServerTrust::InsecureBootstrap, server_id, Some(&svid))?;

@@ -1,10 +1,71 @@
-//! The SPIFFE bundle of a trust domain: X.509 authorities and JWT keys, with
-//! the JWK Set encoding of the SPIFFE Trust Domain and Bundle standard.
+//! The SPIFFE bundle of a trust domain: X.509 authorities and JWT keys, as
+//! the server publishes them and the agent receives them, with the JWK Set
+//! encoding of the SPIFFE Trust Domain and Bundle standard.
 
 use x509_parser::prelude::{FromDer, X509Certificate};
 use x509_parser::public_key::PublicKey;
 
 use crate::jwt::{Jwk, JwkSet, JwtPublicKey};
+use crate::TrustDomain;
+
+/// The certificates and keys a peer trusts for one trust domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bundle {
+    pub trust_domain: TrustDomain,
+    /// DER CA certificates.
+    pub x509_authorities: Vec<Vec<u8>>,
+    /// Public keys that verify JWT-SVIDs.
+    pub jwt_authorities: Vec<JwtAuthority>,
+    /// Increases whenever the authorities change.
+    pub sequence: u64,
+}
+
+impl Bundle {
+    /// `(kid, key)` pairs, as [`spiffe_bundle`] and [`jwt_jwks`] take them.
+    pub fn jwt_keys(&self) -> Vec<(String, JwtPublicKey)> {
+        self.jwt_authorities
+            .iter()
+            .map(|a| (a.kid.clone(), a.public_key.clone()))
+            .collect()
+    }
+
+    /// A digest of the set of authorities (not their order, not the
+    /// sequence): when it differs from the stored one, the bundle changed
+    /// and its sequence must increase. An activation reorders, not changes.
+    pub fn fingerprint(&self) -> String {
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        let mut x509: Vec<&Vec<u8>> = self.x509_authorities.iter().collect();
+        x509.sort();
+        let mut jwt: Vec<&JwtAuthority> = self.jwt_authorities.iter().collect();
+        jwt.sort_by(|a, b| a.kid.cmp(&b.kid));
+        for der in x509 {
+            ctx.update(b"x509\0");
+            ctx.update(&(der.len() as u64).to_be_bytes());
+            ctx.update(der);
+        }
+        for a in jwt {
+            ctx.update(b"jwt\0");
+            ctx.update(&(a.kid.len() as u64).to_be_bytes());
+            ctx.update(a.kid.as_bytes());
+            let key = a.public_key.canonical_bytes();
+            ctx.update(&(key.len() as u64).to_be_bytes());
+            ctx.update(&key);
+        }
+        hex::encode(ctx.finish().as_ref())
+    }
+}
+
+/// A JWT signing key as the bundle publishes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwtAuthority {
+    pub kid: String,
+    /// The `jwt-svid` JWK.
+    pub jwk: Jwk,
+    pub public_key: JwtPublicKey,
+    /// Unix seconds after which nothing it signed is valid (no token
+    /// outlives the CA).
+    pub expires_at: i64,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {

@@ -3,16 +3,19 @@
 //! (`rlimit`), directories no other user can swap (`dirs`), files written
 //! whole or not at all (`fs`), log lines that cannot flood the journal
 //! (`throttle`), log setup with journal priorities (`logging`),
-//! `Type=notify` (`systemd`), gRPC call timing (`rpc`) and times as people
-//! read them (`time`).
+//! `Type=notify` (`systemd`), gRPC call timing (`rpc`), times as people
+//! read them (`time`), the `/live` `/ready` `/metrics` endpoint (`probes`)
+//! and the signals that stop a daemon (`signals`).
 #![forbid(unsafe_code)]
 
 pub mod conn;
 pub mod dirs;
 pub mod fs;
 pub mod logging;
+pub mod probes;
 pub mod rlimit;
 pub mod rpc;
+pub mod signals;
 pub mod systemd;
 pub mod throttle;
 pub mod time;

@@ -139,14 +139,16 @@ pub async fn start(config: RuntimeConfig, clock: Arc<dyn Clock>) -> anyhow::Resu
     let telemetry_addr = match config.telemetry_bind {
         None => None,
         Some(addr) => {
-            let (local, serve) = crate::telemetry::http::bind(addr, state.clone())
+            let endpoint = signet_runtime::probes::Endpoint::bind(addr)
                 .await
                 .with_context(|| format!("binding the telemetry endpoint to {addr}"))?;
-            background.push(tokio::spawn(async move {
-                if let Err(e) = serve.await {
-                    tracing::error!(error = %e, "telemetry endpoint failed");
-                }
-            }));
+            let local = endpoint.local_addr();
+            let probes = Arc::new(crate::telemetry::probes::ServerProbes {
+                state: state.clone(),
+            });
+            background.push(tokio::spawn(
+                endpoint.serve(probes, stopped(stop_rx.clone())),
+            ));
             tracing::info!(addr = %local, "serving /live, /ready and /metrics");
             Some(local)
         }

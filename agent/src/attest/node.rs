@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use rcgen::KeyPair;
 use signet_core::rotation::{random_jitter, refresh_at, wait_until};
 use signet_core::x509::{build_csr, cert_info, key_matches_leaf, validate_x509_svid};
-use signet_core::{Clock, SpiffeId, TrustDomain};
+use signet_core::{Clock, SpiffeId, TrustDomain, X509Svid};
 use signet_proto::node::{
     attest_params, attest_request, attest_response, AttestParams, AttestRequest, RenewAgentRequest,
     X509PopParams,
@@ -147,7 +147,7 @@ pub async fn obtain_identity(
     if let (Some(stored), Some(bundle)) = (storage.load_identity()?, stored_bundle.clone()) {
         match reuse(stored, &bundle, clock.now()) {
             Ok(svid) => {
-                tracing::info!(spiffe_id = %svid.spiffe_id, "reusing stored agent SVID");
+                tracing::info!(spiffe_id = %svid.x509.spiffe_id, "reusing stored agent SVID");
                 return Ok(Attested {
                     svid,
                     bundle,
@@ -201,10 +201,10 @@ pub async fn obtain_identity(
     let attested = attest_with(config, method.as_ref(), trust, clock).await?;
     storage.save_identity(&StoredIdentity {
         key_pkcs8: attested.svid.key_pkcs8.clone(),
-        chain: attested.svid.chain.clone(),
+        chain: attested.svid.x509.chain.clone(),
     })?;
     storage.save_bundle(&attested.bundle)?;
-    tracing::info!(spiffe_id = %attested.svid.spiffe_id, "node attested");
+    tracing::info!(spiffe_id = %attested.svid.x509.spiffe_id, "node attested");
     Ok(attested)
 }
 
@@ -217,11 +217,14 @@ fn reuse(stored: StoredIdentity, bundle: &[Vec<u8>], now: SystemTime) -> Result<
     key_matches_leaf(leaf, &stored.key_pkcs8).map_err(|e| e.to_string())?;
     let spiffe_id = info.spiffe_id.ok_or("no SPIFFE ID")?;
     Ok(AgentSvid {
-        authority_id: issuing_authority(&stored.chain, bundle, now).unwrap_or_default(),
-        spiffe_id,
-        chain: stored.chain,
+        x509: X509Svid {
+            authority_id: issuing_authority(&stored.chain, bundle, now).unwrap_or_default(),
+            spiffe_id,
+            chain: stored.chain,
+            not_after: info.not_after,
+            serial_hex: info.serial_hex,
+        },
         key_pkcs8: stored.key_pkcs8,
-        not_after: info.not_after,
         received_at: now,
         generation: 0,
     })
@@ -295,7 +298,7 @@ async fn attest_with(
         )));
     }
     let mut svid = finish_svid(spiffe_id, result.svid_chain, &key, now, 0)?;
-    svid.authority_id = pick_authority(result.authority_id, &svid.chain, &bundle, now);
+    svid.x509.authority_id = pick_authority(result.authority_id, &svid.x509.chain, &bundle, now);
     Ok(Attested {
         svid,
         bundle,
@@ -321,15 +324,18 @@ fn finish_svid(
         .ok_or(signet_core::x509::X509Error::EmptyChain)?;
     let key_pkcs8 = key.serialize_der();
     key_matches_leaf(leaf, &key_pkcs8)?;
-    let not_after = cert_info(leaf)?.not_after;
+    let info = cert_info(leaf)?;
     Ok(AgentSvid {
-        spiffe_id,
-        chain,
+        x509: X509Svid {
+            spiffe_id,
+            chain,
+            not_after: info.not_after,
+            serial_hex: info.serial_hex,
+            authority_id: String::new(),
+        },
         key_pkcs8: zeroize::Zeroizing::new(key_pkcs8),
-        not_after,
         received_at: now,
         generation,
-        authority_id: String::new(),
     })
 }
 
@@ -373,7 +379,7 @@ impl RenewLoop {
         let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
         loop {
             let current = self.svid_tx.borrow().clone();
-            let at = refresh_at(current.received_at, current.not_after, random_jitter());
+            let at = refresh_at(current.received_at, current.x509.not_after, random_jitter());
             let wait = wait_until(self.clock.now(), at);
             let mut cut_off = self.health.subscribe();
             tokio::select! {
@@ -382,10 +388,10 @@ impl RenewLoop {
                     if changed.is_err() {
                         return;
                     }
-                    if !self.tainted.borrow_and_update().contains(&current.authority_id) {
+                    if !self.tainted.borrow_and_update().contains(&current.x509.authority_id) {
                         continue;
                     }
-                    tracing::warn!(authority_id = current.authority_id, "the agent SVID's authority is tainted; renewing at once");
+                    tracing::warn!(authority_id = current.x509.authority_id, "the agent SVID's authority is tainted; renewing at once");
                 }
                 _ = async { cut_off.wait_for(|r| r.is_cut_off()).await.is_ok() } => {
                     return std::future::pending().await
@@ -400,12 +406,12 @@ impl RenewLoop {
                     Ok(svid) => {
                         let saved = self.storage.save_identity(&StoredIdentity {
                             key_pkcs8: svid.key_pkcs8.clone(),
-                            chain: svid.chain.clone(),
+                            chain: svid.x509.chain.clone(),
                         });
                         if let Err(e) = saved {
                             tracing::error!(error = %e, "cannot persist renewed agent SVID");
                         }
-                        tracing::info!(spiffe_id = %svid.spiffe_id, authority_id = svid.authority_id, not_after = signet_core::clock::unix_seconds(svid.not_after), "agent SVID renewed");
+                        tracing::info!(spiffe_id = %svid.x509.spiffe_id, authority_id = svid.x509.authority_id, not_after = signet_core::clock::unix_seconds(svid.x509.not_after), "agent SVID renewed");
                         self.svid_tx.send_replace(Arc::new(svid));
                         if self.health.report().status == Status::AgentSvidExpired {
                             self.health.set_status(Status::Healthy, "");
@@ -414,14 +420,14 @@ impl RenewLoop {
                         break;
                     }
                     Err(e) => {
-                        let expired = self.clock.now() >= current.not_after;
+                        let expired = self.clock.now() >= current.x509.not_after;
                         tracing::warn!(error = %e, expired, "agent SVID renewal failed; retrying");
                         if expired {
                             self.health.set_status(
                                 Status::AgentSvidExpired,
                                 format!(
                                     "the agent SVID {} expired before it could be renewed ({e}); if the server keeps refusing it, restart the agent with a new --join-token",
-                                    current.spiffe_id
+                                    current.x509.spiffe_id
                                 ),
                             );
                         }
@@ -441,7 +447,7 @@ async fn renew_once(
     clock: &dyn Clock,
 ) -> Result<AgentSvid, NodeAttestError> {
     let key = KeyPair::generate().map_err(signet_core::x509::X509Error::from)?;
-    let csr = build_csr(&key, &current.spiffe_id)?;
+    let csr = build_csr(&key, &current.x509.spiffe_id)?;
     let mut client = connector.client().await?;
     let response = client
         .renew_agent(RenewAgentRequest { csr })
@@ -452,13 +458,13 @@ async fn renew_once(
     let now = clock.now();
     let bundle = bundle.borrow().clone();
     let id = validate_x509_svid(&chain, &bundle, now)?;
-    if id != current.spiffe_id {
+    if id != current.x509.spiffe_id {
         return Err(NodeAttestError::Protocol(format!(
             "renewed SVID is for {id}, expected {}",
-            current.spiffe_id
+            current.x509.spiffe_id
         )));
     }
     let mut svid = finish_svid(id, chain, &key, now, current.generation.wrapping_add(1))?;
-    svid.authority_id = pick_authority(response.authority_id, &svid.chain, &bundle, now);
+    svid.x509.authority_id = pick_authority(response.authority_id, &svid.x509.chain, &bundle, now);
     Ok(svid)
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use futures::future::{BoxFuture, FutureExt, Shared};
 use signet_core::clock::from_unix_seconds;
-use signet_core::{Clock, SpiffeId};
+use signet_core::{Clock, JwtSvid, SpiffeId};
 use signet_proto::node::MintJwtSvidRequest;
 
 use crate::node_client::LateConnector;
@@ -25,39 +25,6 @@ const MAX_CACHED: usize = 4096;
 const MAX_CACHED_BYTES: usize = 8 << 20;
 /// What a cached token costs beyond its strings (map slot, times, Arcs).
 const ENTRY_OVERHEAD: usize = 160;
-
-/// A token as the server minted it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct MintedJwt {
-    pub token: String,
-    pub issued_at: SystemTime,
-    pub expires_at: SystemTime,
-}
-
-impl MintedJwt {
-    /// Fresh until half its lifetime has passed.
-    fn is_fresh_at(&self, now: SystemTime) -> bool {
-        let life = self
-            .expires_at
-            .duration_since(self.issued_at)
-            .unwrap_or_default();
-        now < self.issued_at + life / 2
-    }
-
-    fn is_valid_at(&self, now: SystemTime) -> bool {
-        now < self.expires_at
-    }
-}
-
-impl std::fmt::Debug for MintedJwt {
-    // The token is a bearer credential: never print it.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MintedJwt")
-            .field("issued_at", &self.issued_at)
-            .field("expires_at", &self.expires_at)
-            .finish_non_exhaustive()
-    }
-}
 
 /// Why a mint failed; cloned to every waiter of a shared call.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -74,7 +41,7 @@ pub enum MintError {
 /// Whoever mints JWT-SVIDs: the server in production, a fake in tests.
 #[async_trait]
 pub trait JwtMinter: Send + Sync {
-    async fn mint(&self, entry_id: &str, audience: &[String]) -> Result<MintedJwt, MintError>;
+    async fn mint(&self, entry_id: &str, audience: &[String]) -> Result<JwtSvid, MintError>;
 }
 
 /// Mints through the server's `MintJwtSvid`.
@@ -84,7 +51,7 @@ pub struct NodeMinter {
 
 #[async_trait]
 impl JwtMinter for NodeMinter {
-    async fn mint(&self, entry_id: &str, audience: &[String]) -> Result<MintedJwt, MintError> {
+    async fn mint(&self, entry_id: &str, audience: &[String]) -> Result<JwtSvid, MintError> {
         let connector = self
             .connector
             .get()
@@ -100,7 +67,7 @@ impl JwtMinter for NodeMinter {
         match client.mint_jwt_svid(request).await {
             Ok(r) => {
                 let r = r.into_inner();
-                Ok(MintedJwt {
+                Ok(JwtSvid {
                     token: r.token,
                     issued_at: from_unix_seconds(r.issued_at),
                     expires_at: from_unix_seconds(r.expires_at),
@@ -130,11 +97,11 @@ struct Key {
     audience: Vec<String>,
 }
 
-type MintFuture = Shared<BoxFuture<'static, Result<MintedJwt, MintError>>>;
+type MintFuture = Shared<BoxFuture<'static, Result<JwtSvid, MintError>>>;
 
 /// A cached token with the header and claim the policy looks at.
 struct Cached {
-    jwt: MintedJwt,
+    jwt: JwtSvid,
     kid: String,
     jti: String,
 }
@@ -314,7 +281,7 @@ pub async fn follow_snapshots(
 }
 
 /// A token for another identity than asked for is never handed out.
-fn check_subject(t: MintedJwt, spiffe_id: &str) -> Result<Cached, MintError> {
+fn check_subject(t: JwtSvid, spiffe_id: &str) -> Result<Cached, MintError> {
     let (header, claims) = signet_core::jwt::parse_unverified(&t.token)
         .map_err(|e| MintError::Refused(format!("server sent a malformed token: {e}")))?;
     let text = |map: &serde_json::Map<String, serde_json::Value>, k: &str| {

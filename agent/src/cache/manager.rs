@@ -9,7 +9,7 @@
 //! arrives during a 10k-entry cold start (or a hung server) takes effect at
 //! once, and the round's late answers for it are dropped.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
+use signet_core::bundle::Bundle;
 use signet_core::jwt::{JwtBundles, JwtPublicKey};
 use signet_core::{Clock, RegistrationEntry, TrustDomain};
 use tokio::sync::{mpsc, watch};
@@ -25,6 +26,7 @@ use tokio::time::Instant;
 use super::state::{CachedEntry, Revocations, Snapshot, Svid, Tainted};
 use super::{SignError, SvidSigner};
 use crate::backoff::Backoff;
+use timers::Timers;
 
 /// One message of the sync stream, already parsed.
 #[derive(Debug, Clone, Default)]
@@ -40,10 +42,8 @@ pub struct SyncUpdate {
     pub previewed: Vec<String>,
     pub entries: Vec<RegistrationEntry>,
     pub removed_entry_ids: Vec<String>,
-    /// DER CA certificates, when the bundle changed.
-    pub bundle: Option<Vec<Vec<u8>>>,
-    /// The trust domain's JWT keys (kid, key), whenever a bundle came.
-    pub jwt_keys: Option<Vec<(String, JwtPublicKey)>>,
+    /// The trust domain's bundle, when it changed.
+    pub bundle: Option<Bundle>,
     /// The message's sync revision (0: not from the server).
     pub revision: u64,
     /// Revoked credentials: the complete list in a snapshot, else additions.
@@ -78,7 +78,6 @@ impl SyncUpdate {
         self.previewed.extend(part.previewed);
         self.removed_entry_ids.extend(part.removed_entry_ids);
         self.bundle = self.bundle.take().or(part.bundle);
-        self.jwt_keys = self.jwt_keys.take().or(part.jwt_keys);
         self.revision = part.revision.max(self.revision);
         self.revocations
             .x509_serials
@@ -92,7 +91,6 @@ impl SyncUpdate {
 
 struct Held {
     svid: Arc<Svid>,
-    expires: Instant,
 }
 
 /// A signing round under way: resolves to what the server answered.
@@ -109,8 +107,11 @@ pub struct CacheManager {
     jwt_bundles: Arc<JwtBundles>,
     entries: BTreeMap<String, Arc<RegistrationEntry>>,
     held: HashMap<String, Held>,
-    /// When each entry next needs (re)issuing.
-    due: HashMap<String, Instant>,
+    /// When each held SVID expires (its notAfter).
+    expiries: Timers,
+    /// When each entry next needs (re)issuing; an entry whose SVID is
+    /// awaited has none until the answer comes.
+    due: Timers,
     retries: HashMap<String, Backoff>,
     /// Signing rounds under way, at most `issue::IN_FLIGHT`.
     rounds: FuturesUnordered<Round>,
@@ -118,9 +119,6 @@ pub struct CacheManager {
     /// or cutting off an entry forgets it, so a late answer is dropped.
     awaited: HashMap<String, u64>,
     launches: u64,
-    /// Ids found due by the last scan, longest overdue first: rounds take
-    /// from here, so a 10k cold start scans `due` once, not once a batch.
-    ready: VecDeque<String>,
     crls: Arc<Vec<Vec<u8>>>,
     revocations: Revocations,
     tainted: Arc<Tainted>,
@@ -160,12 +158,12 @@ impl CacheManager {
             jwt_bundles: Arc::default(),
             entries: BTreeMap::new(),
             held: HashMap::new(),
-            due: HashMap::new(),
+            expiries: Timers::default(),
+            due: Timers::default(),
             retries: HashMap::new(),
             rounds: FuturesUnordered::new(),
             awaited: HashMap::new(),
             launches: 0,
-            ready: VecDeque::new(),
             crls: Arc::default(),
             revocations: Revocations::default(),
             tainted: Arc::default(),
@@ -219,18 +217,17 @@ impl CacheManager {
 
     /// The next renewal or expiry; renewals only while a round may start
     /// (with every round under way, the next answer wakes the task).
-    fn next_wake(&self) -> Option<Instant> {
-        let expiry = self.held.values().map(|h| h.expires);
-        let soonest = expiry.chain(self.publish_at).min();
-        if self.rounds.len() >= issue::IN_FLIGHT {
+    fn next_wake(&mut self) -> Option<Instant> {
+        let soonest = self
+            .expiries
+            .next()
+            .into_iter()
+            .chain(self.publish_at)
+            .min();
+        if !self.may_start_round() {
             return soonest;
         }
-        let due = self
-            .due
-            .iter()
-            .filter(|(id, _)| !self.awaited.contains_key(*id))
-            .map(|(_, at)| *at);
-        due.chain(soonest).min()
+        self.due.next().into_iter().chain(soonest).min()
     }
 
     fn apply(&mut self, update: SyncUpdate) {
@@ -243,7 +240,7 @@ impl CacheManager {
         }
         if update.preview {
             if let Some(bundle) = update.bundle {
-                self.set_bundle(bundle);
+                self.set_x509_authorities(bundle.x509_authorities);
             }
             for entry in update.entries {
                 self.upsert(entry);
@@ -255,10 +252,8 @@ impl CacheManager {
             self.dirty = true;
         }
         if let Some(bundle) = update.bundle {
-            self.set_bundle(bundle);
-        }
-        if let Some(keys) = update.jwt_keys {
-            let keys: HashMap<String, JwtPublicKey> = keys.into_iter().collect();
+            let keys: HashMap<String, JwtPublicKey> = bundle.jwt_keys().into_iter().collect();
+            self.set_x509_authorities(bundle.x509_authorities);
             let mut bundles = JwtBundles::new();
             bundles.insert(self.trust_domain.clone(), keys);
             if *self.jwt_bundles != bundles {
@@ -312,8 +307,9 @@ impl CacheManager {
         }
     }
 
-    fn set_bundle(&mut self, bundle: Vec<Vec<u8>>) {
-        if self.bundle.as_deref() != Some(&bundle) {
+    /// A bundle without X.509 authorities verifies nothing: kept as it was.
+    fn set_x509_authorities(&mut self, bundle: Vec<Vec<u8>>) {
+        if !bundle.is_empty() && self.bundle.as_deref() != Some(&bundle) {
             self.bundle = Some(Arc::new(bundle));
             self.dirty = true;
         }
@@ -334,10 +330,10 @@ impl CacheManager {
         }
         self.entries.insert(id.clone(), Arc::new(entry));
         if reissue {
-            self.held.remove(&id);
+            self.release(&id);
             self.retries.remove(&id);
             self.awaited.remove(&id);
-            self.due.insert(id, Instant::now());
+            self.due.set(&id, Instant::now());
         }
     }
 
@@ -346,19 +342,36 @@ impl CacheManager {
             tracing::info!(entry_id = id, "entry removed; its SVID is dropped");
             self.dirty = true;
         }
-        self.held.remove(id);
+        self.release(id);
         self.due.remove(id);
         self.retries.remove(id);
         self.awaited.remove(id);
+    }
+
+    /// Serves `svid` for `id` until its notAfter.
+    fn hold(&mut self, id: &str, svid: Arc<Svid>, expires: Instant) {
+        self.held.insert(id.to_owned(), Held { svid });
+        self.expiries.set(id, expires);
+    }
+
+    fn release(&mut self, id: &str) {
+        self.held.remove(id);
+        self.expiries.remove(id);
     }
 
     /// Never keep serving an SVID past its notAfter (published at once);
     /// true when one went.
     fn drop_expired(&mut self) -> bool {
         let now = Instant::now();
-        let before = self.held.len();
-        self.held.retain(|_, h| h.expires > now);
-        let dropped = self.held.len() != before;
+        let mut dropped = false;
+        while let Some(id) = self.expiries.pop_due(now) {
+            tracing::warn!(
+                entry_id = id,
+                "SVID expired before it was renewed; no longer served"
+            );
+            self.held.remove(&id);
+            dropped = true;
+        }
         if dropped {
             self.dirty = true;
         }
@@ -395,7 +408,7 @@ impl CacheManager {
             retry_in_ms = delay.as_millis() as u64,
             "SVID request failed"
         );
-        self.due.insert(id.to_owned(), Instant::now() + delay);
+        self.due.set(id, Instant::now() + delay);
     }
 
     fn publish_if_dirty(&mut self) {
@@ -437,6 +450,7 @@ async fn sleep_until(at: Option<Instant>) {
 
 mod issue;
 mod lifecycle;
+mod timers;
 
 #[cfg(test)]
 mod tests;

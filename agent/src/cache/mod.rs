@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use signet_proto::node::{BatchSignX509SvidRequest, SignX509SvidParams};
 
 use crate::node_client::LateConnector;
-pub use jwt::{JwtMinter, JwtSvidCache, MintError, MintedJwt, NodeMinter};
+pub use jwt::{JwtMinter, JwtSvidCache, MintError, NodeMinter};
 pub use manager::{CacheManager, SyncUpdate};
 pub use state::{CachedEntry, Revocations, Snapshot, Svid, Tainted};
 

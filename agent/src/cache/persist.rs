@@ -13,7 +13,7 @@ use serde::Deserialize;
 use signet_core::clock::from_unix_seconds;
 use signet_core::jwt::{Jwk, JwtPublicKey};
 use signet_core::x509::cert_info;
-use signet_core::{RegistrationEntry, Selector, SpiffeId, TrustDomain};
+use signet_core::{RegistrationEntry, Selector, SpiffeId, TrustDomain, X509Svid};
 use tokio::sync::watch;
 
 use super::state::{Revocations, Snapshot, Svid, Tainted};
@@ -224,11 +224,14 @@ fn svid_from_file(s: SvidFile) -> Result<RestoredSvid, String> {
     Ok(RestoredSvid {
         not_before: info.not_before,
         svid: Svid {
-            chain,
+            x509: X509Svid {
+                spiffe_id: info.spiffe_id.ok_or("no SPIFFE ID in the leaf")?,
+                chain,
+                not_after: info.not_after,
+                authority_id: s.authority_id,
+                serial_hex: info.serial_hex,
+            },
             key_pkcs8: zeroize::Zeroizing::new(key_pkcs8),
-            not_after: info.not_after,
-            authority_id: s.authority_id,
-            serial_hex: info.serial_hex,
         },
     })
 }

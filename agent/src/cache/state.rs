@@ -8,35 +8,26 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use signet_core::jwt::JwtBundles;
-use signet_core::{RegistrationEntry, Selector, TrustDomain};
+use signet_core::{RegistrationEntry, Selector, TrustDomain, X509Svid};
 
-/// An X.509-SVID held for a workload entry.
+/// An X.509-SVID held for a workload entry, with its private key.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Svid {
-    /// DER, leaf first.
-    pub chain: Vec<Vec<u8>>,
+    pub x509: X509Svid,
     /// PKCS#8 DER; never logged, wiped when dropped.
     pub key_pkcs8: zeroize::Zeroizing<Vec<u8>>,
-    pub not_after: SystemTime,
-    /// Lowercase hex SHA-256 of the DER of the CA certificate that signed it.
-    pub authority_id: String,
-    /// The leaf's serial, lowercase hex without separators.
-    pub serial_hex: String,
 }
 
 impl Svid {
     pub fn is_valid_at(&self, now: SystemTime) -> bool {
-        now < self.not_after
+        self.x509.is_valid_at(now)
     }
 }
 
 impl std::fmt::Debug for Svid {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Svid")
-            .field("chain_len", &self.chain.len())
-            .field("not_after", &self.not_after)
-            .field("authority_id", &self.authority_id)
-            .field("serial_hex", &self.serial_hex)
+            .field("x509", &self.x509)
             .finish_non_exhaustive()
     }
 }

@@ -155,7 +155,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let result = match RuntimeConfig::from_args(&args) {
         Ok(config) => {
             signet_runtime::logging::init(config.log_json);
-            crate::app::run(config, crate::app::shutdown_signal()).await
+            crate::app::run(config, signet_runtime::signals::shutdown()).await
         }
         Err(e) => {
             signet_runtime::logging::init(false);

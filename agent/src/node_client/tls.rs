@@ -51,6 +51,7 @@ pub fn client_config(
     let mut config = match client_svid {
         Some(svid) => {
             let chain = svid
+                .x509
                 .chain
                 .iter()
                 .map(|c| CertificateDer::from(c.clone()))

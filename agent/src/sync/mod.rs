@@ -10,11 +10,12 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use signet_core::bundle::{Bundle, JwtAuthority};
 use signet_core::clock::from_unix_seconds;
 use signet_core::jwt::{Jwk, JwtPublicKey};
-use signet_core::{Clock, RegistrationEntry, Selector, SpiffeId};
+use signet_core::{Clock, RegistrationEntry, Selector, SpiffeId, TrustDomain};
 use signet_proto::node::revoked_credential::Credential;
-use signet_proto::node::{Entry, JwtAuthority, RevokedCredential, SyncRequest, SyncResponse};
+use signet_proto::node::{self, Entry, RevokedCredential, SyncRequest, SyncResponse};
 use tokio::sync::{mpsc, watch};
 
 use crate::backoff::Backoff;
@@ -172,21 +173,25 @@ impl SyncTask {
                     .ok()
             })
             .collect();
-        let jwt_keys = message
-            .bundle
-            .as_ref()
-            .map(|b| jwt_keys_from_proto(&b.jwt_authorities));
+        let bundle = message.bundle.and_then(|b| match TrustDomain::new(&b.trust_domain) {
+            Ok(trust_domain) => Some(Bundle {
+                trust_domain,
+                jwt_authorities: jwt_authorities_from_proto(&b.jwt_authorities),
+                x509_authorities: b.x509_authorities,
+                sequence: b.sequence,
+            }),
+            Err(error) => {
+                tracing::warn!(trust_domain = b.trust_domain, %error, "ignoring a bundle without a valid trust domain");
+                None
+            }
+        });
         SyncUpdate {
             snapshot: message.snapshot,
             preview: false,
             previewed: vec![],
             entries,
             removed_entry_ids: message.removed_entry_ids,
-            bundle: message
-                .bundle
-                .map(|b| b.x509_authorities)
-                .filter(|b| !b.is_empty()),
-            jwt_keys,
+            bundle,
             revision: message.revision,
             revocations: revocations_from_proto(&message.revocations),
             crls: message.crls.map(|c| c.crls),
@@ -202,7 +207,11 @@ impl SyncTask {
         }
     }
 
-    fn bundle_changed(&self, bundle: &[Vec<u8>]) {
+    fn bundle_changed(&self, bundle: &Bundle) {
+        let bundle = bundle.x509_authorities.as_slice();
+        if bundle.is_empty() {
+            return;
+        }
         let changed = self.bundle.send_if_modified(|current| {
             if current.as_slice() == bundle {
                 false
@@ -267,10 +276,10 @@ pub fn revocations_from_proto(list: &[RevokedCredential]) -> Revocations {
 
 /// Parses the bundle's JWT keys once; a key that does not parse is logged
 /// and skipped so one bad JWK cannot take the others down.
-pub fn jwt_keys_from_proto(authorities: &[JwtAuthority]) -> Vec<(String, JwtPublicKey)> {
+pub fn jwt_authorities_from_proto(authorities: &[node::JwtAuthority]) -> Vec<JwtAuthority> {
     authorities
         .iter()
-        .filter_map(|a| match jwt_key_from_proto(a) {
+        .filter_map(|a| match jwt_authority_from_proto(a) {
             Ok(key) => Some(key),
             Err(error) => {
                 tracing::warn!(kid = a.kid, %error, "ignoring malformed JWT authority");
@@ -280,7 +289,7 @@ pub fn jwt_keys_from_proto(authorities: &[JwtAuthority]) -> Vec<(String, JwtPubl
         .collect()
 }
 
-fn jwt_key_from_proto(a: &JwtAuthority) -> Result<(String, JwtPublicKey), String> {
+fn jwt_authority_from_proto(a: &node::JwtAuthority) -> Result<JwtAuthority, String> {
     let jwk: Jwk = serde_json::from_str(&a.jwk).map_err(|e| format!("not a JWK: {e}"))?;
     let kid = match (a.kid.as_str(), jwk.kid.as_deref()) {
         ("", None | Some("")) => return Err("no kid".into()),
@@ -292,8 +301,13 @@ fn jwt_key_from_proto(a: &JwtAuthority) -> Result<(String, JwtPublicKey), String
     if let Some(use_) = jwk.use_.as_deref().filter(|u| *u != "jwt-svid") {
         return Err(format!("JWK use is {use_:?}, not \"jwt-svid\""));
     }
-    let key = JwtPublicKey::from_jwk(&jwk).map_err(|e| e.to_string())?;
-    Ok((kid, key))
+    let public_key = JwtPublicKey::from_jwk(&jwk).map_err(|e| e.to_string())?;
+    Ok(JwtAuthority {
+        kid,
+        jwk,
+        public_key,
+        expires_at: a.expires_at,
+    })
 }
 
 /// Parses an entry off the wire into the domain type (edges parse once).
@@ -360,26 +374,27 @@ mod tests {
     #[test]
     fn bad_jwt_authorities_are_skipped_not_fatal() {
         let (signer, _) = signet_core::jwt::JwtSigner::generate("k1".into()).unwrap();
-        let good = JwtAuthority {
+        let good = node::JwtAuthority {
             kid: "k1".into(),
             jwk: serde_json::to_string(&signer.jwk()).unwrap(),
             expires_at: 0,
         };
-        let garbage = JwtAuthority {
+        let garbage = node::JwtAuthority {
             kid: "k2".into(),
             jwk: "{not json".into(),
             expires_at: 0,
         };
-        let wrong_kid = JwtAuthority {
+        let wrong_kid = node::JwtAuthority {
             kid: "k3".into(),
             ..good.clone()
         };
-        let bad_curve = JwtAuthority {
+        let bad_curve = node::JwtAuthority {
             kid: "k4".into(),
             jwk: r#"{"kty":"EC","crv":"P-521","x":"AA","y":"AA","kid":"k4"}"#.into(),
             expires_at: 0,
         };
-        let keys = jwt_keys_from_proto(&[garbage, good, wrong_kid, bad_curve]);
+        let keys = jwt_authorities_from_proto(&[garbage, good, wrong_kid, bad_curve]);
+        let keys: Vec<(String, _)> = keys.into_iter().map(|a| (a.kid, a.public_key)).collect();
         assert_eq!(keys, vec![("k1".to_string(), signer.public_key())]);
     }
 

@@ -1,9 +1,10 @@
-//! Operating the agent: Prometheus metrics, the `/live`, `/ready` and
-//! `/metrics` HTTP endpoints (systemd notification: `signet_runtime::systemd`).
+//! Operating the agent: Prometheus metrics and what its `/live`, `/ready`
+//! and `/metrics` endpoint answers (served by `signet_runtime::probes`;
+//! systemd notification: `signet_runtime::systemd`).
 
-pub mod http;
 pub mod metrics;
+pub mod probes;
 pub mod svids;
 
-pub use http::Readiness;
 pub use metrics::Metrics;
+pub use probes::{AgentProbes, Readiness};

@@ -20,7 +20,7 @@ pub fn count_changes(metrics: &Metrics, before: &Snapshot, after: &Snapshot) {
     for (id, cached) in &after.entries {
         let Some(svid) = &cached.svid else { continue };
         match before.entries.get(id).and_then(|c| c.svid.as_ref()) {
-            Some(old) if Arc::ptr_eq(old, svid) || old.serial_hex == svid.serial_hex => {}
+            Some(old) if Arc::ptr_eq(old, svid) || old.x509.serial_hex == svid.x509.serial_hex => {}
             Some(_) => {
                 metrics.svids_issued.inc();
                 metrics.svid_rotations.inc();
@@ -38,7 +38,7 @@ pub fn update_gauges(metrics: &Metrics, snapshot: &Snapshot, now: SystemTime) {
         .values()
         .filter_map(|c| c.svid.as_ref())
         .filter(|s| s.is_valid_at(now))
-        .map(|s| s.not_after)
+        .map(|s| s.x509.not_after)
         .collect();
     metrics
         .svids_held
@@ -84,11 +84,14 @@ mod tests {
         for (id, serial) in pairs {
             let entry = entry(id, "spiffe://example.org/w", "spiffe://example.org/a", &[]);
             let svid = Svid {
-                chain: vec![],
+                x509: signet_core::X509Svid {
+                    spiffe_id: entry.spiffe_id.clone(),
+                    chain: vec![],
+                    not_after: SystemTime::UNIX_EPOCH,
+                    authority_id: String::new(),
+                    serial_hex: (*serial).to_owned(),
+                },
                 key_pkcs8: Default::default(),
-                not_after: SystemTime::UNIX_EPOCH,
-                authority_id: String::new(),
-                serial_hex: (*serial).to_owned(),
             };
             snapshot.entries.insert(
                 (*id).to_owned(),

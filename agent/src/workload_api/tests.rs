@@ -64,11 +64,14 @@ impl TestCa {
         let leaf = signet_core::x509::sign_leaf(&params, &key, &issuer).unwrap();
         let info = signet_core::x509::cert_info(&leaf).unwrap();
         Arc::new(Svid {
-            chain: vec![leaf],
+            x509: signet_core::X509Svid {
+                spiffe_id: id,
+                chain: vec![leaf],
+                not_after: info.not_after,
+                authority_id: crate::cache::authority_id(&self.cert),
+                serial_hex: info.serial_hex,
+            },
             key_pkcs8: zeroize::Zeroizing::new(key.serialize_der()),
-            not_after: info.not_after,
-            authority_id: crate::cache::authority_id(&self.cert),
-            serial_hex: info.serial_hex,
         })
     }
 }
@@ -264,7 +267,7 @@ async fn workload_gets_its_svid_and_every_rotation_then_loses_it_on_delete() {
     assert_eq!(msg.svids.len(), 1);
     let svid = &msg.svids[0];
     assert_eq!(svid.spiffe_id, "spiffe://example.org/me");
-    assert_eq!(svid.x509_svid, first.chain.concat());
+    assert_eq!(svid.x509_svid, first.x509.chain.concat());
     assert_eq!(svid.x509_svid_key, *first.key_pkcs8);
     assert_eq!(svid.bundle, ca.cert);
 

@@ -53,7 +53,7 @@ pub fn x509_state(
             cached.entry.id.as_str(),
             X509svid {
                 spiffe_id: cached.entry.spiffe_id.to_string(),
-                x509_svid: svid.chain.concat(),
+                x509_svid: svid.x509.chain.concat(),
                 x509_svid_key: svid.key_pkcs8.to_vec(),
                 bundle: bundle.clone(),
                 hint: cached.entry.hint.clone(),
@@ -92,7 +92,7 @@ fn next_expiry(
         .matching(selectors)
         .filter_map(|c| c.svid.as_ref())
         .filter(|s| s.is_valid_at(now))
-        .map(|s| wait_until(now, s.not_after))
+        .map(|s| wait_until(now, s.x509.not_after))
         .min()
 }
 

@@ -231,18 +231,18 @@ impl Admin for AdminService {
         let minted = self.state.ca.mint_jwt_svid(&id, &req.audience, ttl)?;
         self.state
             .ds
-            .record_jwt(&minted.jti, &id, &minted.kid, minted.expires_at)
+            .record_jwt(&minted.jti, &id, &minted.kid, minted.expires_at())
             .await?;
         tracing::info!(
             spiffe_id = %id,
             audiences = req.audience.len(),
-            expires_at = minted.expires_at,
+            expires_at = minted.expires_at(),
             "issued JWT-SVID through the Admin API"
         );
         Ok(Response::new(MintJwtSvidResponse {
-            token: minted.token,
-            issued_at: minted.issued_at,
-            expires_at: minted.expires_at,
+            issued_at: minted.issued_at(),
+            expires_at: minted.expires_at(),
+            token: minted.svid.token,
         }))
     }
 

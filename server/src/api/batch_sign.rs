@@ -17,7 +17,9 @@ use signet_proto::node::{SignX509SvidParams, SignX509SvidResult};
 use super::status::ApiError;
 use super::ServerState;
 use crate::alias::Members;
-use crate::ca::{CertificateAuthority, IssuedSvid};
+use signet_core::X509Svid;
+
+use crate::ca::CertificateAuthority;
 use crate::datastore::{AgentRecord, EntryRecord, IssuedX509};
 
 /// Below this many CSRs per thread, handing work to another thread costs
@@ -50,7 +52,7 @@ pub async fn sign(
             params.len()
         )));
     }
-    let mut outcomes: Vec<Option<Result<IssuedSvid, ApiError>>> =
+    let mut outcomes: Vec<Option<Result<X509Svid, ApiError>>> =
         (0..params.len()).map(|_| None).collect();
     let entry_ids: Vec<String> = params.iter().map(|p| p.entry_id.clone()).collect();
     let jobs = authorize(state, agent, params, &mut outcomes).await?;
@@ -112,7 +114,7 @@ async fn authorize(
     state: &ServerState,
     agent: &AgentRecord,
     params: Vec<SignX509SvidParams>,
-    outcomes: &mut [Option<Result<IssuedSvid, ApiError>>],
+    outcomes: &mut [Option<Result<X509Svid, ApiError>>],
 ) -> Result<Vec<Job>, ApiError> {
     let ids: Vec<&str> = params.iter().map(|p| p.entry_id.as_str()).collect();
     let entries: HashMap<String, EntryRecord> = state
@@ -155,7 +157,7 @@ async fn authorize(
 async fn sign_in_parallel(
     ca: Arc<CertificateAuthority>,
     mut jobs: Vec<Job>,
-) -> Vec<(usize, Result<IssuedSvid, ApiError>)> {
+) -> Vec<(usize, Result<X509Svid, ApiError>)> {
     let threads = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
     let per_thread = jobs.len().div_ceil(threads).max(MIN_PER_THREAD);
     let mut tasks = Vec::new();
@@ -186,7 +188,7 @@ async fn sign_in_parallel(
     out
 }
 
-fn sign_one(ca: &CertificateAuthority, job: &Job) -> Result<IssuedSvid, ApiError> {
+fn sign_one(ca: &CertificateAuthority, job: &Job) -> Result<X509Svid, ApiError> {
     let csr =
         parse_csr(&job.csr).map_err(|e| ApiError::InvalidArgument(format!("invalid CSR: {e}")))?;
     if csr.spiffe_id != job.spiffe_id {
@@ -200,7 +202,7 @@ fn sign_one(ca: &CertificateAuthority, job: &Job) -> Result<IssuedSvid, ApiError
 
 /// Records every SVID signed in this batch; if that fails none is handed
 /// out: each becomes the datastore's error.
-async fn record(state: &ServerState, outcomes: &mut [Option<Result<IssuedSvid, ApiError>>]) {
+async fn record(state: &ServerState, outcomes: &mut [Option<Result<X509Svid, ApiError>>]) {
     let records: Vec<IssuedX509> = outcomes
         .iter()
         .filter_map(|o| match o {

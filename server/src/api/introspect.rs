@@ -101,7 +101,11 @@ mod tests {
         let other_dir = tempfile::tempdir().unwrap();
         let other = crate::ca::for_tests(other_dir.path(), settings(), clock.clone()).await;
         let id = SpiffeId::parse("spiffe://example.org/web").unwrap();
-        let tok = ca.mint_jwt_svid(&id, &["a".into()], None).unwrap().token;
+        let tok = ca
+            .mint_jwt_svid(&id, &["a".into()], None)
+            .unwrap()
+            .svid
+            .token;
         let b = ca.jwt_bundles();
 
         let ok = introspect(&tok, "", &b, t0, false);
@@ -135,7 +139,11 @@ mod tests {
             )),
             "not yet valid"
         );
-        let foreign = other.mint_jwt_svid(&id, &["a".into()], None).unwrap().token;
+        let foreign = other
+            .mint_jwt_svid(&id, &["a".into()], None)
+            .unwrap()
+            .svid
+            .token;
         assert_eq!(r(introspect(&foreign, "a", &b, t0, false)), "unknown key");
         // Same kid, another key's signature.
         let (h, c, _) = {

@@ -66,7 +66,7 @@ impl NodeService {
                 &minted.jti,
                 &entry.spiffe_id,
                 &minted.kid,
-                minted.expires_at,
+                minted.expires_at(),
             )
             .await?;
         self.state.metrics.jwt_svid_issued();
@@ -77,7 +77,7 @@ impl NodeService {
             entry_id = %entry.id,
             // The count only: a caller picks the audiences, up to 4 KiB.
             audiences = audience.len(),
-            expires_at = minted.expires_at,
+            expires_at = minted.expires_at(),
             "issued JWT-SVID"
         );
         Ok(minted)
@@ -326,9 +326,9 @@ impl Node for NodeService {
         }
         let minted = res?;
         Ok(Response::new(MintJwtSvidResponse {
-            token: minted.token,
-            issued_at: minted.issued_at,
-            expires_at: minted.expires_at,
+            issued_at: minted.issued_at(),
+            expires_at: minted.expires_at(),
+            token: minted.svid.token,
         }))
     }
 }

@@ -15,7 +15,9 @@ use signet_core::clock::unix_seconds;
 use signet_core::{Selector, SpiffeId};
 use signet_proto::node::attest_params::Method;
 
-use crate::ca::{csr_public_key, CaError, CertificateAuthority, IssuedSvid};
+use signet_core::X509Svid;
+
+use crate::ca::{csr_public_key, CaError, CertificateAuthority};
 use crate::datastore::{AgentRecord, DataStore, DataStoreError};
 
 pub use join_token::JoinTokenAttestor;
@@ -150,5 +152,5 @@ pub enum AttestError {
 #[derive(Debug, Clone)]
 pub struct AttestedAgent {
     pub record: AgentRecord,
-    pub svid: IssuedSvid,
+    pub svid: X509Svid,
 }

@@ -18,9 +18,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use rcgen::PublicKeyData;
-use signet_core::jwt::{Jwk, JwtError, JwtPublicKey};
+pub use signet_core::bundle::{Bundle, JwtAuthority};
+use signet_core::clock::unix_seconds;
+use signet_core::jwt::JwtError;
 use signet_core::x509::X509Error;
-use signet_core::{Clock, SpiffeId, TrustDomain};
+use signet_core::{Clock, JwtSvid, SpiffeId, TrustDomain, X509Svid};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::datastore::{DataStore, DataStoreError};
@@ -65,87 +67,25 @@ fn earlier(t: SystemTime, d: Duration, what: &'static str) -> Result<SystemTime,
     t.checked_sub(d).ok_or(CaError::TimeOutOfRange(what))
 }
 
-/// The certificates a peer trusts for this trust domain.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Bundle {
-    pub trust_domain: TrustDomain,
-    /// DER CA certificates.
-    pub x509_authorities: Vec<Vec<u8>>,
-    /// Public keys that verify JWT-SVIDs.
-    pub jwt_authorities: Vec<JwtAuthority>,
-    /// Increases whenever the authorities change (kept in the datastore).
-    pub sequence: u64,
-}
-
-impl Bundle {
-    /// `(kid, key)` pairs, as `signet_core::bundle` takes them.
-    pub fn jwt_keys(&self) -> Vec<(String, JwtPublicKey)> {
-        self.jwt_authorities
-            .iter()
-            .map(|a| (a.kid.clone(), a.public_key.clone()))
-            .collect()
-    }
-
-    /// A digest of the set of authorities (not their order, not the
-    /// sequence): when it differs from the stored one, the bundle changed
-    /// and its sequence must increase. An activation reorders, not changes.
-    pub fn fingerprint(&self) -> String {
-        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-        let mut x509: Vec<&Vec<u8>> = self.x509_authorities.iter().collect();
-        x509.sort();
-        let mut jwt: Vec<&JwtAuthority> = self.jwt_authorities.iter().collect();
-        jwt.sort_by(|a, b| a.kid.cmp(&b.kid));
-        for der in x509 {
-            ctx.update(b"x509\0");
-            ctx.update(&(der.len() as u64).to_be_bytes());
-            ctx.update(der);
-        }
-        for a in jwt {
-            ctx.update(b"jwt\0");
-            ctx.update(&(a.kid.len() as u64).to_be_bytes());
-            ctx.update(a.kid.as_bytes());
-            let key = a.public_key.canonical_bytes();
-            ctx.update(&(key.len() as u64).to_be_bytes());
-            ctx.update(&key);
-        }
-        hex::encode(ctx.finish().as_ref())
-    }
-}
-
-/// A JWT signing key as the bundle publishes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JwtAuthority {
-    pub kid: String,
-    /// The `jwt-svid` JWK.
-    pub jwk: Jwk,
-    pub public_key: JwtPublicKey,
-    /// Unix seconds after which nothing it signed is valid (no token
-    /// outlives the CA).
-    pub expires_at: i64,
-}
-
-/// A freshly minted JWT-SVID.
+/// A freshly minted JWT-SVID and what the server records of it.
 #[derive(Debug, Clone)]
 pub struct MintedJwt {
-    pub token: String,
+    pub svid: JwtSvid,
     pub jti: String,
     /// The JWT authority that signed it.
     pub kid: String,
-    /// Unix seconds.
-    pub issued_at: i64,
-    pub expires_at: i64,
 }
 
-/// A freshly signed X.509-SVID.
-#[derive(Debug, Clone)]
-pub struct IssuedSvid {
-    pub spiffe_id: SpiffeId,
-    /// DER, leaf first.
-    pub chain: Vec<Vec<u8>>,
-    pub not_after: SystemTime,
-    pub serial_hex: String,
-    /// The signing X.509 authority: hex SHA-256 of its certificate DER.
-    pub authority_id: String,
+impl MintedJwt {
+    /// Unix seconds.
+    pub fn issued_at(&self) -> i64 {
+        unix_seconds(self.svid.issued_at)
+    }
+
+    /// Unix seconds.
+    pub fn expires_at(&self) -> i64 {
+        unix_seconds(self.svid.expires_at)
+    }
 }
 
 /// Which kind of authority.
@@ -373,7 +313,7 @@ impl CertificateAuthority {
         public_key: &impl PublicKeyData,
         dns_names: &[String],
         ttl: Option<Duration>,
-    ) -> Result<IssuedSvid, CaError> {
+    ) -> Result<X509Svid, CaError> {
         self.signer.issue_x509_svid(id, public_key, dns_names, ttl)
     }
 

@@ -9,14 +9,14 @@ use rcgen::PublicKeyData;
 use signet_core::clock::{from_unix_seconds, unix_seconds};
 use signet_core::jwt::{mint_jwt_svid, MintParams};
 use signet_core::x509::{leaf_params, sign_leaf};
-use signet_core::{Clock, SpiffeId, TrustDomain};
+use signet_core::{Clock, JwtSvid, SpiffeId, TrustDomain};
 use tokio::sync::watch;
 
 use super::authorities::Authorities;
 use super::rotation::active;
 use super::{
-    earlier, later, AuthorityInfo, AuthorityKind, Bundle, CaError, IssuedSvid, JwtAuthority,
-    MintedJwt,
+    earlier, later, AuthorityInfo, AuthorityKind, Bundle, CaError, JwtAuthority, MintedJwt,
+    X509Svid,
 };
 
 /// The authorities as the manager last committed them.
@@ -158,11 +158,13 @@ impl Signer {
             },
         )?;
         Ok(MintedJwt {
-            token,
+            svid: JwtSvid {
+                token,
+                issued_at: now,
+                expires_at,
+            },
             jti,
             kid: key.meta.id.clone(),
-            issued_at: unix_seconds(now),
-            expires_at: unix_seconds(expires_at),
         })
     }
 
@@ -175,7 +177,7 @@ impl Signer {
         public_key: &impl PublicKeyData,
         dns_names: &[String],
         ttl: Option<Duration>,
-    ) -> Result<IssuedSvid, CaError> {
+    ) -> Result<X509Svid, CaError> {
         let snapshot = self.snapshot();
         let ca = active(&snapshot.authorities.x509).ok_or(CaError::Expired)?;
         let now = self.clock.now();
@@ -194,7 +196,7 @@ impl Signer {
             .as_ref()
             .map(|s| hex::encode(s.as_ref()))
             .unwrap_or_default();
-        Ok(IssuedSvid {
+        Ok(X509Svid {
             spiffe_id: id.clone(),
             chain: vec![der],
             not_after: from_unix_seconds(unix_seconds(not_after)),

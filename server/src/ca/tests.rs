@@ -139,8 +139,8 @@ async fn jwt_svid_validates_against_the_bundle_and_ttl_is_capped() {
     let id = SpiffeId::parse("spiffe://example.org/web").unwrap();
     let aud = vec!["a".to_owned(), "b".to_owned()];
     let minted = ca.mint_jwt_svid(&id, &aud, None).unwrap();
-    assert_eq!(minted.issued_at, unix_seconds(start()));
-    assert_eq!(minted.expires_at - minted.issued_at, 300);
+    assert_eq!(minted.issued_at(), unix_seconds(start()));
+    assert_eq!(minted.expires_at() - minted.issued_at(), 300);
 
     let mut bundles = JwtBundles::new();
     bundles.insert(
@@ -156,27 +156,27 @@ async fn jwt_svid_validates_against_the_bundle_and_ttl_is_capped() {
         now: start(),
         leeway: Duration::from_secs(0),
     };
-    let v = validate_jwt_svid(&minted.token, "b", &bundles, opts).unwrap();
+    let v = validate_jwt_svid(&minted.svid.token, "b", &bundles, opts).unwrap();
     assert_eq!(v.spiffe_id, id);
     assert_eq!(v.kid, auth.kid);
-    let (header, claims) = parse_unverified(&minted.token).unwrap();
+    let (header, claims) = parse_unverified(&minted.svid.token).unwrap();
     assert_eq!(header["alg"], "ES256");
     assert_eq!(header["typ"], "JWT");
     assert_eq!(claims["aud"], serde_json::json!(["a", "b"]));
     let again = ca.mint_jwt_svid(&id, &aud, None).unwrap();
-    let (_, claims2) = parse_unverified(&again.token).unwrap();
+    let (_, claims2) = parse_unverified(&again.svid.token).unwrap();
     assert_ne!(claims["jti"], claims2["jti"]);
 
     // Per-entry TTL, then the CA's time left caps it.
     let short = ca
         .mint_jwt_svid(&id, &aud, Some(Duration::from_secs(30)))
         .unwrap();
-    assert_eq!(short.expires_at - short.issued_at, 30);
+    assert_eq!(short.expires_at() - short.issued_at(), 30);
     clock.advance(Duration::from_secs(500));
     let capped = ca
         .mint_jwt_svid(&id, &aud, Some(Duration::from_secs(3600)))
         .unwrap();
-    assert_eq!(capped.expires_at, unix_seconds(ca.not_after()));
+    assert_eq!(capped.expires_at(), unix_seconds(ca.not_after()));
     clock.advance(Duration::from_secs(200));
     assert!(matches!(
         ca.mint_jwt_svid(&id, &aud, None),
@@ -423,10 +423,7 @@ async fn commands_racing_the_timer_never_break_the_invariants() {
                 signed.push((svid.authority_id, svid.not_after));
             }
             if let Ok(jwt) = ca.mint_jwt_svid(&id, &["a".into()], None) {
-                signed.push((
-                    jwt.kid,
-                    signet_core::clock::from_unix_seconds(jwt.expires_at),
-                ));
+                signed.push((jwt.kid, jwt.svid.expires_at));
             }
             let snapshot = ca.subscribe().borrow().clone();
             for kind in [AuthorityKind::X509, AuthorityKind::Jwt] {

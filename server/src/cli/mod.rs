@@ -237,7 +237,7 @@ async fn run(args: RunArgs) -> ExitCode {
     let (result, failure) = match args.runtime_config() {
         Ok(config) => {
             signet_runtime::logging::init(config.log_json);
-            let result = crate::app::run(config, shutdown_signal()).await;
+            let result = crate::app::run(config, signet_runtime::signals::shutdown()).await;
             (result, ExitCode::FAILURE)
         }
         Err(e) => {
@@ -253,23 +253,6 @@ async fn run(args: RunArgs) -> ExitCode {
             failure
         }
     }
-}
-
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-    tracing::info!("shutting down");
 }
 
 pub use signet_runtime::time::rfc3339;

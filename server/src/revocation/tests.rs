@@ -43,7 +43,7 @@ async fn crl_lists_revoked_serials_verifies_with_the_ca_key_and_entries_are_prun
         .await
         .unwrap();
     let minted = ca.mint_jwt_svid(&id, &["a".into()], None).unwrap();
-    ds.record_jwt(&minted.jti, &id, &minted.kid, minted.expires_at)
+    ds.record_jwt(&minted.jti, &id, &minted.kid, minted.expires_at())
         .await
         .unwrap();
 
@@ -79,7 +79,7 @@ async fn crl_lists_revoked_serials_verifies_with_the_ca_key_and_entries_are_prun
 
     // Both revocations expire with their credentials and are pruned.
     assert_eq!(ds.revocations(now).await.unwrap().len(), 2);
-    assert_eq!(ds.prune_expired(minted.expires_at).await.unwrap(), 1);
+    assert_eq!(ds.prune_expired(minted.expires_at()).await.unwrap(), 1);
     assert_eq!(ds.prune_expired(exp).await.unwrap(), 1);
     assert!(ds.revocations(exp).await.unwrap().is_empty());
     clock.advance(Duration::from_secs(700));

@@ -137,7 +137,7 @@ fn cache_is_bounded() {
                 audience: vec![i.to_string()],
             },
             Cached {
-                jwt: MintedJwt {
+                jwt: JwtSvid {
                     token: String::new(),
                     issued_at: now,
                     expires_at: now + Duration::from_secs(100 + i as u64),
@@ -172,7 +172,7 @@ fn cache_is_bounded_in_bytes_when_tokens_are_large() {
                 audience,
             },
             Cached {
-                jwt: MintedJwt {
+                jwt: JwtSvid {
                     token,
                     issued_at: now,
                     expires_at: now + Duration::from_secs(100 + i as u64),

@@ -12,10 +12,10 @@ use std::time::Duration;
 use rcgen::KeyPair;
 use signet_core::rotation::{refresh_at, wait_until};
 use signet_core::x509::{build_csr, check_issued_leaf, validate_x509_svid};
-use signet_core::SpiffeId;
+use signet_core::{SpiffeId, X509Svid};
 use tokio::time::Instant;
 
-use super::{CacheManager, Held};
+use super::CacheManager;
 use crate::cache::state::Svid;
 use crate::cache::{
     authority_id, issuing_authority, SignError, SignRequest, SignResult, SvidSigner,
@@ -45,23 +45,20 @@ impl CacheManager {
     /// Starts signing rounds for the entries that are due and not already
     /// awaited, while fewer than [`IN_FLIGHT`] are under way. Never waits.
     pub(super) fn start_due(&mut self) {
-        if self.cut_off || self.bundle.is_none() || self.rounds.len() >= IN_FLIGHT {
+        if !self.may_start_round() {
             return;
         }
         let now = Instant::now();
-        if self.ready.is_empty() {
-            self.scan_due(now);
-        }
         let mut started = 0usize;
         while self.rounds.len() < IN_FLIGHT {
             let mut batch: Vec<(String, SpiffeId)> = Vec::with_capacity(BATCH);
+            // Longest overdue first.
             while batch.len() < BATCH {
-                let Some(id) = self.ready.pop_front() else {
+                let Some(id) = self.due.pop_due(now) else {
                     break;
                 };
-                // Still due, not asked meanwhile, still an entry.
-                let due = self.due.get(&id).is_some_and(|at| *at <= now);
-                if !due || self.awaited.contains_key(&id) {
+                // One awaited already gets its next due time from the answer.
+                if self.awaited.contains_key(&id) {
                     continue;
                 }
                 if let Some(entry) = self.entries.get(&id) {
@@ -87,26 +84,9 @@ impl CacheManager {
         }
     }
 
-    /// Queues the ids due now and not awaited, longest overdue first; drops
-    /// due times of entries that are gone.
-    fn scan_due(&mut self, now: Instant) {
-        let mut due: Vec<(Instant, &String)> = Vec::new();
-        let mut gone = Vec::new();
-        for (id, at) in &self.due {
-            if *at > now || self.awaited.contains_key(id) {
-                continue;
-            }
-            if self.entries.contains_key(id) {
-                due.push((*at, id));
-            } else {
-                gone.push(id.clone());
-            }
-        }
-        due.sort_unstable_by_key(|(at, _)| *at);
-        self.ready = due.into_iter().map(|(_, id)| id.clone()).collect();
-        for id in gone {
-            self.due.remove(&id);
-        }
+    /// Whether a signing round may start now (with one to do).
+    pub(super) fn may_start_round(&self) -> bool {
+        !self.cut_off && self.bundle.is_some() && self.rounds.len() < IN_FLIGHT
     }
 
     /// Accepts what a batch brought, for the entries still awaiting this
@@ -174,7 +154,7 @@ impl CacheManager {
         if self.rounds.is_empty() {
             // A cold start's bookkeeping is not kept at its high-water mark.
             self.awaited.shrink_to_fit();
-            self.ready.shrink_to_fit();
+            self.due.shrink_to_fit();
         }
     }
 
@@ -215,21 +195,18 @@ impl CacheManager {
         let refresh = refresh_at(received, facts.not_after, (self.jitter)());
         let now = Instant::now();
         tracing::debug!(entry_id = id, spiffe_id = %facts.spiffe_id, serial = facts.serial_hex, authority_id, not_after = signet_core::clock::unix_seconds(facts.not_after), "SVID issued");
-        self.due
-            .insert(id.to_owned(), now + wait_until(received, refresh));
-        self.held.insert(
-            id.to_owned(),
-            Held {
-                svid: Arc::new(Svid {
-                    chain,
-                    key_pkcs8: zeroize::Zeroizing::new(key.serialize_der()),
-                    not_after: facts.not_after,
-                    authority_id,
-                    serial_hex: facts.serial_hex,
-                }),
-                expires: now + wait_until(received, facts.not_after),
+        self.due.set(id, now + wait_until(received, refresh));
+        let svid = Arc::new(Svid {
+            x509: X509Svid {
+                spiffe_id: facts.spiffe_id,
+                chain,
+                not_after: facts.not_after,
+                authority_id,
+                serial_hex: facts.serial_hex,
             },
-        );
+            key_pkcs8: zeroize::Zeroizing::new(key.serialize_der()),
+        });
+        self.hold(id, svid, now + wait_until(received, facts.not_after));
         self.retries.remove(id);
         if stale {
             let why = "issued by a tainted authority or with a revoked serial";

@@ -8,7 +8,7 @@ use signet_core::jwt::JwtBundles;
 use signet_core::rotation::{refresh_at, wait_until};
 use tokio::time::Instant;
 
-use super::{CacheManager, Held};
+use super::CacheManager;
 use crate::cache::persist::Restored;
 use crate::cache::state::Revocations;
 
@@ -38,19 +38,13 @@ impl CacheManager {
             self.entries.insert(id.clone(), Arc::new(entry));
             match svid.filter(|s| s.svid.is_valid_at(now)) {
                 Some(s) => {
-                    let refresh = refresh_at(s.not_before, s.svid.not_after, (self.jitter)());
-                    self.due
-                        .insert(id.clone(), instant + wait_until(now, refresh));
-                    self.held.insert(
-                        id,
-                        Held {
-                            expires: instant + wait_until(now, s.svid.not_after),
-                            svid: Arc::new(s.svid),
-                        },
-                    );
+                    let refresh = refresh_at(s.not_before, s.svid.x509.not_after, (self.jitter)());
+                    self.due.set(&id, instant + wait_until(now, refresh));
+                    let expires = instant + wait_until(now, s.svid.x509.not_after);
+                    self.hold(&id, Arc::new(s.svid), expires);
                 }
                 None => {
-                    self.due.insert(id, instant);
+                    self.due.set(&id, instant);
                 }
             }
         }
@@ -86,18 +80,22 @@ impl CacheManager {
         let at = Instant::now();
         for (id, held) in &self.held {
             let svid = &held.svid;
-            let tainted = self.tainted.x509.contains(&svid.authority_id);
-            let revoked = self.revocations.is_serial_revoked(&svid.serial_hex, now);
-            if (tainted || revoked) && self.due.get(id).is_none_or(|d| *d > at) {
+            let tainted = self.tainted.x509.contains(&svid.x509.authority_id);
+            let revoked = self
+                .revocations
+                .is_serial_revoked(&svid.x509.serial_hex, now);
+            // Not when it is due already or awaited (its answer is checked).
+            let due_later = self.due.get(id).is_some_and(|d| d > at);
+            if (tainted || revoked) && due_later {
                 tracing::info!(
                     entry_id = id,
-                    authority_id = svid.authority_id,
-                    serial = svid.serial_hex,
+                    authority_id = svid.x509.authority_id,
+                    serial = svid.x509.serial_hex,
                     tainted,
                     revoked,
                     "re-issuing SVID at once"
                 );
-                self.due.insert(id.clone(), at);
+                self.due.set(id, at);
                 self.retries.remove(id);
             }
         }
@@ -109,12 +107,12 @@ impl CacheManager {
         self.cut_off = true;
         self.entries.clear();
         self.held.clear();
+        self.expiries.clear();
         self.due.clear();
         self.retries.clear();
         // Rounds under way are cancelled with their futures.
         self.rounds.clear();
         self.awaited.clear();
-        self.ready.clear();
         self.revision = 0;
         self.dirty = true;
     }

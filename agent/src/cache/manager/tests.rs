@@ -10,6 +10,7 @@ use signet_core::TrustDomain;
 use super::*;
 use crate::cache::persist::Restored;
 use crate::cache::{SignRequest, SignResult};
+use crate::test_support::x509_bundle;
 
 /// Wall time that follows tokio's (paused) clock.
 struct TokioClock {
@@ -188,7 +189,10 @@ impl Harness {
             snapshot: true,
             entries,
             removed_entry_ids: vec![],
-            bundle: Some(vec![self.ca.cert.clone(), self.ca.next_cert.clone()]),
+            bundle: Some(x509_bundle(vec![
+                self.ca.cert.clone(),
+                self.ca.next_cert.clone(),
+            ])),
             ..Default::default()
         };
         self.updates.send(update).await.unwrap();
@@ -281,7 +285,7 @@ async fn svids_are_issued_in_one_batch_after_the_first_sync() {
     assert!(snap.is_ready());
     for id in ["a", "b"] {
         let svid = snap.entries[id].svid.clone().unwrap();
-        signet_core::x509::key_matches_leaf(&svid.chain[0], &svid.key_pkcs8).unwrap();
+        signet_core::x509::key_matches_leaf(&svid.x509.chain[0], &svid.key_pkcs8).unwrap();
     }
 }
 
@@ -301,7 +305,7 @@ async fn svid_is_renewed_at_half_life_not_before() {
     assert_eq!(h.calls(), 2, "renewed at refresh time");
     let second = h.current().entries["a"].svid.clone().unwrap();
     assert_ne!(first.key_pkcs8, second.key_pkcs8, "a fresh key per SVID");
-    assert!(second.not_after > first.not_after);
+    assert!(second.x509.not_after > first.x509.not_after);
 }
 
 #[tokio::test(start_paused = true)]
@@ -391,7 +395,7 @@ async fn a_snapshot_preview_starts_issuing_and_only_the_whole_snapshot_removes()
         snapshot: true,
         revision: 9,
         entries: vec![entry("a", "/a")],
-        bundle: Some(bundle),
+        bundle: Some(x509_bundle(bundle)),
         ..Default::default()
     };
     h.updates.send(whole.split_preview()).await.unwrap();
@@ -432,7 +436,7 @@ fn parts_of_a_snapshot_add_up_to_one_update() {
     let mut first = SyncUpdate {
         snapshot: true,
         entries: vec![entry("a", "/a")],
-        bundle: Some(vec![b"ca".to_vec()]),
+        bundle: Some(x509_bundle(vec![b"ca".to_vec()])),
         revision: 7,
         crls: Some(vec![]),
         ..Default::default()
@@ -448,7 +452,7 @@ fn parts_of_a_snapshot_add_up_to_one_update() {
     assert!(first.snapshot);
     assert_eq!(first.revision, 7);
     assert_eq!(
-        first.bundle,
+        first.bundle.map(|b| b.x509_authorities),
         Some(vec![b"ca".to_vec()]),
         "kept from the first part"
     );

@@ -122,9 +122,9 @@ fn entry_doc(c: &CachedEntry) -> EntryDoc<'_> {
 
 fn svid_doc(s: &Svid) -> SvidDoc<'_> {
     SvidDoc {
-        chain: Base64List(&s.chain),
+        chain: Base64List(&s.x509.chain),
         key_pkcs8: Base64(&s.key_pkcs8),
-        authority_id: &s.authority_id,
+        authority_id: &s.x509.authority_id,
     }
 }
 

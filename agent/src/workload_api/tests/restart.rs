@@ -21,7 +21,7 @@ async fn restarted_agent_serves_cached_svids_from_disk_without_the_server() {
     storage
         .save_identity(&StoredIdentity {
             key_pkcs8: agent.key_pkcs8.clone(),
-            chain: agent.chain.clone(),
+            chain: agent.x509.chain.clone(),
         })
         .unwrap();
     storage.save_bundle(std::slice::from_ref(&ca.cert)).unwrap();
@@ -71,7 +71,7 @@ async fn restarted_agent_serves_cached_svids_from_disk_without_the_server() {
     );
     assert_eq!(response.svids.len(), 1);
     assert_eq!(response.svids[0].spiffe_id, "spiffe://example.org/cached");
-    assert_eq!(response.svids[0].x509_svid, svid.chain.concat());
+    assert_eq!(response.svids[0].x509_svid, svid.x509.chain.concat());
     assert_eq!(response.svids[0].x509_svid_key, *svid.key_pkcs8);
 
     // Written by a task of its own: waited for, then read.

@@ -52,7 +52,7 @@ async fn taint_reissues_only_the_svids_of_the_tainted_authority_at_once() {
     .await;
     let (a, b) = (h.svid("a"), h.svid("b"));
     assert_eq!(
-        (a.authority_id.as_str(), b.authority_id.as_str()),
+        (a.x509.authority_id.as_str(), b.x509.authority_id.as_str()),
         (old.as_str(), new.as_str())
     );
     let calls = h.calls();
@@ -68,9 +68,15 @@ async fn taint_reissues_only_the_svids_of_the_tainted_authority_at_once() {
     assert_eq!(h.calls(), calls + 1, "re-issued at once, no time passed");
     assert_eq!(h.ca.batch_sizes.lock().unwrap().last(), Some(&1));
     let (a2, b2) = (h.svid("a"), h.svid("b"));
-    assert_ne!(a2.serial_hex, a.serial_hex, "tainted SVID replaced");
-    assert_eq!(a2.authority_id, new);
-    assert_eq!(b2.serial_hex, b.serial_hex, "untainted SVID untouched");
+    assert_ne!(
+        a2.x509.serial_hex, a.x509.serial_hex,
+        "tainted SVID replaced"
+    );
+    assert_eq!(a2.x509.authority_id, new);
+    assert_eq!(
+        b2.x509.serial_hex, b.x509.serial_hex,
+        "untainted SVID untouched"
+    );
     assert_eq!(h.current().tainted.x509.len(), 1);
 }
 
@@ -79,7 +85,7 @@ async fn authority_is_found_in_the_bundle_when_the_server_does_not_name_it() {
     let h = start(Duration::from_secs(100));
     h.snapshot(vec![entry("a", "/a")]).await;
     assert_eq!(
-        h.svid("a").authority_id,
+        h.svid("a").x509.authority_id,
         crate::cache::authority_id(&h.ca.cert)
     );
 }
@@ -90,7 +96,7 @@ async fn an_authority_the_bundle_lacks_is_proven_from_the_chain() {
     *h.ca.authority.lock().unwrap() = "not-in-the-bundle".into();
     h.snapshot(vec![entry("a", "/a")]).await;
     assert_eq!(
-        h.svid("a").authority_id,
+        h.svid("a").x509.authority_id,
         crate::cache::authority_id(&h.ca.cert),
         "the chain validated against the bundle names the real signer"
     );
@@ -102,10 +108,11 @@ async fn revoked_serial_of_a_held_svid_is_reissued_at_once() {
     h.snapshot(vec![entry("a", "/a"), entry("b", "/b")]).await;
     let (a, b) = (h.svid("a"), h.svid("b"));
     let mut revocations = Revocations::default();
-    revocations
-        .x509_serials
-        .insert(a.serial_hex.trim_start_matches('0').to_owned(), a.not_after);
-    revocations.jwt_ids.insert("jti-1".into(), a.not_after);
+    revocations.x509_serials.insert(
+        a.x509.serial_hex.trim_start_matches('0').to_owned(),
+        a.x509.not_after,
+    );
+    revocations.jwt_ids.insert("jti-1".into(), a.x509.not_after);
     h.send(SyncUpdate {
         revocations,
         crls: Some(vec![b"crl".to_vec()]),
@@ -113,11 +120,11 @@ async fn revoked_serial_of_a_held_svid_is_reissued_at_once() {
     })
     .await;
     assert_ne!(
-        h.svid("a").serial_hex,
-        a.serial_hex,
+        h.svid("a").x509.serial_hex,
+        a.x509.serial_hex,
         "revoked SVID replaced"
     );
-    assert_eq!(h.svid("b").serial_hex, b.serial_hex);
+    assert_eq!(h.svid("b").x509.serial_hex, b.x509.serial_hex);
     let snap = h.current();
     assert_eq!(*snap.crls, vec![b"crl".to_vec()]);
     assert!(snap.revocations.is_jti_revoked("jti-1", h.ca.clock.now()));
@@ -169,9 +176,9 @@ async fn restart_from_disk_serves_cached_svids_without_any_server_call() {
     assert_eq!(h.calls(), 0, "no server call");
     for id in ["a", "b"] {
         let (was, is) = (before.entries[id].svid.clone().unwrap(), h.svid(id));
-        assert_eq!(was.chain, is.chain);
+        assert_eq!(was.x509.chain, is.x509.chain);
         assert_eq!(was.key_pkcs8, is.key_pkcs8);
-        assert_eq!(was.authority_id, is.authority_id);
+        assert_eq!(was.x509.authority_id, is.x509.authority_id);
     }
     assert_eq!(snap.bundle, before.bundle);
     assert_eq!(snap.revision, before.revision);
