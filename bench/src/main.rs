@@ -36,6 +36,11 @@ pub struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // The in-process server's and agent's logs, when asked for (they cost
+    // time, so none by default).
+    if std::env::var_os("RUST_LOG").is_some() {
+        signet_runtime::logging::init(false);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -13,6 +13,7 @@ use rcgen::KeyPair;
 use signet_core::rotation::{refresh_at, wait_until};
 use signet_core::x509::{build_csr, check_issued_leaf, validate_x509_svid};
 use signet_core::{SpiffeId, X509Svid};
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use super::CacheManager;
@@ -75,6 +76,7 @@ impl CacheManager {
             started += batch.len();
             self.rounds.push(Box::pin(sign_batch(
                 self.signer.clone(),
+                self.keygen.clone(),
                 batch,
                 self.launches,
             )));
@@ -221,6 +223,7 @@ impl CacheManager {
 /// signed.
 async fn sign_batch(
     signer: Arc<dyn SvidSigner>,
+    keygen: Arc<Semaphore>,
     batch: Vec<(String, SpiffeId)>,
     launch: u64,
 ) -> Signed {
@@ -244,7 +247,13 @@ async fn sign_batch(
     // to keep free, and a blocking-pool wait would let a paused clock jump.
     let prepared = match tokio::runtime::Handle::current().runtime_flavor() {
         tokio::runtime::RuntimeFlavor::CurrentThread => Ok(make()),
-        _ => tokio::task::spawn_blocking(make).await,
+        _ => {
+            // One batch's keys per core at a time: eight rounds' key making
+            // at once would outnumber the cores and starve the async
+            // workers that carry a ban or a deletion to the workloads.
+            let _core = keygen.acquire_owned().await;
+            tokio::task::spawn_blocking(make).await
+        }
     };
     let prepared = match prepared {
         Ok(p) => p,
