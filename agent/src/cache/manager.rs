@@ -89,10 +89,6 @@ impl SyncUpdate {
     }
 }
 
-struct Held {
-    svid: Arc<Svid>,
-}
-
 /// A signing round under way: resolves to what the server answered.
 type Round = Pin<Box<dyn Future<Output = issue::Signed> + Send>>;
 
@@ -106,7 +102,8 @@ pub struct CacheManager {
     bundle: Option<Arc<Vec<Vec<u8>>>>,
     jwt_bundles: Arc<JwtBundles>,
     entries: BTreeMap<String, Arc<RegistrationEntry>>,
-    held: HashMap<String, Held>,
+    /// The SVID served for each entry that has one.
+    held: HashMap<String, Arc<Svid>>,
     /// When each held SVID expires (its notAfter).
     expiries: Timers,
     /// When each entry next needs (re)issuing; an entry whose SVID is
@@ -355,7 +352,7 @@ impl CacheManager {
 
     /// Serves `svid` for `id` until its notAfter.
     fn hold(&mut self, id: &str, svid: Arc<Svid>, expires: Instant) {
-        self.held.insert(id.to_owned(), Held { svid });
+        self.held.insert(id.to_owned(), svid);
         self.expiries.set(id, expires);
     }
 
@@ -428,7 +425,7 @@ impl CacheManager {
             .map(|(id, entry)| {
                 let cached = CachedEntry {
                     entry: entry.clone(),
-                    svid: self.held.get(id).map(|h| h.svid.clone()),
+                    svid: self.held.get(id).cloned(),
                 };
                 (id.clone(), cached)
             })

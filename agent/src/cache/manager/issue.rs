@@ -86,7 +86,8 @@ impl CacheManager {
         }
     }
 
-    /// Whether a signing round may start now (with one to do).
+    /// Whether a signing round may start now: not cut off, a bundle to
+    /// check answers against, and fewer than [`IN_FLIGHT`] under way.
     pub(super) fn may_start_round(&self) -> bool {
         !self.cut_off && self.bundle.is_some() && self.rounds.len() < IN_FLIGHT
     }

@@ -78,8 +78,7 @@ impl CacheManager {
         }
         let now = self.clock.now();
         let at = Instant::now();
-        for (id, held) in &self.held {
-            let svid = &held.svid;
+        for (id, svid) in &self.held {
             let tainted = self.tainted.x509.contains(&svid.x509.authority_id);
             let revoked = self
                 .revocations
