@@ -5,9 +5,11 @@
 //! (`throttle`), log setup with journal priorities (`logging`),
 //! `Type=notify` (`systemd`), gRPC call timing (`rpc`), times as people
 //! read them (`time`), the `/live` `/ready` `/metrics` endpoint (`probes`)
-//! and the signals that stop a daemon (`signals`).
+//! the signals that stop a daemon (`signals`) and the lower-priority threads
+//! for bulk computation (`bulk`).
 #![forbid(unsafe_code)]
 
+pub mod bulk;
 pub mod conn;
 pub mod dirs;
 pub mod fs;

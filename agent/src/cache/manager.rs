@@ -112,8 +112,6 @@ pub struct CacheManager {
     retries: HashMap<String, Backoff>,
     /// Signing rounds under way, at most `issue::IN_FLIGHT`.
     rounds: FuturesUnordered<Round>,
-    /// Batches making keys at once: one per core.
-    keygen: Arc<tokio::sync::Semaphore>,
     /// Entry id → the launch its SVID is awaited from. Removing, changing
     /// or cutting off an entry forgets it, so a late answer is dropped.
     awaited: HashMap<String, u64>,
@@ -161,9 +159,6 @@ impl CacheManager {
             due: Timers::default(),
             retries: HashMap::new(),
             rounds: FuturesUnordered::new(),
-            keygen: Arc::new(tokio::sync::Semaphore::new(
-                std::thread::available_parallelism().map_or(1, |n| n.get()),
-            )),
             awaited: HashMap::new(),
             launches: 0,
             crls: Arc::default(),

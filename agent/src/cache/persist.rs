@@ -253,8 +253,11 @@ pub async fn persist_loop(data_dir: PathBuf, mut snapshots: watch::Receiver<Arc<
         }
         let target = path.clone();
         let entries = snapshot.entries.len();
+        // A bulk thread: encoding a cold start's 10k entries is tens of
+        // milliseconds of CPU, which must not hold up the threads serving
+        // workloads.
         let written =
-            tokio::task::spawn_blocking(move || write_if_changed(&target, &snapshot, last)).await;
+            signet_runtime::bulk::run(move || write_if_changed(&target, &snapshot, last)).await;
         match written {
             Ok(Ok(digest)) => {
                 if last != Some(digest) {

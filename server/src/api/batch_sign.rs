@@ -153,7 +153,9 @@ async fn authorize(
     Ok(jobs)
 }
 
-/// Checks and signs the jobs on the blocking pool, a share per core.
+/// Checks and signs the jobs on the bulk threads (below the server's
+/// priority, so a ban's commit and the Sync streams never queue behind a
+/// cold start's signatures), a share per core.
 async fn sign_in_parallel(
     ca: Arc<CertificateAuthority>,
     mut jobs: Vec<Job>,
@@ -165,7 +167,7 @@ async fn sign_in_parallel(
         let share: Vec<Job> = jobs.drain(..per_thread.min(jobs.len())).collect();
         let indexes: Vec<usize> = share.iter().map(|j| j.index).collect();
         let ca = ca.clone();
-        let task = tokio::task::spawn_blocking(move || {
+        let task = signet_runtime::bulk::run(move || {
             share
                 .into_iter()
                 .map(|job| (job.index, sign_one(&ca, &job)))

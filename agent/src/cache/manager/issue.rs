@@ -1,26 +1,26 @@
 //! Issuing the SVIDs that are due: fresh P-256 keys and CSRs made on the
-//! blocking pool, sent in batches of [`BATCH`] with [`IN_FLIGHT`] batches
+//! bulk threads, sent in batches of [`BATCH`] with [`IN_FLIGHT`] batches
 //! outstanding, so key generation, the server's signing and the checks here
 //! overlap and a cold start with thousands of entries keeps every core busy.
 //! Rounds are started here and polled by the manager's loop beside its
-//! updates; their answers are taken one batch at a time as they come.
+//! updates; each answer's leaves are parsed and matched to their keys on the
+//! bulk threads too, so taking a batch is bookkeeping only.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use rcgen::KeyPair;
+use signet_core::clock::Clock;
 use signet_core::rotation::{refresh_at, wait_until};
-use signet_core::x509::{build_csr, check_issued_leaf, validate_x509_svid};
+use signet_core::x509::{build_csr, check_issued_leaf, validate_x509_svid, IssuedLeaf};
 use signet_core::{SpiffeId, X509Svid};
-use tokio::sync::Semaphore;
 use tokio::time::Instant;
+use zeroize::Zeroizing;
 
 use super::CacheManager;
 use crate::cache::state::Svid;
-use crate::cache::{
-    authority_id, issuing_authority, SignError, SignRequest, SignResult, SvidSigner,
-};
+use crate::cache::{authority_id, issuing_authority, SignError, SignRequest, SvidSigner};
 
 /// CSRs per `BatchSignX509Svid` call: enough to amortize a round trip, few
 /// enough that the first SVIDs arrive early and messages stay small.
@@ -36,10 +36,27 @@ const SIGN_TIMEOUT: Duration = Duration::from_secs(10);
 pub(super) struct Signed {
     /// The launch it was asked in.
     launch: u64,
-    keys: HashMap<String, KeyPair>,
+    /// The entries a CSR was sent for.
+    asked: Vec<String>,
     /// Entries whose key or CSR could not be made.
     unprepared: Vec<(String, SignError)>,
-    results: Result<Vec<SignResult>, SignError>,
+    results: Result<Vec<Checked>, SignError>,
+}
+
+/// One answer, checked off the runtime: the leaf follows the SPIFFE rules,
+/// is valid now and certifies the key made for it.
+pub(super) struct Checked {
+    entry_id: String,
+    issued: Result<Issued, SignError>,
+}
+
+pub(super) struct Issued {
+    chain: Vec<Vec<u8>>,
+    /// As the server names it; empty if it did not.
+    authority_id: String,
+    leaf: IssuedLeaf,
+    key_pkcs8: Zeroizing<Vec<u8>>,
+    received: SystemTime,
 }
 
 impl CacheManager {
@@ -76,7 +93,7 @@ impl CacheManager {
             started += batch.len();
             self.rounds.push(Box::pin(sign_batch(
                 self.signer.clone(),
-                self.keygen.clone(),
+                self.clock.clone(),
                 batch,
                 self.launches,
             )));
@@ -97,7 +114,7 @@ impl CacheManager {
     pub(super) fn take(&mut self, batch: Signed) {
         let Signed {
             launch,
-            mut keys,
+            mut asked,
             unprepared,
             results,
         } = batch;
@@ -113,44 +130,38 @@ impl CacheManager {
                 self.retry_later(&id, &e);
             }
         }
-        keys.retain(|id, _| current(id, &mut self.awaited));
+        asked.retain(|id| current(id, &mut self.awaited));
         let Some(bundle) = self.bundle.clone() else {
             return;
         };
         let results = match results {
             Ok(r) => r,
             Err(e) => {
-                self.retry_all(keys.into_keys().collect(), &e);
+                self.retry_all(asked, &e);
                 return;
             }
         };
+        let mut waiting: HashSet<String> = asked.into_iter().collect();
         let known: HashSet<String> = bundle.iter().map(|ca| authority_id(ca)).collect();
         let mut taken = 0;
-        for result in results {
-            let Some(key) = keys.remove(&result.entry_id) else {
+        for Checked { entry_id, issued } in results {
+            if !waiting.remove(&entry_id) {
                 continue;
-            };
+            }
             // An SVID that fails our checks is the server's fault, not the
             // link's: asked for again, but not at once.
-            let accepted = result.chain.and_then(|chain| {
-                self.accept(
-                    &result.entry_id,
-                    chain,
-                    result.authority_id,
-                    &key,
-                    &bundle,
-                    &known,
-                )
-                .map_err(SignError::Terminal)
+            let accepted = issued.and_then(|issued| {
+                self.accept(&entry_id, issued, &bundle, &known)
+                    .map_err(SignError::Terminal)
             });
             match accepted {
                 Ok(()) => taken += 1,
-                Err(e) => self.retry_later(&result.entry_id, &e),
+                Err(e) => self.retry_later(&entry_id, &e),
             }
         }
         // Items the server did not answer are retried too.
         let unanswered = SignError::Retryable("no result from server".into());
-        self.retry_all(keys.into_keys().collect(), &unanswered);
+        self.retry_all(waiting.into_iter().collect(), &unanswered);
         if taken > 0 {
             tracing::info!(count = taken, "SVIDs issued");
         }
@@ -164,17 +175,18 @@ impl CacheManager {
     fn accept(
         &mut self,
         id: &str,
-        chain: Vec<Vec<u8>>,
-        authority_id: String,
-        key: &KeyPair,
+        issued: Issued,
         bundle: &[Vec<u8>],
         known: &HashSet<String>,
     ) -> Result<(), String> {
         let entry = self.entries.get(id).ok_or("entry is gone")?;
-        let received = self.clock.now();
-        let leaf = chain.first().ok_or("empty chain")?;
-        let facts =
-            check_issued_leaf(leaf, key.public_key_raw(), received).map_err(|e| e.to_string())?;
+        let Issued {
+            chain,
+            authority_id,
+            leaf: facts,
+            key_pkcs8,
+            received,
+        } = issued;
         if facts.spiffe_id != entry.spiffe_id {
             return Err(format!(
                 "SVID is for {}, entry is {}",
@@ -207,7 +219,7 @@ impl CacheManager {
                 authority_id,
                 serial_hex: facts.serial_hex,
             },
-            key_pkcs8: zeroize::Zeroizing::new(key.serialize_der()),
+            key_pkcs8,
         });
         self.hold(id, svid, now + wait_until(received, facts.not_after));
         self.retries.remove(id);
@@ -220,11 +232,11 @@ impl CacheManager {
     }
 }
 
-/// Makes the keys and CSRs of `batch` off the async workers, then has them
-/// signed.
+/// Makes the keys and CSRs of `batch` off the async workers, has them
+/// signed, and checks the answers off the async workers too.
 async fn sign_batch(
     signer: Arc<dyn SvidSigner>,
-    keygen: Arc<Semaphore>,
+    clock: Arc<dyn Clock>,
     batch: Vec<(String, SpiffeId)>,
     launch: u64,
 ) -> Signed {
@@ -244,25 +256,13 @@ async fn sign_batch(
             })
             .collect::<Vec<_>>()
     };
-    // A current-thread runtime (tests on a paused clock) has no other worker
-    // to keep free, and a blocking-pool wait would let a paused clock jump.
-    let prepared = match tokio::runtime::Handle::current().runtime_flavor() {
-        tokio::runtime::RuntimeFlavor::CurrentThread => Ok(make()),
-        _ => {
-            // One batch's keys per core at a time: eight rounds' key making
-            // at once would outnumber the cores and starve the async
-            // workers that carry a ban or a deletion to the workloads.
-            let _core = keygen.acquire_owned().await;
-            tokio::task::spawn_blocking(make).await
-        }
-    };
-    let prepared = match prepared {
+    let prepared = match off_runtime(make).await {
         Ok(p) => p,
         Err(e) => {
             let why = SignError::Retryable(format!("making keys failed: {e}"));
             return Signed {
                 launch,
-                keys: HashMap::new(),
+                asked: Vec::new(),
                 unprepared: ids.into_iter().map(|id| (id, why.clone())).collect(),
                 results: Ok(vec![]),
             };
@@ -283,11 +283,34 @@ async fn sign_batch(
             Err(e) => unprepared.push((id, e)),
         }
     }
+    let asked: Vec<String> = keys.keys().cloned().collect();
     let results = if requests.is_empty() {
         Ok(vec![])
     } else {
         match tokio::time::timeout(SIGN_TIMEOUT, signer.batch_sign(requests)).await {
-            Ok(r) => r,
+            Ok(Ok(answers)) => {
+                let check = move || {
+                    let received = clock.now();
+                    answers
+                        .into_iter()
+                        .filter_map(|answer| {
+                            let key = keys.remove(&answer.entry_id)?;
+                            let issued = answer.chain.and_then(|chain| {
+                                check_answer(chain, answer.authority_id, &key, received)
+                                    .map_err(SignError::Terminal)
+                            });
+                            Some(Checked {
+                                entry_id: answer.entry_id,
+                                issued,
+                            })
+                        })
+                        .collect::<Vec<_>>()
+                };
+                off_runtime(check).await.map_err(|e| {
+                    SignError::Retryable(format!("checking the signed SVIDs failed: {e}"))
+                })
+            }
+            Ok(Err(e)) => Err(e),
             Err(_) => Err(SignError::Retryable(format!(
                 "no answer within {} s",
                 SIGN_TIMEOUT.as_secs()
@@ -296,8 +319,44 @@ async fn sign_batch(
     };
     Signed {
         launch,
-        keys,
+        asked,
         unprepared,
         results,
+    }
+}
+
+/// The leaf of `chain` follows the SPIFFE rules, is valid at `received` and
+/// certifies `key`.
+fn check_answer(
+    chain: Vec<Vec<u8>>,
+    authority_id: String,
+    key: &KeyPair,
+    received: SystemTime,
+) -> Result<Issued, String> {
+    let leaf = chain.first().ok_or("empty chain")?;
+    let leaf =
+        check_issued_leaf(leaf, key.public_key_raw(), received).map_err(|e| e.to_string())?;
+    Ok(Issued {
+        chain,
+        authority_id,
+        leaf,
+        key_pkcs8: Zeroizing::new(key.serialize_der()),
+        received,
+    })
+}
+
+/// Runs `work` on the bulk threads (one per core, below the daemon's
+/// priority), so eight rounds' keys and checks neither outnumber the cores
+/// nor delay the async workers that carry a ban or a deletion. Inline on a
+/// current-thread runtime (tests on a paused clock): it has no other worker
+/// to keep free, and a wait on another thread would let a paused clock jump.
+async fn off_runtime<T, F>(work: F) -> Result<T, signet_runtime::bulk::BulkError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    match tokio::runtime::Handle::current().runtime_flavor() {
+        tokio::runtime::RuntimeFlavor::CurrentThread => Ok(work()),
+        _ => signet_runtime::bulk::run(work).await,
     }
 }

@@ -44,11 +44,6 @@ impl Timers {
         }
     }
 
-    pub fn clear(&mut self) {
-        self.at.clear();
-        self.queue = BinaryHeap::new();
-    }
-
     /// The earliest deadline.
     pub fn next(&mut self) -> Option<Instant> {
         self.drop_stale();

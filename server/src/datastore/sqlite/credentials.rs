@@ -22,8 +22,9 @@ pub(super) struct PendingRecords {
     done: oneshot::Sender<Result<()>>,
 }
 
-/// Rows one group commit takes at most.
-const GROUP_ROWS: usize = 4096;
+/// Rows one group commit takes at most: eight batches of 128, one agent's
+/// rounds in flight. Any other write (a ban) waits for at most one group.
+const GROUP_ROWS: usize = 1024;
 
 /// Group commit of issued serials: eight signing batches in flight cost
 /// about one sync to disk, not eight. A group never waits for more to

@@ -8,6 +8,8 @@
 //! SQLite's busy handler, which sleeps for milliseconds between retries
 //! (that left the cores idle while signing batches waited to be recorded).
 //! Reads use a pool of their own and, under WAL, never wait for the writer.
+//! The WAL is checkpointed from a reader connection (`checkpoint`), not in
+//! the writer's commits.
 //!
 //! Every transaction that writes starts with `BEGIN IMMEDIATE`. A deferred
 //! transaction that reads first holds a WAL read snapshot; if another writer
@@ -16,6 +18,7 @@
 
 mod agents;
 mod authorities;
+mod checkpoint;
 mod credentials;
 mod entries;
 mod events;
@@ -102,7 +105,9 @@ impl SqliteDataStore {
             // Rows cross from SQLite's thread to the async side through a
             // channel; at the default 50 a 10k-entry snapshot query spent
             // most of its time switching threads on a full channel.
-            .row_buffer_size(1024);
+            .row_buffer_size(1024)
+            // Checkpoints run off the writer (see `checkpoint`).
+            .pragma("wal_autocheckpoint", "0");
         let open = |connections| {
             SqlitePoolOptions::new()
                 .max_connections(connections)
@@ -111,6 +116,7 @@ impl SqliteDataStore {
         let writer = open(1).await?;
         MIGRATOR.run(&writer).await?;
         let pool = open(4).await?;
+        tokio::spawn(checkpoint::run(pool.clone()));
         let (records, queue) = mpsc::unbounded_channel();
         tokio::spawn(credentials::record_loop(writer.clone(), queue));
         let (commits, _) = broadcast::channel(COMMIT_NOTICES);

@@ -581,3 +581,36 @@ async fn the_database_files_are_readable_by_the_owner_only() {
     assert_eq!(mode(&path), 0o600);
     ds.close().await;
 }
+
+#[tokio::test]
+async fn commits_leave_the_wal_to_the_checkpointer() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = open(&dir).await;
+    for connections in [&ds.writer, &ds.pool] {
+        let pages: i64 = sqlx::query_scalar("PRAGMA wal_autocheckpoint")
+            .fetch_one(connections)
+            .await
+            .unwrap();
+        assert_eq!(pages, 0, "a commit would checkpoint on the writer");
+    }
+    // Well past the 1000 pages at which a commit used to checkpoint.
+    for b in 0..6u32 {
+        let rows = (0..10_000u32)
+            .map(|i| IssuedX509 {
+                serial: format!("{b:02x}{i:04x}"),
+                spiffe_id: id(&format!("spiffe://example.org/w{b}/{i}")),
+                authority_id: "ca".into(),
+                expires_at: 5000,
+            })
+            .collect();
+        ds.record_x509_many(rows).await.unwrap();
+    }
+    let done = checkpoint::once(&ds.pool).await.unwrap();
+    assert!(done.log_frames > 1000, "{done:?}");
+    assert_eq!(done.copied_frames, done.log_frames, "{done:?}");
+    let kept: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM issued_x509")
+        .fetch_one(&ds.pool)
+        .await
+        .unwrap();
+    assert_eq!(kept, 60_000);
+}
