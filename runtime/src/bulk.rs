@@ -5,7 +5,8 @@
 //! threads that carry a ban, a revocation or a Workload API reply wait out
 //! scheduler slices behind them (tens of milliseconds on two cores). Niced,
 //! bulk work still takes every idle cycle, but yields the core at once to
-//! whatever else in the daemon wakes up.
+//! whatever else in the daemon wakes up. Under a seccomp filter (the
+//! packaged units) they keep normal priority: see `lower_priority`.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -78,10 +79,7 @@ fn start() -> Result<mpsc::Sender<Job>, String> {
 }
 
 fn work(jobs: &Mutex<mpsc::Receiver<Job>>) {
-    // Linux keeps a nice value per thread: this lowers only this one.
-    if let Err(e) = rustix::process::nice(NICE_INCREMENT) {
-        tracing::warn!(error = %e, "bulk thread runs at normal priority");
-    }
+    lower_priority();
     loop {
         // One idle worker waits on the queue, the others on the lock.
         let next = jobs.lock().unwrap_or_else(|e| e.into_inner()).recv();
@@ -90,6 +88,38 @@ fn work(jobs: &Mutex<mpsc::Receiver<Job>>) {
             Err(mpsc::RecvError) => return,
         }
     }
+}
+
+/// Lowers this thread's priority (Linux keeps a nice value per thread), unless
+/// a seccomp filter is in place: the packaged units forbid `setpriority`
+/// (`~@resources`), and a forbidden call kills the daemon with SIGSYS. Under
+/// them bulk threads run at normal priority and only their number bounds them.
+fn lower_priority() {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    match std::fs::read_to_string("/proc/thread-self/status") {
+        Ok(status) if !seccomp_filtered(&status) => {
+            if let Err(e) = rustix::process::nice(NICE_INCREMENT) {
+                SAID.call_once(
+                    || tracing::warn!(error = %e, "bulk threads run at normal priority"),
+                );
+            }
+        }
+        _ => SAID.call_once(|| {
+            tracing::info!(
+                "bulk threads run at normal priority (a seccomp filter may forbid lowering it)"
+            )
+        }),
+    }
+}
+
+/// Whether `/proc/<pid>/status` says a seccomp filter applies (mode 2), or
+/// does not say at all.
+fn seccomp_filtered(status: &str) -> bool {
+    let mode = status
+        .lines()
+        .find_map(|line| line.strip_prefix("Seccomp:"))
+        .map(str::trim);
+    mode != Some("0")
 }
 
 #[cfg(test)]
