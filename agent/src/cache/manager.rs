@@ -23,7 +23,7 @@ use signet_core::{Clock, RegistrationEntry, TrustDomain};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use super::state::{CachedEntry, Revocations, Snapshot, Svid, Tainted};
+use super::state::{CachedEntry, EntryId, Revocations, Snapshot, Svid, Tainted};
 use super::{SignError, SvidSigner};
 use crate::backoff::Backoff;
 use timers::Timers;
@@ -101,20 +101,21 @@ pub struct CacheManager {
     trust_domain: TrustDomain,
     bundle: Option<Arc<Vec<Vec<u8>>>>,
     jwt_bundles: Arc<JwtBundles>,
-    entries: BTreeMap<String, Arc<RegistrationEntry>>,
+    /// Its keys are the one copy of each entry id every other map shares.
+    entries: BTreeMap<EntryId, Arc<RegistrationEntry>>,
     /// The SVID served for each entry that has one.
-    held: HashMap<String, Arc<Svid>>,
+    held: HashMap<EntryId, Arc<Svid>>,
     /// When each held SVID expires (its notAfter).
     expiries: Timers,
     /// When each entry next needs (re)issuing; an entry whose SVID is
     /// awaited has none until the answer comes.
     due: Timers,
-    retries: HashMap<String, Backoff>,
+    retries: HashMap<EntryId, Backoff>,
     /// Signing rounds under way, at most `issue::IN_FLIGHT`.
     rounds: FuturesUnordered<Round>,
     /// Entry id → the launch its SVID is awaited from. Removing, changing
     /// or cutting off an entry forgets it, so a late answer is dropped.
-    awaited: HashMap<String, u64>,
+    awaited: HashMap<EntryId, u64>,
     launches: u64,
     crls: Arc<Vec<Vec<u8>>>,
     revocations: Revocations,
@@ -265,10 +266,10 @@ impl CacheManager {
                 .map(|e| e.id.as_str())
                 .chain(update.previewed.iter().map(String::as_str))
                 .collect();
-            let gone: Vec<String> = self
+            let gone: Vec<EntryId> = self
                 .entries
                 .keys()
-                .filter(|id| !keep.contains(id.as_str()))
+                .filter(|id| !keep.contains(&***id))
                 .cloned()
                 .collect();
             for id in gone {
@@ -313,18 +314,17 @@ impl CacheManager {
     }
 
     fn upsert(&mut self, entry: RegistrationEntry) {
-        let id = entry.id.clone();
-        let reissue = match self.entries.get(&id) {
-            None => true,
-            Some(old) => {
-                old.spiffe_id != entry.spiffe_id
+        // A known entry keeps its id's one allocation.
+        let (id, changed, reissue) = match self.entries.get_key_value(entry.id.as_str()) {
+            None => (EntryId::from(entry.id.as_str()), true, true),
+            Some((id, old)) => {
+                let reissue = old.spiffe_id != entry.spiffe_id
                     || old.dns_names != entry.dns_names
-                    || old.x509_svid_ttl != entry.x509_svid_ttl
+                    || old.x509_svid_ttl != entry.x509_svid_ttl;
+                (id.clone(), **old != entry, reissue)
             }
         };
-        if self.entries.get(&id).map(|e| &**e) != Some(&entry) {
-            self.dirty = true;
-        }
+        self.dirty |= changed;
         self.entries.insert(id.clone(), Arc::new(entry));
         if reissue {
             self.release(&id);
@@ -346,8 +346,8 @@ impl CacheManager {
     }
 
     /// Serves `svid` for `id` until its notAfter.
-    fn hold(&mut self, id: &str, svid: Arc<Svid>, expires: Instant) {
-        self.held.insert(id.to_owned(), svid);
+    fn hold(&mut self, id: &EntryId, svid: Arc<Svid>, expires: Instant) {
+        self.held.insert(id.clone(), svid);
         self.expiries.set(id, expires);
     }
 
@@ -363,7 +363,7 @@ impl CacheManager {
         let mut dropped = false;
         while let Some(id) = self.expiries.pop_due(now) {
             tracing::warn!(
-                entry_id = id,
+                entry_id = &*id,
                 "SVID expired before it was renewed; no longer served"
             );
             self.held.remove(&id);
@@ -375,7 +375,7 @@ impl CacheManager {
         dropped
     }
 
-    fn retry_all(&mut self, ids: Vec<String>, error: &SignError) {
+    fn retry_all(&mut self, ids: Vec<EntryId>, error: &SignError) {
         for id in ids {
             self.retry_later(&id, error);
         }
@@ -384,14 +384,14 @@ impl CacheManager {
     /// Keeps any still-valid SVID and tries again: after a backoff when
     /// the failure may pass, after [`TERMINAL_RETRY`] when the server
     /// refused (an update of the entry through Sync asks again at once).
-    fn retry_later(&mut self, id: &str, error: &SignError) {
+    fn retry_later(&mut self, id: &EntryId, error: &SignError) {
         if !self.entries.contains_key(id) {
             return;
         }
         let delay = match error {
             SignError::Retryable(_) => self
                 .retries
-                .entry(id.to_owned())
+                .entry(id.clone())
                 .or_insert_with(|| {
                     Backoff::new(Duration::from_millis(500), Duration::from_secs(30))
                 })
@@ -399,7 +399,7 @@ impl CacheManager {
             SignError::Terminal(_) => TERMINAL_RETRY,
         };
         tracing::warn!(
-            entry_id = id,
+            entry_id = &**id,
             error = %error,
             terminal = matches!(error, SignError::Terminal(_)),
             retry_in_ms = delay.as_millis() as u64,

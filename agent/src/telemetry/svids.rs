@@ -94,7 +94,7 @@ mod tests {
                 key_pkcs8: Default::default(),
             };
             snapshot.entries.insert(
-                (*id).to_owned(),
+                (*id).into(),
                 CachedEntry {
                     entry: Arc::new(entry),
                     svid: Some(Arc::new(svid)),

@@ -101,11 +101,11 @@ fn entry(id: &str, path: &str, selector: &str, hint: &str) -> RegistrationEntry 
 }
 
 fn snapshot(ca: &TestCa, entries: Vec<(RegistrationEntry, Option<Arc<Svid>>)>) -> Arc<Snapshot> {
-    let entries: BTreeMap<String, CachedEntry> = entries
+    let entries: BTreeMap<crate::cache::state::EntryId, CachedEntry> = entries
         .into_iter()
         .map(|(entry, svid)| {
             (
-                entry.id.clone(),
+                entry.id.as_str().into(),
                 CachedEntry {
                     entry: entry.into(),
                     svid,

@@ -219,7 +219,7 @@ fn policy_snapshot(
     revoked_jtis: &[&str],
     tainted_kids: &[&str],
     now: SystemTime,
-) -> super::super::Snapshot {
+) -> Arc<super::super::Snapshot> {
     let mut s = super::super::Snapshot::empty(TrustDomain::new("example.org").unwrap());
     for id in entries {
         s.entries.insert(
@@ -245,7 +245,7 @@ fn policy_snapshot(
         x509: Default::default(),
         jwt_kids: tainted_kids.iter().map(|k| k.to_string()).collect(),
     });
-    s
+    Arc::new(s)
 }
 
 #[tokio::test(start_paused = true)]

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use zeroize::Zeroizing;
 
 use super::CacheManager;
-use crate::cache::state::Svid;
+use crate::cache::state::{EntryId, Svid};
 use crate::cache::{authority_id, issuing_authority, SignError, SignRequest, SvidSigner};
 
 /// CSRs per `BatchSignX509Svid` call: enough to amortize a round trip, few
@@ -37,15 +37,16 @@ pub(super) struct Signed {
     /// The launch it was asked in.
     launch: u64,
     /// The entries a CSR was sent for.
-    asked: Vec<String>,
+    asked: Vec<EntryId>,
     /// Entries whose key or CSR could not be made.
-    unprepared: Vec<(String, SignError)>,
+    unprepared: Vec<(EntryId, SignError)>,
     results: Result<Vec<Checked>, SignError>,
 }
 
 /// One answer, checked off the runtime: the leaf follows the SPIFFE rules,
 /// is valid now and certifies the key made for it.
 pub(super) struct Checked {
+    /// As the server names it.
     entry_id: String,
     issued: Result<Issued, SignError>,
 }
@@ -69,7 +70,7 @@ impl CacheManager {
         let now = Instant::now();
         let mut started = 0usize;
         while self.rounds.len() < IN_FLIGHT {
-            let mut batch: Vec<(String, SpiffeId)> = Vec::with_capacity(BATCH);
+            let mut batch: Vec<(EntryId, SpiffeId)> = Vec::with_capacity(BATCH);
             // Longest overdue first.
             while batch.len() < BATCH {
                 let Some(id) = self.due.pop_due(now) else {
@@ -79,7 +80,7 @@ impl CacheManager {
                 if self.awaited.contains_key(&id) {
                     continue;
                 }
-                if let Some(entry) = self.entries.get(&id) {
+                if let Some(entry) = self.entries.get(&*id) {
                     batch.push((id, entry.spiffe_id.clone()));
                 }
             }
@@ -118,7 +119,7 @@ impl CacheManager {
             unprepared,
             results,
         } = batch;
-        let current = |id: &str, awaited: &mut HashMap<String, u64>| {
+        let current = |id: &str, awaited: &mut HashMap<EntryId, u64>| {
             let mine = awaited.get(id) == Some(&launch);
             if mine {
                 awaited.remove(id);
@@ -141,13 +142,13 @@ impl CacheManager {
                 return;
             }
         };
-        let mut waiting: HashSet<String> = asked.into_iter().collect();
+        let mut waiting: HashSet<EntryId> = asked.into_iter().collect();
         let known: HashSet<String> = bundle.iter().map(|ca| authority_id(ca)).collect();
         let mut taken = 0;
         for Checked { entry_id, issued } in results {
-            if !waiting.remove(&entry_id) {
+            let Some(entry_id) = waiting.take(entry_id.as_str()) else {
                 continue;
-            }
+            };
             // An SVID that fails our checks is the server's fault, not the
             // link's: asked for again, but not at once.
             let accepted = issued.and_then(|issued| {
@@ -174,12 +175,12 @@ impl CacheManager {
 
     fn accept(
         &mut self,
-        id: &str,
+        id: &EntryId,
         issued: Issued,
         bundle: &[Vec<u8>],
         known: &HashSet<String>,
     ) -> Result<(), String> {
-        let entry = self.entries.get(id).ok_or("entry is gone")?;
+        let entry = self.entries.get(&**id).ok_or("entry is gone")?;
         let Issued {
             chain,
             authority_id,
@@ -209,7 +210,7 @@ impl CacheManager {
                 .is_serial_revoked(&facts.serial_hex, received);
         let refresh = refresh_at(received, facts.not_after, (self.jitter)());
         let now = Instant::now();
-        tracing::debug!(entry_id = id, spiffe_id = %facts.spiffe_id, serial = facts.serial_hex, authority_id, not_after = signet_core::clock::unix_seconds(facts.not_after), "SVID issued");
+        tracing::debug!(entry_id = &**id, spiffe_id = %facts.spiffe_id, serial = facts.serial_hex, authority_id, not_after = signet_core::clock::unix_seconds(facts.not_after), "SVID issued");
         self.due.set(id, now + wait_until(received, refresh));
         let svid = Arc::new(Svid {
             x509: X509Svid {
@@ -222,7 +223,7 @@ impl CacheManager {
             key_pkcs8,
         });
         self.hold(id, svid, now + wait_until(received, facts.not_after));
-        self.retries.remove(id);
+        self.retries.remove(&**id);
         if stale {
             let why = "issued by a tainted authority or with a revoked serial";
             self.retry_later(id, &SignError::Retryable(why.into()));
@@ -237,10 +238,10 @@ impl CacheManager {
 async fn sign_batch(
     signer: Arc<dyn SvidSigner>,
     clock: Arc<dyn Clock>,
-    batch: Vec<(String, SpiffeId)>,
+    batch: Vec<(EntryId, SpiffeId)>,
     launch: u64,
 ) -> Signed {
-    let ids: Vec<String> = batch.iter().map(|(id, _)| id.clone()).collect();
+    let ids: Vec<EntryId> = batch.iter().map(|(id, _)| id.clone()).collect();
     let make = move || {
         batch
             .into_iter()
@@ -275,7 +276,7 @@ async fn sign_batch(
         match made {
             Ok((key, csr)) => {
                 requests.push(SignRequest {
-                    entry_id: id.clone(),
+                    entry_id: id.to_string(),
                     csr,
                 });
                 keys.insert(id, key);
@@ -283,7 +284,7 @@ async fn sign_batch(
             Err(e) => unprepared.push((id, e)),
         }
     }
-    let asked: Vec<String> = keys.keys().cloned().collect();
+    let asked: Vec<EntryId> = keys.keys().cloned().collect();
     let results = if requests.is_empty() {
         Ok(vec![])
     } else {
@@ -294,7 +295,7 @@ async fn sign_batch(
                     answers
                         .into_iter()
                         .filter_map(|answer| {
-                            let key = keys.remove(&answer.entry_id)?;
+                            let key = keys.remove(answer.entry_id.as_str())?;
                             let issued = answer.chain.and_then(|chain| {
                                 check_answer(chain, answer.authority_id, &key, received)
                                     .map_err(SignError::Terminal)
@@ -328,11 +329,13 @@ async fn sign_batch(
 /// The leaf of `chain` follows the SPIFFE rules, is valid at `received` and
 /// certifies `key`.
 fn check_answer(
-    chain: Vec<Vec<u8>>,
+    mut chain: Vec<Vec<u8>>,
     authority_id: String,
     key: &KeyPair,
     received: SystemTime,
 ) -> Result<Issued, String> {
+    // Held until rotation: not at the decoder's capacity of four.
+    chain.shrink_to_fit();
     let leaf = chain.first().ok_or("empty chain")?;
     let leaf =
         check_issued_leaf(leaf, key.public_key_raw(), received).map_err(|e| e.to_string())?;

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use super::CacheManager;
 use crate::cache::persist::Restored;
-use crate::cache::state::Revocations;
+use crate::cache::state::{EntryId, Revocations};
 
 impl CacheManager {
     /// Takes over what a previous run left on disk and publishes it at once,
@@ -34,7 +34,7 @@ impl CacheManager {
         self.revocations.prune(now);
         self.tainted = Arc::new(restored.tainted);
         for (entry, svid) in restored.entries {
-            let id = entry.id.clone();
+            let id = EntryId::from(entry.id.as_str());
             self.entries.insert(id.clone(), Arc::new(entry));
             match svid.filter(|s| s.svid.is_valid_at(now)) {
                 Some(s) => {
@@ -87,7 +87,7 @@ impl CacheManager {
             let due_later = self.due.get(id).is_some_and(|d| d > at);
             if (tainted || revoked) && due_later {
                 tracing::info!(
-                    entry_id = id,
+                    entry_id = &**id,
                     authority_id = svid.x509.authority_id,
                     serial = svid.x509.serial_hex,
                     tainted,
@@ -95,7 +95,7 @@ impl CacheManager {
                     "re-issuing SVID at once"
                 );
                 self.due.set(id, at);
-                self.retries.remove(id);
+                self.retries.remove(&**id);
             }
         }
     }

@@ -7,22 +7,24 @@ use std::collections::{BinaryHeap, HashMap};
 
 use tokio::time::Instant;
 
+use crate::cache::state::EntryId;
+
 #[derive(Debug, Default)]
 pub(super) struct Timers {
     /// The current deadline of each id.
-    at: HashMap<String, Instant>,
+    at: HashMap<EntryId, Instant>,
     /// Every deadline set, earliest first; one that is no longer in `at`
     /// (moved or removed since) is skipped when it comes up.
-    queue: BinaryHeap<Reverse<(Instant, String)>>,
+    queue: BinaryHeap<Reverse<(Instant, EntryId)>>,
 }
 
 impl Timers {
     /// Sets (or moves) the deadline of `id`.
-    pub fn set(&mut self, id: &str, at: Instant) {
-        if self.at.insert(id.to_owned(), at) == Some(at) {
+    pub fn set(&mut self, id: &EntryId, at: Instant) {
+        if self.at.insert(id.clone(), at) == Some(at) {
             return;
         }
-        self.queue.push(Reverse((at, id.to_owned())));
+        self.queue.push(Reverse((at, id.clone())));
         // Moved deadlines leave stale items; keep the heap near the live set.
         if self.queue.len() > 2 * self.at.len() + 64 {
             self.queue = self
@@ -51,14 +53,14 @@ impl Timers {
     }
 
     /// Takes the id with the earliest deadline if it is at or before `now`.
-    pub fn pop_due(&mut self, now: Instant) -> Option<String> {
+    pub fn pop_due(&mut self, now: Instant) -> Option<EntryId> {
         self.drop_stale();
         let Reverse((at, _)) = self.queue.peek()?;
         if *at > now {
             return None;
         }
         let Reverse((_, id)) = self.queue.pop()?;
-        self.at.remove(&id);
+        self.at.remove(&*id);
         Some(id)
     }
 
@@ -85,16 +87,20 @@ mod tests {
 
     use super::*;
 
+    fn id(s: &str) -> EntryId {
+        s.into()
+    }
+
     #[test]
     fn deadlines_come_out_in_order_and_moves_and_removals_count() {
         let t0 = Instant::now();
         let s = |n| t0 + Duration::from_secs(n);
         let mut timers = Timers::default();
-        timers.set("a", s(3));
-        timers.set("b", s(1));
-        timers.set("c", s(2));
-        timers.set("a", s(0)); // moved earlier
-        timers.set("b", s(5)); // moved later
+        timers.set(&id("a"), s(3));
+        timers.set(&id("b"), s(1));
+        timers.set(&id("c"), s(2));
+        timers.set(&id("a"), s(0)); // moved earlier
+        timers.set(&id("b"), s(5)); // moved later
         timers.remove("c");
         assert_eq!(timers.next(), Some(s(0)));
         assert_eq!(timers.pop_due(s(4)).as_deref(), Some("a"));
@@ -110,8 +116,8 @@ mod tests {
     fn setting_the_same_deadline_twice_yields_it_once() {
         let t0 = Instant::now();
         let mut timers = Timers::default();
-        timers.set("a", t0);
-        timers.set("a", t0);
+        timers.set(&id("a"), t0);
+        timers.set(&id("a"), t0);
         assert_eq!(timers.pop_due(t0).as_deref(), Some("a"));
         assert_eq!(timers.pop_due(t0), None);
     }
@@ -121,7 +127,7 @@ mod tests {
         let t0 = Instant::now();
         let mut timers = Timers::default();
         for i in 0..10_000u64 {
-            timers.set("a", t0 + Duration::from_millis(i));
+            timers.set(&id("a"), t0 + Duration::from_millis(i));
         }
         assert!(timers.queue.len() <= 2 + 64, "{}", timers.queue.len());
         assert_eq!(timers.next(), Some(t0 + Duration::from_millis(9_999)));

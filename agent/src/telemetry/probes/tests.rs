@@ -46,7 +46,7 @@ fn snapshot_with_svid(serial: &str) -> Arc<Snapshot> {
     });
     let mut entries = BTreeMap::new();
     entries.insert(
-        "e1".to_owned(),
+        "e1".into(),
         CachedEntry {
             entry: entry.into(),
             svid: Some(svid),
