@@ -241,14 +241,20 @@ impl JwtSvidCache {
     /// entries, dropping every cached token they rule out at once.
     pub fn apply_policy(&self, snapshot: &Arc<super::Snapshot>) {
         let mut inner = lock(&self.inner);
-        inner.policy = Policy {
-            snapshot: Some(snapshot.clone()),
-        };
+        // The old snapshot may be its last holder: freed after the unlock.
+        let old = std::mem::replace(
+            &mut inner.policy,
+            Policy {
+                snapshot: Some(snapshot.clone()),
+            },
+        );
         let now = self.clock.now();
         let Inner { tokens, policy, .. } = &mut *inner;
         let before = tokens.len();
         tokens.retain(|k, c| policy.allows(k, c, now));
         let dropped = before - tokens.len();
+        drop(inner);
+        drop(old);
         if dropped > 0 {
             tracing::info!(
                 dropped,
