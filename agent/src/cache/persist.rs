@@ -29,8 +29,8 @@ const VERSION: u32 = 1;
 /// Changes closer together than this are written once.
 const COALESCE: Duration = Duration::from_millis(200);
 /// A cache that never pauses (a cold start publishes every 100 ms) is still
-/// written this long after it first changed: writing a 10k-entry cache at
-/// every pause cost an eighth of a cold start's CPU on the agent.
+/// written this long after it first changed: writing a 10k-entry cache
+/// every 200 ms cost an eighth of a cold start's CPU on the agent.
 const MAX_DELAY: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
