@@ -157,12 +157,15 @@ pub async fn run(config: RuntimeConfig, shutdown: impl Future<Output = ()>) -> a
             let (bundle_tx, bundle_rx) = watch::channel(Arc::new(attested.bundle));
             let (svid_tx, svid_rx) = watch::channel(Arc::new(attested.svid));
             readiness.set_agent_svid(svid_rx.clone());
-            let node = Arc::new(NodeConnector::new(
-                config.server_address.clone(),
-                node_client::server_id(&config.trust_domain)?,
-                bundle_rx.clone(),
-                svid_rx,
-            ));
+            let node = Arc::new(
+                NodeConnector::new(
+                    config.server_address.clone(),
+                    node_client::server_id(&config.trust_domain)?,
+                    bundle_rx.clone(),
+                    svid_rx,
+                )
+                .with_health(health.clone()),
+            );
             connector.set(node.clone());
             let (tainted_tx, tainted_rx) = watch::channel(BTreeSet::new());
             tasks.spawn(

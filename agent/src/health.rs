@@ -34,6 +34,10 @@ pub struct HealthReport {
     /// Server clock minus agent clock at the last sync message, in ms.
     pub clock_skew_ms: Option<i64>,
     pub max_clock_skew_ms: u64,
+    /// The server the agent talks to (of an HA group, the one it last
+    /// moved to); absent until it first connected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
 }
 
 impl HealthReport {
@@ -43,6 +47,7 @@ impl HealthReport {
             message: String::new(),
             clock_skew_ms: None,
             max_clock_skew_ms: millis(max_clock_skew),
+            server: None,
         }
     }
 
@@ -126,6 +131,15 @@ impl Health {
             let changed = r.status != status || r.message != message;
             r.status = status;
             r.message = message;
+            changed
+        });
+    }
+
+    /// The server the agent is connected to now.
+    pub fn set_server(&self, server: String) {
+        self.tx.send_if_modified(|r| {
+            let changed = r.server.as_deref() != Some(server.as_str());
+            r.server = Some(server);
             changed
         });
     }

@@ -14,7 +14,7 @@ use signet_core::clock::from_unix_seconds;
 use signet_core::{Clock, JwtSvid, SpiffeId};
 use signet_proto::node::MintJwtSvidRequest;
 
-use crate::node_client::LateConnector;
+use crate::node_client::{CallError, LateConnector};
 
 /// A bound on one mint round trip.
 const MINT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -56,35 +56,30 @@ impl JwtMinter for NodeMinter {
             .connector
             .get()
             .map_err(|e| MintError::Unreachable(e.to_string()))?;
-        let mut client = connector
-            .client()
-            .await
-            .map_err(|e| MintError::Unreachable(e.to_string()))?;
         let request = MintJwtSvidRequest {
             entry_id: entry_id.to_owned(),
             audience: audience.to_vec(),
         };
-        match client.mint_jwt_svid(request).await {
-            Ok(r) => {
-                let r = r.into_inner();
-                Ok(JwtSvid {
-                    token: r.token,
-                    issued_at: from_unix_seconds(r.issued_at),
-                    expires_at: from_unix_seconds(r.expires_at),
-                })
-            }
-            Err(status) => {
-                let message = format!("{:?}: {}", status.code(), status.message());
-                use tonic::Code::*;
-                match status.code() {
-                    Unavailable | DeadlineExceeded | Cancelled | Unknown | Aborted
-                    | ResourceExhausted | Internal => {
-                        connector.reset().await;
-                        Err(MintError::Unreachable(message))
-                    }
-                    _ => Err(MintError::Refused(message)),
-                }
-            }
+        let minted = connector
+            .call(|mut client| {
+                let request = request.clone();
+                async move { client.mint_jwt_svid(request).await }
+            })
+            .await;
+        match minted {
+            Ok(r) => Ok(JwtSvid {
+                token: r.token,
+                issued_at: from_unix_seconds(r.issued_at),
+                expires_at: from_unix_seconds(r.expires_at),
+            }),
+            Err(CallError::Connect(e)) => Err(MintError::Unreachable(e.to_string())),
+            Err(
+                e @ CallError::Status {
+                    server_failed: true,
+                    ..
+                },
+            ) => Err(MintError::Unreachable(e.to_string())),
+            Err(e @ CallError::Status { .. }) => Err(MintError::Refused(e.to_string())),
         }
     }
 }

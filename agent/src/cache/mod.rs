@@ -11,7 +11,7 @@ pub mod state;
 use async_trait::async_trait;
 use signet_proto::node::{BatchSignX509SvidRequest, SignX509SvidParams};
 
-use crate::node_client::LateConnector;
+use crate::node_client::{CallError, LateConnector};
 pub use jwt::{JwtMinter, JwtSvidCache, MintError, NodeMinter};
 pub use manager::{CacheManager, SyncUpdate};
 pub use state::{CachedEntry, Revocations, Snapshot, Svid, Tainted};
@@ -78,24 +78,27 @@ impl SvidSigner for NodeSigner {
     async fn batch_sign(&self, requests: Vec<SignRequest>) -> Result<Vec<SignResult>, SignError> {
         let retryable = |e: &dyn std::fmt::Display| SignError::Retryable(e.to_string());
         let connector = self.connector.get().map_err(|e| retryable(&e))?;
-        let mut client = connector.client().await.map_err(|e| retryable(&e))?;
-        let params = requests
-            .into_iter()
-            .map(|r| SignX509SvidParams {
-                entry_id: r.entry_id,
-                csr: r.csr,
-            })
-            .collect();
-        let response = match client
-            .batch_sign_x509_svid(BatchSignX509SvidRequest { params })
-            .await
-        {
-            Ok(r) => r.into_inner(),
-            Err(status) => {
-                connector.reset().await;
-                return Err(SignError::from_status(status.code(), status.message()));
-            }
+        let request = BatchSignX509SvidRequest {
+            params: requests
+                .into_iter()
+                .map(|r| SignX509SvidParams {
+                    entry_id: r.entry_id,
+                    csr: r.csr,
+                })
+                .collect(),
         };
+        let response = connector
+            .call(|mut client| {
+                let request = request.clone();
+                async move { client.batch_sign_x509_svid(request).await }
+            })
+            .await
+            .map_err(|e| match e {
+                CallError::Connect(e) => retryable(&e),
+                CallError::Status { status, .. } => {
+                    SignError::from_status(status.code(), status.message())
+                }
+            })?;
         Ok(response
             .results
             .into_iter()

@@ -2,9 +2,12 @@
 //! authorized for, the bundle, revocations, CRLs and tainted authorities,
 //! then deltas as they happen. Each message goes to the cache manager; bundle
 //! changes also update the bundle the TLS verifier trusts and the copy on
-//! disk; taints also reach the agent SVID renewal. Reconnects with backoff
-//! and jitter from the last revision seen. A `PermissionDenied` end means the
-//! agent was banned or evicted: everything is dropped and it never retries.
+//! disk; taints also reach the agent SVID renewal. When the stream breaks it
+//! resumes from the last revision seen, on the next server of the group at
+//! once (every server numbers the same history), with backoff and jitter
+//! only once all of them have failed in a row. A `PermissionDenied` end
+//! means the agent was banned or evicted: everything is dropped and it never
+//! retries.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -21,13 +24,11 @@ use tokio::sync::{mpsc, watch};
 use crate::backoff::Backoff;
 use crate::cache::{Revocations, SyncUpdate, Tainted};
 use crate::health::{measure_skew, Health, Status};
-use crate::node_client::NodeConnector;
+use crate::node_client::{NodeConnector, Pacing, Session};
 use crate::storage::Storage;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
-    #[error(transparent)]
-    Connect(#[from] crate::node_client::NodeClientError),
     #[error("sync stream: {:?}: {}", .0.code(), .0.message())]
     Status(#[from] tonic::Status),
     #[error("the cache manager stopped")]
@@ -56,20 +57,43 @@ impl SyncTask {
     /// Streams forever, reconnecting after errors or a closed stream; parks
     /// for good once the server has cut the agent off.
     pub async fn run(self) {
-        let mut backoff = reconnect_backoff();
+        let mut pacing = Pacing::new(reconnect_backoff());
         let mut revision = self.start_revision;
         loop {
-            match self.stream_once(&mut revision, &mut backoff).await {
-                Ok(()) => tracing::warn!("sync stream closed by the server; reconnecting"),
+            let session = match self.connector.session().await {
+                Ok(session) => session,
+                Err(e) => {
+                    tracing::warn!(error = %e, revision, "no server to sync with; retrying");
+                    tokio::time::sleep(pacing.after_failure()).await;
+                    continue;
+                }
+            };
+            let server = &session.server;
+            let delay = match self.stream_once(&session, &mut revision, &mut pacing).await {
                 Err(SyncError::Closed) => return,
                 Err(SyncError::Status(s)) if s.code() == tonic::Code::PermissionDenied => {
                     self.cut_off(s.message()).await;
                     return std::future::pending().await;
                 }
-                Err(e) => tracing::warn!(error = %e, revision, "sync stream failed; reconnecting"),
+                Ok(()) => {
+                    // A server that ends the stream is going away (a
+                    // shutdown drains its streams): resume on another.
+                    tracing::warn!(%server, revision, "sync stream closed by the server; resuming on the next");
+                    self.connector.failed(session.epoch);
+                    pacing.after_server_failure(self.connector.server_count())
+                }
+                Err(SyncError::Status(s)) => {
+                    tracing::warn!(%server, code = ?s.code(), message = s.message(), revision, "sync stream failed; resuming");
+                    if self.connector.report(session.epoch, &s) {
+                        pacing.after_server_failure(self.connector.server_count())
+                    } else {
+                        pacing.after_failure()
+                    }
+                }
+            };
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
             }
-            self.connector.reset().await;
-            tokio::time::sleep(backoff.next_delay()).await;
         }
     }
 
@@ -89,15 +113,16 @@ impl SyncTask {
         if let Err(e) = self.storage.forget_identity() {
             tracing::error!(error = %e, "cannot remove the agent identity from the data dir");
         }
-        self.connector.reset().await;
+        self.connector.disconnect();
     }
 
     async fn stream_once(
         &self,
+        session: &Session,
         revision: &mut u64,
-        backoff: &mut Backoff,
+        pacing: &mut Pacing,
     ) -> Result<(), SyncError> {
-        let mut client = self.connector.client().await?;
+        let mut client = session.client.clone();
         let mut stream = client
             .sync(SyncRequest {
                 since_revision: *revision,
@@ -107,7 +132,7 @@ impl SyncTask {
         // The parts of a snapshot received so far.
         let mut partial: Option<SyncUpdate> = None;
         while let Some(message) = stream.message().await? {
-            backoff.reset();
+            pacing.reset();
             self.health.mark_reached_server();
             if let Some(skew) = measure_skew(message.server_time_ms, self.clock.now()) {
                 self.health.record_skew(skew);
@@ -337,122 +362,4 @@ pub fn entry_from_proto(e: Entry) -> Result<RegistrationEntry, String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use signet_proto::node::Selector as ProtoSelector;
-
-    fn wire(spiffe_id: &str, selector: (&str, &str)) -> Entry {
-        Entry {
-            id: "e1".into(),
-            spiffe_id: spiffe_id.into(),
-            parent_id: "spiffe://example.org/signet/agent/join_token/t".into(),
-            selectors: vec![
-                ProtoSelector {
-                    r#type: selector.0.into(),
-                    value: selector.1.into(),
-                },
-                ProtoSelector {
-                    r#type: "unix".into(),
-                    value: "gid:1".into(),
-                },
-            ],
-            x509_svid_ttl: 60,
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn wire_entry_becomes_a_registration_entry() {
-        let e = entry_from_proto(wire("spiffe://example.org/me", ("unix", "uid:1000"))).unwrap();
-        assert_eq!(e.spiffe_id.to_string(), "spiffe://example.org/me");
-        assert_eq!(e.x509_svid_ttl, Some(Duration::from_secs(60)));
-        assert_eq!(e.jwt_svid_ttl, None);
-        let sel: Vec<String> = e.selectors.iter().map(|s| s.to_string()).collect();
-        assert_eq!(sel, vec!["unix:gid:1", "unix:uid:1000"]);
-    }
-
-    #[test]
-    fn bad_jwt_authorities_are_skipped_not_fatal() {
-        let (signer, _) = signet_core::jwt::JwtSigner::generate("k1".into()).unwrap();
-        let good = node::JwtAuthority {
-            kid: "k1".into(),
-            jwk: serde_json::to_string(&signer.jwk()).unwrap(),
-            expires_at: 0,
-        };
-        let garbage = node::JwtAuthority {
-            kid: "k2".into(),
-            jwk: "{not json".into(),
-            expires_at: 0,
-        };
-        let wrong_kid = node::JwtAuthority {
-            kid: "k3".into(),
-            ..good.clone()
-        };
-        let bad_curve = node::JwtAuthority {
-            kid: "k4".into(),
-            jwk: r#"{"kty":"EC","crv":"P-521","x":"AA","y":"AA","kid":"k4"}"#.into(),
-            expires_at: 0,
-        };
-        let keys = jwt_authorities_from_proto(&[garbage, good, wrong_kid, bad_curve]);
-        let keys: Vec<(String, _)> = keys.into_iter().map(|a| (a.kid, a.public_key)).collect();
-        assert_eq!(keys, vec![("k1".to_string(), signer.public_key())]);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn reconnects_back_off_with_jitter_to_a_30s_cap_and_start_over_after_a_message() {
-        let mut b = reconnect_backoff();
-        let steps: Vec<Duration> = (0..10).map(|_| b.next_delay_with(1.0)).collect();
-        assert_eq!(steps[0], Duration::from_millis(500));
-        assert_eq!(steps[1], Duration::from_secs(1));
-        assert!(steps.windows(2).all(|w| w[1] >= w[0]), "never shrinks");
-        assert_eq!(steps[9], Duration::from_secs(30), "capped");
-        let jittered = b.next_delay();
-        assert!(jittered >= Duration::from_secs(15) && jittered <= Duration::from_secs(30));
-        let start = tokio::time::Instant::now();
-        tokio::time::sleep(jittered).await;
-        // Paused time moves in whole milliseconds.
-        assert!(start.elapsed() >= jittered);
-        assert!(start.elapsed() < jittered + Duration::from_millis(1));
-        b.reset(); // what every sync message does
-        assert_eq!(b.next_delay_with(1.0), Duration::from_millis(500));
-    }
-
-    #[test]
-    fn banned_and_evicted_are_told_apart() {
-        let (status, message) = cut_off_report("agent is banned");
-        assert_eq!(status, Status::Banned);
-        assert!(message.contains("banned"), "{message}");
-        let (status, message) = cut_off_report("agent spiffe://x/y not found");
-        assert_eq!(status, Status::Evicted);
-        assert!(message.contains("new join token"), "{message}");
-    }
-
-    #[test]
-    fn wire_revocations_are_normalized() {
-        let list = [
-            RevokedCredential {
-                credential: Some(Credential::X509Serial("00:AB:01".into())),
-                expires_at: 2_000_000_000,
-                reason: "leak".into(),
-            },
-            RevokedCredential {
-                credential: Some(Credential::JwtId("j1".into())),
-                expires_at: 2_000_000_000,
-                reason: String::new(),
-            },
-            RevokedCredential::default(),
-        ];
-        let r = revocations_from_proto(&list);
-        let now = from_unix_seconds(1_900_000_000);
-        assert!(r.is_serial_revoked("ab01", now));
-        assert!(r.is_serial_revoked("00ab01", now));
-        assert!(r.is_jti_revoked("j1", now));
-        assert!(!r.is_jti_revoked("j1", from_unix_seconds(2_000_000_000)));
-    }
-
-    #[test]
-    fn malformed_wire_entries_are_refused() {
-        assert!(entry_from_proto(wire("spiffe://example.org", ("unix", "uid:1"))).is_err());
-        assert!(entry_from_proto(wire("spiffe://example.org/me", ("", "uid:1"))).is_err());
-    }
-}
+mod tests;

@@ -1,29 +1,26 @@
 //! Client half of node attestation (a [`NodeAttestorClient`] per method:
-//! join token, x509pop) and renewal of the agent's
-//! own SVID (at half-life, or at once when its authority is tainted). The key
-//! and SVID live in the data dir so a restart with a still valid SVID needs
-//! no new token.
+//! join token, x509pop), with the first server of the group that answers,
+//! and renewal of the agent's own SVID ([`renew`]). The key and SVID live in
+//! the data dir so a restart with a still valid SVID needs no new token.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use rcgen::KeyPair;
-use signet_core::rotation::{random_jitter, refresh_at, wait_until};
 use signet_core::x509::{build_csr, cert_info, key_matches_leaf, validate_x509_svid};
 use signet_core::{Clock, SpiffeId, TrustDomain, X509Svid};
 use signet_proto::node::{
-    attest_params, attest_request, attest_response, AttestParams, AttestRequest, RenewAgentRequest,
+    attest_params, attest_request, attest_response, AttestParams, AttestRequest, AttestResult,
     X509PopParams,
 };
 use tokio::sync::watch;
 
 use super::AgentSvid;
-use crate::backoff::Backoff;
 use crate::cache::issuing_authority;
 use crate::config::{Bootstrap, RuntimeConfig};
-use crate::health::{Health, Status};
-use crate::node_client::{self, BundleRx, NodeConnector, ServerTrust};
+use crate::node_client::{
+    self, NodeClient, NodeClientError, ResolveError, ServerAddresses, ServerTrust,
+};
 use crate::storage::{Storage, StorageError, StoredIdentity};
 
 /// A stored SVID with less than this left is not worth reusing.
@@ -67,6 +64,16 @@ impl NodeAttestError {
                     | tonic::Code::Unauthenticated
                     | tonic::Code::InvalidArgument
             ),
+            _ => false,
+        }
+    }
+
+    /// No answer from the server: it could not be reached, or the
+    /// connection broke before it decided.
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            NodeAttestError::Connect(_) => true,
+            NodeAttestError::Refused { code, .. } => *code == tonic::Code::Unavailable,
             _ => false,
         }
     }
@@ -242,8 +249,75 @@ async fn attest_with(
     let csr = build_csr(&key, &expected)?;
     let tls =
         node_client::tls::client_config(trust, node_client::server_id(&config.trust_domain)?, None)
-            .map_err(node_client::NodeClientError::from)?;
-    let mut client = node_client::connect(&config.server_address, tls).await?;
+            .map_err(NodeClientError::from)?;
+    let result = attest_on_any(&config.server_address, &tls, method, &csr).await?;
+    let bundle = result
+        .bundle
+        .map(|b| b.x509_authorities)
+        .filter(|b| !b.is_empty())
+        .ok_or_else(|| NodeAttestError::Protocol("no bundle in the result".into()))?;
+    let now = clock.now();
+    let spiffe_id = validate_x509_svid(&result.svid_chain, &bundle, now)?;
+    if spiffe_id.to_string() != result.spiffe_id {
+        return Err(NodeAttestError::Protocol(format!(
+            "result names {} but the SVID is for {spiffe_id}",
+            result.spiffe_id
+        )));
+    }
+    let mut svid = finish_svid(spiffe_id, result.svid_chain, &key, now, 0)?;
+    svid.x509.authority_id = pick_authority(result.authority_id, &svid.x509.chain, &bundle, now);
+    Ok(Attested {
+        svid,
+        bundle,
+        fresh: true,
+    })
+}
+
+/// Attests with the first server of the group that answers, in the
+/// configured order. Only a server that could not be reached, or whose
+/// connection broke, is left for the next: one that answered decided, even
+/// with a refusal (a join token is single-use, and another server would
+/// refuse it alike).
+async fn attest_on_any(
+    servers: &ServerAddresses,
+    tls: &Arc<rustls::ClientConfig>,
+    method: &dyn NodeAttestorClient,
+    csr: &[u8],
+) -> Result<AttestResult, NodeAttestError> {
+    let targets = servers.resolve().await.map_err(NodeClientError::from)?;
+    let mut last = None;
+    for target in &targets {
+        let outcome = match node_client::connect_to(target, tls.clone()).await {
+            Ok(client) => attest_on(client, method, csr.to_vec()).await,
+            Err(e) => Err(e.into()),
+        };
+        match outcome {
+            Ok(result) => {
+                tracing::info!(server = %target, "attested with the server");
+                return Ok(result);
+            }
+            Err(error) if error.is_unreachable() => {
+                tracing::warn!(server = %target, %error, "cannot attest with this server; trying the next");
+                last = Some(error);
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        NodeClientError::from(ResolveError::NoAddress {
+            name: servers.to_string().into(),
+        })
+        .into()
+    }))
+}
+
+/// One attestation exchange: the evidence and CSR, the answer to a
+/// challenge if the server sends one, until the result.
+async fn attest_on(
+    mut client: NodeClient,
+    method: &dyn NodeAttestorClient,
+    csr: Vec<u8>,
+) -> Result<AttestResult, NodeAttestError> {
     let params = method.evidence();
     let request = AttestRequest {
         step: Some(attest_request::Step::Params(AttestParams {
@@ -284,26 +358,7 @@ async fn attest_with(
             }
         };
     drop(requests);
-    let bundle = result
-        .bundle
-        .map(|b| b.x509_authorities)
-        .filter(|b| !b.is_empty())
-        .ok_or_else(|| NodeAttestError::Protocol("no bundle in the result".into()))?;
-    let now = clock.now();
-    let spiffe_id = validate_x509_svid(&result.svid_chain, &bundle, now)?;
-    if spiffe_id.to_string() != result.spiffe_id {
-        return Err(NodeAttestError::Protocol(format!(
-            "result names {} but the SVID is for {spiffe_id}",
-            result.spiffe_id
-        )));
-    }
-    let mut svid = finish_svid(spiffe_id, result.svid_chain, &key, now, 0)?;
-    svid.x509.authority_id = pick_authority(result.authority_id, &svid.x509.chain, &bundle, now);
-    Ok(Attested {
-        svid,
-        bundle,
-        fresh: true,
-    })
+    Ok(result)
 }
 
 fn csr_id(td: &TrustDomain, token: &str) -> Result<SpiffeId, NodeAttestError> {
@@ -360,111 +415,8 @@ fn refused(status: tonic::Status) -> NodeAttestError {
     }
 }
 
-/// Everything the agent SVID renewal needs.
-pub struct RenewLoop {
-    pub connector: Arc<NodeConnector>,
-    pub storage: Storage,
-    pub bundle: BundleRx,
-    pub svid_tx: watch::Sender<Arc<AgentSvid>>,
-    pub tainted: watch::Receiver<BTreeSet<String>>,
-    pub health: Health,
-    pub clock: Arc<dyn Clock>,
-}
+mod renew;
+#[cfg(test)]
+mod tests;
 
-impl RenewLoop {
-    /// Renews the agent SVID at half-life (jittered), or at once when its
-    /// authority is tainted, publishing each new SVID so the Node API clients
-    /// reconnect with it. Stops for good once the agent is cut off.
-    pub async fn run(mut self) {
-        let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
-        loop {
-            let current = self.svid_tx.borrow().clone();
-            let at = refresh_at(current.received_at, current.x509.not_after, random_jitter());
-            let wait = wait_until(self.clock.now(), at);
-            let mut cut_off = self.health.subscribe();
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                changed = self.tainted.changed() => {
-                    if changed.is_err() {
-                        return;
-                    }
-                    if !self.tainted.borrow_and_update().contains(&current.x509.authority_id) {
-                        continue;
-                    }
-                    tracing::warn!(authority_id = current.x509.authority_id, "the agent SVID's authority is tainted; renewing at once");
-                }
-                _ = async { cut_off.wait_for(|r| r.is_cut_off()).await.is_ok() } => {
-                    return std::future::pending().await
-                }
-            }
-            loop {
-                if self.health.report().is_cut_off() {
-                    return std::future::pending().await;
-                }
-                match renew_once(&self.connector, &current, &self.bundle, self.clock.as_ref()).await
-                {
-                    Ok(svid) => {
-                        let saved = self.storage.save_identity(&StoredIdentity {
-                            key_pkcs8: svid.key_pkcs8.clone(),
-                            chain: svid.x509.chain.clone(),
-                        });
-                        if let Err(e) = saved {
-                            tracing::error!(error = %e, "cannot persist renewed agent SVID");
-                        }
-                        tracing::info!(spiffe_id = %svid.x509.spiffe_id, authority_id = svid.x509.authority_id, not_after = signet_core::clock::unix_seconds(svid.x509.not_after), "agent SVID renewed");
-                        self.svid_tx.send_replace(Arc::new(svid));
-                        if self.health.report().status == Status::AgentSvidExpired {
-                            self.health.set_status(Status::Healthy, "");
-                        }
-                        backoff.reset();
-                        break;
-                    }
-                    Err(e) => {
-                        let expired = self.clock.now() >= current.x509.not_after;
-                        tracing::warn!(error = %e, expired, "agent SVID renewal failed; retrying");
-                        if expired {
-                            self.health.set_status(
-                                Status::AgentSvidExpired,
-                                format!(
-                                    "the agent SVID {} expired before it could be renewed ({e}); if the server keeps refusing it, restart the agent with a new --join-token",
-                                    current.x509.spiffe_id
-                                ),
-                            );
-                        }
-                        self.connector.reset().await;
-                        tokio::time::sleep(backoff.next_delay()).await;
-                    }
-                }
-            }
-        }
-    }
-}
-
-async fn renew_once(
-    connector: &NodeConnector,
-    current: &AgentSvid,
-    bundle: &BundleRx,
-    clock: &dyn Clock,
-) -> Result<AgentSvid, NodeAttestError> {
-    let key = KeyPair::generate().map_err(signet_core::x509::X509Error::from)?;
-    let csr = build_csr(&key, &current.x509.spiffe_id)?;
-    let mut client = connector.client().await?;
-    let response = client
-        .renew_agent(RenewAgentRequest { csr })
-        .await
-        .map_err(refused)?
-        .into_inner();
-    let chain = response.svid_chain;
-    let now = clock.now();
-    let bundle = bundle.borrow().clone();
-    let id = validate_x509_svid(&chain, &bundle, now)?;
-    if id != current.x509.spiffe_id {
-        return Err(NodeAttestError::Protocol(format!(
-            "renewed SVID is for {id}, expected {}",
-            current.x509.spiffe_id
-        )));
-    }
-    let mut svid = finish_svid(id, chain, &key, now, current.generation.wrapping_add(1))?;
-    svid.x509.authority_id = pick_authority(response.authority_id, &svid.x509.chain, &bundle, now);
-    Ok(svid)
-}
+pub use renew::RenewLoop;

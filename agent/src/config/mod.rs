@@ -9,9 +9,14 @@ use serde::Deserialize;
 use signet_core::duration::parse_duration;
 use signet_core::TrustDomain;
 
+use crate::node_client::{AddressError, ServerAddresses};
+
 /// Embedded defaults (CONTRACT.md); no config file is needed.
 pub const DEFAULT_TRUST_DOMAIN: &str = "example.org";
 pub const DEFAULT_DATA_DIR: &str = ".data/agent";
+/// The Node API of the server(s): `HOST:PORT`, or several of an HA group as
+/// `A,B,C` (a TOML array also does), tried in this order; a name resolving
+/// to several addresses stands for several servers.
 pub const DEFAULT_SERVER_ADDRESS: &str = "127.0.0.1:8081";
 /// Where the packaged agent serves (the unit's `RuntimeDirectory=`).
 pub const PACKAGED_SOCKET_PATH: &str = "/run/signet-agent/public/api.sock";
@@ -63,6 +68,13 @@ pub enum ConfigError {
     ConflictingBootstrap,
     #[error("{0} must not be empty")]
     Empty(&'static str),
+    #[error("invalid {setting}: {source}")]
+    ServerAddress {
+        /// `--server-address` or `server_address`.
+        setting: &'static str,
+        #[source]
+        source: AddressError,
+    },
     #[error("invalid {0}: {1}")]
     Duration(&'static str, String),
 }
@@ -73,7 +85,7 @@ pub enum ConfigError {
 pub struct FileConfig {
     pub trust_domain: Option<String>,
     pub data_dir: Option<PathBuf>,
-    pub server_address: Option<String>,
+    pub server_address: Option<ServerAddressSetting>,
     pub socket_path: Option<PathBuf>,
     pub join_token: Option<String>,
     pub trust_bundle_path: Option<PathBuf>,
@@ -87,6 +99,26 @@ pub struct FileConfig {
     pub workload_attestor: Option<WorkloadAttestorSection>,
     pub telemetry: Option<TelemetrySection>,
     pub workload_api: Option<WorkloadApiSection>,
+}
+
+/// `server_address` in the file: `"A,B,C"` or `["A", "B", "C"]`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(
+    untagged,
+    expecting = "a HOST:PORT list, as \"a:8081,b:8081\" or [\"a:8081\", \"b:8081\"]"
+)]
+pub enum ServerAddressSetting {
+    List(String),
+    Items(Vec<String>),
+}
+
+impl ServerAddressSetting {
+    fn addresses(&self) -> Result<ServerAddresses, AddressError> {
+        match self {
+            Self::List(list) => ServerAddresses::parse(list),
+            Self::Items(items) => ServerAddresses::from_list(items),
+        }
+    }
 }
 
 /// `[workload_api]`: what callers may hold open.
@@ -283,8 +315,10 @@ pub struct RunArgs {
     /// Where the agent keeps its key, SVID and bundle.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// Node API address of the server, HOST:PORT.
-    #[arg(long)]
+    /// Node API address of the server, HOST:PORT; for an HA group several,
+    /// comma-separated, tried in this order (a failed server is left for the
+    /// next at once; a DNS name with several addresses counts as several).
+    #[arg(long, value_name = "HOST:PORT[,HOST:PORT...]")]
     pub server_address: Option<String>,
     #[arg(long)]
     pub trust_domain: Option<String>,
@@ -330,7 +364,8 @@ pub enum Bootstrap {
 pub struct RuntimeConfig {
     pub trust_domain: TrustDomain,
     pub data_dir: PathBuf,
-    pub server_address: String,
+    /// The servers, in order of preference.
+    pub server_address: ServerAddresses,
     pub socket_path: PathBuf,
     pub join_token: Option<String>,
     /// x509pop node attestation; when set, used instead of a join token.
@@ -368,14 +403,28 @@ impl RuntimeConfig {
             .clone()
             .or(file.trust_domain)
             .unwrap_or_else(|| DEFAULT_TRUST_DOMAIN.to_owned());
-        let server_address = args
-            .server_address
-            .clone()
-            .or(file.server_address)
-            .unwrap_or_else(|| DEFAULT_SERVER_ADDRESS.to_owned());
-        if server_address.is_empty() {
-            return Err(ConfigError::Empty("server_address"));
-        }
+        let server_address = match (&args.server_address, &file.server_address) {
+            (Some(flag), _) => {
+                ServerAddresses::parse(flag).map_err(|source| ConfigError::ServerAddress {
+                    setting: "--server-address",
+                    source,
+                })?
+            }
+            (None, Some(setting)) => {
+                setting
+                    .addresses()
+                    .map_err(|source| ConfigError::ServerAddress {
+                        setting: "server_address",
+                        source,
+                    })?
+            }
+            (None, None) => ServerAddresses::parse(DEFAULT_SERVER_ADDRESS).map_err(|source| {
+                ConfigError::ServerAddress {
+                    setting: "server_address",
+                    source,
+                }
+            })?,
+        };
         let join_token = args
             .join_token
             .clone()
@@ -493,246 +542,4 @@ fn at_most(name: &'static str, d: Duration, max: Duration) -> Result<Duration, C
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn embedded_defaults_need_no_file() {
-        let c = RuntimeConfig::merge(FileConfig::default(), &RunArgs::default()).unwrap();
-        assert_eq!(c.trust_domain.as_str(), "example.org");
-        assert_eq!(c.data_dir, PathBuf::from(".data/agent"));
-        assert_eq!(c.server_address, "127.0.0.1:8081");
-        assert_eq!(c.socket_path, default_socket_path());
-        assert_eq!(c.workload_api, WorkloadApiLimits::default());
-        assert_eq!(c.bootstrap, Bootstrap::DataDir);
-        assert_eq!(c.join_token, None);
-        assert_eq!(c.jwt_leeway, Duration::from_secs(30));
-        assert_eq!(c.max_clock_skew, Duration::from_secs(30));
-    }
-
-    #[test]
-    fn max_clock_skew_from_file_or_flag() {
-        let file = FileConfig::parse("max_clock_skew = \"2m\"").unwrap();
-        let c = RuntimeConfig::merge(file.clone(), &RunArgs::default()).unwrap();
-        assert_eq!(c.max_clock_skew, Duration::from_secs(120));
-        let args = RunArgs {
-            max_clock_skew: Some("5s".into()),
-            ..Default::default()
-        };
-        let c = RuntimeConfig::merge(file, &args).unwrap();
-        assert_eq!(c.max_clock_skew, Duration::from_secs(5));
-    }
-
-    #[test]
-    fn jwt_leeway_from_file_or_flag() {
-        let file = FileConfig::parse("jwt_leeway = \"1m\"").unwrap();
-        let c = RuntimeConfig::merge(file, &RunArgs::default()).unwrap();
-        assert_eq!(c.jwt_leeway, Duration::from_secs(60));
-        let file = FileConfig::parse("jwt_leeway = 5").unwrap();
-        let args = RunArgs {
-            jwt_leeway: Some("10s".into()),
-            ..Default::default()
-        };
-        let c = RuntimeConfig::merge(file, &args).unwrap();
-        assert_eq!(c.jwt_leeway, Duration::from_secs(10));
-        let args = RunArgs {
-            jwt_leeway: Some("soon".into()),
-            ..Default::default()
-        };
-        assert!(RuntimeConfig::merge(FileConfig::default(), &args).is_err());
-    }
-
-    #[test]
-    fn flags_override_the_file() {
-        let file = FileConfig::parse(
-            r#"
-            trust_domain = "file.org"
-            server_address = "10.0.0.1:1"
-            socket_path = "/file.sock"
-            insecure_bootstrap = true
-            "#,
-        )
-        .unwrap();
-        let args = RunArgs {
-            trust_domain: Some("flag.org".into()),
-            ..Default::default()
-        };
-        let c = RuntimeConfig::merge(file, &args).unwrap();
-        assert_eq!(c.trust_domain.as_str(), "flag.org");
-        assert_eq!(c.server_address, "10.0.0.1:1");
-        assert_eq!(c.socket_path, PathBuf::from("/file.sock"));
-        assert_eq!(c.bootstrap, Bootstrap::Insecure);
-    }
-
-    #[test]
-    fn x509pop_section_alone_is_a_valid_file() {
-        let file = FileConfig::parse(
-            "[node_attestor.x509pop]\ncertificate_path = \"/etc/host.pem\"\nprivate_key_path = \"/etc/host.key\"\n",
-        )
-        .unwrap();
-        let c = RuntimeConfig::merge(file, &RunArgs::default()).unwrap();
-        let pop = c.x509pop.unwrap();
-        assert_eq!(pop.certificate_path, PathBuf::from("/etc/host.pem"));
-        assert_eq!(pop.private_key_path, PathBuf::from("/etc/host.key"));
-        assert!(FileConfig::parse("[node_attestor.x509pop]\ncertificate = \"x\"").is_err());
-    }
-
-    #[test]
-    fn unknown_keys_are_rejected() {
-        let err = FileConfig::parse("trust_domian = \"x\"").unwrap_err();
-        assert!(err.contains("trust_domian"), "{err}");
-    }
-
-    #[test]
-    fn bundle_and_insecure_bootstrap_conflict() {
-        let file = FileConfig {
-            trust_bundle_path: Some("/b.pem".into()),
-            ..Default::default()
-        };
-        let args = RunArgs {
-            insecure_bootstrap: true,
-            ..Default::default()
-        };
-        assert!(matches!(
-            RuntimeConfig::merge(file, &args),
-            Err(ConfigError::ConflictingBootstrap)
-        ));
-    }
-
-    #[test]
-    fn attestors_docker_and_telemetry_from_the_file() {
-        let c = RuntimeConfig::merge(FileConfig::default(), &RunArgs::default()).unwrap();
-        assert_eq!(
-            c.workload_attestors,
-            [
-                AttestorKind::Unix,
-                AttestorKind::Container,
-                AttestorKind::Systemd
-            ]
-        );
-        assert_eq!(c.attestor_timeout, Duration::from_secs(2));
-        assert_eq!(c.docker, None);
-        assert_eq!(c.telemetry_bind, None);
-        let file = FileConfig::parse(
-            r#"
-            workload_attestors = ["unix", "container"]
-            attestor_timeout = "5s"
-            [workload_attestor.docker]
-            socket_path = "/var/run/docker.sock"
-            env_allow = ["APP_ENV"]
-            timeout = "1s"
-            [telemetry]
-            bind = "127.0.0.1:9988"
-            "#,
-        )
-        .unwrap();
-        let c = RuntimeConfig::merge(file, &RunArgs::default()).unwrap();
-        assert_eq!(
-            c.workload_attestors,
-            [AttestorKind::Unix, AttestorKind::Container]
-        );
-        assert_eq!(c.attestor_timeout, Duration::from_secs(5));
-        let docker = c.docker.unwrap();
-        assert_eq!(docker.socket_path, PathBuf::from("/var/run/docker.sock"));
-        assert_eq!(docker.env_allow, ["APP_ENV"]);
-        assert_eq!(docker.timeout, Duration::from_secs(1));
-        assert_eq!(c.telemetry_bind, Some("127.0.0.1:9988".parse().unwrap()));
-    }
-
-    #[test]
-    fn validate_names_the_unknown_key_and_its_line() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("agent.toml");
-        std::fs::write(
-            &path,
-            "trust_domain = \"example.org\"\n\n[telemetry]\nbnid = \"127.0.0.1:1\"\n",
-        )
-        .unwrap();
-        let err = validate_file(&path).unwrap_err();
-        assert!(
-            err.starts_with(&format!("{}:4:1: ", path.display())),
-            "{err}"
-        );
-        assert!(err.contains("unknown field `bnid`"), "{err}");
-
-        std::fs::write(&path, "workload_attestors = [\"unix\", \"k8s\"]\n").unwrap();
-        let err = validate_file(&path).unwrap_err();
-        assert!(
-            err.starts_with(&format!("{}:1:31: ", path.display())),
-            "{err}"
-        );
-        assert!(err.contains("k8s"), "{err}");
-
-        std::fs::write(&path, "\nattestor_timeout = \"soon\"\n").unwrap();
-        let err = validate_file(&path).unwrap_err();
-        assert!(
-            err.starts_with(&format!("{}:2:20: ", path.display())),
-            "{err}"
-        );
-
-        std::fs::write(&path, "trust_domain = \"Bad Domain\"\n").unwrap();
-        assert!(validate_file(&path).is_err());
-
-        std::fs::write(&path, "trust_domain = \"example.org\"\n").unwrap();
-        assert_eq!(validate_file(&path), Ok(()));
-    }
-
-    #[test]
-    fn bad_trust_domain_is_refused() {
-        let args = RunArgs {
-            trust_domain: Some("Bad Domain".into()),
-            ..Default::default()
-        };
-        assert!(RuntimeConfig::merge(FileConfig::default(), &args).is_err());
-    }
-
-    #[test]
-    fn durations_above_their_bound_are_refused_naming_the_setting() {
-        let err = |file: &str, args: RunArgs| {
-            RuntimeConfig::merge(FileConfig::parse(file).unwrap(), &args)
-                .unwrap_err()
-                .to_string()
-        };
-        let e = err("jwt_leeway = \"1000000d\"", RunArgs::default());
-        assert!(
-            e.starts_with("invalid jwt_leeway: 86400000000s is above the limit of 3600s"),
-            "{e}"
-        );
-        let e = err(
-            "",
-            RunArgs {
-                max_clock_skew: Some("3000000d".into()),
-                ..Default::default()
-            },
-        );
-        assert!(e.starts_with("invalid --max-clock-skew:"), "{e}");
-        let e = err("attestor_timeout = \"2h\"", RunArgs::default());
-        assert!(e.starts_with("invalid attestor_timeout:"), "{e}");
-        let e = err(
-            "[workload_api]\nidle_timeout = \"400d\"",
-            RunArgs::default(),
-        );
-        assert!(e.starts_with("invalid workload_api.idle_timeout:"), "{e}");
-        let e = err(
-            "[workload_api]\nmax_connections_per_uid = 0",
-            RunArgs::default(),
-        );
-        assert!(e.contains("workload_api.max_connections_per_uid"), "{e}");
-    }
-
-    #[test]
-    fn workload_api_limits_from_the_file() {
-        let file = FileConfig::parse(
-            "[workload_api]\nmax_connections_per_uid = 8\nmax_connections = 100\nfirst_request_timeout = \"2s\"\nidle_timeout = \"1m\"\n",
-        )
-        .unwrap();
-        let c = RuntimeConfig::merge(file, &RunArgs::default()).unwrap();
-        assert_eq!(c.workload_api.max_connections_per_uid, 8);
-        assert_eq!(c.workload_api.max_connections, 100);
-        assert_eq!(
-            c.workload_api.timeouts.first_request,
-            Duration::from_secs(2)
-        );
-        assert_eq!(c.workload_api.timeouts.idle, Duration::from_secs(60));
-    }
-}
+mod tests;

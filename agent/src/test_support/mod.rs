@@ -1,6 +1,9 @@
 //! Fakes shared by the crate's tests: a JWT minter that signs locally and
-//! counts its calls, so the JWT-SVID cache is tested without a server; and
-//! a registration entry with the defaults tests do not care about.
+//! counts its calls, so the JWT-SVID cache is tested without a server; a
+//! registration entry with the defaults tests do not care about; and real
+//! Node API servers of an HA group ([`node_server`]).
+
+pub mod node_server;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
