@@ -1,5 +1,6 @@
-//! Wiring: datastore, CA, change bus, the Node API on TCP+TLS and the Admin
-//! API on its Unix socket, started in that order and stopped gracefully.
+//! Wiring: datastore, this server's record in it, CA, change bus, the Node
+//! API on TCP+TLS and the Admin API on its Unix socket, started in that
+//! order and stopped gracefully.
 
 use std::fs;
 use std::future::Future;
@@ -30,14 +31,15 @@ use crate::api::ServerState;
 use crate::attest::{Attestors, JoinTokenAttestor, X509PopAttestor};
 use crate::ca::{CaSettings, CertificateAuthority, DiskKeys};
 use crate::config::RuntimeConfig;
-use crate::datastore::{DataStore, SqliteDataStore};
-use crate::events::{Change, ChangeBus};
+use crate::datastore::{DataStore, ServerRecord};
+use crate::events::ChangeBus;
 use crate::revocation::Revocations;
 use crate::telemetry::Metrics;
 
-pub const DATASTORE_FILE: &str = "datastore.sqlite3";
 const STOP_GRACE: Duration = Duration::from_secs(5);
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
+/// How often a server says it is alive (`server list` shows when it last did).
+const HEARTBEAT: Duration = Duration::from_secs(30);
 
 type ServeHandle = JoinHandle<Result<(), tonic::transport::Error>>;
 
@@ -60,7 +62,7 @@ pub struct RunningServer {
     node: ServeHandle,
     admin: ServeHandle,
     background: Vec<JoinHandle<()>>,
-    ds: Arc<SqliteDataStore>,
+    ds: Arc<dyn DataStore>,
 }
 
 /// Starts every part; the admin socket appears last, once all is ready.
@@ -69,12 +71,28 @@ pub async fn start(config: RuntimeConfig, clock: Arc<dyn Clock>) -> anyhow::Resu
     signet_runtime::dirs::ensure_own_dir(&config.data_dir, 0o700)
         .with_context(|| format!("data dir {:?}", config.data_dir))?;
     let node_limits = node_api_limits(&config);
-    let ds = Arc::new(SqliteDataStore::open(&config.data_dir.join(DATASTORE_FILE)).await?);
-    let dyn_ds: Arc<dyn DataStore> = ds.clone();
+    let server_id = crate::server_id::load_or_create(&config.data_dir).await?;
+    let ds = crate::datastore::open(&config.datastore, &config.postgres)
+        .await
+        .with_context(|| format!("opening the datastore {}", config.datastore))?;
+    tracing::info!(datastore = %config.datastore, backend = ds.backend(), server_id = %server_id, "datastore open");
+    let mut record = ServerRecord {
+        id: server_id.clone(),
+        hostname: hostname(),
+        address: config.bind.to_string(),
+        started_at: unix_seconds(clock.now()),
+        last_seen: unix_seconds(clock.now()),
+    };
+    // Before the CA loads: this also takes over authorities stored before
+    // servers had ids.
+    ds.register_server(record.clone()).await?;
+    let dyn_ds = ds.clone();
     let keys = Arc::new(DiskKeys::new(config.data_dir.join("ca")));
     let (ca, created) = CertificateAuthority::start(
         CaSettings {
             trust_domain: config.trust_domain.clone(),
+            server_id: server_id.clone(),
+            upstream: config.upstream.clone(),
             ca_ttl: config.ca_ttl,
             default_svid_ttl: config.default_x509_svid_ttl,
             default_jwt_svid_ttl: config.default_jwt_svid_ttl,
@@ -99,8 +117,10 @@ pub async fn start(config: RuntimeConfig, clock: Arc<dyn Clock>) -> anyhow::Resu
     );
     warn_of_reserved_entries(ds.as_ref(), &config.trust_domain).await?;
     let bus = ChangeBus::start(ds.clone()).await?;
-    let revocations = Arc::new(Revocations::new());
-    revocations.refresh(ds.as_ref(), &ca).await?;
+    let mut background = vec![ca.follow(&bus)];
+    let (revocations, keeper) =
+        Revocations::start(ds.clone(), ca.clone(), &bus, server_id.clone()).await?;
+    background.push(keeper);
     let (stop, stop_rx) = watch::channel(false);
     let join_tokens = JoinTokenAttestor::new(dyn_ds.clone(), ca.clone());
     let mut attestors = Attestors::default().with(Arc::new(join_tokens.clone()));
@@ -123,7 +143,8 @@ pub async fn start(config: RuntimeConfig, clock: Arc<dyn Clock>) -> anyhow::Resu
         ds: dyn_ds.clone(),
         ca: ca.clone(),
         bus: bus.clone(),
-        revocations: revocations.clone(),
+        revocations,
+        server_id: server_id.clone(),
         join_tokens,
         join_token_ttl: config.join_token_ttl,
         attestors,
@@ -132,9 +153,8 @@ pub async fn start(config: RuntimeConfig, clock: Arc<dyn Clock>) -> anyhow::Resu
     };
 
     let (resolver, renew_task) = start_server_svid(ca.clone())?;
-    let mut background = vec![tokio::spawn(renew_task)];
-    background.push(tokio::spawn(prune(state.clone(), clock)));
-    background.push(tokio::spawn(crls_follow_authorities(state.clone())));
+    background.push(tokio::spawn(renew_task));
+    background.push(tokio::spawn(prune(state.clone(), clock.clone())));
 
     let telemetry_addr = match config.telemetry_bind {
         None => None,
@@ -158,6 +178,11 @@ pub async fn start(config: RuntimeConfig, clock: Arc<dyn Clock>) -> anyhow::Resu
         .await
         .with_context(|| format!("binding the Node API to {}", config.bind))?;
     let node_addr = tcp.local_addr()?;
+    if record.address != node_addr.to_string() {
+        record.address = node_addr.to_string();
+        ds.register_server(record).await?;
+    }
+    background.push(tokio::spawn(heartbeat(ds.clone(), server_id, clock)));
     let incoming = tls_incoming(tcp, tls, node_limits, metrics.clone());
     let node = tokio::spawn(
         Server::builder()
@@ -311,8 +336,9 @@ fn bind_admin_socket(path: &Path) -> anyhow::Result<UnixListener> {
 }
 
 /// Drops expired join tokens, issued-credential records and revocations
-/// (when revocations went, the CRLs are rebuilt and pushed), and events
-/// beyond the log's window.
+/// (when revocations went, the CRLs are rebuilt and pushed), events beyond
+/// the log's window, and removed servers' expired authorities. Every server
+/// of a group runs it; each step is idempotent.
 async fn prune(state: ServerState, clock: Arc<dyn Clock>) {
     loop {
         tokio::time::sleep(PRUNE_EVERY).await;
@@ -336,30 +362,37 @@ async fn prune(state: ServerState, clock: Arc<dyn Clock>) {
             Ok(n) => tracing::debug!(pruned = n, "dropped old events from the log"),
             Err(e) => tracing::warn!(error = %e, "pruning the event log failed"),
         }
+        match state.ds.prune_authorities(now).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                pruned = n,
+                "dropped expired authorities of removed servers from the bundle"
+            ),
+            Err(e) => tracing::warn!(error = %e, "pruning removed servers' authorities failed"),
+        }
     }
 }
 
 async fn refresh_crls(state: &ServerState) {
-    match state
-        .revocations
-        .refresh(state.ds.as_ref(), &state.ca)
-        .await
-    {
-        Ok(true) => {
-            if let Err(e) = state.ds.append_events(vec![Change::CrlsChanged]).await {
-                tracing::warn!(error = %e, "recording the CRL change failed");
-            }
-        }
-        Ok(false) => {}
-        Err(e) => tracing::warn!(error = %e, "rebuilding the CRLs failed"),
+    if let Err(e) = state.revocations.refresh().await {
+        tracing::warn!(error = %e, "rebuilding the CRLs failed");
     }
 }
 
-/// Rebuilds the CRLs whenever the authorities change (the manager rotates
-/// them on its own schedule): a new CA needs its CRL, a dropped one's goes.
-async fn crls_follow_authorities(state: ServerState) {
-    let mut authorities = state.ca.subscribe();
-    while authorities.changed().await.is_ok() {
-        refresh_crls(&state).await;
+/// Says every so often that this server is alive.
+async fn heartbeat(ds: Arc<dyn DataStore>, server_id: String, clock: Arc<dyn Clock>) {
+    loop {
+        tokio::time::sleep(HEARTBEAT).await;
+        if let Err(e) = ds.touch_server(&server_id, unix_seconds(clock.now())).await {
+            tracing::debug!(error = %e, "recording this server's heartbeat failed");
+        }
     }
+}
+
+/// The host's name, for `server list`.
+fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_default()
 }

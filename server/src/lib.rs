@@ -14,6 +14,7 @@ pub mod config;
 pub mod datastore;
 pub mod events;
 pub mod revocation;
+pub mod server_id;
 pub mod telemetry;
 
 pub use config::{FileConfig, RuntimeConfig};

@@ -12,6 +12,7 @@ pub mod checks;
 pub mod http;
 pub mod node;
 pub mod peer;
+pub mod postgres;
 pub mod process;
 pub mod server;
 pub mod wait;

@@ -31,7 +31,6 @@ use super::validate::{
 use super::ServerState;
 use crate::ca::AuthorityKind;
 use crate::datastore::{EntryFilter, RevokedKind};
-use crate::events::Change;
 use crate::revocation::normalize_serial;
 use signet_core::jwt::parse_unverified;
 
@@ -65,18 +64,10 @@ impl AdminService {
         let now = unix_seconds(self.state.ca.now());
         let rev = self.state.ds.revoke(kind, id, reason, now).await?;
         tracing::warn!(kind = kind.as_str(), id = %id, reason = %reason, expires_at = rev.expires_at, "credential revoked");
-        // The revocation's event is out; the CRLs follow in their own.
-        if kind == RevokedKind::X509
-            && self
-                .state
-                .revocations
-                .refresh(self.state.ds.as_ref(), &self.state.ca)
-                .await?
-        {
-            self.state
-                .ds
-                .append_events(vec![Change::CrlsChanged])
-                .await?;
+        // The revocation's event is out; the CRLs follow in their own
+        // (signed here if the CA is ours, else by the server whose it is).
+        if kind == RevokedKind::X509 {
+            self.state.revocations.refresh().await?;
         }
         Ok(Response::new(RevokeResponse {
             expires_at: rev.expires_at,
@@ -298,7 +289,7 @@ impl Admin for AdminService {
         _request: Request<HealthRequest>,
     ) -> Result<Response<HealthResponse>, Status> {
         // Serving means the datastore answers and the CA can still sign.
-        let db_ok = self.state.ds.count_entries().await.is_ok();
+        let db_ok = self.state.ds.ping().await.is_ok();
         let ca_ok = self.state.ca.not_after() > self.state.ca.now();
         Ok(Response::new(HealthResponse {
             serving: db_ok && ca_ok,
@@ -364,17 +355,7 @@ impl Admin for AdminService {
             .revoke(kind, request.get_ref().id.trim())
             .await?;
         // The revoked authority's CRL goes with it.
-        if self
-            .state
-            .revocations
-            .refresh(self.state.ds.as_ref(), &self.state.ca)
-            .await?
-        {
-            self.state
-                .ds
-                .append_events(vec![Change::CrlsChanged])
-                .await?;
-        }
+        self.state.revocations.refresh().await?;
         Ok(Response::new(admin_authority(&a)))
     }
 

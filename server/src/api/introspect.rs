@@ -96,6 +96,8 @@ mod tests {
             default_jwt_svid_ttl: Duration::from_secs(300),
             backdate: Duration::from_secs(30),
             schedule: Default::default(),
+            server_id: "s1".into(),
+            upstream: None,
         };
         let ca = crate::ca::for_tests(dir.path(), settings(), clock.clone()).await;
         let other_dir = tempfile::tempdir().unwrap();

@@ -30,7 +30,9 @@ pub struct ServerState {
     pub ds: Arc<dyn DataStore>,
     pub ca: Arc<CertificateAuthority>,
     pub bus: ChangeBus,
-    pub revocations: Arc<Revocations>,
+    pub revocations: Revocations,
+    /// This server's id among those sharing the datastore.
+    pub server_id: String,
     pub join_tokens: JoinTokenAttestor,
     pub join_token_ttl: Duration,
     /// The enabled node attestation methods by name (x509pop when

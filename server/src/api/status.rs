@@ -63,6 +63,7 @@ impl From<DataStoreError> for ApiError {
             DataStoreError::NotFound(_) => ApiError::NotFound(e.to_string()),
             DataStoreError::AlreadyExists(_) => ApiError::AlreadyExists(e.to_string()),
             DataStoreError::InvalidArgument(_) => ApiError::InvalidArgument(e.to_string()),
+            DataStoreError::FailedPrecondition(m) => ApiError::FailedPrecondition(m),
             _ if e.is_unavailable() => ApiError::Unavailable(e.to_string()),
             DataStoreError::Corrupt(_)
             | DataStoreError::Database(_)
@@ -117,6 +118,7 @@ impl From<RevocationError> for ApiError {
         match e {
             RevocationError::DataStore(d) => d.into(),
             RevocationError::Ca(c) => c.into(),
+            RevocationError::Stopped => ApiError::Unavailable(e.to_string()),
         }
     }
 }

@@ -81,11 +81,15 @@ fn is_alias_change(event: &Event) -> bool {
     matches!(&event.change, Change::EntryCreated(r) | Change::EntryDeleted(r) if r.node)
 }
 
-/// An authority event is committed by the CA manager a moment before it
-/// publishes the authorities: the message must carry what it committed.
+/// An authority or CRL event is committed (here or by another server) a
+/// moment before this server publishes what it changed: the message must
+/// carry it. (A revocation goes out at once; the CRLs it changes follow in
+/// the `CrlsChanged` of the server whose CA signed the credential.)
 async fn caught_up(state: &ServerState, event: &Event) {
-    if matches!(event.change, Change::BundleChanged | Change::TaintedChanged) {
-        state.ca.caught_up(event.revision).await;
+    match &event.change {
+        Change::BundleChanged | Change::TaintedChanged => state.ca.caught_up(event.revision).await,
+        Change::CrlsChanged => state.revocations.caught_up(event.revision).await,
+        _ => {}
     }
 }
 

@@ -10,6 +10,7 @@ use signet_core::clock::unix_seconds;
 use super::keys::{Generated, JwtKey, X509Authority};
 use super::rotation::{self, active, Action, HasMeta, Meta, Schedule};
 use super::{AuthorityInfo, AuthorityKind, AuthorityState, CaError};
+use crate::datastore::AuthorityRecord;
 
 /// Active first, then prepared, then old.
 #[derive(Clone, Default)]
@@ -75,6 +76,8 @@ fn info(kind: AuthorityKind, m: &Meta, certificate: Option<Vec<u8>>) -> Authorit
     AuthorityInfo {
         kind,
         id: m.id.clone(),
+        // The manager names the server.
+        server_id: String::new(),
         state: m.state,
         tainted: m.tainted,
         not_before: unix_seconds(m.not_before),
@@ -301,6 +304,33 @@ impl Authorities {
             AuthorityKind::Jwt => self.jwt.retain(|a| a.meta.id != id),
         }
         Ok(found)
+    }
+
+    /// Takes in what other servers changed of ours in the store (`stored`:
+    /// this server's rows as they are now): a taint is kept, and one that
+    /// is gone was revoked. Returns those removed, whose keys can go.
+    pub fn adopt(&mut self, stored: &[AuthorityRecord]) -> Vec<(AuthorityKind, String)> {
+        let mut removed = Vec::new();
+        for kind in [AuthorityKind::X509, AuthorityKind::Jwt] {
+            let mut gone = Vec::new();
+            for meta in self.metas_mut(kind) {
+                match stored.iter().find(|r| r.kind == kind && r.id == meta.id) {
+                    Some(r) => meta.tainted |= r.tainted,
+                    None => gone.push(meta.id.clone()),
+                }
+            }
+            match kind {
+                AuthorityKind::X509 => self.x509.retain(|a| !gone.contains(&a.meta.id)),
+                AuthorityKind::Jwt => self.jwt.retain(|a| !gone.contains(&a.meta.id)),
+            }
+            removed.extend(gone.into_iter().map(|id| (kind, id)));
+        }
+        removed
+    }
+
+    /// Whether this server holds the authority.
+    pub fn holds(&self, kind: AuthorityKind, id: &str) -> bool {
+        self.metas(kind).iter().any(|m| m.id == id)
     }
 
     /// True when both hold the same authorities in the same states.

@@ -16,12 +16,30 @@ use super::issuer::{self, CaIssuer};
 use super::rotation::{HasMeta, Meta};
 use super::{authority_id, earlier, later, AuthorityState, CaError};
 
-/// An X.509 CA: self-signed root of the trust domain.
+/// An X.509 CA of the trust domain: a self-signed root, or an
+/// intermediate under the configured upstream root.
 #[derive(Clone)]
 pub struct X509Authority {
     pub meta: Meta,
     pub cert_der: Vec<u8>,
     pub issuer: Arc<CaIssuer>,
+    /// The upstream root that signed `cert_der` (the bundle holds it);
+    /// `None` for a self-signed CA.
+    pub upstream_root: Option<Vec<u8>>,
+}
+
+impl X509Authority {
+    /// The certificate the trust bundle holds for it.
+    pub fn bundle_cert(&self) -> &[u8] {
+        self.upstream_root.as_deref().unwrap_or(&self.cert_der)
+    }
+
+    /// The certificates an SVID it signs is sent with, after the leaf.
+    pub fn intermediates(&self) -> Option<&[u8]> {
+        self.upstream_root
+            .as_ref()
+            .map(|_| self.cert_der.as_slice())
+    }
 }
 
 /// A JWT signing key.
@@ -55,20 +73,34 @@ impl HasMeta for JwtKey {
     }
 }
 
-/// A new P-256 CA for `td`, valid from 30 s ago for `ttl`, in `state`.
+/// A new P-256 CA for `td`, valid from 30 s ago for `ttl` (no longer than
+/// the upstream root, when there is one: it signs the CA), in `state`.
 pub fn generate_x509(
     td: &TrustDomain,
     ttl: Duration,
     now: SystemTime,
     state: AuthorityState,
+    upstream: Option<&super::upstream::UpstreamCa>,
 ) -> Result<Generated, CaError> {
     let key = KeyPair::generate().map_err(|e| CaError::Key(e.to_string()))?;
     // Whole seconds, so the times read back from the certificate match.
     let now = from_unix_seconds(unix_seconds(now));
     let not_before = earlier(now, Duration::from_secs(30), "the CA notBefore")?;
-    let not_after = later(now, ttl, "the CA notAfter (ca_ttl)")?;
+    let mut not_after = later(now, ttl, "the CA notAfter (ca_ttl)")?;
+    if let Some(up) = upstream {
+        not_after = not_after.min(up.not_after);
+        if not_after <= now {
+            return Err(CaError::FailedPrecondition(
+                "the upstream authority's root has expired".into(),
+            ));
+        }
+    }
     let params = ca_params(td, not_before, not_after)?;
-    let cert = params.self_signed(&key).map_err(X509Error::from)?;
+    let cert = match upstream {
+        None => params.self_signed(&key),
+        Some(up) => params.signed_by(&key, &*up.issuer),
+    }
+    .map_err(X509Error::from)?;
     let cert_der = cert.der().to_vec();
     let pkcs8 = Zeroizing::new(key.serialize_der());
     let issuer = issuer::build(&cert_der, &Arc::new(key))?;
@@ -83,6 +115,7 @@ pub fn generate_x509(
             },
             cert_der,
             issuer,
+            upstream_root: upstream.map(|up| up.cert_der.clone()),
         },
         pkcs8,
     ))
@@ -118,6 +151,7 @@ pub fn generate_jwt(
 pub fn load_x509(
     meta: Meta,
     cert_der: Vec<u8>,
+    upstream_root: Option<Vec<u8>>,
     key_pkcs8: &[u8],
     td: &TrustDomain,
 ) -> Result<Option<X509Authority>, CaError> {
@@ -142,6 +176,7 @@ pub fn load_x509(
         },
         cert_der,
         issuer,
+        upstream_root,
     }))
 }
 

@@ -1,8 +1,9 @@
-//! The one task that owns the authorities. Timer ticks and admin commands
-//! reach it in turn, so a `prepare` can never race the rotation; each
-//! change is worked out by `authorities::apply`, its keys generated and
-//! stored on the blocking pool, committed to the datastore with its events
-//! in one transaction, and only then published to the signers.
+//! The one task that owns this server's authorities. Timer ticks, admin
+//! commands and news of other servers' authority changes reach it in turn,
+//! so a `prepare` can never race the rotation; each change is worked out by
+//! `authorities::apply`, its keys generated and stored on the blocking pool,
+//! committed to the datastore with its events in one transaction, and only
+//! then published to the signers with every other server's authorities.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -17,8 +18,9 @@ use super::authorities::{Authorities, Command, Effect};
 use super::key_manager::KeyManager;
 use super::keys::{generate_jwt, generate_x509, Generated};
 use super::signer::Snapshot;
+use super::upstream::UpstreamCa;
 use super::{store, AuthorityInfo, AuthorityKind, AuthorityState, CaError, Schedule};
-use crate::datastore::DataStore;
+use crate::datastore::{AuthorityRecord, DataStore, DataStoreError};
 use crate::events::Change;
 
 /// A command and who waits for its outcome.
@@ -36,6 +38,8 @@ pub struct Outcome {
 
 /// How long to wait after a failed tick before the next.
 const RETRY_FAILED_TICK: Duration = Duration::from_secs(60);
+/// How long to wait after a failed reload before the next.
+const RETRY_FAILED_RELOAD: Duration = Duration::from_secs(1);
 /// Re-check at least hourly, in case the wall clock jumped.
 const RECHECK: Duration = Duration::from_secs(3600);
 /// Commands and ticks one change may take (each generation is one more).
@@ -43,9 +47,13 @@ const MAX_ROUNDS: usize = 32;
 
 pub struct Manager {
     pub authorities: Authorities,
+    /// Every other server's authorities, as last read.
+    pub peers: Vec<AuthorityRecord>,
+    pub server_id: String,
     pub trust_domain: TrustDomain,
     pub ca_ttl: Duration,
     pub schedule: Schedule,
+    pub upstream: Option<Arc<UpstreamCa>>,
     pub clock: Arc<dyn Clock>,
     pub ds: Arc<dyn DataStore>,
     pub keys: Arc<dyn KeyManager>,
@@ -56,8 +64,15 @@ pub struct Manager {
 }
 
 impl Manager {
-    pub async fn run(mut self, mut requests: mpsc::Receiver<Request>) {
+    /// `reload` carries the revision of the latest authority event of any
+    /// server: when it is past what was published, the store is read again.
+    pub async fn run(
+        mut self,
+        mut requests: mpsc::Receiver<Request>,
+        mut reload: watch::Receiver<u64>,
+    ) {
         let mut failed_until: Option<Instant> = None;
+        let mut reload_failed = false;
         loop {
             let now = self.clock.now();
             let next = self.authorities.next_transition(&self.schedule, now);
@@ -68,12 +83,32 @@ impl Manager {
                 Some(t) if t > Instant::now() => t,
                 _ => Instant::now() + wait,
             };
+            let retry_reload = async {
+                if reload_failed {
+                    tokio::time::sleep(RETRY_FAILED_RELOAD).await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            };
             tokio::select! {
                 request = requests.recv() => {
                     let Some(Request { command, reply }) = request else {
                         return;
                     };
                     let _ = reply.send(self.execute(command).await);
+                }
+                changed = reload.changed() => {
+                    if changed.is_err() {
+                        // The bus is gone: shutting down; ticks go on.
+                        reload = watch::channel(0).1;
+                        continue;
+                    }
+                    let wanted = *reload.borrow_and_update();
+                    reload_failed = !self.reload_if_behind(wanted).await;
+                }
+                _ = retry_reload => {
+                    let wanted = *reload.borrow();
+                    reload_failed = !self.reload_if_behind(wanted).await;
                 }
                 _ = tokio::time::sleep_until(deadline) => {
                     failed_until = match self.execute(Command::Tick).await {
@@ -88,10 +123,107 @@ impl Manager {
         }
     }
 
+    /// Reads every server's authorities again when `revision` is past the
+    /// published ones; false when the store could not be read.
+    async fn reload_if_behind(&mut self, revision: u64) -> bool {
+        if revision <= self.publish.borrow().revision {
+            return true;
+        }
+        match self.reload().await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the other servers' authorities failed; retrying");
+                false
+            }
+        }
+    }
+
+    /// Reads every server's authorities and publishes them: other servers'
+    /// as they are, ours with what others changed of them (a taint, a
+    /// revocation).
+    async fn reload(&mut self) -> Result<(), CaError> {
+        let stored = self.ds.load_authorities().await.map_err(CaError::Store)?;
+        let revision = stored.revision;
+        self.adopt(stored.authorities, stored.sequence, revision)
+            .await;
+        Ok(())
+    }
+
+    /// Splits `all` into ours and the peers', takes in what others changed
+    /// of ours, and publishes at `sequence` and `revision`.
+    async fn adopt(&mut self, all: Vec<AuthorityRecord>, sequence: u64, revision: u64) {
+        let (own, peers): (Vec<_>, Vec<_>) =
+            all.into_iter().partition(|a| a.server_id == self.server_id);
+        let before = self.authorities.clone();
+        let removed = self.authorities.adopt(&own);
+        log_changes(&before, &self.authorities);
+        self.remove_keys(removed).await;
+        self.peers = peers;
+        let snapshot = Snapshot::new(
+            &self.trust_domain,
+            &self.server_id,
+            self.authorities.clone(),
+            self.peers.clone(),
+            sequence,
+            revision,
+        );
+        if sequence != self.publish.borrow().bundle.sequence {
+            tracing::info!(sequence, "trust bundle sequence");
+        }
+        self.publish.send_replace(Arc::new(snapshot));
+    }
+
     /// Applies `command` and whatever it leads to (generating authorities,
     /// ticking on), then commits and publishes the result. Nothing changes
-    /// unless all of it succeeds.
+    /// unless all of it succeeds. A taint or revocation of another server's
+    /// authority is made in the datastore directly (its owner may be down).
     pub async fn execute(&mut self, command: Command) -> Result<Outcome, CaError> {
+        match command {
+            Command::Taint(kind, id) if !self.authorities.holds(kind, &id) => {
+                return self.peer_change(kind, id, false).await;
+            }
+            Command::Revoke(kind, id) if !self.authorities.holds(kind, &id) => {
+                return self.peer_change(kind, id, true).await;
+            }
+            command => self.execute_own(command).await,
+        }
+    }
+
+    async fn peer_change(
+        &mut self,
+        kind: AuthorityKind,
+        id: String,
+        revoke: bool,
+    ) -> Result<Outcome, CaError> {
+        let changed = if revoke {
+            self.ds.revoke_authority(kind, &id).await
+        } else {
+            self.ds.taint_authority(kind, &id).await
+        }
+        .map_err(|e| match e {
+            DataStoreError::NotFound(what) => CaError::NotFound(what),
+            DataStoreError::FailedPrecondition(why) => CaError::FailedPrecondition(why),
+            other => CaError::Store(other),
+        })?;
+        tracing::warn!(kind = kind.as_str(), %id, server_id = %changed.server_id, revoked = revoke, "another server's authority {}", if revoke { "revoked" } else { "tainted" });
+        self.reload().await?;
+        let subject = AuthorityInfo {
+            kind,
+            id: changed.id,
+            server_id: changed.server_id,
+            state: changed.state,
+            tainted: true,
+            not_before: changed.not_before,
+            not_after: changed.not_after,
+            certificate: changed.certificate,
+        };
+        Ok(Outcome {
+            subject: Some(subject),
+            changed: true,
+        })
+    }
+
+    async fn execute_own(&mut self, command: Command) -> Result<Outcome, CaError> {
         let now = self.clock.now();
         let mut state = self.authorities.clone();
         let mut pending = vec![command];
@@ -127,6 +259,10 @@ impl Manager {
                 }
             }
         }
+        let subject = subject.map(|s| AuthorityInfo {
+            server_id: self.server_id.clone(),
+            ..s
+        });
         if state.same_as(&self.authorities) && !self.stale_store {
             return Ok(Outcome {
                 subject,
@@ -134,18 +270,26 @@ impl Manager {
             });
         }
         self.commit(state, new_keys).await?;
+        // After the commit: nothing names these keys any more.
+        self.remove_keys(removed).await;
+        Ok(Outcome {
+            subject,
+            changed: true,
+        })
+    }
+
+    /// Best effort: a key left behind names nothing.
+    async fn remove_keys(&self, removed: Vec<(AuthorityKind, String)>) {
+        if removed.is_empty() {
+            return;
+        }
         let keys = self.keys.clone();
-        // After the commit: nothing names these keys any more. Best effort.
         let _ = tokio::task::spawn_blocking(move || {
             for (kind, id) in removed {
                 keys.remove(kind, &id);
             }
         })
         .await;
-        Ok(Outcome {
-            subject,
-            changed: true,
-        })
     }
 
     async fn generate(
@@ -156,8 +300,9 @@ impl Manager {
     ) -> Result<Generated, CaError> {
         let td = self.trust_domain.clone();
         let ttl = self.ca_ttl;
+        let upstream = self.upstream.clone();
         let made = tokio::task::spawn_blocking(move || match kind {
-            AuthorityKind::X509 => generate_x509(&td, ttl, now, state),
+            AuthorityKind::X509 => generate_x509(&td, ttl, now, state, upstream.as_deref()),
             AuthorityKind::Jwt => generate_jwt(ttl, now, state),
         })
         .await
@@ -180,7 +325,6 @@ impl Manager {
         })
         .await
         .map_err(|e| CaError::Key(format!("storing a key: {e}")))??;
-        let mut snapshot = Snapshot::new(&self.trust_domain, state.clone(), 0, 0);
         let mut changes = Vec::new();
         if state.tainted() != self.authorities.tainted() {
             changes.push(Change::TaintedChanged);
@@ -188,21 +332,17 @@ impl Manager {
         let saved = self
             .ds
             .save_authorities(
-                store::records(&state),
-                &snapshot.bundle.fingerprint(),
+                &self.server_id,
+                store::records(&state, &self.server_id),
                 changes,
             )
             .await
             .map_err(CaError::Store)?;
         log_changes(&self.authorities, &state);
-        if saved.sequence != self.publish.borrow().bundle.sequence {
-            tracing::info!(sequence = saved.sequence, "trust bundle sequence");
-        }
-        snapshot.bundle.sequence = saved.sequence;
-        snapshot.revision = saved.revision;
         self.authorities = state;
         self.stale_store = false;
-        self.publish.send_replace(Arc::new(snapshot));
+        self.adopt(saved.authorities, saved.sequence, saved.revision)
+            .await;
         Ok(())
     }
 }

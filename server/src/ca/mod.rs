@@ -13,6 +13,7 @@ mod manager;
 pub mod rotation;
 mod signer;
 mod store;
+pub mod upstream;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -23,9 +24,10 @@ use signet_core::clock::unix_seconds;
 use signet_core::jwt::JwtError;
 use signet_core::x509::X509Error;
 use signet_core::{Clock, JwtSvid, SpiffeId, TrustDomain, X509Svid};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::datastore::{DataStore, DataStoreError};
+use crate::events::{Change, ChangeBus};
 use authorities::Command;
 pub use key_manager::{DiskKeys, KeyManager, MemoryKeys};
 use manager::{Manager, Outcome, Request};
@@ -117,6 +119,8 @@ impl AuthorityKind {
 pub struct AuthorityInfo {
     pub kind: AuthorityKind,
     pub id: String,
+    /// The server whose CA it is.
+    pub server_id: String,
     pub state: AuthorityState,
     pub tainted: bool,
     pub not_before: i64,
@@ -128,6 +132,10 @@ pub struct AuthorityInfo {
 /// Settings for [`CertificateAuthority::start`].
 pub struct CaSettings {
     pub trust_domain: TrustDomain,
+    /// This server's id: its authorities are stored under it.
+    pub server_id: String,
+    /// The root each new X.509 CA is signed by; self-signed when `None`.
+    pub upstream: Option<upstream::UpstreamDisk>,
     pub ca_ttl: Duration,
     pub default_svid_ttl: Duration,
     pub default_jwt_svid_ttl: Duration,
@@ -144,6 +152,8 @@ pub struct CertificateAuthority {
     trust_domain: TrustDomain,
     signer: Signer,
     requests: mpsc::Sender<Request>,
+    /// The revision of the latest authority event heard of (see `follow`).
+    reload: watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for CertificateAuthority {
@@ -165,15 +175,32 @@ impl CertificateAuthority {
         keys: Arc<dyn KeyManager>,
     ) -> Result<(Self, bool), CaError> {
         let td = settings.trust_domain.clone();
-        let loaded = store::load(ds.as_ref(), keys.clone(), &td).await?;
-        let revision = ds.current_revision().await.map_err(CaError::Store)?;
-        let snapshot = Snapshot::new(&td, loaded.authorities.clone(), loaded.sequence, revision);
+        let upstream = match settings.upstream {
+            None => None,
+            Some(disk) => Some(Arc::new(
+                tokio::task::spawn_blocking(move || disk.load())
+                    .await
+                    .map_err(|e| CaError::Key(format!("loading the upstream authority: {e}")))??,
+            )),
+        };
+        let loaded = store::load(ds.as_ref(), keys.clone(), &td, &settings.server_id).await?;
+        let snapshot = Snapshot::new(
+            &td,
+            &settings.server_id,
+            loaded.authorities.clone(),
+            loaded.peers.clone(),
+            loaded.sequence,
+            loaded.revision,
+        );
         let (publish, watched) = watch::channel(Arc::new(snapshot));
         let mut manager = Manager {
             authorities: loaded.authorities,
+            peers: loaded.peers,
+            server_id: settings.server_id,
             trust_domain: td.clone(),
             ca_ttl: settings.ca_ttl,
             schedule: settings.schedule,
+            upstream,
             clock: clock.clone(),
             ds,
             keys,
@@ -186,7 +213,8 @@ impl CertificateAuthority {
         manager.execute(Command::Tick).await?;
         let created = before != active_x509(&manager);
         let (requests, queue) = mpsc::channel(16);
-        tokio::spawn(manager.run(queue));
+        let (reload, reloads) = watch::channel(0);
+        tokio::spawn(manager.run(queue, reloads));
         let lifetimes = Lifetimes {
             default_svid_ttl: settings.default_svid_ttl,
             default_jwt_svid_ttl: settings.default_jwt_svid_ttl,
@@ -197,9 +225,39 @@ impl CertificateAuthority {
                 trust_domain: td,
                 signer: Signer::new(watched, clock, lifetimes),
                 requests,
+                reload,
             },
             created,
         ))
+    }
+
+    /// Follows the change bus: every authority event of any server (a new
+    /// authority prepared, one tainted or revoked) makes the manager read
+    /// the store again, so the bundle here is every server's. Also catches
+    /// up on what was committed between the CA's start and the bus's.
+    pub fn follow(&self, bus: &ChangeBus) -> tokio::task::JoinHandle<()> {
+        let (mut events, current) = bus.subscribe();
+        let reload = self.reload.clone();
+        if current > self.signer.snapshot().revision {
+            reload.send_replace(current);
+        }
+        let bus = bus.clone();
+        tokio::spawn(async move {
+            loop {
+                match events.recv().await {
+                    Ok(event) => {
+                        if matches!(event.change, Change::BundleChanged | Change::TaintedChanged) {
+                            reload.send_replace(event.revision);
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        // Missed some: read the store as it is now.
+                        reload.send_replace(bus.current_revision());
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        })
     }
 
     async fn ask(&self, command: Command) -> Result<Outcome, CaError> {
@@ -262,6 +320,11 @@ impl CertificateAuthority {
     /// Every authority of `kind`: active, prepared, old.
     pub fn list(&self, kind: AuthorityKind) -> Vec<AuthorityInfo> {
         self.signer.list(kind)
+    }
+
+    /// This server's authorities of `kind` (it holds their keys).
+    pub fn own(&self, kind: AuthorityKind) -> Vec<AuthorityInfo> {
+        self.signer.snapshot().authorities.list(kind)
     }
 
     /// The tainted authorities: X.509 ids and JWT kids.

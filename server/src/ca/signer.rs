@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use rcgen::PublicKeyData;
 use signet_core::clock::{from_unix_seconds, unix_seconds};
-use signet_core::jwt::{mint_jwt_svid, MintParams};
+use signet_core::jwt::{mint_jwt_svid, Jwk, JwtPublicKey, MintParams};
 use signet_core::x509::{leaf_params, sign_leaf};
 use signet_core::{Clock, JwtSvid, SpiffeId, TrustDomain};
 use tokio::sync::watch;
@@ -18,41 +18,132 @@ use super::{
     earlier, later, AuthorityInfo, AuthorityKind, Bundle, CaError, JwtAuthority, MintedJwt,
     X509Svid,
 };
+use crate::datastore::AuthorityRecord;
 
-/// The authorities as the manager last committed them.
+/// The authorities as the manager last committed or loaded them: this
+/// server's (it signs with them) and every other server's (their public
+/// part, in the bundle beside ours).
 pub struct Snapshot {
     pub authorities: Authorities,
+    pub peers: Vec<AuthorityRecord>,
     pub bundle: Bundle,
-    /// The revision of the last event the manager wrote (or the log's at
-    /// start): events up to it are reflected here.
+    pub server_id: String,
+    /// The revision of the last event the manager wrote or read the
+    /// authorities at: events up to it are reflected here.
     pub revision: u64,
 }
 
 impl Snapshot {
-    pub fn new(td: &TrustDomain, authorities: Authorities, sequence: u64, revision: u64) -> Self {
+    pub fn new(
+        td: &TrustDomain,
+        server_id: &str,
+        authorities: Authorities,
+        peers: Vec<AuthorityRecord>,
+        sequence: u64,
+        revision: u64,
+    ) -> Self {
+        let mut x509_authorities: Vec<Vec<u8>> = Vec::new();
+        let own_certs = authorities.x509.iter().map(|x| x.bundle_cert());
+        let peer_certs = peers
+            .iter()
+            .filter(|p| p.kind == AuthorityKind::X509)
+            .filter_map(AuthorityRecord::bundle_certificate);
+        for der in own_certs.chain(peer_certs) {
+            // Servers under one upstream root share it.
+            if !x509_authorities.iter().any(|d| d == der) {
+                x509_authorities.push(der.to_vec());
+            }
+        }
+        let own_jwt = authorities.jwt.iter().map(|j| JwtAuthority {
+            kid: j.meta.id.clone(),
+            jwk: j.signer.jwk(),
+            public_key: j.signer.public_key(),
+            expires_at: unix_seconds(j.meta.not_after),
+        });
+        let peer_jwt = peers
+            .iter()
+            .filter(|p| p.kind == AuthorityKind::Jwt)
+            .filter_map(peer_jwt_authority);
         let bundle = Bundle {
             trust_domain: td.clone(),
-            x509_authorities: authorities
-                .x509
-                .iter()
-                .map(|x| x.cert_der.clone())
-                .collect(),
-            jwt_authorities: authorities
-                .jwt
-                .iter()
-                .map(|j| JwtAuthority {
-                    kid: j.meta.id.clone(),
-                    jwk: j.signer.jwk(),
-                    public_key: j.signer.public_key(),
-                    expires_at: unix_seconds(j.meta.not_after),
-                })
-                .collect(),
+            x509_authorities,
+            jwt_authorities: own_jwt.chain(peer_jwt).collect(),
             sequence,
         };
         Self {
             authorities,
+            peers,
             bundle,
+            server_id: server_id.to_owned(),
             revision,
+        }
+    }
+
+    /// Every authority of `kind`, this server's first.
+    pub fn list(&self, kind: AuthorityKind) -> Vec<AuthorityInfo> {
+        let mut out: Vec<AuthorityInfo> = self
+            .authorities
+            .list(kind)
+            .into_iter()
+            .map(|a| AuthorityInfo {
+                server_id: self.server_id.clone(),
+                ..a
+            })
+            .collect();
+        out.extend(
+            self.peers
+                .iter()
+                .filter(|p| p.kind == kind)
+                .map(|p| AuthorityInfo {
+                    kind,
+                    id: p.id.clone(),
+                    server_id: p.server_id.clone(),
+                    state: p.state,
+                    tainted: p.tainted,
+                    not_before: p.not_before,
+                    not_after: p.not_after,
+                    certificate: p.certificate.clone(),
+                }),
+        );
+        out
+    }
+
+    /// Every server's tainted authorities: X.509 ids and JWT kids.
+    pub fn tainted(&self) -> (Vec<String>, Vec<String>) {
+        let (mut x509, mut jwt) = self.authorities.tainted();
+        for p in self.peers.iter().filter(|p| p.tainted) {
+            match p.kind {
+                AuthorityKind::X509 => x509.push(p.id.clone()),
+                AuthorityKind::Jwt => jwt.push(p.id.clone()),
+            }
+        }
+        (x509, jwt)
+    }
+}
+
+/// Another server's JWT key as the bundle publishes it; one whose stored
+/// JWK does not parse is left out (and said so), not the whole bundle.
+fn peer_jwt_authority(p: &AuthorityRecord) -> Option<JwtAuthority> {
+    let parsed = p
+        .public_key
+        .as_deref()
+        .ok_or_else(|| "no public key stored".to_owned())
+        .and_then(|json| serde_json::from_str::<Jwk>(json).map_err(|e| e.to_string()))
+        .and_then(|jwk| {
+            JwtPublicKey::from_jwk(&jwk)
+                .map(|key| (jwk, key))
+                .map_err(|e| e.to_string())
+        });
+    match parsed {
+        Ok((jwk, public_key)) => Some(JwtAuthority {
+            kid: p.id.clone(),
+            jwk,
+            public_key,
+            expires_at: p.not_after,
+        }),
+        Err(error) => {
+            tracing::warn!(kid = %p.id, server_id = %p.server_id, %error, "another server's JWT key cannot be published");
+            None
         }
     }
 }
@@ -113,11 +204,11 @@ impl Signer {
     }
 
     pub fn list(&self, kind: AuthorityKind) -> Vec<AuthorityInfo> {
-        self.snapshot().authorities.list(kind)
+        self.snapshot().list(kind)
     }
 
     pub fn tainted(&self) -> (Vec<String>, Vec<String>) {
-        self.snapshot().authorities.tainted()
+        self.snapshot().tainted()
     }
 
     pub fn bundle(&self) -> Bundle {
@@ -198,7 +289,9 @@ impl Signer {
             .unwrap_or_default();
         Ok(X509Svid {
             spiffe_id: id.clone(),
-            chain: vec![der],
+            chain: std::iter::once(der)
+                .chain(ca.intermediates().map(<[u8]>::to_vec))
+                .collect(),
             not_after: from_unix_seconds(unix_seconds(not_after)),
             serial_hex,
             authority_id: ca.meta.id.clone(),

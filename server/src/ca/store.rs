@@ -1,6 +1,6 @@
-//! The authorities in the datastore (state, times, certificates; shared by
-//! every server of an HA group later) and their private keys in the key
-//! manager, loaded together at start.
+//! The authorities in the datastore (state, times, certificates and public
+//! keys; every server of an HA group stores its own there) and this
+//! server's private keys in its key manager, loaded together.
 
 use std::sync::Arc;
 
@@ -14,53 +14,69 @@ use super::rotation::{HasMeta, Meta};
 use super::{AuthorityKind, CaError};
 use crate::datastore::{AuthorityRecord, DataStore};
 
-fn record<T: HasMeta>(kind: AuthorityKind, a: &T, certificate: Option<Vec<u8>>) -> AuthorityRecord {
+fn record<T: HasMeta>(kind: AuthorityKind, a: &T, server_id: &str) -> AuthorityRecord {
     let m = a.meta();
     AuthorityRecord {
         kind,
         id: m.id.clone(),
+        server_id: server_id.to_owned(),
         state: m.state,
         tainted: m.tainted,
         not_before: unix_seconds(m.not_before),
         not_after: unix_seconds(m.not_after),
-        certificate,
+        certificate: None,
+        public_key: None,
+        upstream_root: None,
     }
 }
 
-/// What the datastore keeps of `a`, in order.
-pub fn records(a: &Authorities) -> Vec<AuthorityRecord> {
-    let x509 = a
-        .x509
-        .iter()
-        .map(|x| record(AuthorityKind::X509, x, Some(x.cert_der.clone())));
-    let jwt = a.jwt.iter().map(|j| record(AuthorityKind::Jwt, j, None));
+/// What the datastore keeps of `a` (this server's), in order.
+pub fn records(a: &Authorities, server_id: &str) -> Vec<AuthorityRecord> {
+    let x509 = a.x509.iter().map(|x| AuthorityRecord {
+        certificate: Some(x.cert_der.clone()),
+        upstream_root: x.upstream_root.clone(),
+        ..record(AuthorityKind::X509, x, server_id)
+    });
+    let jwt = a.jwt.iter().map(|j| AuthorityRecord {
+        // A JWK always serializes; an empty key would only hide this one.
+        public_key: serde_json::to_string(&j.signer.jwk()).ok(),
+        ..record(AuthorityKind::Jwt, j, server_id)
+    });
     x509.chain(jwt).collect()
 }
 
-/// The stored authorities, each with its key.
+/// The stored authorities: this server's with their keys, the others' as
+/// stored.
 pub struct Loaded {
     pub authorities: Authorities,
+    pub peers: Vec<AuthorityRecord>,
     pub sequence: u64,
+    pub revision: u64,
     /// Some stored authority could not be used (its key is gone, or it is
     /// of another trust domain): the store must be rewritten.
     pub dropped: bool,
 }
 
-/// Loads the stored authorities and their keys (on the blocking pool). An
-/// authority whose key is missing, or a CA of another trust domain, is
-/// dropped with a warning: the schedule replaces it.
+/// Loads the stored authorities and this server's keys (on the blocking
+/// pool). An authority of ours whose key is missing, or a CA of another
+/// trust domain, is dropped with a warning: the schedule replaces it.
 pub async fn load(
     ds: &dyn DataStore,
     keys: Arc<dyn KeyManager>,
     td: &TrustDomain,
+    server_id: &str,
 ) -> Result<Loaded, CaError> {
     let stored = ds.load_authorities().await.map_err(CaError::Store)?;
     let td = td.clone();
-    let sequence = stored.sequence;
+    let (sequence, revision) = (stored.sequence, stored.revision);
+    let (own, peers): (Vec<_>, Vec<_>) = stored
+        .authorities
+        .into_iter()
+        .partition(|a| a.server_id == server_id);
     tokio::task::spawn_blocking(move || {
         let mut out = Authorities::default();
         let mut dropped = false;
-        for r in stored.authorities {
+        for r in own {
             let meta = Meta {
                 id: r.id.clone(),
                 state: r.state,
@@ -74,7 +90,7 @@ pub async fn load(
                 continue;
             };
             match (r.kind, r.certificate) {
-                (AuthorityKind::X509, Some(cert)) => match load_x509(meta, cert, &key, &td)? {
+                (AuthorityKind::X509, Some(cert)) => match load_x509(meta, cert, r.upstream_root, &key, &td)? {
                     Some(a) => out.x509.push(a),
                     None => {
                         tracing::warn!(id = %r.id, "X.509 authority of another trust domain; dropped");
@@ -92,7 +108,9 @@ pub async fn load(
         }
         Ok(Loaded {
             authorities: out,
+            peers,
             sequence,
+            revision,
             dropped,
         })
     })

@@ -6,7 +6,7 @@ use signet_core::x509::{cert_info, validate_x509_svid};
 use signet_core::ManualClock;
 
 use super::*;
-use crate::datastore::SqliteDataStore;
+use crate::datastore::{Connection, SqliteDataStore};
 use crate::events::{Change, ChangeBus};
 
 fn settings(ttl: Duration) -> CaSettings {
@@ -17,6 +17,8 @@ fn settings(ttl: Duration) -> CaSettings {
         default_jwt_svid_ttl: Duration::from_secs(300),
         backdate: Duration::from_secs(30),
         schedule: Default::default(),
+        server_id: "s1".into(),
+        upstream: None,
     }
 }
 

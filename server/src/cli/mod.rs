@@ -108,6 +108,11 @@ pub struct RunArgs {
     /// Serve /live, /ready and /metrics over HTTP on ADDR, e.g. 127.0.0.1:9090.
     #[arg(long, value_name = "ADDR")]
     pub telemetry_bind: Option<String>,
+    /// sqlite://PATH (default: the data dir's datastore.sqlite3) or
+    /// postgres://USER@HOST[:PORT]/DB for several servers; the password
+    /// comes from [datastore] password_file, never from here.
+    #[arg(long, value_name = "URL")]
+    pub datastore: Option<String>,
 }
 
 impl RunArgs {
@@ -132,6 +137,14 @@ impl RunArgs {
             authority_activate_at: None,
             node_attestor: None,
             node_api: None,
+            datastore: self
+                .datastore
+                .clone()
+                .map(|url| crate::config::DatastoreConfig {
+                    url: Some(url),
+                    ..Default::default()
+                }),
+            upstream_authority: None,
             telemetry: self
                 .telemetry_bind
                 .clone()

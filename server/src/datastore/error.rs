@@ -21,6 +21,9 @@ pub enum DataStoreError {
     /// A value the datastore cannot store (e.g. a time out of range).
     #[error("{0}")]
     InvalidArgument(String),
+    /// The record is not in a state the change applies to.
+    #[error("{0}")]
+    FailedPrecondition(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     /// The database refused or failed a statement, or cannot be reached.
@@ -40,16 +43,31 @@ pub enum DataStoreError {
 }
 
 impl DataStoreError {
-    /// True when the database could not be reached or answered in time:
-    /// a retry may succeed, and nothing was applied.
+    /// True when the database could not be reached or answered in time,
+    /// or gave way to another writer: a retry may succeed, and nothing was
+    /// applied (the transaction rolled back).
     pub fn is_unavailable(&self) -> bool {
-        matches!(
-            self,
-            Self::Database(e) if matches!(
-                e.as_ref(),
-                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed
-            )
-        ) || matches!(self, Self::RecorderStopped)
+        match self {
+            Self::Database(e) => match e.as_ref() {
+                sqlx::Error::Io(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed => true,
+                sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+                    // PostgreSQL: connection exceptions (08), shutting down
+                    // (57P0x), statement timeout (57014), too many
+                    // connections (53300), serialization or deadlock (40xxx).
+                    code.starts_with("08")
+                        || code.starts_with("57P")
+                        || code.starts_with("40")
+                        || code == "57014"
+                        || code == "53300"
+                }),
+                _ => false,
+            },
+            Self::RecorderStopped => true,
+            _ => false,
+        }
     }
 }
 

@@ -1,15 +1,22 @@
 //! Where the server keeps join tokens, agents, registration entries, issued
-//! credentials, the bundle's sequence and the event log. One narrow trait
-//! per kind of record; a backend (`sqlite` now, PostgreSQL next) implements
-//! all of them, and [`DataStore`] names the whole.
+//! credentials, every server's authorities and CRLs, the bundle's sequence
+//! and the event log. One narrow trait per kind of record; a backend
+//! (`sqlite`: one server, embedded; `postgres`: any number of servers on
+//! one database) implements all of them, and [`DataStore`] names the whole.
 //!
 //! Every change an agent may care about is written with its event, in the
 //! same transaction: the event's id is the change's revision, taken from one
 //! counter row, so commit order is revision order and a tailer of the log
 //! never skips one (see `crate::events`).
 
+#[cfg(test)]
+mod conformance;
 mod error;
+pub mod open;
+pub mod postgres;
+mod recorder;
 mod records;
+mod rows;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -19,11 +26,15 @@ use futures::stream::BoxStream;
 use signet_core::{RegistrationEntry, SpiffeId, TrustDomain};
 use tokio::sync::broadcast;
 
+use crate::ca::AuthorityKind;
 use crate::events::{Change, Event};
 pub use error::{DataStoreError, Result};
+pub use open::{open, DatastoreUrl, PostgresSettings};
+pub use postgres::PostgresDataStore;
 pub use records::{
-    AgentRecord, AuthorityRecord, EntryFilter, EntryRecord, IssuedX509, NewEntry, Revocation,
-    RevokedKind, SavedAuthorities, StoredAuthorities,
+    bundle_fingerprint, AgentRecord, AuthorityRecord, EntryFilter, EntryRecord, IssuedX509,
+    NewEntry, Revocation, RevokedKind, SavedAuthorities, ServerRecord, StoredAuthorities,
+    StoredCrl,
 };
 pub use sqlite::SqliteDataStore;
 
@@ -143,22 +154,55 @@ pub trait CredentialStore: Send + Sync + 'static {
     async fn prune_expired(&self, now: i64) -> Result<u64>;
 }
 
-/// The CA's authorities (their public part and states) and the bundle's
-/// sequence.
+/// Every server's CA authorities (their public part and states) and the
+/// bundle's sequence. Each server saves its own; the trust bundle is the
+/// union of all.
 #[async_trait]
 pub trait AuthorityStore: Send + Sync + 'static {
-    /// The stored authorities, in the order saved, and the sequence.
+    /// Every server's authorities (each server's in the order saved), the
+    /// sequence, and the revision they reflect, from one consistent read.
     async fn load_authorities(&self) -> Result<StoredAuthorities>;
-    /// Replaces the stored authorities with `authorities`, in one
-    /// transaction with: the bundle's sequence, increased (1 the first time)
-    /// when `fingerprint` (of their bundle) differs from the stored one,
-    /// with its `BundleChanged` event; and an event for each of `changes`.
+    /// Replaces `server_id`'s authorities with `authorities`, in one
+    /// transaction with: the bundle's sequence, increased (1 the first
+    /// time) when the union's [`bundle_fingerprint`] differs from the
+    /// stored one, with its `BundleChanged` event; and an event for each of
+    /// `changes`. A taint another server set on one of them is kept, and
+    /// one another server revoked is not stored again.
     async fn save_authorities(
         &self,
+        server_id: &str,
         authorities: Vec<AuthorityRecord>,
-        fingerprint: &str,
         changes: Vec<Change>,
     ) -> Result<SavedAuthorities>;
+    /// Marks any server's non-active authority tainted, with its
+    /// `TaintedChanged` event (the owner need not be running).
+    async fn taint_authority(&self, kind: AuthorityKind, id: &str) -> Result<AuthorityRecord>;
+    /// Removes any server's tainted, non-active authority from the bundle
+    /// for good, with `BundleChanged` and `TaintedChanged`.
+    async fn revoke_authority(&self, kind: AuthorityKind, id: &str) -> Result<AuthorityRecord>;
+}
+
+/// The servers sharing the datastore, and the CRLs each signs for its own
+/// X.509 authorities.
+#[async_trait]
+pub trait ServerStore: Send + Sync + 'static {
+    /// Records (or refreshes) a starting server; it also takes over
+    /// authorities stored before servers had ids (a single-server store).
+    async fn register_server(&self, server: ServerRecord) -> Result<()>;
+    /// Says the server is alive at `now` (unix seconds).
+    async fn touch_server(&self, id: &str, now: i64) -> Result<()>;
+    async fn list_servers(&self) -> Result<Vec<ServerRecord>>;
+    /// Forgets a server that is gone for good; its authorities stay in the
+    /// bundle until they expire (what they signed may still be in use),
+    /// then [`Self::prune_authorities`] drops them.
+    async fn remove_server(&self, id: &str) -> Result<ServerRecord>;
+    /// Drops authorities that expired before `now` whose server was
+    /// removed (no one else would), with `BundleChanged`; how many went.
+    async fn prune_authorities(&self, now: i64) -> Result<u64>;
+    /// Replaces `server_id`'s CRLs, with a `CrlsChanged` event.
+    async fn save_crls(&self, server_id: &str, crls: Vec<StoredCrl>) -> Result<()>;
+    /// Every server's CRLs.
+    async fn crls(&self) -> Result<Vec<StoredCrl>>;
 }
 
 /// The log of events, in revision order.
@@ -181,15 +225,37 @@ pub trait EventLog: Send + Sync + 'static {
     fn commits(&self) -> broadcast::Receiver<Arc<[Arc<Event>]>>;
 }
 
+/// The connection to the database itself.
+#[async_trait]
+pub trait Connection: Send + Sync + 'static {
+    /// `sqlite` or `postgres`.
+    fn backend(&self) -> &'static str;
+    /// Whether the database answers now (a round trip).
+    async fn ping(&self) -> Result<()>;
+    /// Closes every connection, after what is in flight.
+    async fn close(&self);
+}
+
 /// A whole backend.
-pub trait DataStore: AgentStore + EntryStore + CredentialStore + AuthorityStore + EventLog {}
+pub trait DataStore:
+    AgentStore + EntryStore + CredentialStore + AuthorityStore + ServerStore + EventLog + Connection
+{
+}
 
 impl<T> DataStore for T where
-    T: AgentStore + EntryStore + CredentialStore + AuthorityStore + EventLog
+    T: AgentStore
+        + EntryStore
+        + CredentialStore
+        + AuthorityStore
+        + ServerStore
+        + EventLog
+        + Connection
 {
 }
 
 /// Every store trait, for code that calls them on a concrete backend.
 pub mod prelude {
-    pub use super::{AgentStore, AuthorityStore, CredentialStore, EntryStore, EventLog};
+    pub use super::{
+        AgentStore, AuthorityStore, Connection, CredentialStore, EntryStore, EventLog, ServerStore,
+    };
 }

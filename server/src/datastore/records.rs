@@ -2,6 +2,7 @@
 
 use signet_core::{RegistrationEntry, Selector, SpiffeId};
 
+use super::DataStoreError;
 use crate::ca::{AuthorityKind, AuthorityState};
 
 /// An attested agent.
@@ -103,11 +104,15 @@ impl EntryFilter {
     }
 }
 
-/// An authority of the CA as stored: its private key is the key manager's.
+/// An authority of a server's CA as stored: its private key is that
+/// server's key manager's. Every server of an HA group stores its own; the
+/// trust bundle is the union of all of them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthorityRecord {
     pub kind: AuthorityKind,
     pub id: String,
+    /// The server whose CA it is (see [`ServerRecord`]).
+    pub server_id: String,
     pub state: AuthorityState,
     pub tainted: bool,
     /// Unix seconds.
@@ -115,19 +120,128 @@ pub struct AuthorityRecord {
     pub not_after: i64,
     /// DER; X.509 authorities only.
     pub certificate: Option<Vec<u8>>,
+    /// The JWK (JSON) of a JWT authority's public key, so servers that do
+    /// not hold the key can publish it.
+    pub public_key: Option<String>,
+    /// DER of the upstream root that signed `certificate` (an
+    /// intermediate); the bundle holds the root, not the intermediate.
+    pub upstream_root: Option<Vec<u8>>,
 }
 
-/// The stored authorities, in order, and the bundle's sequence.
+impl AuthorityRecord {
+    /// Only an authority that signs nothing now may be tainted.
+    pub fn check_taint(&self) -> Result<(), DataStoreError> {
+        if self.state == AuthorityState::Active {
+            return Err(DataStoreError::FailedPrecondition(format!(
+                "{} authority {} is active and cannot be tainted; prepare and activate another one first",
+                self.kind.as_str(),
+                self.id
+            )));
+        }
+        Ok(())
+    }
+
+    /// Only a tainted authority that signs nothing now may be revoked.
+    pub fn check_revoke(&self) -> Result<(), DataStoreError> {
+        if self.state == AuthorityState::Active {
+            return Err(DataStoreError::FailedPrecondition(format!(
+                "{} authority {} is active and cannot be revoked; activate another one, then taint and revoke this one",
+                self.kind.as_str(),
+                self.id
+            )));
+        }
+        if !self.tainted {
+            return Err(DataStoreError::FailedPrecondition(format!(
+                "{} authority {} is not tainted; taint it first",
+                self.kind.as_str(),
+                self.id
+            )));
+        }
+        Ok(())
+    }
+
+    /// The certificate the trust bundle holds for this X.509 authority.
+    pub fn bundle_certificate(&self) -> Option<&[u8]> {
+        self.upstream_root
+            .as_deref()
+            .or(self.certificate.as_deref())
+    }
+}
+
+/// A digest of the trust bundle the union of `authorities` makes (not of
+/// their order, states or owners): when it differs from the stored one the
+/// bundle changed and its sequence must increase. Servers joining under one
+/// upstream root leave it unchanged.
+pub fn bundle_fingerprint(authorities: &[AuthorityRecord]) -> String {
+    let mut x509: Vec<&[u8]> = authorities
+        .iter()
+        .filter(|a| a.kind == AuthorityKind::X509)
+        .filter_map(AuthorityRecord::bundle_certificate)
+        .collect();
+    x509.sort_unstable();
+    x509.dedup();
+    let mut jwt: Vec<(&str, &str)> = authorities
+        .iter()
+        .filter(|a| a.kind == AuthorityKind::Jwt)
+        .map(|a| (a.id.as_str(), a.public_key.as_deref().unwrap_or("")))
+        .collect();
+    jwt.sort_unstable();
+    let mut h = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut put = |tag: &[u8], bytes: &[u8]| {
+        h.update(tag);
+        h.update(&(bytes.len() as u64).to_be_bytes());
+        h.update(bytes);
+    };
+    for der in x509 {
+        put(b"x509", der);
+    }
+    for (kid, jwk) in jwt {
+        put(b"jwt", kid.as_bytes());
+        put(b"jwk", jwk.as_bytes());
+    }
+    hex::encode(h.finish().as_ref())
+}
+
+/// Every server's authorities, in order (each server's as it saved them),
+/// the bundle's sequence, and the revision they reflect.
 #[derive(Debug, Clone, Default)]
 pub struct StoredAuthorities {
     pub authorities: Vec<AuthorityRecord>,
     pub sequence: u64,
+    /// The revision of the event log when they were read.
+    pub revision: u64,
 }
 
 /// Where a save of the authorities left the bundle and the event log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SavedAuthorities {
     pub sequence: u64,
     /// The revision of the last event written (the current one if none).
     pub revision: u64,
+    /// Every server's authorities after the save: the saver's own as
+    /// stored (a taint or revocation made elsewhere meanwhile kept).
+    pub authorities: Vec<AuthorityRecord>,
+}
+
+/// A server of the trust domain (one, or several sharing a datastore).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerRecord {
+    /// Made once when the server first starts, kept in its data dir.
+    pub id: String,
+    pub hostname: String,
+    /// Its Node API address as it bound it.
+    pub address: String,
+    /// Unix seconds.
+    pub started_at: i64,
+    /// Unix seconds: the last time it said it is alive.
+    pub last_seen: i64,
+}
+
+/// A CRL one server signed for one of its X.509 authorities.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCrl {
+    pub authority_id: String,
+    pub server_id: String,
+    /// DER.
+    pub der: Vec<u8>,
 }

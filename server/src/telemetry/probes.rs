@@ -12,7 +12,7 @@ pub struct ServerProbes {
 
 impl Probes for ServerProbes {
     async fn ready(&self) -> Result<(), String> {
-        if let Err(e) = self.state.ds.current_revision().await {
+        if let Err(e) = self.state.ds.ping().await {
             return Err(format!("datastore: {e}"));
         }
         if self.state.ca.now() >= self.state.ca.not_after() {

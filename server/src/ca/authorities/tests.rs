@@ -18,7 +18,14 @@ fn at(secs: u64) -> SystemTime {
 }
 
 fn x509(state: AuthorityState, now: SystemTime) -> Generated {
-    generate_x509(&TrustDomain::new("example.org").unwrap(), TTL, now, state).unwrap()
+    generate_x509(
+        &TrustDomain::new("example.org").unwrap(),
+        TTL,
+        now,
+        state,
+        None,
+    )
+    .unwrap()
 }
 
 fn jwt(state: AuthorityState, now: SystemTime) -> Generated {

@@ -6,8 +6,8 @@ use signet_core::SpiffeId;
 use sqlx::{Row, Sqlite, Transaction};
 
 use super::events::append_in;
-use super::rows::{agent_from_row, selectors_json, AGENT_COLUMNS};
 use super::SqliteDataStore;
+use crate::datastore::rows::{agent_from_row, selectors_json, AGENT_COLUMNS};
 use crate::datastore::{AgentRecord, AgentStore, DataStoreError, Result};
 use crate::events::Change;
 

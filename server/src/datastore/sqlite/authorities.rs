@@ -1,120 +1,213 @@
-//! The CA's authorities and the bundle's sequence, saved whole with their
-//! events in one transaction.
+//! Every server's authorities and the bundle's sequence. A server saves its
+//! own whole, with their events, in one transaction; a taint or revocation
+//! of any server's authority is a change of its own.
+
+use std::collections::HashSet;
 
 use async_trait::async_trait;
-use sqlx::sqlite::SqliteRow;
-use sqlx::Row;
+use sqlx::{Row, Sqlite, Transaction};
 
 use super::events::append_in;
-use super::rows::revision_from_column;
 use super::SqliteDataStore;
-use crate::ca::{AuthorityKind, AuthorityState};
+use crate::ca::AuthorityKind;
+use crate::datastore::rows::{
+    authority_from_row, merge_own, revision_from_column, sequence_from_column, AUTHORITY_COLUMNS,
+};
 use crate::datastore::{
-    AuthorityRecord, AuthorityStore, DataStoreError, Result, SavedAuthorities, StoredAuthorities,
+    bundle_fingerprint, AuthorityRecord, AuthorityStore, DataStoreError, Result, SavedAuthorities,
+    StoredAuthorities,
 };
 use crate::events::Change;
 
-fn authority_from_row(row: &SqliteRow) -> Result<AuthorityRecord> {
-    let kind: String = row.try_get("kind")?;
-    let state: String = row.try_get("state")?;
-    Ok(AuthorityRecord {
-        kind: AuthorityKind::parse(&kind)
-            .ok_or_else(|| DataStoreError::Corrupt(format!("authority kind {kind:?}")))?,
-        id: row.try_get("id")?,
-        state: AuthorityState::parse(&state)
-            .ok_or_else(|| DataStoreError::Corrupt(format!("authority state {state:?}")))?,
-        tainted: row.try_get("tainted")?,
-        not_before: row.try_get("not_before")?,
-        not_after: row.try_get("not_after")?,
-        certificate: row.try_get("certificate")?,
-    })
+pub(super) async fn authorities_in(
+    tx: &mut Transaction<'_, Sqlite>,
+) -> Result<Vec<AuthorityRecord>> {
+    let rows = sqlx::query(&format!(
+        "SELECT {AUTHORITY_COLUMNS} FROM authorities ORDER BY server_id, position"
+    ))
+    .fetch_all(&mut **tx)
+    .await?;
+    rows.iter().map(authority_from_row).collect()
 }
 
-fn sequence(n: i64) -> Result<u64> {
-    u64::try_from(n).map_err(|_| DataStoreError::Corrupt("negative bundle sequence".into()))
+async fn insert_in(
+    tx: &mut Transaction<'_, Sqlite>,
+    authorities: &[AuthorityRecord],
+) -> Result<()> {
+    for (position, a) in (0_i64..).zip(authorities) {
+        sqlx::query(&format!(
+            "INSERT INTO authorities ({AUTHORITY_COLUMNS}, position) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        ))
+        .bind(a.kind.as_str())
+        .bind(&a.id)
+        .bind(&a.server_id)
+        .bind(a.state.as_str())
+        .bind(a.tainted)
+        .bind(a.not_before)
+        .bind(a.not_after)
+        .bind(a.certificate.as_deref())
+        .bind(a.public_key.as_deref())
+        .bind(a.upstream_root.as_deref())
+        .bind(position)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Moves the sequence when `all`'s bundle differs from the stored one; the
+/// sequence now and whether it moved.
+pub(super) async fn bump_sequence_in(
+    tx: &mut Transaction<'_, Sqlite>,
+    all: &[AuthorityRecord],
+) -> Result<(u64, bool)> {
+    let moved = sqlx::query(
+        "INSERT INTO bundle_state (id, sequence, fingerprint) VALUES (1, 1, ?) \
+         ON CONFLICT (id) DO UPDATE SET sequence = bundle_state.sequence + 1, \
+         fingerprint = excluded.fingerprint \
+         WHERE bundle_state.fingerprint <> excluded.fingerprint",
+    )
+    .bind(bundle_fingerprint(all))
+    .execute(&mut **tx)
+    .await?
+    .rows_affected()
+        > 0;
+    let n: i64 = sqlx::query_scalar("SELECT sequence FROM bundle_state WHERE id = 1")
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok((sequence_from_column(n)?, moved))
+}
+
+async fn current_revision_in(tx: &mut Transaction<'_, Sqlite>) -> Result<u64> {
+    revision_from_column(
+        sqlx::query_scalar("SELECT value FROM revision WHERE id = 1")
+            .fetch_one(&mut **tx)
+            .await?,
+    )
+}
+
+async fn one_in(
+    tx: &mut Transaction<'_, Sqlite>,
+    kind: AuthorityKind,
+    id: &str,
+) -> Result<AuthorityRecord> {
+    let row = sqlx::query(&format!(
+        "SELECT {AUTHORITY_COLUMNS} FROM authorities WHERE kind = ? AND id = ?"
+    ))
+    .bind(kind.as_str())
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    row.as_ref()
+        .map(authority_from_row)
+        .transpose()?
+        .ok_or_else(|| DataStoreError::NotFound(format!("{} authority {id:?}", kind.as_str())))
 }
 
 #[async_trait]
 impl AuthorityStore for SqliteDataStore {
     async fn load_authorities(&self) -> Result<StoredAuthorities> {
         let mut tx = self.pool.begin().await?;
-        let rows = sqlx::query(
-            "SELECT kind, id, state, tainted, not_before, not_after, certificate \
-             FROM authorities ORDER BY position",
-        )
-        .fetch_all(&mut *tx)
-        .await?;
+        let authorities = authorities_in(&mut tx).await?;
         let stored: Option<i64> =
             sqlx::query_scalar("SELECT sequence FROM bundle_state WHERE id = 1")
                 .fetch_optional(&mut *tx)
                 .await?;
+        let revision = current_revision_in(&mut tx).await?;
         tx.commit().await?;
         Ok(StoredAuthorities {
-            authorities: rows.iter().map(authority_from_row).collect::<Result<_>>()?,
-            sequence: sequence(stored.unwrap_or(0))?,
+            authorities,
+            sequence: sequence_from_column(stored.unwrap_or(0))?,
+            revision,
         })
     }
 
     async fn save_authorities(
         &self,
+        server_id: &str,
         authorities: Vec<AuthorityRecord>,
-        fingerprint: &str,
         changes: Vec<Change>,
     ) -> Result<SavedAuthorities> {
         let mut tx = self.write_tx().await?;
-        sqlx::query("DELETE FROM authorities")
+        let stored = authorities_in(&mut tx).await?;
+        let revoked: HashSet<(String, String)> =
+            sqlx::query("SELECT kind, id FROM revoked_authorities")
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|r| Ok((r.try_get("kind")?, r.try_get("id")?)))
+                .collect::<Result<_>>()?;
+        let own = merge_own(server_id, authorities, &stored, &revoked);
+        sqlx::query("DELETE FROM authorities WHERE server_id = ?")
+            .bind(server_id)
             .execute(&mut *tx)
             .await?;
-        for (position, a) in (0_i64..).zip(&authorities) {
-            sqlx::query(
-                "INSERT INTO authorities \
-                 (kind, id, state, tainted, not_before, not_after, certificate, position) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(a.kind.as_str())
-            .bind(&a.id)
-            .bind(a.state.as_str())
-            .bind(a.tainted)
-            .bind(a.not_before)
-            .bind(a.not_after)
-            .bind(a.certificate.as_deref())
-            .bind(position)
-            .execute(&mut *tx)
-            .await?;
-        }
-        // The sequence moves only when the fingerprint does.
-        let moved = sqlx::query(
-            "INSERT INTO bundle_state (id, sequence, fingerprint) VALUES (1, 1, ?) \
-             ON CONFLICT (id) DO UPDATE SET sequence = bundle_state.sequence + 1, \
-             fingerprint = excluded.fingerprint \
-             WHERE bundle_state.fingerprint <> excluded.fingerprint",
-        )
-        .bind(fingerprint)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            > 0;
-        let n: i64 = sqlx::query_scalar("SELECT sequence FROM bundle_state WHERE id = 1")
-            .fetch_one(&mut *tx)
-            .await?;
-        let mut all = Vec::with_capacity(changes.len() + 1);
+        insert_in(&mut tx, &own).await?;
+        let mut all: Vec<AuthorityRecord> = stored
+            .into_iter()
+            .filter(|a| a.server_id != server_id)
+            .collect();
+        all.extend(own);
+        let (sequence, moved) = bump_sequence_in(&mut tx, &all).await?;
+        let mut events = Vec::with_capacity(changes.len() + 1);
         if moved {
-            all.push(Change::BundleChanged);
+            events.push(Change::BundleChanged);
         }
-        all.extend(changes);
-        let events = append_in(&mut tx, all).await?;
+        events.extend(changes);
+        let events = append_in(&mut tx, events).await?;
         let revision = match events.last() {
             Some(e) => e.revision,
-            None => revision_from_column(
-                sqlx::query_scalar("SELECT value FROM revision WHERE id = 1")
-                    .fetch_one(&mut *tx)
-                    .await?,
-            )?,
+            None => current_revision_in(&mut tx).await?,
         };
         self.commit(tx, events).await?;
         Ok(SavedAuthorities {
-            sequence: sequence(n)?,
+            sequence,
             revision,
+            authorities: all,
         })
+    }
+
+    async fn taint_authority(&self, kind: AuthorityKind, id: &str) -> Result<AuthorityRecord> {
+        let mut tx = self.write_tx().await?;
+        let mut found = one_in(&mut tx, kind, id).await?;
+        found.check_taint()?;
+        if found.tainted {
+            return Ok(found);
+        }
+        sqlx::query("UPDATE authorities SET tainted = TRUE WHERE kind = ? AND id = ?")
+            .bind(kind.as_str())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        found.tainted = true;
+        let events = append_in(&mut tx, vec![Change::TaintedChanged]).await?;
+        self.commit(tx, events).await?;
+        Ok(found)
+    }
+
+    async fn revoke_authority(&self, kind: AuthorityKind, id: &str) -> Result<AuthorityRecord> {
+        let mut tx = self.write_tx().await?;
+        let found = one_in(&mut tx, kind, id).await?;
+        found.check_revoke()?;
+        sqlx::query("DELETE FROM authorities WHERE kind = ? AND id = ?")
+            .bind(kind.as_str())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT OR IGNORE INTO revoked_authorities (kind, id) VALUES (?, ?)")
+            .bind(kind.as_str())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let all = authorities_in(&mut tx).await?;
+        let (_, moved) = bump_sequence_in(&mut tx, &all).await?;
+        let mut changes = vec![Change::TaintedChanged];
+        if moved {
+            changes.insert(0, Change::BundleChanged);
+        }
+        let events = append_in(&mut tx, changes).await?;
+        self.commit(tx, events).await?;
+        Ok(found)
     }
 }

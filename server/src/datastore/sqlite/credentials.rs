@@ -1,62 +1,22 @@
 //! Issued credentials (kept until they expire, so they can be revoked) and
-//! revocations. Serials of X.509-SVIDs are group-committed: whatever signing
-//! batches queue while one transaction commits go into the next together.
+//! revocations. Serials of X.509-SVIDs are group-committed (`recorder`).
 
 use async_trait::async_trait;
 use signet_core::SpiffeId;
 use sqlx::{Row, SqlitePool};
-use tokio::sync::{mpsc, oneshot};
 
 use super::events::append_in;
-use super::rows::{revocation_from_row, MAX_PARAMS, REVOCATION_COLUMNS};
+use super::rows::MAX_PARAMS;
 use super::SqliteDataStore;
+use crate::datastore::rows::{revocation_from_row, REVOCATION_COLUMNS};
 use crate::datastore::{
     CredentialStore, DataStoreError, IssuedX509, Result, Revocation, RevokedKind,
 };
 use crate::events::Change;
 
-/// Serials of one signing batch, and who waits for their commit.
-#[derive(Debug)]
-pub(super) struct PendingRecords {
-    rows: Vec<IssuedX509>,
-    done: oneshot::Sender<Result<()>>,
-}
-
-/// Rows one group commit takes at most: eight batches of 128, one agent's
-/// rounds in flight. Any other write (a ban) waits for at most one group.
-const GROUP_ROWS: usize = 1024;
-
-/// Group commit of issued serials: eight signing batches in flight cost
-/// about one sync to disk, not eight. A group never waits for more to
-/// arrive; a failed transaction fails every batch in it (none of their
-/// SVIDs is handed out).
-pub(super) async fn record_loop(
-    writer: SqlitePool,
-    mut queue: mpsc::UnboundedReceiver<PendingRecords>,
-) {
-    while let Some(first) = queue.recv().await {
-        let mut rows = first.rows.len();
-        let mut group = vec![first];
-        while rows < GROUP_ROWS {
-            match queue.try_recv() {
-                Ok(more) => {
-                    rows += more.rows.len();
-                    group.push(more);
-                }
-                Err(_) => break,
-            }
-        }
-        let all: Vec<&IssuedX509> = group.iter().flat_map(|p| &p.rows).collect();
-        let result = insert_issued(&writer, &all).await;
-        for pending in group {
-            let _ = pending.done.send(result.clone());
-        }
-    }
-}
-
 /// Inserts `rows` in one transaction, in multi-row statements within
 /// SQLite's bound on parameters.
-async fn insert_issued(writer: &SqlitePool, rows: &[&IssuedX509]) -> Result<()> {
+pub(super) async fn insert_issued(writer: SqlitePool, rows: Vec<IssuedX509>) -> Result<()> {
     let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
     for chunk in rows.chunks(MAX_PARAMS / 4) {
         let values = vec!["(?, ?, ?, ?)"; chunk.len()].join(", ");
@@ -95,16 +55,7 @@ impl CredentialStore for SqliteDataStore {
     }
 
     async fn record_x509_many(&self, issued: Vec<IssuedX509>) -> Result<()> {
-        if issued.is_empty() {
-            return Ok(());
-        }
-        let (done, committed) = oneshot::channel();
-        self.records
-            .send(PendingRecords { rows: issued, done })
-            .map_err(|_| DataStoreError::RecorderStopped)?;
-        committed
-            .await
-            .map_err(|_| DataStoreError::RecorderStopped)?
+        self.records.record(issued).await
     }
 
     async fn record_jwt(
@@ -153,7 +104,7 @@ impl CredentialStore for SqliteDataStore {
                 RevokedKind::Jwt => "JWT-SVID with jti",
             };
             return Err(DataStoreError::NotFound(format!(
-                "{what} {id} (never issued by this server, or already expired)"
+                "{what} {id} (never issued by this trust domain's servers, or already expired)"
             )));
         };
         let authority_id: String = row.try_get("authority_id")?;

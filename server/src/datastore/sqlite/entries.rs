@@ -11,11 +11,12 @@ use signet_core::{RegistrationEntry, Selector, SpiffeId, TrustDomain};
 use sqlx::{Sqlite, Transaction};
 
 use super::events::{append_in, insert_events, reserve_revisions};
-use super::rows::{
-    entry_from_row, marks, revision_column, selectors_json, to_json, ttl_column, ENTRIES_BY_PARENT,
-    ENTRY_COLUMNS, ENTRY_COLUMN_COUNT, MAX_PARAMS,
-};
+use super::rows::{marks, ENTRIES_BY_PARENT, MAX_PARAMS};
 use super::SqliteDataStore;
+use crate::datastore::rows::{
+    entry_from_row, revision_column, selectors_json, to_json, ttl_column, ENTRY_COLUMNS,
+    ENTRY_COLUMN_COUNT,
+};
 use crate::datastore::{DataStoreError, EntryFilter, EntryRecord, EntryStore, NewEntry, Result};
 use crate::events::{Change, Event};
 

@@ -4,13 +4,14 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{Sqlite, Transaction};
 use tokio::sync::broadcast;
 
-use super::rows::{revision_column, revision_from_column, MAX_PARAMS};
+use super::rows::MAX_PARAMS;
 use super::SqliteDataStore;
+use crate::datastore::rows::{event_from_row, revision_column, revision_from_column};
 use crate::datastore::{DataStoreError, EventLog, Result};
-use crate::events::{decode, encode, Change, Event};
+use crate::events::{encode, Change, Event};
 
 /// Takes the next `n` revisions from the counter row; returns the first.
 pub(super) async fn reserve_revisions(tx: &mut Transaction<'_, Sqlite>, n: u64) -> Result<u64> {
@@ -83,16 +84,7 @@ impl EventLog for SqliteDataStore {
                 .bind(limit)
                 .fetch_all(&self.pool)
                 .await?;
-        rows.iter()
-            .map(|row| {
-                let revision = revision_from_column(row.try_get("id")?)?;
-                let kind: &str = row.try_get("kind")?;
-                let payload: &str = row.try_get("payload")?;
-                let change = decode(kind, payload)
-                    .map_err(|e| DataStoreError::Corrupt(format!("event {revision}: {e}")))?;
-                Ok(Arc::new(Event { revision, change }))
-            })
-            .collect()
+        rows.iter().map(event_from_row).collect()
     }
 
     async fn current_revision(&self) -> Result<u64> {

@@ -23,6 +23,7 @@ mod credentials;
 mod entries;
 mod events;
 mod rows;
+mod servers;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -33,11 +34,11 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{Sqlite, Transaction};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::broadcast;
 
 use super::{DataStoreError, Result};
+use crate::datastore::recorder::Recorder;
 use crate::events::Event;
-use credentials::PendingRecords;
 
 /// The schema, compiled into the binary so a fresh machine needs no files.
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -84,8 +85,8 @@ pub struct SqliteDataStore {
     pool: SqlitePool,
     /// The one connection every write uses.
     writer: SqlitePool,
-    /// Issued serials on their way to the recorder (see `credentials`).
-    records: mpsc::UnboundedSender<PendingRecords>,
+    /// Group commit of issued serials.
+    records: Recorder,
     /// Each committed batch of events, for the bus's tailer.
     commits: broadcast::Sender<Arc<[Arc<Event>]>>,
 }
@@ -117,8 +118,10 @@ impl SqliteDataStore {
         MIGRATOR.run(&writer).await?;
         let pool = open(4).await?;
         tokio::spawn(checkpoint::run(pool.clone()));
-        let (records, queue) = mpsc::unbounded_channel();
-        tokio::spawn(credentials::record_loop(writer.clone(), queue));
+        let records = {
+            let writer = writer.clone();
+            Recorder::start(move |rows| credentials::insert_issued(writer.clone(), rows))
+        };
         let (commits, _) = broadcast::channel(COMMIT_NOTICES);
         Ok(Self {
             pool,
@@ -126,11 +129,6 @@ impl SqliteDataStore {
             records,
             commits,
         })
-    }
-
-    pub async fn close(&self) {
-        self.writer.close().await;
-        self.pool.close().await;
     }
 
     /// A transaction that holds the write lock from its first statement
@@ -158,6 +156,23 @@ impl SqliteDataStore {
         Ok(sqlx::query_scalar("PRAGMA integrity_check")
             .fetch_one(&self.pool)
             .await?)
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::datastore::Connection for SqliteDataStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn close(&self) {
+        self.writer.close().await;
+        self.pool.close().await;
     }
 }
 

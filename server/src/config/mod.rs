@@ -1,6 +1,8 @@
 //! Server configuration: the TOML file (unknown keys refused), the command-line
 //! overrides, and the typed runtime config they become. Defaults live here once.
 
+mod datastore;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -41,6 +43,7 @@ pub fn default_admin_socket() -> PathBuf {
     signet_runtime::dirs::runtime_dir("signet-server").join("admin.sock")
 }
 
+pub use datastore::{DatastoreConfig, UpstreamAuthorityConfig, UpstreamDiskConfig, DATASTORE_FILE};
 pub use signet_core::duration::ConfigDuration;
 
 /// The TOML file, every key optional.
@@ -65,6 +68,8 @@ pub struct FileConfig {
     pub node_attestor: Option<NodeAttestorConfig>,
     pub telemetry: Option<TelemetryConfig>,
     pub node_api: Option<NodeApiConfig>,
+    pub datastore: Option<DatastoreConfig>,
+    pub upstream_authority: Option<UpstreamAuthorityConfig>,
 }
 
 /// `[node_api]`: what agents (and anyone reaching the port) may hold open.
@@ -220,6 +225,15 @@ impl FileConfig {
             authority_activate_at: flags.authority_activate_at.or(self.authority_activate_at),
             node_attestor: flags.node_attestor.or(self.node_attestor),
             node_api: flags.node_api.or(self.node_api),
+            // `--datastore` sets the URL; the rest of the table stays.
+            datastore: match (flags.datastore, self.datastore) {
+                (Some(DatastoreConfig { url: Some(url), .. }), file) => Some(DatastoreConfig {
+                    url: Some(url),
+                    ..file.unwrap_or_default()
+                }),
+                (_, file) => file,
+            },
+            upstream_authority: flags.upstream_authority.or(self.upstream_authority),
             telemetry: match (flags.telemetry, self.telemetry) {
                 (Some(TelemetryConfig { bind: Some(b) }), _) => {
                     Some(TelemetryConfig { bind: Some(b) })
@@ -304,6 +318,10 @@ pub enum ConfigError {
     Fraction(&'static str, f64),
     #[error("invalid telemetry bind address {0:?}: {1}")]
     TelemetryBind(String, String),
+    #[error(transparent)]
+    Datastore(crate::datastore::open::UrlError),
+    #[error("datastore.sslmode {0:?}: expected disable, allow, prefer, require, verify-ca or verify-full")]
+    SslMode(String),
 }
 
 impl ConfigError {
@@ -318,6 +336,8 @@ impl ConfigError {
             ConfigError::ZeroCount(k) => k.rsplit('.').next().unwrap_or(k),
             ConfigError::Fraction(k, _) => k.split(' ').next().unwrap_or(k),
             ConfigError::TelemetryBind(..) => "bind",
+            ConfigError::Datastore(..) => "url",
+            ConfigError::SslMode(..) => "sslmode",
             ConfigError::Read(..) | ConfigError::Parse(..) => return None,
         })
     }
@@ -353,6 +373,12 @@ pub struct RuntimeConfig {
     /// `/live`, `/ready`, `/metrics`; no listener when `None`.
     pub telemetry_bind: Option<SocketAddr>,
     pub node_api: NodeApiLimits,
+    /// SQLite in the data dir unless `[datastore] url` names another.
+    pub datastore: crate::datastore::DatastoreUrl,
+    pub postgres: crate::datastore::PostgresSettings,
+    /// The root each new X.509 CA is an intermediate of; self-signed CAs
+    /// when `None`.
+    pub upstream: Option<crate::ca::upstream::UpstreamDisk>,
 }
 
 impl RuntimeConfig {
@@ -385,11 +411,16 @@ impl TryFrom<FileConfig> for RuntimeConfig {
         let ttl = |v: Option<ConfigDuration>, default: Duration, name: &'static str, max| {
             bounded(v, default, name, max)
         };
+        let data_dir = f
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let (datastore, postgres) = f.datastore.unwrap_or_default().decide(&data_dir)?;
         Ok(RuntimeConfig {
             trust_domain,
-            data_dir: f
-                .data_dir
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            data_dir,
+            datastore,
+            postgres,
+            upstream: f.upstream_authority.and_then(UpstreamAuthorityConfig::disk),
             bind,
             admin_socket: f.admin_socket.unwrap_or_else(default_admin_socket),
             ca_ttl: ttl(f.ca_ttl, DEFAULT_CA_TTL, "ca_ttl", MAX_CA_TTL)?,

@@ -1,0 +1,104 @@
+//! `[datastore]` and `[upstream_authority.disk]`: where the server keeps its
+//! state (SQLite embedded by default, PostgreSQL for several servers) and
+//! the root its CA chains to.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::Deserialize;
+use sqlx::postgres::PgSslMode;
+
+use super::{bounded, ConfigDuration, ConfigError};
+use crate::ca::upstream::UpstreamDisk;
+use crate::datastore::{DatastoreUrl, PostgresSettings};
+
+/// The SQLite file in the data dir when no URL is configured.
+pub const DATASTORE_FILE: &str = "datastore.sqlite3";
+pub const MAX_STATEMENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600);
+pub const MAX_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// `[datastore]`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DatastoreConfig {
+    /// `sqlite://PATH` or `postgres://USER@HOST[:PORT]/DB` (no password).
+    pub url: Option<String>,
+    /// A file holding the PostgreSQL password (0600).
+    pub password_file: Option<PathBuf>,
+    /// PostgreSQL connections this server may hold.
+    pub max_connections: Option<u32>,
+    /// Statements running longer are cancelled.
+    pub statement_timeout: Option<ConfigDuration>,
+    /// How long a call waits for a connection.
+    pub connect_timeout: Option<ConfigDuration>,
+    /// `disable`, `prefer`, `require`, `verify-ca` or `verify-full`.
+    pub sslmode: Option<String>,
+    /// CA certificates (PEM) for `verify-ca` and `verify-full`.
+    pub sslrootcert: Option<PathBuf>,
+}
+
+/// `[upstream_authority]`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamAuthorityConfig {
+    pub disk: Option<UpstreamDiskConfig>,
+}
+
+/// `[upstream_authority.disk]`: a root certificate and its key (PEM).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamDiskConfig {
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
+}
+
+impl UpstreamAuthorityConfig {
+    pub fn disk(self) -> Option<UpstreamDisk> {
+        self.disk.map(|d| UpstreamDisk {
+            cert_path: d.cert_path,
+            key_path: d.key_path,
+        })
+    }
+}
+
+impl DatastoreConfig {
+    /// The URL (the data dir's SQLite file when none) and the PostgreSQL
+    /// settings, checked.
+    pub fn decide(self, data_dir: &Path) -> Result<(DatastoreUrl, PostgresSettings), ConfigError> {
+        let url = match self.url {
+            None => DatastoreUrl::Sqlite(data_dir.join(DATASTORE_FILE)),
+            Some(text) => DatastoreUrl::from_str(&text).map_err(ConfigError::Datastore)?,
+        };
+        let d = PostgresSettings::default();
+        let max_connections = match self.max_connections {
+            Some(0) => return Err(ConfigError::ZeroCount("datastore.max_connections")),
+            Some(n) => n,
+            None => d.max_connections,
+        };
+        let ssl_mode = self
+            .sslmode
+            .map(|m| PgSslMode::from_str(&m).map_err(|_| ConfigError::SslMode(m.clone())))
+            .transpose()?;
+        Ok((
+            url,
+            PostgresSettings {
+                max_connections,
+                statement_timeout: bounded(
+                    self.statement_timeout,
+                    d.statement_timeout,
+                    "datastore.statement_timeout",
+                    MAX_STATEMENT_TIMEOUT,
+                )?,
+                connect_timeout: bounded(
+                    self.connect_timeout,
+                    d.connect_timeout,
+                    "datastore.connect_timeout",
+                    MAX_CONNECT_TIMEOUT,
+                )?,
+                ssl_mode,
+                ssl_root_cert: self.sslrootcert,
+                password_file: self.password_file,
+            },
+        ))
+    }
+}

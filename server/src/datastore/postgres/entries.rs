@@ -1,0 +1,350 @@
+//! Registration entries. Each stored or deleted entry is written with its
+//! event; the entry's revision is the event's. The duplicate check runs
+//! under the revision lock, so two servers storing the same entry at once
+//! store it once.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::stream::{BoxStream, StreamExt};
+use signet_core::spiffe_id::RESERVED_PATH;
+use signet_core::{RegistrationEntry, Selector, SpiffeId, TrustDomain};
+use sqlx::{Postgres, Transaction};
+
+use super::events::{append_in, insert_events, reserve_revisions};
+use super::{unique_violation, PostgresDataStore};
+use crate::datastore::rows::{
+    entry_from_row, revision_column, selectors_json, to_json, ttl_column, ENTRY_COLUMNS,
+};
+use crate::datastore::{DataStoreError, EntryFilter, EntryRecord, EntryStore, NewEntry, Result};
+use crate::events::{Change, Event};
+
+fn duplicate(id: &str) -> DataStoreError {
+    DataStoreError::AlreadyExists(format!(
+        "an entry with this SPIFFE ID, parent ID and selectors already exists (id {id})"
+    ))
+}
+
+fn id_taken(id: &str) -> DataStoreError {
+    DataStoreError::AlreadyExists(format!("entry id {id} already exists"))
+}
+
+/// Stored entries whose SPIFFE ID is one of `spiffe_ids`.
+async fn entries_with_spiffe_ids_in(
+    tx: &mut Transaction<'_, Postgres>,
+    spiffe_ids: &[String],
+) -> Result<Vec<EntryRecord>> {
+    let rows = sqlx::query(&format!(
+        "SELECT {ENTRY_COLUMNS} FROM entries WHERE spiffe_id = ANY($1)"
+    ))
+    .bind(spiffe_ids)
+    .fetch_all(&mut **tx)
+    .await?;
+    rows.iter().map(entry_from_row).collect()
+}
+
+/// Which of `ids` are stored entry ids.
+async fn stored_ids_in(
+    tx: &mut Transaction<'_, Postgres>,
+    ids: &[&str],
+) -> Result<HashSet<String>> {
+    let found: Vec<String> = sqlx::query_scalar("SELECT id FROM entries WHERE id = ANY($1)")
+        .bind(ids)
+        .fetch_all(&mut **tx)
+        .await?;
+    Ok(found.into_iter().collect())
+}
+
+/// Inserts `records` (revisions assigned) in one statement.
+async fn insert_entries_in(
+    tx: &mut Transaction<'_, Postgres>,
+    records: &[&EntryRecord],
+) -> Result<()> {
+    let n = records.len();
+    let (mut id, mut spiffe_id, mut parent_id, mut selectors) =
+        (vec![], vec![], vec![], Vec::with_capacity(n));
+    let (mut x509_ttl, mut jwt_ttl, mut dns, mut hint) = (vec![], vec![], vec![], vec![]);
+    let (mut admin, mut downstream, mut revision, mut created_at, mut node) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    for rec in records {
+        let e = &rec.entry;
+        id.push(e.id.as_str());
+        spiffe_id.push(e.spiffe_id.to_string());
+        parent_id.push(e.parent_id.to_string());
+        selectors.push(selectors_json(&e.selectors)?);
+        x509_ttl.push(ttl_column(e.x509_svid_ttl));
+        jwt_ttl.push(ttl_column(e.jwt_svid_ttl));
+        dns.push(to_json(&e.dns_names)?);
+        hint.push(e.hint.as_str());
+        admin.push(e.admin);
+        downstream.push(e.downstream);
+        revision.push(revision_column(e.revision)?);
+        created_at.push(rec.created_at);
+        node.push(rec.node);
+    }
+    sqlx::query(&format!(
+        "INSERT INTO entries ({ENTRY_COLUMNS}) SELECT * FROM UNNEST($1::text[], $2::text[], \
+         $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::text[], $8::text[], \
+         $9::boolean[], $10::boolean[], $11::bigint[], $12::bigint[], $13::boolean[])"
+    ))
+    .bind(id)
+    .bind(spiffe_id)
+    .bind(parent_id)
+    .bind(selectors)
+    .bind(x509_ttl)
+    .bind(jwt_ttl)
+    .bind(dns)
+    .bind(hint)
+    .bind(admin)
+    .bind(downstream)
+    .bind(revision)
+    .bind(created_at)
+    .bind(node)
+    .execute(&mut **tx)
+    .await
+    .map_err(|e| {
+        if !unique_violation(&e) {
+            return e.into();
+        }
+        match records {
+            [one] => id_taken(&one.entry.id),
+            _ => DataStoreError::AlreadyExists("an entry id of the batch already exists".into()),
+        }
+    })?;
+    Ok(())
+}
+
+fn created_events(stored: &[&EntryRecord]) -> Vec<Arc<Event>> {
+    stored
+        .iter()
+        .map(|rec| {
+            Arc::new(Event {
+                revision: rec.entry.revision,
+                change: Change::EntryCreated((*rec).clone()),
+            })
+        })
+        .collect()
+}
+
+impl PostgresDataStore {
+    /// Stores `entry` with its event unless it duplicates a stored one.
+    async fn insert_entry(
+        &self,
+        entry: RegistrationEntry,
+        created_at: i64,
+        node: bool,
+    ) -> Result<EntryRecord> {
+        let mut tx = self.event_tx().await?;
+        let rows = sqlx::query(&format!(
+            "SELECT {ENTRY_COLUMNS} FROM entries WHERE spiffe_id = $1 AND parent_id = $2"
+        ))
+        .bind(entry.spiffe_id.to_string())
+        .bind(entry.parent_id.to_string())
+        .fetch_all(&mut *tx)
+        .await?;
+        for row in &rows {
+            let existing = entry_from_row(row)?;
+            if existing.entry.selectors == entry.selectors {
+                return Err(duplicate(&existing.entry.id));
+            }
+        }
+        let record = EntryRecord {
+            entry: RegistrationEntry {
+                revision: reserve_revisions(&mut tx, 1).await?,
+                ..entry
+            },
+            created_at,
+            node,
+        };
+        insert_entries_in(&mut tx, &[&record]).await?;
+        let events = created_events(&[&record]);
+        insert_events(&mut tx, &events).await?;
+        self.commit(tx, events).await?;
+        Ok(record)
+    }
+}
+
+#[async_trait]
+impl EntryStore for PostgresDataStore {
+    async fn create_entry(&self, entry: RegistrationEntry, created_at: i64) -> Result<EntryRecord> {
+        self.insert_entry(entry, created_at, false).await
+    }
+
+    async fn create_node_alias(
+        &self,
+        entry: RegistrationEntry,
+        created_at: i64,
+    ) -> Result<EntryRecord> {
+        self.insert_entry(entry, created_at, true).await
+    }
+
+    async fn create_entries(
+        &self,
+        entries: Vec<NewEntry>,
+        created_at: i64,
+    ) -> Result<Vec<Result<EntryRecord>>> {
+        let mut tx = self.event_tx().await?;
+        let spiffe_ids: Vec<String> = entries
+            .iter()
+            .map(|e| e.entry.spiffe_id.to_string())
+            .collect();
+        let mut same_ids: HashMap<(String, String), Vec<(Vec<Selector>, String)>> = HashMap::new();
+        for stored in entries_with_spiffe_ids_in(&mut tx, &spiffe_ids).await? {
+            let e = stored.entry;
+            same_ids
+                .entry((e.spiffe_id.to_string(), e.parent_id.to_string()))
+                .or_default()
+                .push((e.selectors, e.id));
+        }
+        let ids: Vec<&str> = entries.iter().map(|e| e.entry.id.as_str()).collect();
+        let mut taken = stored_ids_in(&mut tx, &ids).await?;
+        // Each entry is checked against the store and the batch before it.
+        let mut verdicts: Vec<Result<NewEntry>> = Vec::with_capacity(entries.len());
+        for (new, spiffe_id) in entries.into_iter().zip(spiffe_ids) {
+            let key = (spiffe_id, new.entry.parent_id.to_string());
+            let twins = same_ids.entry(key).or_default();
+            if let Some((_, id)) = twins.iter().find(|(sel, _)| *sel == new.entry.selectors) {
+                verdicts.push(Err(duplicate(id)));
+                continue;
+            }
+            if !taken.insert(new.entry.id.clone()) {
+                verdicts.push(Err(id_taken(&new.entry.id)));
+                continue;
+            }
+            twins.push((new.entry.selectors.clone(), new.entry.id.clone()));
+            verdicts.push(Ok(new));
+        }
+        // One revision each, in batch order, from one reservation.
+        let count = verdicts.iter().filter(|v| v.is_ok()).count() as u64;
+        let mut next_revision = match count {
+            0 => 0,
+            n => reserve_revisions(&mut tx, n).await?,
+        };
+        let out: Vec<Result<EntryRecord>> = verdicts
+            .into_iter()
+            .map(|verdict| {
+                verdict.map(|new| {
+                    let record = EntryRecord {
+                        entry: RegistrationEntry {
+                            revision: next_revision,
+                            ..new.entry
+                        },
+                        created_at,
+                        node: new.node,
+                    };
+                    next_revision += 1;
+                    record
+                })
+            })
+            .collect();
+        let stored: Vec<&EntryRecord> = out.iter().filter_map(|r| r.as_ref().ok()).collect();
+        if !stored.is_empty() {
+            insert_entries_in(&mut tx, &stored).await?;
+        }
+        let events = created_events(&stored);
+        insert_events(&mut tx, &events).await?;
+        self.commit(tx, events).await?;
+        Ok(out)
+    }
+
+    async fn get_entry(&self, id: &str) -> Result<Option<EntryRecord>> {
+        let row = sqlx::query(&format!(
+            "SELECT {ENTRY_COLUMNS} FROM entries WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(entry_from_row).transpose()
+    }
+
+    async fn get_entries(&self, ids: &[&str]) -> Result<Vec<EntryRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {ENTRY_COLUMNS} FROM entries WHERE id = ANY($1)"
+        ))
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(entry_from_row).collect()
+    }
+
+    async fn entries_with_reserved_ids(&self, td: &TrustDomain) -> Result<Vec<EntryRecord>> {
+        // An exact prefix comparison (LIKE would take `_` in a trust domain
+        // for a wildcard).
+        let exact = format!("spiffe://{td}{RESERVED_PATH}");
+        let below = format!("{exact}/");
+        let rows = sqlx::query(&format!(
+            "SELECT {ENTRY_COLUMNS} FROM entries WHERE spiffe_id = $1 \
+             OR left(spiffe_id, length($2)) = $2 ORDER BY created_at, id"
+        ))
+        .bind(&exact)
+        .bind(&below)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(entry_from_row).collect()
+    }
+
+    async fn list_entries(&self, filter: &EntryFilter) -> Result<Vec<EntryRecord>> {
+        // Unset filters are NULL parameters, so one statement serves all.
+        let rows = sqlx::query(&format!(
+            "SELECT {ENTRY_COLUMNS} FROM entries WHERE ($1::text IS NULL OR spiffe_id = $1) \
+             AND ($2::text IS NULL OR parent_id = $2) AND ($3::boolean IS NULL OR node = $3) \
+             ORDER BY created_at, id"
+        ))
+        .bind(filter.spiffe_id.as_ref().map(|id| id.to_string()))
+        .bind(filter.parent_id.as_ref().map(|id| id.to_string()))
+        .bind(filter.node)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let rec = entry_from_row(row)?;
+            if filter
+                .selectors
+                .iter()
+                .all(|s| rec.entry.selectors.contains(s))
+            {
+                out.push(rec);
+            }
+        }
+        Ok(out)
+    }
+
+    fn entries_by_parent_streamed(&self, parent: &SpiffeId) -> BoxStream<'_, Result<EntryRecord>> {
+        sqlx::query(ENTRIES_BY_PARENT.as_str())
+            .bind(parent.to_string())
+            .fetch(&self.pool)
+            .map(|row| row.map_err(Into::into).and_then(|row| entry_from_row(&row)))
+            .boxed()
+    }
+
+    async fn delete_entry(&self, id: &str) -> Result<EntryRecord> {
+        let mut tx = self.event_tx().await?;
+        let row = sqlx::query(&format!(
+            "DELETE FROM entries WHERE id = $1 RETURNING {ENTRY_COLUMNS}"
+        ))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Err(DataStoreError::NotFound(format!("entry {id}")));
+        };
+        let rec = entry_from_row(&row)?;
+        let events = append_in(&mut tx, vec![Change::EntryDeleted(rec.clone())]).await?;
+        self.commit(tx, events).await?;
+        Ok(rec)
+    }
+
+    async fn count_entries(&self) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM entries")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+}
+
+/// One parent's entries in creation order, straight from the
+/// `entries_parent_created` index.
+static ENTRIES_BY_PARENT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!("SELECT {ENTRY_COLUMNS} FROM entries WHERE parent_id = $1 ORDER BY created_at, id")
+});

@@ -1,0 +1,233 @@
+//! Rows to records and back, for every backend: the column lists (the same
+//! names in SQLite and PostgreSQL), the encodings of lists (JSON text) and
+//! TTLs (seconds, 0 for the default), and the decoders, written once over
+//! [`Columns`].
+
+use std::time::Duration;
+
+use signet_core::{RegistrationEntry, Selector, SpiffeId};
+use sqlx::Row;
+
+use super::{
+    AgentRecord, AuthorityRecord, DataStoreError, EntryRecord, Result, Revocation, RevokedKind,
+    ServerRecord,
+};
+use crate::ca::{AuthorityKind, AuthorityState};
+
+pub(super) const ENTRY_COLUMNS: &str = "id, spiffe_id, parent_id, selectors, x509_svid_ttl, \
+     jwt_svid_ttl, dns_names, hint, admin, downstream, revision, created_at, node";
+/// How many columns `ENTRY_COLUMNS` names, counted from it when compiling.
+pub(super) const ENTRY_COLUMN_COUNT: usize = commas(ENTRY_COLUMNS) + 1;
+
+const fn commas(s: &str) -> usize {
+    let bytes = s.as_bytes();
+    let (mut i, mut n) = (0, 0);
+    while i < bytes.len() {
+        if bytes[i] == b',' {
+            n += 1;
+        }
+        i += 1;
+    }
+    n
+}
+
+pub(super) const AGENT_COLUMNS: &str =
+    "spiffe_id, attestation_type, serial, expires_at, banned, attested_at, selectors";
+
+pub(super) const REVOCATION_COLUMNS: &str =
+    "kind, id, authority_id, reason, revoked_at, expires_at";
+
+pub(super) const AUTHORITY_COLUMNS: &str = "kind, id, server_id, state, tainted, not_before, \
+     not_after, certificate, public_key, upstream_root";
+
+pub(super) const SERVER_COLUMNS: &str = "id, hostname, address, started_at, last_seen";
+
+/// The typed reads the decoders need, for each backend's row type.
+pub(super) trait Columns {
+    fn text(&self, column: &str) -> Result<String>;
+    fn text_opt(&self, column: &str) -> Result<Option<String>>;
+    fn int(&self, column: &str) -> Result<i64>;
+    fn flag(&self, column: &str) -> Result<bool>;
+    fn bytes_opt(&self, column: &str) -> Result<Option<Vec<u8>>>;
+}
+
+macro_rules! columns_for {
+    ($row:ty) => {
+        impl Columns for $row {
+            fn text(&self, column: &str) -> Result<String> {
+                Ok(self.try_get(column)?)
+            }
+            fn text_opt(&self, column: &str) -> Result<Option<String>> {
+                Ok(self.try_get(column)?)
+            }
+            fn int(&self, column: &str) -> Result<i64> {
+                Ok(self.try_get(column)?)
+            }
+            fn flag(&self, column: &str) -> Result<bool> {
+                Ok(self.try_get(column)?)
+            }
+            fn bytes_opt(&self, column: &str) -> Result<Option<Vec<u8>>> {
+                Ok(self.try_get(column)?)
+            }
+        }
+    };
+}
+
+columns_for!(sqlx::sqlite::SqliteRow);
+columns_for!(sqlx::postgres::PgRow);
+
+pub(super) fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| DataStoreError::Corrupt(e.to_string()))
+}
+
+pub(super) fn selectors_json(selectors: &[Selector]) -> Result<String> {
+    to_json(&selectors.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+}
+
+fn parse_selectors(json: &str) -> Result<Vec<Selector>> {
+    let raw: Vec<String> =
+        serde_json::from_str(json).map_err(|e| DataStoreError::Corrupt(e.to_string()))?;
+    raw.iter()
+        .map(|s| Selector::parse(s).map_err(|e| DataStoreError::Corrupt(e.to_string())))
+        .collect()
+}
+
+fn parse_id(s: &str) -> Result<SpiffeId> {
+    SpiffeId::parse(s).map_err(|e| DataStoreError::Corrupt(format!("{s:?}: {e}")))
+}
+
+pub(super) fn ttl_column(ttl: Option<Duration>) -> i64 {
+    ttl.map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn ttl_from_column(secs: i64) -> Option<Duration> {
+    u64::try_from(secs)
+        .ok()
+        .filter(|s| *s > 0)
+        .map(Duration::from_secs)
+}
+
+/// A revision as the database stores it (a signed 64-bit integer).
+pub(super) fn revision_column(revision: u64) -> Result<i64> {
+    i64::try_from(revision)
+        .map_err(|_| DataStoreError::InvalidArgument(format!("revision {revision} out of range")))
+}
+
+pub(super) fn revision_from_column(value: i64) -> Result<u64> {
+    u64::try_from(value).map_err(|_| DataStoreError::Corrupt(format!("negative revision {value}")))
+}
+
+pub(super) fn sequence_from_column(value: i64) -> Result<u64> {
+    u64::try_from(value).map_err(|_| DataStoreError::Corrupt("negative bundle sequence".into()))
+}
+
+pub(super) fn agent_from_row(row: &impl Columns) -> Result<AgentRecord> {
+    Ok(AgentRecord {
+        spiffe_id: parse_id(&row.text("spiffe_id")?)?,
+        attestation_type: row.text("attestation_type")?,
+        serial: row.text("serial")?,
+        expires_at: row.int("expires_at")?,
+        banned: row.flag("banned")?,
+        attested_at: row.int("attested_at")?,
+        selectors: parse_selectors(&row.text("selectors")?)?,
+    })
+}
+
+pub(super) fn entry_from_row(row: &impl Columns) -> Result<EntryRecord> {
+    let dns = row.text("dns_names")?;
+    Ok(EntryRecord {
+        entry: RegistrationEntry {
+            id: row.text("id")?,
+            spiffe_id: parse_id(&row.text("spiffe_id")?)?,
+            parent_id: parse_id(&row.text("parent_id")?)?,
+            selectors: parse_selectors(&row.text("selectors")?)?,
+            x509_svid_ttl: ttl_from_column(row.int("x509_svid_ttl")?),
+            jwt_svid_ttl: ttl_from_column(row.int("jwt_svid_ttl")?),
+            dns_names: serde_json::from_str(&dns)
+                .map_err(|e| DataStoreError::Corrupt(e.to_string()))?,
+            hint: row.text("hint")?,
+            admin: row.flag("admin")?,
+            downstream: row.flag("downstream")?,
+            revision: revision_from_column(row.int("revision")?)?,
+        },
+        created_at: row.int("created_at")?,
+        node: row.flag("node")?,
+    })
+}
+
+pub(super) fn revocation_from_row(row: &impl Columns) -> Result<Revocation> {
+    let kind = row.text("kind")?;
+    Ok(Revocation {
+        kind: RevokedKind::parse(&kind)
+            .ok_or_else(|| DataStoreError::Corrupt(format!("unknown revocation kind {kind:?}")))?,
+        id: row.text("id")?,
+        authority_id: row.text("authority_id")?,
+        reason: row.text("reason")?,
+        revoked_at: row.int("revoked_at")?,
+        expires_at: row.int("expires_at")?,
+    })
+}
+
+pub(super) fn authority_from_row(row: &impl Columns) -> Result<AuthorityRecord> {
+    let kind = row.text("kind")?;
+    let state = row.text("state")?;
+    Ok(AuthorityRecord {
+        kind: AuthorityKind::parse(&kind)
+            .ok_or_else(|| DataStoreError::Corrupt(format!("authority kind {kind:?}")))?,
+        id: row.text("id")?,
+        server_id: row.text("server_id")?,
+        state: AuthorityState::parse(&state)
+            .ok_or_else(|| DataStoreError::Corrupt(format!("authority state {state:?}")))?,
+        tainted: row.flag("tainted")?,
+        not_before: row.int("not_before")?,
+        not_after: row.int("not_after")?,
+        certificate: row.bytes_opt("certificate")?,
+        public_key: row.text_opt("public_key")?,
+        upstream_root: row.bytes_opt("upstream_root")?,
+    })
+}
+
+pub(super) fn server_from_row(row: &impl Columns) -> Result<ServerRecord> {
+    Ok(ServerRecord {
+        id: row.text("id")?,
+        hostname: row.text("hostname")?,
+        address: row.text("address")?,
+        started_at: row.int("started_at")?,
+        last_seen: row.int("last_seen")?,
+    })
+}
+
+/// `authorities` as they stand after `server_id`'s save: its own rows
+/// replaced by `own`, less those revoked elsewhere, each keeping a taint
+/// set elsewhere (a taint is never undone).
+pub(super) fn merge_own(
+    server_id: &str,
+    own: Vec<AuthorityRecord>,
+    stored: &[AuthorityRecord],
+    revoked: &std::collections::HashSet<(String, String)>,
+) -> Vec<AuthorityRecord> {
+    own.into_iter()
+        .filter(|a| !revoked.contains(&(a.kind.as_str().to_owned(), a.id.clone())))
+        .map(|mut a| {
+            a.server_id = server_id.to_owned();
+            if stored
+                .iter()
+                .any(|s| s.kind == a.kind && s.id == a.id && s.tainted)
+            {
+                a.tainted = true;
+            }
+            a
+        })
+        .collect()
+}
+
+pub(super) fn event_from_row(row: &impl Columns) -> Result<std::sync::Arc<crate::events::Event>> {
+    let revision = revision_from_column(row.int("id")?)?;
+    let change = crate::events::decode(&row.text("kind")?, &row.text("payload")?)
+        .map_err(|e| DataStoreError::Corrupt(format!("event {revision}: {e}")))?;
+    Ok(std::sync::Arc::new(crate::events::Event {
+        revision,
+        change,
+    }))
+}
