@@ -1,5 +1,6 @@
 //! The Admin API (CLI, over the admin Unix socket): join tokens, entries,
-//! agents, the bundle, SVIDs minted outside any agent, and health. Every
+//! agents, the bundle, SVIDs minted outside any agent, health, and the
+//! servers sharing the datastore. Every
 //! change is published on the change bus so connected agents hear of it at
 //! once.
 
@@ -15,9 +16,10 @@ use signet_proto::admin::{
     CreateJoinTokenRequest, CreateJoinTokenResponse, DeleteEntryRequest, DeleteEntryResponse,
     Entry, GetBundleRequest, GetBundleResponse, HealthRequest, HealthResponse,
     IntrospectJwtSvidRequest, IntrospectJwtSvidResponse, ListAgentsRequest, ListAgentsResponse,
-    ListAuthoritiesResponse, ListEntriesRequest, ListEntriesResponse, MintJwtSvidRequest,
-    MintJwtSvidResponse, MintX509SvidRequest, MintX509SvidResponse, RevokeJwtSvidRequest,
-    RevokeResponse, RevokeX509SvidRequest,
+    ListAuthoritiesResponse, ListEntriesRequest, ListEntriesResponse, ListServersRequest,
+    ListServersResponse, MintJwtSvidRequest, MintJwtSvidResponse, MintX509SvidRequest,
+    MintX509SvidResponse, RemoveServerRequest, RevokeJwtSvidRequest, RevokeResponse,
+    RevokeX509SvidRequest, Server,
 };
 use tonic::{Request, Response, Status};
 
@@ -407,5 +409,59 @@ impl Admin for AdminService {
             self.state.ca.now(),
             revoked,
         )))
+    }
+
+    async fn list_servers(
+        &self,
+        _request: Request<ListServersRequest>,
+    ) -> Result<Response<ListServersResponse>, Status> {
+        let servers = self.state.ds.list_servers().await?;
+        let x509 = self.state.ca.list(AuthorityKind::X509);
+        let jwt = self.state.ca.list(AuthorityKind::Jwt);
+        let count = |list: &[crate::ca::AuthorityInfo], id: &str| {
+            u32::try_from(list.iter().filter(|a| a.server_id == id).count()).unwrap_or(u32::MAX)
+        };
+        Ok(Response::new(ListServersResponse {
+            servers: servers
+                .iter()
+                .map(|s| Server {
+                    id: s.id.clone(),
+                    hostname: s.hostname.clone(),
+                    address: s.address.clone(),
+                    started_at: s.started_at,
+                    last_seen: s.last_seen,
+                    x509_authorities: count(&x509, &s.id),
+                    jwt_authorities: count(&jwt, &s.id),
+                })
+                .collect(),
+            self_id: self.state.server_id.clone(),
+        }))
+    }
+
+    async fn remove_server(
+        &self,
+        request: Request<RemoveServerRequest>,
+    ) -> Result<Response<Server>, Status> {
+        let id = request.get_ref().id.trim();
+        if id.is_empty() {
+            return Err(ApiError::InvalidArgument("id is required".into()).into());
+        }
+        if id == self.state.server_id {
+            return Err(ApiError::FailedPrecondition(format!(
+                "server {id} is the one answering; remove a server from another one, after stopping it"
+            ))
+            .into());
+        }
+        let s = self.state.ds.remove_server(id).await?;
+        tracing::warn!(server_id = %s.id, hostname = %s.hostname, address = %s.address, "server removed; its authorities stay in the bundle until they expire");
+        Ok(Response::new(Server {
+            id: s.id,
+            hostname: s.hostname,
+            address: s.address,
+            started_at: s.started_at,
+            last_seen: s.last_seen,
+            x509_authorities: 0,
+            jwt_authorities: 0,
+        }))
     }
 }

@@ -121,5 +121,6 @@ pub fn admin_authority(a: &AuthorityInfo) -> admin::Authority {
         not_before: a.not_before,
         not_after: a.not_after,
         certificate: a.certificate.clone().unwrap_or_default(),
+        server_id: a.server_id.clone(),
     }
 }

@@ -9,7 +9,9 @@ mod entry;
 mod entry_batch;
 mod introspect;
 mod jwt;
+mod datastore;
 mod revoke;
+mod server;
 mod token;
 mod x509;
 
@@ -66,6 +68,12 @@ pub enum Command {
     /// Checks a config file: prints `configuration is valid`, or
     /// `FILE:LINE:COL: message` and exits 1.
     Validate(ValidateArgs),
+    /// The servers sharing this server's datastore: list, remove.
+    #[command(subcommand)]
+    Server(server::ServerCommand),
+    /// The datastore itself: migrate a single-server SQLite install to PostgreSQL.
+    #[command(subcommand)]
+    Datastore(datastore::DatastoreCommand),
 }
 
 #[derive(Debug, Args)]
@@ -214,6 +222,8 @@ pub fn dispatch(cli: Cli) -> ExitCode {
             Command::Revoke(c) => c.run().await,
             Command::Introspect(a) => return a.run().await,
             Command::Validate(a) => return Ok(validate(&a)),
+            Command::Server(c) => c.run().await,
+            Command::Datastore(c) => return c.run().await,
         }
         .map(|()| ExitCode::SUCCESS)
     });

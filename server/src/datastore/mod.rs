@@ -12,6 +12,7 @@
 #[cfg(test)]
 mod conformance;
 mod error;
+pub mod migrate;
 pub mod open;
 pub mod postgres;
 mod recorder;

@@ -91,6 +91,11 @@ impl PostgresDataStore {
         })
     }
 
+    /// The pool, for `migrate`.
+    pub(crate) fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     /// A transaction holding the revision row's lock from its first
     /// statement: every event writer of every server waits for it.
     async fn event_tx(&self) -> Result<Transaction<'static, Postgres>> {

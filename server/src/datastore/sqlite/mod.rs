@@ -151,6 +151,11 @@ impl SqliteDataStore {
         Ok(())
     }
 
+    /// The readers' pool, for `migrate`.
+    pub(crate) fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
     /// `PRAGMA integrity_check`: `ok` when the file is sound.
     pub async fn integrity_check(&self) -> Result<String> {
         Ok(sqlx::query_scalar("PRAGMA integrity_check")
