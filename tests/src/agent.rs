@@ -35,6 +35,8 @@ pub struct AgentOptions {
     pub prefix: Vec<String>,
     /// Environment variables the agent gets.
     pub env: Vec<(String, String)>,
+    /// `--server-address` when not the server's own (an HA group: `A,B`).
+    pub server_address: Option<String>,
 }
 
 impl TestAgent {
@@ -70,6 +72,7 @@ impl TestAgent {
             extra: strings(extra),
             prefix: strings(prefix),
             env: Vec::new(),
+            server_address: None,
         };
         Self::spawn_opts(server, token, options)
     }
@@ -87,7 +90,10 @@ impl TestAgent {
         let mut agent = TestAgent {
             data_dir: dir.path().join("data"),
             socket_path: dir.path().join("api.sock"),
-            server_addr: server.addr.clone(),
+            server_addr: options
+                .server_address
+                .clone()
+                .unwrap_or_else(|| server.addr.clone()),
             trust_domain: server.trust_domain.clone(),
             dir,
             proc: None,

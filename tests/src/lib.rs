@@ -9,6 +9,7 @@
 pub mod agent;
 pub mod bins;
 pub mod checks;
+pub mod ha;
 pub mod http;
 pub mod node;
 pub mod peer;
@@ -19,6 +20,7 @@ pub mod wait;
 pub mod workload;
 
 pub use agent::{AgentOptions, TestAgent};
+pub use ha::HaGroup;
 pub use server::TestServer;
 
 /// The uid of the test process: entries for "the current user" use it.

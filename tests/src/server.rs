@@ -1,5 +1,8 @@
 //! A real `signet-server` on a temp data dir, a free port and a private
-//! admin socket, driven through its own CLI.
+//! admin socket, driven through its own CLI. Its datastore is SQLite in the
+//! data dir, or, with `SIGNET_TEST_DATASTORE=postgres`, a fresh database on
+//! the run's PostgreSQL cluster (the one switch that runs the whole suite on
+//! PostgreSQL); [`TestServer::start_on`] puts several servers on one.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -20,7 +23,19 @@ pub struct TestServer {
     extra_args: Vec<String>,
     /// A command the server runs under, e.g. `prlimit --nofile=1024:1024`.
     prefix: Vec<String>,
+    /// `--datastore`, when not the data dir's SQLite file.
+    pub datastore: Option<String>,
     pub proc: Option<Proc>,
+}
+
+/// The switch: `SIGNET_TEST_DATASTORE=postgres` runs every test server on
+/// PostgreSQL.
+pub fn default_datastore() -> Option<String> {
+    match std::env::var("SIGNET_TEST_DATASTORE").as_deref() {
+        Ok("postgres") => Some(crate::postgres::fresh_database()),
+        Ok("sqlite") | Ok("") | Err(_) => None,
+        Ok(other) => panic!("SIGNET_TEST_DATASTORE={other}: expected sqlite or postgres"),
+    }
 }
 
 impl TestServer {
@@ -37,6 +52,22 @@ impl TestServer {
     /// Like [`start_with`](Self::start_with), run by `prefix` (e.g.
     /// `["prlimit", "--nofile=1024:1024", "--"]`).
     pub async fn start_under(prefix: &[&str], extra: &[&str]) -> TestServer {
+        Self::start_full(prefix, extra, default_datastore()).await
+    }
+
+    /// A server on the datastore `url` (`postgres://...`): several such
+    /// servers on one database are an HA group.
+    pub async fn start_on(url: &str, extra: &[&str]) -> TestServer {
+        Self::start_full(&[], extra, Some(url.to_owned())).await
+    }
+
+    /// A server on the data dir's SQLite file whatever the switch says,
+    /// for tests of the file itself.
+    pub async fn start_sqlite() -> TestServer {
+        Self::start_full(&[], &[], None).await
+    }
+
+    async fn start_full(prefix: &[&str], extra: &[&str], datastore: Option<String>) -> TestServer {
         let dir = tempfile::Builder::new()
             .prefix("sgs")
             .tempdir()
@@ -49,6 +80,7 @@ impl TestServer {
             trust_domain: "example.org".into(),
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
             prefix: prefix.iter().map(|s| s.to_string()).collect(),
+            datastore,
             dir,
             proc: None,
         };
@@ -75,6 +107,9 @@ impl TestServer {
             .arg("--trust-domain")
             .arg(&self.trust_domain)
             .args(&self.extra_args);
+        if let Some(url) = &self.datastore {
+            cmd.arg("--datastore").arg(url);
+        }
         self.proc = Some(Proc::spawn("signet-server", cmd, self.dir.path()));
         self.wait_healthy().await;
     }
@@ -118,6 +153,14 @@ impl TestServer {
         }
         let _ = std::fs::remove_file(&self.admin_socket);
         self.launch().await;
+    }
+
+    /// kill -9, no restart: a server lost for good, or until `start_again`.
+    pub fn kill9(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill9();
+        }
+        let _ = std::fs::remove_file(&self.admin_socket);
     }
 
     /// Starts again after [`stop`](Self::stop), on the same data dir and port.

@@ -121,7 +121,8 @@ fn sql(server: &TestServer, statement: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_entry_stored_with_a_signet_id_is_named_at_start_and_served_to_no_one() {
-    let mut server = TestServer::start().await;
+    // The old entries are written into the SQLite file by hand.
+    let mut server = TestServer::start_sqlite().await;
     // Two entries for the agent that will attest with this token.
     let token = server.join_token();
     let agent_id = server.id(&format!("/signet/agent/join_token/{token}"));
@@ -414,7 +415,8 @@ async fn durations_that_overflow_a_certificate_are_refused_naming_the_flag() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_datastore_is_private_and_holds_no_usable_join_token() {
-    let server = TestServer::start().await;
+    // The SQLite file's bytes and mode.
+    let server = TestServer::start_sqlite().await;
     let token = server.join_token();
     let db = server.data_dir.join("datastore.sqlite3");
     let mut bytes = Vec::new();

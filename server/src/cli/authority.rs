@@ -38,7 +38,8 @@ pub struct AuthorityCommand {
 
 #[derive(Debug, Subcommand)]
 enum Action {
-    /// Lists the authorities: `<id>  <state>  tainted=<bool>  not_after=<RFC3339>`.
+    /// Lists every server's authorities:
+    /// `<id>  <state>  tainted=<bool>  not_after=<RFC3339>  server=<server id>`.
     Show {
         #[command(flatten)]
         admin: AdminArgs,
@@ -93,6 +94,7 @@ impl AuthorityCommand {
                             "tainted": a.tainted,
                             "not_before": a.not_before,
                             "not_after": a.not_after,
+                            "server_id": a.server_id,
                         })).collect::<Vec<_>>(),
                     }))?,
                     Output::Text => {
@@ -152,10 +154,11 @@ impl AuthorityCommand {
 /// `<id>  <state>  tainted=<true|false>  not_after=<RFC3339>`
 pub fn line(a: &Authority) -> String {
     format!(
-        "{}  {}  tainted={}  not_after={}",
+        "{}  {}  tainted={}  not_after={}  server={}",
         a.id,
         a.state,
         a.tainted,
-        rfc3339(a.not_after)
+        rfc3339(a.not_after),
+        a.server_id
     )
 }

@@ -39,7 +39,10 @@ impl Col {
 
 /// Every table, in an order foreign to nothing (there are no foreign keys).
 const TABLES: &[(&str, &[(&str, Col)])] = &[
-    ("join_tokens", &[("token_sha256", Col::Text), ("expires_at", Col::Int)]),
+    (
+        "join_tokens",
+        &[("token_sha256", Col::Text), ("expires_at", Col::Int)],
+    ),
     (
         "agents",
         &[
@@ -109,7 +112,11 @@ const TABLES: &[(&str, &[(&str, Col)])] = &[
     ),
     (
         "events",
-        &[("id", Col::Int), ("kind", Col::Text), ("payload", Col::Text)],
+        &[
+            ("id", Col::Int),
+            ("kind", Col::Text),
+            ("payload", Col::Text),
+        ],
     ),
     (
         "authorities",
@@ -127,7 +134,10 @@ const TABLES: &[(&str, &[(&str, Col)])] = &[
             ("position", Col::Int4),
         ],
     ),
-    ("revoked_authorities", &[("kind", Col::Text), ("id", Col::Text)]),
+    (
+        "revoked_authorities",
+        &[("kind", Col::Text), ("id", Col::Text)],
+    ),
     (
         "servers",
         &[

@@ -26,6 +26,10 @@ pub(crate) const CAPACITY: usize = 16_384;
 /// How many recent events are kept in memory for streams that resume.
 pub const LOG_SIZE: usize = 10_000;
 
+/// How long a resuming stream waits for this bus to reach a revision the
+/// log already holds (see `ChangeBus::reach`).
+const REACH: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// How many events the log keeps, and the most a resuming stream is sent
 /// from it; a stream further behind gets a snapshot.
 pub const KEPT_EVENTS: u64 = 100_000;
@@ -159,6 +163,7 @@ impl ChangeBus {
     /// Like [`subscribe`](Self::subscribe), plus what a stream that last saw
     /// `since` missed: from memory when recent, else from the log.
     pub async fn resume(&self, since: u64) -> (broadcast::Receiver<Arc<Event>>, u64, Resume) {
+        self.reach(since).await;
         let (rx, current, recent) = {
             let w = self.shared.lock();
             let recent = (since >= w.floor && since <= w.revision).then(|| {
@@ -177,6 +182,39 @@ impl ChangeBus {
             None => self.replay(since, current).await,
         };
         (rx, current, resume)
+    }
+
+    /// An agent that moves here from another server of the group may have
+    /// seen a revision this bus has not sent yet (it hears of other
+    /// servers' commits a moment later): when the log has it, waits (a
+    /// little, at most) for the bus to get there, so the agent resumes
+    /// instead of being sent a snapshot.
+    async fn reach(&self, since: u64) {
+        if since <= self.current_revision() {
+            return;
+        }
+        match self.log.current_revision().await {
+            Ok(logged) if since <= logged => {}
+            _ => return,
+        }
+        let (mut rx, current) = self.subscribe();
+        if current >= since {
+            return;
+        }
+        let reached = async {
+            loop {
+                match rx.recv().await {
+                    Ok(e) if e.revision >= since => return,
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                        if self.current_revision() >= since {
+                            return;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(REACH, reached).await;
     }
 
     /// The events after `since` up to `current`, if the log still has them

@@ -49,7 +49,9 @@ async fn filled(path: &std::path::Path) -> Arc<dyn DataStore> {
     )
     .await
     .unwrap();
-    ds.taint_authority(AuthorityKind::X509, "ca0").await.unwrap();
+    ds.taint_authority(AuthorityKind::X509, "ca0")
+        .await
+        .unwrap();
     ds.create_join_token("tok", 9_999_999_999).await.unwrap();
     let agent = AgentRecord {
         spiffe_id: id("spiffe://example.org/signet/agent/x509pop/h"),
@@ -92,7 +94,9 @@ async fn filled(path: &std::path::Path) -> Arc<dyn DataStore> {
     ds.record_jwt("j1", &id("spiffe://example.org/w1"), "k1", 9_999_999_999)
         .await
         .unwrap();
-    ds.revoke(RevokedKind::X509, "ab", "lost", 100).await.unwrap();
+    ds.revoke(RevokedKind::X509, "ab", "lost", 100)
+        .await
+        .unwrap();
     ds.save_crls(
         "s1",
         vec![StoredCrl {
@@ -133,7 +137,10 @@ async fn a_sqlite_install_moves_whole_and_a_full_target_is_refused() {
     assert_eq!(done.revision, before.6.last().unwrap().revision as i64);
 
     let new = crate::datastore::open(&to, &settings).await.unwrap();
-    assert_eq!(new.list_entries(&Default::default()).await.unwrap(), before.0);
+    assert_eq!(
+        new.list_entries(&Default::default()).await.unwrap(),
+        before.0
+    );
     assert_eq!(new.list_agents().await.unwrap(), before.1);
     let authorities = new.load_authorities().await.unwrap();
     assert_eq!(authorities.authorities, before.2.authorities);
@@ -145,7 +152,10 @@ async fn a_sqlite_install_moves_whole_and_a_full_target_is_refused() {
     // The join token still attests once; issued JWTs can still be revoked;
     // the log goes on from where it stood.
     assert_eq!(
-        new.revoke(RevokedKind::Jwt, "j1", "x", 100).await.unwrap().authority_id,
+        new.revoke(RevokedKind::Jwt, "j1", "x", 100)
+            .await
+            .unwrap()
+            .authority_id,
         "k1"
     );
     let next = new.append_events(vec![Change::CrlsChanged]).await.unwrap();
@@ -160,5 +170,7 @@ async fn a_sqlite_install_moves_whole_and_a_full_target_is_refused() {
     assert_eq!(new.count_entries().await.unwrap(), 25);
     // And what is not SQLite to PostgreSQL is refused by name.
     let wrong = run(&to, &from, &settings).await.unwrap_err();
-    assert!(wrong.to_string().contains("--from must name the SQLite file"));
+    assert!(wrong
+        .to_string()
+        .contains("--from must name the SQLite file"));
 }

@@ -166,3 +166,25 @@ async fn while_the_database_is_down_calls_fail_unavailable_and_all_resumes_after
     // The other server's tailer heard of it (its listener reconnected).
     assert_eq!(tailer.await.unwrap(), [1, 2]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_from_a_revision_seen_on_another_server_gets_events_not_a_snapshot() {
+    let db = postgres_database().await;
+    let (a, b) = (db.open().await, db.open().await);
+    let bus_b = ChangeBus::start(b.clone()).await.unwrap();
+    for n in 1..=10u64 {
+        // An agent saw `n` on A and moves to B at once, maybe before B's
+        // bus has heard of it.
+        let seen = a.append_events(vec![Change::CrlsChanged]).await.unwrap();
+        assert_eq!(seen, n);
+        let (_, current, resume) = bus_b.resume(seen).await;
+        assert!(current >= seen);
+        assert!(
+            matches!(resume, crate::events::Resume::Events(ref e) if e.is_empty()),
+            "resumed at {seen}, not a snapshot"
+        );
+    }
+    // A revision no server has written is a snapshot (a restored database).
+    let (_, _, resume) = bus_b.resume(1000).await;
+    assert!(matches!(resume, crate::events::Resume::Snapshot));
+}
