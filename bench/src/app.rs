@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use crate::child_server::ChildServer;
 use crate::env::{my_uid_selector, start_agent, start_server, wait_for_svid};
 use crate::figures::{self, Ctx};
 use crate::report::{machine, Report};
@@ -67,6 +68,27 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         figures::server_sync::run(&ctx, &mut report)
             .await
             .context("server_sync")?;
+    }
+    // The same on PostgreSQL, two servers on one database.
+    if wanted("pg") {
+        figures::pg::run(&ctx, &mut report).await.context("pg")?;
+    }
+    if wanted("pg_server_sync") {
+        let url = figures::pg::fresh_database().await?;
+        let dir = ctx.dir.join("pg_server_sync");
+        let servers = vec![
+            ChildServer::start(&dir.join("a"), Some(&url)).await?,
+            ChildServer::start(&dir.join("b"), Some(&url)).await?,
+        ];
+        report.set_prefix("pg_");
+        let measured = figures::server_sync::run_on(&ctx, &mut report, servers).await;
+        report.set_prefix("");
+        measured.context("pg_server_sync")?;
+    }
+    if wanted("ha_failover") {
+        figures::ha_failover::run(&ctx, &mut report)
+            .await
+            .context("ha_failover")?;
     }
     ctx.agent.stop().await;
     ctx.server.running.stop().await;

@@ -44,9 +44,18 @@ pub struct Server {
 }
 
 pub async fn start_server(dir: &Path) -> anyhow::Result<Server> {
+    start_server_on(dir, None).await
+}
+
+/// A server on `datastore` (a `postgres://` URL several servers share), or
+/// on SQLite in `dir`.
+pub async fn start_server_on(dir: &Path, datastore: Option<&str>) -> anyhow::Result<Server> {
     let mut config = signet_server::RuntimeConfig::defaults()?;
     config.data_dir = dir.join("server");
     config.admin_socket = dir.join("admin.sock");
+    if let Some(url) = datastore {
+        config.datastore = url.parse()?;
+    }
     config.bind = "127.0.0.1:0".parse()?;
     let td = config.trust_domain.clone();
     let running = signet_server::app::start(config, Arc::new(SystemClock)).await?;
@@ -158,12 +167,30 @@ pub struct Agent {
 
 /// Starts an agent in this process, attested with a fresh join token.
 pub async fn start_agent(server: &Server, dir: &Path) -> anyhow::Result<Agent> {
+    start_agent_at(server, &server.node_addr(), dir).await
+}
+
+/// An agent with a join token of `server`, knowing the servers `addresses`
+/// (`A,B`: an HA group, the first tried first).
+pub async fn start_agent_at(server: &Server, addresses: &str, dir: &Path) -> anyhow::Result<Agent> {
     let (token, id) = server.join_token().await?;
+    start_agent_with_token(token, id, addresses, &server.td, dir).await
+}
+
+/// An agent in this process attesting with `token` (as `id`) to the
+/// servers `addresses`.
+pub async fn start_agent_with_token(
+    token: String,
+    id: SpiffeId,
+    addresses: &str,
+    td: &TrustDomain,
+    dir: &Path,
+) -> anyhow::Result<Agent> {
     let socket = dir.join("agent.sock");
     let args = signet_agent::config::RunArgs {
         data_dir: Some(dir.join("agent")),
-        server_address: Some(server.node_addr()),
-        trust_domain: Some(server.td.to_string()),
+        server_address: Some(addresses.to_owned()),
+        trust_domain: Some(td.to_string()),
         socket_path: Some(socket.clone()),
         join_token: Some(token),
         insecure_bootstrap: true,

@@ -4,6 +4,7 @@
 
 mod app;
 mod child;
+mod child_server;
 mod echo;
 mod env;
 mod figures;
@@ -22,7 +23,8 @@ pub struct Args {
     #[arg(long, default_value = "target/bench.json")]
     pub json: std::path::PathBuf,
     /// Run only the figures whose group name contains one of these
-    /// (jwt, fetch, issue, propagation, agent_rss, cold_start_ban, server_sync).
+    /// (jwt, fetch, issue, propagation, agent_rss, cold_start_ban,
+    /// server_sync; on PostgreSQL: pg, pg_server_sync, ha_failover).
     #[arg(long)]
     pub only: Vec<String>,
     /// One FetchX509SVID on SOCKET; prints its microseconds (the fetch

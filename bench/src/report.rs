@@ -8,16 +8,27 @@ use serde_json::json;
 
 pub struct Report {
     figures: Vec<(String, f64, String)>,
+    /// Put before every name while set: the same figure on another setup
+    /// (`pg_issue_ratio` beside `issue_ratio`).
+    prefix: String,
 }
 
 impl Report {
     pub fn new() -> Self {
         Report {
             figures: Vec::new(),
+            prefix: String::new(),
         }
     }
 
+    /// Names added from now on start with `prefix` ("" to stop).
+    pub fn set_prefix(&mut self, prefix: &str) {
+        self.prefix = prefix.to_owned();
+    }
+
     pub fn add(&mut self, name: &str, value: f64, unit: &str) {
+        let name = format!("{}{name}", self.prefix);
+        let name = name.as_str();
         let shown = if value.abs() >= 100.0 {
             format!("{value:.0}")
         } else {

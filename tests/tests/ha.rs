@@ -319,3 +319,92 @@ async fn postgres_stopped_for_30s_keeps_workloads_served_refuses_writes_and_all_
     })
     .await;
 }
+
+/// A root CA and its key as PEM files in `dir` (the key 0600).
+fn upstream_root(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, Vec<u8>) {
+    use std::os::unix::fs::PermissionsExt;
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Upstream Root");
+    let cert = params.self_signed(&key).unwrap();
+    let (cert_path, key_path) = (dir.join("root.pem"), dir.join("root.key"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    (cert_path, key_path, cert.der().to_vec())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn under_an_upstream_root_the_bundle_is_the_root_alone_whatever_servers_come_and_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, root_der) = upstream_root(dir.path());
+    let config = dir.path().join("server.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[upstream_authority.disk]\ncert_path = \"{}\"\nkey_path = \"{}\"\n",
+            cert.display(),
+            key.display()
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let mut group = HaGroup::start(2, &["--config", config]).await;
+    for server in &group.servers {
+        assert_eq!(server.bundle_der(), vec![root_der.clone()]);
+    }
+    let sequence = group.servers[0].spiffe_bundle()["spiffe_sequence"].clone();
+    let agent = group.agent(1).await;
+    let b = &group.servers[1];
+    b.create_entry(
+        &b.id("/chained"),
+        &agent.spiffe_id,
+        &[&my_uid_selector()],
+        &[],
+    );
+    let client = WorkloadApiClient::connect_to(agent.endpoint())
+        .await
+        .unwrap();
+    let svid = wait::until("a chained SVID", Duration::from_secs(20), || async {
+        client.fetch_x509_svid().await.ok()
+    })
+    .await;
+    // Leaf and its server's intermediate; it validates against the root.
+    assert_eq!(svid.cert_chain().len(), 2);
+    let chain: Vec<Vec<u8>> = svid
+        .cert_chain()
+        .iter()
+        .map(|c| c.as_bytes().to_vec())
+        .collect();
+    signet_core::x509::validate_x509_svid(
+        &chain,
+        std::slice::from_ref(&root_der),
+        signet_core::Clock::now(&signet_core::SystemClock),
+    )
+    .unwrap();
+    // A third server joins and the first goes: the X.509 part of the bundle
+    // stays the root alone (the JWT part gains the new server's key: JWT
+    // keys are each server's own).
+    group
+        .servers
+        .push(TestServer::start_on(&group.url, &["--config", config]).await);
+    group.servers[0].kill9();
+    let c = &group.servers[2];
+    assert_eq!(c.bundle_der(), vec![root_der]);
+    let after = c.spiffe_bundle();
+    let x509_keys = after["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["use"] == "x509-svid")
+        .count();
+    assert_eq!(x509_keys, 1);
+    assert!(after["spiffe_sequence"].as_u64() > sequence.as_u64());
+}

@@ -72,6 +72,33 @@ fn the_sample_server_config_shows_the_defaults() {
         all.x509pop_ca_bundle,
         Some(PathBuf::from("/etc/signet/org-ca.pem"))
     );
+    // SQLite in the data dir unless a url is set; the PostgreSQL settings
+    // shown are the defaults.
+    assert_eq!(
+        shipped.datastore.to_string(),
+        "sqlite:///var/lib/signet/server/datastore.sqlite3"
+    );
+    assert_eq!(
+        all.datastore.to_string(),
+        "postgres://signet@db.internal:5432/signet"
+    );
+    assert_eq!(
+        all.postgres.max_connections,
+        defaults.postgres.max_connections
+    );
+    assert_eq!(
+        all.postgres.statement_timeout,
+        defaults.postgres.statement_timeout
+    );
+    assert_eq!(
+        all.postgres.connect_timeout,
+        defaults.postgres.connect_timeout
+    );
+    assert!(all.postgres.password_file.is_some());
+    assert_eq!(
+        all.upstream.map(|u| u.cert_path),
+        Some(PathBuf::from("/etc/signet/upstream-root.pem"))
+    );
 }
 
 #[test]

@@ -4,8 +4,10 @@
 pub mod agent_rss;
 pub mod cold_start_ban;
 pub mod fetch;
+pub mod ha_failover;
 pub mod issue;
 pub mod jwt;
+pub mod pg;
 pub mod propagation;
 pub mod server_sync;
 

@@ -17,6 +17,14 @@ use crate::stats::percentile_ms;
 const PATIENCE: Duration = Duration::from_secs(10);
 
 pub async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
+    let (created, deleted) = measure(ctx).await?;
+    report.add("propagation_create_p99_ms", created, "ms");
+    report.add("propagation_delete_p99_ms", deleted, "ms");
+    Ok(())
+}
+
+/// p99 of create → SVID on the stream, and of delete → withdrawn (ms).
+pub async fn measure(ctx: &Ctx) -> anyhow::Result<(f64, f64)> {
     let samples = if ctx.quick { 20 } else { 100 };
     let mut client = workload_client(&ctx.agent.socket).await?;
     let mut stream = client
@@ -40,17 +48,10 @@ pub async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
         wait(&mut stream, |ids| !ids.contains(&id)).await?;
         deleted.push(start.elapsed());
     }
-    report.add(
-        "propagation_create_p99_ms",
+    Ok((
         percentile_ms(&mut created, 99.0),
-        "ms",
-    );
-    report.add(
-        "propagation_delete_p99_ms",
         percentile_ms(&mut deleted, 99.0),
-        "ms",
-    );
-    Ok(())
+    ))
 }
 
 /// Reads the stream until the SPIFFE IDs it carries satisfy `done`.

@@ -10,21 +10,19 @@
 //! `--quick` runs 100 agents (10k entries) under the same figure names; the
 //! scale is printed and reported as `server_sync_agents`/`_entries`.
 
-use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use anyhow::Context;
 use signet_core::TrustDomain;
-use signet_proto::admin::{Entry, HealthRequest};
+use signet_proto::admin::Entry;
 use signet_proto::node::SyncRequest;
-use tokio::process::{Child, Command};
 
 use super::Ctx;
-use crate::child::{free_port, rss, sibling_binary};
-use crate::env::{attest_node_agent_at, create_entries, Admin, NodeAgent, NodeApi};
+use crate::child::rss;
+use crate::child_server::ChildServer;
+use crate::env::{attest_node_agent_at, create_entries, NodeAgent, NodeApi};
 use crate::report::Report;
 
 const PER_AGENT: usize = 100;
@@ -37,37 +35,49 @@ const ATTESTERS: usize = 8;
 const SYNC_PATIENCE: Duration = Duration::from_secs(60);
 
 pub async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
+    let dir = ctx.dir.join("server_sync");
+    let server = ChildServer::start(&dir, None).await?;
+    run_on(ctx, report, vec![server]).await
+}
+
+/// The same on `servers` (an HA group on one PostgreSQL database): agent
+/// `i` attests to and syncs with server `i % n`; the entries are created
+/// through the first.
+pub async fn run_on(
+    ctx: &Ctx,
+    report: &mut Report,
+    mut servers: Vec<ChildServer>,
+) -> anyhow::Result<()> {
     let agents = if ctx.quick { 100 } else { 1_000 };
     println!(
-        "server_sync: {agents} agents x {PER_AGENT} entries = {} entries{}",
+        "server_sync: {agents} agents x {PER_AGENT} entries = {} entries on {} server(s){}",
         agents * PER_AGENT,
+        servers.len(),
         if ctx.quick { " (quick scale)" } else { "" }
     );
     report.add("server_sync_agents", agents as f64, "count");
     report.add("server_sync_entries", (agents * PER_AGENT) as f64, "count");
-
-    let dir = ctx.dir.join("server_sync");
-    std::fs::create_dir_all(&dir)?;
-    let mut server = ChildServer::start(&dir).await?;
+    let first = servers.first().context("no server")?.api.clone();
 
     let start = Instant::now();
-    let nodes = attest_all(&server.api, agents).await?;
+    let apis: Vec<NodeApi> = servers.iter().map(|s| s.api.clone()).collect();
+    let nodes = attest_all(&apis, agents).await?;
     report.add(
         "server_attest_per_s",
         agents as f64 / start.elapsed().as_secs_f64(),
         "1/s",
     );
 
-    let entries = entries_for(&server.api.td, &nodes);
+    let entries = entries_for(&first.td, &nodes);
     let start = Instant::now();
-    create_entries(&server.api.admin, entries).await?;
+    create_entries(&first.admin, entries).await?;
     report.add(
         "server_entry_create_per_s",
         (agents * PER_AGENT) as f64 / start.elapsed().as_secs_f64(),
         "1/s",
     );
 
-    let pid = server.child.id().context("the server exited")?;
+    let pid = servers[0].pid()?;
     report.add("server_rss_before_sync_mb", rss(pid)?.now_mb, "MB");
 
     let (took, errors, streams) = sync_all(nodes).await?;
@@ -77,80 +87,21 @@ pub async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
     report.add("server_rss_mb", mem.now_mb, "MB");
     report.add("server_rss_peak_mb", mem.peak_mb, "MB");
     drop(streams);
-    server.child.kill().await?;
+    for server in &mut servers {
+        server.kill9().await?;
+    }
     Ok(())
 }
 
-/// `signet-server run` on `dir`, once its Admin API answers.
-struct ChildServer {
-    child: Child,
-    api: NodeApi,
-}
-
-impl ChildServer {
-    async fn start(dir: &Path) -> anyhow::Result<Self> {
-        let bin = sibling_binary("signet-server")?;
-        let td = TrustDomain::new("example.org")?;
-        let addr = format!("127.0.0.1:{}", free_port()?);
-        let socket = dir.join("admin.sock");
-        let log = std::fs::File::create(dir.join("server.log"))?;
-        // A thousand agents from one loopback address: above the default
-        // cap of connections per source address.
-        let config = dir.join("server.toml");
-        std::fs::write(&config, "[node_api]\nmax_connections_per_address = 16384\n")?;
-        let child = Command::new(&bin)
-            .arg("run")
-            .arg("--config")
-            .arg(&config)
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            .arg("--trust-domain")
-            .arg(td.to_string())
-            .arg("--bind")
-            .arg(&addr)
-            .arg("--admin-socket")
-            .arg(&socket)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
-        let admin = serving_admin(&socket).await?;
-        Ok(Self {
-            child,
-            api: NodeApi { admin, td, addr },
-        })
-    }
-}
-
-async fn serving_admin(socket: &Path) -> anyhow::Result<Admin> {
-    let patience = Duration::from_secs(30);
-    let started = Instant::now();
-    loop {
-        if let Ok(mut admin) = signet_server::cli::client::connect(socket).await {
-            if let Ok(r) = admin.health(HealthRequest {}).await {
-                if r.into_inner().serving {
-                    return Ok(admin);
-                }
-            }
-        }
-        anyhow::ensure!(
-            started.elapsed() < patience,
-            "the server did not serve within {patience:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn attest_all(api: &NodeApi, n: usize) -> anyhow::Result<Vec<NodeAgent>> {
+/// Agent `i` attests to server `i % servers.len()`, eight at a time.
+async fn attest_all(servers: &[NodeApi], n: usize) -> anyhow::Result<Vec<NodeAgent>> {
     let workers: Vec<_> = (0..ATTESTERS)
         .map(|w| {
-            let api = api.clone();
-            let count = (w..n).step_by(ATTESTERS).count();
+            let servers = servers.to_vec();
             tokio::spawn(async move {
-                let mut out = Vec::with_capacity(count);
-                for _ in 0..count {
-                    out.push(attest_node_agent_at(&api).await?);
+                let mut out = Vec::new();
+                for i in (w..n).step_by(ATTESTERS) {
+                    out.push(attest_node_agent_at(&servers[i % servers.len()]).await?);
                 }
                 anyhow::Ok(out)
             })
