@@ -83,10 +83,10 @@ pub async fn start(config: RuntimeConfig, clock: Arc<dyn Clock>) -> anyhow::Resu
         started_at: unix_seconds(clock.now()),
         last_seen: unix_seconds(clock.now()),
     };
+    warn_if_id_in_use(ds.as_ref(), &record).await;
     // Before the CA loads: this also takes over authorities stored before
     // servers had ids.
     ds.register_server(record.clone()).await?;
-    let dyn_ds = ds.clone();
     let keys = Arc::new(DiskKeys::new(config.data_dir.join("ca")));
     let (ca, created) = CertificateAuthority::start(
         CaSettings {
@@ -100,7 +100,7 @@ pub async fn start(config: RuntimeConfig, clock: Arc<dyn Clock>) -> anyhow::Resu
             schedule: config.authority_schedule,
         },
         clock.clone(),
-        dyn_ds.clone(),
+        ds.clone(),
         keys,
     )
     .await?;
@@ -122,7 +122,7 @@ pub async fn start(config: RuntimeConfig, clock: Arc<dyn Clock>) -> anyhow::Resu
         Revocations::start(ds.clone(), ca.clone(), &bus, server_id.clone()).await?;
     background.push(keeper);
     let (stop, stop_rx) = watch::channel(false);
-    let join_tokens = JoinTokenAttestor::new(dyn_ds.clone(), ca.clone());
+    let join_tokens = JoinTokenAttestor::new(ds.clone(), ca.clone());
     let mut attestors = Attestors::default().with(Arc::new(join_tokens.clone()));
     if let Some(path) = &config.x509pop_ca_bundle {
         let cas = crate::attest::x509pop::load_bundle(path)?;
@@ -131,16 +131,12 @@ pub async fn start(config: RuntimeConfig, clock: Arc<dyn Clock>) -> anyhow::Resu
             cas = cas.len(),
             "x509pop node attestation enabled"
         );
-        attestors = attestors.with(Arc::new(X509PopAttestor::new(
-            cas,
-            dyn_ds.clone(),
-            ca.clone(),
-        )));
+        attestors = attestors.with(Arc::new(X509PopAttestor::new(cas, ds.clone(), ca.clone())));
     }
     let metrics = Arc::new(Metrics::new());
     metrics.register_x509_signatures(ca.x509_signature_counter());
     let state = ServerState {
-        ds: dyn_ds.clone(),
+        ds: ds.clone(),
         ca: ca.clone(),
         bus: bus.clone(),
         revocations,
@@ -376,6 +372,29 @@ async fn prune(state: ServerState, clock: Arc<dyn Clock>) {
 async fn refresh_crls(state: &ServerState) {
     if let Err(e) = state.revocations.refresh().await {
         tracing::warn!(error = %e, "rebuilding the CRLs failed");
+    }
+}
+
+/// Two servers with one id would each take the other's authorities for
+/// their own (a data dir copied to make a second server): said loudly.
+async fn warn_if_id_in_use(ds: &dyn DataStore, me: &ServerRecord) {
+    let Ok(servers) = ds.list_servers().await else {
+        return;
+    };
+    let recent = me.started_at - 2 * HEARTBEAT.as_secs() as i64;
+    // A port of 0 is chosen at bind: it says nothing yet.
+    let fixed_port = !me.address.ends_with(":0");
+    if let Some(other) = servers.iter().find(|s| {
+        s.id == me.id
+            && s.last_seen >= recent
+            && (s.hostname != me.hostname || (fixed_port && s.address != me.address))
+    }) {
+        tracing::error!(
+            server_id = %me.id,
+            other_host = %other.hostname,
+            other_address = %other.address,
+            "another server with this server's id was alive moments ago: was this data dir copied? Each server needs its own (remove its server_id file to make a new id, and its ca/ keys)"
+        );
     }
 }
 

@@ -102,3 +102,53 @@ impl DatastoreConfig {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{FileConfig, RuntimeConfig};
+    use crate::datastore::DatastoreUrl;
+
+    #[test]
+    fn sqlite_in_the_data_dir_unless_a_url_is_set_and_the_flag_keeps_the_table() {
+        let c = RuntimeConfig::try_from(FileConfig::parse("data_dir = \"/d\"").unwrap()).unwrap();
+        assert_eq!(
+            c.datastore,
+            DatastoreUrl::Sqlite("/d/datastore.sqlite3".into())
+        );
+        let file = FileConfig::parse(
+            "[datastore]\nurl = \"postgres://a@h/one\"\nmax_connections = 4\nstatement_timeout = \"2s\"\nsslmode = \"verify-full\"\npassword_file = \"/p\"\n",
+        )
+        .unwrap();
+        let flags = FileConfig {
+            datastore: Some(super::DatastoreConfig {
+                url: Some("postgres://b@h/two".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let c = RuntimeConfig::try_from(file.merge(flags)).unwrap();
+        assert_eq!(c.datastore.to_string(), "postgres://b@h/two");
+        assert_eq!(c.postgres.max_connections, 4);
+        assert_eq!(c.postgres.statement_timeout.as_secs(), 2);
+        assert!(c.postgres.ssl_mode.is_some());
+        assert_eq!(c.postgres.password_file, Some("/p".into()));
+    }
+
+    #[test]
+    fn bad_datastore_settings_are_refused_naming_them() {
+        let err = |text: &str| {
+            RuntimeConfig::try_from(FileConfig::parse(text).unwrap())
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err("[datastore]\nurl = \"postgres://u:pw@h/d\"").contains("password_file"));
+        assert!(!err("[datastore]\nurl = \"postgres://u:pw@h/d\"").contains("pw@"));
+        assert!(err("[datastore]\nurl = \"mysql://h/d\"").contains("expected sqlite://PATH"));
+        assert!(err("[datastore]\nsslmode = \"sometimes\"").starts_with("datastore.sslmode"));
+        assert_eq!(
+            err("[datastore]\nmax_connections = 0"),
+            "datastore.max_connections must be at least 1"
+        );
+        assert!(FileConfig::parse("[datastore]\npassword = \"x\"").is_err());
+    }
+}

@@ -9,8 +9,7 @@
 //! counter row, so commit order is revision order and a tailer of the log
 //! never skips one (see `crate::events`).
 
-#[cfg(test)]
-mod conformance;
+mod batch;
 mod error;
 pub mod migrate;
 pub mod open;
@@ -260,3 +259,7 @@ pub mod prelude {
         AgentStore, AuthorityStore, Connection, CredentialStore, EntryStore, EventLog, ServerStore,
     };
 }
+
+/// The conformance suite every backend runs.
+#[cfg(test)]
+mod tests;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use signet_tests::postgres::{fresh_database, Cluster};
 
-use crate::datastore::conformance::{backend_tests, Opener};
+use crate::datastore::tests::{backend_tests, Opener};
 use crate::datastore::{DataStore, DatastoreUrl, PostgresSettings};
 use crate::events::{Change, ChangeBus};
 use tokio::sync::watch;

@@ -1,34 +1,24 @@
 //! Registration entries. Each stored or deleted entry is written with its
 //! event; the entry's revision is the event's.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::collections::HashSet;
 
 use async_trait::async_trait;
 use futures::stream::{BoxStream, StreamExt};
 use signet_core::spiffe_id::RESERVED_PATH;
-use signet_core::{RegistrationEntry, Selector, SpiffeId, TrustDomain};
+use signet_core::{RegistrationEntry, SpiffeId, TrustDomain};
 use sqlx::{Sqlite, Transaction};
 
 use super::events::{append_in, insert_events, reserve_revisions};
 use super::rows::{marks, ENTRIES_BY_PARENT, MAX_PARAMS};
 use super::SqliteDataStore;
+use crate::datastore::batch;
 use crate::datastore::rows::{
     entry_from_row, revision_column, selectors_json, to_json, ttl_column, ENTRY_COLUMNS,
     ENTRY_COLUMN_COUNT,
 };
 use crate::datastore::{DataStoreError, EntryFilter, EntryRecord, EntryStore, NewEntry, Result};
-use crate::events::{Change, Event};
-
-fn duplicate(id: &str) -> DataStoreError {
-    DataStoreError::AlreadyExists(format!(
-        "an entry with this SPIFFE ID, parent ID and selectors already exists (id {id})"
-    ))
-}
-
-fn id_taken(id: &str) -> DataStoreError {
-    DataStoreError::AlreadyExists(format!("entry id {id} already exists"))
-}
+use crate::events::Change;
 
 /// Stored entries whose SPIFFE ID is one of `spiffe_ids`.
 async fn entries_with_spiffe_ids_in(
@@ -99,7 +89,7 @@ async fn insert_entries_in(
     }
     query.execute(&mut **tx).await.map_err(|e| match e {
         sqlx::Error::Database(d) if d.is_unique_violation() => match records {
-            [one] => id_taken(&one.entry.id),
+            [one] => batch::id_taken(&one.entry.id),
             _ => DataStoreError::AlreadyExists("an entry id of the batch already exists".into()),
         },
         other => other.into(),
@@ -123,12 +113,11 @@ impl SqliteDataStore {
         .bind(entry.parent_id.to_string())
         .fetch_all(&mut *tx)
         .await?;
-        for row in &rows {
-            let existing = entry_from_row(row)?;
-            if existing.entry.selectors == entry.selectors {
-                return Err(duplicate(&existing.entry.id));
-            }
-        }
+        let stored = rows
+            .iter()
+            .map(entry_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        batch::check_not_duplicate(&entry, &stored)?;
         let record = EntryRecord {
             entry: RegistrationEntry {
                 revision: reserve_revisions(&mut tx, 1).await?,
@@ -138,12 +127,9 @@ impl SqliteDataStore {
             node,
         };
         insert_entries_in(&mut tx, &[&record]).await?;
-        let event = Arc::new(Event {
-            revision: record.entry.revision,
-            change: Change::EntryCreated(record.clone()),
-        });
-        insert_events(&mut tx, std::slice::from_ref(&event)).await?;
-        self.commit(tx, vec![event]).await?;
+        let events = batch::created_events(&[&record]);
+        insert_events(&mut tx, &events).await?;
+        self.commit(tx, events).await?;
         Ok(record)
     }
 }
@@ -174,68 +160,20 @@ impl EntryStore for SqliteDataStore {
             .iter()
             .map(|e| e.entry.spiffe_id.to_string())
             .collect();
-        let mut same_ids: HashMap<(String, String), Vec<(Vec<Selector>, String)>> = HashMap::new();
-        for stored in entries_with_spiffe_ids_in(&mut tx, &spiffe_ids).await? {
-            let e = stored.entry;
-            same_ids
-                .entry((e.spiffe_id.to_string(), e.parent_id.to_string()))
-                .or_default()
-                .push((e.selectors, e.id));
-        }
+        let stored = entries_with_spiffe_ids_in(&mut tx, &spiffe_ids).await?;
         let ids: Vec<&str> = entries.iter().map(|e| e.entry.id.as_str()).collect();
-        let mut taken = stored_ids_in(&mut tx, &ids).await?;
-        // Each entry is checked against the store and the batch before it.
-        let mut verdicts: Vec<Result<NewEntry>> = Vec::with_capacity(entries.len());
-        for (new, spiffe_id) in entries.into_iter().zip(spiffe_ids) {
-            let key = (spiffe_id, new.entry.parent_id.to_string());
-            let twins = same_ids.entry(key).or_default();
-            if let Some((_, id)) = twins.iter().find(|(sel, _)| *sel == new.entry.selectors) {
-                verdicts.push(Err(duplicate(id)));
-                continue;
-            }
-            if !taken.insert(new.entry.id.clone()) {
-                verdicts.push(Err(id_taken(&new.entry.id)));
-                continue;
-            }
-            twins.push((new.entry.selectors.clone(), new.entry.id.clone()));
-            verdicts.push(Ok(new));
-        }
-        // One revision each, in batch order, from one reservation.
-        let count = verdicts.iter().filter(|v| v.is_ok()).count() as u64;
-        let mut next_revision = match count {
+        let taken = stored_ids_in(&mut tx, &ids).await?;
+        let verdicts = batch::verdicts(entries, stored, taken);
+        let first = match batch::accepted(&verdicts) {
             0 => 0,
             n => reserve_revisions(&mut tx, n).await?,
         };
-        let out: Vec<Result<EntryRecord>> = verdicts
-            .into_iter()
-            .map(|verdict| {
-                verdict.map(|new| {
-                    let record = EntryRecord {
-                        entry: RegistrationEntry {
-                            revision: next_revision,
-                            ..new.entry
-                        },
-                        created_at,
-                        node: new.node,
-                    };
-                    next_revision += 1;
-                    record
-                })
-            })
-            .collect();
+        let out = batch::records(verdicts, first, created_at);
         let stored: Vec<&EntryRecord> = out.iter().filter_map(|r| r.as_ref().ok()).collect();
         for chunk in stored.chunks(MAX_PARAMS / ENTRY_COLUMN_COUNT) {
             insert_entries_in(&mut tx, chunk).await?;
         }
-        let events: Vec<Arc<Event>> = stored
-            .iter()
-            .map(|rec| {
-                Arc::new(Event {
-                    revision: rec.entry.revision,
-                    change: Change::EntryCreated((*rec).clone()),
-                })
-            })
-            .collect();
+        let events = batch::created_events(&stored);
         insert_events(&mut tx, &events).await?;
         self.commit(tx, events).await?;
         Ok(out)

@@ -10,8 +10,8 @@ use sqlx::Row;
 
 use super::rows::ENTRIES_BY_PARENT;
 use super::*;
-use crate::datastore::conformance::{backend_tests, Opener};
 use crate::datastore::prelude::*;
+use crate::datastore::tests::{backend_tests, Opener};
 use crate::datastore::{AgentRecord, DataStore, DataStoreError, IssuedX509};
 
 /// Each `open` is another handle on one file.

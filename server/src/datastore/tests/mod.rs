@@ -32,7 +32,7 @@ pub(crate) trait Opener: Send + Sync {
 /// (an async fn returning an [`Opener`]) makes.
 macro_rules! backend_tests {
     ($opener:path) => {
-        $crate::datastore::conformance::backend_tests!(@each $opener;
+        $crate::datastore::tests::backend_tests!(@each $opener;
             join_token_is_burned_exactly_once_under_concurrent_attests,
             expired_join_token_is_refused,
             banned_agent_cannot_attest_again_and_evicted_one_is_gone,
@@ -61,7 +61,7 @@ macro_rules! backend_tests {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
                 let opener = $opener().await;
-                $crate::datastore::conformance::$name(&opener).await;
+                $crate::datastore::tests::$name(&opener).await;
             }
         )*
     };
