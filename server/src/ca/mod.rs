@@ -143,6 +143,11 @@ pub struct CaSettings {
     pub schedule: Schedule,
 }
 
+/// How long a server joining a group waits between publishing its first
+/// CA and signing with it: propagation to every connected agent takes
+/// milliseconds (`ha_propagation_p99_ms`).
+const JOIN_GRACE: Duration = Duration::from_secs(1);
+
 /// How long a Sync stream waits for the authorities an event speaks of.
 const CATCH_UP: Duration = Duration::from_secs(2);
 
@@ -212,6 +217,19 @@ impl CertificateAuthority {
         let before = active_x509(&manager);
         manager.execute(Command::Tick).await?;
         let created = before != active_x509(&manager);
+        // A server joining a group makes its first CA active at once (it
+        // has nothing to sign with): the other servers' agents must have it
+        // in their bundle before it signs. Its event is committed; they
+        // hear of it in milliseconds. Under an upstream root the bundle
+        // does not change at all.
+        let joining = created && !manager.peers.is_empty() && manager.upstream.is_none();
+        if joining {
+            tracing::info!(
+                grace_ms = JOIN_GRACE.as_millis() as u64,
+                "joining a group of servers: the new CA is published before it signs"
+            );
+            tokio::time::sleep(JOIN_GRACE).await;
+        }
         let (requests, queue) = mpsc::channel(16);
         let (reload, reloads) = watch::channel(0);
         tokio::spawn(manager.run(queue, reloads));

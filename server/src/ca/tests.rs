@@ -457,3 +457,46 @@ async fn commands_racing_the_timer_never_break_the_invariants() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_joining_servers_first_ca_is_in_the_groups_bundle_before_it_signs() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(start()));
+    let ds: Arc<dyn crate::datastore::DataStore> = Arc::new(
+        SqliteDataStore::open(&dir.path().join("ds.sqlite3"))
+            .await
+            .unwrap(),
+    );
+    let bus = ChangeBus::start(ds.clone()).await.unwrap();
+    let server = |id: &str| CaSettings {
+        server_id: id.into(),
+        ..settings(Duration::from_secs(86400))
+    };
+    let keys = || Arc::new(MemoryKeys::default());
+    let (a, _) = CertificateAuthority::start(server("a"), clock.clone(), ds.clone(), keys())
+        .await
+        .unwrap();
+    a.follow(&bus);
+    assert_eq!(a.bundle().x509_authorities.len(), 1);
+    // B joins: by the time it can sign, A publishes B's CA too.
+    let b_keys = Arc::new(DiskKeys::new(dir.path().join("b-keys")));
+    let (b, created) =
+        CertificateAuthority::start(server("b"), clock.clone(), ds.clone(), b_keys.clone())
+            .await
+            .unwrap();
+    assert!(created);
+    assert_eq!(a.bundle().x509_authorities.len(), 2);
+    let key = KeyPair::generate().unwrap();
+    let id = SpiffeId::parse("spiffe://example.org/w").unwrap();
+    let svid = b.issue_x509_svid(&id, &key, &[], None).unwrap();
+    validate_x509_svid(&svid.chain, &a.bundle().x509_authorities, start()).unwrap();
+    // A restart is no join: the CA is its own already, nothing waits.
+    drop(b);
+    let again = tokio::time::Instant::now();
+    let (_, created) =
+        CertificateAuthority::start(server("b"), clock.clone(), ds.clone(), b_keys.clone())
+            .await
+            .unwrap();
+    assert!(!created);
+    assert!(again.elapsed() < JOIN_GRACE);
+}
