@@ -54,7 +54,7 @@ pub async fn start_server_on(dir: &Path, datastore: Option<&str>) -> anyhow::Res
     config.data_dir = dir.join("server");
     config.admin_socket = dir.join("admin.sock");
     if let Some(url) = datastore {
-        config.datastore = url.parse()?;
+        config.datastore = Some(url.parse()?);
     }
     config.bind = "127.0.0.1:0".parse()?;
     let td = config.trust_domain.clone();

@@ -72,10 +72,11 @@ pub async fn start(config: RuntimeConfig, clock: Arc<dyn Clock>) -> anyhow::Resu
         .with_context(|| format!("data dir {:?}", config.data_dir))?;
     let node_limits = node_api_limits(&config);
     let server_id = crate::server_id::load_or_create(&config.data_dir).await?;
-    let ds = crate::datastore::open(&config.datastore, &config.postgres)
+    let url = config.datastore_url();
+    let ds = crate::datastore::open(&url, &config.postgres)
         .await
-        .with_context(|| format!("opening the datastore {}", config.datastore))?;
-    tracing::info!(datastore = %config.datastore, backend = ds.backend(), server_id = %server_id, "datastore open");
+        .with_context(|| format!("opening the datastore {url}"))?;
+    tracing::info!(datastore = %url, backend = ds.backend(), server_id = %server_id, "datastore open");
     let mut record = ServerRecord {
         id: server_id.clone(),
         hostname: hostname(),

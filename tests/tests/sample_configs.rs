@@ -75,11 +75,11 @@ fn the_sample_server_config_shows_the_defaults() {
     // SQLite in the data dir unless a url is set; the PostgreSQL settings
     // shown are the defaults.
     assert_eq!(
-        shipped.datastore.to_string(),
+        shipped.datastore_url().to_string(),
         "sqlite:///var/lib/signet/server/datastore.sqlite3"
     );
     assert_eq!(
-        all.datastore.to_string(),
+        all.datastore_url().to_string(),
         "postgres://signet@db.internal:5432/signet"
     );
     assert_eq!(

@@ -2,7 +2,7 @@
 //! state (SQLite embedded by default, PostgreSQL for several servers) and
 //! the root its CA chains to.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::str::FromStr;
 
 use serde::Deserialize;
@@ -62,13 +62,13 @@ impl UpstreamAuthorityConfig {
 }
 
 impl DatastoreConfig {
-    /// The URL (the data dir's SQLite file when none) and the PostgreSQL
+    /// The URL (`None`: the data dir's SQLite file) and the PostgreSQL
     /// settings, checked.
-    pub fn decide(self, data_dir: &Path) -> Result<(DatastoreUrl, PostgresSettings), ConfigError> {
-        let url = match self.url {
-            None => DatastoreUrl::Sqlite(data_dir.join(DATASTORE_FILE)),
-            Some(text) => DatastoreUrl::from_str(&text).map_err(ConfigError::Datastore)?,
-        };
+    pub fn decide(self) -> Result<(Option<DatastoreUrl>, PostgresSettings), ConfigError> {
+        let url = self
+            .url
+            .map(|text| DatastoreUrl::from_str(&text).map_err(ConfigError::Datastore))
+            .transpose()?;
         let d = PostgresSettings::default();
         let max_connections = match self.max_connections {
             Some(0) => return Err(ConfigError::ZeroCount("datastore.max_connections")),
@@ -110,10 +110,17 @@ mod tests {
 
     #[test]
     fn sqlite_in_the_data_dir_unless_a_url_is_set_and_the_flag_keeps_the_table() {
-        let c = RuntimeConfig::try_from(FileConfig::parse("data_dir = \"/d\"").unwrap()).unwrap();
+        let mut c =
+            RuntimeConfig::try_from(FileConfig::parse("data_dir = \"/d\"").unwrap()).unwrap();
         assert_eq!(
-            c.datastore,
+            c.datastore_url(),
             DatastoreUrl::Sqlite("/d/datastore.sqlite3".into())
+        );
+        // Decided when opened: a data dir changed later is the one used.
+        c.data_dir = "/e".into();
+        assert_eq!(
+            c.datastore_url(),
+            DatastoreUrl::Sqlite("/e/datastore.sqlite3".into())
         );
         let file = FileConfig::parse(
             "[datastore]\nurl = \"postgres://a@h/one\"\nmax_connections = 4\nstatement_timeout = \"2s\"\nsslmode = \"verify-full\"\npassword_file = \"/p\"\n",
@@ -127,7 +134,7 @@ mod tests {
             ..Default::default()
         };
         let c = RuntimeConfig::try_from(file.merge(flags)).unwrap();
-        assert_eq!(c.datastore.to_string(), "postgres://b@h/two");
+        assert_eq!(c.datastore_url().to_string(), "postgres://b@h/two");
         assert_eq!(c.postgres.max_connections, 4);
         assert_eq!(c.postgres.statement_timeout.as_secs(), 2);
         assert!(c.postgres.ssl_mode.is_some());

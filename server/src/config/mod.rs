@@ -373,8 +373,9 @@ pub struct RuntimeConfig {
     /// `/live`, `/ready`, `/metrics`; no listener when `None`.
     pub telemetry_bind: Option<SocketAddr>,
     pub node_api: NodeApiLimits,
-    /// SQLite in the data dir unless `[datastore] url` names another.
-    pub datastore: crate::datastore::DatastoreUrl,
+    /// `[datastore] url`; `None`: SQLite in the data dir (see
+    /// [`RuntimeConfig::datastore_url`]).
+    pub datastore: Option<crate::datastore::DatastoreUrl>,
     pub postgres: crate::datastore::PostgresSettings,
     /// The root each new X.509 CA is an intermediate of; self-signed CAs
     /// when `None`.
@@ -385,6 +386,14 @@ impl RuntimeConfig {
     /// The embedded defaults of the contract (no file, no flags).
     pub fn defaults() -> Result<Self, ConfigError> {
         Self::try_from(FileConfig::default())
+    }
+
+    /// The datastore: the configured URL, else `datastore.sqlite3` in the
+    /// data dir.
+    pub fn datastore_url(&self) -> crate::datastore::DatastoreUrl {
+        self.datastore.clone().unwrap_or_else(|| {
+            crate::datastore::DatastoreUrl::Sqlite(self.data_dir.join(DATASTORE_FILE))
+        })
     }
 }
 
@@ -414,7 +423,7 @@ impl TryFrom<FileConfig> for RuntimeConfig {
         let data_dir = f
             .data_dir
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
-        let (datastore, postgres) = f.datastore.unwrap_or_default().decide(&data_dir)?;
+        let (datastore, postgres) = f.datastore.unwrap_or_default().decide()?;
         Ok(RuntimeConfig {
             trust_domain,
             data_dir,
