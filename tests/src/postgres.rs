@@ -128,8 +128,8 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// initdb on a temp dir, then starts the server.
-    pub fn start() -> Cluster {
+    /// initdb on a temp dir.
+    fn init() -> Cluster {
         sweep_stale_clusters();
         let dir = tempfile::Builder::new()
             .prefix("sgpg")
@@ -156,14 +156,62 @@ impl Cluster {
             "initdb failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let cluster = Cluster {
+        Cluster {
             dir,
             port: free_port(),
             user,
             server: Arc::new(Mutex::new(None)),
-        };
+        }
+    }
+
+    /// initdb on a temp dir, then starts the server.
+    pub fn start() -> Cluster {
+        let cluster = Self::init();
         cluster.start_again();
         cluster
+    }
+
+    /// Like [`start`](Self::start), the server also speaking TLS with a
+    /// certificate for `127.0.0.1` and `localhost` from a CA made here;
+    /// returns the CA certificate (PEM) clients verify it with.
+    pub fn start_with_tls() -> (Cluster, String) {
+        let cluster = Self::init();
+        let ca_key = rcgen::KeyPair::generate().expect("CA key");
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(rcgen::DnType::CommonName, "Test database CA");
+        let ca_cert = ca.self_signed(&ca_key).expect("CA certificate");
+        let issuer = rcgen::Issuer::new(ca, ca_key);
+        let key = rcgen::KeyPair::generate().expect("server key");
+        let params = rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
+            .expect("server params");
+        let cert = params.signed_by(&key, &issuer).expect("server certificate");
+        let data = cluster.dir.path().join("data");
+        cluster.write_private(&data.join("server.crt"), cert.pem().as_bytes());
+        cluster.write_private(&data.join("server.key"), key.serialize_pem().as_bytes());
+        let mut conf = std::fs::OpenOptions::new()
+            .append(true)
+            .open(data.join("postgresql.conf"))
+            .expect("postgresql.conf");
+        std::io::Write::write_all(&mut conf, b"\nssl = on\n").expect("ssl = on");
+        cluster.start_again();
+        (cluster, ca_cert.pem())
+    }
+
+    /// `bytes` at `path`, 0600, owned by the server's user.
+    fn write_private(&self, path: &Path, bytes: &[u8]) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(path, bytes).expect("write");
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        if let Some(user) = self.user {
+            let status = Command::new("chown")
+                .arg(user)
+                .arg(path)
+                .status()
+                .expect("chown");
+            assert!(status.success(), "chown {user} {path:?}");
+        }
     }
 
     /// Starts the server (after [`stop`](Self::stop)) on the same port.

@@ -188,3 +188,31 @@ async fn a_resume_from_a_revision_seen_on_another_server_gets_events_not_a_snaps
     let (_, _, resume) = bus_b.resume(1000).await;
     assert!(matches!(resume, crate::events::Resume::Snapshot));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sslmode_verify_full_talks_tls_to_a_server_the_ca_vouches_for_and_no_other() {
+    let (cluster, ca) = tokio::task::spawn_blocking(Cluster::start_with_tls)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_path = dir.path().join("db-ca.pem");
+    std::fs::write(&ca_path, ca).unwrap();
+    let url: DatastoreUrl = cluster.fresh_database().parse().unwrap();
+    let verify = |root: std::path::PathBuf| PostgresSettings {
+        ssl_mode: Some(sqlx::postgres::PgSslMode::VerifyFull),
+        ssl_root_cert: Some(root),
+        connect_timeout: Duration::from_secs(2),
+        ..PostgresSettings::default()
+    };
+    let ds = crate::datastore::open(&url, &verify(ca_path)).await.unwrap();
+    ds.append_events(vec![Change::CrlsChanged]).await.unwrap();
+    assert_eq!(ds.current_revision().await.unwrap(), 1);
+    ds.close().await;
+    // A CA that did not issue the server's certificate: refused, no panic.
+    let (_other, other_ca) = tokio::task::spawn_blocking(Cluster::start_with_tls)
+        .await
+        .unwrap();
+    let wrong = dir.path().join("other-ca.pem");
+    std::fs::write(&wrong, other_ca).unwrap();
+    assert!(crate::datastore::open(&url, &verify(wrong)).await.is_err());
+}
