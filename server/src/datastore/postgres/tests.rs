@@ -204,7 +204,9 @@ async fn sslmode_verify_full_talks_tls_to_a_server_the_ca_vouches_for_and_no_oth
         connect_timeout: Duration::from_secs(2),
         ..PostgresSettings::default()
     };
-    let ds = crate::datastore::open(&url, &verify(ca_path)).await.unwrap();
+    let ds = crate::datastore::open(&url, &verify(ca_path))
+        .await
+        .unwrap();
     ds.append_events(vec![Change::CrlsChanged]).await.unwrap();
     assert_eq!(ds.current_revision().await.unwrap(), 1);
     ds.close().await;
