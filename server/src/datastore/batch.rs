@@ -32,6 +32,9 @@ pub(super) fn check_not_duplicate(entry: &RegistrationEntry, stored: &[EntryReco
     }
 }
 
+/// The selectors and ids of the entries with one SPIFFE ID and parent.
+type Twins = Vec<(Vec<Selector>, String)>;
+
 /// Each entry's verdict: `stored` holds the stored entries with one of the
 /// batch's SPIFFE IDs, `taken` the batch's ids that are stored already.
 pub(super) fn verdicts(
@@ -39,7 +42,7 @@ pub(super) fn verdicts(
     stored: Vec<EntryRecord>,
     mut taken: HashSet<String>,
 ) -> Vec<Result<NewEntry>> {
-    let mut same_ids: HashMap<(String, String), Vec<(Vec<Selector>, String)>> = HashMap::new();
+    let mut same_ids: HashMap<(String, String), Twins> = HashMap::new();
     for s in stored {
         let e = s.entry;
         same_ids
