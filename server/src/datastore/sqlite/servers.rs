@@ -76,7 +76,15 @@ impl ServerStore for SqliteDataStore {
         .bind(now)
         .fetch_all(&mut *tx)
         .await?;
+        // Their CRLs went with them (no one signs those CAs' CRLs again).
+        sqlx::query(
+            "DELETE FROM crls WHERE server_id NOT IN (SELECT id FROM servers) \
+             AND authority_id NOT IN (SELECT id FROM authorities WHERE kind = 'x509')",
+        )
+        .execute(&mut *tx)
+        .await?;
         if gone.is_empty() {
+            self.commit(tx, Vec::new()).await?;
             return Ok(0);
         }
         let tainted = gone

@@ -191,6 +191,13 @@ pub(crate) async fn a_removed_servers_authorities_go_once_expired(o: &dyn Opener
     ds.save_authorities("here", vec![ending("h1", 50)], vec![])
         .await
         .unwrap();
+    let crl = |authority: &str, server: &str| crate::datastore::StoredCrl {
+        authority_id: authority.into(),
+        server_id: server.into(),
+        der: vec![0x30, 0x00],
+    };
+    ds.save_crls("gone", vec![crl("g1", "gone")]).await.unwrap();
+    ds.save_crls("here", vec![crl("h1", "here")]).await.unwrap();
     // Still registered: nothing goes, expired or not.
     assert_eq!(ds.prune_authorities(1000).await.unwrap(), 0);
     ds.remove_server("gone").await.unwrap();
@@ -208,4 +215,6 @@ pub(crate) async fn a_removed_servers_authorities_go_once_expired(o: &dyn Opener
         "a live server's own expired authority is its own to drop"
     );
     assert_eq!(left.sequence, sequence + 1);
+    // The removed server's CRL went with its CA; the live one's stays.
+    assert_eq!(ds.crls().await.unwrap(), vec![crl("h1", "here")]);
 }
