@@ -2,17 +2,15 @@
 //! a file on disk has (its mode, crash safety, the WAL, query plans).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::future::BoxFuture;
-use signet_core::{RegistrationEntry, Selector, SpiffeId};
 use sqlx::Row;
 
 use super::rows::ENTRIES_BY_PARENT;
 use super::*;
 use crate::datastore::prelude::*;
-use crate::datastore::tests::{backend_tests, Opener};
-use crate::datastore::{AgentRecord, DataStore, DataStoreError, IssuedX509};
+use crate::datastore::tests::{agent, backend_tests, entry, id, Opener};
+use crate::datastore::{DataStore, DataStoreError, IssuedX509};
 
 /// Each `open` is another handle on one file.
 struct SqliteFile(tempfile::TempDir);
@@ -33,43 +31,6 @@ async fn sqlite_file() -> SqliteFile {
 }
 
 backend_tests!(sqlite_file);
-
-fn id(s: &str) -> SpiffeId {
-    SpiffeId::parse(s).unwrap()
-}
-
-fn agent(token: &str) -> AgentRecord {
-    AgentRecord {
-        spiffe_id: id(&format!(
-            "spiffe://example.org/signet/agent/join_token/{token}"
-        )),
-        attestation_type: "join_token".into(),
-        serial: "01".into(),
-        expires_at: 2000,
-        banned: false,
-        attested_at: 1000,
-        selectors: vec![],
-    }
-}
-
-fn entry(n: u32, parent: &str, selectors: &[&str]) -> RegistrationEntry {
-    RegistrationEntry {
-        id: format!("entry-{n}"),
-        spiffe_id: id(&format!("spiffe://example.org/w{n}")),
-        parent_id: id(parent),
-        selectors: selectors
-            .iter()
-            .map(|s| Selector::parse(s).unwrap())
-            .collect(),
-        x509_svid_ttl: Some(Duration::from_secs(60)),
-        jwt_svid_ttl: None,
-        dns_names: vec!["web.local".into()],
-        hint: "h".into(),
-        admin: false,
-        downstream: true,
-        revision: 0,
-    }
-}
 
 async fn open(dir: &tempfile::TempDir) -> SqliteDataStore {
     SqliteDataStore::open(&dir.path().join("datastore.sqlite3"))

@@ -68,11 +68,11 @@ macro_rules! backend_tests {
 }
 pub(crate) use backend_tests;
 
-fn id(s: &str) -> SpiffeId {
+pub(crate) fn id(s: &str) -> SpiffeId {
     SpiffeId::parse(s).unwrap()
 }
 
-fn agent(token: &str) -> AgentRecord {
+pub(crate) fn agent(token: &str) -> AgentRecord {
     AgentRecord {
         spiffe_id: id(&format!(
             "spiffe://example.org/signet/agent/join_token/{token}"
@@ -86,7 +86,7 @@ fn agent(token: &str) -> AgentRecord {
     }
 }
 
-fn entry(n: u32, parent: &str, selectors: &[&str]) -> RegistrationEntry {
+pub(crate) fn entry(n: u32, parent: &str, selectors: &[&str]) -> RegistrationEntry {
     RegistrationEntry {
         id: format!("entry-{n}"),
         spiffe_id: id(&format!("spiffe://example.org/w{n}")),
