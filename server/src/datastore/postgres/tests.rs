@@ -124,14 +124,13 @@ async fn a_commit_on_one_server_wakes_the_others_tailer_at_once() {
     let bus_b = ChangeBus::start(b.clone()).await.unwrap();
     let (mut rx, _) = bus_b.subscribe();
     for n in 1..=20u64 {
-        let started = tokio::time::Instant::now();
         a.append_events(vec![Change::TaintedChanged]).await.unwrap();
-        let event = tokio::time::timeout(Duration::from_secs(1), rx.recv())
+        // Well within the 5 s poll, even on a loaded box: the NOTIFY woke it.
+        let event = tokio::time::timeout(Duration::from_secs(2), rx.recv())
             .await
-            .expect("heard within a second (LISTEN, not the 5 s poll)")
+            .expect("heard within 2 s (LISTEN, not the 5 s poll)")
             .unwrap();
         assert_eq!(event.revision, n);
-        assert!(started.elapsed() < Duration::from_millis(500));
     }
 }
 
