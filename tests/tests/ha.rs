@@ -203,7 +203,12 @@ async fn servers_are_listed_a_taint_and_revocation_reach_every_server_and_a_lost
     b.cli_ok(&["authority", "x509", "prepare"]);
     b.cli_ok(&["authority", "x509", "activate"]);
     let old = b.authority_in_state("x509", "old").unwrap();
-    assert_eq!(a.bundle_der().len(), 3, "A's CA and both of B's");
+    wait::until(
+        "A's CA and both of B's in A's bundle",
+        Duration::from_secs(10),
+        || async { (a.bundle_der().len() == 3).then_some(()) },
+    )
+    .await;
     a.cli_ok(&["authority", "x509", "taint", "--id", &old]);
     wait::until("B shows the taint", Duration::from_secs(10), || async {
         b.authorities("x509")
