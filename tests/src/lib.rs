@@ -16,6 +16,7 @@ pub mod peer;
 pub mod postgres;
 pub mod process;
 pub mod server;
+pub mod spire;
 pub mod wait;
 pub mod workload;
 
