@@ -17,77 +17,15 @@ use std::time::Duration;
 
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
-use signet_core::bundle::Bundle;
 use signet_core::jwt::{JwtBundles, JwtPublicKey};
 use signet_core::{Clock, RegistrationEntry, TrustDomain};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use super::state::{CachedEntry, EntryId, Revocations, Snapshot, Svid, Tainted};
+use super::state::{CachedEntry, EntryId, FederatedBundles, Revocations, Snapshot, Svid, Tainted};
 use super::{SignError, SvidSigner};
 use crate::backoff::Backoff;
 use timers::Timers;
-
-/// One message of the sync stream, already parsed.
-#[derive(Debug, Clone, Default)]
-pub struct SyncUpdate {
-    /// `entries` and `previewed` are the complete set; forget anything else.
-    pub snapshot: bool,
-    /// Entries of a snapshot whose later parts are still arriving: upsert
-    /// them (and take the bundle) so issuing starts at once; everything
-    /// else, removals and the revision included, waits for the rest of the
-    /// snapshot, which comes as an update of its own.
-    pub preview: bool,
-    /// In a snapshot: the ids of its entries already sent as previews.
-    pub previewed: Vec<String>,
-    pub entries: Vec<RegistrationEntry>,
-    pub removed_entry_ids: Vec<String>,
-    /// The trust domain's bundle, when it changed.
-    pub bundle: Option<Bundle>,
-    /// The message's sync revision (0: not from the server).
-    pub revision: u64,
-    /// Revoked credentials: the complete list in a snapshot, else additions.
-    pub revocations: Revocations,
-    /// DER CRLs, when they changed.
-    pub crls: Option<Vec<Vec<u8>>>,
-    /// The complete tainted set, when it changed.
-    pub tainted: Option<Tainted>,
-    /// The agent was banned or evicted (the reason): drop everything and
-    /// issue nothing more.
-    pub cut_off: Option<String>,
-}
-
-impl SyncUpdate {
-    /// Moves this snapshot part's entries (and a copy of its bundle) into a
-    /// [`Self::preview`], leaving their ids in `previewed`.
-    pub fn split_preview(&mut self) -> SyncUpdate {
-        let entries = std::mem::take(&mut self.entries);
-        self.previewed.extend(entries.iter().map(|e| e.id.clone()));
-        SyncUpdate {
-            preview: true,
-            entries,
-            bundle: self.bundle.clone(),
-            ..SyncUpdate::default()
-        }
-    }
-
-    /// Adds a later part of the same snapshot: its entries, and whatever it
-    /// sets that this part did not.
-    pub fn absorb(&mut self, part: SyncUpdate) {
-        self.entries.extend(part.entries);
-        self.previewed.extend(part.previewed);
-        self.removed_entry_ids.extend(part.removed_entry_ids);
-        self.bundle = self.bundle.take().or(part.bundle);
-        self.revision = part.revision.max(self.revision);
-        self.revocations
-            .x509_serials
-            .extend(part.revocations.x509_serials);
-        self.revocations.jwt_ids.extend(part.revocations.jwt_ids);
-        self.crls = self.crls.take().or(part.crls);
-        self.tainted = self.tainted.take().or(part.tainted);
-        self.cut_off = self.cut_off.take().or(part.cut_off);
-    }
-}
 
 /// A signing round under way: resolves to what the server answered.
 type Round = Pin<Box<dyn Future<Output = issue::Signed> + Send>>;
@@ -101,6 +39,8 @@ pub struct CacheManager {
     trust_domain: TrustDomain,
     bundle: Option<Arc<Vec<Vec<u8>>>>,
     jwt_bundles: Arc<JwtBundles>,
+    /// Other trust domains' bundles, each apart from the own one.
+    federated: Arc<FederatedBundles>,
     /// Its keys are the one copy of each entry id every other map shares.
     entries: BTreeMap<EntryId, Arc<RegistrationEntry>>,
     /// The SVID served for each entry that has one.
@@ -154,6 +94,7 @@ impl CacheManager {
             trust_domain,
             bundle: None,
             jwt_bundles: Arc::default(),
+            federated: Arc::default(),
             entries: BTreeMap::new(),
             held: HashMap::new(),
             expiries: Timers::default(),
@@ -240,6 +181,8 @@ impl CacheManager {
             if let Some(bundle) = update.bundle {
                 self.set_x509_authorities(bundle.x509_authorities);
             }
+            // Added, not replacing: the whole snapshot drops what it lacks.
+            self.update_federated(false, update.federated_bundles, vec![]);
             for entry in update.entries {
                 self.upsert(entry);
             }
@@ -259,6 +202,11 @@ impl CacheManager {
                 self.dirty = true;
             }
         }
+        self.update_federated(
+            update.snapshot,
+            update.federated_bundles,
+            update.removed_federated_bundles,
+        );
         if update.snapshot {
             let keep: std::collections::HashSet<&str> = update
                 .entries
@@ -429,6 +377,7 @@ impl CacheManager {
             trust_domain: self.trust_domain.clone(),
             bundle: self.bundle.clone(),
             jwt_bundles: self.jwt_bundles.clone(),
+            federated_bundles: self.federated.clone(),
             entries,
             crls: self.crls.clone(),
             revocations: Arc::new(self.revocations.clone()),
@@ -445,9 +394,13 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
+mod federation;
 mod issue;
 mod lifecycle;
 mod timers;
+mod update;
+
+pub use update::SyncUpdate;
 
 #[cfg(test)]
 mod tests;

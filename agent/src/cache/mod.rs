@@ -14,7 +14,7 @@ use signet_proto::node::{BatchSignX509SvidRequest, SignX509SvidParams};
 use crate::node_client::{CallError, LateConnector};
 pub use jwt::{JwtMinter, JwtSvidCache, MintError, NodeMinter};
 pub use manager::{CacheManager, SyncUpdate};
-pub use state::{CachedEntry, Revocations, Snapshot, Svid, Tainted};
+pub use state::{CachedEntry, FederatedBundles, Revocations, Snapshot, Svid, Tainted};
 
 /// One CSR for one entry.
 #[derive(Debug, Clone)]

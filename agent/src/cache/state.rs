@@ -1,12 +1,14 @@
-//! The immutable snapshot the cache manager publishes: the trust bundle, the
-//! JWT keys of each trust domain, CRLs, revocations, tainted authorities and,
-//! per entry this agent holds, the entry and its current SVID (if issued).
+//! The immutable snapshot the cache manager publishes: the trust bundle, its
+//! JWT keys, the bundles of federated trust domains, CRLs, revocations,
+//! tainted authorities and, per entry this agent holds, the entry and its
+//! current SVID (if issued).
 //! Readers get an `Arc` through a watch channel and never lock.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use signet_core::bundle::Bundle;
 use signet_core::jwt::JwtBundles;
 use signet_core::{RegistrationEntry, Selector, TrustDomain, X509Svid};
 
@@ -82,13 +84,21 @@ pub struct Tainted {
     pub jwt_kids: BTreeSet<String>,
 }
 
+/// Another trust domain's bundle, by its name: one per trust domain, never
+/// the agent's own, never merged with another (SPIFFE Federation).
+pub type FederatedBundles = BTreeMap<TrustDomain, Arc<Bundle>>;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {
     pub trust_domain: TrustDomain,
     /// DER CA certificates; `None` until the first sync snapshot arrived.
     pub bundle: Option<Arc<Vec<Vec<u8>>>>,
-    /// Trust domain → kid → key, parsed once when the bundle arrived.
+    /// The own trust domain → kid → key, parsed once when the bundle
+    /// arrived. Federated keys are not here: each caller may use only those
+    /// of the trust domains its entries federate with.
     pub jwt_bundles: Arc<JwtBundles>,
+    /// Bundles of the trust domains entries federate with.
+    pub federated_bundles: Arc<FederatedBundles>,
     /// Keyed by entry id.
     pub entries: BTreeMap<EntryId, CachedEntry>,
     /// DER CRLs from the server, for the Workload API `crl` fields.
@@ -105,6 +115,7 @@ impl Snapshot {
             trust_domain,
             bundle: None,
             jwt_bundles: Arc::default(),
+            federated_bundles: Arc::default(),
             entries: BTreeMap::new(),
             crls: Arc::default(),
             revocations: Arc::default(),

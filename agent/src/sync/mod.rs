@@ -1,6 +1,6 @@
 //! The Sync stream from the server: a snapshot of the entries this agent is
-//! authorized for, the bundle, revocations, CRLs and tainted authorities,
-//! then deltas as they happen. Each message goes to the cache manager; bundle
+//! authorized for, the bundle, the bundles of federated trust domains,
+//! revocations, CRLs and tainted authorities, then deltas as they happen. Each message goes to the cache manager; bundle
 //! changes also update the bundle the TLS verifier trusts and the copy on
 //! disk; taints also reach the agent SVID renewal. When the stream breaks it
 //! resumes from the last revision seen, on the next server of the group at
@@ -13,16 +13,13 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use signet_core::bundle::{Bundle, JwtAuthority};
-use signet_core::clock::from_unix_seconds;
-use signet_core::jwt::{Jwk, JwtPublicKey};
-use signet_core::{Clock, RegistrationEntry, Selector, SpiffeId, TrustDomain};
-use signet_proto::node::revoked_credential::Credential;
-use signet_proto::node::{self, Entry, RevokedCredential, SyncRequest, SyncResponse};
+use signet_core::bundle::Bundle;
+use signet_core::Clock;
+use signet_proto::node::SyncRequest;
 use tokio::sync::{mpsc, watch};
 
 use crate::backoff::Backoff;
-use crate::cache::{Revocations, SyncUpdate, Tainted};
+use crate::cache::SyncUpdate;
 use crate::health::{measure_skew, Health, Status};
 use crate::node_client::{NodeConnector, Pacing, Session};
 use crate::storage::Storage;
@@ -138,7 +135,7 @@ impl SyncTask {
                 self.health.record_skew(skew);
             }
             let continues = message.snapshot && message.snapshot_continues;
-            let mut part = self.parse(message);
+            let mut part = update_from_proto(message);
             if continues {
                 // Issuing for these entries need not wait for the rest.
                 self.updates
@@ -175,61 +172,6 @@ impl SyncTask {
                 .map_err(|_| SyncError::Closed)?;
         }
         Ok(())
-    }
-
-    fn parse(&self, message: SyncResponse) -> SyncUpdate {
-        tracing::debug!(
-            revision = message.revision,
-            snapshot = message.snapshot,
-            entries = message.entries.len(),
-            removed = message.removed_entry_ids.len(),
-            revocations = message.revocations.len(),
-            "sync message"
-        );
-        let entries = message
-            .entries
-            .into_iter()
-            .filter_map(|e| {
-                let id = e.id.clone();
-                entry_from_proto(e)
-                    .map_err(
-                        |error| tracing::warn!(entry_id = id, %error, "ignoring malformed entry"),
-                    )
-                    .ok()
-            })
-            .collect();
-        let bundle = message.bundle.and_then(|b| match TrustDomain::new(&b.trust_domain) {
-            Ok(trust_domain) => Some(Bundle {
-                trust_domain,
-                jwt_authorities: jwt_authorities_from_proto(&b.jwt_authorities),
-                x509_authorities: b.x509_authorities,
-                sequence: b.sequence,
-            }),
-            Err(error) => {
-                tracing::warn!(trust_domain = b.trust_domain, %error, "ignoring a bundle without a valid trust domain");
-                None
-            }
-        });
-        SyncUpdate {
-            snapshot: message.snapshot,
-            preview: false,
-            previewed: vec![],
-            entries,
-            removed_entry_ids: message.removed_entry_ids,
-            bundle,
-            revision: message.revision,
-            revocations: revocations_from_proto(&message.revocations),
-            crls: message.crls.map(|c| c.crls),
-            tainted: message.tainted.map(|t| Tainted {
-                x509: t
-                    .x509
-                    .into_iter()
-                    .map(|id| id.to_ascii_lowercase())
-                    .collect(),
-                jwt_kids: t.jwt_kids.into_iter().collect(),
-            }),
-            cut_off: None,
-        }
     }
 
     fn bundle_changed(&self, bundle: &Bundle) {
@@ -273,93 +215,11 @@ pub fn cut_off_report(server_said: &str) -> (Status, String) {
     }
 }
 
-/// Revocations on the wire, serials normalized to lowercase hex.
-pub fn revocations_from_proto(list: &[RevokedCredential]) -> Revocations {
-    let mut out = Revocations::default();
-    for r in list {
-        let expires = from_unix_seconds(r.expires_at);
-        match &r.credential {
-            Some(Credential::X509Serial(serial)) => {
-                let serial: String = serial
-                    .chars()
-                    .filter(|c| *c != ':')
-                    .collect::<String>()
-                    .to_ascii_lowercase();
-                let serial = serial.trim_start_matches('0').to_owned();
-                tracing::info!(serial, reason = r.reason, "X.509-SVID revoked");
-                out.x509_serials.insert(serial, expires);
-            }
-            Some(Credential::JwtId(jti)) => {
-                tracing::info!(jti, reason = r.reason, "JWT-SVID revoked");
-                out.jwt_ids.insert(jti.clone(), expires);
-            }
-            None => {}
-        }
-    }
-    out
-}
-
-/// Parses the bundle's JWT keys once; a key that does not parse is logged
-/// and skipped so one bad JWK cannot take the others down.
-pub fn jwt_authorities_from_proto(authorities: &[node::JwtAuthority]) -> Vec<JwtAuthority> {
-    authorities
-        .iter()
-        .filter_map(|a| match jwt_authority_from_proto(a) {
-            Ok(key) => Some(key),
-            Err(error) => {
-                tracing::warn!(kid = a.kid, %error, "ignoring malformed JWT authority");
-                None
-            }
-        })
-        .collect()
-}
-
-fn jwt_authority_from_proto(a: &node::JwtAuthority) -> Result<JwtAuthority, String> {
-    let jwk: Jwk = serde_json::from_str(&a.jwk).map_err(|e| format!("not a JWK: {e}"))?;
-    let kid = match (a.kid.as_str(), jwk.kid.as_deref()) {
-        ("", None | Some("")) => return Err("no kid".into()),
-        ("", Some(k)) => k.to_owned(),
-        (k, None) => k.to_owned(),
-        (k, Some(j)) if k == j => k.to_owned(),
-        (k, Some(j)) => return Err(format!("kid {k:?} does not match the JWK's kid {j:?}")),
-    };
-    if let Some(use_) = jwk.use_.as_deref().filter(|u| *u != "jwt-svid") {
-        return Err(format!("JWK use is {use_:?}, not \"jwt-svid\""));
-    }
-    let public_key = JwtPublicKey::from_jwk(&jwk).map_err(|e| e.to_string())?;
-    Ok(JwtAuthority {
-        kid,
-        jwk,
-        public_key,
-        expires_at: a.expires_at,
-    })
-}
-
-/// Parses an entry off the wire into the domain type (edges parse once).
-pub fn entry_from_proto(e: Entry) -> Result<RegistrationEntry, String> {
-    let spiffe_id = SpiffeId::parse_with_path(&e.spiffe_id).map_err(|x| x.to_string())?;
-    let parent_id = SpiffeId::parse(&e.parent_id).map_err(|x| x.to_string())?;
-    let selectors = e
-        .selectors
-        .iter()
-        .map(|s| Selector::new(&s.r#type, &s.value))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|x| x.to_string())?;
-    let ttl = |secs: u32| (secs > 0).then(|| Duration::from_secs(u64::from(secs)));
-    Ok(RegistrationEntry {
-        id: e.id,
-        spiffe_id,
-        parent_id,
-        selectors: signet_core::entry::normalize_selectors(selectors),
-        x509_svid_ttl: ttl(e.x509_svid_ttl),
-        jwt_svid_ttl: ttl(e.jwt_svid_ttl),
-        dns_names: e.dns_names,
-        hint: e.hint,
-        admin: e.admin,
-        downstream: e.downstream,
-        revision: e.revision,
-    })
-}
+mod parse;
+pub use parse::{
+    bundle_from_proto, entry_from_proto, federates_with_from_names, jwt_authorities_from_proto,
+    revocations_from_proto, update_from_proto,
+};
 
 #[cfg(test)]
 mod tests;

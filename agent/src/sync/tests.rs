@@ -1,7 +1,12 @@
 //! Parsing the wire, pacing reconnects, and resuming on another server.
 
 use super::*;
+use signet_core::clock::from_unix_seconds;
+use signet_core::TrustDomain;
+use signet_proto::node::revoked_credential::Credential;
 use signet_proto::node::Selector as ProtoSelector;
+use signet_proto::node::SyncResponse;
+use signet_proto::node::{self, Entry, RevokedCredential};
 
 fn wire(spiffe_id: &str, selector: (&str, &str)) -> Entry {
     Entry {
@@ -110,6 +115,73 @@ fn wire_revocations_are_normalized() {
     assert!(r.is_serial_revoked("00ab01", now));
     assert!(r.is_jti_revoked("j1", now));
     assert!(!r.is_jti_revoked("j1", from_unix_seconds(2_000_000_000)));
+}
+
+#[test]
+fn an_entry_keeps_the_trust_domains_it_federates_with_and_drops_a_malformed_one() {
+    let mut w = wire("spiffe://example.org/me", ("unix", "uid:1000"));
+    w.federates_with = [
+        "c.test",
+        "b.test",
+        "Not A Trust Domain!",
+        "b.test",
+        "example.org",
+        "spiffe://d.test",
+    ]
+    .map(String::from)
+    .into();
+    let e = entry_from_proto(w).unwrap();
+    let names: Vec<&str> = e.federates_with.iter().map(TrustDomain::as_str).collect();
+    assert_eq!(
+        names,
+        ["b.test", "c.test", "d.test"],
+        "sorted, unique, not its own"
+    );
+}
+
+#[test]
+fn federated_bundles_are_parsed_like_the_own_bundle_and_removals_by_name() {
+    let (signer, _) = signet_core::jwt::JwtSigner::generate("b1".into()).unwrap();
+    let key = |kid: &str, jwk: String| node::JwtAuthority {
+        kid: kid.into(),
+        jwk,
+        expires_at: 2_000_000_000,
+    };
+    let update = update_from_proto(SyncResponse {
+        revision: 3,
+        federated_bundles: vec![
+            node::Bundle {
+                trust_domain: "b.test".into(),
+                x509_authorities: vec![b"b CA".to_vec()],
+                sequence: 2,
+                jwt_authorities: vec![
+                    key("b1", serde_json::to_string(&signer.jwk()).unwrap()),
+                    key("b2", "{not json".into()),
+                ],
+            },
+            node::Bundle {
+                trust_domain: "Not A Trust Domain!".into(),
+                ..Default::default()
+            },
+        ],
+        removed_federated_bundles: vec!["c.test".into(), "Not Either!".into()],
+        ..Default::default()
+    });
+    assert!(update.bundle.is_none(), "the own bundle is not among them");
+    let [b] = update.federated_bundles.as_slice() else {
+        panic!("one valid bundle: {:?}", update.federated_bundles);
+    };
+    assert_eq!(b.trust_domain.as_str(), "b.test");
+    assert_eq!(b.x509_authorities, [b"b CA".to_vec()]);
+    assert_eq!(b.sequence, 2);
+    assert_eq!(b.jwt_keys(), [("b1".to_string(), signer.public_key())]);
+    assert_eq!(b.jwt_authorities[0].expires_at, 2_000_000_000);
+    let removed: Vec<&str> = update
+        .removed_federated_bundles
+        .iter()
+        .map(TrustDomain::as_str)
+        .collect();
+    assert_eq!(removed, ["c.test"]);
 }
 
 #[test]

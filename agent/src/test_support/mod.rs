@@ -33,6 +33,7 @@ pub fn entry(id: &str, spiffe_id: &str, parent_id: &str, selectors: &[&str]) -> 
         admin: false,
         downstream: false,
         revision: 1,
+        federates_with: vec![],
     }
 }
 

@@ -1,5 +1,6 @@
-//! FetchX509Bundles: the trust domain's CA certificates keyed by
-//! `spiffe://<td>`, re-sent whenever the bundle changes.
+//! FetchX509Bundles: the CA certificates of the own trust domain and of the
+//! trust domains the caller's entries federate with, each keyed by
+//! `spiffe://<td>`, re-sent whenever one of them changes.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use signet_proto::workload::X509BundlesResponse;
 use tokio::sync::{mpsc, watch};
 use tonic::Status;
 
+use super::federation;
 use super::stream::stream_state;
 use crate::cache::Snapshot;
 
@@ -18,10 +20,15 @@ pub fn bundles_state(
     selectors: &HashSet<Selector>,
 ) -> Option<X509BundlesResponse> {
     snapshot.matching(selectors).next()?;
-    let bundle = snapshot.bundle.as_deref()?.concat();
+    let own = snapshot.bundle.as_deref()?.concat();
+    let federated =
+        federation::trust_domains(snapshot.matching(selectors).map(|c| c.entry.as_ref()));
+    // The own trust domain last: nothing held for a peer can take its key.
+    let mut bundles = federation::x509_bundles(snapshot, &federated);
+    bundles.insert(snapshot.trust_domain.id_string(), own);
     Some(X509BundlesResponse {
         crl: snapshot.crls.to_vec(),
-        bundles: [(snapshot.trust_domain.id_string(), bundle)].into(),
+        bundles,
     })
 }
 

@@ -1,19 +1,21 @@
 //! FetchJWTSVID and ValidateJWTSVID: request checks, one JWT-SVID per
 //! identity of the caller (minted by the server, cached), and local
-//! validation against the JWT bundles the agent holds.
+//! validation against the JWT keys of the own trust domain or of a federated
+//! one the caller's entries federate with.
 
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
 use prost_types::value::Kind;
 use serde_json::{Map, Value};
-use signet_core::jwt::{validate_jwt_svid, ValidationOptions};
-use signet_core::{Selector, SpiffeId};
+use signet_core::jwt::{validate_jwt_svid, JwtBundles, ValidationOptions};
+use signet_core::{Selector, SpiffeId, TrustDomain};
 use signet_proto::workload::{
     Jwtsvid, JwtsvidRequest, JwtsvidResponse, ValidateJwtsvidRequest, ValidateJwtsvidResponse,
 };
 use tonic::Status;
 
+use super::federation;
 use super::x509::no_identity;
 use crate::cache::{CachedEntry, JwtSvidCache, Snapshot};
 
@@ -115,24 +117,56 @@ pub fn check_validate_request(request: &ValidateJwtsvidRequest) -> Result<(), St
     Ok(())
 }
 
-/// Validates locally; any caller may validate (as SPIRE allows), since the
-/// answer holds no secret and only uses public keys.
+/// Refuses a caller none of whose entries federates with `trust_domain`.
+pub fn check_federates_with(
+    snapshot: &Snapshot,
+    selectors: &HashSet<Selector>,
+    trust_domain: &TrustDomain,
+) -> Result<(), Status> {
+    let federated =
+        federation::trust_domains(snapshot.matching(selectors).map(|c| c.entry.as_ref()));
+    if federated.contains(trust_domain) {
+        Ok(())
+    } else {
+        Err(status::not_federated(trust_domain.as_str()))
+    }
+}
+
+/// Validates locally against the own trust domain's keys, which any caller
+/// may use (as SPIRE allows: the answer holds no secret and only uses public
+/// keys), or, when `federated` names a trust domain the caller was found to
+/// federate with, against that trust domain's keys alone.
 pub fn validate(
     snapshot: &Snapshot,
     request: &ValidateJwtsvidRequest,
+    federated: Option<&TrustDomain>,
     now: SystemTime,
     leeway: Duration,
 ) -> Result<ValidateJwtsvidResponse, Status> {
     check_validate_request(request)?;
+    let peer_keys: JwtBundles;
+    let keys = match federated.and_then(|td| snapshot.federated_bundles.get(td)) {
+        Some(bundle) => {
+            peer_keys = [(
+                bundle.trust_domain.clone(),
+                bundle.jwt_keys().into_iter().collect(),
+            )]
+            .into();
+            &peer_keys
+        }
+        None => &*snapshot.jwt_bundles,
+    };
     let validated = validate_jwt_svid(
         &request.svid,
         &request.audience,
-        &snapshot.jwt_bundles,
+        keys,
         ValidationOptions { now, leeway },
     )
     .map_err(|e| status::invalid_argument(e.to_string()))?;
+    // Revoked jtis are the own server's; a peer's token may reuse one.
+    let own = validated.spiffe_id.is_member_of(&snapshot.trust_domain);
     let jti = validated.claims.get("jti").and_then(Value::as_str);
-    if jti.is_some_and(|jti| snapshot.revocations.is_jti_revoked(jti, now)) {
+    if own && jti.is_some_and(|jti| snapshot.revocations.is_jti_revoked(jti, now)) {
         return Err(status::invalid_argument(REVOKED));
     }
     Ok(ValidateJwtsvidResponse {

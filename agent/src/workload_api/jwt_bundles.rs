@@ -1,16 +1,18 @@
-//! FetchJWTBundles: a plain JWKS of `jwt-svid` keys per trust domain, keyed
-//! by `spiffe://<td>`, re-sent whenever the keys change.
+//! FetchJWTBundles: a plain JWKS of `jwt-svid` keys for the own trust domain
+//! and for each trust domain the caller's entries federate with, keyed by
+//! `spiffe://<td>`, re-sent whenever one of them changes.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use signet_core::bundle::jwt_jwks;
 use signet_core::jwt::JwtPublicKey;
-use signet_core::Selector;
+use signet_core::{Selector, TrustDomain};
 use signet_proto::workload::JwtBundlesResponse;
 use tokio::sync::{mpsc, watch};
 use tonic::Status;
 
+use super::federation;
 use super::stream::stream_state;
 use crate::cache::Snapshot;
 
@@ -21,18 +23,33 @@ pub fn jwt_bundles_state(
 ) -> Option<JwtBundlesResponse> {
     snapshot.matching(selectors).next()?;
     let mut bundles = HashMap::new();
+    let federated =
+        federation::trust_domains(snapshot.matching(selectors).map(|c| c.entry.as_ref()));
+    for bundle in federation::held(snapshot, &federated) {
+        let keys = federation::sorted_jwt_keys(bundle);
+        insert_jwks(&mut bundles, &bundle.trust_domain, &keys);
+    }
+    // The own trust domain last: nothing held for a peer can take its key.
     for (td, keys) in snapshot.jwt_bundles.iter() {
         let mut keys: Vec<(String, JwtPublicKey)> =
             keys.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         keys.sort_by(|a, b| a.0.cmp(&b.0));
-        match serde_json::to_vec(&jwt_jwks(&keys)) {
-            Ok(doc) => {
-                bundles.insert(td.id_string(), doc);
-            }
-            Err(e) => tracing::error!(trust_domain = %td, error = %e, "cannot encode JWT bundle"),
-        }
+        insert_jwks(&mut bundles, td, &keys);
     }
     Some(JwtBundlesResponse { bundles })
+}
+
+fn insert_jwks(
+    bundles: &mut HashMap<String, Vec<u8>>,
+    td: &TrustDomain,
+    keys: &[(String, JwtPublicKey)],
+) {
+    match serde_json::to_vec(&jwt_jwks(keys)) {
+        Ok(doc) => {
+            bundles.insert(td.id_string(), doc);
+        }
+        Err(e) => tracing::error!(trust_domain = %td, error = %e, "cannot encode JWT bundle"),
+    }
 }
 
 pub async fn stream_jwt_bundles(

@@ -1,51 +1,43 @@
 //! The SPIFFE Workload API on a Unix socket: checks the security header
 //! (once, in an interceptor), attests the caller from the socket's peer
 //! credentials and serves what the cache holds for the entries that match
-//! its selectors. Every call is timed by `signet_runtime::rpc`'s layer; every
+//! its selectors, with the bundles of the trust domains those entries
+//! federate with (see `federation`). Every call is timed by `signet_runtime::rpc`'s layer; every
 //! status it answers with comes from `status`.
 
 pub mod bundles;
+pub mod federation;
 pub mod header;
 pub mod jwt;
 pub mod jwt_bundles;
 mod relay;
+mod socket;
 pub mod status;
 mod stream;
 pub mod x509;
 
 use std::collections::HashSet;
 use std::future::Future;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use signet_core::{Clock, Selector};
-use signet_proto::workload::spiffe_workload_api_server::{
-    SpiffeWorkloadApi, SpiffeWorkloadApiServer,
-};
+use signet_proto::workload::spiffe_workload_api_server::SpiffeWorkloadApi;
 use signet_proto::workload::{
     JwtBundlesRequest, JwtBundlesResponse, JwtsvidRequest, JwtsvidResponse, ValidateJwtsvidRequest,
     ValidateJwtsvidResponse, X509BundlesRequest, X509BundlesResponse, X509svidRequest,
     X509svidResponse,
 };
-use signet_runtime::conn::{
-    accepted, ActivityLayer, ConnInfo, ConnectionTracker, Guarded, Refusal,
-};
-use signet_runtime::rpc::RpcTimingLayer;
-use signet_runtime::throttle::LogThrottle;
-use tokio::net::{UnixListener, UnixStream};
+use signet_runtime::conn::ConnInfo;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::attest::workload::peer::PeerPin;
 use crate::attest::workload::{AttestOptions, PeerInfo, WorkloadAttestor};
 use crate::cache::{JwtSvidCache, Snapshot};
-use crate::config::WorkloadApiLimits;
 use crate::telemetry::Metrics;
-use relay::{RelayedStream, WorkloadPeer};
+use relay::WorkloadPeer;
+pub use socket::{bind, serve, ServeSettings};
 pub use status::SHUTTING_DOWN;
 use stream::channel_with_first;
 use x509::X509State;
@@ -263,140 +255,29 @@ impl SpiffeWorkloadApi for WorkloadApi {
         &self,
         request: Request<ValidateJwtsvidRequest>,
     ) -> Result<Response<ValidateJwtsvidResponse>, Status> {
-        // Any caller may validate (as in SPIRE): only public keys are used,
-        // so the caller is not attested.
-        let request = request.into_inner();
-        jwt::check_validate_request(&request)?;
+        jwt::check_validate_request(request.get_ref())?;
         let snapshot = self.ready_snapshot()?;
-        let response = jwt::validate(&snapshot, &request, self.clock.now(), self.jwt_leeway)?;
+        // Any caller may validate a token of the own trust domain (as in
+        // SPIRE): only public keys are used, so the caller is not attested.
+        // A federated trust domain's keys are only for callers whose entries
+        // federate with it: only then is the caller attested.
+        let (snapshot, federated) =
+            match federation::claimed_trust_domain(&snapshot, &request.get_ref().svid) {
+                None => (snapshot, None),
+                Some(td) => {
+                    let (snapshot, selectors) = self.admit(&request).await?;
+                    jwt::check_federates_with(&snapshot, &selectors, &td)?;
+                    (snapshot, Some(td))
+                }
+            };
+        let response = jwt::validate(
+            &snapshot,
+            request.get_ref(),
+            federated.as_ref(),
+            self.clock.now(),
+            self.jwt_leeway,
+        )?;
         Ok(Response::new(response))
-    }
-}
-
-/// Binds the socket: its directory created 0755 if missing and refused if
-/// another user owns it or can write to it (they could swap the socket), a
-/// stale socket from a previous run removed, the socket itself
-/// world-connectable (0777).
-pub fn bind(path: &Path) -> Result<UnixListener, WorkloadApiError> {
-    let err = |source| WorkloadApiError::Socket {
-        path: path.display().to_string(),
-        source,
-    };
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        signet_runtime::dirs::ensure_own_dir(parent, 0o755)?;
-    }
-    match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path).map_err(err)?,
-        Ok(_) => {
-            return Err(err(std::io::Error::new(
-                std::io::ErrorKind::AlreadyExists,
-                "exists and is not a socket",
-            )))
-        }
-        Err(_) => {}
-    }
-    let listener = UnixListener::bind(path).map_err(err)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777)).map_err(err)?;
-    Ok(listener)
-}
-
-/// How the Workload API takes connections.
-#[derive(Debug, Clone)]
-pub struct ServeSettings {
-    /// Where callers' processes are read, to pin them at accept.
-    pub procfs_root: PathBuf,
-    pub limits: WorkloadApiLimits,
-}
-
-impl Default for ServeSettings {
-    fn default() -> Self {
-        Self {
-            procfs_root: crate::config::DEFAULT_PROCFS_ROOT.into(),
-            limits: WorkloadApiLimits::default(),
-        }
-    }
-}
-
-type Served = Guarded<RelayedStream, u32>;
-
-/// From a request's headers to its response's: a request whose body never
-/// arrives is answered DeadlineExceeded then, and stops holding its
-/// connection open. FetchJWTSVID may wait for a mint (10 s) after
-/// attestation (2 s); streams only count until their first answer.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Serves the Workload API on `listener` until `shutdown` completes. Each
-/// connection counts against its uid's cap and the total, its caller is
-/// pinned, and it is closed when idle (see `signet_runtime::conn`).
-pub async fn serve(
-    listener: UnixListener,
-    api: WorkloadApi,
-    settings: ServeSettings,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), WorkloadApiError> {
-    let limits = settings.limits;
-    let tracker = ConnectionTracker::new(limits.max_connections_per_uid, limits.max_connections);
-    tracing::info!(
-        per_uid = tracker.per_peer_limit(),
-        total = tracker.total_limit(),
-        first_request_timeout_ms = limits.timeouts.first_request.as_millis() as u64,
-        idle_timeout_ms = limits.timeouts.idle.as_millis() as u64,
-        "Workload API connection limits"
-    );
-    let refused = Arc::new(LogThrottle::default());
-    let metrics = api.metrics.clone();
-    let counted = metrics.clone();
-    let incoming = accepted(listener, "Workload API").filter_map(move |(stream, _)| {
-        let admitted = admit(stream, &tracker, &settings, &refused, &counted);
-        futures::future::ready(admitted.map(Ok::<_, std::io::Error>))
-    });
-    tonic::transport::Server::builder()
-        .http2_max_header_list_size(u32::try_from(relay::MAX_HEADER_LIST).unwrap_or(u32::MAX))
-        .timeout(REQUEST_TIMEOUT)
-        .layer(ActivityLayer::<WorkloadPeer>::new())
-        .layer(RpcTimingLayer(metrics))
-        .add_service(SpiffeWorkloadApiServer::with_interceptor(
-            api,
-            header::interceptor,
-        ))
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await?;
-    Ok(())
-}
-
-/// A new connection, counted, its caller pinned; `None` when its uid (or
-/// the agent) has as many open as allowed, after telling the client why.
-fn admit(
-    stream: UnixStream,
-    tracker: &ConnectionTracker<u32>,
-    settings: &ServeSettings,
-    refused: &LogThrottle,
-    metrics: &Metrics,
-) -> Option<Served> {
-    let cred = match stream.peer_cred() {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::debug!(error = %e, "no peer credentials; closing the connection");
-            return None;
-        }
-    };
-    match tracker.admit(cred.uid()) {
-        Ok(permit) => {
-            let pin = PeerPin::at_accept(&stream, cred.pid(), &settings.procfs_root);
-            let relayed = relay::relay(stream, Arc::new(pin));
-            Some(Guarded::new(relayed, permit, settings.limits.timeouts))
-        }
-        Err(refusal) => {
-            metrics.refused_connection(match refusal {
-                Refusal::PeerLimit { .. } => "uid_limit",
-                Refusal::TotalLimit { .. } => "total_limit",
-            });
-            if let Some(left_out) = refused.permit() {
-                tracing::warn!(uid = cred.uid(), %refusal, similar_left_out = left_out, "refused a Workload API connection");
-            }
-            relay::refuse(&stream, &format!("uid {}: {refusal}", cred.uid()));
-            None
-        }
     }
 }
 

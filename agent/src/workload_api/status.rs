@@ -22,6 +22,14 @@ pub fn invalid_argument(why: impl std::fmt::Display) -> Status {
     Status::invalid_argument(why.to_string())
 }
 
+/// A JWT-SVID of a trust domain none of the caller's entries federates
+/// with: refused like any token that fails validation, with the reason.
+pub fn not_federated(trust_domain: &str) -> Status {
+    Status::invalid_argument(format!(
+        "trust domain {trust_domain:?} is not one the caller's entries federate with"
+    ))
+}
+
 /// The agent has no trust bundle yet: worth a retry.
 pub fn not_ready() -> Status {
     Status::unavailable("agent is not ready yet: no trust bundle from the server")
@@ -69,6 +77,7 @@ mod tests {
         for (status, code) in [
             (missing_header(), Code::InvalidArgument),
             (invalid_argument("x"), Code::InvalidArgument),
+            (not_federated("b.test"), Code::InvalidArgument),
             (not_ready(), Code::Unavailable),
             (unknown_caller(), Code::Unavailable),
             (attestation_failed("gone"), Code::Unavailable),

@@ -3,6 +3,8 @@
 
 use signet_core::Clock;
 use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use rcgen::{Issuer, KeyPair};
@@ -17,7 +19,9 @@ use tonic::Code;
 use super::*;
 use crate::attest::workload::unix::UnixAttestor;
 use crate::cache::{CachedEntry, Svid};
+use crate::config::WorkloadApiLimits;
 use crate::test_support::FakeMinter;
+use tokio::net::UnixStream;
 
 struct TestCa {
     cert: Vec<u8>,
@@ -97,6 +101,7 @@ fn entry(id: &str, path: &str, selector: &str, hint: &str) -> RegistrationEntry 
         admin: false,
         downstream: false,
         revision: 1,
+        federates_with: vec![],
     }
 }
 
@@ -119,6 +124,7 @@ fn snapshot(ca: &TestCa, entries: Vec<(RegistrationEntry, Option<Arc<Svid>>)>) -
         trust_domain: td(),
         bundle: Some(Arc::new(vec![ca.cert.clone()])),
         jwt_bundles: Arc::new(jwt_bundles),
+        federated_bundles: Arc::default(),
         entries,
         crls: Arc::default(),
         revocations: Arc::default(),
@@ -127,14 +133,28 @@ fn snapshot(ca: &TestCa, entries: Vec<(RegistrationEntry, Option<Arc<Svid>>)>) -
     })
 }
 
-struct Agent {
+/// The Workload API on a socket of its own, and a client connected to it.
+struct Served {
     _dir: tempfile::TempDir,
-    cache: watch::Sender<Arc<Snapshot>>,
     client: SpiffeWorkloadApiClient<Channel>,
     minter: Arc<FakeMinter>,
     metrics: Arc<Metrics>,
     drain: watch::Sender<bool>,
     socket: PathBuf,
+}
+
+/// A Workload API serving the snapshots a test publishes by hand.
+struct Agent {
+    cache: watch::Sender<Arc<Snapshot>>,
+    served: Served,
+}
+
+impl std::ops::Deref for Agent {
+    type Target = Served;
+
+    fn deref(&self) -> &Served {
+        &self.served
+    }
 }
 
 async fn start(initial: Arc<Snapshot>) -> Agent {
@@ -157,9 +177,19 @@ async fn start_with_settings(
     minter: FakeMinter,
     settings: ServeSettings,
 ) -> Agent {
+    let (cache, rx) = watch::channel(initial);
+    let served = serve_cache(rx, minter, settings).await;
+    Agent { cache, served }
+}
+
+/// Serves the snapshots `rx` receives, wherever they come from.
+async fn serve_cache(
+    rx: watch::Receiver<Arc<Snapshot>>,
+    minter: FakeMinter,
+    settings: ServeSettings,
+) -> Served {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("public/api.sock");
-    let (cache, rx) = watch::channel(initial);
     let attestor = Arc::new(UnixAttestor::new("/proc", 1024));
     let minter = Arc::new(minter);
     let jwt_svids = Arc::new(JwtSvidCache::new(minter.clone(), Arc::new(SystemClock)));
@@ -178,10 +208,9 @@ async fn start_with_settings(
     assert_eq!(mode & 0o777, 0o777, "socket is world-connectable");
     tokio::spawn(serve(listener, api, settings, std::future::pending()));
     let client = crate::cli::client::connect(&socket).await.unwrap();
-    Agent {
+    Served {
         socket,
         _dir: dir,
-        cache,
         client,
         minter,
         metrics,
@@ -189,7 +218,7 @@ async fn start_with_settings(
     }
 }
 
-async fn fetch(agent: &Agent) -> Result<tonic::Streaming<X509svidResponse>, Status> {
+async fn fetch(agent: &Served) -> Result<tonic::Streaming<X509svidResponse>, Status> {
     let mut client = agent.client.clone();
     client
         .fetch_x509svid(crate::cli::client::request(X509svidRequest {}))
@@ -197,15 +226,13 @@ async fn fetch(agent: &Agent) -> Result<tonic::Streaming<X509svidResponse>, Stat
         .map(|r| r.into_inner())
 }
 
-async fn next(
-    stream: &mut tonic::Streaming<X509svidResponse>,
-) -> Result<Option<X509svidResponse>, Status> {
+async fn next<T>(stream: &mut tonic::Streaming<T>) -> Result<Option<T>, Status> {
     tokio::time::timeout(Duration::from_secs(5), stream.message())
         .await
         .expect("a message within 5 s")
 }
 
-async fn nothing_within(stream: &mut tonic::Streaming<X509svidResponse>, ms: u64) {
+async fn nothing_within<T: std::fmt::Debug>(stream: &mut tonic::Streaming<T>, ms: u64) {
     let got = tokio::time::timeout(Duration::from_millis(ms), stream.message()).await;
     assert!(got.is_err(), "expected silence, got {got:?}");
 }
@@ -411,6 +438,10 @@ async fn stale_socket_is_replaced_on_bind() {
     std::fs::write(&path, b"not a socket").unwrap();
     assert!(bind(&path).is_err(), "a regular file is not removed");
 }
+
+mod federation;
+
+mod federation_sync;
 
 mod jwt_api;
 

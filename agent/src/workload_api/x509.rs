@@ -1,5 +1,7 @@
-//! FetchX509SVID: the caller's full current X.509 state, sent at once and
-//! again on every change that affects it; never an expired SVID; "no identity
+//! FetchX509SVID: the caller's full current X.509 state (its SVIDs, the
+//! CRLs and the bundles of the trust domains their entries federate with),
+//! sent at once and again on every change that affects it, a peer's CA
+//! rotation included; never an expired SVID; "no identity
 //! issued" when the caller has (or loses) all its entries, when the last of
 //! its SVIDs expires unrenewed (server unreachable), or when none has been
 //! issued within a short grace.
@@ -9,11 +11,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use signet_core::rotation::wait_until;
-use signet_core::{Clock, Selector};
+use signet_core::{Clock, RegistrationEntry, Selector};
 use signet_proto::workload::{X509svid, X509svidResponse};
 use tokio::sync::{mpsc, watch};
 use tonic::Status;
 
+use super::federation;
 use crate::cache::Snapshot;
 
 /// How long a new caller whose entries have no SVID yet waits for one to be
@@ -43,14 +46,14 @@ pub fn x509_state(
         .map(|b| b.concat())
         .unwrap_or_default();
     let mut matched = 0usize;
-    let mut svids: Vec<(&str, X509svid)> = Vec::new();
+    let mut svids: Vec<(&RegistrationEntry, X509svid)> = Vec::new();
     for cached in snapshot.matching(selectors) {
         matched += 1;
         let Some(svid) = cached.svid.as_ref().filter(|s| s.is_valid_at(now)) else {
             continue;
         };
         svids.push((
-            cached.entry.id.as_str(),
+            &cached.entry,
             X509svid {
                 spiffe_id: cached.entry.spiffe_id.to_string(),
                 x509_svid: svid.x509.chain.concat(),
@@ -64,20 +67,20 @@ pub fn x509_state(
         return X509State::NoIdentity;
     }
     // Deterministic order; svids[0] is the default identity.
-    svids.sort_by(|a, b| (&a.1.spiffe_id, a.0).cmp(&(&b.1.spiffe_id, b.0)));
+    svids.sort_by(|a, b| (&a.1.spiffe_id, &a.0.id).cmp(&(&b.1.spiffe_id, &b.0.id)));
     let mut hints = HashSet::new();
-    let svids: Vec<X509svid> = svids
-        .into_iter()
-        .map(|(_, s)| s)
-        .filter(|s| s.hint.is_empty() || hints.insert(s.hint.clone()))
-        .collect();
+    svids.retain(|(_, s)| s.hint.is_empty() || hints.insert(s.hint.clone()));
     if svids.is_empty() {
         return X509State::Pending;
     }
+    // Only the entries of the SVIDs served: a bundle is for the identities
+    // that trust it.
+    let federated = federation::trust_domains(svids.iter().map(|(e, _)| *e));
+    let federated_bundles = federation::x509_bundles(snapshot, &federated);
     X509State::Ready(X509svidResponse {
-        svids,
+        svids: svids.into_iter().map(|(_, s)| s).collect(),
         crl: snapshot.crls.to_vec(),
-        federated_bundles: Default::default(),
+        federated_bundles,
     })
 }
 

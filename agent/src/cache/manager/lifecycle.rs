@@ -29,6 +29,7 @@ impl CacheManager {
             restored.jwt_keys.into_iter().collect(),
         );
         self.jwt_bundles = Arc::new(bundles);
+        self.restore_federated(restored.federated_bundles);
         self.crls = Arc::new(restored.crls);
         self.revocations = restored.revocations;
         self.revocations.prune(now);
@@ -119,6 +120,7 @@ impl CacheManager {
         );
         // Queued at once; nothing to wait for.
         drop(signet_runtime::bulk::run(move || drop(discarded)));
+        self.federated = Arc::default();
         self.revision = 0;
         self.dirty = true;
     }

@@ -429,6 +429,7 @@ async fn a_snapshot_preview_starts_issuing_and_only_the_whole_snapshot_removes()
     assert_eq!(h.ca.batch_sizes.lock().unwrap().last(), Some(&1));
 }
 
+mod federation;
 mod revocation;
 
 #[test]

@@ -12,9 +12,10 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use serde::ser::{SerializeSeq, Serializer};
 use serde::Serialize;
+use signet_core::bundle::Bundle;
 use signet_core::clock::unix_seconds;
 use signet_core::jwt::Jwk;
-use signet_core::{Selector, SpiffeId};
+use signet_core::{Selector, SpiffeId, TrustDomain};
 
 use super::{PersistError, VERSION};
 use crate::cache::state::{CachedEntry, Snapshot, Svid};
@@ -33,6 +34,7 @@ struct CacheDoc<'a> {
     tainted_x509: Vec<&'a str>,
     tainted_jwt_kids: Vec<&'a str>,
     entries: Entries<'a>,
+    federated_bundles: Vec<FederatedDoc<'a>>,
 }
 
 #[derive(Serialize)]
@@ -49,6 +51,24 @@ struct EntryDoc<'a> {
     downstream: bool,
     revision: u64,
     svid: Option<SvidDoc<'a>>,
+    federates_with: ShownList<'a, TrustDomain>,
+}
+
+/// A federated bundle whole, JWT keys with their kid and expiry, so a
+/// restarted agent serves and validates with it as it did before.
+#[derive(Serialize)]
+struct FederatedDoc<'a> {
+    trust_domain: &'a str,
+    sequence: u64,
+    x509_authorities: Base64List<'a>,
+    jwt_authorities: Vec<JwtAuthorityDoc<'a>>,
+}
+
+#[derive(Serialize)]
+struct JwtAuthorityDoc<'a> {
+    kid: &'a str,
+    jwk: &'a Jwk,
+    expires_at: i64,
 }
 
 #[derive(Serialize)]
@@ -117,6 +137,7 @@ fn entry_doc(c: &CachedEntry) -> EntryDoc<'_> {
         downstream: e.downstream,
         revision: e.revision,
         svid: c.svid.as_deref().map(svid_doc),
+        federates_with: ShownList(&e.federates_with),
     }
 }
 
@@ -157,8 +178,30 @@ pub fn encode_to(snapshot: &Snapshot, out: impl Write) -> Result<(), PersistErro
             .map(String::as_str)
             .collect(),
         entries: Entries(snapshot),
+        federated_bundles: snapshot
+            .federated_bundles
+            .values()
+            .map(|b| federated_doc(b))
+            .collect(),
     };
     serde_json::to_writer(out, &doc).map_err(|e| PersistError::Encode(e.to_string()))
+}
+
+fn federated_doc(b: &Bundle) -> FederatedDoc<'_> {
+    FederatedDoc {
+        trust_domain: b.trust_domain.as_str(),
+        sequence: b.sequence,
+        x509_authorities: Base64List(&b.x509_authorities),
+        jwt_authorities: b
+            .jwt_authorities
+            .iter()
+            .map(|a| JwtAuthorityDoc {
+                kid: &a.kid,
+                jwk: &a.jwk,
+                expires_at: a.expires_at,
+            })
+            .collect(),
+    }
 }
 
 fn expiries(m: &BTreeMap<String, SystemTime>) -> Vec<(&str, i64)> {

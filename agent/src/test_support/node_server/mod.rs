@@ -3,28 +3,27 @@
 //! `spiffe://example.org/signet/server`). Each runs on a runtime of its own
 //! so a test can kill one the way `kill -9` does: its listener and every
 //! connection close at once. They answer from a script (a Sync snapshot at
-//! a revision, attestation with an SVID from the CA, or a refusal) and
-//! report every call on a channel the test reads.
+//! a revision, attestation with an SVID from the CA, or a refusal), send
+//! down the first Sync stream whatever the test feeds it, and report every
+//! call on a channel the test reads.
 
-use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::{Stream, StreamExt};
+use async_trait::async_trait;
 use rcgen::{Issuer, KeyPair, PublicKeyData};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use signet_core::{Clock, SpiffeId, SystemClock, TrustDomain};
-use signet_proto::node::node_server::{Node, NodeServer};
-use signet_proto::node::{
-    attest_params, attest_request, attest_response, AttestRequest, AttestResponse, AttestResult,
-    BatchSignX509SvidRequest, BatchSignX509SvidResponse, Bundle, MintJwtSvidRequest,
-    MintJwtSvidResponse, RenewAgentRequest, RenewAgentResponse, SyncRequest, SyncResponse,
-};
+use signet_proto::node::node_server::NodeServer;
+use signet_proto::node::{Bundle, SyncResponse};
 use tokio::sync::{mpsc, oneshot, watch};
-use tonic::{Request, Response, Status, Streaming};
 
 use crate::attest::AgentSvid;
+use crate::cache::{SignError, SignRequest, SignResult, SvidSigner};
 use crate::node_client::{BundleRx, NodeConnector, ServerAddresses};
+use fake_node::FakeNode;
+
+mod fake_node;
 
 /// What a test server was asked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,7 +118,8 @@ impl TestPki {
         watch::channel(Arc::new(vec![self.ca.clone()])).1
     }
 
-    fn bundle_proto(&self) -> Bundle {
+    /// The trust domain's bundle as the servers send it.
+    pub fn bundle_proto(&self) -> Bundle {
         Bundle {
             trust_domain: "example.org".into(),
             x509_authorities: vec![self.ca.clone()],
@@ -148,6 +148,8 @@ impl TestPki {
 pub struct TestNodeServer {
     pub name: &'static str,
     pub address: String,
+    /// Messages for the first Sync stream, after its first.
+    pub feed: mpsc::UnboundedSender<SyncResponse>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -164,11 +166,13 @@ impl TestNodeServer {
         listener.set_nonblocking(true).unwrap();
         let address = listener.local_addr().unwrap().to_string();
         let tls = tokio_rustls::TlsAcceptor::from(pki.server_tls());
+        let (feed, fed) = mpsc::unbounded_channel();
         let node = FakeNode {
             name,
             pki,
             script,
             calls,
+            feed: Mutex::new(Some(fed)),
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
@@ -203,6 +207,7 @@ impl TestNodeServer {
         Self {
             name,
             address,
+            feed,
             stop: Some(stop),
             thread: Some(thread),
         }
@@ -258,6 +263,11 @@ impl Group {
         ServerAddresses::parse(&list.join(",")).unwrap()
     }
 
+    /// Pushes messages down `name`'s first Sync stream.
+    pub fn feed(&self, name: &str) -> mpsc::UnboundedSender<SyncResponse> {
+        self.server(name).feed.clone()
+    }
+
     pub fn kill(&mut self, name: &str) {
         self.servers
             .iter_mut()
@@ -301,117 +311,23 @@ pub fn closed_address() -> String {
     listener.local_addr().unwrap().to_string()
 }
 
-type Answers<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+/// Signs workload CSRs with the group's CA, as the servers would: for a
+/// cache manager that issues without a `BatchSignX509Svid` round trip.
+pub struct PkiSigner(pub Arc<TestPki>);
 
-struct FakeNode {
-    name: &'static str,
-    pki: Arc<TestPki>,
-    script: Script,
-    calls: mpsc::UnboundedSender<Seen>,
-}
-
-impl FakeNode {
-    fn saw(&self, call: Call) {
-        let _ = self.calls.send(Seen {
-            server: self.name,
-            call,
-        });
-    }
-}
-
-#[tonic::async_trait]
-impl Node for FakeNode {
-    type AttestStream = Answers<AttestResponse>;
-    type SyncStream = Answers<SyncResponse>;
-
-    async fn attest(
-        &self,
-        request: Request<Streaming<AttestRequest>>,
-    ) -> Result<Response<Self::AttestStream>, Status> {
-        let first = request.into_inner().message().await?;
-        let Some(AttestRequest {
-            step: Some(attest_request::Step::Params(params)),
-        }) = first
-        else {
-            return Err(Status::invalid_argument("no params"));
-        };
-        let join_token = match params.method {
-            Some(attest_params::Method::JoinToken(t)) => t,
-            _ => String::new(),
-        };
-        self.saw(Call::Attest {
-            join_token: join_token.clone(),
-        });
-        if let Some(code) = self.script.refuse_attest {
-            return Err(Status::new(code, "join token already used"));
-        }
-        let csr = signet_core::x509::parse_csr(&params.csr).unwrap();
-        let id = td()
-            .id(&format!("/signet/agent/join_token/{join_token}"))
-            .unwrap();
-        let result = AttestResult {
-            spiffe_id: id.to_string(),
-            svid_chain: vec![self.pki.sign(&id, &csr.public_key)],
-            bundle: Some(self.pki.bundle_proto()),
-            authority_id: String::new(),
-        };
-        let answer = AttestResponse {
-            step: Some(attest_response::Step::Result(result)),
-        };
-        Ok(Response::new(Box::pin(futures::stream::iter([Ok(answer)]))))
-    }
-
-    async fn renew_agent(
-        &self,
-        _request: Request<RenewAgentRequest>,
-    ) -> Result<Response<RenewAgentResponse>, Status> {
-        self.saw(Call::Renew);
-        Err(Status::unimplemented("not in this test"))
-    }
-
-    /// A snapshot when asked from 0, else a delta at the revision asked
-    /// from; then the stream stays open, as a server's does.
-    async fn sync(
-        &self,
-        request: Request<SyncRequest>,
-    ) -> Result<Response<Self::SyncStream>, Status> {
-        let since_revision = request.into_inner().since_revision;
-        self.saw(Call::Sync { since_revision });
-        let first = if since_revision == 0 {
-            SyncResponse {
-                revision: self.script.snapshot_revision,
-                snapshot: true,
-                bundle: Some(self.pki.bundle_proto()),
-                ..Default::default()
-            }
-        } else {
-            SyncResponse {
-                revision: since_revision,
-                ..Default::default()
-            }
-        };
-        let answers = futures::stream::iter([Ok(first)]).chain(futures::stream::pending());
-        Ok(Response::new(Box::pin(answers)))
-    }
-
-    async fn batch_sign_x509_svid(
-        &self,
-        _request: Request<BatchSignX509SvidRequest>,
-    ) -> Result<Response<BatchSignX509SvidResponse>, Status> {
-        self.saw(Call::Sign);
-        Err(Status::unimplemented("not in this test"))
-    }
-
-    async fn mint_jwt_svid(
-        &self,
-        _request: Request<MintJwtSvidRequest>,
-    ) -> Result<Response<MintJwtSvidResponse>, Status> {
-        self.saw(Call::Mint);
-        let now = signet_core::clock::unix_seconds(SystemClock.now());
-        Ok(Response::new(MintJwtSvidResponse {
-            token: format!("token-from-{}", self.name),
-            issued_at: now,
-            expires_at: now + 300,
-        }))
+#[async_trait]
+impl SvidSigner for PkiSigner {
+    async fn batch_sign(&self, requests: Vec<SignRequest>) -> Result<Vec<SignResult>, SignError> {
+        Ok(requests
+            .into_iter()
+            .map(|r| {
+                let csr = signet_core::x509::parse_csr(&r.csr).unwrap();
+                SignResult {
+                    entry_id: r.entry_id,
+                    chain: Ok(vec![self.0.sign(&csr.spiffe_id, &csr.public_key)]),
+                    authority_id: crate::cache::authority_id(&self.0.ca),
+                }
+            })
+            .collect())
     }
 }
