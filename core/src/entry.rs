@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use crate::{Selector, SpiffeId};
+use crate::{Selector, SpiffeId, TrustDomain};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegistrationEntry {
@@ -23,6 +23,9 @@ pub struct RegistrationEntry {
     pub downstream: bool,
     /// Bumped by the server on every change.
     pub revision: u64,
+    /// Other trust domains whose bundles the entry's workloads get and
+    /// trust; sorted, no duplicates, never the entry's own.
+    pub federates_with: Vec<TrustDomain>,
 }
 
 impl RegistrationEntry {
@@ -59,6 +62,7 @@ mod tests {
             admin: false,
             downstream: false,
             revision: 1,
+            federates_with: vec![],
         }
     }
 

@@ -2,8 +2,12 @@
 //! the server publishes them and the agent receives them, with the JWK Set
 //! encoding of the SPIFFE Trust Domain and Bundle standard.
 
+mod parse;
+
 use x509_parser::prelude::{FromDer, X509Certificate};
 use x509_parser::public_key::PublicKey;
+
+pub use parse::{bundle_from_pem, parse_spiffe_bundle, BundleParseError, ParsedBundle, MAX_KEYS};
 
 use crate::jwt::{Jwk, JwkSet, JwtPublicKey};
 use crate::TrustDomain;
@@ -27,6 +31,17 @@ impl Bundle {
             .iter()
             .map(|a| (a.kid.clone(), a.public_key.clone()))
             .collect()
+    }
+
+    /// The SPIFFE bundle document (JSON) of this bundle.
+    pub fn to_spiffe_document(&self, refresh_hint_secs: u64) -> Result<String, BundleError> {
+        let set = spiffe_bundle(
+            &self.x509_authorities,
+            &self.jwt_keys(),
+            self.sequence,
+            refresh_hint_secs,
+        )?;
+        serde_json::to_string(&set).map_err(|e| BundleError::Parse(e.to_string()))
     }
 
     /// A digest of the set of authorities (not their order, not the
