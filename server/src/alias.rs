@@ -168,6 +168,7 @@ mod tests {
                 admin: false,
                 downstream: false,
                 revision: 1,
+                federates_with: vec![],
             },
             created_at: 0,
             node: true,

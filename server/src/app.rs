@@ -58,6 +58,8 @@ pub struct RunningServer {
     pub trust_domain: TrustDomain,
     /// Where `/live`, `/ready` and `/metrics` answer, when enabled.
     pub telemetry_addr: Option<SocketAddr>,
+    /// Where the SPIFFE bundle endpoint answers, when enabled.
+    pub bundle_endpoint_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     node: ServeHandle,
     admin: ServeHandle,
@@ -122,6 +124,15 @@ pub async fn start(config: RuntimeConfig, clock: Arc<dyn Clock>) -> anyhow::Resu
     let (revocations, keeper) =
         Revocations::start(ds.clone(), ca.clone(), &bus, server_id.clone()).await?;
     background.push(keeper);
+    let metrics = Arc::new(Metrics::new());
+    let (federation, refresher) = crate::federation::Federation::start(
+        ds.clone(),
+        ca.clone(),
+        &bus,
+        config.federation.bounds,
+        metrics.clone(),
+    );
+    background.push(refresher);
     let (stop, stop_rx) = watch::channel(false);
     let join_tokens = JoinTokenAttestor::new(ds.clone(), ca.clone());
     let mut attestors = Attestors::default().with(Arc::new(join_tokens.clone()));
@@ -134,7 +145,6 @@ pub async fn start(config: RuntimeConfig, clock: Arc<dyn Clock>) -> anyhow::Resu
         );
         attestors = attestors.with(Arc::new(X509PopAttestor::new(cas, ds.clone(), ca.clone())));
     }
-    let metrics = Arc::new(Metrics::new());
     metrics.register_x509_signatures(ca.x509_signature_counter());
     let state = ServerState {
         ds: ds.clone(),
@@ -142,6 +152,7 @@ pub async fn start(config: RuntimeConfig, clock: Arc<dyn Clock>) -> anyhow::Resu
         bus: bus.clone(),
         revocations,
         server_id: server_id.clone(),
+        federation,
         join_tokens,
         join_token_ttl: config.join_token_ttl,
         attestors,
@@ -149,8 +160,25 @@ pub async fn start(config: RuntimeConfig, clock: Arc<dyn Clock>) -> anyhow::Resu
         shutdown: stop_rx.clone(),
     };
 
+    crate::api::admin::federation::apply_configured(&state, &config.federation.relationships)
+        .await?;
     let (resolver, renew_task) = start_server_svid(ca.clone())?;
     background.push(tokio::spawn(renew_task));
+    let bundle_endpoint_addr = match config.federation.endpoint.clone() {
+        None => None,
+        Some(settings) => {
+            let endpoint = crate::federation::endpoint::start(
+                settings,
+                ca.clone(),
+                resolver.clone(),
+                metrics.clone(),
+                stop_rx.clone(),
+            )
+            .await?;
+            background.extend(endpoint.tasks);
+            Some(endpoint.addr)
+        }
+    };
     background.push(tokio::spawn(prune(state.clone(), clock.clone())));
 
     let telemetry_addr = match config.telemetry_bind {
@@ -214,6 +242,7 @@ pub async fn start(config: RuntimeConfig, clock: Arc<dyn Clock>) -> anyhow::Resu
     Ok(RunningServer {
         node_addr,
         telemetry_addr,
+        bundle_endpoint_addr,
         admin_socket: config.admin_socket,
         trust_domain: config.trust_domain,
         stop,

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod datastore;
 pub mod events;
+pub mod federation;
 pub mod revocation;
 pub mod server_id;
 pub mod telemetry;

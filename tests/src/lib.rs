@@ -9,6 +9,7 @@
 pub mod agent;
 pub mod bins;
 pub mod checks;
+pub mod federation;
 pub mod ha;
 pub mod http;
 pub mod node;

@@ -55,6 +55,11 @@ impl TestServer {
         Self::start_full(prefix, extra, default_datastore()).await
     }
 
+    /// A server of `trust_domain` (not example.org) with extra `run` flags.
+    pub async fn start_in(trust_domain: &str, extra: &[&str]) -> TestServer {
+        Self::start_full_in(trust_domain, &[], extra, default_datastore()).await
+    }
+
     /// A server on the datastore `url` (`postgres://...`): several such
     /// servers on one database are an HA group.
     pub async fn start_on(url: &str, extra: &[&str]) -> TestServer {
@@ -68,6 +73,15 @@ impl TestServer {
     }
 
     async fn start_full(prefix: &[&str], extra: &[&str], datastore: Option<String>) -> TestServer {
+        Self::start_full_in("example.org", prefix, extra, datastore).await
+    }
+
+    async fn start_full_in(
+        trust_domain: &str,
+        prefix: &[&str],
+        extra: &[&str],
+        datastore: Option<String>,
+    ) -> TestServer {
         let dir = tempfile::Builder::new()
             .prefix("sgs")
             .tempdir()
@@ -77,7 +91,7 @@ impl TestServer {
             admin_socket: dir.path().join("admin.sock"),
             // The server picks a free port; restarts reuse the one it got.
             addr: "127.0.0.1:0".into(),
-            trust_domain: "example.org".into(),
+            trust_domain: trust_domain.into(),
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
             prefix: prefix.iter().map(|s| s.to_string()).collect(),
             datastore,
@@ -129,6 +143,13 @@ impl TestServer {
             self.addr = crate::logged_addr(&self.log_text(), "Node API on ")
                 .expect("the server logs the Node API address it bound");
         }
+    }
+
+    /// Where the SPIFFE bundle endpoint answers (run with a
+    /// `[federation.bundle_endpoint]` config).
+    pub fn bundle_endpoint_addr(&self) -> String {
+        crate::logged_addr(&self.log_text(), "serving the SPIFFE bundle endpoint addr=")
+            .expect("the server logs its bundle endpoint address")
     }
 
     /// Where `/live`, `/ready` and `/metrics` answer (run with

@@ -30,6 +30,7 @@ pub fn admin_entry(rec: &EntryRecord) -> admin::Entry {
         revision: e.revision,
         created_at: rec.created_at,
         node: rec.node,
+        federates_with: e.federates_with.iter().map(|t| t.to_string()).collect(),
     }
 }
 
@@ -54,6 +55,7 @@ pub fn node_entry(rec: &EntryRecord) -> node::Entry {
         admin: e.admin,
         downstream: e.downstream,
         revision: e.revision,
+        federates_with: e.federates_with.iter().map(|t| t.to_string()).collect(),
     }
 }
 

@@ -33,6 +33,8 @@ pub struct ServerState {
     pub revocations: Revocations,
     /// This server's id among those sharing the datastore.
     pub server_id: String,
+    /// Fetches federated trust domains' bundles (on request, for refresh).
+    pub federation: crate::federation::Federation,
     pub join_tokens: JoinTokenAttestor,
     pub join_token_ttl: Duration,
     /// The enabled node attestation methods by name (x509pop when

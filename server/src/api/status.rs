@@ -129,6 +129,23 @@ impl From<RevocationError> for Status {
     }
 }
 
+impl From<crate::federation::RefreshError> for ApiError {
+    fn from(e: crate::federation::RefreshError) -> Self {
+        use crate::federation::RefreshError;
+        match e {
+            RefreshError::NoRelationship(_) => ApiError::NotFound(e.to_string()),
+            // The peer may answer later: the caller can retry.
+            RefreshError::Fetch(_) | RefreshError::Stopped => ApiError::Unavailable(e.to_string()),
+        }
+    }
+}
+
+impl From<crate::federation::RefreshError> for Status {
+    fn from(e: crate::federation::RefreshError) -> Self {
+        ApiError::from(e).into()
+    }
+}
+
 impl From<EntryError> for ApiError {
     fn from(e: EntryError) -> Self {
         ApiError::InvalidArgument(e.to_string())

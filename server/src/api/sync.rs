@@ -130,6 +130,7 @@ async fn snapshot(
     tx: &Tx,
 ) -> Result<bool, ApiError> {
     let revocations = state.ds.revocations(unix_seconds(state.ca.now())).await?;
+    let federated = state.ds.federated_bundles().await?;
     let mut parts = crate::alias::entries_for(
         state.ds.clone(),
         scope.agent.spiffe_id.clone(),
@@ -147,6 +148,8 @@ async fn snapshot(
         tainted: Some(tainted(state)),
         server_time_ms: 0,
         snapshot_continues: false,
+        federated_bundles: federated.iter().map(|f| node_bundle(&f.bundle)).collect(),
+        removed_federated_bundles: vec![],
     };
     let mut held = parts.recv().await.transpose()?;
     loop {
@@ -298,7 +301,9 @@ fn kind(msg: &SyncResponse) -> Kind {
     let only_entries = msg.bundle.is_none()
         && msg.revocations.is_empty()
         && msg.crls.is_none()
-        && msg.tainted.is_none();
+        && msg.tainted.is_none()
+        && msg.federated_bundles.is_empty()
+        && msg.removed_federated_bundles.is_empty();
     match (msg.entries.len(), msg.removed_entry_ids.len()) {
         (1.., 0) if only_entries => Kind::Added,
         (0, 1..) if only_entries => Kind::Removed,
@@ -366,6 +371,21 @@ fn message_for(
                 ..base
             })
         }
+        // The agent replaces the entry it holds under the same id.
+        Change::EntryUpdated(rec) if !rec.node && scope.covers(&rec.entry.parent_id) => {
+            Some(SyncResponse {
+                entries: vec![node_entry(rec)],
+                ..base
+            })
+        }
+        Change::FederatedBundleSet(rec) => Some(SyncResponse {
+            federated_bundles: vec![node_bundle(&rec.bundle)],
+            ..base
+        }),
+        Change::FederatedBundleRemoved(td) => Some(SyncResponse {
+            removed_federated_bundles: vec![td.to_string()],
+            ..base
+        }),
         Change::EntryDeleted(rec) if !rec.node && scope.covers(&rec.entry.parent_id) => {
             Some(SyncResponse {
                 removed_entry_ids: vec![rec.entry.id.clone()],

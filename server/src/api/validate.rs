@@ -51,6 +51,36 @@ pub enum EntryError {
     AliasIsServer,
     #[error("{field} {value:?} is reserved: paths under /signet name Signet's own agents and servers, and no entry or minted SVID may carry one")]
     Reserved { field: &'static str, value: String },
+    #[error("invalid federated trust domain {value:?}: {source}")]
+    FederatedTrustDomain {
+        value: String,
+        source: SpiffeIdError,
+    },
+    #[error("an entry cannot federate with its own trust domain {0:?}")]
+    FederatesWithSelf(String),
+}
+
+/// The trust domains an entry federates with: each valid, none `td`
+/// itself; sorted, duplicates dropped.
+pub fn federates_with(values: &[String], td: &TrustDomain) -> Result<Vec<TrustDomain>, EntryError> {
+    let mut out = values
+        .iter()
+        .map(|v| {
+            let parsed = crate::federation::trust_domain(v).map_err(|source| {
+                EntryError::FederatedTrustDomain {
+                    value: v.clone(),
+                    source,
+                }
+            })?;
+            if &parsed == td {
+                return Err(EntryError::FederatesWithSelf(td.to_string()));
+            }
+            Ok(parsed)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    out.sort();
+    out.dedup();
+    Ok(out)
 }
 
 pub fn spiffe_id_in(
@@ -175,6 +205,7 @@ pub fn new_entry(
         admin: req.admin,
         downstream: req.downstream,
         revision: 0,
+        federates_with: federates_with(&req.federates_with, td)?,
     })
 }
 

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
-use signet_proto::admin::{CountEntriesRequest, DeleteEntryRequest, Entry, ListEntriesRequest};
+use signet_proto::admin::{
+    CountEntriesRequest, DeleteEntryRequest, Entry, ListEntriesRequest, UpdateEntryRequest,
+};
 
 use super::client::{connect, status_error};
 use super::{duration_arg, print_json, rfc3339, ttl_secs, AdminArgs, Output, OutputArgs};
@@ -20,6 +22,9 @@ pub enum EntryCommand {
     Show(ShowArgs),
     /// Deletes an entry by id.
     Delete(DeleteArgs),
+    /// Changes the trust domains an entry federates with (exactly those
+    /// given; none clears them).
+    Update(UpdateArgs),
     /// Prints the number of entries.
     Count(CountArgs),
 }
@@ -39,7 +44,7 @@ pub struct CreateArgs {
         value_name = "FILE",
         conflicts_with_all = [
             "spiffe_id", "parent_id", "node", "selectors", "x509_svid_ttl", "jwt_svid_ttl",
-            "dns_names", "hint", "admin_entry", "downstream",
+            "dns_names", "hint", "admin_entry", "downstream", "federates_with",
         ]
     )]
     data: Option<PathBuf>,
@@ -70,6 +75,23 @@ pub struct CreateArgs {
     admin_entry: bool,
     #[arg(long)]
     downstream: bool,
+    /// A trust domain whose bundle the workloads get and trust (its bundle
+    /// held through `bundle set` or `federation create`); repeat for several.
+    #[arg(long = "federates-with", value_name = "TRUST_DOMAIN")]
+    federates_with: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    #[command(flatten)]
+    admin: AdminArgs,
+    #[command(flatten)]
+    output: OutputArgs,
+    #[arg(long)]
+    id: String,
+    /// The entry federates with exactly these trust domains afterwards.
+    #[arg(long = "federates-with", value_name = "TRUST_DOMAIN")]
+    federates_with: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -117,6 +139,7 @@ pub fn entry_json(e: &Entry) -> Value {
         "revision": e.revision,
         "created_at": e.created_at,
         "node": e.node,
+        "federates_with": e.federates_with,
     })
 }
 
@@ -143,6 +166,11 @@ pub fn entry_text(e: &Entry) -> String {
     }
     lines.extend(e.selectors.iter().map(|s| ("Selector", s.clone())));
     lines.extend(e.dns_names.iter().map(|d| ("DNS name", d.clone())));
+    lines.extend(
+        e.federates_with
+            .iter()
+            .map(|td| ("FederatesWith", td.clone())),
+    );
     if !e.hint.is_empty() {
         lines.push(("Hint", e.hint.clone()));
     }
@@ -171,6 +199,22 @@ impl EntryCommand {
                     .await
                     .map_err(status_error)?;
                 println!("Deleted entry {}", a.id);
+                Ok(())
+            }
+            EntryCommand::Update(a) => {
+                let mut client = connect(&a.admin.admin_socket).await?;
+                let entry = client
+                    .update_entry(UpdateEntryRequest {
+                        id: a.id,
+                        federates_with: a.federates_with,
+                    })
+                    .await
+                    .map_err(status_error)?
+                    .into_inner();
+                match a.output.output {
+                    Output::Text => print!("{}", entry_text(&entry)),
+                    Output::Json => print_json(&entry_json(&entry))?,
+                }
                 Ok(())
             }
             EntryCommand::Count(a) => {
@@ -209,6 +253,7 @@ async fn create(a: CreateArgs) -> anyhow::Result<()> {
         hint: a.hint,
         admin: a.admin_entry,
         downstream: a.downstream,
+        federates_with: a.federates_with,
         ..Default::default()
     };
     let mut client = connect(&a.admin.admin_socket).await?;

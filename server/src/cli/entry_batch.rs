@@ -18,6 +18,7 @@ use super::{print_json, ttl_secs, Output};
 use crate::api::entry_create::MAX_BATCH;
 
 /// `{"entries": [...]}`; field names as in `entry show --output json`.
+/// `federates_with` is a list of trust domains.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EntriesFile {
@@ -46,6 +47,9 @@ struct FileEntry {
     /// A node alias (see `entry create --node`).
     #[serde(default)]
     node: bool,
+    /// Trust domains whose bundles the workloads get (`--federates-with`).
+    #[serde(default)]
+    federates_with: Vec<String>,
 }
 
 impl FileEntry {
@@ -61,6 +65,7 @@ impl FileEntry {
             admin: self.admin,
             downstream: self.downstream,
             node: self.node,
+            federates_with: self.federates_with,
             ..Default::default()
         })
     }

@@ -8,6 +8,7 @@ pub mod client;
 mod datastore;
 mod entry;
 mod entry_batch;
+mod federation;
 mod introspect;
 mod jwt;
 mod revoke;
@@ -47,9 +48,12 @@ pub enum Command {
     /// Attested agents.
     #[command(subcommand)]
     Agent(agent::AgentCommand),
-    /// The trust bundle.
+    /// The trust bundle, and the bundles of federated trust domains.
     #[command(subcommand)]
     Bundle(bundle::BundleCommand),
+    /// Federation relationships: other trust domains' bundle endpoints.
+    #[command(subcommand)]
+    Federation(federation::FederationCommand),
     /// JWT-SVIDs minted outside any agent (admins, CI jobs, break-glass).
     #[command(subcommand)]
     Jwt(jwt::JwtCommand),
@@ -153,6 +157,7 @@ impl RunArgs {
                     ..Default::default()
                 }),
             upstream_authority: None,
+            federation: None,
             telemetry: self
                 .telemetry_bind
                 .clone()
@@ -215,6 +220,7 @@ pub fn dispatch(cli: Cli) -> ExitCode {
             Command::Entry(c) => c.run().await,
             Command::Agent(c) => c.run().await,
             Command::Bundle(c) => c.run().await,
+            Command::Federation(c) => c.run().await,
             Command::Jwt(c) => c.run().await,
             Command::X509(c) => c.run().await,
             Command::Healthcheck(a) => return client::healthcheck(&a.admin_socket).await,

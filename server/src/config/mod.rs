@@ -2,6 +2,7 @@
 //! overrides, and the typed runtime config they become. Defaults live here once.
 
 mod datastore;
+mod federation;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -44,6 +45,9 @@ pub fn default_admin_socket() -> PathBuf {
 }
 
 pub use datastore::{DatastoreConfig, UpstreamAuthorityConfig, UpstreamDiskConfig, DATASTORE_FILE};
+pub use federation::{
+    BundleEndpointConfig, FederatesWithConfig, FederationConfig, FederationSettings,
+};
 pub use signet_core::duration::ConfigDuration;
 
 /// The TOML file, every key optional.
@@ -70,6 +74,7 @@ pub struct FileConfig {
     pub node_api: Option<NodeApiConfig>,
     pub datastore: Option<DatastoreConfig>,
     pub upstream_authority: Option<UpstreamAuthorityConfig>,
+    pub federation: Option<FederationConfig>,
 }
 
 /// `[node_api]`: what agents (and anyone reaching the port) may hold open.
@@ -234,6 +239,7 @@ impl FileConfig {
                 (_, file) => file,
             },
             upstream_authority: flags.upstream_authority.or(self.upstream_authority),
+            federation: flags.federation.or(self.federation),
             telemetry: match (flags.telemetry, self.telemetry) {
                 (Some(TelemetryConfig { bind: Some(b) }), _) => {
                     Some(TelemetryConfig { bind: Some(b) })
@@ -322,6 +328,8 @@ pub enum ConfigError {
     Datastore(crate::datastore::open::UrlError),
     #[error("datastore.sslmode {0:?}: expected disable, allow, prefer, require, verify-ca or verify-full")]
     SslMode(String),
+    #[error("{0}")]
+    Federation(String),
 }
 
 impl ConfigError {
@@ -338,6 +346,7 @@ impl ConfigError {
             ConfigError::TelemetryBind(..) => "bind",
             ConfigError::Datastore(..) => "url",
             ConfigError::SslMode(..) => "sslmode",
+            ConfigError::Federation(..) => "federation",
             ConfigError::Read(..) | ConfigError::Parse(..) => return None,
         })
     }
@@ -380,6 +389,8 @@ pub struct RuntimeConfig {
     /// The root each new X.509 CA is an intermediate of; self-signed CAs
     /// when `None`.
     pub upstream: Option<crate::ca::upstream::UpstreamDisk>,
+    /// The bundle endpoint, peers' refresh bounds, relationships from the file.
+    pub federation: FederationSettings,
 }
 
 impl RuntimeConfig {
@@ -430,6 +441,7 @@ impl TryFrom<FileConfig> for RuntimeConfig {
             datastore,
             postgres,
             upstream: f.upstream_authority.and_then(UpstreamAuthorityConfig::disk),
+            federation: f.federation.unwrap_or_default().decide()?,
             bind,
             admin_socket: f.admin_socket.unwrap_or_else(default_admin_socket),
             ca_ttl: ttl(f.ca_ttl, DEFAULT_CA_TTL, "ca_ttl", MAX_CA_TTL)?,

@@ -1,7 +1,8 @@
 //! `signet-server datastore migrate`: a single-server SQLite install moved
 //! to PostgreSQL whole — join tokens, agents, entries, every authority and
 //! the bundle's sequence, issued serials and revocations, CRLs, servers,
-//! and the event log with its revision, so agents resume where they were.
+//! federated bundles and relationships, and the event log with its
+//! revision, so agents resume where they were.
 //! One read snapshot of the SQLite file, one PostgreSQL transaction; a
 //! target that holds anything is refused.
 
@@ -71,6 +72,7 @@ const TABLES: &[(&str, &[(&str, Col)])] = &[
             ("revision", Col::Int),
             ("created_at", Col::Int),
             ("node", Col::Bool),
+            ("federates_with", Col::Text),
         ],
     ),
     (
@@ -154,6 +156,29 @@ const TABLES: &[(&str, &[(&str, Col)])] = &[
             ("authority_id", Col::Text),
             ("server_id", Col::Text),
             ("der", Col::OptBytes),
+        ],
+    ),
+    (
+        "federated_bundles",
+        &[
+            ("trust_domain", Col::Text),
+            ("document", Col::Text),
+            ("sequence", Col::Int),
+            ("source", Col::Text),
+            ("updated_at", Col::Int),
+        ],
+    ),
+    (
+        "federation_relationships",
+        &[
+            ("trust_domain", Col::Text),
+            ("bundle_endpoint_url", Col::Text),
+            ("profile", Col::Text),
+            ("endpoint_spiffe_id", Col::Text),
+            ("ca_bundle", Col::Text),
+            ("created_at", Col::Int),
+            ("last_fetch_at", Col::Int),
+            ("last_error", Col::Text),
         ],
     ),
 ];

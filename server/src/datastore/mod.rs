@@ -32,9 +32,9 @@ pub use error::{DataStoreError, Result};
 pub use open::{open, DatastoreUrl, PostgresSettings};
 pub use postgres::PostgresDataStore;
 pub use records::{
-    bundle_fingerprint, AgentRecord, AuthorityRecord, EntryFilter, EntryRecord, IssuedX509,
-    NewEntry, Revocation, RevokedKind, SavedAuthorities, ServerRecord, StoredAuthorities,
-    StoredCrl,
+    bundle_fingerprint, AgentRecord, AuthorityRecord, EntryFilter, EntryRecord,
+    FederatedBundleRecord, IssuedX509, NewEntry, RelationshipRecord, Revocation, RevokedKind,
+    SavedAuthorities, ServerRecord, StoredAuthorities, StoredCrl,
 };
 pub use sqlite::SqliteDataStore;
 
@@ -105,6 +105,13 @@ pub trait EntryStore: Send + Sync + 'static {
     /// stored before such IDs were refused.
     async fn entries_with_reserved_ids(&self, td: &TrustDomain) -> Result<Vec<EntryRecord>>;
     async fn delete_entry(&self, id: &str) -> Result<EntryRecord>;
+    /// Sets the trust domains entry `id` federates with, under a new
+    /// revision, with its `EntryUpdated` event.
+    async fn update_entry_federates_with(
+        &self,
+        id: &str,
+        federates_with: Vec<TrustDomain>,
+    ) -> Result<EntryRecord>;
     async fn count_entries(&self) -> Result<u64>;
     async fn entries_by_parent(&self, parent: &SpiffeId) -> Result<Vec<EntryRecord>> {
         self.list_entries(&EntryFilter::by_parent(parent)).await
@@ -182,6 +189,46 @@ pub trait AuthorityStore: Send + Sync + 'static {
     async fn revoke_authority(&self, kind: AuthorityKind, id: &str) -> Result<AuthorityRecord>;
 }
 
+/// Federated trust domains' bundles and the relationships that fetch them,
+/// shared by every server of a group.
+#[async_trait]
+pub trait FederationStore: Send + Sync + 'static {
+    /// Stores `record` as its trust domain's bundle, with its
+    /// `FederatedBundleSet` event; the same document again changes nothing.
+    /// With `newer_only`, one whose sequence is below the stored one's is
+    /// refused (`FailedPrecondition`): a bundle endpoint never goes back.
+    async fn set_federated_bundle(
+        &self,
+        record: FederatedBundleRecord,
+        newer_only: bool,
+    ) -> Result<FederatedBundleRecord>;
+    async fn federated_bundle(&self, td: &TrustDomain) -> Result<Option<FederatedBundleRecord>>;
+    async fn federated_bundles(&self) -> Result<Vec<FederatedBundleRecord>>;
+    /// Deletes a bundle no relationship fetches, with its
+    /// `FederatedBundleRemoved` event.
+    async fn delete_federated_bundle(&self, td: &TrustDomain) -> Result<FederatedBundleRecord>;
+    /// Stores a new relationship (`AlreadyExists` when its trust domain has
+    /// one) and, when given and no bundle is held yet, the bundle to check
+    /// the endpoint with at first contact; with `FederationChanged`.
+    async fn create_relationship(
+        &self,
+        relationship: RelationshipRecord,
+        bootstrap: Option<FederatedBundleRecord>,
+    ) -> Result<RelationshipRecord>;
+    /// Replaces a relationship's endpoint and profile, with `FederationChanged`.
+    async fn update_relationship(
+        &self,
+        relationship: RelationshipRecord,
+    ) -> Result<RelationshipRecord>;
+    /// Deletes a relationship (its bundle stays until deleted), with
+    /// `FederationChanged`.
+    async fn delete_relationship(&self, td: &TrustDomain) -> Result<RelationshipRecord>;
+    async fn relationship(&self, td: &TrustDomain) -> Result<Option<RelationshipRecord>>;
+    async fn relationships(&self) -> Result<Vec<RelationshipRecord>>;
+    /// Records a fetch of `td`'s endpoint at `at` and its error ("" for none).
+    async fn record_fetch(&self, td: &TrustDomain, at: i64, error: &str) -> Result<()>;
+}
+
 /// The servers sharing the datastore, and the CRLs each signs for its own
 /// X.509 authorities.
 #[async_trait]
@@ -238,7 +285,14 @@ pub trait Connection: Send + Sync + 'static {
 
 /// A whole backend.
 pub trait DataStore:
-    AgentStore + EntryStore + CredentialStore + AuthorityStore + ServerStore + EventLog + Connection
+    AgentStore
+    + EntryStore
+    + CredentialStore
+    + AuthorityStore
+    + ServerStore
+    + FederationStore
+    + EventLog
+    + Connection
 {
 }
 
@@ -248,6 +302,7 @@ impl<T> DataStore for T where
         + CredentialStore
         + AuthorityStore
         + ServerStore
+        + FederationStore
         + EventLog
         + Connection
 {
@@ -256,7 +311,8 @@ impl<T> DataStore for T where
 /// Every store trait, for code that calls them on a concrete backend.
 pub mod prelude {
     pub use super::{
-        AgentStore, AuthorityStore, Connection, CredentialStore, EntryStore, EventLog, ServerStore,
+        AgentStore, AuthorityStore, Connection, CredentialStore, EntryStore, EventLog,
+        FederationStore, ServerStore,
     };
 }
 

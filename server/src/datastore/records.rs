@@ -245,3 +245,46 @@ pub struct StoredCrl {
     /// DER.
     pub der: Vec<u8>,
 }
+
+/// A federated trust domain's bundle as held.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FederatedBundleRecord {
+    /// Its trust domain, authorities and `spiffe_sequence`.
+    pub bundle: signet_core::bundle::Bundle,
+    pub source: crate::federation::BundleSource,
+    /// Unix seconds: when it was stored.
+    pub updated_at: i64,
+}
+
+/// Where and how a peer trust domain's bundle is fetched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelationshipRecord {
+    pub trust_domain: signet_core::TrustDomain,
+    pub bundle_endpoint_url: String,
+    pub profile: crate::federation::EndpointProfile,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds of the last fetch (0: never), and why it failed ("" if
+    /// it did not).
+    pub last_fetch_at: i64,
+    pub last_error: String,
+}
+
+/// Refusal of a bundle older than the one held (a bundle endpoint that went
+/// back, or a replay).
+pub(super) fn older_bundle(
+    stored: &FederatedBundleRecord,
+    offered: &FederatedBundleRecord,
+) -> DataStoreError {
+    DataStoreError::FailedPrecondition(format!(
+        "the bundle of {} has spiffe_sequence {}, lower than the {} held",
+        offered.bundle.trust_domain, offered.bundle.sequence, stored.bundle.sequence
+    ))
+}
+
+/// Refusal to delete a bundle a relationship keeps fetching.
+pub(super) fn fetched_bundle(td: &signet_core::TrustDomain) -> DataStoreError {
+    DataStoreError::FailedPrecondition(format!(
+        "the bundle of {td} is fetched by a federation relationship: delete the relationship first"
+    ))
+}

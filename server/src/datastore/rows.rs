@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use signet_core::{RegistrationEntry, Selector, SpiffeId};
+use signet_core::{RegistrationEntry, Selector, SpiffeId, TrustDomain};
 use sqlx::Row;
 
 use super::{
@@ -15,7 +15,7 @@ use super::{
 use crate::ca::{AuthorityKind, AuthorityState};
 
 pub(super) const ENTRY_COLUMNS: &str = "id, spiffe_id, parent_id, selectors, x509_svid_ttl, \
-     jwt_svid_ttl, dns_names, hint, admin, downstream, revision, created_at, node";
+     jwt_svid_ttl, dns_names, hint, admin, downstream, revision, created_at, node, federates_with";
 /// How many columns `ENTRY_COLUMNS` names, counted from it when compiling.
 pub(super) const ENTRY_COLUMN_COUNT: usize = commas(ENTRY_COLUMNS) + 1;
 
@@ -78,6 +78,18 @@ columns_for!(sqlx::postgres::PgRow);
 
 pub(super) fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
     serde_json::to_string(v).map_err(|e| DataStoreError::Corrupt(e.to_string()))
+}
+
+pub(super) fn trust_domains_json(tds: &[TrustDomain]) -> Result<String> {
+    to_json(&tds.iter().map(TrustDomain::as_str).collect::<Vec<_>>())
+}
+
+fn parse_trust_domains(json: &str) -> Result<Vec<TrustDomain>> {
+    let raw: Vec<String> =
+        serde_json::from_str(json).map_err(|e| DataStoreError::Corrupt(e.to_string()))?;
+    raw.iter()
+        .map(|s| TrustDomain::new(s).map_err(|e| DataStoreError::Corrupt(format!("{s:?}: {e}"))))
+        .collect()
 }
 
 pub(super) fn selectors_json(selectors: &[Selector]) -> Result<String> {
@@ -150,6 +162,7 @@ pub(super) fn entry_from_row(row: &impl Columns) -> Result<EntryRecord> {
             admin: row.flag("admin")?,
             downstream: row.flag("downstream")?,
             revision: revision_from_column(row.int("revision")?)?,
+            federates_with: parse_trust_domains(&row.text("federates_with")?)?,
         },
         created_at: row.int("created_at")?,
         node: row.flag("node")?,
@@ -230,4 +243,83 @@ pub(super) fn event_from_row(row: &impl Columns) -> Result<std::sync::Arc<crate:
         revision,
         change,
     }))
+}
+
+pub(super) const FEDERATED_BUNDLE_COLUMNS: &str =
+    "trust_domain, document, sequence, source, updated_at";
+
+pub(super) const RELATIONSHIP_COLUMNS: &str = "trust_domain, bundle_endpoint_url, profile, \
+     endpoint_spiffe_id, ca_bundle, created_at, last_fetch_at, last_error";
+
+fn parse_trust_domain(s: &str) -> Result<TrustDomain> {
+    TrustDomain::new(s).map_err(|e| DataStoreError::Corrupt(format!("trust domain {s:?}: {e}")))
+}
+
+/// The document stored for `record`: its SPIFFE bundle (no refresh hint).
+pub(super) fn federated_document(record: &super::FederatedBundleRecord) -> Result<String> {
+    record
+        .bundle
+        .to_spiffe_document(0)
+        .map_err(|e| DataStoreError::InvalidArgument(format!("bundle: {e}")))
+}
+
+pub(super) fn federated_bundle_from_row(
+    row: &impl Columns,
+) -> Result<super::FederatedBundleRecord> {
+    let td = parse_trust_domain(&row.text("trust_domain")?)?;
+    let mut bundle =
+        signet_core::bundle::parse_spiffe_bundle(&td, row.text("document")?.as_bytes())
+            .map_err(|e| DataStoreError::Corrupt(format!("bundle of {td}: {e}")))?
+            .bundle;
+    bundle.sequence = sequence_from_column(row.int("sequence")?)?;
+    let source = row.text("source")?;
+    Ok(super::FederatedBundleRecord {
+        bundle,
+        source: crate::federation::BundleSource::parse(&source)
+            .ok_or_else(|| DataStoreError::Corrupt(format!("bundle source {source:?}")))?,
+        updated_at: row.int("updated_at")?,
+    })
+}
+
+/// The profile as stored: its name, the endpoint's SPIFFE ID, the CA PEM.
+pub(super) fn profile_columns(
+    profile: &crate::federation::EndpointProfile,
+) -> (&'static str, String, String) {
+    use crate::federation::EndpointProfile;
+    match profile {
+        EndpointProfile::HttpsSpiffe { endpoint_id } => {
+            (profile.name(), endpoint_id.to_string(), String::new())
+        }
+        EndpointProfile::HttpsWeb { ca_bundle } => (
+            profile.name(),
+            String::new(),
+            ca_bundle.clone().unwrap_or_default(),
+        ),
+    }
+}
+
+pub(super) fn relationship_from_row(row: &impl Columns) -> Result<super::RelationshipRecord> {
+    use crate::federation::{EndpointProfile, HTTPS_SPIFFE, HTTPS_WEB};
+    let profile = row.text("profile")?;
+    let profile = match profile.as_str() {
+        HTTPS_SPIFFE => EndpointProfile::HttpsSpiffe {
+            endpoint_id: parse_id(&row.text("endpoint_spiffe_id")?)?,
+        },
+        HTTPS_WEB => EndpointProfile::HttpsWeb {
+            ca_bundle: Some(row.text("ca_bundle")?).filter(|pem| !pem.is_empty()),
+        },
+        other => {
+            return Err(DataStoreError::Corrupt(format!(
+                "endpoint profile {other:?}"
+            )))
+        }
+    };
+    Ok(super::RelationshipRecord {
+        trust_domain: parse_trust_domain(&row.text("trust_domain")?)?,
+        bundle_endpoint_url: row.text("bundle_endpoint_url")?,
+        profile,
+        created_at: row.int("created_at")?,
+        last_fetch_at: row.int("last_fetch_at")?,
+        last_error: row.text("last_error")?,
+    })
 }

@@ -5,10 +5,13 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use signet_core::{RegistrationEntry, Selector, SpiffeId};
+use signet_core::{RegistrationEntry, Selector, SpiffeId, TrustDomain};
 
 use super::Change;
-use crate::datastore::{DataStoreError, EntryRecord, Result, Revocation, RevokedKind};
+use crate::datastore::{
+    DataStoreError, EntryRecord, FederatedBundleRecord, Result, Revocation, RevokedKind,
+};
+use crate::federation::BundleSource;
 
 const ENTRY_CREATED: &str = "entry_created";
 const ENTRY_DELETED: &str = "entry_deleted";
@@ -17,6 +20,19 @@ const AGENT_REVOKED: &str = "agent_revoked";
 const REVOKED: &str = "revoked";
 const CRLS_CHANGED: &str = "crls_changed";
 const TAINTED_CHANGED: &str = "tainted_changed";
+const ENTRY_UPDATED: &str = "entry_updated";
+const FEDERATED_BUNDLE_SET: &str = "federated_bundle_set";
+const FEDERATED_BUNDLE_REMOVED: &str = "federated_bundle_removed";
+const FEDERATION_CHANGED: &str = "federation_changed";
+
+#[derive(Serialize, Deserialize)]
+struct StoredFederatedBundle {
+    trust_domain: String,
+    /// The SPIFFE bundle document.
+    document: String,
+    source: String,
+    updated_at: i64,
+}
 
 #[derive(Serialize, Deserialize)]
 struct StoredEntry {
@@ -34,6 +50,9 @@ struct StoredEntry {
     revision: u64,
     created_at: i64,
     node: bool,
+    /// Absent in events written before federation.
+    #[serde(default)]
+    federates_with: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -90,6 +109,7 @@ fn entry_json(kind: &str, rec: &EntryRecord) -> Result<String> {
             revision: e.revision,
             created_at: rec.created_at,
             node: rec.node,
+            federates_with: e.federates_with.iter().map(|t| t.to_string()).collect(),
         },
     )
 }
@@ -114,6 +134,11 @@ fn entry_from(kind: &str, payload: &str) -> Result<EntryRecord> {
             admin: s.admin,
             downstream: s.downstream,
             revision: s.revision,
+            federates_with: s
+                .federates_with
+                .iter()
+                .map(|t| TrustDomain::new(t).map_err(|e| corrupt(kind, e)))
+                .collect::<Result<Vec<_>>>()?,
         },
         created_at: s.created_at,
         node: s.node,
@@ -152,6 +177,24 @@ pub fn encode(change: &Change) -> Result<(&'static str, String)> {
         ),
         Change::CrlsChanged => (CRLS_CHANGED, String::new()),
         Change::TaintedChanged => (TAINTED_CHANGED, String::new()),
+        Change::EntryUpdated(rec) => (ENTRY_UPDATED, entry_json(ENTRY_UPDATED, rec)?),
+        Change::FederatedBundleSet(rec) => (
+            FEDERATED_BUNDLE_SET,
+            json(
+                FEDERATED_BUNDLE_SET,
+                &StoredFederatedBundle {
+                    trust_domain: rec.bundle.trust_domain.to_string(),
+                    document: rec
+                        .bundle
+                        .to_spiffe_document(0)
+                        .map_err(|e| corrupt(FEDERATED_BUNDLE_SET, e))?,
+                    source: rec.source.as_str().to_owned(),
+                    updated_at: rec.updated_at,
+                },
+            )?,
+        ),
+        Change::FederatedBundleRemoved(td) => (FEDERATED_BUNDLE_REMOVED, td.to_string()),
+        Change::FederationChanged => (FEDERATION_CHANGED, String::new()),
     })
 }
 
@@ -184,6 +227,24 @@ pub fn decode(kind: &str, payload: &str) -> Result<Change> {
         }
         CRLS_CHANGED => Change::CrlsChanged,
         TAINTED_CHANGED => Change::TaintedChanged,
+        ENTRY_UPDATED => Change::EntryUpdated(entry_from(kind, payload)?),
+        FEDERATED_BUNDLE_SET => {
+            let s: StoredFederatedBundle =
+                serde_json::from_str(payload).map_err(|e| corrupt(kind, e))?;
+            let td = TrustDomain::new(&s.trust_domain).map_err(|e| corrupt(kind, e))?;
+            Change::FederatedBundleSet(FederatedBundleRecord {
+                bundle: signet_core::bundle::parse_spiffe_bundle(&td, s.document.as_bytes())
+                    .map_err(|e| corrupt(kind, e))?
+                    .bundle,
+                source: BundleSource::parse(&s.source)
+                    .ok_or_else(|| corrupt(kind, format!("bundle source {:?}", s.source)))?,
+                updated_at: s.updated_at,
+            })
+        }
+        FEDERATED_BUNDLE_REMOVED => {
+            Change::FederatedBundleRemoved(TrustDomain::new(payload).map_err(|e| corrupt(kind, e))?)
+        }
+        FEDERATION_CHANGED => Change::FederationChanged,
         other => {
             return Err(DataStoreError::Corrupt(format!(
                 "unknown event kind {other:?}"
@@ -210,6 +271,7 @@ mod tests {
                 admin: true,
                 downstream: false,
                 revision: 7,
+                federates_with: vec![],
             },
             created_at: 1_700_000_000,
             node,

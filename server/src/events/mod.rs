@@ -12,10 +12,10 @@ mod tailer;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
-use signet_core::SpiffeId;
+use signet_core::{SpiffeId, TrustDomain};
 use tokio::sync::{broadcast, oneshot};
 
-use crate::datastore::{EntryRecord, EventLog, Revocation};
+use crate::datastore::{EntryRecord, EventLog, FederatedBundleRecord, Revocation};
 pub use codec::{decode, encode};
 
 /// How many events a slow subscriber may fall behind before it is told to
@@ -51,6 +51,14 @@ pub enum Change {
     CrlsChanged,
     /// The set of tainted authorities changed.
     TaintedChanged,
+    /// An entry's federated trust domains changed (the rest is as before).
+    EntryUpdated(EntryRecord),
+    /// A federated trust domain's bundle was stored (new or changed).
+    FederatedBundleSet(FederatedBundleRecord),
+    /// A federated trust domain's bundle was deleted.
+    FederatedBundleRemoved(TrustDomain),
+    /// A federation relationship was created, changed or deleted.
+    FederationChanged,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

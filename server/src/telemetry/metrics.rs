@@ -23,6 +23,12 @@ pub struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FederationLabels {
+    pub trust_domain: String,
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RpcLabels {
     pub service: String,
     pub method: String,
@@ -43,6 +49,8 @@ pub struct Metrics {
     rpc_duration: HistogramFamily,
     connected_agents: Gauge,
     refused_connections: Family<ReasonLabel, Counter>,
+    federation_refreshes: Family<FederationLabels, Counter>,
+    bundle_endpoint_requests: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -96,8 +104,22 @@ impl Metrics {
             "Node API connections closed before serving (reason: address_limit, total_limit, handshake_failed, handshake_timeout)",
             refused_connections.clone(),
         );
+        let federation_refreshes = Family::<FederationLabels, Counter>::default();
+        registry.register(
+            "signet_server_federation_refreshes",
+            "Fetches of a federated trust domain's bundle endpoint (result: ok, unchanged, or the refusal: connect, tls, http, timeout, too_large, invalid, wrong_trust_domain, no_endpoint_bundle, older_sequence, store)",
+            federation_refreshes.clone(),
+        );
+        let bundle_endpoint_requests = Counter::default();
+        registry.register(
+            "signet_server_bundle_endpoint_requests",
+            "Bundle documents this server's bundle endpoint served",
+            bundle_endpoint_requests.clone(),
+        );
         Self {
             registry: Mutex::new(registry),
+            federation_refreshes,
+            bundle_endpoint_requests,
             x509_svids_issued,
             jwt_svids_issued,
             node_attestations,
@@ -126,6 +148,20 @@ impl Metrics {
                 reason: reason.to_owned(),
             })
             .inc();
+    }
+
+    /// A fetch of `trust_domain`'s bundle endpoint ended with `result`.
+    pub fn federation_refresh(&self, trust_domain: &str, result: &str) {
+        self.federation_refreshes
+            .get_or_create(&FederationLabels {
+                trust_domain: trust_domain.to_owned(),
+                result: result.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn bundle_endpoint_request(&self) {
+        self.bundle_endpoint_requests.inc();
     }
 
     pub fn x509_svid_issued(&self) {

@@ -1,8 +1,10 @@
 //! The Admin API (CLI, over the admin Unix socket): join tokens, entries,
 //! agents, the bundle, SVIDs minted outside any agent, health, and the
-//! servers sharing the datastore. Every
+//! servers sharing the datastore; federation in `federation`. Every
 //! change is published on the change bus so connected agents hear of it at
 //! once.
+
+pub(crate) mod federation;
 
 use std::time::Duration;
 
@@ -20,6 +22,12 @@ use signet_proto::admin::{
     ListServersResponse, MintJwtSvidRequest, MintJwtSvidResponse, MintX509SvidRequest,
     MintX509SvidResponse, RemoveServerRequest, RevokeJwtSvidRequest, RevokeResponse,
     RevokeX509SvidRequest, Server,
+};
+use signet_proto::admin::{
+    FederatedBundle, FederationRelationship, ListFederatedBundlesRequest,
+    ListFederatedBundlesResponse, ListFederationRelationshipsRequest,
+    ListFederationRelationshipsResponse, SetFederatedBundleRequest, TrustDomainRequest,
+    UpdateEntryRequest,
 };
 use tonic::{Request, Response, Status};
 
@@ -463,5 +471,130 @@ impl Admin for AdminService {
             x509_authorities: 0,
             jwt_authorities: 0,
         }))
+    }
+
+    async fn update_entry(
+        &self,
+        request: Request<UpdateEntryRequest>,
+    ) -> Result<Response<Entry>, Status> {
+        Ok(Response::new(
+            federation::update_entry(&self.state, request.get_ref()).await?,
+        ))
+    }
+
+    async fn set_federated_bundle(
+        &self,
+        request: Request<SetFederatedBundleRequest>,
+    ) -> Result<Response<FederatedBundle>, Status> {
+        Ok(Response::new(
+            federation::set_bundle(&self.state, request.get_ref()).await?,
+        ))
+    }
+
+    async fn list_federated_bundles(
+        &self,
+        _request: Request<ListFederatedBundlesRequest>,
+    ) -> Result<Response<ListFederatedBundlesResponse>, Status> {
+        let bundles = self.state.ds.federated_bundles().await?;
+        Ok(Response::new(ListFederatedBundlesResponse {
+            bundles: bundles
+                .iter()
+                .map(federation::admin_federated_bundle)
+                .collect(),
+        }))
+    }
+
+    async fn get_federated_bundle(
+        &self,
+        request: Request<TrustDomainRequest>,
+    ) -> Result<Response<FederatedBundle>, Status> {
+        Ok(Response::new(
+            federation::get_bundle(&self.state, request.get_ref()).await?,
+        ))
+    }
+
+    async fn delete_federated_bundle(
+        &self,
+        request: Request<TrustDomainRequest>,
+    ) -> Result<Response<FederatedBundle>, Status> {
+        Ok(Response::new(
+            federation::delete_bundle(&self.state, request.get_ref()).await?,
+        ))
+    }
+
+    async fn create_federation_relationship(
+        &self,
+        request: Request<FederationRelationship>,
+    ) -> Result<Response<FederationRelationship>, Status> {
+        let (rel, bootstrap) = federation::relationship_from(&self.state, request.get_ref())?;
+        let created = self.state.ds.create_relationship(rel, bootstrap).await?;
+        tracing::info!(trust_domain = %created.trust_domain, endpoint = %created.bundle_endpoint_url, profile = created.profile.name(), "federation relationship created");
+        Ok(Response::new(
+            federation::admin_relationship(&self.state, &created).await?,
+        ))
+    }
+
+    async fn list_federation_relationships(
+        &self,
+        _request: Request<ListFederationRelationshipsRequest>,
+    ) -> Result<Response<ListFederationRelationshipsResponse>, Status> {
+        let mut relationships = Vec::new();
+        for rel in self.state.ds.relationships().await? {
+            relationships.push(federation::admin_relationship(&self.state, &rel).await?);
+        }
+        Ok(Response::new(ListFederationRelationshipsResponse {
+            relationships,
+        }))
+    }
+
+    async fn get_federation_relationship(
+        &self,
+        request: Request<TrustDomainRequest>,
+    ) -> Result<Response<FederationRelationship>, Status> {
+        let td = federation::peer_trust_domain(&self.state, &request.get_ref().trust_domain)?;
+        let rel =
+            self.state.ds.relationship(&td).await?.ok_or_else(|| {
+                ApiError::NotFound(format!("no federation relationship with {td}"))
+            })?;
+        Ok(Response::new(
+            federation::admin_relationship(&self.state, &rel).await?,
+        ))
+    }
+
+    async fn update_federation_relationship(
+        &self,
+        request: Request<FederationRelationship>,
+    ) -> Result<Response<FederationRelationship>, Status> {
+        let (rel, bootstrap) = federation::relationship_from(&self.state, request.get_ref())?;
+        if let Some(bundle) = bootstrap {
+            // A new first-contact bundle replaces what is held.
+            self.state.ds.set_federated_bundle(bundle, false).await?;
+        }
+        let updated = self.state.ds.update_relationship(rel).await?;
+        tracing::info!(trust_domain = %updated.trust_domain, endpoint = %updated.bundle_endpoint_url, profile = updated.profile.name(), "federation relationship updated");
+        Ok(Response::new(
+            federation::admin_relationship(&self.state, &updated).await?,
+        ))
+    }
+
+    async fn delete_federation_relationship(
+        &self,
+        request: Request<TrustDomainRequest>,
+    ) -> Result<Response<FederationRelationship>, Status> {
+        let td = federation::peer_trust_domain(&self.state, &request.get_ref().trust_domain)?;
+        let gone = self.state.ds.delete_relationship(&td).await?;
+        tracing::info!(trust_domain = %td, "federation relationship deleted; its bundle stays until `bundle delete`");
+        Ok(Response::new(
+            federation::admin_relationship(&self.state, &gone).await?,
+        ))
+    }
+
+    async fn refresh_federation_relationship(
+        &self,
+        request: Request<TrustDomainRequest>,
+    ) -> Result<Response<FederatedBundle>, Status> {
+        let td = federation::peer_trust_domain(&self.state, &request.get_ref().trust_domain)?;
+        let held = self.state.federation.refresh(td).await?;
+        Ok(Response::new(federation::admin_federated_bundle(&held)))
     }
 }

@@ -77,6 +77,7 @@ async fn filled(path: &std::path::Path) -> Arc<dyn DataStore> {
                 admin: n == 3,
                 downstream: false,
                 revision: 0,
+                federates_with: vec![],
             },
             n,
         )

@@ -15,7 +15,8 @@ use super::events::{append_in, insert_events, reserve_revisions};
 use super::{unique_violation, PostgresDataStore};
 use crate::datastore::batch;
 use crate::datastore::rows::{
-    entry_from_row, revision_column, selectors_json, to_json, ttl_column, ENTRY_COLUMNS,
+    entry_from_row, revision_column, selectors_json, to_json, trust_domains_json, ttl_column,
+    ENTRY_COLUMNS,
 };
 use crate::datastore::{DataStoreError, EntryFilter, EntryRecord, EntryStore, NewEntry, Result};
 use crate::events::Change;
@@ -57,6 +58,7 @@ async fn insert_entries_in(
     let (mut x509_ttl, mut jwt_ttl, mut dns, mut hint) = (vec![], vec![], vec![], vec![]);
     let (mut admin, mut downstream, mut revision, mut created_at, mut node) =
         (vec![], vec![], vec![], vec![], vec![]);
+    let mut federates_with = Vec::with_capacity(n);
     for rec in records {
         let e = &rec.entry;
         id.push(e.id.as_str());
@@ -72,11 +74,13 @@ async fn insert_entries_in(
         revision.push(revision_column(e.revision)?);
         created_at.push(rec.created_at);
         node.push(rec.node);
+        federates_with.push(trust_domains_json(&e.federates_with)?);
     }
     sqlx::query(&format!(
         "INSERT INTO entries ({ENTRY_COLUMNS}) SELECT * FROM UNNEST($1::text[], $2::text[], \
          $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::text[], $8::text[], \
-         $9::boolean[], $10::boolean[], $11::bigint[], $12::bigint[], $13::boolean[])"
+         $9::boolean[], $10::boolean[], $11::bigint[], $12::bigint[], $13::boolean[], \
+         $14::text[])"
     ))
     .bind(id)
     .bind(spiffe_id)
@@ -91,6 +95,7 @@ async fn insert_entries_in(
     .bind(revision)
     .bind(created_at)
     .bind(node)
+    .bind(federates_with)
     .execute(&mut **tx)
     .await
     .map_err(|e| {
@@ -269,6 +274,39 @@ impl EntryStore for PostgresDataStore {
         let rec = entry_from_row(&row)?;
         let events = append_in(&mut tx, vec![Change::EntryDeleted(rec.clone())]).await?;
         self.commit(tx, events).await?;
+        Ok(rec)
+    }
+
+    async fn update_entry_federates_with(
+        &self,
+        id: &str,
+        federates_with: Vec<TrustDomain>,
+    ) -> Result<EntryRecord> {
+        let mut tx = self.event_tx().await?;
+        let row = sqlx::query(&format!(
+            "SELECT {ENTRY_COLUMNS} FROM entries WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Err(DataStoreError::NotFound(format!("entry {id}")));
+        };
+        let mut rec = entry_from_row(&row)?;
+        rec.entry.federates_with = federates_with;
+        rec.entry.revision = reserve_revisions(&mut tx, 1).await?;
+        sqlx::query("UPDATE entries SET federates_with = $1, revision = $2 WHERE id = $3")
+            .bind(trust_domains_json(&rec.entry.federates_with)?)
+            .bind(revision_column(rec.entry.revision)?)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let event = std::sync::Arc::new(crate::events::Event {
+            revision: rec.entry.revision,
+            change: Change::EntryUpdated(rec.clone()),
+        });
+        insert_events(&mut tx, std::slice::from_ref(&event)).await?;
+        self.commit(tx, vec![event]).await?;
         Ok(rec)
     }
 

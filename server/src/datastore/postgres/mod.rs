@@ -16,6 +16,7 @@ mod authorities;
 mod credentials;
 mod entries;
 mod events;
+mod federation;
 mod listen;
 mod servers;
 

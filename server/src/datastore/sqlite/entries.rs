@@ -14,8 +14,8 @@ use super::rows::{marks, ENTRIES_BY_PARENT, MAX_PARAMS};
 use super::SqliteDataStore;
 use crate::datastore::batch;
 use crate::datastore::rows::{
-    entry_from_row, revision_column, selectors_json, to_json, ttl_column, ENTRY_COLUMNS,
-    ENTRY_COLUMN_COUNT,
+    entry_from_row, revision_column, selectors_json, to_json, trust_domains_json, ttl_column,
+    ENTRY_COLUMNS, ENTRY_COLUMN_COUNT,
 };
 use crate::datastore::{DataStoreError, EntryFilter, EntryRecord, EntryStore, NewEntry, Result};
 use crate::events::Change;
@@ -85,7 +85,8 @@ async fn insert_entries_in(
             .bind(e.downstream)
             .bind(revision_column(e.revision)?)
             .bind(rec.created_at)
-            .bind(rec.node);
+            .bind(rec.node)
+            .bind(trust_domains_json(&e.federates_with)?);
     }
     query.execute(&mut **tx).await.map_err(|e| match e {
         sqlx::Error::Database(d) if d.is_unique_violation() => match records {
@@ -283,6 +284,37 @@ impl EntryStore for SqliteDataStore {
             .await?;
         let events = append_in(&mut tx, vec![Change::EntryDeleted(rec.clone())]).await?;
         self.commit(tx, events).await?;
+        Ok(rec)
+    }
+
+    async fn update_entry_federates_with(
+        &self,
+        id: &str,
+        federates_with: Vec<TrustDomain>,
+    ) -> Result<EntryRecord> {
+        let mut tx = self.write_tx().await?;
+        let row = sqlx::query(&format!("SELECT {ENTRY_COLUMNS} FROM entries WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else {
+            return Err(DataStoreError::NotFound(format!("entry {id}")));
+        };
+        let mut rec = entry_from_row(&row)?;
+        rec.entry.federates_with = federates_with;
+        rec.entry.revision = reserve_revisions(&mut tx, 1).await?;
+        sqlx::query("UPDATE entries SET federates_with = ?, revision = ? WHERE id = ?")
+            .bind(trust_domains_json(&rec.entry.federates_with)?)
+            .bind(revision_column(rec.entry.revision)?)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let event = std::sync::Arc::new(crate::events::Event {
+            revision: rec.entry.revision,
+            change: Change::EntryUpdated(rec.clone()),
+        });
+        insert_events(&mut tx, std::slice::from_ref(&event)).await?;
+        self.commit(tx, vec![event]).await?;
         Ok(rec)
     }
 

@@ -22,6 +22,7 @@ mod checkpoint;
 mod credentials;
 mod entries;
 mod events;
+mod federation;
 mod rows;
 mod servers;
 

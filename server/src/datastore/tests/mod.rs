@@ -6,6 +6,7 @@ mod agents;
 mod authorities;
 mod credentials;
 mod entries;
+mod federation;
 mod servers;
 
 use std::sync::Arc;
@@ -18,6 +19,7 @@ pub(crate) use agents::*;
 pub(crate) use authorities::*;
 pub(crate) use credentials::*;
 pub(crate) use entries::*;
+pub(crate) use federation::*;
 pub(crate) use servers::*;
 
 use super::{AgentRecord, DataStore};
@@ -54,6 +56,9 @@ macro_rules! backend_tests {
             servers_are_registered_listed_and_removed,
             a_removed_servers_authorities_go_once_expired,
             each_server_replaces_only_its_own_crls,
+            federated_bundles_are_set_replaced_and_deleted_with_their_events,
+            relationships_keep_their_first_contact_bundle_and_record_fetches,
+            an_entrys_federated_trust_domains_change_under_a_new_revision,
         );
     };
     (@each $opener:path; $($name:ident),* $(,)?) => {
@@ -102,5 +107,6 @@ pub(crate) fn entry(n: u32, parent: &str, selectors: &[&str]) -> RegistrationEnt
         admin: false,
         downstream: true,
         revision: 0,
+        federates_with: vec![],
     }
 }
