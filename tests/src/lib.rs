@@ -17,6 +17,7 @@ pub mod peer;
 pub mod postgres;
 pub mod process;
 pub mod server;
+pub mod spiffe_tls;
 pub mod spire;
 pub mod wait;
 pub mod workload;

@@ -1,6 +1,7 @@
-//! TLS for the Node API: the server's own SVID (renewed at half-life and
-//! swapped in without a restart), a client verifier that accepts only chains
-//! valid against the current bundle, and the stream of accepted connections:
+//! TLS for the Node API: the server's own SVID (renewed at half-life, or
+//! at once when its CA is tainted or revoked, and swapped in without a
+//! restart), a client verifier that accepts only chains valid against the
+//! current bundle, and the stream of accepted connections:
 //! each counted against its source address's cap and the total before its
 //! handshake, the handshake bounded in time, and the connection closed once
 //! idle (see `signet_runtime::conn`).
@@ -29,7 +30,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::ca::{CaError, CertificateAuthority};
+use crate::ca::{AuthorityKind, CaError, CertificateAuthority};
 use crate::config::NodeApiLimits;
 use crate::telemetry::Metrics;
 
@@ -68,6 +69,8 @@ struct ServerSvid {
     key: Arc<CertifiedKey>,
     issued_at: SystemTime,
     not_after: SystemTime,
+    /// The CA that signed it.
+    issuer: String,
 }
 
 fn issue_server_svid(ca: &CertificateAuthority) -> Result<ServerSvid, CaError> {
@@ -86,11 +89,30 @@ fn issue_server_svid(ca: &CertificateAuthority) -> Result<ServerSvid, CaError> {
         key: Arc::new(CertifiedKey::new(chain, signer)),
         issued_at,
         not_after: svid.not_after,
+        issuer: svid.authority_id,
     })
 }
 
+/// Key generation and signing, off the runtime's threads.
+async fn issue_off_runtime(ca: &Arc<CertificateAuthority>) -> Result<ServerSvid, CaError> {
+    let ca = ca.clone();
+    tokio::task::spawn_blocking(move || issue_server_svid(&ca))
+        .await
+        .map_err(|e| CaError::Key(format!("the signing task failed: {e}")))?
+}
+
+/// Whether the CA that signed the server SVID was tainted or revoked since:
+/// then the SVID goes at once, not at half-life, or peers that dropped that
+/// CA (federated trust domains, agents) stop trusting the server.
+fn issuer_retired(ca: &CertificateAuthority, issuer: &str) -> bool {
+    !ca.list(AuthorityKind::X509)
+        .iter()
+        .any(|a| a.id == issuer && !a.tainted)
+}
+
 /// Issues the first server SVID and returns the resolver serving it, plus
-/// the task that renews it at half-life until dropped (abort it on shutdown).
+/// the task that renews it at half-life, or at once when its CA is tainted
+/// or revoked, until dropped (abort it on shutdown).
 pub fn start_server_svid(
     ca: Arc<CertificateAuthority>,
 ) -> Result<
@@ -107,13 +129,26 @@ pub fn start_server_svid(
     let task = {
         let resolver = resolver.clone();
         async move {
+            let mut authorities = ca.subscribe();
+            let mut watching = true;
+            let mut issuer = first.issuer;
             let mut renew_at = refresh_at(first.issued_at, first.not_after, random_jitter());
             loop {
-                tokio::time::sleep(wait_until(ca.now(), renew_at)).await;
-                match issue_server_svid(&ca) {
+                tokio::select! {
+                    () = tokio::time::sleep(wait_until(ca.now(), renew_at)) => {}
+                    changed = authorities.changed(), if watching => {
+                        watching = changed.is_ok();
+                        if !issuer_retired(&ca, &issuer) {
+                            continue;
+                        }
+                        tracing::info!(authority = %issuer, "the server SVID's CA was tainted or revoked; renewing the SVID now");
+                    }
+                }
+                match issue_off_runtime(&ca).await {
                     Ok(next) => {
                         tracing::info!(not_after = ?next.not_after, "renewed the server SVID");
                         renew_at = refresh_at(next.issued_at, next.not_after, random_jitter());
+                        issuer = next.issuer;
                         resolver.set(next.key);
                     }
                     Err(e) => {
@@ -292,4 +327,75 @@ pub fn tls_incoming(
         }
     });
     ReceiverStream::new(rx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ca::{CaSettings, MemoryKeys};
+    use crate::datastore::SqliteDataStore;
+    use signet_core::{Clock, ManualClock, TrustDomain};
+
+    fn served_chain(resolver: &ServerSvidResolver) -> Vec<Vec<u8>> {
+        let key = resolver.current.read().unwrap().clone();
+        key.cert.iter().map(|c| c.to_vec()).collect()
+    }
+
+    #[tokio::test]
+    async fn the_server_svid_is_renewed_at_once_when_its_ca_is_tainted() {
+        let dir = tempfile::tempdir().unwrap();
+        let ds = Arc::new(
+            SqliteDataStore::open(&dir.path().join("ds.sqlite3"))
+                .await
+                .unwrap(),
+        );
+        let clock = Arc::new(ManualClock::new(
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+        ));
+        let settings = CaSettings {
+            trust_domain: TrustDomain::new("example.org").unwrap(),
+            server_id: "s1".into(),
+            upstream: None,
+            ca_ttl: Duration::from_secs(86_400),
+            default_svid_ttl: Duration::from_secs(3600),
+            default_jwt_svid_ttl: Duration::from_secs(300),
+            backdate: Duration::from_secs(30),
+            schedule: Default::default(),
+        };
+        let (ca, _) = CertificateAuthority::start(
+            settings,
+            clock.clone(),
+            ds,
+            Arc::new(MemoryKeys::default()),
+        )
+        .await
+        .unwrap();
+        let ca = Arc::new(ca);
+        let (resolver, task) = start_server_svid(ca.clone()).unwrap();
+        let task = tokio::spawn(task);
+        let first = served_chain(&resolver);
+
+        let old = ca.own(AuthorityKind::X509)[0].id.clone();
+        ca.prepare(AuthorityKind::X509).await.unwrap();
+        let new = ca.activate(AuthorityKind::X509).await.unwrap();
+        // Activation alone keeps the SVID (still valid, its CA still trusted).
+        tokio::task::yield_now().await;
+        assert_eq!(served_chain(&resolver), first);
+
+        ca.taint(AuthorityKind::X509, &old).await.unwrap();
+        let new_ca = new.certificate.unwrap();
+        let renewed = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                let chain = served_chain(&resolver);
+                if validate_x509_svid(&chain, std::slice::from_ref(&new_ca), clock.now()).is_ok() {
+                    return chain;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("a server SVID from the new CA, long before half-life");
+        assert_ne!(renewed, first);
+        task.abort();
+    }
 }

@@ -111,10 +111,10 @@ fn endpoint_settings(e: BundleEndpointConfig) -> Result<EndpointSettings, Config
             e.bind
         ))
     })?;
-    let profile = match e.profile.as_deref().unwrap_or(HTTPS_SPIFFE) {
-        HTTPS_SPIFFE => ServeProfile::HttpsSpiffe,
-        HTTPS_WEB => {
-            match (e.cert_path, e.key_path) {
+    let profile =
+        match e.profile.as_deref().unwrap_or(HTTPS_SPIFFE) {
+            HTTPS_SPIFFE => ServeProfile::HttpsSpiffe,
+            HTTPS_WEB => match (e.cert_path, e.key_path) {
                 (Some(cert_path), Some(key_path)) => ServeProfile::HttpsWeb {
                     cert_path,
                     key_path,
@@ -123,12 +123,13 @@ fn endpoint_settings(e: BundleEndpointConfig) -> Result<EndpointSettings, Config
                     "federation.bundle_endpoint: profile https_web needs cert_path and key_path"
                         .into(),
                 )),
-            }
-        }
-        other => return Err(ConfigError::Federation(format!(
+            },
+            other => {
+                return Err(ConfigError::Federation(format!(
             "federation.bundle_endpoint.profile {other:?}: expected {HTTPS_SPIFFE} or {HTTPS_WEB}"
-        ))),
-    };
+        )))
+            }
+        };
     Ok(EndpointSettings {
         bind,
         profile,

@@ -119,7 +119,7 @@ pub async fn fetch(
         let tls = TlsConnector::from(Arc::new(config))
             .connect(name, tcp)
             .await
-            .map_err(|e| tls_error(&endpoint, e))?;
+            .map_err(|e| tls_error(&endpoint, handshake_reason(&e)))?;
         get(&endpoint, &host, &path, tls).await
     })
     .await
@@ -132,6 +132,22 @@ pub async fn fetch(
     })?;
     check_trust_domain(&endpoint, td, &parsed)?;
     Ok(parsed)
+}
+
+/// What went wrong in the handshake, in words: a verifier's own reason
+/// rather than rustls's debug rendering of it.
+fn handshake_reason(e: &std::io::Error) -> String {
+    use rustls::{CertificateError, OtherError};
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        Some(rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(why)))) => {
+            format!("invalid peer certificate: {why}")
+        }
+        Some(tls) => tls.to_string(),
+        None => e.to_string(),
+    }
 }
 
 fn tls_error(endpoint: &str, e: impl std::fmt::Display) -> FetchError {

@@ -340,12 +340,13 @@ struct Fetcher {
 }
 
 impl Fetcher {
+    /// Fetches and stores, then records the attempt with its outcome (a
+    /// refusal by the store, e.g. an older sequence, is the error shown).
     async fn fetch_and_store(&self) -> Result<Stored, FetchError> {
-        let rel = &self.relationship;
-        let td = &rel.trust_domain;
         let now = unix_seconds(self.ca.now());
-        let fetched = self.fetch().await;
-        let error = fetched.as_ref().err().map(ToString::to_string);
+        let outcome = self.store(now).await;
+        let error = outcome.as_ref().err().map(ToString::to_string);
+        let td = &self.relationship.trust_domain;
         if let Err(e) = self
             .ds
             .record_fetch(td, now, error.as_deref().unwrap_or(""))
@@ -353,7 +354,12 @@ impl Fetcher {
         {
             tracing::debug!(error = %e, "recording the fetch failed");
         }
-        let parsed = fetched?;
+        outcome
+    }
+
+    async fn store(&self, now: i64) -> Result<Stored, FetchError> {
+        let td = &self.relationship.trust_domain;
+        let parsed = self.fetch().await?;
         let offered = FederatedBundleRecord {
             bundle: parsed.bundle,
             source: BundleSource::Endpoint,
