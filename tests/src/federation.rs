@@ -6,6 +6,9 @@
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use spiffe::{TrustDomain, WorkloadApiClient, X509Context};
 
 use tempfile::TempDir;
 
@@ -77,6 +80,24 @@ impl Domain {
         path
     }
 
+    /// This domain's workload (this process) as `/workload`, federating
+    /// with `peers`: a Workload API client on the agent.
+    pub async fn workload(&self, peers: &[&str]) -> WorkloadApiClient {
+        let mut extra = Vec::new();
+        for p in peers {
+            extra.extend(["--federates-with", p]);
+        }
+        self.server.create_entry(
+            &self.server.id("/workload"),
+            &self.agent.spiffe_id,
+            &[&crate::my_uid_selector()],
+            &extra,
+        );
+        WorkloadApiClient::connect_to(self.agent.endpoint())
+            .await
+            .expect("connect to the Workload API")
+    }
+
     /// This server federates with `peer` over https_spiffe, first contact
     /// checked with `peer`'s bundle as it is now.
     pub fn federate_with(&self, peer: &Domain) {
@@ -96,6 +117,43 @@ impl Domain {
             bundle.to_str().expect("utf-8 path"),
         ]);
     }
+}
+
+/// The workload's X.509 context once it holds `td`'s bundle.
+pub async fn context_with(client: &WorkloadApiClient, td: &str) -> X509Context {
+    let td = TrustDomain::new(td).expect("trust domain");
+    crate::wait::until(
+        &format!("an X.509 context with {td}'s bundle"),
+        Duration::from_secs(60),
+        || async {
+            let ctx = client.fetch_x509_context().await.ok()?;
+            ctx.bundle_set().get(&td).is_some().then_some(ctx)
+        },
+    )
+    .await
+}
+
+/// The CA certificates (DER) of `td` in the context; none when absent.
+pub fn authorities(ctx: &X509Context, td: &str) -> Vec<Vec<u8>> {
+    ctx.bundle_set()
+        .get(&TrustDomain::new(td).expect("trust domain"))
+        .map(|b| {
+            b.authorities()
+                .iter()
+                .map(|c| c.as_bytes().to_vec())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The default SVID's chain (DER, leaf first).
+pub fn chain(ctx: &X509Context) -> Vec<Vec<u8>> {
+    ctx.default_svid()
+        .expect("an SVID")
+        .cert_chain()
+        .iter()
+        .map(|c| c.as_bytes().to_vec())
+        .collect()
 }
 
 /// A Web PKI CA made on the spot, for `https_web` endpoints.

@@ -11,62 +11,12 @@ use tokio::time::Instant;
 use futures::StreamExt;
 use signet_core::{Clock, SystemClock};
 use signet_tests::checks::authority_id;
-use signet_tests::federation::{refreshes, Domain, HttpsPeer, WebCa};
+use signet_tests::federation::{
+    authorities, chain, context_with, refreshes, Domain, HttpsPeer, WebCa,
+};
 use signet_tests::spiffe_tls::{handshake, Side};
-use signet_tests::{my_uid_selector, wait};
-use spiffe::{JwtSvid, TrustDomain, WorkloadApiClient, X509Context};
-
-/// `domain`'s workload (this process) as `/workload`, federating with `peers`.
-async fn workload(domain: &Domain, peers: &[&str]) -> WorkloadApiClient {
-    let mut extra = Vec::new();
-    for p in peers {
-        extra.extend(["--federates-with", p]);
-    }
-    domain.server.create_entry(
-        &domain.server.id("/workload"),
-        &domain.agent.spiffe_id,
-        &[&my_uid_selector()],
-        &extra,
-    );
-    WorkloadApiClient::connect_to(domain.agent.endpoint())
-        .await
-        .unwrap()
-}
-
-/// The workload's X.509 context once it holds `td`'s bundle.
-async fn context_with(client: &WorkloadApiClient, td: &str) -> X509Context {
-    let td = TrustDomain::new(td).unwrap();
-    wait::until(
-        &format!("an X.509 context with {td}'s bundle"),
-        Duration::from_secs(30),
-        || async {
-            let ctx = client.fetch_x509_context().await.ok()?;
-            ctx.bundle_set().get(&td).is_some().then_some(ctx)
-        },
-    )
-    .await
-}
-
-fn authorities(ctx: &X509Context, td: &str) -> Vec<Vec<u8>> {
-    ctx.bundle_set()
-        .get(&TrustDomain::new(td).unwrap())
-        .map(|b| {
-            b.authorities()
-                .iter()
-                .map(|c| c.as_bytes().to_vec())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn chain(ctx: &X509Context) -> Vec<Vec<u8>> {
-    ctx.default_svid()
-        .unwrap()
-        .cert_chain()
-        .iter()
-        .map(|c| c.as_bytes().to_vec())
-        .collect()
-}
+use signet_tests::wait;
+use spiffe::{JwtSvid, TrustDomain};
 
 async fn two_domains(hint: &str) -> (Domain, Domain) {
     let (a, b) = tokio::join!(
@@ -82,9 +32,9 @@ async fn two_domains(hint: &str) -> (Domain, Domain) {
 async fn workloads_of_two_federated_domains_authenticate_each_other() {
     let ((a, b), c) = tokio::join!(two_domains("1s"), Domain::start("c.test", "1s", ""));
     let (on_a, on_b, on_c) = tokio::join!(
-        workload(&a, &["b.test"]),
-        workload(&b, &["a.test"]),
-        workload(&c, &[])
+        a.workload(&["b.test"]),
+        b.workload(&["a.test"]),
+        c.workload(&[])
     );
     let (ctx_a, ctx_b) = tokio::join!(context_with(&on_a, "b.test"), context_with(&on_b, "a.test"));
     let ctx_c = context_with(&on_c, "c.test").await;
@@ -190,7 +140,7 @@ async fn workloads_of_two_federated_domains_authenticate_each_other() {
 #[tokio::test]
 async fn a_workload_sees_only_the_domains_its_entry_federates_with() {
     let (a, b) = two_domains("1s").await;
-    let on_a = workload(&a, &[]).await;
+    let on_a = a.workload(&[]).await;
     let ctx = wait::until("an X.509 context", Duration::from_secs(20), || async {
         on_a.fetch_x509_context().await.ok()
     })
@@ -205,7 +155,7 @@ async fn a_workload_sees_only_the_domains_its_entry_federates_with() {
     })
     .await;
     assert!(authorities(&ctx, "b.test").is_empty());
-    let on_b = workload(&b, &["a.test"]).await;
+    let on_b = b.workload(&["a.test"]).await;
     let token = on_b.fetch_jwt_token(["a-service"], None).await.unwrap();
     let err = on_a
         .validate_jwt_token("a-service", &token)
@@ -263,7 +213,7 @@ fn entry_id(domain: &Domain, spiffe_id: &str) -> String {
 #[tokio::test]
 async fn a_peer_s_ca_rotation_reaches_the_other_domain_s_open_streams() {
     let (a, b) = two_domains("1s").await;
-    let (on_a, on_b) = tokio::join!(workload(&a, &["b.test"]), workload(&b, &["a.test"]));
+    let (on_a, on_b) = tokio::join!(a.workload(&["b.test"]), b.workload(&["a.test"]));
     context_with(&on_a, "b.test").await;
     let mut stream = on_a.stream_x509_contexts().await.unwrap();
     let first = stream.next().await.unwrap().unwrap();
@@ -377,7 +327,7 @@ async fn a_peer_on_https_web_is_trusted_through_its_web_pki_certificate() {
         "--ca-bundle",
         ca_file.to_str().unwrap(),
     ]);
-    let on_a = workload(&a, &["b.test"]).await;
+    let on_a = a.workload(&["b.test"]).await;
     let ctx = context_with(&on_a, "b.test").await;
     assert_eq!(authorities(&ctx, "b.test"), b.server.bundle_der());
 
@@ -508,7 +458,7 @@ async fn every_bad_answer_is_refused_and_the_bundle_held_is_kept() {
         Domain::start("b.test", "1s", "")
     );
     a.federate_with(&b);
-    let on_a = workload(&a, &["b.test"]).await;
+    let on_a = a.workload(&["b.test"]).await;
     let good = context_with(&on_a, "b.test").await;
     let b_cas = authorities(&good, "b.test");
     let b_url = b.endpoint_url();
@@ -578,7 +528,7 @@ async fn static_federation_needs_no_endpoint_and_ends_with_bundle_delete() {
     assert_eq!(list["bundles"][0]["trust_domain"], "b.test");
     assert_eq!(list["bundles"][0]["source"], "static");
 
-    let (on_a, on_b) = tokio::join!(workload(&a, &["b.test"]), workload(&b, &[]));
+    let (on_a, on_b) = tokio::join!(a.workload(&["b.test"]), b.workload(&[]));
     let ctx_a = context_with(&on_a, "b.test").await;
     let ctx_b = context_with(&on_b, "b.test").await;
     let id = signet_core::x509::validate_x509_svid(
@@ -618,7 +568,7 @@ async fn relationships_from_the_config_are_applied_at_start_and_survive_a_restar
         bundle.display()
     );
     let mut a = Domain::start("a.test", "1s", &config).await;
-    let on_a = workload(&a, &["b.test"]).await;
+    let on_a = a.workload(&["b.test"]).await;
     let ctx = context_with(&on_a, "b.test").await;
     assert_eq!(authorities(&ctx, "b.test"), b.server.bundle_der());
 
