@@ -273,6 +273,87 @@ impl Drop for HttpsPeer {
     }
 }
 
+/// A keep-alive HTTPS/1.1 connection to a bundle endpoint (`https://HOST:PORT`),
+/// its certificate judged by `verifier`.
+pub struct EndpointConn {
+    sender: hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+    authority: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl EndpointConn {
+    pub async fn open(
+        url: &str,
+        verifier: Arc<dyn rustls::client::danger::ServerCertVerifier>,
+    ) -> anyhow::Result<EndpointConn> {
+        let authority = url
+            .strip_prefix("https://")
+            .ok_or_else(|| anyhow::anyhow!("{url}: not https://"))?
+            .trim_end_matches('/')
+            .to_owned();
+        let host = authority
+            .rsplit_once(':')
+            .map_or(authority.as_str(), |(h, _)| h)
+            .to_owned();
+        let config =
+            rustls::ClientConfig::builder_with_provider(signet_core::crypto::tls_provider())
+                .with_safe_default_protocol_versions()?
+                .dangerous()
+                .with_custom_certificate_verifier(verifier)
+                .with_no_client_auth();
+        let tcp = tokio::net::TcpStream::connect(&authority).await?;
+        tcp.set_nodelay(true)?;
+        let name = rustls_pki_types::ServerName::try_from(host)?;
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await?;
+        let (sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await?;
+        let task = tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(EndpointConn {
+            sender,
+            authority,
+            task,
+        })
+    }
+
+    /// One GET `/`: the status and the body.
+    pub async fn get(&mut self) -> anyhow::Result<(u16, bytes::Bytes)> {
+        use http_body_util::BodyExt;
+        self.sender.ready().await?;
+        let req = hyper::Request::get("/")
+            .header(hyper::header::HOST, &self.authority)
+            .body(http_body_util::Empty::new())?;
+        let res = self.sender.send_request(req).await?;
+        let status = res.status().as_u16();
+        let body = res.into_body().collect().await?.to_bytes();
+        Ok((status, body))
+    }
+}
+
+impl Drop for EndpointConn {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The document `server`'s https_spiffe bundle endpoint serves, the
+/// endpoint checked against `server`'s own bundle.
+pub async fn served_document(server: &TestServer) -> serde_json::Value {
+    let bundles = [(server.trust_domain.clone(), server.bundle_der())]
+        .into_iter()
+        .collect();
+    let url = format!("https://{}", server.bundle_endpoint_addr());
+    let mut conn = EndpointConn::open(&url, crate::spiffe_tls::spiffe_server_verifier(&bundles))
+        .await
+        .expect("a TLS connection to the bundle endpoint");
+    let (status, body) = conn.get().await.expect("GET /");
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    serde_json::from_slice(&body).expect("a JSON document")
+}
+
 /// The value of `signet_server_federation_refreshes_total` for a trust
 /// domain and result on `server`'s `/metrics`.
 pub async fn refreshes(server: &TestServer, trust_domain: &str, result: &str) -> f64 {

@@ -102,6 +102,15 @@ pub async fn handshake(client: &Side, server: &Side) -> Result<(String, String),
     }
 }
 
+/// A TLS client's verifier accepting any X509-SVID that validates against
+/// the bundle of its trust domain in `bundles` (e.g. to GET an https_spiffe
+/// bundle endpoint).
+pub fn spiffe_server_verifier(
+    bundles: &BTreeMap<String, Vec<Vec<u8>>>,
+) -> Arc<dyn ServerCertVerifier> {
+    Arc::new(PeerVerifier::new(bundles))
+}
+
 fn certs(chain: &[Vec<u8>]) -> Vec<CertificateDer<'static>> {
     chain.iter().cloned().map(CertificateDer::from).collect()
 }

@@ -11,6 +11,7 @@ use futures::StreamExt;
 use signet_proto::admin::admin_client::AdminClient;
 use signet_proto::admin::Entry;
 use signet_tests::checks::{now_unix, serial_hex, validity};
+use signet_tests::federation::served_document;
 use signet_tests::postgres::Cluster;
 use signet_tests::{http, my_uid_selector, wait, AgentOptions, HaGroup, TestAgent, TestServer};
 use spiffe::WorkloadApiClient;
@@ -412,4 +413,37 @@ async fn under_an_upstream_root_the_bundle_is_the_root_alone_whatever_servers_co
         .count();
     assert_eq!(x509_keys, 1);
     assert!(after["spiffe_sequence"].as_u64() > sequence.as_u64());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_server_of_a_group_serves_the_same_bundle_document() {
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        config.path(),
+        "[federation.bundle_endpoint]\nbind = \"127.0.0.1:0\"\nrefresh_hint = \"5s\"\n",
+    )
+    .unwrap();
+    let group = HaGroup::start(2, &["--config", config.path().to_str().unwrap()]).await;
+    let (a, b) = (&group.servers[0], &group.servers[1]);
+    // Both CAs, once each server has read the other's.
+    let both = |n: usize| async move {
+        wait::until(
+            "the same document on both",
+            Duration::from_secs(10),
+            || async {
+                let (da, db) = tokio::join!(served_document(a), served_document(b));
+                let keys = da["keys"].as_array()?;
+                let cas = keys.iter().filter(|k| k["use"] == "x509-svid").count();
+                (da == db && cas == n).then_some(da)
+            },
+        )
+        .await
+    };
+    let first = both(2).await;
+    assert_eq!(first["spiffe_refresh_hint"], 5);
+
+    // B prepares a CA: both serve it, at a sequence further on.
+    b.cli_ok(&["authority", "x509", "prepare"]);
+    let next = both(3).await;
+    assert!(next["spiffe_sequence"].as_u64() > first["spiffe_sequence"].as_u64());
 }

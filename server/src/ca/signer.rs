@@ -42,32 +42,47 @@ impl Snapshot {
         sequence: u64,
         revision: u64,
     ) -> Self {
-        let mut x509_authorities: Vec<Vec<u8>> = Vec::new();
-        let own_certs = authorities.x509.iter().map(|x| x.bundle_cert());
-        let peer_certs = peers
+        // Every server of a group publishes the same bundle: one order for
+        // all, oldest first, whoever owns each authority.
+        let mut x509: Vec<(i64, &[u8])> = authorities
+            .x509
             .iter()
-            .filter(|p| p.kind == AuthorityKind::X509)
-            .filter_map(AuthorityRecord::bundle_certificate);
-        for der in own_certs.chain(peer_certs) {
-            // Servers under one upstream root share it.
+            .map(|x| (unix_seconds(x.meta.not_before), x.bundle_cert()))
+            .chain(
+                peers
+                    .iter()
+                    .filter(|p| p.kind == AuthorityKind::X509)
+                    .filter_map(|p| Some((p.not_before, p.bundle_certificate()?))),
+            )
+            .collect();
+        x509.sort_unstable();
+        // Servers under one upstream root share it.
+        let mut x509_authorities: Vec<Vec<u8>> = Vec::new();
+        for (_, der) in x509 {
             if !x509_authorities.iter().any(|d| d == der) {
                 x509_authorities.push(der.to_vec());
             }
         }
-        let own_jwt = authorities.jwt.iter().map(|j| JwtAuthority {
-            kid: j.meta.id.clone(),
-            jwk: j.signer.jwk(),
-            public_key: j.signer.public_key(),
-            expires_at: unix_seconds(j.meta.not_after),
+        let own_jwt = authorities.jwt.iter().map(|j| {
+            let authority = JwtAuthority {
+                kid: j.meta.id.clone(),
+                jwk: j.signer.jwk(),
+                public_key: j.signer.public_key(),
+                expires_at: unix_seconds(j.meta.not_after),
+            };
+            (unix_seconds(j.meta.not_before), authority)
         });
         let peer_jwt = peers
             .iter()
             .filter(|p| p.kind == AuthorityKind::Jwt)
-            .filter_map(peer_jwt_authority);
+            .filter_map(|p| Some((p.not_before, peer_jwt_authority(p)?)));
+        let mut jwt: Vec<(i64, JwtAuthority)> = own_jwt.chain(peer_jwt).collect();
+        jwt.sort_by(|a, b| (a.0, &a.1.kid).cmp(&(b.0, &b.1.kid)));
+        let jwt_authorities = jwt.into_iter().map(|(_, a)| a).collect();
         let bundle = Bundle {
             trust_domain: td.clone(),
             x509_authorities,
-            jwt_authorities: own_jwt.chain(peer_jwt).collect(),
+            jwt_authorities,
             sequence,
         };
         Self {

@@ -345,7 +345,12 @@ async fn the_sequence_survives_restarts_moves_with_every_change_and_is_an_event(
     assert!(second > first);
     assert_eq!(r.ca.bundle().jwt_authorities.len(), 2);
     // Tainting is its own event; the bundle (same keys) keeps its sequence.
-    let old = r.ca.bundle().jwt_authorities[0].kid.clone();
+    let old =
+        r.ca.list(AuthorityKind::Jwt)
+            .into_iter()
+            .find(|a| a.state == AuthorityState::Active)
+            .unwrap()
+            .id;
     r.ca.activate(AuthorityKind::Jwt).await.unwrap();
     r.ca.taint(AuthorityKind::Jwt, &old).await.unwrap();
     assert_eq!(rx.recv().await.unwrap().change, Change::TaintedChanged);
