@@ -69,6 +69,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .await
             .context("server_sync")?;
     }
+    if wanted("federation") {
+        figures::federation::run(&ctx, &mut report)
+            .await
+            .context("federation")?;
+    }
     // The same on PostgreSQL, two servers on one database.
     if wanted("pg") {
         figures::pg::run(&ctx, &mut report).await.context("pg")?;

@@ -50,13 +50,25 @@ pub async fn start_server(dir: &Path) -> anyhow::Result<Server> {
 /// A server on `datastore` (a `postgres://` URL several servers share), or
 /// on SQLite in `dir`.
 pub async fn start_server_on(dir: &Path, datastore: Option<&str>) -> anyhow::Result<Server> {
+    start_server_configured(dir, |config| {
+        if let Some(url) = datastore {
+            config.datastore = Some(url.parse()?);
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// A server in this process on `dir`, its defaults changed by `configure`.
+pub async fn start_server_configured(
+    dir: &Path,
+    configure: impl FnOnce(&mut signet_server::RuntimeConfig) -> anyhow::Result<()>,
+) -> anyhow::Result<Server> {
     let mut config = signet_server::RuntimeConfig::defaults()?;
     config.data_dir = dir.join("server");
     config.admin_socket = dir.join("admin.sock");
-    if let Some(url) = datastore {
-        config.datastore = Some(url.parse()?);
-    }
     config.bind = "127.0.0.1:0".parse()?;
+    configure(&mut config)?;
     let td = config.trust_domain.clone();
     let running = signet_server::app::start(config, Arc::new(SystemClock)).await?;
     let admin = signet_server::cli::client::connect(&running.admin_socket).await?;

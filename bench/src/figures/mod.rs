@@ -3,6 +3,7 @@
 
 pub mod agent_rss;
 pub mod cold_start_ban;
+pub mod federation;
 pub mod fetch;
 pub mod ha_failover;
 pub mod issue;
