@@ -99,6 +99,14 @@ fn the_sample_server_config_shows_the_defaults() {
         all.upstream.map(|u| u.cert_path),
         Some(PathBuf::from("/etc/signet/upstream-root.pem"))
     );
+    // Federation is off unless configured; the bounds shown are the defaults.
+    assert_eq!(shipped.federation, defaults.federation);
+    assert_eq!(all.federation.bounds, defaults.federation.bounds);
+    let endpoint = all.federation.endpoint.expect("the bundle endpoint shown");
+    assert_eq!(endpoint.bind.to_string(), "0.0.0.0:8443");
+    assert_eq!(endpoint.refresh_hint, std::time::Duration::from_secs(300));
+    assert_eq!(all.federation.relationships.len(), 1);
+    assert_eq!(all.federation.relationships[0].trust_domain, "b.test");
 }
 
 #[test]
