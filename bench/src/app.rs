@@ -12,6 +12,13 @@ use crate::report::{machine, Report};
 use crate::Args;
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    if args.vs_spire {
+        let mut report = Report::new();
+        crate::vs_spire::run(&args, &mut report).await?;
+        report.write_json(&args.json, &machine(), args.quick)?;
+        println!("wrote {}", args.json.display());
+        return Ok(());
+    }
     let wanted =
         |group: &str| args.only.is_empty() || args.only.iter().any(|o| group.contains(o.as_str()));
     // Short: Unix socket paths are limited to 108 bytes.

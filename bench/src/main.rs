@@ -4,12 +4,14 @@
 
 mod app;
 mod child;
+mod child_agent;
 mod child_server;
 mod echo;
 mod env;
 mod figures;
 mod report;
 mod stats;
+mod vs_spire;
 
 use clap::Parser;
 
@@ -28,6 +30,13 @@ pub struct Args {
     /// ha_failover).
     #[arg(long)]
     pub only: Vec<String>,
+    /// Instead of the figures against raw costs: the same scenarios on
+    /// Signet and on SPIRE (built once by `scripts/build-spire`), with
+    /// Signet ÷ SPIRE for each (`--only` names vs_spire_propagation,
+    /// vs_spire_fetch, vs_spire_jwt_fetch, vs_spire_validate,
+    /// vs_spire_agent_rss, vs_spire_sync, vs_spire_issue).
+    #[arg(long)]
+    pub vs_spire: bool,
     /// One FetchX509SVID on SOCKET; prints its microseconds (the fetch
     /// figure's workload processes run the bench binary this way).
     #[arg(long, value_name = "SOCKET", hide = true)]

@@ -6,8 +6,16 @@ use std::path::Path;
 use anyhow::Context;
 use serde_json::json;
 
+/// One figure: its value, or why the system measured could not give one
+/// (`--vs-spire` reports SPIRE's own error as the outcome).
+struct Figure {
+    name: String,
+    value: Result<f64, String>,
+    unit: String,
+}
+
 pub struct Report {
-    figures: Vec<(String, f64, String)>,
+    figures: Vec<Figure>,
     /// Put before every name while set: the same figure on another setup
     /// (`pg_issue_ratio` beside `issue_ratio`).
     prefix: String,
@@ -31,11 +39,32 @@ impl Report {
         let name = name.as_str();
         let shown = if value.abs() >= 100.0 {
             format!("{value:.0}")
-        } else {
+        } else if value == 0.0 || value.abs() >= 0.01 {
             format!("{value:.3}")
+        } else {
+            // A ratio far below 1 keeps three significant digits.
+            format!("{value:.2e}")
         };
         println!("{name} {shown} {unit}");
-        self.figures.push((name.into(), value, unit.into()));
+        self.figures.push(Figure {
+            name: name.into(),
+            value: Ok(value),
+            unit: unit.into(),
+        });
+    }
+
+    /// A figure with no value: `name failed <unit> (<why>)` on stdout, a
+    /// null value and the error in the JSON.
+    pub fn failed(&mut self, name: &str, unit: &str, why: &str) {
+        let name = format!("{}{name}", self.prefix);
+        // One line per figure, whatever the error's text holds.
+        let why = why.split_whitespace().collect::<Vec<_>>().join(" ");
+        println!("{name} failed {unit} ({why})");
+        self.figures.push(Figure {
+            name,
+            value: Err(why),
+            unit: unit.into(),
+        });
     }
 
     pub fn write_json(
@@ -47,7 +76,10 @@ impl Report {
         let figures: Vec<_> = self
             .figures
             .iter()
-            .map(|(name, value, unit)| json!({"name": name, "value": value, "unit": unit}))
+            .map(|f| match &f.value {
+                Ok(v) => json!({"name": f.name, "value": v, "unit": f.unit}),
+                Err(e) => json!({"name": f.name, "value": null, "unit": f.unit, "error": e}),
+            })
             .collect();
         let doc = json!({"machine": machine, "quick": quick, "figures": figures});
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {

@@ -4,23 +4,19 @@
 //! timed from spawn until its `/metrics` report N SVIDs held. Side figures
 //! `entry_create_{1k,10k}_s`: creating those entries with BatchCreateEntry.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use anyhow::Context;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
 use super::Ctx;
-use crate::child::{free_port, rss, sibling_binary};
+use crate::child::rss;
+use crate::child_agent::ChildAgent;
 use crate::report::Report;
 
 /// Matches no workload: the agent holds these SVIDs without serving them.
 const SELECTOR: &str = "unix:uid:4294967293";
 
 pub async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
-    let agent_bin = sibling_binary("signet-agent")?;
     // The 10k agent takes ~25 s to sign its SVIDs: full runs only.
     let sizes: &[(usize, &str)] = if ctx.quick {
         &[(1_000, "1k")]
@@ -38,31 +34,16 @@ pub async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
         );
 
         let dir = ctx.dir.join(format!("rss{label}"));
-        let port = free_port()?;
-        let mut child = tokio::process::Command::new(&agent_bin)
-            .arg("run")
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            .arg("--socket-path")
-            .arg(dir.join("a.sock"))
-            .arg("--server-address")
-            .arg(ctx.server.node_addr())
-            .arg("--trust-domain")
-            .arg(ctx.server.td.to_string())
-            .arg("--insecure-bootstrap")
-            .arg("--join-token")
-            .arg(&token)
-            .arg("--telemetry-bind")
-            .arg(format!("127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting {}", agent_bin.display()))?;
+        let mut agent = ChildAgent::spawn(
+            &dir,
+            &ctx.server.node_addr(),
+            &ctx.server.td.to_string(),
+            &token,
+        )?;
         let started = Instant::now();
         let patience = Duration::from_secs(120);
         loop {
-            if held(port).await.unwrap_or(0.0) >= n as f64 {
+            if agent.svids_held().await.unwrap_or(0.0) >= n as f64 {
                 break;
             }
             if started.elapsed() > patience {
@@ -73,9 +54,8 @@ pub async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
         let synced = started.elapsed();
         // Let the post-sync work (persisting the cache) settle first.
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let pid = child.id().context("agent exited")?;
-        let rss = rss(pid)?;
-        let _ = child.kill().await;
+        let rss = rss(agent.pid()?)?;
+        let _ = agent.child.kill().await;
         report.add(&format!("agent_rss_mb_{label}"), rss.now_mb, "MB");
         // The most it held at any moment (the cold start's peak).
         report.add(&format!("agent_rss_peak_mb_{label}"), rss.peak_mb, "MB");
@@ -106,19 +86,4 @@ async fn create_entries(
         .collect::<anyhow::Result<Vec<_>>>()?;
     crate::env::create_entries(&ctx.server.admin, entries).await?;
     Ok(())
-}
-
-/// `signet_agent_svids_held` from the agent's `/metrics`.
-async fn held(port: u16) -> anyhow::Result<f64> {
-    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    tcp.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-        .await?;
-    let mut body = String::new();
-    tcp.read_to_string(&mut body).await?;
-    body.lines()
-        .find_map(|l| l.strip_prefix("signet_agent_svids_held "))
-        .context("no signet_agent_svids_held")?
-        .trim()
-        .parse()
-        .context("svids_held is not a number")
 }

@@ -111,13 +111,13 @@ pub async fn once_and_print(socket: &std::path::Path, fetch: bool) -> anyhow::Re
 }
 
 #[derive(Clone, Copy)]
-enum Kind {
+pub enum Kind {
     Fetch,
     Echo,
 }
 
 /// `level` clients at once, each connecting and making one request.
-async fn round(
+pub async fn round(
     level: usize,
     socket: &std::path::Path,
     kind: Kind,

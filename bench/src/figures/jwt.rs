@@ -17,8 +17,8 @@ use crate::env::{with_header, workload_client};
 use crate::report::Report;
 use crate::stats::parallel_rate;
 
-const AUDIENCE: &str = "signet-bench";
-const CLIENTS: usize = 32;
+pub const AUDIENCE: &str = "signet-bench";
+pub const CLIENTS: usize = 32;
 
 pub async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
     let mut client = workload_client(&ctx.agent.socket).await?;
@@ -63,7 +63,7 @@ pub async fn run(ctx: &Ctx, report: &mut Report) -> anyhow::Result<()> {
 }
 
 /// ValidateJWTSVID calls per second from every client for `window`.
-async fn api_round(
+pub async fn api_round(
     clients: &[signet_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient<
         tonic::transport::Channel,
     >],
