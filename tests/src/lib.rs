@@ -10,6 +10,7 @@ pub mod agent;
 pub mod bins;
 pub mod checks;
 pub mod federation;
+pub mod go_clients;
 pub mod ha;
 pub mod http;
 pub mod node;
