@@ -9,6 +9,7 @@ mod child_server;
 mod echo;
 mod env;
 mod figures;
+mod plot;
 mod report;
 mod stats;
 mod vs_spire;
@@ -34,9 +35,14 @@ pub struct Args {
     /// Signet and on SPIRE (built once by `scripts/build-spire`), with
     /// Signet ÷ SPIRE for each (`--only` names vs_spire_propagation,
     /// vs_spire_fetch, vs_spire_jwt_fetch, vs_spire_validate,
-    /// vs_spire_agent_rss, vs_spire_sync, vs_spire_issue).
+    /// vs_spire_agent_rss, vs_spire_sync, vs_spire_issue,
+    /// vs_spire_server_rss).
     #[arg(long)]
     pub vs_spire: bool,
+    /// Runs nothing: draws the Signet-vs-SPIRE figures of the run whose
+    /// JSON `--json` names as bars in this SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<std::path::PathBuf>,
     /// One FetchX509SVID on SOCKET; prints its microseconds (the fetch
     /// figure's workload processes run the bench binary this way).
     #[arg(long, value_name = "SOCKET", hide = true)]
@@ -56,6 +62,9 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    if let Some(svg) = &args.plot {
+        return plot::plot(&args.json, svg);
+    }
     if let Some(socket) = &args.fetch_once {
         return rt.block_on(figures::fetch::once_and_print(socket, true));
     }

@@ -94,7 +94,7 @@ pub async fn run_on(
 }
 
 /// Agent `i` attests to server `i % servers.len()`, eight at a time.
-async fn attest_all(servers: &[NodeApi], n: usize) -> anyhow::Result<Vec<NodeAgent>> {
+pub async fn attest_all(servers: &[NodeApi], n: usize) -> anyhow::Result<Vec<NodeAgent>> {
     let workers: Vec<_> = (0..ATTESTERS)
         .map(|w| {
             let servers = servers.to_vec();

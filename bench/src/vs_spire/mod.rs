@@ -10,6 +10,7 @@ mod cold_start;
 mod fetch;
 mod jwt;
 mod propagation;
+mod server_rss;
 mod signet;
 mod spire;
 mod system;
@@ -154,6 +155,24 @@ pub async fn run(args: &crate::Args, report: &mut Report) -> anyhow::Result<()> 
             "vs_spire_issue_per_s",
             "1/s",
             Better::Higher,
+            ours,
+            theirs,
+        );
+    }
+    if wanted("vs_spire_server_rss") {
+        // 100 agents in quick runs, under the same name (the scale is printed).
+        let agents = if quick { 100 } else { server_rss::AGENTS };
+        println!(
+            "# server memory: {agents} agents x {} entries, synced and connected",
+            server_rss::PER_AGENT
+        );
+        let ours = server_rss::signet(dir.path(), agents).await;
+        let theirs = spire::server_rss(dir.path(), agents).await;
+        compare(
+            report,
+            "vs_spire_server_rss_1k_agents",
+            "MB",
+            Better::Lower,
             ours,
             theirs,
         );

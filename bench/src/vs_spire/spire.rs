@@ -328,3 +328,50 @@ impl System for Spire {
         Ok(ColdStart { took, rss_mb })
     }
 }
+
+/// `vs_spire_server_rss_1k_agents` on SPIRE: a fresh server, `agents`
+/// agents simulated by `spire-agent-sim`; the server's RSS in MB.
+pub async fn server_rss(dir: &Path, agents: usize) -> anyhow::Result<f64> {
+    let sim = sim_binary().await?;
+    let server = SpireServer::start(TRUST_DOMAIN, &server_settings()).await;
+    let bundle = dir.join("spire-rss-bundle.pem");
+    std::fs::write(
+        &bundle,
+        cli(&server, &["bundle", "show", "-format", "pem"]).await?,
+    )?;
+    let pid = server
+        .proc
+        .as_ref()
+        .and_then(Proc::pid)
+        .context("spire-server exited")?;
+    super::server_rss::spire(
+        &sim,
+        pid,
+        &format!("127.0.0.1:{}", server.port),
+        &server.socket_path,
+        TRUST_DOMAIN,
+        &bundle,
+        agents,
+    )
+    .await
+}
+
+/// `spire-agent-sim` (bench/go), built once into the cache by
+/// `scripts/build-go-clients spire-agent-sim`, which prints its directory.
+async fn sim_binary() -> anyhow::Result<PathBuf> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/build-go-clients");
+    let out = tokio::process::Command::new(&script)
+        .arg("spire-agent-sim")
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .await
+        .with_context(|| format!("running {}", script.display()))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{} spire-agent-sim failed",
+        script.display()
+    );
+    let bin = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("spire-agent-sim");
+    anyhow::ensure!(bin.is_file(), "{} is missing", bin.display());
+    Ok(bin)
+}
