@@ -16,8 +16,9 @@
 //  3. one JSON line on stdout, then every agent's connection held open (as
 //     idle agents between syncs hold theirs) until stdin reaches EOF.
 //
-// A failing agent counts as an error in the JSON line; anything else that
-// fails exits 1 with the reason on stderr.
+// A failing agent counts as an error in the JSON line (the first few say why
+// on stderr); anything else that fails exits 1 with the reason on stderr, and
+// bad flags exit 2.
 package main
 
 import (
@@ -43,6 +44,7 @@ type config struct {
 	serverAddr      string
 	adminSocket     string
 	td              spiffeid.TrustDomain
+	bundlePath      string
 	bundle          *x509bundle.Bundle
 	agents          int
 	entriesPerAgent int
@@ -86,14 +88,13 @@ func main() {
 
 func parseFlags() (*config, error) {
 	var (
-		cfg        config
-		tdName     string
-		bundlePath string
+		cfg    config
+		tdName string
 	)
 	flag.StringVar(&cfg.serverAddr, "serverAddr", "", "spire-server's agent API, host:port (required)")
 	flag.StringVar(&cfg.adminSocket, "adminSocket", "", "spire-server's socket_path, its local admin API (required)")
 	flag.StringVar(&tdName, "trustDomain", "", "the server's trust domain (required)")
-	flag.StringVar(&bundlePath, "bundle", "", "PEM file of the trust bundle, as `spire-server bundle show -format pem` prints it (required)")
+	flag.StringVar(&cfg.bundlePath, "bundle", "", "PEM file of the trust bundle, as `spire-server bundle show -format pem` prints it (required)")
 	flag.IntVar(&cfg.agents, "agents", 1000, "agents to simulate")
 	flag.IntVar(&cfg.entriesPerAgent, "entriesPerAgent", 10, "entries parented to each agent")
 	flag.IntVar(&cfg.concurrency, "concurrency", 16, "agents attesting and syncing at once (and join tokens created at once)")
@@ -106,7 +107,7 @@ func parseFlags() (*config, error) {
 	switch {
 	case flag.NArg() != 0:
 		return nil, fmt.Errorf("unexpected arguments %q", flag.Args())
-	case cfg.serverAddr == "" || cfg.adminSocket == "" || tdName == "" || bundlePath == "":
+	case cfg.serverAddr == "" || cfg.adminSocket == "" || tdName == "" || cfg.bundlePath == "":
 		return nil, errors.New("-serverAddr, -adminSocket, -trustDomain and -bundle are required")
 	case cfg.agents < 1 || cfg.entriesPerAgent < 0 || cfg.concurrency < 1 || cfg.batchSize < 1:
 		return nil, errors.New("-agents, -concurrency and -batchSize must be positive, -entriesPerAgent not negative")
@@ -118,14 +119,15 @@ func parseFlags() (*config, error) {
 		return nil, fmt.Errorf("-trustDomain: %w", err)
 	}
 	cfg.td = td
-	cfg.bundle, err = x509bundle.Load(td, bundlePath)
-	if err != nil {
-		return nil, fmt.Errorf("-bundle: %w", err)
-	}
 	return &cfg, nil
 }
 
 func run(cfg *config) error {
+	var err error
+	cfg.bundle, err = x509bundle.Load(cfg.td, cfg.bundlePath)
+	if err != nil {
+		return fmt.Errorf("-bundle: %w", err)
+	}
 	socket, err := filepath.Abs(cfg.adminSocket)
 	if err != nil {
 		return err
