@@ -99,6 +99,20 @@ impl ChildServer {
         Ok(())
     }
 
+    /// SIGTERM and wait for it to exit (a graceful stop), then start it
+    /// again as [`launch`](Self::launch) does.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            let pid = child.id().context("the server exited")?;
+            let pid = nix::unistd::Pid::from_raw(i32::try_from(pid)?);
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
+            tokio::time::timeout(Duration::from_secs(30), child.wait())
+                .await
+                .context("the server did not stop within 30 s of SIGTERM")??;
+        }
+        self.launch().await
+    }
+
     pub fn pid(&self) -> anyhow::Result<u32> {
         self.child
             .as_ref()

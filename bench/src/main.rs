@@ -11,6 +11,7 @@ mod env;
 mod figures;
 mod plot;
 mod report;
+mod soak;
 mod stats;
 mod vs_spire;
 
@@ -39,6 +40,11 @@ pub struct Args {
     /// vs_spire_server_rss).
     #[arg(long)]
     pub vs_spire: bool,
+    /// Instead of the figures: a soak of SECS seconds (600 when none is
+    /// given): 1,000 workload streams, 30 s SVID TTLs, entries created and
+    /// deleted at 10/s, the server restarted at half time.
+    #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "600")]
+    pub soak: Option<u64>,
     /// Runs nothing: draws the Signet-vs-SPIRE figures of the run whose
     /// JSON `--json` names as bars in this SVG file.
     #[arg(long, value_name = "FILE.svg")]
@@ -64,6 +70,9 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     if let Some(svg) = &args.plot {
         return plot::plot(&args.json, svg);
+    }
+    if let Some(secs) = args.soak {
+        return rt.block_on(soak::run(secs, &args.json));
     }
     if let Some(socket) = &args.fetch_once {
         return rt.block_on(figures::fetch::once_and_print(socket, true));
