@@ -118,6 +118,12 @@ pub async fn run(secs: u64, json: &Path) -> anyhow::Result<()> {
         if let (Ok(pid), Some(life)) = (server.pid(), server_lives.last_mut()) {
             life.push((t, rss(pid)?.now_mb));
         }
+        // A line a minute: the shape of the growth, not only its ends.
+        if agent_rss.len() % 12 == 0 {
+            let server_mb = server_lives.last().and_then(|l| l.last()).map_or(0.0, |s| s.1);
+            let agent_mb = agent_rss.last().map_or(0.0, |s| s.1);
+            println!("soak: {t:.0} s agent {agent_mb:.1} MB server {server_mb:.1} MB");
+        }
         if restarted_at.is_none() && start.elapsed() >= total / 2 {
             server.restart().await.context("restarting the server")?;
             restarted_at = Some(start.elapsed().as_secs_f64());
@@ -179,6 +185,12 @@ pub async fn run(secs: u64, json: &Path) -> anyhow::Result<()> {
     report.add("soak_entries_deleted", deleted as f64, "count");
     // Admin calls refused while the server was down (not a goal).
     report.add("soak_admin_errors", admin_errors as f64, "count");
+    for (i, life) in server_lives.iter().enumerate() {
+        if let (Some(first), Some(last)) = (life.first(), life.last()) {
+            report.add(&format!("soak_server_life{}_first_mb", i + 1), first.1, "MB");
+            report.add(&format!("soak_server_life{}_last_mb", i + 1), last.1, "MB");
+        }
+    }
     if let (Some(first), Some(last)) = (agent_rss.first(), agent_rss.last()) {
         report.add("soak_agent_rss_first_mb", first.1, "MB");
         report.add("soak_agent_rss_last_mb", last.1, "MB");
