@@ -120,7 +120,10 @@ pub async fn run(secs: u64, json: &Path) -> anyhow::Result<()> {
         }
         // A line a minute: the shape of the growth, not only its ends.
         if agent_rss.len() % 12 == 0 {
-            let server_mb = server_lives.last().and_then(|l| l.last()).map_or(0.0, |s| s.1);
+            let server_mb = server_lives
+                .last()
+                .and_then(|l| l.last())
+                .map_or(0.0, |s| s.1);
             let agent_mb = agent_rss.last().map_or(0.0, |s| s.1);
             println!("soak: {t:.0} s agent {agent_mb:.1} MB server {server_mb:.1} MB");
         }
@@ -187,7 +190,11 @@ pub async fn run(secs: u64, json: &Path) -> anyhow::Result<()> {
     report.add("soak_admin_errors", admin_errors as f64, "count");
     for (i, life) in server_lives.iter().enumerate() {
         if let (Some(first), Some(last)) = (life.first(), life.last()) {
-            report.add(&format!("soak_server_life{}_first_mb", i + 1), first.1, "MB");
+            report.add(
+                &format!("soak_server_life{}_first_mb", i + 1),
+                first.1,
+                "MB",
+            );
             report.add(&format!("soak_server_life{}_last_mb", i + 1), last.1, "MB");
         }
     }
