@@ -8,7 +8,9 @@ use signet_core::{SpiffeId, TrustDomain};
 use signet_proto::admin::Entry;
 use tokio::time::Instant;
 
-use super::system::{ColdStart, System, COLD_START_PATIENCE, UNSERVED_SELECTOR};
+use super::system::{
+    until_all_hold, ColdStart, HoldsSvids, System, COLD_START_PATIENCE, UNSERVED_SELECTOR,
+};
 use crate::child::rss;
 use crate::child_agent::ChildAgent;
 use crate::child_server::ChildServer;
@@ -128,23 +130,11 @@ impl System for Signet {
                 token,
             )?);
         }
-        let mut pending: Vec<&ChildAgent> = children.iter().collect();
-        while !pending.is_empty() {
-            anyhow::ensure!(
-                started.elapsed() < COLD_START_PATIENCE,
+        if let Err(short) = until_all_hold(&children, per_agent, started).await {
+            anyhow::bail!(
                 "{} of {agents} agents did not hold {per_agent} SVIDs within {COLD_START_PATIENCE:?}",
-                pending.len()
+                short.len()
             );
-            let mut still = Vec::with_capacity(pending.len());
-            for agent in pending {
-                if agent.svids_held().await.unwrap_or(0.0) < per_agent as f64 {
-                    still.push(agent);
-                }
-            }
-            pending = still;
-            if !pending.is_empty() {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
         }
         let took = started.elapsed();
         // Let the post-sync work (persisting the cache) settle first.
@@ -157,5 +147,11 @@ impl System for Signet {
             let _ = c.child.kill().await;
         }
         Ok(ColdStart { took, rss_mb })
+    }
+}
+
+impl HoldsSvids for ChildAgent {
+    async fn svids_held(&self) -> anyhow::Result<f64> {
+        ChildAgent::svids_held(self).await
     }
 }

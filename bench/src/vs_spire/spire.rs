@@ -21,7 +21,9 @@ use signet_tests::spire::{spire_bins, SpireServer};
 use tempfile::TempDir;
 use tokio::time::Instant;
 
-use super::system::{ColdStart, System, COLD_START_PATIENCE, UNSERVED_SELECTOR};
+use super::system::{
+    until_all_hold, ColdStart, HoldsSvids, System, COLD_START_PATIENCE, UNSERVED_SELECTOR,
+};
 use crate::child::{free_port, rss};
 use crate::child_agent::{http_get_metrics, metric};
 use crate::env::wait_for_svid;
@@ -183,9 +185,10 @@ telemetry {{
             _dir: dir,
         })
     }
+}
 
-    /// The X509-SVIDs its cache holds, from its Prometheus metrics (0
-    /// before it reports any).
+impl HoldsSvids for SpireAgent {
+    /// From its Prometheus metrics (0 before it reports any).
     async fn svids_held(&self) -> anyhow::Result<f64> {
         let text = http_get_metrics(self.telemetry_port).await?;
         Ok(metric(&text, SVIDS_HELD).unwrap_or(0.0))
@@ -295,29 +298,13 @@ impl System for Spire {
             .iter()
             .map(|t| SpireAgent::spawn(&self.server, t, &bundle))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let mut pending: Vec<&SpireAgent> = children.iter().collect();
-        while !pending.is_empty() {
-            if started.elapsed() > COLD_START_PATIENCE {
-                let worst = pending
-                    .first()
-                    .map(|a| a.proc.log_text())
-                    .unwrap_or_default();
-                let tail: String = worst.lines().rev().take(5).collect::<Vec<_>>().join(" | ");
-                anyhow::bail!(
-                    "{} of {agents} SPIRE agents did not hold {per_agent} SVIDs within {COLD_START_PATIENCE:?}; last log lines: {tail}",
-                    pending.len()
-                );
-            }
-            let mut still = Vec::with_capacity(pending.len());
-            for agent in pending {
-                if agent.svids_held().await.unwrap_or(0.0) < per_agent as f64 {
-                    still.push(agent);
-                }
-            }
-            pending = still;
-            if !pending.is_empty() {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
+        if let Err(short) = until_all_hold(&children, per_agent, started).await {
+            let log = short.first().map(|a| a.proc.log_text()).unwrap_or_default();
+            let tail: String = log.lines().rev().take(5).collect::<Vec<_>>().join(" | ");
+            anyhow::bail!(
+                "{} of {agents} SPIRE agents did not hold {per_agent} SVIDs within {COLD_START_PATIENCE:?}; last log lines: {tail}",
+                short.len()
+            );
         }
         let took = started.elapsed();
         tokio::time::sleep(Duration::from_secs(1)).await;

@@ -4,6 +4,8 @@
 use std::path::Path;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 /// Matches no workload: a cold-started agent holds these SVIDs without
 /// serving them.
 pub const UNSERVED_SELECTOR: (&str, &str) = ("unix", "uid:4294967293");
@@ -41,3 +43,35 @@ pub trait System {
 
 /// How long a cold start may take before it counts as failed.
 pub const COLD_START_PATIENCE: Duration = Duration::from_secs(300);
+
+/// A cold-started agent, as the wait below polls it.
+pub trait HoldsSvids {
+    /// How many X509-SVIDs it reports holding (its own metric).
+    async fn svids_held(&self) -> anyhow::Result<f64>;
+}
+
+/// Polls every agent until each holds `per_agent` SVIDs; on running out of
+/// `COLD_START_PATIENCE` since `started`, the agents still short.
+pub async fn until_all_hold<A: HoldsSvids>(
+    agents: &[A],
+    per_agent: usize,
+    started: Instant,
+) -> Result<(), Vec<&A>> {
+    let mut pending: Vec<&A> = agents.iter().collect();
+    while !pending.is_empty() {
+        if started.elapsed() > COLD_START_PATIENCE {
+            return Err(pending);
+        }
+        let mut still = Vec::with_capacity(pending.len());
+        for agent in pending {
+            if agent.svids_held().await.unwrap_or(0.0) < per_agent as f64 {
+                still.push(agent);
+            }
+        }
+        pending = still;
+        if !pending.is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    Ok(())
+}
