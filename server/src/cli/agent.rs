@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 use signet_proto::admin::{Agent, AgentRequest, ListAgentsRequest};
 
 use super::client::{connect, status_error};
-use super::{print_json, rfc3339, AdminArgs, Output, OutputArgs};
+use super::{print_json, print_list, rfc3339, AdminArgs, Output, OutputArgs};
 
 #[derive(Debug, Subcommand)]
 pub enum AgentCommand {
@@ -76,20 +76,14 @@ impl AgentCommand {
                     .map_err(status_error)?
                     .into_inner()
                     .agents;
-                match a.output.output {
-                    Output::Json => print_json(&json!({
-                        "agents": agents.iter().map(agent_json).collect::<Vec<_>>(),
-                    }))?,
-                    Output::Text => {
-                        let noun = if agents.len() == 1 { "agent" } else { "agents" };
-                        println!("Found {} attested {noun}", agents.len());
-                        for agent in &agents {
-                            println!();
-                            print!("{}", agent_text(agent));
-                        }
-                    }
-                }
-                Ok(())
+                print_list(
+                    a.output.output,
+                    "agents",
+                    ("attested agent", "attested agents"),
+                    &agents,
+                    agent_json,
+                    agent_text,
+                )
             }
             AgentCommand::Show(a) => {
                 one(a, "", |mut c, r| async move { c.get_agent(r).await }).await

@@ -14,7 +14,7 @@ use signet_proto::admin::{
 };
 
 use super::client::{connect, status_error};
-use super::{print_json, rfc3339, AdminArgs, Output, OutputArgs};
+use super::{print_json, print_list, rfc3339, AdminArgs, Output, OutputArgs};
 use crate::bundle::REFRESH_HINT_SECS;
 
 #[derive(Debug, Subcommand)]
@@ -178,24 +178,14 @@ impl BundleCommand {
                     .map_err(status_error)?
                     .into_inner()
                     .bundles;
-                match a.output.output {
-                    Output::Json => print_json(&json!({
-                        "bundles": bundles.iter().map(federated_json).collect::<Vec<_>>(),
-                    }))?,
-                    Output::Text => {
-                        let noun = if bundles.len() == 1 {
-                            "bundle"
-                        } else {
-                            "bundles"
-                        };
-                        println!("Found {} federated {noun}", bundles.len());
-                        for b in &bundles {
-                            println!();
-                            print!("{}", federated_text(b));
-                        }
-                    }
-                }
-                Ok(())
+                print_list(
+                    a.output.output,
+                    "bundles",
+                    ("federated bundle", "federated bundles"),
+                    &bundles,
+                    federated_json,
+                    federated_text,
+                )
             }
             BundleCommand::Delete(a) => {
                 let gone = connect(&a.admin.admin_socket)

@@ -11,7 +11,9 @@ use signet_proto::admin::{
 };
 
 use super::client::{connect, status_error};
-use super::{duration_arg, print_json, rfc3339, ttl_secs, AdminArgs, Output, OutputArgs};
+use super::{
+    duration_arg, print_json, print_list, rfc3339, ttl_secs, AdminArgs, Output, OutputArgs,
+};
 
 #[derive(Debug, Subcommand)]
 pub enum EntryCommand {
@@ -304,24 +306,14 @@ async fn show(a: ShowArgs) -> anyhow::Result<()> {
         .map_err(status_error)?
         .into_inner()
         .entries;
-    match a.output.output {
-        Output::Json => print_json(&json!({
-            "entries": entries.iter().map(entry_json).collect::<Vec<_>>(),
-        }))?,
-        Output::Text => {
-            let noun = if entries.len() == 1 {
-                "entry"
-            } else {
-                "entries"
-            };
-            println!("Found {} {noun}", entries.len());
-            for e in &entries {
-                println!();
-                print!("{}", entry_text(e));
-            }
-        }
-    }
-    Ok(())
+    print_list(
+        a.output.output,
+        "entries",
+        ("entry", "entries"),
+        &entries,
+        entry_json,
+        entry_text,
+    )
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use signet_proto::admin::{
 
 use super::bundle::{federated_json, federated_text, read_file, Format};
 use super::client::{connect, status_error};
-use super::{print_json, rfc3339, AdminArgs, Output, OutputArgs};
+use super::{print_json, print_list, rfc3339, AdminArgs, Output, OutputArgs};
 
 #[derive(Debug, Subcommand)]
 pub enum FederationCommand {
@@ -196,24 +196,14 @@ impl FederationCommand {
                     .map_err(status_error)?
                     .into_inner()
                     .relationships;
-                match a.output.output {
-                    Output::Json => print_json(&json!({
-                        "relationships": all.iter().map(relationship_json).collect::<Vec<_>>(),
-                    }))?,
-                    Output::Text => {
-                        let noun = if all.len() == 1 {
-                            "relationship"
-                        } else {
-                            "relationships"
-                        };
-                        println!("Found {} federation {noun}", all.len());
-                        for r in &all {
-                            println!();
-                            print!("{}", relationship_text(r));
-                        }
-                    }
-                }
-                Ok(())
+                print_list(
+                    a.output.output,
+                    "relationships",
+                    ("federation relationship", "federation relationships"),
+                    &all,
+                    relationship_json,
+                    relationship_text,
+                )
             }
             FederationCommand::Show(a) => {
                 let found = connect(&a.admin.admin_socket)

@@ -292,6 +292,33 @@ pub fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A list as every `list` command prints it: `{"<key>": [...]}` in JSON;
+/// in text `Found N <noun>` (`nouns` = singular, plural), then each item
+/// after a blank line.
+pub fn print_list<T>(
+    output: Output,
+    key: &str,
+    nouns: (&str, &str),
+    items: &[T],
+    json: impl Fn(&T) -> serde_json::Value,
+    text: impl Fn(&T) -> String,
+) -> anyhow::Result<()> {
+    match output {
+        Output::Json => print_json(&serde_json::json!({
+            key: items.iter().map(json).collect::<Vec<_>>(),
+        })),
+        Output::Text => {
+            let noun = if items.len() == 1 { nouns.0 } else { nouns.1 };
+            println!("Found {} {noun}", items.len());
+            for item in items {
+                println!();
+                print!("{}", text(item));
+            }
+            Ok(())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use signet_proto::admin::{ListServersRequest, RemoveServerRequest, Server};
 
 use super::client::{connect, status_error};
-use super::{print_json, rfc3339, AdminArgs, Output, OutputArgs};
+use super::{print_json, print_list, rfc3339, AdminArgs, Output, OutputArgs};
 
 #[derive(Debug, Subcommand)]
 pub enum ServerCommand {
@@ -83,24 +83,14 @@ impl ServerCommand {
                     .map_err(status_error)?
                     .into_inner();
                 let me = listed.self_id.as_str();
-                match a.output.output {
-                    Output::Json => print_json(&json!({
-                        "servers": listed.servers.iter().map(|s| server_json(s, me)).collect::<Vec<_>>(),
-                    }))?,
-                    Output::Text => {
-                        let noun = if listed.servers.len() == 1 {
-                            "server"
-                        } else {
-                            "servers"
-                        };
-                        println!("Found {} {noun}", listed.servers.len());
-                        for s in &listed.servers {
-                            println!();
-                            print!("{}", server_text(s, me));
-                        }
-                    }
-                }
-                Ok(())
+                print_list(
+                    a.output.output,
+                    "servers",
+                    ("server", "servers"),
+                    &listed.servers,
+                    |s| server_json(s, me),
+                    |s| server_text(s, me),
+                )
             }
             ServerCommand::Remove(a) => {
                 let mut client = connect(&a.admin.admin_socket).await?;
