@@ -323,7 +323,7 @@ pub async fn attest_node_agent_at(server: &NodeApi) -> anyhow::Result<NodeAgent>
             chain: result.svid_chain,
             not_after: now,
             serial_hex: String::new(),
-            authority_id: result.authority_id,
+            authority_id: result.authority_id.into(),
         },
         key_pkcs8: zeroize::Zeroizing::new(key.serialize_der()),
         received_at: now,

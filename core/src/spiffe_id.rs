@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 const SCHEME: &str = "spiffe://";
 const MAX_ID_LEN: usize = 2048;
@@ -38,8 +39,10 @@ pub enum SpiffeIdError {
 }
 
 /// A trust domain name such as `example.org` (not the `spiffe://` form).
+/// Shared, not copied, by clones: an agent holds thousands of IDs of one
+/// trust domain.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TrustDomain(String);
+pub struct TrustDomain(Arc<str>);
 
 impl TrustDomain {
     /// Parses a bare name (`example.org`) or a trust domain ID
@@ -53,7 +56,7 @@ impl TrustDomain {
             return Ok(id.trust_domain);
         }
         validate_trust_domain(s)?;
-        Ok(Self(s.to_owned()))
+        Ok(Self(s.into()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -84,12 +87,13 @@ impl FromStr for TrustDomain {
     }
 }
 
-/// A valid SPIFFE ID: `spiffe://<trust-domain>[/<path>]`.
+/// A valid SPIFFE ID: `spiffe://<trust-domain>[/<path>]`. Clones share
+/// the text (an SVID and its entry hold one copy of their ID).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SpiffeId {
     trust_domain: TrustDomain,
     /// Empty, or `/seg[/seg...]`.
-    path: String,
+    path: Arc<str>,
 }
 
 impl SpiffeId {
@@ -112,8 +116,8 @@ impl SpiffeId {
         validate_trust_domain(td)?;
         validate_path(path)?;
         Ok(Self {
-            trust_domain: TrustDomain(td.to_owned()),
-            path: path.to_owned(),
+            trust_domain: TrustDomain(td.into()),
+            path: path.into(),
         })
     }
 
@@ -139,11 +143,20 @@ impl SpiffeId {
         &self.trust_domain == td
     }
 
+    /// The same ID holding `td`'s text instead of its own copy, when it is
+    /// a member of `td` (IDs parsed one by one share their trust domain).
+    pub fn sharing(mut self, td: &TrustDomain) -> Self {
+        if self.trust_domain == *td {
+            self.trust_domain = td.clone();
+        }
+        self
+    }
+
     /// Whether the path is Signet's own (`/signet` and below: agents, the
     /// server). No registration entry or minted SVID may carry one, or a
     /// workload could act as an agent or the server.
     pub fn is_reserved(&self) -> bool {
-        self.path == RESERVED_PATH
+        &*self.path == RESERVED_PATH
             || self
                 .path
                 .strip_prefix(RESERVED_PATH)

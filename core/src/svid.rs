@@ -17,7 +17,8 @@ pub struct X509Svid {
     pub serial_hex: String,
     /// The X.509 authority that signed it: lowercase hex SHA-256 of its
     /// certificate DER ([`crate::x509::authority_id`]); empty if unknown.
-    pub authority_id: String,
+    /// Shared: every SVID of one authority holds the same text.
+    pub authority_id: std::sync::Arc<str>,
 }
 
 impl X509Svid {

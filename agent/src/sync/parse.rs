@@ -26,6 +26,9 @@ pub fn update_from_proto(message: SyncResponse) -> SyncUpdate {
         removed_federated_bundles = message.removed_federated_bundles.len(),
         "sync message"
     );
+    // The entries of one message share their parent's ID and the trust
+    // domain's text rather than each holding a copy (~1 MB at 10k).
+    let mut parent: Option<SpiffeId> = None;
     let entries = message
         .entries
         .into_iter()
@@ -34,6 +37,14 @@ pub fn update_from_proto(message: SyncResponse) -> SyncUpdate {
             entry_from_proto(e)
                 .map_err(|error| tracing::warn!(entry_id = id, %error, "ignoring malformed entry"))
                 .ok()
+        })
+        .map(|mut e| {
+            match &parent {
+                Some(p) if *p == e.parent_id => e.parent_id = p.clone(),
+                _ => parent = Some(e.parent_id.clone()),
+            }
+            e.spiffe_id = e.spiffe_id.sharing(e.parent_id.trust_domain());
+            e
         })
         .collect();
     let bundle = message.bundle.and_then(|b| {

@@ -88,7 +88,7 @@ mod tests {
                     spiffe_id: entry.spiffe_id.clone(),
                     chain: vec![],
                     not_after: SystemTime::UNIX_EPOCH,
-                    authority_id: String::new(),
+                    authority_id: "".into(),
                     serial_hex: (*serial).to_owned(),
                 },
                 key_pkcs8: Default::default(),

@@ -72,7 +72,7 @@ impl TestCa {
                 spiffe_id: id,
                 chain: vec![leaf],
                 not_after: info.not_after,
-                authority_id: crate::cache::authority_id(&self.cert),
+                authority_id: crate::cache::authority_id(&self.cert).into(),
                 serial_hex: info.serial_hex,
             },
             key_pkcs8: zeroize::Zeroizing::new(key.serialize_der()),

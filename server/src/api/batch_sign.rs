@@ -85,7 +85,7 @@ pub async fn sign(
                         svid_chain: svid.chain,
                         error_code: 0,
                         error_message: String::new(),
-                        authority_id: svid.authority_id,
+                        authority_id: svid.authority_id.to_string(),
                     }
                 }
                 Err(e) => {
@@ -214,7 +214,7 @@ async fn record(state: &ServerState, outcomes: &mut [Option<Result<X509Svid, Api
         .map(|svid| IssuedX509 {
             serial: svid.serial_hex.clone(),
             spiffe_id: svid.spiffe_id.clone(),
-            authority_id: svid.authority_id.clone(),
+            authority_id: svid.authority_id.to_string(),
             expires_at: unix_seconds(svid.not_after),
         })
         .collect();

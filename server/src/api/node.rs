@@ -171,7 +171,7 @@ async fn finish_attestation(
             spiffe_id: attested.record.spiffe_id.to_string(),
             svid_chain: attested.svid.chain,
             bundle: Some(node_bundle(&state.ca.bundle())),
-            authority_id: attested.svid.authority_id,
+            authority_id: attested.svid.authority_id.to_string(),
         })),
     })
 }
@@ -285,7 +285,7 @@ impl Node for NodeService {
         tracing::info!(agent = %agent.spiffe_id, serial = %svid.serial_hex, "renewed agent SVID");
         Ok(Response::new(RenewAgentResponse {
             svid_chain: svid.chain,
-            authority_id: svid.authority_id,
+            authority_id: svid.authority_id.to_string(),
         }))
     }
 

@@ -89,7 +89,7 @@ fn issue_server_svid(ca: &CertificateAuthority) -> Result<ServerSvid, CaError> {
         key: Arc::new(CertifiedKey::new(chain, signer)),
         issued_at,
         not_after: svid.not_after,
-        issuer: svid.authority_id,
+        issuer: svid.authority_id.to_string(),
     })
 }
 

@@ -309,7 +309,7 @@ impl Signer {
                 .collect(),
             not_after: from_unix_seconds(unix_seconds(not_after)),
             serial_hex,
-            authority_id: ca.meta.id.clone(),
+            authority_id: ca.meta.id.as_str().into(),
         })
     }
 

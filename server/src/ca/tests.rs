@@ -247,7 +247,7 @@ async fn scheduled_rotation_taint_and_revoke_rules_and_state_after_restart() {
         r.ca.issue_x509_svid(&id, &key, &[], None)
             .unwrap()
             .authority_id,
-        first
+        first.as_str().into()
     );
     assert_eq!(
         r.ca.list(AuthorityKind::Jwt)[1].state,
@@ -284,7 +284,7 @@ async fn scheduled_rotation_taint_and_revoke_rules_and_state_after_restart() {
         r.ca.issue_x509_svid(&id, &key, &[], None)
             .unwrap()
             .authority_id,
-        prepared
+        prepared.as_str().into()
     );
     // The old one may now be tainted, then revoked: gone from the bundle.
     assert!(
@@ -427,7 +427,7 @@ async fn commands_racing_the_timer_never_break_the_invariants() {
             }
             let now = clock.now();
             if let Ok(svid) = ca.issue_x509_svid(&id, &key, &[], None) {
-                signed.push((svid.authority_id, svid.not_after));
+                signed.push((svid.authority_id.to_string(), svid.not_after));
             }
             if let Ok(jwt) = ca.mint_jwt_svid(&id, &["a".into()], None) {
                 signed.push((jwt.kid, jwt.svid.expires_at));

@@ -84,7 +84,7 @@ async fn crl_lists_revoked_serials_verifies_with_the_ca_key_and_entries_are_prun
         .await
         .unwrap();
     assert_eq!(r.expires_at, exp);
-    assert_eq!(r.authority_id, svid.authority_id);
+    assert_eq!(r.authority_id, &*svid.authority_id);
     ds.revoke(RevokedKind::Jwt, &minted.jti, "leaked", now)
         .await
         .unwrap();

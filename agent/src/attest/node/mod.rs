@@ -225,7 +225,9 @@ fn reuse(stored: StoredIdentity, bundle: &[Vec<u8>], now: SystemTime) -> Result<
     let spiffe_id = info.spiffe_id.ok_or("no SPIFFE ID")?;
     Ok(AgentSvid {
         x509: X509Svid {
-            authority_id: issuing_authority(&stored.chain, bundle, now).unwrap_or_default(),
+            authority_id: issuing_authority(&stored.chain, bundle, now)
+                .unwrap_or_default()
+                .into(),
             spiffe_id,
             chain: stored.chain,
             not_after: info.not_after,
@@ -265,7 +267,8 @@ async fn attest_with(
         )));
     }
     let mut svid = finish_svid(spiffe_id, result.svid_chain, &key, now, 0)?;
-    svid.x509.authority_id = pick_authority(result.authority_id, &svid.x509.chain, &bundle, now);
+    svid.x509.authority_id =
+        pick_authority(result.authority_id, &svid.x509.chain, &bundle, now).into();
     Ok(Attested {
         svid,
         bundle,
@@ -386,7 +389,7 @@ fn finish_svid(
             chain,
             not_after: info.not_after,
             serial_hex: info.serial_hex,
-            authority_id: String::new(),
+            authority_id: "".into(),
         },
         key_pkcs8: zeroize::Zeroizing::new(key_pkcs8),
         received_at: now,

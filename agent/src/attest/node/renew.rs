@@ -49,10 +49,10 @@ impl RenewLoop {
                     if changed.is_err() {
                         return;
                     }
-                    if !self.tainted.borrow_and_update().contains(&current.x509.authority_id) {
+                    if !self.tainted.borrow_and_update().contains(&*current.x509.authority_id) {
                         continue;
                     }
-                    tracing::warn!(authority_id = current.x509.authority_id, "the agent SVID's authority is tainted; renewing at once");
+                    tracing::warn!(authority_id = &*current.x509.authority_id, "the agent SVID's authority is tainted; renewing at once");
                 }
                 _ = async { cut_off.wait_for(|r| r.is_cut_off()).await.is_ok() } => {
                     return std::future::pending().await
@@ -72,7 +72,7 @@ impl RenewLoop {
                         if let Err(e) = saved {
                             tracing::error!(error = %e, "cannot persist renewed agent SVID");
                         }
-                        tracing::info!(spiffe_id = %svid.x509.spiffe_id, authority_id = svid.x509.authority_id, not_after = signet_core::clock::unix_seconds(svid.x509.not_after), "agent SVID renewed");
+                        tracing::info!(spiffe_id = %svid.x509.spiffe_id, authority_id = &*svid.x509.authority_id, not_after = signet_core::clock::unix_seconds(svid.x509.not_after), "agent SVID renewed");
                         self.svid_tx.send_replace(Arc::new(svid));
                         if self.health.report().status == Status::AgentSvidExpired {
                             self.health.set_status(Status::Healthy, "");
@@ -130,6 +130,7 @@ async fn renew_once(
         )));
     }
     let mut svid = finish_svid(id, chain, &key, now, current.generation.wrapping_add(1))?;
-    svid.x509.authority_id = pick_authority(response.authority_id, &svid.x509.chain, &bundle, now);
+    svid.x509.authority_id =
+        pick_authority(response.authority_id, &svid.x509.chain, &bundle, now).into();
     Ok(svid)
 }

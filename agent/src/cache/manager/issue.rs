@@ -143,7 +143,8 @@ impl CacheManager {
             }
         };
         let mut waiting: HashSet<EntryId> = asked.into_iter().collect();
-        let known: HashSet<String> = bundle.iter().map(|ca| authority_id(ca)).collect();
+        // Each SVID holds its authority's id from this set: one copy each.
+        let known: HashSet<Arc<str>> = bundle.iter().map(|ca| authority_id(ca).into()).collect();
         let mut taken = 0;
         for Checked { entry_id, issued } in results {
             let Some(entry_id) = waiting.take(entry_id.as_str()) else {
@@ -178,7 +179,7 @@ impl CacheManager {
         id: &EntryId,
         issued: Issued,
         bundle: &[Vec<u8>],
-        known: &HashSet<String>,
+        known: &HashSet<Arc<str>>,
     ) -> Result<(), String> {
         let entry = self.entries.get(&**id).ok_or("entry is gone")?;
         let Issued {
@@ -196,25 +197,28 @@ impl CacheManager {
         }
         // A CA of our bundle, as the server names it; otherwise the chain
         // must prove which one, the slow way.
-        let authority_id = if known.contains(&authority_id) {
-            authority_id
-        } else {
-            validate_x509_svid(&chain, bundle, received).map_err(|e| e.to_string())?;
-            issuing_authority(&chain, bundle, received).unwrap_or_default()
+        let authority_id: Arc<str> = match known.get(authority_id.as_str()) {
+            Some(shared) => shared.clone(),
+            None => {
+                validate_x509_svid(&chain, bundle, received).map_err(|e| e.to_string())?;
+                let id = issuing_authority(&chain, bundle, received).unwrap_or_default();
+                known.get(id.as_str()).cloned().unwrap_or_else(|| id.into())
+            }
         };
         // Asked before a taint or revocation that has arrived since: served
         // (it is valid) but asked for again, with backoff.
-        let stale = self.tainted.x509.contains(&authority_id)
+        let stale = self.tainted.x509.contains(&*authority_id)
             || self
                 .revocations
                 .is_serial_revoked(&facts.serial_hex, received);
         let refresh = refresh_at(received, facts.not_after, (self.jitter)());
         let now = Instant::now();
-        tracing::debug!(entry_id = &**id, spiffe_id = %facts.spiffe_id, serial = facts.serial_hex, authority_id, not_after = signet_core::clock::unix_seconds(facts.not_after), "SVID issued");
+        tracing::debug!(entry_id = &**id, spiffe_id = %facts.spiffe_id, serial = facts.serial_hex, authority_id = &*authority_id, not_after = signet_core::clock::unix_seconds(facts.not_after), "SVID issued");
         self.due.set(id, now + wait_until(received, refresh));
         let svid = Arc::new(Svid {
             x509: X509Svid {
-                spiffe_id: facts.spiffe_id,
+                // The entry's (equal, checked above): one copy for both.
+                spiffe_id: entry.spiffe_id.clone(),
                 chain,
                 not_after: facts.not_after,
                 authority_id,

@@ -80,7 +80,7 @@ impl CacheManager {
         let now = self.clock.now();
         let at = Instant::now();
         for (id, svid) in &self.held {
-            let tainted = self.tainted.x509.contains(&svid.x509.authority_id);
+            let tainted = self.tainted.x509.contains(&*svid.x509.authority_id);
             let revoked = self
                 .revocations
                 .is_serial_revoked(&svid.x509.serial_hex, now);
@@ -89,7 +89,7 @@ impl CacheManager {
             if (tainted || revoked) && due_later {
                 tracing::info!(
                     entry_id = &**id,
-                    authority_id = svid.x509.authority_id,
+                    authority_id = &*svid.x509.authority_id,
                     serial = svid.x509.serial_hex,
                     tainted,
                     revoked,

@@ -200,7 +200,7 @@ fn svid_from_file(s: SvidFile) -> Result<RestoredSvid, String> {
                 spiffe_id: info.spiffe_id.ok_or("no SPIFFE ID in the leaf")?,
                 chain,
                 not_after: info.not_after,
-                authority_id: s.authority_id,
+                authority_id: s.authority_id.into(),
                 serial_hex: info.serial_hex,
             },
             key_pkcs8: zeroize::Zeroizing::new(key_pkcs8),

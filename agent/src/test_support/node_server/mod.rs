@@ -105,7 +105,7 @@ impl TestPki {
                 spiffe_id: id,
                 chain: vec![leaf],
                 not_after: info.not_after,
-                authority_id: String::new(),
+                authority_id: "".into(),
                 serial_hex: info.serial_hex,
             },
             key_pkcs8: zeroize::Zeroizing::new(key.serialize_der()),

@@ -52,7 +52,7 @@ async fn taint_reissues_only_the_svids_of_the_tainted_authority_at_once() {
     .await;
     let (a, b) = (h.svid("a"), h.svid("b"));
     assert_eq!(
-        (a.x509.authority_id.as_str(), b.x509.authority_id.as_str()),
+        (a.x509.authority_id.as_ref(), b.x509.authority_id.as_ref()),
         (old.as_str(), new.as_str())
     );
     let calls = h.calls();
@@ -72,7 +72,7 @@ async fn taint_reissues_only_the_svids_of_the_tainted_authority_at_once() {
         a2.x509.serial_hex, a.x509.serial_hex,
         "tainted SVID replaced"
     );
-    assert_eq!(a2.x509.authority_id, new);
+    assert_eq!(&*a2.x509.authority_id, new.as_str());
     assert_eq!(
         b2.x509.serial_hex, b.x509.serial_hex,
         "untainted SVID untouched"
@@ -85,8 +85,8 @@ async fn authority_is_found_in_the_bundle_when_the_server_does_not_name_it() {
     let h = start(Duration::from_secs(100));
     h.snapshot(vec![entry("a", "/a")]).await;
     assert_eq!(
-        h.svid("a").x509.authority_id,
-        crate::cache::authority_id(&h.ca.cert)
+        &*h.svid("a").x509.authority_id,
+        crate::cache::authority_id(&h.ca.cert).as_str()
     );
 }
 
@@ -96,8 +96,8 @@ async fn an_authority_the_bundle_lacks_is_proven_from_the_chain() {
     *h.ca.authority.lock().unwrap() = "not-in-the-bundle".into();
     h.snapshot(vec![entry("a", "/a")]).await;
     assert_eq!(
-        h.svid("a").x509.authority_id,
-        crate::cache::authority_id(&h.ca.cert),
+        &*h.svid("a").x509.authority_id,
+        crate::cache::authority_id(&h.ca.cert).as_str(),
         "the chain validated against the bundle names the real signer"
     );
 }
