@@ -152,6 +152,7 @@ pub async fn start(config: RuntimeConfig, clock: Arc<dyn Clock>) -> anyhow::Resu
         bus: bus.clone(),
         revocations,
         server_id: server_id.clone(),
+        audit: crate::audit::Auditor::start(ds.clone(), &server_id, clock.clone()),
         federation,
         join_tokens,
         join_token_ttl: config.join_token_ttl,

@@ -7,6 +7,7 @@ pub mod alias;
 pub mod api;
 pub mod app;
 pub mod attest;
+pub mod audit;
 pub mod bundle;
 pub mod ca;
 pub mod cli;

@@ -17,6 +17,7 @@ use signet_proto::node::{SignX509SvidParams, SignX509SvidResult};
 use super::status::ApiError;
 use super::ServerState;
 use crate::alias::Members;
+use crate::audit::Decision;
 use signet_core::X509Svid;
 
 use crate::ca::CertificateAuthority;
@@ -63,7 +64,7 @@ pub async fn sign(
             *slot = Some(res);
         }
     }
-    record(state, &mut outcomes).await;
+    record(state, agent, &entry_ids, &mut outcomes).await;
 
     let mut issued = 0;
     let results = entry_ids
@@ -202,20 +203,41 @@ fn sign_one(ca: &CertificateAuthority, job: &Job) -> Result<X509Svid, ApiError> 
     Ok(ca.issue_x509_svid(&job.spiffe_id, &csr.public_key, &job.dns_names, job.ttl)?)
 }
 
-/// Records every SVID signed in this batch; if that fails none is handed
-/// out: each becomes the datastore's error.
-async fn record(state: &ServerState, outcomes: &mut [Option<Result<X509Svid, ApiError>>]) {
+/// Records every SVID signed in this batch, each with its audit record, in
+/// one transaction; if that fails none is handed out: each becomes the
+/// datastore's error.
+async fn record(
+    state: &ServerState,
+    agent: &AgentRecord,
+    entry_ids: &[String],
+    outcomes: &mut [Option<Result<X509Svid, ApiError>>],
+) {
+    let now = state.ca.now();
     let records: Vec<IssuedX509> = outcomes
         .iter()
-        .filter_map(|o| match o {
-            Some(Ok(svid)) => Some(svid),
+        .zip(entry_ids)
+        .filter_map(|(o, entry_id)| match o {
+            Some(Ok(svid)) => Some((svid, entry_id)),
             _ => None,
         })
-        .map(|svid| IssuedX509 {
-            serial: svid.serial_hex.clone(),
-            spiffe_id: svid.spiffe_id.clone(),
-            authority_id: svid.authority_id.to_string(),
-            expires_at: unix_seconds(svid.not_after),
+        .map(|(svid, entry_id)| {
+            let audit = state.audit.record(Decision::X509SvidIssued {
+                spiffe_id: svid.spiffe_id.to_string(),
+                serial: svid.serial_hex.clone(),
+                entry_id: entry_id.clone(),
+                agent_id: agent.spiffe_id.to_string(),
+                ttl_s: svid
+                    .not_after
+                    .duration_since(now)
+                    .map_or(0, |d| d.as_secs()),
+            });
+            IssuedX509 {
+                serial: svid.serial_hex.clone(),
+                spiffe_id: svid.spiffe_id.clone(),
+                authority_id: svid.authority_id.to_string(),
+                expires_at: unix_seconds(svid.not_after),
+                audit: Some(audit.canonical()),
+            }
         })
         .collect();
     if records.is_empty() {

@@ -33,6 +33,8 @@ pub struct ServerState {
     pub revocations: Revocations,
     /// This server's id among those sharing the datastore.
     pub server_id: String,
+    /// Appends this server's decisions to the audit chain.
+    pub audit: crate::audit::Auditor,
     /// Fetches federated trust domains' bundles (on request, for refresh).
     pub federation: crate::federation::Federation,
     pub join_tokens: JoinTokenAttestor,

@@ -24,6 +24,7 @@ use crate::attest::x509pop::{self, CHALLENGE_TTL};
 use crate::attest::{
     issue_agent, method_name, AttestError, AttestedAgent, Exchange, Verdict, X509PopError,
 };
+use crate::audit::{Decision, Outcome};
 use crate::ca::{csr_public_key, MintedJwt};
 use crate::datastore::AgentRecord;
 use crate::telemetry::metrics::code_label;
@@ -69,6 +70,16 @@ impl NodeService {
                 minted.expires_at(),
             )
             .await?;
+        self.state
+            .audit
+            .append(Decision::JwtSvidIssued {
+                spiffe_id: entry.spiffe_id.to_string(),
+                jti: minted.jti.clone(),
+                audience: audience.to_vec(),
+                agent_id: agent.spiffe_id.to_string(),
+                ttl_s: u64::try_from(minted.expires_at() - minted.issued_at()).unwrap_or(0),
+            })
+            .await?;
         self.state.metrics.jwt_svid_issued();
         // The token is a bearer credential: log who and when, never the token.
         tracing::info!(
@@ -85,19 +96,36 @@ impl NodeService {
 }
 
 /// Counts the attestation outcome and logs a refusal.
-fn counted<T>(state: &ServerState, method: &str, res: Result<T, AttestError>) -> Result<T, Status> {
+fn counted<T>(
+    state: &ServerState,
+    method: &str,
+    source: &str,
+    res: Result<T, AttestError>,
+) -> Result<T, Status> {
     match res {
         Ok(v) => {
             state.metrics.node_attestation(method, "ok");
             Ok(v)
         }
-        Err(e) => Err(refusal(state, method, e)),
+        Err(e) => Err(refusal(state, method, source, e)),
     }
 }
 
-/// Logs and counts a refused attestation; its status for the agent.
-fn refusal(state: &ServerState, method: &str, e: AttestError) -> Status {
-    tracing::warn!(method, error = %e, "node attestation refused");
+/// Logs, counts and audits a refused attestation; its status for the agent.
+fn refusal(state: &ServerState, method: &str, source: &str, e: AttestError) -> Status {
+    tracing::warn!(method, source, error = %e, "node attestation refused");
+    let decision = Decision::NodeAttestation {
+        method: method.to_owned(),
+        agent_id: String::new(),
+        source: source.to_owned(),
+        outcome: Outcome::Refused {
+            reason: e.to_string(),
+        },
+    };
+    let auditor = state.audit.clone();
+    // The refusal is answered at once; its record follows (and is logged if
+    // it cannot be written).
+    tokio::spawn(async move { auditor.append(decision).await });
     let status = Status::from(e);
     state
         .metrics
@@ -142,6 +170,7 @@ async fn issue(
 /// Records the new agent SVID and builds the attestation result.
 async fn finish_attestation(
     state: &ServerState,
+    source: &str,
     attested: AttestedAgent,
 ) -> Result<AttestResponse, Status> {
     state
@@ -152,6 +181,16 @@ async fn finish_attestation(
             &attested.svid.authority_id,
             unix_seconds(attested.svid.not_after),
         )
+        .await
+        .map_err(ApiError::from)?;
+    state
+        .audit
+        .append(Decision::NodeAttestation {
+            method: attested.record.attestation_type.clone(),
+            agent_id: attested.record.spiffe_id.to_string(),
+            source: source.to_owned(),
+            outcome: Outcome::Ok,
+        })
         .await
         .map_err(ApiError::from)?;
     state.metrics.x509_svid_issued();
@@ -187,6 +226,10 @@ impl Node for NodeService {
         &self,
         request: Request<Streaming<AttestRequest>>,
     ) -> Result<Response<Self::AttestStream>, Status> {
+        let source = request
+            .remote_addr()
+            .map(|a| a.ip().to_string())
+            .unwrap_or_default();
         let mut inbound = request.into_inner();
         // The stream is read again for the x509pop challenge's answer.
         let first = inbound
@@ -214,13 +257,13 @@ impl Node for NodeService {
         // Counted once: here only a refusal, else when it finishes.
         let exchange = match attestor.begin(&evidence).await {
             Ok(exchange) => exchange,
-            Err(e) => return Err(refusal(&self.state, method, e)),
+            Err(e) => return Err(refusal(&self.state, method, &source, e)),
         };
         match exchange {
             Exchange::Done(verdict) => {
                 let res = issue(&self.state, method, verdict, &params.csr).await;
-                let attested = counted(&self.state, method, res)?;
-                let result = finish_attestation(&self.state, attested).await?;
+                let attested = counted(&self.state, method, &source, res)?;
+                let result = finish_attestation(&self.state, &source, attested).await?;
                 Ok(Response::new(Box::pin(tokio_stream::once(Ok(result)))))
             }
             Exchange::Challenge { challenge, pending } => {
@@ -240,8 +283,8 @@ impl Node for NodeService {
                         },
                         Err(e) => Err(e),
                     };
-                    let out = match counted(&state, method, res) {
-                        Ok(attested) => finish_attestation(&state, attested).await,
+                    let out = match counted(&state, method, &source, res) {
+                        Ok(attested) => finish_attestation(&state, &source, attested).await,
                         Err(status) => Err(status),
                     };
                     let _ = tx.send(out).await;
@@ -280,6 +323,13 @@ impl Node for NodeService {
                 &svid.authority_id,
                 unix_seconds(svid.not_after),
             )
+            .await?;
+        self.state
+            .audit
+            .append(Decision::AgentRenewal {
+                agent_id: agent.spiffe_id.to_string(),
+                serial: svid.serial_hex.clone(),
+            })
             .await?;
         self.state.metrics.x509_svid_issued();
         tracing::info!(agent = %agent.spiffe_id, serial = %svid.serial_hex, "renewed agent SVID");

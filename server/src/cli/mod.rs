@@ -2,6 +2,7 @@
 //! verbs are Admin API clients over the admin Unix socket.
 
 mod agent;
+mod audit;
 mod authority;
 mod bundle;
 pub mod client;
@@ -78,6 +79,9 @@ pub enum Command {
     /// The datastore itself: migrate a single-server SQLite install to PostgreSQL.
     #[command(subcommand)]
     Datastore(datastore::DatastoreCommand),
+    /// The hash-chained audit log: verify it, show its records.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
 }
 
 #[derive(Debug, Args)]
@@ -230,6 +234,7 @@ pub fn dispatch(cli: Cli) -> ExitCode {
             Command::Validate(a) => return Ok(validate(&a)),
             Command::Server(c) => c.run().await,
             Command::Datastore(c) => return c.run().await,
+            Command::Audit(c) => return c.run().await,
         }
         .map(|()| ExitCode::SUCCESS)
     });

@@ -181,6 +181,26 @@ const TABLES: &[(&str, &[(&str, Col)])] = &[
             ("last_error", Col::Text),
         ],
     ),
+    (
+        "audit_log",
+        &[
+            ("seq", Col::Int),
+            ("record", Col::Text),
+            ("hash", Col::Text),
+        ],
+    ),
+    (
+        "audit_checkpoints",
+        &[
+            ("seq", Col::Int),
+            ("hash", Col::Text),
+            ("time_ms", Col::Int),
+            ("server_id", Col::Text),
+            ("key_id", Col::Text),
+            ("public_key", Col::Text),
+            ("signature", Col::Text),
+        ],
+    ),
 ];
 
 /// Rows per INSERT: arrays of this many elements per column.

@@ -26,6 +26,7 @@ use futures::stream::BoxStream;
 use signet_core::{RegistrationEntry, SpiffeId, TrustDomain};
 use tokio::sync::broadcast;
 
+use crate::audit::{Checkpoint, StoredRecord};
 use crate::ca::AuthorityKind;
 use crate::events::{Change, Event};
 pub use error::{DataStoreError, Result};
@@ -272,6 +273,22 @@ pub trait EventLog: Send + Sync + 'static {
     fn commits(&self) -> broadcast::Receiver<Arc<[Arc<Event>]>>;
 }
 
+/// The audit log: one hash-chained record per security decision, one chain
+/// for every server of the group (see `crate::audit`).
+#[async_trait]
+pub trait AuditStore: Send + Sync + 'static {
+    /// Appends `records` (canonical encodings), in order, chained to the
+    /// current head, in one transaction; returns the new head.
+    async fn append_audit(&self, records: Vec<String>) -> Result<Option<StoredRecord>>;
+    /// The records from sequence number `from` on, at most `limit`.
+    async fn audit_records(&self, from: u64, limit: usize) -> Result<Vec<StoredRecord>>;
+    /// The last record, if any.
+    async fn audit_head(&self) -> Result<Option<StoredRecord>>;
+    async fn add_audit_checkpoint(&self, checkpoint: Checkpoint) -> Result<()>;
+    /// Every checkpoint, oldest first.
+    async fn audit_checkpoints(&self) -> Result<Vec<Checkpoint>>;
+}
+
 /// The connection to the database itself.
 #[async_trait]
 pub trait Connection: Send + Sync + 'static {
@@ -292,6 +309,7 @@ pub trait DataStore:
     + ServerStore
     + FederationStore
     + EventLog
+    + AuditStore
     + Connection
 {
 }
@@ -304,6 +322,7 @@ impl<T> DataStore for T where
         + ServerStore
         + FederationStore
         + EventLog
+        + AuditStore
         + Connection
 {
 }
@@ -311,7 +330,7 @@ impl<T> DataStore for T where
 /// Every store trait, for code that calls them on a concrete backend.
 pub mod prelude {
     pub use super::{
-        AgentStore, AuthorityStore, Connection, CredentialStore, EntryStore, EventLog,
+        AgentStore, AuditStore, AuthorityStore, Connection, CredentialStore, EntryStore, EventLog,
         FederationStore, ServerStore,
     };
 }

@@ -69,6 +69,9 @@ pub struct IssuedX509 {
     pub spiffe_id: SpiffeId,
     pub authority_id: String,
     pub expires_at: i64,
+    /// The issuance's audit record (canonical), chained in the same
+    /// transaction: no SVID is handed out unaudited.
+    pub audit: Option<String>,
 }
 
 /// A revoked credential, kept until it expires.

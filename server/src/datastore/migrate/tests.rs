@@ -89,6 +89,7 @@ async fn filled(path: &std::path::Path) -> Arc<dyn DataStore> {
         spiffe_id: id("spiffe://example.org/w1"),
         authority_id: "ca1".into(),
         expires_at: 9_999_999_999,
+        audit: None,
     }])
     .await
     .unwrap();

@@ -14,7 +14,8 @@ use crate::datastore::{
 };
 use crate::events::Change;
 
-/// Inserts `rows` in one statement (its own transaction).
+/// Inserts `rows` in one statement, and their audit records, in one
+/// transaction.
 pub(super) async fn insert_issued(pool: PgPool, rows: Vec<IssuedX509>) -> Result<()> {
     let n = rows.len();
     let (mut serial, mut spiffe_id, mut authority_id, mut expires_at) = (
@@ -23,12 +24,15 @@ pub(super) async fn insert_issued(pool: PgPool, rows: Vec<IssuedX509>) -> Result
         Vec::with_capacity(n),
         Vec::with_capacity(n),
     );
+    let mut audit = Vec::new();
     for r in rows {
+        audit.extend(r.audit);
         serial.push(r.serial);
         spiffe_id.push(r.spiffe_id.to_string());
         authority_id.push(r.authority_id);
         expires_at.push(r.expires_at);
     }
+    let mut tx = pool.begin().await?;
     sqlx::query(
         "INSERT INTO issued_x509 (serial, spiffe_id, authority_id, expires_at) \
          SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[]) \
@@ -39,9 +43,10 @@ pub(super) async fn insert_issued(pool: PgPool, rows: Vec<IssuedX509>) -> Result
     .bind(spiffe_id)
     .bind(authority_id)
     .bind(expires_at)
-    .execute(&pool)
+    .execute(&mut *tx)
     .await?;
-    Ok(())
+    super::audit::append_in(&mut tx, audit).await?;
+    Ok(tx.commit().await?)
 }
 
 #[async_trait]
@@ -58,6 +63,7 @@ impl CredentialStore for PostgresDataStore {
             spiffe_id: spiffe_id.clone(),
             authority_id: authority_id.to_owned(),
             expires_at,
+            audit: None,
         }])
         .await
     }

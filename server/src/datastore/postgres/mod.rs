@@ -12,6 +12,7 @@
 //! locks alone.
 
 mod agents;
+mod audit;
 mod authorities;
 mod credentials;
 mod entries;

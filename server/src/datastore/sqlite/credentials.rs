@@ -33,6 +33,8 @@ pub(super) async fn insert_issued(writer: SqlitePool, rows: Vec<IssuedX509>) -> 
         }
         query.execute(&mut *tx).await?;
     }
+    let audit: Vec<String> = rows.into_iter().filter_map(|r| r.audit).collect();
+    super::audit::append_in(&mut tx, audit).await?;
     Ok(tx.commit().await?)
 }
 
@@ -50,6 +52,7 @@ impl CredentialStore for SqliteDataStore {
             spiffe_id: spiffe_id.clone(),
             authority_id: authority_id.to_owned(),
             expires_at,
+            audit: None,
         }])
         .await
     }

@@ -17,6 +17,7 @@
 //! ("database is locked", BUSY_SNAPSHOT) without waiting on the busy timeout.
 
 mod agents;
+mod audit;
 mod authorities;
 mod checkpoint;
 mod credentials;

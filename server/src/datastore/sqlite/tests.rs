@@ -142,6 +142,7 @@ async fn commits_leave_the_wal_to_the_checkpointer() {
                 spiffe_id: id(&format!("spiffe://example.org/w{b}/{i}")),
                 authority_id: "ca".into(),
                 expires_at: 5000,
+                audit: None,
             })
             .collect();
         ds.record_x509_many(rows).await.unwrap();

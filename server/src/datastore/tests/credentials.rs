@@ -16,6 +16,7 @@ pub(crate) async fn concurrent_serial_records_all_commit_and_a_revocation_finds_
                     spiffe_id: id(&format!("spiffe://example.org/w{b}/{i}")),
                     authority_id: "ca".into(),
                     expires_at: 5000,
+                    audit: None,
                 })
                 .collect()
         })

@@ -3,6 +3,7 @@
 //! calls must give the same records, refusals, revisions and events.
 
 mod agents;
+mod audit;
 mod authorities;
 mod credentials;
 mod entries;
@@ -16,6 +17,7 @@ use futures::future::BoxFuture;
 use signet_core::{RegistrationEntry, Selector, SpiffeId};
 
 pub(crate) use agents::*;
+pub(crate) use audit::*;
 pub(crate) use authorities::*;
 pub(crate) use credentials::*;
 pub(crate) use entries::*;
@@ -59,6 +61,7 @@ macro_rules! backend_tests {
             federated_bundles_are_set_replaced_and_deleted_with_their_events,
             relationships_keep_their_first_contact_bundle_and_record_fetches,
             an_entrys_federated_trust_domains_change_under_a_new_revision,
+            concurrent_appends_make_one_chain_that_verifies,
         );
     };
     (@each $opener:path; $($name:ident),* $(,)?) => {

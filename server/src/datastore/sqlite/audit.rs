@@ -1,0 +1,126 @@
+//! The audit chain on SQLite: appends run in the writer's transaction (the
+//! one writer connection, so they are serialized like every write).
+
+use async_trait::async_trait;
+use sqlx::{Row, Sqlite, Transaction};
+
+use super::rows::MAX_PARAMS;
+use super::SqliteDataStore;
+use crate::audit::{chain, Checkpoint, StoredRecord};
+use crate::datastore::{AuditStore, DataStoreError, Result};
+
+fn seq_column(seq: u64) -> Result<i64> {
+    i64::try_from(seq).map_err(|_| DataStoreError::InvalidArgument(format!("audit seq {seq}")))
+}
+
+fn record_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<StoredRecord> {
+    let seq: i64 = row.try_get("seq")?;
+    Ok(StoredRecord {
+        seq: u64::try_from(seq).map_err(|_| DataStoreError::Corrupt(format!("audit seq {seq}")))?,
+        record: row.try_get("record")?,
+        hash: row.try_get("hash")?,
+    })
+}
+
+async fn head_in(tx: &mut Transaction<'_, Sqlite>) -> Result<Option<StoredRecord>> {
+    sqlx::query("SELECT seq, record, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+        .fetch_optional(&mut **tx)
+        .await?
+        .as_ref()
+        .map(record_from_row)
+        .transpose()
+}
+
+/// Chains `records` after the current head, in `tx`.
+pub(super) async fn append_in(
+    tx: &mut Transaction<'_, Sqlite>,
+    records: Vec<String>,
+) -> Result<Option<StoredRecord>> {
+    if records.is_empty() {
+        return Ok(None);
+    }
+    let head = head_in(tx).await?;
+    let rows = chain::extend(head.as_ref(), records);
+    for chunk in rows.chunks(MAX_PARAMS / 3) {
+        let values = vec!["(?, ?, ?)"; chunk.len()].join(", ");
+        let sql = format!("INSERT INTO audit_log (seq, record, hash) VALUES {values}");
+        let mut query = sqlx::query(&sql);
+        for r in chunk {
+            query = query.bind(seq_column(r.seq)?).bind(&r.record).bind(&r.hash);
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(rows.last().cloned())
+}
+
+#[async_trait]
+impl AuditStore for SqliteDataStore {
+    async fn append_audit(&self, records: Vec<String>) -> Result<Option<StoredRecord>> {
+        let mut tx = self.write_tx().await?;
+        let head = append_in(&mut tx, records).await?;
+        tx.commit().await?;
+        Ok(head)
+    }
+
+    async fn audit_records(&self, from: u64, limit: usize) -> Result<Vec<StoredRecord>> {
+        sqlx::query("SELECT seq, record, hash FROM audit_log WHERE seq >= ? ORDER BY seq LIMIT ?")
+            .bind(seq_column(from)?)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(record_from_row)
+            .collect()
+    }
+
+    async fn audit_head(&self) -> Result<Option<StoredRecord>> {
+        sqlx::query("SELECT seq, record, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(record_from_row)
+            .transpose()
+    }
+
+    async fn add_audit_checkpoint(&self, c: Checkpoint) -> Result<()> {
+        sqlx::query(
+            "INSERT OR REPLACE INTO audit_checkpoints \
+             (seq, hash, time_ms, server_id, key_id, public_key, signature) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(seq_column(c.seq)?)
+        .bind(&c.hash)
+        .bind(c.time_ms)
+        .bind(&c.server_id)
+        .bind(&c.key_id)
+        .bind(&c.public_key)
+        .bind(&c.signature)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn audit_checkpoints(&self) -> Result<Vec<Checkpoint>> {
+        sqlx::query(
+            "SELECT seq, hash, time_ms, server_id, key_id, public_key, signature \
+             FROM audit_checkpoints ORDER BY seq",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|row| {
+            let seq: i64 = row.try_get("seq")?;
+            Ok(Checkpoint {
+                seq: u64::try_from(seq)
+                    .map_err(|_| DataStoreError::Corrupt(format!("checkpoint seq {seq}")))?,
+                hash: row.try_get("hash")?,
+                time_ms: row.try_get("time_ms")?,
+                server_id: row.try_get("server_id")?,
+                key_id: row.try_get("key_id")?,
+                public_key: row.try_get("public_key")?,
+                signature: row.try_get("signature")?,
+            })
+        })
+        .collect()
+    }
+}
