@@ -64,6 +64,8 @@ pub struct RunningServer {
     node: ServeHandle,
     admin: ServeHandle,
     background: Vec<JoinHandle<()>>,
+    /// Writes a last checkpoint when the server stops: awaited, not aborted.
+    checkpoints: JoinHandle<()>,
     ds: Arc<dyn DataStore>,
 }
 
@@ -181,6 +183,21 @@ pub async fn start(config: RuntimeConfig, clock: Arc<dyn Clock>) -> anyhow::Resu
         }
     };
     background.push(tokio::spawn(prune(state.clone(), clock.clone())));
+    let audit_key = {
+        let dir = config.data_dir.clone();
+        tokio::task::spawn_blocking(move || {
+            crate::audit::checkpoint::AuditKey::load_or_create(&dir)
+        })
+        .await??
+    };
+    let checkpoints = tokio::spawn(crate::audit::checkpoint::run(
+        ds.clone(),
+        Arc::new(audit_key),
+        config.audit.clone(),
+        server_id.clone(),
+        clock.clone(),
+        stop_rx.clone(),
+    ));
 
     let telemetry_addr = match config.telemetry_bind {
         None => None,
@@ -250,6 +267,7 @@ pub async fn start(config: RuntimeConfig, clock: Arc<dyn Clock>) -> anyhow::Resu
         node,
         admin,
         background,
+        checkpoints,
         ds,
     })
 }
@@ -284,6 +302,13 @@ impl RunningServer {
             if tokio::time::timeout(STOP_GRACE, handle).await.is_err() {
                 abort.abort();
             }
+        }
+        let abort = self.checkpoints.abort_handle();
+        if tokio::time::timeout(STOP_GRACE, self.checkpoints)
+            .await
+            .is_err()
+        {
+            abort.abort();
         }
         for task in &self.background {
             task.abort();

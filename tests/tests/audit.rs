@@ -1,7 +1,8 @@
 //! The audit chain end to end: a server's decisions (attestation, X.509 and
 //! JWT issuance) leave records `audit show` finds, `audit verify` passes
 //! the untouched chain and names the first bad record after an edit, a
-//! removal and a swap done to the SQLite file.
+//! removal, a swap and a cut tail done to the SQLite file, and a consistent
+//! rewrite of every hash is caught by the checkpoint file outside it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::{Command, Output};
@@ -128,4 +129,80 @@ async fn decisions_are_recorded_and_every_kind_of_tampering_is_named() {
     )
     .await;
     assert!(broken(&audit(&server, &["verify"])).contains("record 2 was altered"));
+    // The tail cut: the checkpoint written as the server stopped names a
+    // record past the new end.
+    tamper(
+        &server,
+        "DELETE FROM audit_log; INSERT INTO audit_log SELECT * FROM saved",
+    )
+    .await;
+    assert!(audit(&server, &["verify"]).status.success());
+    let file = server.data_dir.join("audit_checkpoints.jsonl");
+    let last: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(&file)
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(last["seq"].as_u64().unwrap() as usize, n);
+    tamper(&server, &format!("DELETE FROM audit_log WHERE seq = {n}")).await;
+    assert!(broken(&audit(&server, &["verify"])).contains("the tail was cut"));
+
+    // A consistent rewrite (record 1 changed, every hash recomputed, the
+    // datastore's own checkpoints dropped) passes on the datastore alone;
+    // the checkpoint file outside it catches it.
+    tamper(
+        &server,
+        "DELETE FROM audit_log; INSERT INTO audit_log SELECT * FROM saved",
+    )
+    .await;
+    rewrite_consistently(&server).await;
+    tamper(&server, "DELETE FROM audit_checkpoints").await;
+    assert!(audit(&server, &["verify"]).status.success());
+    let out = audit(
+        &server,
+        &["verify", "--checkpoints", file.to_str().unwrap()],
+    );
+    assert!(
+        broken(&out).contains("does not match checkpoint"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+/// Changes record 1 and recomputes every hash after it, as an attacker
+/// with write access to the datastore would.
+async fn rewrite_consistently(server: &TestServer) {
+    let mut conn = SqliteConnectOptions::new()
+        .filename(server.data_dir.join("datastore.sqlite3"))
+        .connect()
+        .await
+        .unwrap();
+    let rows: Vec<(i64, String)> = sqlx::query_as("SELECT seq, record FROM audit_log ORDER BY seq")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    let mut prev = [0u8; 32];
+    for (seq, record) in rows {
+        let record = if seq == 1 {
+            record.replace("\"outcome\":\"ok\"", "\"outcome\":\"no\"")
+        } else {
+            record
+        };
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        ctx.update(&prev);
+        ctx.update(record.as_bytes());
+        prev.copy_from_slice(ctx.finish().as_ref());
+        let hex: String = prev.iter().map(|b| format!("{b:02x}")).collect();
+        sqlx::query("UPDATE audit_log SET record = ?, hash = ? WHERE seq = ?")
+            .bind(record)
+            .bind(hex)
+            .bind(seq)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    conn.close().await.unwrap();
 }

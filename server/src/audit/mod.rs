@@ -5,6 +5,7 @@
 //! `signet-server audit verify`.
 
 pub mod chain;
+pub mod checkpoint;
 pub mod record;
 mod writer;
 

@@ -162,6 +162,7 @@ impl RunArgs {
                 }),
             upstream_authority: None,
             federation: None,
+            audit: None,
             telemetry: self
                 .telemetry_bind
                 .clone()

@@ -1,6 +1,7 @@
 //! Server configuration: the TOML file (unknown keys refused), the command-line
 //! overrides, and the typed runtime config they become. Defaults live here once.
 
+mod audit;
 mod datastore;
 mod federation;
 
@@ -44,6 +45,7 @@ pub fn default_admin_socket() -> PathBuf {
     signet_runtime::dirs::runtime_dir("signet-server").join("admin.sock")
 }
 
+pub use audit::{AuditConfig, AuditSettings, CHECKPOINT_FILE};
 pub use datastore::{DatastoreConfig, UpstreamAuthorityConfig, UpstreamDiskConfig, DATASTORE_FILE};
 pub use federation::{
     BundleEndpointConfig, FederatesWithConfig, FederationConfig, FederationSettings,
@@ -75,6 +77,7 @@ pub struct FileConfig {
     pub datastore: Option<DatastoreConfig>,
     pub upstream_authority: Option<UpstreamAuthorityConfig>,
     pub federation: Option<FederationConfig>,
+    pub audit: Option<AuditConfig>,
 }
 
 /// `[node_api]`: what agents (and anyone reaching the port) may hold open.
@@ -240,6 +243,7 @@ impl FileConfig {
             },
             upstream_authority: flags.upstream_authority.or(self.upstream_authority),
             federation: flags.federation.or(self.federation),
+            audit: flags.audit.or(self.audit),
             telemetry: match (flags.telemetry, self.telemetry) {
                 (Some(TelemetryConfig { bind: Some(b) }), _) => {
                     Some(TelemetryConfig { bind: Some(b) })
@@ -391,6 +395,8 @@ pub struct RuntimeConfig {
     pub upstream: Option<crate::ca::upstream::UpstreamDisk>,
     /// The bundle endpoint, peers' refresh bounds, relationships from the file.
     pub federation: FederationSettings,
+    /// Audit checkpoints: how often, and the file outside the datastore.
+    pub audit: AuditSettings,
 }
 
 impl RuntimeConfig {
@@ -435,9 +441,11 @@ impl TryFrom<FileConfig> for RuntimeConfig {
             .data_dir
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
         let (datastore, postgres) = f.datastore.unwrap_or_default().decide()?;
+        let audit = f.audit.unwrap_or_default().settings(&data_dir);
         Ok(RuntimeConfig {
             trust_domain,
             data_dir,
+            audit,
             datastore,
             postgres,
             upstream: f.upstream_authority.and_then(UpstreamAuthorityConfig::disk),
