@@ -77,6 +77,47 @@ async fn decisions_are_recorded_and_every_kind_of_tampering_is_named() {
     assert!(jwt
         .iter()
         .any(|r| r["spiffe_id"] == id.as_str() && r["audience"][0] == "svc"));
+    // Admin API changes: caller, verb, arguments, never the join token.
+    let admin = of("admin");
+    let created = admin
+        .iter()
+        .find(|r| r["verb"] == "entry.create")
+        .expect("an entry.create record");
+    assert_eq!(created["args"]["spiffe_id"], id.as_str());
+    assert_eq!(
+        created["caller"],
+        format!("uid:{}", signet_tests::current_uid())
+    );
+    assert_eq!(created["outcome"], "ok");
+    let token = admin
+        .iter()
+        .find(|r| r["verb"] == "token.generate")
+        .expect("a token.generate record");
+    assert!(token["args"].get("token").is_none());
+    // An unused join token is a secret: its value is in no record.
+    let unused = server.join_token();
+    let all = audit(&server, &["show", "--output", "json"]);
+    assert!(stdout(&all).contains("token.generate"));
+    assert!(
+        !stdout(&all).contains(&unused),
+        "a join token in the audit log"
+    );
+    // A refused change is recorded as refused.
+    let refused = server.cli(&["entry", "delete", "--id", "no-such-entry"]);
+    assert!(!refused.status.success());
+    let tail = audit(&server, &["tail", "-n", "1"]);
+    let line: serde_json::Value = serde_json::from_str(stdout(&tail).trim()).unwrap();
+    assert_eq!(line["verb"], "entry.delete");
+    assert!(line["outcome"]["refused"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("NotFound"));
+    let records: Vec<serde_json::Value> = {
+        let all = audit(&server, &["show", "--output", "json"]);
+        let v: serde_json::Value = serde_json::from_str(&stdout(&all)).unwrap();
+        v["records"].as_array().unwrap().clone()
+    };
+
     // The filters.
     let by_id = audit(
         &server,

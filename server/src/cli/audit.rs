@@ -26,6 +26,9 @@ pub enum AuditCommand {
     Verify(VerifyArgs),
     /// Prints the records, oldest first, filtered.
     Show(ShowArgs),
+    /// The last records as JSON lines; with --follow, then every new one
+    /// as it is committed (for a SIEM).
+    Tail(TailArgs),
 }
 
 /// Where the datastore is: as `signet-server run` finds it.
@@ -77,6 +80,18 @@ pub struct ShowArgs {
     output: OutputArgs,
 }
 
+#[derive(Debug, Args)]
+pub struct TailArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// How many of the last records first.
+    #[arg(long, short = 'n', default_value_t = 10)]
+    lines: u64,
+    /// Keep printing records as they are appended.
+    #[arg(long, short = 'f')]
+    follow: bool,
+}
+
 impl StoreArgs {
     async fn open(&self) -> anyhow::Result<std::sync::Arc<dyn DataStore>> {
         let run = RunArgs {
@@ -107,6 +122,7 @@ impl AuditCommand {
         match self {
             AuditCommand::Verify(a) => verify(a).await,
             AuditCommand::Show(a) => show(a).await,
+            AuditCommand::Tail(a) => tail(a).await,
         }
     }
 }
@@ -294,4 +310,41 @@ async fn show(a: ShowArgs) -> anyhow::Result<ExitCode> {
         },
     )?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// One record as a JSON line: its fields, then `seq` and `hash`.
+fn json_line(r: &StoredRecord) -> String {
+    let mut v = serde_json::from_str::<serde_json::Value>(&r.record)
+        .unwrap_or_else(|_| json!({ "unparsed": r.record }));
+    if let Some(o) = v.as_object_mut() {
+        o.insert("seq".into(), json!(r.seq));
+        o.insert("hash".into(), json!(r.hash));
+    }
+    v.to_string()
+}
+
+/// How often `--follow` looks for new records.
+const FOLLOW_POLL: std::time::Duration = std::time::Duration::from_millis(500);
+
+async fn tail(a: TailArgs) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
+    let ds = a.store.open().await?;
+    let head = ds.audit_head().await?.map_or(0, |h| h.seq);
+    let mut next = head.saturating_sub(a.lines) + 1;
+    loop {
+        let page = ds.audit_records(next, PAGE).await?;
+        let mut out = std::io::stdout().lock();
+        for r in &page {
+            writeln!(out, "{}", json_line(r))?;
+            next = r.seq + 1;
+        }
+        out.flush()?;
+        drop(out);
+        if !a.follow {
+            return Ok(ExitCode::SUCCESS);
+        }
+        if page.len() < PAGE {
+            tokio::time::sleep(FOLLOW_POLL).await;
+        }
+    }
 }

@@ -4,10 +4,12 @@
 //! change is published on the change bus so connected agents hear of it at
 //! once.
 
+mod audited;
 pub(crate) mod federation;
 
 use std::time::Duration;
 
+use serde_json::json;
 use signet_core::clock::unix_seconds;
 use signet_core::x509::parse_csr;
 use signet_core::SpiffeId;
@@ -30,6 +32,8 @@ use signet_proto::admin::{
     UpdateEntryRequest,
 };
 use tonic::{Request, Response, Status};
+
+use audited::{audit_caller, csr_spiffe_id};
 
 use super::convert::{admin_agent, admin_authority, admin_bundle, admin_entry};
 use super::entry_create;
@@ -105,35 +109,54 @@ impl Admin for AdminService {
         &self,
         request: Request<CreateJoinTokenRequest>,
     ) -> Result<Response<CreateJoinTokenResponse>, Status> {
-        let ttl = match request.get_ref().ttl {
-            0 => self.state.join_token_ttl,
-            s => Duration::from_secs(u64::from(s)),
-        };
-        let max = crate::config::MAX_JOIN_TOKEN_TTL;
-        if ttl > max {
-            return Err(ApiError::InvalidArgument(format!(
-                "ttl of {}s is above the limit of {}s for a join token",
-                ttl.as_secs(),
-                max.as_secs()
-            ))
-            .into());
+        let caller = audit_caller(&request);
+        let args = json!({"ttl_s": request.get_ref().ttl});
+        let res: Result<Response<CreateJoinTokenResponse>, Status> = async move {
+            let ttl = match request.get_ref().ttl {
+                0 => self.state.join_token_ttl,
+                s => Duration::from_secs(u64::from(s)),
+            };
+            let max = crate::config::MAX_JOIN_TOKEN_TTL;
+            if ttl > max {
+                return Err(ApiError::InvalidArgument(format!(
+                    "ttl of {}s is above the limit of {}s for a join token",
+                    ttl.as_secs(),
+                    max.as_secs()
+                ))
+                .into());
+            }
+            let (token, expires_at) = self.state.join_tokens.generate(ttl).await?;
+            tracing::info!(expires_at, "join token created");
+            Ok(Response::new(CreateJoinTokenResponse { token, expires_at }))
         }
-        let (token, expires_at) = self.state.join_tokens.generate(ttl).await?;
-        tracing::info!(expires_at, "join token created");
-        Ok(Response::new(CreateJoinTokenResponse { token, expires_at }))
+        .await;
+        self.audited(caller, "token.generate", args, res).await
     }
 
     async fn create_entry(&self, request: Request<Entry>) -> Result<Response<Entry>, Status> {
-        let entry = entry_create::create_one(&self.state, request.get_ref()).await?;
-        Ok(Response::new(entry))
+        let caller = audit_caller(&request);
+        let args = json!({"spiffe_id": request.get_ref().spiffe_id, "parent_id": request.get_ref().parent_id, "selectors": request.get_ref().selectors});
+        let res: Result<Response<Entry>, Status> = async move {
+            let entry = entry_create::create_one(&self.state, request.get_ref()).await?;
+            Ok(Response::new(entry))
+        }
+        .await;
+        self.audited(caller, "entry.create", args, res).await
     }
 
     async fn batch_create_entry(
         &self,
         request: Request<BatchCreateEntryRequest>,
     ) -> Result<Response<BatchCreateEntryResponse>, Status> {
-        let results = entry_create::create_batch(&self.state, &request.get_ref().entries).await?;
-        Ok(Response::new(BatchCreateEntryResponse { results }))
+        let caller = audit_caller(&request);
+        let args = json!({"spiffe_ids": request.get_ref().entries.iter().map(|e| e.spiffe_id.as_str()).collect::<Vec<_>>()});
+        let res: Result<Response<BatchCreateEntryResponse>, Status> = async move {
+            let results =
+                entry_create::create_batch(&self.state, &request.get_ref().entries).await?;
+            Ok(Response::new(BatchCreateEntryResponse { results }))
+        }
+        .await;
+        self.audited(caller, "entry.batch_create", args, res).await
     }
 
     async fn list_entries(
@@ -161,13 +184,19 @@ impl Admin for AdminService {
         &self,
         request: Request<DeleteEntryRequest>,
     ) -> Result<Response<DeleteEntryResponse>, Status> {
-        let id = &request.get_ref().id;
-        if id.is_empty() {
-            return Err(ApiError::InvalidArgument("entry id is required".into()).into());
+        let caller = audit_caller(&request);
+        let args = json!({"id": request.get_ref().id});
+        let res: Result<Response<DeleteEntryResponse>, Status> = async move {
+            let id = &request.get_ref().id;
+            if id.is_empty() {
+                return Err(ApiError::InvalidArgument("entry id is required".into()).into());
+            }
+            let rec = self.state.ds.delete_entry(id).await?;
+            tracing::info!(entry_id = %id, spiffe_id = %rec.entry.spiffe_id, "entry deleted");
+            Ok(Response::new(DeleteEntryResponse {}))
         }
-        let rec = self.state.ds.delete_entry(id).await?;
-        tracing::info!(entry_id = %id, spiffe_id = %rec.entry.spiffe_id, "entry deleted");
-        Ok(Response::new(DeleteEntryResponse {}))
+        .await;
+        self.audited(caller, "entry.delete", args, res).await
     }
 
     async fn count_entries(
@@ -200,17 +229,29 @@ impl Admin for AdminService {
     }
 
     async fn evict_agent(&self, request: Request<AgentRequest>) -> Result<Response<Agent>, Status> {
-        let id = parse_agent_id(&request.get_ref().spiffe_id)?;
-        let agent = self.state.ds.evict_agent(&id).await?;
-        tracing::info!(agent = %id, "agent evicted");
-        Ok(Response::new(admin_agent(&agent)))
+        let caller = audit_caller(&request);
+        let args = json!({"spiffe_id": request.get_ref().spiffe_id});
+        let res: Result<Response<Agent>, Status> = async move {
+            let id = parse_agent_id(&request.get_ref().spiffe_id)?;
+            let agent = self.state.ds.evict_agent(&id).await?;
+            tracing::info!(agent = %id, "agent evicted");
+            Ok(Response::new(admin_agent(&agent)))
+        }
+        .await;
+        self.audited(caller, "agent.evict", args, res).await
     }
 
     async fn ban_agent(&self, request: Request<AgentRequest>) -> Result<Response<Agent>, Status> {
-        let id = parse_agent_id(&request.get_ref().spiffe_id)?;
-        let agent = self.state.ds.ban_agent(&id).await?;
-        tracing::info!(agent = %id, "agent banned");
-        Ok(Response::new(admin_agent(&agent)))
+        let caller = audit_caller(&request);
+        let args = json!({"spiffe_id": request.get_ref().spiffe_id});
+        let res: Result<Response<Agent>, Status> = async move {
+            let id = parse_agent_id(&request.get_ref().spiffe_id)?;
+            let agent = self.state.ds.ban_agent(&id).await?;
+            tracing::info!(agent = %id, "agent banned");
+            Ok(Response::new(admin_agent(&agent)))
+        }
+        .await;
+        self.audited(caller, "agent.ban", args, res).await
     }
 
     async fn get_bundle(
@@ -224,74 +265,86 @@ impl Admin for AdminService {
         &self,
         request: Request<MintJwtSvidRequest>,
     ) -> Result<Response<MintJwtSvidResponse>, Status> {
-        let req = request.get_ref();
-        let td = self.state.ca.trust_domain();
-        let id = workload_id_in("spiffe_id", &req.spiffe_id, td)?;
-        check_audience(&req.audience)?;
-        let ttl = requested_ttl(req.ttl)?;
-        let minted = self.state.ca.mint_jwt_svid(&id, &req.audience, ttl)?;
-        self.state
-            .ds
-            .record_jwt(&minted.jti, &id, &minted.kid, minted.expires_at())
-            .await?;
-        tracing::info!(
-            spiffe_id = %id,
-            audiences = req.audience.len(),
-            expires_at = minted.expires_at(),
-            "issued JWT-SVID through the Admin API"
-        );
-        Ok(Response::new(MintJwtSvidResponse {
-            issued_at: minted.issued_at(),
-            expires_at: minted.expires_at(),
-            token: minted.svid.token,
-        }))
+        let caller = audit_caller(&request);
+        let args = json!({"spiffe_id": request.get_ref().spiffe_id, "audience": request.get_ref().audience, "ttl_s": request.get_ref().ttl});
+        let res: Result<Response<MintJwtSvidResponse>, Status> = async move {
+            let req = request.get_ref();
+            let td = self.state.ca.trust_domain();
+            let id = workload_id_in("spiffe_id", &req.spiffe_id, td)?;
+            check_audience(&req.audience)?;
+            let ttl = requested_ttl(req.ttl)?;
+            let minted = self.state.ca.mint_jwt_svid(&id, &req.audience, ttl)?;
+            self.state
+                .ds
+                .record_jwt(&minted.jti, &id, &minted.kid, minted.expires_at())
+                .await?;
+            tracing::info!(
+                spiffe_id = %id,
+                audiences = req.audience.len(),
+                expires_at = minted.expires_at(),
+                "issued JWT-SVID through the Admin API"
+            );
+            Ok(Response::new(MintJwtSvidResponse {
+                issued_at: minted.issued_at(),
+                expires_at: minted.expires_at(),
+                token: minted.svid.token,
+            }))
+        }
+        .await;
+        self.audited(caller, "jwt.mint", args, res).await
     }
 
     async fn mint_x509_svid(
         &self,
         request: Request<MintX509SvidRequest>,
     ) -> Result<Response<MintX509SvidResponse>, Status> {
-        let req = request.get_ref();
-        let csr = parse_csr(&req.csr)
-            .map_err(|e| ApiError::InvalidArgument(format!("invalid CSR: {e}")))?;
-        let td = self.state.ca.trust_domain();
-        if !csr.spiffe_id.is_member_of(td) {
-            return Err(ApiError::InvalidArgument(format!(
-                "CSR SPIFFE ID {} is not in the server's trust domain {td:?}",
-                csr.spiffe_id
-            ))
-            .into());
+        let caller = audit_caller(&request);
+        let args = json!({"spiffe_id": csr_spiffe_id(&request.get_ref().csr), "ttl_s": request.get_ref().ttl});
+        let res: Result<Response<MintX509SvidResponse>, Status> = async move {
+            let req = request.get_ref();
+            let csr = parse_csr(&req.csr)
+                .map_err(|e| ApiError::InvalidArgument(format!("invalid CSR: {e}")))?;
+            let td = self.state.ca.trust_domain();
+            if !csr.spiffe_id.is_member_of(td) {
+                return Err(ApiError::InvalidArgument(format!(
+                    "CSR SPIFFE ID {} is not in the server's trust domain {td:?}",
+                    csr.spiffe_id
+                ))
+                .into());
+            }
+            let spiffe_id = not_reserved("CSR SPIFFE ID", csr.spiffe_id)?;
+            let dns_names = req
+                .dns_names
+                .iter()
+                .map(|d| dns_name(d))
+                .collect::<Result<Vec<_>, _>>()?;
+            let ttl = requested_ttl(req.ttl)?;
+            let svid =
+                self.state
+                    .ca
+                    .issue_x509_svid(&spiffe_id, &csr.public_key, &dns_names, ttl)?;
+            self.state
+                .ds
+                .record_x509(
+                    &svid.serial_hex,
+                    &spiffe_id,
+                    &svid.authority_id,
+                    unix_seconds(svid.not_after),
+                )
+                .await?;
+            tracing::info!(
+                spiffe_id = %spiffe_id,
+                serial = %svid.serial_hex,
+                not_after = unix_seconds(svid.not_after),
+                "issued X.509-SVID through the Admin API"
+            );
+            Ok(Response::new(MintX509SvidResponse {
+                svid_chain: svid.chain,
+                bundle: self.state.ca.bundle().x509_authorities,
+            }))
         }
-        let spiffe_id = not_reserved("CSR SPIFFE ID", csr.spiffe_id)?;
-        let dns_names = req
-            .dns_names
-            .iter()
-            .map(|d| dns_name(d))
-            .collect::<Result<Vec<_>, _>>()?;
-        let ttl = requested_ttl(req.ttl)?;
-        let svid = self
-            .state
-            .ca
-            .issue_x509_svid(&spiffe_id, &csr.public_key, &dns_names, ttl)?;
-        self.state
-            .ds
-            .record_x509(
-                &svid.serial_hex,
-                &spiffe_id,
-                &svid.authority_id,
-                unix_seconds(svid.not_after),
-            )
-            .await?;
-        tracing::info!(
-            spiffe_id = %spiffe_id,
-            serial = %svid.serial_hex,
-            not_after = unix_seconds(svid.not_after),
-            "issued X.509-SVID through the Admin API"
-        );
-        Ok(Response::new(MintX509SvidResponse {
-            svid_chain: svid.chain,
-            bundle: self.state.ca.bundle().x509_authorities,
-        }))
+        .await;
+        self.audited(caller, "x509.mint", args, res).await
     }
 
     async fn health(
@@ -326,70 +379,106 @@ impl Admin for AdminService {
         &self,
         request: Request<AuthorityKindRequest>,
     ) -> Result<Response<Authority>, Status> {
-        let kind = authority_kind(request.get_ref().kind)?;
-        // The manager commits the bundle's new sequence and its event.
-        let a = self.state.ca.prepare(kind).await?;
-        Ok(Response::new(admin_authority(&a)))
+        let caller = audit_caller(&request);
+        let args = json!({"kind": request.get_ref().kind});
+        let res: Result<Response<Authority>, Status> = async move {
+            let kind = authority_kind(request.get_ref().kind)?;
+            // The manager commits the bundle's new sequence and its event.
+            let a = self.state.ca.prepare(kind).await?;
+            Ok(Response::new(admin_authority(&a)))
+        }
+        .await;
+        self.audited(caller, "authority.prepare", args, res).await
     }
 
     async fn activate_authority(
         &self,
         request: Request<AuthorityKindRequest>,
     ) -> Result<Response<Authority>, Status> {
-        let kind = authority_kind(request.get_ref().kind)?;
-        let a = self.state.ca.activate(kind).await?;
-        Ok(Response::new(admin_authority(&a)))
+        let caller = audit_caller(&request);
+        let args = json!({"kind": request.get_ref().kind});
+        let res: Result<Response<Authority>, Status> = async move {
+            let kind = authority_kind(request.get_ref().kind)?;
+            let a = self.state.ca.activate(kind).await?;
+            Ok(Response::new(admin_authority(&a)))
+        }
+        .await;
+        self.audited(caller, "authority.activate", args, res).await
     }
 
     async fn taint_authority(
         &self,
         request: Request<AuthorityRequest>,
     ) -> Result<Response<Authority>, Status> {
-        let kind = authority_kind(request.get_ref().kind)?;
-        let a = self
-            .state
-            .ca
-            .taint(kind, request.get_ref().id.trim())
-            .await?;
-        Ok(Response::new(admin_authority(&a)))
+        let caller = audit_caller(&request);
+        let args = json!({"kind": request.get_ref().kind, "id": request.get_ref().id});
+        let res: Result<Response<Authority>, Status> = async move {
+            let kind = authority_kind(request.get_ref().kind)?;
+            let a = self
+                .state
+                .ca
+                .taint(kind, request.get_ref().id.trim())
+                .await?;
+            Ok(Response::new(admin_authority(&a)))
+        }
+        .await;
+        self.audited(caller, "authority.taint", args, res).await
     }
 
     async fn revoke_authority(
         &self,
         request: Request<AuthorityRequest>,
     ) -> Result<Response<Authority>, Status> {
-        let kind = authority_kind(request.get_ref().kind)?;
-        let a = self
-            .state
-            .ca
-            .revoke(kind, request.get_ref().id.trim())
-            .await?;
-        // The revoked authority's CRL goes with it.
-        self.state.revocations.refresh().await?;
-        Ok(Response::new(admin_authority(&a)))
+        let caller = audit_caller(&request);
+        let args = json!({"kind": request.get_ref().kind, "id": request.get_ref().id});
+        let res: Result<Response<Authority>, Status> = async move {
+            let kind = authority_kind(request.get_ref().kind)?;
+            let a = self
+                .state
+                .ca
+                .revoke(kind, request.get_ref().id.trim())
+                .await?;
+            // The revoked authority's CRL goes with it.
+            self.state.revocations.refresh().await?;
+            Ok(Response::new(admin_authority(&a)))
+        }
+        .await;
+        self.audited(caller, "authority.revoke", args, res).await
     }
 
     async fn revoke_x509_svid(
         &self,
         request: Request<RevokeX509SvidRequest>,
     ) -> Result<Response<RevokeResponse>, Status> {
-        let req = request.get_ref();
-        let serial = normalize_serial(&req.serial).ok_or_else(|| {
-            ApiError::InvalidArgument(format!("invalid serial {:?}: expected hex", req.serial))
-        })?;
-        self.revoke(RevokedKind::X509, &serial, &req.reason).await
+        let caller = audit_caller(&request);
+        let args = json!({"serial": request.get_ref().serial, "reason": request.get_ref().reason});
+        let res: Result<Response<RevokeResponse>, Status> = async move {
+            let req = request.get_ref();
+            let serial = normalize_serial(&req.serial).ok_or_else(|| {
+                ApiError::InvalidArgument(format!("invalid serial {:?}: expected hex", req.serial))
+            })?;
+            self.revoke(RevokedKind::X509, &serial, &req.reason).await
+        }
+        .await;
+        self.audited(caller, "revoke.x509", args, res).await
     }
 
     async fn revoke_jwt_svid(
         &self,
         request: Request<RevokeJwtSvidRequest>,
     ) -> Result<Response<RevokeResponse>, Status> {
-        let req = request.get_ref();
-        let jti = req.jti.trim();
-        if jti.is_empty() {
-            return Err(ApiError::InvalidArgument("jti is required".into()).into());
+        let caller = audit_caller(&request);
+        let args = json!({"jti": request.get_ref().jti, "reason": request.get_ref().reason});
+        let res: Result<Response<RevokeResponse>, Status> = async move {
+            let req = request.get_ref();
+            let jti = req.jti.trim();
+            if jti.is_empty() {
+                return Err(ApiError::InvalidArgument("jti is required".into()).into());
+            }
+            self.revoke(RevokedKind::Jwt, jti, &req.reason).await
         }
-        self.revoke(RevokedKind::Jwt, jti, &req.reason).await
+        .await;
+        self.audited(caller, "revoke.jwt", args, res).await
     }
 
     async fn introspect_jwt_svid(
@@ -450,45 +539,64 @@ impl Admin for AdminService {
         &self,
         request: Request<RemoveServerRequest>,
     ) -> Result<Response<Server>, Status> {
-        let id = request.get_ref().id.trim();
-        if id.is_empty() {
-            return Err(ApiError::InvalidArgument("id is required".into()).into());
+        let caller = audit_caller(&request);
+        let args = json!({"id": request.get_ref().id});
+        let res: Result<Response<Server>, Status> = async move {
+            let id = request.get_ref().id.trim();
+            if id.is_empty() {
+                return Err(ApiError::InvalidArgument("id is required".into()).into());
+            }
+            if id == self.state.server_id {
+                return Err(ApiError::FailedPrecondition(format!(
+                    "server {id} is the one answering; remove a server from another one, after stopping it"
+                ))
+                .into());
+            }
+            let s = self.state.ds.remove_server(id).await?;
+            tracing::warn!(server_id = %s.id, hostname = %s.hostname, address = %s.address, "server removed; its authorities stay in the bundle until they expire");
+            Ok(Response::new(Server {
+                id: s.id,
+                hostname: s.hostname,
+                address: s.address,
+                started_at: s.started_at,
+                last_seen: s.last_seen,
+                x509_authorities: 0,
+                jwt_authorities: 0,
+            }))
         }
-        if id == self.state.server_id {
-            return Err(ApiError::FailedPrecondition(format!(
-                "server {id} is the one answering; remove a server from another one, after stopping it"
-            ))
-            .into());
-        }
-        let s = self.state.ds.remove_server(id).await?;
-        tracing::warn!(server_id = %s.id, hostname = %s.hostname, address = %s.address, "server removed; its authorities stay in the bundle until they expire");
-        Ok(Response::new(Server {
-            id: s.id,
-            hostname: s.hostname,
-            address: s.address,
-            started_at: s.started_at,
-            last_seen: s.last_seen,
-            x509_authorities: 0,
-            jwt_authorities: 0,
-        }))
+        .await;
+        self.audited(caller, "server.remove", args, res).await
     }
 
     async fn update_entry(
         &self,
         request: Request<UpdateEntryRequest>,
     ) -> Result<Response<Entry>, Status> {
-        Ok(Response::new(
-            federation::update_entry(&self.state, request.get_ref()).await?,
-        ))
+        let caller = audit_caller(&request);
+        let args =
+            json!({"id": request.get_ref().id, "federates_with": request.get_ref().federates_with});
+        let res: Result<Response<Entry>, Status> = async move {
+            Ok(Response::new(
+                federation::update_entry(&self.state, request.get_ref()).await?,
+            ))
+        }
+        .await;
+        self.audited(caller, "entry.update", args, res).await
     }
 
     async fn set_federated_bundle(
         &self,
         request: Request<SetFederatedBundleRequest>,
     ) -> Result<Response<FederatedBundle>, Status> {
-        Ok(Response::new(
-            federation::set_bundle(&self.state, request.get_ref()).await?,
-        ))
+        let caller = audit_caller(&request);
+        let args = json!({"trust_domain": request.get_ref().trust_domain, "format": request.get_ref().format});
+        let res: Result<Response<FederatedBundle>, Status> = async move {
+            Ok(Response::new(
+                federation::set_bundle(&self.state, request.get_ref()).await?,
+            ))
+        }
+        .await;
+        self.audited(caller, "bundle.set", args, res).await
     }
 
     async fn list_federated_bundles(
@@ -517,21 +625,33 @@ impl Admin for AdminService {
         &self,
         request: Request<TrustDomainRequest>,
     ) -> Result<Response<FederatedBundle>, Status> {
-        Ok(Response::new(
-            federation::delete_bundle(&self.state, request.get_ref()).await?,
-        ))
+        let caller = audit_caller(&request);
+        let args = json!({"trust_domain": request.get_ref().trust_domain});
+        let res: Result<Response<FederatedBundle>, Status> = async move {
+            Ok(Response::new(
+                federation::delete_bundle(&self.state, request.get_ref()).await?,
+            ))
+        }
+        .await;
+        self.audited(caller, "bundle.delete", args, res).await
     }
 
     async fn create_federation_relationship(
         &self,
         request: Request<FederationRelationship>,
     ) -> Result<Response<FederationRelationship>, Status> {
-        let (rel, bootstrap) = federation::relationship_from(&self.state, request.get_ref())?;
-        let created = self.state.ds.create_relationship(rel, bootstrap).await?;
-        tracing::info!(trust_domain = %created.trust_domain, endpoint = %created.bundle_endpoint_url, profile = created.profile.name(), "federation relationship created");
-        Ok(Response::new(
-            federation::admin_relationship(&self.state, &created).await?,
-        ))
+        let caller = audit_caller(&request);
+        let args = json!({"trust_domain": request.get_ref().trust_domain, "bundle_endpoint_url": request.get_ref().bundle_endpoint_url, "profile": request.get_ref().profile});
+        let res: Result<Response<FederationRelationship>, Status> = async move {
+            let (rel, bootstrap) = federation::relationship_from(&self.state, request.get_ref())?;
+            let created = self.state.ds.create_relationship(rel, bootstrap).await?;
+            tracing::info!(trust_domain = %created.trust_domain, endpoint = %created.bundle_endpoint_url, profile = created.profile.name(), "federation relationship created");
+            Ok(Response::new(
+                federation::admin_relationship(&self.state, &created).await?,
+            ))
+        }
+        .await;
+        self.audited(caller, "federation.create", args, res).await
     }
 
     async fn list_federation_relationships(
@@ -565,36 +685,54 @@ impl Admin for AdminService {
         &self,
         request: Request<FederationRelationship>,
     ) -> Result<Response<FederationRelationship>, Status> {
-        let (rel, bootstrap) = federation::relationship_from(&self.state, request.get_ref())?;
-        if let Some(bundle) = bootstrap {
-            // A new first-contact bundle replaces what is held.
-            self.state.ds.set_federated_bundle(bundle, false).await?;
+        let caller = audit_caller(&request);
+        let args = json!({"trust_domain": request.get_ref().trust_domain, "bundle_endpoint_url": request.get_ref().bundle_endpoint_url, "profile": request.get_ref().profile});
+        let res: Result<Response<FederationRelationship>, Status> = async move {
+            let (rel, bootstrap) = federation::relationship_from(&self.state, request.get_ref())?;
+            if let Some(bundle) = bootstrap {
+                // A new first-contact bundle replaces what is held.
+                self.state.ds.set_federated_bundle(bundle, false).await?;
+            }
+            let updated = self.state.ds.update_relationship(rel).await?;
+            tracing::info!(trust_domain = %updated.trust_domain, endpoint = %updated.bundle_endpoint_url, profile = updated.profile.name(), "federation relationship updated");
+            Ok(Response::new(
+                federation::admin_relationship(&self.state, &updated).await?,
+            ))
         }
-        let updated = self.state.ds.update_relationship(rel).await?;
-        tracing::info!(trust_domain = %updated.trust_domain, endpoint = %updated.bundle_endpoint_url, profile = updated.profile.name(), "federation relationship updated");
-        Ok(Response::new(
-            federation::admin_relationship(&self.state, &updated).await?,
-        ))
+        .await;
+        self.audited(caller, "federation.update", args, res).await
     }
 
     async fn delete_federation_relationship(
         &self,
         request: Request<TrustDomainRequest>,
     ) -> Result<Response<FederationRelationship>, Status> {
-        let td = federation::peer_trust_domain(&self.state, &request.get_ref().trust_domain)?;
-        let gone = self.state.ds.delete_relationship(&td).await?;
-        tracing::info!(trust_domain = %td, "federation relationship deleted; its bundle stays until `bundle delete`");
-        Ok(Response::new(
-            federation::admin_relationship(&self.state, &gone).await?,
-        ))
+        let caller = audit_caller(&request);
+        let args = json!({"trust_domain": request.get_ref().trust_domain});
+        let res: Result<Response<FederationRelationship>, Status> = async move {
+            let td = federation::peer_trust_domain(&self.state, &request.get_ref().trust_domain)?;
+            let gone = self.state.ds.delete_relationship(&td).await?;
+            tracing::info!(trust_domain = %td, "federation relationship deleted; its bundle stays until `bundle delete`");
+            Ok(Response::new(
+                federation::admin_relationship(&self.state, &gone).await?,
+            ))
+        }
+        .await;
+        self.audited(caller, "federation.delete", args, res).await
     }
 
     async fn refresh_federation_relationship(
         &self,
         request: Request<TrustDomainRequest>,
     ) -> Result<Response<FederatedBundle>, Status> {
-        let td = federation::peer_trust_domain(&self.state, &request.get_ref().trust_domain)?;
-        let held = self.state.federation.refresh(td).await?;
-        Ok(Response::new(federation::admin_federated_bundle(&held)))
+        let caller = audit_caller(&request);
+        let args = json!({"trust_domain": request.get_ref().trust_domain});
+        let res: Result<Response<FederatedBundle>, Status> = async move {
+            let td = federation::peer_trust_domain(&self.state, &request.get_ref().trust_domain)?;
+            let held = self.state.federation.refresh(td).await?;
+            Ok(Response::new(federation::admin_federated_bundle(&held)))
+        }
+        .await;
+        self.audited(caller, "federation.refresh", args, res).await
     }
 }
