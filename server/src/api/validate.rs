@@ -10,6 +10,7 @@ use signet_core::{
 };
 use signet_proto::admin;
 
+use super::status::ApiError;
 use crate::datastore::NewEntry;
 
 /// Longest TTL an entry may ask for; the CA's lifetime caps it further.
@@ -258,6 +259,22 @@ pub fn new_registration(
         entry,
         node: req.node,
     })
+}
+
+/// An agent's SPIFFE ID as a request names it.
+pub fn parse_agent_id(s: &str) -> Result<SpiffeId, ApiError> {
+    SpiffeId::parse_with_path(s)
+        .map_err(|e| ApiError::InvalidArgument(format!("invalid spiffe_id {s:?}: {e}")))
+}
+
+/// A SPIFFE ID filter: empty means none.
+pub fn optional_id(field: &str, s: &str) -> Result<Option<SpiffeId>, ApiError> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    SpiffeId::parse(s)
+        .map(Some)
+        .map_err(|e| ApiError::InvalidArgument(format!("invalid {field} {s:?}: {e}")))
 }
 
 #[cfg(test)]

@@ -6,13 +6,13 @@
 
 mod audited;
 pub(crate) mod federation;
-
-use std::time::Duration;
+mod mint;
+mod revoke;
+mod servers;
+mod tokens;
 
 use serde_json::json;
 use signet_core::clock::unix_seconds;
-use signet_core::x509::parse_csr;
-use signet_core::SpiffeId;
 use signet_proto::admin::admin_server::Admin;
 use signet_proto::admin::{
     Agent, AgentRequest, Authority, AuthorityKindRequest, AuthorityRequest,
@@ -39,9 +39,7 @@ use super::convert::{admin_agent, admin_authority, admin_bundle, admin_entry};
 use super::entry_create;
 use super::introspect::introspect;
 use super::status::ApiError;
-use super::validate::{
-    check_audience, dns_name, not_reserved, requested_ttl, selector, workload_id_in,
-};
+use super::validate::{optional_id, parse_agent_id, selector};
 use super::ServerState;
 use crate::ca::AuthorityKind;
 use crate::datastore::{EntryFilter, RevokedKind};
@@ -68,41 +66,6 @@ fn authority_kind(kind: i32) -> Result<AuthorityKind, ApiError> {
     }
 }
 
-impl AdminService {
-    async fn revoke(
-        &self,
-        kind: RevokedKind,
-        id: &str,
-        reason: &str,
-    ) -> Result<Response<RevokeResponse>, Status> {
-        let now = unix_seconds(self.state.ca.now());
-        let rev = self.state.ds.revoke(kind, id, reason, now).await?;
-        tracing::warn!(kind = kind.as_str(), id = %id, reason = %reason, expires_at = rev.expires_at, "credential revoked");
-        // The revocation's event is out; the CRLs follow in their own
-        // (signed here if the CA is ours, else by the server whose it is).
-        if kind == RevokedKind::X509 {
-            self.state.revocations.refresh().await?;
-        }
-        Ok(Response::new(RevokeResponse {
-            expires_at: rev.expires_at,
-        }))
-    }
-}
-
-fn parse_agent_id(s: &str) -> Result<SpiffeId, ApiError> {
-    SpiffeId::parse_with_path(s)
-        .map_err(|e| ApiError::InvalidArgument(format!("invalid spiffe_id {s:?}: {e}")))
-}
-
-fn optional_id(field: &str, s: &str) -> Result<Option<SpiffeId>, ApiError> {
-    if s.is_empty() {
-        return Ok(None);
-    }
-    SpiffeId::parse(s)
-        .map(Some)
-        .map_err(|e| ApiError::InvalidArgument(format!("invalid {field} {s:?}: {e}")))
-}
-
 #[tonic::async_trait]
 impl Admin for AdminService {
     async fn create_join_token(
@@ -110,26 +73,11 @@ impl Admin for AdminService {
         request: Request<CreateJoinTokenRequest>,
     ) -> Result<Response<CreateJoinTokenResponse>, Status> {
         let caller = audit_caller(&request);
+        // The ttl only: the token itself is a secret until it is used.
         let args = json!({"ttl_s": request.get_ref().ttl});
-        let res: Result<Response<CreateJoinTokenResponse>, Status> = async move {
-            let ttl = match request.get_ref().ttl {
-                0 => self.state.join_token_ttl,
-                s => Duration::from_secs(u64::from(s)),
-            };
-            let max = crate::config::MAX_JOIN_TOKEN_TTL;
-            if ttl > max {
-                return Err(ApiError::InvalidArgument(format!(
-                    "ttl of {}s is above the limit of {}s for a join token",
-                    ttl.as_secs(),
-                    max.as_secs()
-                ))
-                .into());
-            }
-            let (token, expires_at) = self.state.join_tokens.generate(ttl).await?;
-            tracing::info!(expires_at, "join token created");
-            Ok(Response::new(CreateJoinTokenResponse { token, expires_at }))
-        }
-        .await;
+        let res = tokens::generate(&self.state, request.get_ref().ttl)
+            .await
+            .map(Response::new);
         self.audited(caller, "token.generate", args, res).await
     }
 
@@ -267,30 +215,10 @@ impl Admin for AdminService {
     ) -> Result<Response<MintJwtSvidResponse>, Status> {
         let caller = audit_caller(&request);
         let args = json!({"spiffe_id": request.get_ref().spiffe_id, "audience": request.get_ref().audience, "ttl_s": request.get_ref().ttl});
-        let res: Result<Response<MintJwtSvidResponse>, Status> = async move {
-            let req = request.get_ref();
-            let td = self.state.ca.trust_domain();
-            let id = workload_id_in("spiffe_id", &req.spiffe_id, td)?;
-            check_audience(&req.audience)?;
-            let ttl = requested_ttl(req.ttl)?;
-            let minted = self.state.ca.mint_jwt_svid(&id, &req.audience, ttl)?;
-            self.state
-                .ds
-                .record_jwt(&minted.jti, &id, &minted.kid, minted.expires_at())
-                .await?;
-            tracing::info!(
-                spiffe_id = %id,
-                audiences = req.audience.len(),
-                expires_at = minted.expires_at(),
-                "issued JWT-SVID through the Admin API"
-            );
-            Ok(Response::new(MintJwtSvidResponse {
-                issued_at: minted.issued_at(),
-                expires_at: minted.expires_at(),
-                token: minted.svid.token,
-            }))
-        }
-        .await;
+        let res: Result<Response<MintJwtSvidResponse>, Status> =
+            mint::jwt(&self.state, request.get_ref())
+                .await
+                .map(Response::new);
         self.audited(caller, "jwt.mint", args, res).await
     }
 
@@ -300,50 +228,10 @@ impl Admin for AdminService {
     ) -> Result<Response<MintX509SvidResponse>, Status> {
         let caller = audit_caller(&request);
         let args = json!({"spiffe_id": csr_spiffe_id(&request.get_ref().csr), "ttl_s": request.get_ref().ttl});
-        let res: Result<Response<MintX509SvidResponse>, Status> = async move {
-            let req = request.get_ref();
-            let csr = parse_csr(&req.csr)
-                .map_err(|e| ApiError::InvalidArgument(format!("invalid CSR: {e}")))?;
-            let td = self.state.ca.trust_domain();
-            if !csr.spiffe_id.is_member_of(td) {
-                return Err(ApiError::InvalidArgument(format!(
-                    "CSR SPIFFE ID {} is not in the server's trust domain {td:?}",
-                    csr.spiffe_id
-                ))
-                .into());
-            }
-            let spiffe_id = not_reserved("CSR SPIFFE ID", csr.spiffe_id)?;
-            let dns_names = req
-                .dns_names
-                .iter()
-                .map(|d| dns_name(d))
-                .collect::<Result<Vec<_>, _>>()?;
-            let ttl = requested_ttl(req.ttl)?;
-            let svid =
-                self.state
-                    .ca
-                    .issue_x509_svid(&spiffe_id, &csr.public_key, &dns_names, ttl)?;
-            self.state
-                .ds
-                .record_x509(
-                    &svid.serial_hex,
-                    &spiffe_id,
-                    &svid.authority_id,
-                    unix_seconds(svid.not_after),
-                )
-                .await?;
-            tracing::info!(
-                spiffe_id = %spiffe_id,
-                serial = %svid.serial_hex,
-                not_after = unix_seconds(svid.not_after),
-                "issued X.509-SVID through the Admin API"
-            );
-            Ok(Response::new(MintX509SvidResponse {
-                svid_chain: svid.chain,
-                bundle: self.state.ca.bundle().x509_authorities,
-            }))
-        }
-        .await;
+        let res: Result<Response<MintX509SvidResponse>, Status> =
+            mint::x509(&self.state, request.get_ref())
+                .await
+                .map(Response::new);
         self.audited(caller, "x509.mint", args, res).await
     }
 
@@ -457,7 +345,9 @@ impl Admin for AdminService {
             let serial = normalize_serial(&req.serial).ok_or_else(|| {
                 ApiError::InvalidArgument(format!("invalid serial {:?}: expected hex", req.serial))
             })?;
-            self.revoke(RevokedKind::X509, &serial, &req.reason).await
+            revoke::credential(&self.state, RevokedKind::X509, &serial, &req.reason)
+                .await
+                .map(Response::new)
         }
         .await;
         self.audited(caller, "revoke.x509", args, res).await
@@ -475,7 +365,9 @@ impl Admin for AdminService {
             if jti.is_empty() {
                 return Err(ApiError::InvalidArgument("jti is required".into()).into());
             }
-            self.revoke(RevokedKind::Jwt, jti, &req.reason).await
+            revoke::credential(&self.state, RevokedKind::Jwt, jti, &req.reason)
+                .await
+                .map(Response::new)
         }
         .await;
         self.audited(caller, "revoke.jwt", args, res).await
@@ -512,27 +404,7 @@ impl Admin for AdminService {
         &self,
         _request: Request<ListServersRequest>,
     ) -> Result<Response<ListServersResponse>, Status> {
-        let servers = self.state.ds.list_servers().await?;
-        let x509 = self.state.ca.list(AuthorityKind::X509);
-        let jwt = self.state.ca.list(AuthorityKind::Jwt);
-        let count = |list: &[crate::ca::AuthorityInfo], id: &str| {
-            u32::try_from(list.iter().filter(|a| a.server_id == id).count()).unwrap_or(u32::MAX)
-        };
-        Ok(Response::new(ListServersResponse {
-            servers: servers
-                .iter()
-                .map(|s| Server {
-                    id: s.id.clone(),
-                    hostname: s.hostname.clone(),
-                    address: s.address.clone(),
-                    started_at: s.started_at,
-                    last_seen: s.last_seen,
-                    x509_authorities: count(&x509, &s.id),
-                    jwt_authorities: count(&jwt, &s.id),
-                })
-                .collect(),
-            self_id: self.state.server_id.clone(),
-        }))
+        servers::list(&self.state).await.map(Response::new)
     }
 
     async fn remove_server(
@@ -541,30 +413,9 @@ impl Admin for AdminService {
     ) -> Result<Response<Server>, Status> {
         let caller = audit_caller(&request);
         let args = json!({"id": request.get_ref().id});
-        let res: Result<Response<Server>, Status> = async move {
-            let id = request.get_ref().id.trim();
-            if id.is_empty() {
-                return Err(ApiError::InvalidArgument("id is required".into()).into());
-            }
-            if id == self.state.server_id {
-                return Err(ApiError::FailedPrecondition(format!(
-                    "server {id} is the one answering; remove a server from another one, after stopping it"
-                ))
-                .into());
-            }
-            let s = self.state.ds.remove_server(id).await?;
-            tracing::warn!(server_id = %s.id, hostname = %s.hostname, address = %s.address, "server removed; its authorities stay in the bundle until they expire");
-            Ok(Response::new(Server {
-                id: s.id,
-                hostname: s.hostname,
-                address: s.address,
-                started_at: s.started_at,
-                last_seen: s.last_seen,
-                x509_authorities: 0,
-                jwt_authorities: 0,
-            }))
-        }
-        .await;
+        let res = servers::remove(&self.state, &request.get_ref().id)
+            .await
+            .map(Response::new);
         self.audited(caller, "server.remove", args, res).await
     }
 
