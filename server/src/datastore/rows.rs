@@ -12,6 +12,7 @@ use super::{
     AgentRecord, AuthorityRecord, DataStoreError, EntryRecord, Result, Revocation, RevokedKind,
     ServerRecord,
 };
+use crate::audit::{Checkpoint, StoredRecord};
 use crate::ca::{AuthorityKind, AuthorityState};
 
 pub(super) const ENTRY_COLUMNS: &str = "id, spiffe_id, parent_id, selectors, x509_svid_ttl, \
@@ -179,6 +180,35 @@ pub(super) fn revocation_from_row(row: &impl Columns) -> Result<Revocation> {
         reason: row.text("reason")?,
         revoked_at: row.int("revoked_at")?,
         expires_at: row.int("expires_at")?,
+    })
+}
+
+pub(super) const AUDIT_CHECKPOINT_COLUMNS: &str =
+    "seq, hash, time_ms, server_id, key_id, public_key, signature";
+
+/// An audit sequence number as stored (never negative).
+pub(super) fn audit_seq(row: &impl Columns) -> Result<u64> {
+    let seq = row.int("seq")?;
+    u64::try_from(seq).map_err(|_| DataStoreError::Corrupt(format!("audit seq {seq}")))
+}
+
+pub(super) fn audit_record_from_row(row: &impl Columns) -> Result<StoredRecord> {
+    Ok(StoredRecord {
+        seq: audit_seq(row)?,
+        record: row.text("record")?,
+        hash: row.text("hash")?,
+    })
+}
+
+pub(super) fn audit_checkpoint_from_row(row: &impl Columns) -> Result<Checkpoint> {
+    Ok(Checkpoint {
+        seq: audit_seq(row)?,
+        hash: row.text("hash")?,
+        time_ms: row.int("time_ms")?,
+        server_id: row.text("server_id")?,
+        key_id: row.text("key_id")?,
+        public_key: row.text("public_key")?,
+        signature: row.text("signature")?,
     })
 }
 

@@ -2,24 +2,18 @@
 //! one writer connection, so they are serialized like every write).
 
 use async_trait::async_trait;
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{Sqlite, Transaction};
 
 use super::rows::MAX_PARAMS;
 use super::SqliteDataStore;
 use crate::audit::{chain, Checkpoint, StoredRecord};
+use crate::datastore::rows::{
+    audit_checkpoint_from_row, audit_record_from_row, AUDIT_CHECKPOINT_COLUMNS,
+};
 use crate::datastore::{AuditStore, DataStoreError, Result};
 
 fn seq_column(seq: u64) -> Result<i64> {
     i64::try_from(seq).map_err(|_| DataStoreError::InvalidArgument(format!("audit seq {seq}")))
-}
-
-fn record_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<StoredRecord> {
-    let seq: i64 = row.try_get("seq")?;
-    Ok(StoredRecord {
-        seq: u64::try_from(seq).map_err(|_| DataStoreError::Corrupt(format!("audit seq {seq}")))?,
-        record: row.try_get("record")?,
-        hash: row.try_get("hash")?,
-    })
 }
 
 async fn head_in(tx: &mut Transaction<'_, Sqlite>) -> Result<Option<StoredRecord>> {
@@ -27,7 +21,7 @@ async fn head_in(tx: &mut Transaction<'_, Sqlite>) -> Result<Option<StoredRecord
         .fetch_optional(&mut **tx)
         .await?
         .as_ref()
-        .map(record_from_row)
+        .map(audit_record_from_row)
         .transpose()
 }
 
@@ -69,7 +63,7 @@ impl AuditStore for SqliteDataStore {
             .fetch_all(&self.pool)
             .await?
             .iter()
-            .map(record_from_row)
+            .map(audit_record_from_row)
             .collect()
     }
 
@@ -78,7 +72,7 @@ impl AuditStore for SqliteDataStore {
             .fetch_optional(&self.pool)
             .await?
             .as_ref()
-            .map(record_from_row)
+            .map(audit_record_from_row)
             .transpose()
     }
 
@@ -101,26 +95,13 @@ impl AuditStore for SqliteDataStore {
     }
 
     async fn audit_checkpoints(&self) -> Result<Vec<Checkpoint>> {
-        sqlx::query(
-            "SELECT seq, hash, time_ms, server_id, key_id, public_key, signature \
-             FROM audit_checkpoints ORDER BY seq",
-        )
+        sqlx::query(&format!(
+            "SELECT {AUDIT_CHECKPOINT_COLUMNS} FROM audit_checkpoints ORDER BY seq"
+        ))
         .fetch_all(&self.pool)
         .await?
         .iter()
-        .map(|row| {
-            let seq: i64 = row.try_get("seq")?;
-            Ok(Checkpoint {
-                seq: u64::try_from(seq)
-                    .map_err(|_| DataStoreError::Corrupt(format!("checkpoint seq {seq}")))?,
-                hash: row.try_get("hash")?,
-                time_ms: row.try_get("time_ms")?,
-                server_id: row.try_get("server_id")?,
-                key_id: row.try_get("key_id")?,
-                public_key: row.try_get("public_key")?,
-                signature: row.try_get("signature")?,
-            })
-        })
+        .map(audit_checkpoint_from_row)
         .collect()
     }
 }
