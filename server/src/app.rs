@@ -127,12 +127,14 @@ pub async fn start(config: RuntimeConfig, clock: Arc<dyn Clock>) -> anyhow::Resu
         Revocations::start(ds.clone(), ca.clone(), &bus, server_id.clone()).await?;
     background.push(keeper);
     let metrics = Arc::new(Metrics::new());
+    let audit = crate::audit::Auditor::start(ds.clone(), &server_id, clock.clone());
     let (federation, refresher) = crate::federation::Federation::start(
         ds.clone(),
         ca.clone(),
         &bus,
         config.federation.bounds,
         metrics.clone(),
+        audit.clone(),
     );
     background.push(refresher);
     let (stop, stop_rx) = watch::channel(false);
@@ -154,7 +156,7 @@ pub async fn start(config: RuntimeConfig, clock: Arc<dyn Clock>) -> anyhow::Resu
         bus: bus.clone(),
         revocations,
         server_id: server_id.clone(),
-        audit: crate::audit::Auditor::start(ds.clone(), &server_id, clock.clone()),
+        audit,
         federation,
         join_tokens,
         join_token_ttl: config.join_token_ttl,

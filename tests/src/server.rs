@@ -205,6 +205,20 @@ impl TestServer {
             .expect("run signet-server cli")
     }
 
+    /// Runs `signet-server audit <args>` on this server's datastore (read
+    /// directly, as the audit commands do).
+    pub fn audit(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(&bins().server);
+        cmd.arg("audit")
+            .args(args)
+            .arg("--data-dir")
+            .arg(&self.data_dir);
+        if let Some(url) = &self.datastore {
+            cmd.arg("--datastore").arg(url);
+        }
+        cmd.output().expect("run signet-server audit")
+    }
+
     /// Like `cli`, but panics with stderr when the command fails; returns stdout.
     pub fn cli_ok(&self, args: &[&str]) -> String {
         let out = self.cli(args);

@@ -436,6 +436,28 @@ async fn refused(a: &Domain, relationship: &[&str], kind: &str, says: &str) {
         show["last_error"].as_str().unwrap().contains(says),
         "{kind}: {show}"
     );
+    // And audited (written just after the refusal is answered).
+    wait::until(
+        "the refusal's audit record",
+        Duration::from_secs(10),
+        || async {
+            let out = a
+                .server
+                .audit(&["show", "--kind", "federation_refresh", "--output", "json"]);
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            v["records"]
+                .as_array()?
+                .iter()
+                .any(|r| {
+                    r["trust_domain"] == "b.test"
+                        && r["outcome"]["refused"]["reason"]
+                            .as_str()
+                            .is_some_and(|why| why.starts_with(&format!("{kind}: ")))
+                })
+                .then_some(())
+        },
+    )
+    .await;
 }
 
 /// `--bundle-endpoint-url URL --profile https_spiffe --endpoint-spiffe-id ID`.
@@ -461,6 +483,27 @@ async fn every_bad_answer_is_refused_and_the_bundle_held_is_kept() {
     let on_a = a.workload(&["b.test"]).await;
     let good = context_with(&on_a, "b.test").await;
     let b_cas = authorities(&good, "b.test");
+    // The bundle taken is audited, with its sequence.
+    wait::until(
+        "the refresh's audit record",
+        Duration::from_secs(10),
+        || async {
+            let out = a
+                .server
+                .audit(&["show", "--kind", "federation_refresh", "--output", "json"]);
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            v["records"]
+                .as_array()?
+                .iter()
+                .any(|r| {
+                    r["trust_domain"] == "b.test"
+                        && r["outcome"] == "ok"
+                        && r["sequence"].as_u64() >= Some(1)
+                })
+                .then_some(())
+        },
+    )
+    .await;
     let b_url = b.endpoint_url();
     // The endpoint presents an SVID with another SPIFFE ID than the one set.
     let wrong_id = spiffe_endpoint(&b_url, "spiffe://b.test/not-the-server");

@@ -48,6 +48,15 @@ pub enum Decision {
         agent_id: String,
         ttl_s: u64,
     },
+    /// A federated trust domain's bundle taken from its endpoint, or refused
+    /// (the bundle held is kept).
+    FederationRefresh {
+        trust_domain: String,
+        endpoint: String,
+        /// The bundle's sequence when taken; 0 when refused.
+        sequence: u64,
+        outcome: Outcome,
+    },
     /// An Admin API call that changes something.
     Admin {
         caller: String,
@@ -74,6 +83,7 @@ impl Decision {
             Decision::AgentRenewal { .. } => "agent_renewal",
             Decision::X509SvidIssued { .. } => "x509_svid_issued",
             Decision::JwtSvidIssued { .. } => "jwt_svid_issued",
+            Decision::FederationRefresh { .. } => "federation_refresh",
             Decision::Admin { .. } => "admin",
         }
     }
@@ -95,6 +105,7 @@ impl Decision {
                 agent_id,
                 ..
             } => vec![spiffe_id, agent_id],
+            Decision::FederationRefresh { trust_domain, .. } => vec![trust_domain],
             Decision::Admin { caller, .. } => vec![caller],
         }
     }
@@ -106,7 +117,7 @@ impl Decision {
             | Decision::AgentRenewal { agent_id, .. }
             | Decision::X509SvidIssued { agent_id, .. }
             | Decision::JwtSvidIssued { agent_id, .. } => Some(agent_id),
-            Decision::Admin { .. } => None,
+            Decision::FederationRefresh { .. } | Decision::Admin { .. } => None,
         }
     }
 }

@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use super::client::{fetch, FetchError};
 use super::verify::{web_pki, SpiffeEndpoint};
 use super::{BundleSource, EndpointProfile};
+use crate::audit::{Auditor, Decision, Outcome};
 use crate::ca::CertificateAuthority;
 use crate::datastore::{DataStore, DataStoreError, FederatedBundleRecord, RelationshipRecord};
 use crate::events::{Change, ChangeBus, Event};
@@ -92,6 +93,7 @@ impl Federation {
         bus: &ChangeBus,
         bounds: RefreshBounds,
         metrics: Arc<Metrics>,
+        audit: Auditor,
     ) -> (Self, JoinHandle<()>) {
         let (requests, queue) = mpsc::channel(16);
         let (events, _) = bus.subscribe();
@@ -101,6 +103,7 @@ impl Federation {
             ca,
             bounds,
             metrics,
+            audit,
             peers: BTreeMap::new(),
             waiting: HashMap::new(),
             done_tx,
@@ -152,6 +155,8 @@ struct Refresher {
     ca: Arc<CertificateAuthority>,
     bounds: RefreshBounds,
     metrics: Arc<Metrics>,
+    /// Records each bundle taken and each refusal.
+    audit: Auditor,
     peers: BTreeMap<TrustDomain, Peer>,
     waiting: HashMap<TrustDomain, Vec<Reply>>,
     done_tx: mpsc::UnboundedSender<Done>,
@@ -289,6 +294,19 @@ impl Refresher {
         }
     }
 
+    /// Audits a refresh that took a new bundle or was refused (unchanged
+    /// ones are only counted); written in the background.
+    fn record(&self, td: &TrustDomain, endpoint: &str, sequence: u64, outcome: Outcome) {
+        let audit = self.audit.clone();
+        let decision = Decision::FederationRefresh {
+            trust_domain: td.to_string(),
+            endpoint: endpoint.to_owned(),
+            sequence,
+            outcome,
+        };
+        tokio::spawn(async move { audit.append(decision).await });
+    }
+
     fn finished(&mut self, done: Done) {
         let td = done.td;
         let waiting = self.waiting.remove(&td).unwrap_or_default();
@@ -298,6 +316,7 @@ impl Refresher {
                 self.metrics.federation_refresh(td.as_str(), result);
                 if stored.changed {
                     tracing::info!(trust_domain = %td, sequence = stored.record.bundle.sequence, "federated bundle refreshed");
+                    self.record(&td, &done.url, stored.record.bundle.sequence, Outcome::Ok);
                 }
                 if let Some(peer) = self.peers.get_mut(&td) {
                     peer.fetching = false;
@@ -309,6 +328,8 @@ impl Refresher {
             }
             Err(e) => {
                 self.metrics.federation_refresh(td.as_str(), e.kind());
+                let reason = format!("{}: {e}", e.kind());
+                self.record(&td, &done.url, 0, Outcome::Refused { reason });
                 if let Some(peer) = self.peers.get_mut(&td) {
                     peer.fetching = false;
                     peer.failures = peer.failures.saturating_add(1);
