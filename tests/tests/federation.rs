@@ -400,6 +400,23 @@ fn held(domain: &Domain, td: &str) -> serde_json::Value {
 /// Points `a`'s relationship with b.test elsewhere, refreshes it and checks
 /// the refusal: the CLI's error, the metric, the log line, and the bundle
 /// held unchanged.
+/// Waits until `a`'s audit log holds a `federation_refresh` record for
+/// b.test that `matches`.
+async fn audited_refresh(a: &Domain, what: &str, matches: impl Fn(&serde_json::Value) -> bool) {
+    wait::until(what, Duration::from_secs(10), || async {
+        let out = a
+            .server
+            .audit(&["show", "--kind", "federation_refresh", "--output", "json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        v["records"]
+            .as_array()?
+            .iter()
+            .any(|r| r["trust_domain"] == "b.test" && matches(r))
+            .then_some(())
+    })
+    .await;
+}
+
 async fn refused(a: &Domain, relationship: &[&str], kind: &str, says: &str) {
     let before = held(a, "b.test");
     let mut args = vec!["federation", "update", "--trust-domain", "b.test"];
@@ -437,26 +454,11 @@ async fn refused(a: &Domain, relationship: &[&str], kind: &str, says: &str) {
         "{kind}: {show}"
     );
     // And audited (written just after the refusal is answered).
-    wait::until(
-        "the refusal's audit record",
-        Duration::from_secs(10),
-        || async {
-            let out = a
-                .server
-                .audit(&["show", "--kind", "federation_refresh", "--output", "json"]);
-            let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-            v["records"]
-                .as_array()?
-                .iter()
-                .any(|r| {
-                    r["trust_domain"] == "b.test"
-                        && r["outcome"]["refused"]["reason"]
-                            .as_str()
-                            .is_some_and(|why| why.starts_with(&format!("{kind}: ")))
-                })
-                .then_some(())
-        },
-    )
+    audited_refresh(a, "the refusal's audit record", |r| {
+        r["outcome"]["refused"]["reason"]
+            .as_str()
+            .is_some_and(|why| why.starts_with(&format!("{kind}: ")))
+    })
     .await;
 }
 
@@ -484,25 +486,9 @@ async fn every_bad_answer_is_refused_and_the_bundle_held_is_kept() {
     let good = context_with(&on_a, "b.test").await;
     let b_cas = authorities(&good, "b.test");
     // The bundle taken is audited, with its sequence.
-    wait::until(
-        "the refresh's audit record",
-        Duration::from_secs(10),
-        || async {
-            let out = a
-                .server
-                .audit(&["show", "--kind", "federation_refresh", "--output", "json"]);
-            let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-            v["records"]
-                .as_array()?
-                .iter()
-                .any(|r| {
-                    r["trust_domain"] == "b.test"
-                        && r["outcome"] == "ok"
-                        && r["sequence"].as_u64() >= Some(1)
-                })
-                .then_some(())
-        },
-    )
+    audited_refresh(&a, "the refresh's audit record", |r| {
+        r["outcome"] == "ok" && r["sequence"].as_u64() >= Some(1)
+    })
     .await;
     let b_url = b.endpoint_url();
     // The endpoint presents an SVID with another SPIFFE ID than the one set.

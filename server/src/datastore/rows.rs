@@ -192,6 +192,11 @@ pub(super) fn audit_seq(row: &impl Columns) -> Result<u64> {
     u64::try_from(seq).map_err(|_| DataStoreError::Corrupt(format!("audit seq {seq}")))
 }
 
+/// An audit sequence number as a column value.
+pub(super) fn audit_seq_column(seq: u64) -> Result<i64> {
+    i64::try_from(seq).map_err(|_| DataStoreError::InvalidArgument(format!("audit seq {seq}")))
+}
+
 pub(super) fn audit_record_from_row(row: &impl Columns) -> Result<StoredRecord> {
     Ok(StoredRecord {
         seq: audit_seq(row)?,

@@ -8,13 +8,9 @@ use sqlx::{Postgres, Transaction};
 use super::PostgresDataStore;
 use crate::audit::{chain, Checkpoint, StoredRecord};
 use crate::datastore::rows::{
-    audit_checkpoint_from_row, audit_record_from_row, AUDIT_CHECKPOINT_COLUMNS,
+    audit_checkpoint_from_row, audit_record_from_row, audit_seq_column, AUDIT_CHECKPOINT_COLUMNS,
 };
-use crate::datastore::{AuditStore, DataStoreError, Result};
-
-fn seq_column(seq: u64) -> Result<i64> {
-    i64::try_from(seq).map_err(|_| DataStoreError::InvalidArgument(format!("audit seq {seq}")))
-}
+use crate::datastore::{AuditStore, Result};
 
 async fn head_in(tx: &mut Transaction<'_, Postgres>) -> Result<Option<StoredRecord>> {
     sqlx::query("SELECT seq, record, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
@@ -40,7 +36,7 @@ pub(super) async fn append_in(
     let rows = chain::extend(head.as_ref(), records);
     let mut seqs = Vec::with_capacity(rows.len());
     for r in &rows {
-        seqs.push(seq_column(r.seq)?);
+        seqs.push(audit_seq_column(r.seq)?);
     }
     let texts: Vec<&str> = rows.iter().map(|r| r.record.as_str()).collect();
     let hashes: Vec<&str> = rows.iter().map(|r| r.hash.as_str()).collect();
@@ -67,7 +63,7 @@ impl AuditStore for PostgresDataStore {
 
     async fn audit_records(&self, from: u64, limit: usize) -> Result<Vec<StoredRecord>> {
         sqlx::query("SELECT seq, record, hash FROM audit_log WHERE seq >= $1 ORDER BY seq LIMIT $2")
-            .bind(seq_column(from)?)
+            .bind(audit_seq_column(from)?)
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
             .fetch_all(&self.pool)
             .await?
@@ -91,7 +87,7 @@ impl AuditStore for PostgresDataStore {
              (seq, hash, time_ms, server_id, key_id, public_key, signature) \
              VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (seq) DO NOTHING",
         )
-        .bind(seq_column(c.seq)?)
+        .bind(audit_seq_column(c.seq)?)
         .bind(&c.hash)
         .bind(c.time_ms)
         .bind(&c.server_id)

@@ -8,13 +8,9 @@ use super::rows::MAX_PARAMS;
 use super::SqliteDataStore;
 use crate::audit::{chain, Checkpoint, StoredRecord};
 use crate::datastore::rows::{
-    audit_checkpoint_from_row, audit_record_from_row, AUDIT_CHECKPOINT_COLUMNS,
+    audit_checkpoint_from_row, audit_record_from_row, audit_seq_column, AUDIT_CHECKPOINT_COLUMNS,
 };
-use crate::datastore::{AuditStore, DataStoreError, Result};
-
-fn seq_column(seq: u64) -> Result<i64> {
-    i64::try_from(seq).map_err(|_| DataStoreError::InvalidArgument(format!("audit seq {seq}")))
-}
+use crate::datastore::{AuditStore, Result};
 
 async fn head_in(tx: &mut Transaction<'_, Sqlite>) -> Result<Option<StoredRecord>> {
     sqlx::query("SELECT seq, record, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
@@ -40,7 +36,10 @@ pub(super) async fn append_in(
         let sql = format!("INSERT INTO audit_log (seq, record, hash) VALUES {values}");
         let mut query = sqlx::query(&sql);
         for r in chunk {
-            query = query.bind(seq_column(r.seq)?).bind(&r.record).bind(&r.hash);
+            query = query
+                .bind(audit_seq_column(r.seq)?)
+                .bind(&r.record)
+                .bind(&r.hash);
         }
         query.execute(&mut **tx).await?;
     }
@@ -58,7 +57,7 @@ impl AuditStore for SqliteDataStore {
 
     async fn audit_records(&self, from: u64, limit: usize) -> Result<Vec<StoredRecord>> {
         sqlx::query("SELECT seq, record, hash FROM audit_log WHERE seq >= ? ORDER BY seq LIMIT ?")
-            .bind(seq_column(from)?)
+            .bind(audit_seq_column(from)?)
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
             .fetch_all(&self.pool)
             .await?
@@ -82,7 +81,7 @@ impl AuditStore for SqliteDataStore {
              (seq, hash, time_ms, server_id, key_id, public_key, signature) \
              VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
-        .bind(seq_column(c.seq)?)
+        .bind(audit_seq_column(c.seq)?)
         .bind(&c.hash)
         .bind(c.time_ms)
         .bind(&c.server_id)
