@@ -104,7 +104,8 @@ pub async fn run(config: RuntimeConfig, shutdown: impl Future<Output = ()>) -> a
         jwt_svids.clone(),
         config.jwt_leeway,
     )
-    .with_telemetry(metrics.clone(), drain_rx);
+    .with_telemetry(metrics.clone(), drain_rx)
+    .with_rate_limit(config.workload_api.rate_limit);
     // Streams never finish on their own: on shutdown they are ended with
     // Unavailable (drain) and then the server is dropped.
     tasks.spawn(async move {

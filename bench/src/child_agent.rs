@@ -25,8 +25,15 @@ impl ChildAgent {
         let bin = sibling_binary("signet-agent")?;
         let telemetry_port = free_port()?;
         let socket = dir.join("a.sock");
+        std::fs::create_dir_all(dir)?;
+        // The bench measures what the agent can serve from one uid: the
+        // per-uid call limit would measure the limit instead.
+        let config = dir.join("agent.toml");
+        std::fs::write(&config, "[workload_api]\nrate_limit = { per_second = 0 }\n")?;
         let child = tokio::process::Command::new(&bin)
             .arg("run")
+            .arg("--config")
+            .arg(&config)
             .arg("--data-dir")
             .arg(dir.join("data"))
             .arg("--socket-path")

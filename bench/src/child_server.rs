@@ -33,10 +33,10 @@ impl ChildServer {
         let telemetry = format!("127.0.0.1:{}", free_port()?);
         std::fs::create_dir_all(dir)?;
         // A thousand agents from one loopback address: above the default
-        // cap of connections per source address.
+        // cap of connections and rate of attestations per source address.
         std::fs::write(
             dir.join("server.toml"),
-            "[node_api]\nmax_connections_per_address = 16384\n",
+            "[node_api]\nmax_connections_per_address = 16384\n\n[rate_limit]\nattestation = { per_second = 0 }\n",
         )?;
         let mut server = Self {
             child: None,

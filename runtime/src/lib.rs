@@ -2,7 +2,7 @@
 //! the connections a listener keeps (`conn`), the file-descriptor limit
 //! (`rlimit`), directories no other user can swap (`dirs`), files written
 //! whole or not at all (`fs`), log lines that cannot flood the journal
-//! (`throttle`), log setup with journal priorities (`logging`),
+//! (`throttle`), per-key token buckets (`ratelimit`), log setup with journal priorities (`logging`),
 //! `Type=notify` (`systemd`), gRPC call timing (`rpc`), times as people
 //! read them (`time`), the `/live` `/ready` `/metrics` endpoint (`probes`)
 //! the signals that stop a daemon (`signals`) and the lower-priority threads
@@ -15,6 +15,7 @@ pub mod dirs;
 pub mod fs;
 pub mod logging;
 pub mod probes;
+pub mod ratelimit;
 pub mod rlimit;
 pub mod rpc;
 pub mod signals;

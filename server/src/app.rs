@@ -156,6 +156,11 @@ pub async fn start(config: RuntimeConfig, clock: Arc<dyn Clock>) -> anyhow::Resu
         bus: bus.clone(),
         revocations,
         server_id: server_id.clone(),
+        limits: Arc::new(crate::ratelimit::RateLimiters::new(
+            config.rate_limits,
+            metrics.clone(),
+            audit.clone(),
+        )),
         audit,
         federation,
         join_tokens,

@@ -15,6 +15,7 @@ pub mod config;
 pub mod datastore;
 pub mod events;
 pub mod federation;
+pub mod ratelimit;
 pub mod revocation;
 pub mod server_id;
 pub mod telemetry;

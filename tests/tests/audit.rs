@@ -69,6 +69,7 @@ async fn decisions_are_recorded_and_every_kind_of_tampering_is_named() {
     assert_eq!(attested.len(), 1, "{records:?}");
     assert_eq!(attested[0]["agent_id"], agent.spiffe_id.as_str());
     assert_eq!(attested[0]["outcome"], "ok");
+    assert_eq!(attested[0]["source"], "127.0.0.1");
     let issued = of("x509_svid_issued");
     assert!(issued
         .iter()

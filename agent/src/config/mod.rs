@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use signet_core::duration::parse_duration;
 use signet_core::TrustDomain;
+use signet_runtime::ratelimit::Rate;
 
 use crate::node_client::{AddressError, ServerAddresses};
 
@@ -80,7 +81,7 @@ pub enum ConfigError {
 }
 
 /// The TOML file: every key optional, named like the long flags.
-#[derive(Debug, Default, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub trust_domain: Option<String>,
@@ -122,21 +123,32 @@ impl ServerAddressSetting {
 }
 
 /// `[workload_api]`: what callers may hold open.
-#[derive(Debug, Default, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct WorkloadApiSection {
     pub max_connections_per_uid: Option<usize>,
     pub max_connections: Option<usize>,
     pub first_request_timeout: Option<ConfigDuration>,
     pub idle_timeout: Option<ConfigDuration>,
+    /// Calls per caller uid: `{ per_second = 2000, burst = 10000 }`.
+    pub rate_limit: Option<signet_runtime::ratelimit::RateConfig>,
 }
 
+/// Calls one uid may make: far above what a workload needs (it holds a
+/// stream), low enough that one flooding uid leaves the CPU to the others.
+pub const DEFAULT_RATE_LIMIT: Rate = Rate {
+    per_second: 2000.0,
+    burst: 10_000,
+};
+
 /// Connection bounds of the Workload API, decided.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct WorkloadApiLimits {
     pub max_connections_per_uid: usize,
     pub max_connections: usize,
     pub timeouts: signet_runtime::conn::Timeouts,
+    /// Calls per caller uid.
+    pub rate_limit: Rate,
 }
 
 impl Default for WorkloadApiLimits {
@@ -145,6 +157,7 @@ impl Default for WorkloadApiLimits {
             max_connections_per_uid: DEFAULT_MAX_CONNECTIONS_PER_UID,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             timeouts: signet_runtime::conn::Timeouts::default(),
+            rate_limit: DEFAULT_RATE_LIMIT,
         }
     }
 }
@@ -157,7 +170,14 @@ impl WorkloadApiSection {
             Some(n) => Ok(n),
             None => Ok(default),
         };
+        let rate_limit = match self.rate_limit {
+            None => d.rate_limit,
+            Some(c) => c
+                .rate()
+                .map_err(|e| ConfigError::Duration("workload_api.rate_limit", e))?,
+        };
         Ok(WorkloadApiLimits {
+            rate_limit,
             max_connections_per_uid: count(
                 self.max_connections_per_uid,
                 d.max_connections_per_uid,

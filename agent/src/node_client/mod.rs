@@ -263,7 +263,10 @@ impl NodeConnector {
     /// [`failed`](Self::failed) when `status` (from a call on `epoch`'s
     /// channel) is a server failure; returns whether it was one.
     pub fn report(&self, epoch: Epoch, status: &tonic::Status) -> bool {
-        let server_failed = is_server_failure(status.code());
+        // A rate limit's refusal (it carries a retry hint) is the server
+        // working as configured: wait, do not move to another.
+        let rate_limited = signet_runtime::ratelimit::status::retry_after(status).is_some();
+        let server_failed = is_server_failure(status.code()) && !rate_limited;
         if server_failed {
             self.failed(epoch);
         }

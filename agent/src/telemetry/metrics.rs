@@ -44,6 +44,8 @@ pub struct Metrics {
     pub svid_rotations: Counter,
     /// Workload API calls refused because attestation failed.
     pub attestation_failures: Counter,
+    /// Workload API calls refused because their uid was over its rate.
+    pub rate_limited: Counter,
     /// One attestor failing or timing out (the others' selectors kept).
     pub attestor_errors: Family<AttestorLabel, Counter>,
     /// Open Workload API streams.
@@ -81,6 +83,7 @@ impl Metrics {
             svids_issued: Counter::default(),
             svid_rotations: Counter::default(),
             attestation_failures: Counter::default(),
+            rate_limited: Counter::default(),
             attestor_errors: Family::default(),
             connected_workloads: Gauge::default(),
             open_streams: tokio::sync::watch::channel(0).0,
@@ -103,6 +106,11 @@ impl Metrics {
             "workload_attestation_failures",
             "Workload API calls refused because workload attestation failed",
             m.attestation_failures.clone(),
+        );
+        registry.register(
+            "workload_api_rate_limited",
+            "Workload API calls refused because the caller's uid was over [workload_api] rate_limit",
+            m.rate_limited.clone(),
         );
         registry.register(
             "workload_attestor_errors",

@@ -29,6 +29,7 @@ use signet_proto::workload::{
     X509svidResponse,
 };
 use signet_runtime::conn::ConnInfo;
+use signet_runtime::ratelimit::{KeyedLimiter, Rate};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -67,6 +68,8 @@ pub struct WorkloadApi {
     metrics: Arc<Metrics>,
     /// Turns true on shutdown: open streams end with `Unavailable`.
     drain: watch::Receiver<bool>,
+    /// Calls per caller uid (`[workload_api] rate_limit`).
+    calls: Arc<KeyedLimiter<u32>>,
 }
 
 impl WorkloadApi {
@@ -85,7 +88,14 @@ impl WorkloadApi {
             jwt_leeway,
             metrics: Arc::new(Metrics::new()),
             drain: watch::channel(false).1,
+            calls: Arc::new(KeyedLimiter::new(Rate::OFF)),
         }
+    }
+
+    /// Limits each caller uid to `rate` calls.
+    pub fn with_rate_limit(mut self, rate: Rate) -> Self {
+        self.calls = Arc::new(KeyedLimiter::new(rate));
+        self
     }
 
     /// Records into `metrics`; ends the streams when `drain` turns true.
@@ -149,6 +159,11 @@ impl WorkloadApi {
             uid: cred.uid(),
             gid: cred.gid(),
         };
+        // Before any attestation work: a flooding uid costs a map lookup.
+        self.calls.try_take(&peer.uid, 1).map_err(|e| {
+            self.metrics.rate_limited.inc();
+            status::rate_limited(peer.uid, self.calls.rate(), e.retry_after)
+        })?;
         let options = AttestOptions {
             hash_binary: uses_binary_hash(&snapshot),
         };

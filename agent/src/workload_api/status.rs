@@ -35,6 +35,20 @@ pub fn not_ready() -> Status {
     Status::unavailable("agent is not ready yet: no trust bundle from the server")
 }
 
+/// The caller's uid is over its call rate: `ResourceExhausted` with the
+/// delay after which a call passes (go-spiffe backs off on it and retries).
+pub fn rate_limited(
+    uid: u32,
+    rate: signet_runtime::ratelimit::Rate,
+    retry_after: std::time::Duration,
+) -> Status {
+    signet_runtime::ratelimit::status::exhausted(
+        &format!("Workload API calls from uid {uid}"),
+        rate,
+        retry_after,
+    )
+}
+
 /// The connection's peer credentials are unknown: nothing can be attested.
 pub fn unknown_caller() -> Status {
     Status::unavailable("caller credentials are unknown")

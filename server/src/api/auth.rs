@@ -80,3 +80,12 @@ pub fn peer_certs<T>(
         .get::<signet_runtime::conn::ConnInfo<TlsConnectInfo<TcpConnectInfo>>>()
         .and_then(|info| info.peer.peer_certs())
 }
+
+/// The address the connection `request` came on is from.
+pub fn peer_addr<T>(request: &Request<T>) -> Option<std::net::SocketAddr> {
+    request
+        .extensions()
+        .get::<signet_runtime::conn::ConnInfo<TlsConnectInfo<TcpConnectInfo>>>()
+        .and_then(|info| info.peer.get_ref().remote_addr())
+        .or_else(|| request.remote_addr())
+}

@@ -35,6 +35,8 @@ pub struct ServerState {
     pub server_id: String,
     /// Appends this server's decisions to the audit chain.
     pub audit: crate::audit::Auditor,
+    /// `[rate_limit]`: per source address and per agent.
+    pub limits: Arc<crate::ratelimit::RateLimiters>,
     /// Fetches federated trust domains' bundles (on request, for refresh).
     pub federation: crate::federation::Federation,
     pub join_tokens: JoinTokenAttestor,

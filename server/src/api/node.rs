@@ -226,10 +226,9 @@ impl Node for NodeService {
         &self,
         request: Request<Streaming<AttestRequest>>,
     ) -> Result<Response<Self::AttestStream>, Status> {
-        let source = request
-            .remote_addr()
-            .map(|a| a.ip().to_string())
-            .unwrap_or_default();
+        let source_ip = super::auth::peer_addr(&request).map(|a| a.ip());
+        self.state.limits.attestation(source_ip)?;
+        let source = source_ip.map(|ip| ip.to_string()).unwrap_or_default();
         let mut inbound = request.into_inner();
         // The stream is read again for the x509pop challenge's answer.
         let first = inbound
@@ -360,6 +359,9 @@ impl Node for NodeService {
     ) -> Result<Response<BatchSignX509SvidResponse>, Status> {
         let agent = authenticate_agent(&self.state, &request).await?;
         let params = request.into_inner().params;
+        self.state
+            .limits
+            .x509_signing(&agent.spiffe_id, params.len())?;
         let results = super::batch_sign::sign(&self.state, &agent, params).await?;
         Ok(Response::new(BatchSignX509SvidResponse { results }))
     }
@@ -369,6 +371,7 @@ impl Node for NodeService {
         request: Request<MintJwtSvidRequest>,
     ) -> Result<Response<MintJwtSvidResponse>, Status> {
         let agent = authenticate_agent(&self.state, &request).await?;
+        self.state.limits.jwt_minting(&agent.spiffe_id)?;
         let req = request.get_ref();
         let res = self.mint_jwt(&agent, &req.entry_id, &req.audience).await;
         if let Err(e) = &res {

@@ -57,6 +57,32 @@ pub enum Decision {
         sequence: u64,
         outcome: Outcome,
     },
+    /// A caller went over a rate limit (one record per caller and limit a
+    /// minute, however many calls were refused).
+    RateLimited {
+        /// `attestation`, `x509_signing` or `jwt_minting`.
+        limit: String,
+        /// The source address or the agent's SPIFFE ID.
+        subject: String,
+        retry_after_ms: u64,
+    },
+    /// A detector found something unusual, and what was done about it.
+    Anomaly {
+        anomaly: String,
+        /// The agent, SPIFFE ID, source address or token hash concerned.
+        subject: String,
+        detail: String,
+        /// `log`, `throttle` or `ban`.
+        action: String,
+    },
+    /// A CA or JWT signing authority changed state.
+    AuthorityTransition {
+        /// `x509` or `jwt`.
+        authority: String,
+        authority_id: String,
+        /// `prepared`, `activated`, `retired`, `tainted` or `revoked`.
+        state: String,
+    },
     /// An Admin API call that changes something.
     Admin {
         caller: String,
@@ -85,6 +111,9 @@ impl Decision {
             Decision::JwtSvidIssued { .. } => "jwt_svid_issued",
             Decision::FederationRefresh { .. } => "federation_refresh",
             Decision::Admin { .. } => "admin",
+            Decision::RateLimited { .. } => "rate_limited",
+            Decision::Anomaly { .. } => "anomaly",
+            Decision::AuthorityTransition { .. } => "authority_transition",
         }
     }
 
@@ -107,6 +136,10 @@ impl Decision {
             } => vec![spiffe_id, agent_id],
             Decision::FederationRefresh { trust_domain, .. } => vec![trust_domain],
             Decision::Admin { caller, .. } => vec![caller],
+            Decision::RateLimited { subject, .. } | Decision::Anomaly { subject, .. } => {
+                vec![subject]
+            }
+            Decision::AuthorityTransition { authority_id, .. } => vec![authority_id],
         }
     }
 
@@ -117,7 +150,16 @@ impl Decision {
             | Decision::AgentRenewal { agent_id, .. }
             | Decision::X509SvidIssued { agent_id, .. }
             | Decision::JwtSvidIssued { agent_id, .. } => Some(agent_id),
-            Decision::FederationRefresh { .. } | Decision::Admin { .. } => None,
+            Decision::RateLimited { subject, .. } | Decision::Anomaly { subject, .. }
+                if subject.starts_with("spiffe://") =>
+            {
+                Some(subject)
+            }
+            Decision::FederationRefresh { .. }
+            | Decision::Admin { .. }
+            | Decision::RateLimited { .. }
+            | Decision::Anomaly { .. }
+            | Decision::AuthorityTransition { .. } => None,
         }
     }
 }

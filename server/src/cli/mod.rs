@@ -163,6 +163,7 @@ impl RunArgs {
             upstream_authority: None,
             federation: None,
             audit: None,
+            rate_limit: None,
             telemetry: self
                 .telemetry_bind
                 .clone()

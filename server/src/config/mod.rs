@@ -4,6 +4,7 @@
 mod audit;
 mod datastore;
 mod federation;
+mod rate_limit;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -50,6 +51,7 @@ pub use datastore::{DatastoreConfig, UpstreamAuthorityConfig, UpstreamDiskConfig
 pub use federation::{
     BundleEndpointConfig, FederatesWithConfig, FederationConfig, FederationSettings,
 };
+pub use rate_limit::{RateLimitConfig, RateLimits};
 pub use signet_core::duration::ConfigDuration;
 
 /// The TOML file, every key optional.
@@ -78,6 +80,7 @@ pub struct FileConfig {
     pub upstream_authority: Option<UpstreamAuthorityConfig>,
     pub federation: Option<FederationConfig>,
     pub audit: Option<AuditConfig>,
+    pub rate_limit: Option<RateLimitConfig>,
 }
 
 /// `[node_api]`: what agents (and anyone reaching the port) may hold open.
@@ -244,6 +247,7 @@ impl FileConfig {
             upstream_authority: flags.upstream_authority.or(self.upstream_authority),
             federation: flags.federation.or(self.federation),
             audit: flags.audit.or(self.audit),
+            rate_limit: flags.rate_limit.or(self.rate_limit),
             telemetry: match (flags.telemetry, self.telemetry) {
                 (Some(TelemetryConfig { bind: Some(b) }), _) => {
                     Some(TelemetryConfig { bind: Some(b) })
@@ -334,6 +338,8 @@ pub enum ConfigError {
     SslMode(String),
     #[error("{0}")]
     Federation(String),
+    #[error("rate_limit.{0}: {1}")]
+    RateLimit(&'static str, String),
 }
 
 impl ConfigError {
@@ -351,6 +357,8 @@ impl ConfigError {
             ConfigError::Datastore(..) => "url",
             ConfigError::SslMode(..) => "sslmode",
             ConfigError::Federation(..) => "federation",
+            // `rate_limit.attestation: ...` is on the line `attestation = ...`.
+            ConfigError::RateLimit(k, _) => k,
             ConfigError::Read(..) | ConfigError::Parse(..) => return None,
         })
     }
@@ -397,6 +405,8 @@ pub struct RuntimeConfig {
     pub federation: FederationSettings,
     /// Audit checkpoints: how often, and the file outside the datastore.
     pub audit: AuditSettings,
+    /// Token buckets per source address and per agent.
+    pub rate_limits: RateLimits,
 }
 
 impl RuntimeConfig {
@@ -446,6 +456,7 @@ impl TryFrom<FileConfig> for RuntimeConfig {
             trust_domain,
             data_dir,
             audit,
+            rate_limits: f.rate_limit.unwrap_or_default().decide()?,
             datastore,
             postgres,
             upstream: f.upstream_authority.and_then(UpstreamAuthorityConfig::disk),

@@ -23,6 +23,11 @@ pub struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabel {
+    pub limit: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FederationLabels {
     pub trust_domain: String,
     pub result: String,
@@ -51,6 +56,7 @@ pub struct Metrics {
     refused_connections: Family<ReasonLabel, Counter>,
     federation_refreshes: Family<FederationLabels, Counter>,
     bundle_endpoint_requests: Counter,
+    rate_limited: Family<LimitLabel, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -116,8 +122,15 @@ impl Metrics {
             "Bundle documents this server's bundle endpoint served",
             bundle_endpoint_requests.clone(),
         );
+        let rate_limited = Family::<LimitLabel, Counter>::default();
+        registry.register(
+            "signet_server_rate_limited",
+            "Calls refused for being over a rate limit (limit: attestation, x509_signing, jwt_minting)",
+            rate_limited.clone(),
+        );
         Self {
             registry: Mutex::new(registry),
+            rate_limited,
             federation_refreshes,
             bundle_endpoint_requests,
             x509_svids_issued,
@@ -156,6 +169,15 @@ impl Metrics {
             .get_or_create(&FederationLabels {
                 trust_domain: trust_domain.to_owned(),
                 result: result.to_owned(),
+            })
+            .inc();
+    }
+
+    /// A call refused by the rate limit `limit`.
+    pub fn rate_limited(&self, limit: &str) {
+        self.rate_limited
+            .get_or_create(&LimitLabel {
+                limit: limit.to_owned(),
             })
             .inc();
     }

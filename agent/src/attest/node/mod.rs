@@ -40,6 +40,12 @@ pub enum NodeAttestError {
     Connect(#[from] node_client::NodeClientError),
     #[error("server refused attestation: {code:?}: {message}")]
     Refused { code: tonic::Code, message: String },
+    /// Over the server's attestation rate limit: tried again after the hint.
+    #[error("server rate-limited attestation: {message}")]
+    RateLimited {
+        message: String,
+        retry_after: std::time::Duration,
+    },
     #[error("server answered attestation with something unexpected: {0}")]
     Protocol(String),
     #[error("SVID from the server is not acceptable: {0}")]
@@ -252,7 +258,21 @@ async fn attest_with(
     let tls =
         node_client::tls::client_config(trust, node_client::server_id(&config.trust_domain)?, None)
             .map_err(NodeClientError::from)?;
-    let result = attest_on_any(&config.server_address, &tls, method, &csr).await?;
+    let result = loop {
+        match attest_on_any(&config.server_address, &tls, method, &csr).await {
+            // Nothing was consumed (the limit comes first): the same token
+            // or certificate attests once the hint has passed.
+            Err(NodeAttestError::RateLimited {
+                message,
+                retry_after,
+            }) => {
+                let wait = retry_after.min(MAX_RATE_LIMIT_WAIT);
+                tracing::warn!(%message, wait_ms = wait.as_millis(), "attestation rate-limited; retrying");
+                tokio::time::sleep(wait).await;
+            }
+            other => break other?,
+        }
+    };
     let bundle = result
         .bundle
         .map(|b| b.x509_authorities)
@@ -411,7 +431,16 @@ fn pick_authority(
     }
 }
 
+/// The longest wait on a rate limit's hint before trying again.
+const MAX_RATE_LIMIT_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 fn refused(status: tonic::Status) -> NodeAttestError {
+    if let Some(retry_after) = signet_runtime::ratelimit::status::retry_after(&status) {
+        return NodeAttestError::RateLimited {
+            message: status.message().to_owned(),
+            retry_after,
+        };
+    }
     NodeAttestError::Refused {
         code: status.code(),
         message: status.message().to_owned(),

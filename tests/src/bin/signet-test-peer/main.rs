@@ -77,6 +77,16 @@ enum Command {
         #[arg(long)]
         status: PathBuf,
     },
+    /// Makes --calls FetchJWTSVID calls one after another on one
+    /// connection; the count of each status code to --out.
+    CallFlood {
+        #[arg(long)]
+        socket: PathBuf,
+        #[arg(long)]
+        calls: usize,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Sends one HEADERS block that names a 4 KB table entry 250,000 times.
     HpackBomb {
         #[arg(long)]
@@ -138,6 +148,9 @@ fn main() -> ExitCode {
                 tls,
                 status,
             } => flood::tcp_flood(addr, source, count, tls, &status).await,
+            Command::CallFlood { socket, calls, out } => {
+                workload::call_flood(&socket, calls, &out).await
+            }
             Command::HpackBomb { socket, out } => workload::hpack_bomb(&socket, &out).await,
             Command::FakeSystemd {
                 address,

@@ -38,6 +38,41 @@ pub async fn fetch(socket: &Path, out: &Path) {
     report::write(out, &report::outcome(result));
 }
 
+/// `calls` FetchJWTSVID calls in a row: how many ended with each code, and
+/// the retry hint of the first rate-limit refusal.
+pub async fn call_flood(socket: &Path, calls: usize, out: &Path) {
+    let stream = UnixStream::connect(socket).await.expect("connect");
+    let mut client = client_over(stream).await;
+    let mut codes = std::collections::BTreeMap::<String, u64>::new();
+    let mut retry_after_ms = None;
+    let started = Instant::now();
+    for _ in 0..calls {
+        let request = signet_tests::workload::with_header(signet_proto::workload::JwtsvidRequest {
+            audience: vec!["flood".into()],
+            spiffe_id: String::new(),
+        });
+        let code = match client.fetch_jwtsvid(request).await {
+            Ok(_) => tonic::Code::Ok,
+            Err(s) => {
+                if retry_after_ms.is_none() {
+                    retry_after_ms = signet_runtime::ratelimit::status::retry_after(&s)
+                        .map(|d| d.as_millis() as u64);
+                }
+                s.code()
+            }
+        };
+        *codes.entry(format!("{code:?}")).or_default() += 1;
+    }
+    report::write(
+        out,
+        &serde_json::json!({
+            "codes": codes,
+            "retry_after_ms": retry_after_ms,
+            "elapsed_ms": started.elapsed().as_millis() as u64,
+        }),
+    );
+}
+
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
