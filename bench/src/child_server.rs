@@ -36,7 +36,7 @@ impl ChildServer {
         // cap of connections and rate of attestations per source address.
         std::fs::write(
             dir.join("server.toml"),
-            "[node_api]\nmax_connections_per_address = 16384\n\n[rate_limit]\nattestation = { per_second = 0 }\n",
+            "[node_api]\nmax_connections_per_address = 16384\n\n[rate_limit]\nattestation = { per_second = 0 }\nx509_signing = { per_second = 0 }\njwt_minting = { per_second = 0 }\n\n[anomaly]\nlearning_period = \"0s\"\n",
         )?;
         let mut server = Self {
             child: None,

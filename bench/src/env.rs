@@ -28,6 +28,7 @@ use signet_proto::node::{attest_params, attest_request, attest_response};
 use signet_proto::node::{AttestParams, AttestRequest};
 use signet_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
 use signet_proto::workload::X509svidRequest;
+use signet_runtime::ratelimit::Rate;
 use signet_server::api::entry_create::MAX_BATCH;
 use tokio::net::UnixStream;
 use tokio::sync::watch;
@@ -68,6 +69,15 @@ pub async fn start_server_configured(
     config.data_dir = dir.join("server");
     config.admin_socket = dir.join("admin.sock");
     config.bind = "127.0.0.1:0".parse()?;
+    // The figures measure capacity: one host plays a fleet, so the limits
+    // per address and per agent would measure themselves. The detectors
+    // are armed from the first sighting, to show they stay quiet.
+    config.rate_limits = signet_server::config::RateLimits {
+        attestation: Rate::OFF,
+        x509_signing: Rate::OFF,
+        jwt_minting: Rate::OFF,
+    };
+    config.anomaly.learning_period = Duration::ZERO;
     configure(&mut config)?;
     let td = config.trust_domain.clone();
     let running = signet_server::app::start(config, Arc::new(SystemClock)).await?;
@@ -208,7 +218,10 @@ pub async fn start_agent_with_token(
         insecure_bootstrap: true,
         ..Default::default()
     };
-    let config = signet_agent::RuntimeConfig::merge(signet_agent::FileConfig::default(), &args)?;
+    let mut config =
+        signet_agent::RuntimeConfig::merge(signet_agent::FileConfig::default(), &args)?;
+    // The figures measure what the agent can serve one uid, not its limit.
+    config.workload_api.rate_limit = signet_runtime::ratelimit::Rate::OFF;
     let (stop, mut stopped) = watch::channel(false);
     let task = tokio::spawn(signet_agent::app::run(config, async move {
         let _ = stopped.wait_for(|s| *s).await;

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid duration {0:?}: use seconds (3600) or a number with s, m, h or d (90s, 15m, 24h)")]
+#[error("invalid duration {0:?}: use seconds (3600) or a number with ms, s, m, h or d (500ms, 90s, 15m, 24h)")]
 pub struct DurationError(pub String);
 
 /// A duration in a config file: a `"24h"`-style string or integer seconds.
@@ -36,6 +36,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
         None => (s, "s"),
     };
     let n: u64 = digits.parse().map_err(|_| err())?;
+    if unit == "ms" {
+        return Ok(Duration::from_millis(n));
+    }
     let mult = match unit {
         "s" => 1,
         "m" => 60,
@@ -57,6 +60,7 @@ mod tests {
         assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
         assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86400)));
         assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172800)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
     }
 
     #[test]

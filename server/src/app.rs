@@ -60,6 +60,8 @@ pub struct RunningServer {
     pub telemetry_addr: Option<SocketAddr>,
     /// Where the SPIFFE bundle endpoint answers, when enabled.
     pub bundle_endpoint_addr: Option<SocketAddr>,
+    /// What `/metrics` serves (read in-process by the bench).
+    pub metrics: Arc<Metrics>,
     stop: watch::Sender<bool>,
     node: ServeHandle,
     admin: ServeHandle,
@@ -150,17 +152,30 @@ pub async fn start(config: RuntimeConfig, clock: Arc<dyn Clock>) -> anyhow::Resu
         attestors = attestors.with(Arc::new(X509PopAttestor::new(cas, ds.clone(), ca.clone())));
     }
     metrics.register_x509_signatures(ca.x509_signature_counter());
+    let limits = Arc::new(crate::ratelimit::RateLimiters::new(
+        config.rate_limits,
+        metrics.clone(),
+        audit.clone(),
+    ));
+    let (anomalies, detector) = crate::anomaly::Anomalies::start(
+        ds.clone(),
+        config.anomaly.clone(),
+        crate::anomaly::Context {
+            metrics: metrics.clone(),
+            audit: audit.clone(),
+            limits: limits.clone(),
+            clock: clock.clone(),
+        },
+    );
+    background.push(detector);
     let state = ServerState {
         ds: ds.clone(),
         ca: ca.clone(),
         bus: bus.clone(),
         revocations,
         server_id: server_id.clone(),
-        limits: Arc::new(crate::ratelimit::RateLimiters::new(
-            config.rate_limits,
-            metrics.clone(),
-            audit.clone(),
-        )),
+        limits,
+        anomalies,
         audit,
         federation,
         join_tokens,
@@ -247,7 +262,7 @@ pub async fn start(config: RuntimeConfig, clock: Arc<dyn Clock>) -> anyhow::Resu
     let unix = bind_admin_socket(&config.admin_socket)?;
     let admin = tokio::spawn(
         Server::builder()
-            .layer(RpcTimingLayer(metrics))
+            .layer(RpcTimingLayer(metrics.clone()))
             .add_service(AdminServer::new(AdminService::new(state)))
             .serve_with_incoming_shutdown(UnixListenerStream::new(unix), stopped(stop_rx)),
     );
@@ -265,6 +280,7 @@ pub async fn start(config: RuntimeConfig, clock: Arc<dyn Clock>) -> anyhow::Resu
         config.trust_domain
     ));
     Ok(RunningServer {
+        metrics: metrics.clone(),
         node_addr,
         telemetry_addr,
         bundle_endpoint_addr,

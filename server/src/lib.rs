@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod alias;
+pub mod anomaly;
 pub mod api;
 pub mod app;
 pub mod attest;

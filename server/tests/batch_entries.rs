@@ -76,7 +76,10 @@ async fn a_bad_entry_is_refused_alone_and_each_created_one_reaches_the_agent() {
     let parent = agent.id.to_string();
     let mut node = agent.client(server.node_addr, &bundle).await;
     let mut sync = node
-        .sync(SyncRequest { since_revision: 0 })
+        .sync(SyncRequest {
+            since_revision: 0,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -305,7 +308,10 @@ async fn a_large_snapshot_comes_in_parts_that_add_up() {
 
     let mut node = agent.client(server.node_addr, &bundle).await;
     let mut sync = node
-        .sync(SyncRequest { since_revision: 0 })
+        .sync(SyncRequest {
+            since_revision: 0,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();

@@ -191,7 +191,10 @@ async fn sync_signing_renewal_and_ban_over_mtls() {
     .await
     .unwrap();
     let mut sync = client
-        .sync(SyncRequest { since_revision: 0 })
+        .sync(SyncRequest {
+            since_revision: 0,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -318,7 +321,10 @@ async fn sync_signing_renewal_and_ban_over_mtls() {
         .unwrap_err();
     assert_eq!(end.code(), Code::PermissionDenied);
     let err = client
-        .sync(SyncRequest { since_revision: 0 })
+        .sync(SyncRequest {
+            since_revision: 0,
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
@@ -329,7 +335,10 @@ async fn sync_signing_renewal_and_ban_over_mtls() {
         .await
         .unwrap();
     let err = anon
-        .sync(SyncRequest { since_revision: 0 })
+        .sync(SyncRequest {
+            since_revision: 0,
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
@@ -364,7 +373,10 @@ async fn certificate_from_another_ca_is_refused() {
         .await
         .unwrap();
     let mut sync = client
-        .sync(SyncRequest { since_revision: 0 })
+        .sync(SyncRequest {
+            since_revision: 0,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -628,7 +640,10 @@ async fn a_burst_of_entries_arrives_in_a_few_messages_and_a_ban_behind_it_at_onc
     .await
     .unwrap();
     let mut sync = client
-        .sync(SyncRequest { since_revision: 0 })
+        .sync(SyncRequest {
+            since_revision: 0,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();

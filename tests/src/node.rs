@@ -60,6 +60,17 @@ pub async fn try_node_client(
     chain: &[Vec<u8>],
     pkcs8_key: &[u8],
 ) -> Result<NodeClient<Channel>, tonic::transport::Error> {
+    try_node_client_from(addr, None, chain, pkcs8_key).await
+}
+
+/// Like [`try_node_client`], the connection made from `source` (any
+/// 127.0.0.0/8 address reaches a loopback server).
+pub async fn try_node_client_from(
+    addr: &str,
+    source: Option<std::net::IpAddr>,
+    chain: &[Vec<u8>],
+    pkcs8_key: &[u8],
+) -> Result<NodeClient<Channel>, tonic::transport::Error> {
     let connector = tokio_rustls::TlsConnector::from(client_config(chain, pkcs8_key));
     let addr = addr.to_string();
     // "http": TLS is done by our connector, not by tonic.
@@ -69,7 +80,17 @@ pub async fn try_node_client(
             let connector = connector.clone();
             let addr = addr.clone();
             async move {
-                let tcp = tokio::net::TcpStream::connect(&addr).await?;
+                let tcp = match source {
+                    None => tokio::net::TcpStream::connect(&addr).await?,
+                    Some(ip) => {
+                        let to: std::net::SocketAddr = addr
+                            .parse()
+                            .map_err(|e| std::io::Error::other(format!("{addr}: {e}")))?;
+                        let socket = tokio::net::TcpSocket::new_v4()?;
+                        socket.bind(std::net::SocketAddr::new(ip, 0))?;
+                        socket.connect(to).await?
+                    }
+                };
                 let name = ServerName::try_from("signet-server").expect("name");
                 let tls = connector.connect(name, tcp).await?;
                 Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))

@@ -146,7 +146,10 @@ async fn agent_with_certificate_from_another_ca_is_refused() {
     );
     let mut genuine = node_client(&server.addr, &chain, &key).await;
     let mut sync = genuine
-        .sync(signet_proto::node::SyncRequest { since_revision: 0 })
+        .sync(signet_proto::node::SyncRequest {
+            since_revision: 0,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();

@@ -341,7 +341,10 @@ async fn an_evicted_agent_is_told_so_is_refused_by_the_node_api_and_comes_back_w
     // Its old certificate gets nothing from the Node API.
     let mut node = signet_tests::node::node_client(&server.addr, &chain, &key).await;
     let err = node
-        .sync(signet_proto::node::SyncRequest { since_revision: 0 })
+        .sync(signet_proto::node::SyncRequest {
+            since_revision: 0,
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::PermissionDenied);

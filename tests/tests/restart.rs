@@ -78,7 +78,10 @@ async fn a_sync_resumed_from_its_revision_after_a_server_restart_gets_what_it_mi
     let (chain, key) = agent.identity();
     let mut node = signet_tests::node::node_client(&server.addr, &chain, &key).await;
     let mut stream = node
-        .sync(SyncRequest { since_revision: 0 })
+        .sync(SyncRequest {
+            since_revision: 0,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -103,6 +106,7 @@ async fn a_sync_resumed_from_its_revision_after_a_server_restart_gets_what_it_mi
     let mut stream = node
         .sync(SyncRequest {
             since_revision: seen,
+            ..Default::default()
         })
         .await
         .unwrap()

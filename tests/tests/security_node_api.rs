@@ -36,7 +36,10 @@ async fn a_revoked_agent_certificate_is_refused_everywhere_and_renews_nothing() 
     // The thief's copy works before the revocation.
     let mut stolen = node_client(&server.addr, &chain, &key).await;
     let mut sync = stolen
-        .sync(SyncRequest { since_revision: 0 })
+        .sync(SyncRequest {
+            since_revision: 0,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -75,7 +78,10 @@ async fn a_revoked_agent_certificate_is_refused_everywhere_and_renews_nothing() 
     let mut stolen = node_client(&server.addr, &chain, &key).await;
     refused(
         stolen
-            .sync(SyncRequest { since_revision: 0 })
+            .sync(SyncRequest {
+                since_revision: 0,
+                ..Default::default()
+            })
             .await
             .unwrap_err(),
     );

@@ -13,7 +13,7 @@ use rcgen::{
 use signet_proto::node::{
     attest_params, attest_request, attest_response, AttestParams, AttestRequest, X509PopParams,
 };
-use signet_tests::node::node_client;
+use signet_tests::node::try_node_client_from;
 use signet_tests::{my_uid_selector, wait, TestAgent, TestServer};
 use spiffe::WorkloadApiClient;
 use tonic::Code;
@@ -70,13 +70,18 @@ fn sha1_hex(der: &[u8]) -> String {
 }
 
 async fn x509pop_server(ca: &OrgCa) -> (TestServer, tempfile::TempDir) {
+    x509pop_server_with(ca, "").await
+}
+
+/// Like [`x509pop_server`], `more` appended to its config file.
+async fn x509pop_server_with(ca: &OrgCa, more: &str) -> (TestServer, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let bundle = write(dir.path(), "org-ca.pem", &ca.cert.pem());
     let config = write(
         dir.path(),
         "server.toml",
         &format!(
-            "[node_attestor.x509pop]\nca_bundle_path = {:?}\n",
+            "[node_attestor.x509pop]\nca_bundle_path = {:?}\n\n{more}",
             bundle.to_str().unwrap()
         ),
     );
@@ -206,6 +211,16 @@ async fn challenge(
     chain: Vec<Vec<u8>>,
     answer: impl FnOnce(&[u8]) -> Vec<u8>,
 ) -> Result<(), tonic::Status> {
+    challenge_from(server, None, chain, answer).await
+}
+
+/// [`challenge`] on a connection from `source`.
+async fn challenge_from(
+    server: &TestServer,
+    source: Option<std::net::IpAddr>,
+    chain: Vec<Vec<u8>>,
+    answer: impl FnOnce(&[u8]) -> Vec<u8>,
+) -> Result<(), tonic::Status> {
     let key = KeyPair::generate().unwrap();
     let id = signet_core::SpiffeId::parse(&server.id("/signet/agent/pending")).unwrap();
     let csr = signet_core::x509::build_csr(&key, &id).unwrap();
@@ -220,7 +235,9 @@ async fn challenge(
     })
     .await
     .unwrap();
-    let mut client = node_client(&server.addr, &[], &[]).await;
+    let mut client = try_node_client_from(&server.addr, source, &[], &[])
+        .await
+        .expect("connect to the Node API");
     let mut stream = client
         .attest(tokio_stream::wrappers::ReceiverStream::new(rx))
         .await?
@@ -293,4 +310,51 @@ async fn wrong_ca_wrong_key_and_replayed_nonce_are_refused() {
         .expect_err("untrusted CA");
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
     assert!(err.message().contains("not trusted"), "{}", err.message());
+}
+
+#[tokio::test]
+async fn an_agent_attesting_from_an_address_it_never_used_is_an_anomaly() {
+    let ca = org_ca("Example Org CA");
+    let (server, _dir) = x509pop_server_with(&ca, "[anomaly]\nlearning_period = \"0s\"\n").await;
+    let (leaf, key) = host_cert(&ca, "edge-9");
+    let from = |ip: &str| Some(ip.parse::<std::net::IpAddr>().unwrap());
+    // The first address is learned; attesting again from it is normal.
+    for _ in 0..2 {
+        challenge_from(&server, from("127.0.0.1"), vec![leaf.clone()], |n| {
+            sign(&key, n)
+        })
+        .await
+        .unwrap();
+    }
+    challenge_from(&server, from("127.0.0.2"), vec![leaf.clone()], |n| {
+        sign(&key, n)
+    })
+    .await
+    .unwrap();
+    let records = wait::until(
+        "a new_source_address record",
+        Duration::from_secs(15),
+        || async {
+            let out = server.audit(&["show", "--kind", "anomaly", "--output", "json"]);
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            let records = v["records"].as_array()?.clone();
+            (!records.is_empty()).then_some(records)
+        },
+    )
+    .await;
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["anomaly"], "new_source_address");
+    let fp: String = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &leaf)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(
+        records[0]["subject"],
+        server.id(&format!("/signet/agent/x509pop/{fp}")).as_str()
+    );
+    assert_eq!(
+        records[0]["detail"],
+        "attested from 127.0.0.2; before only from 127.0.0.1"
+    );
 }

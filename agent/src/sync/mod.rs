@@ -123,6 +123,12 @@ impl SyncTask {
         let mut stream = client
             .sync(SyncRequest {
                 since_revision: *revision,
+                // The server compares it with its own clock (clock_skew).
+                agent_time_unix_ms: self
+                    .clock
+                    .now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
             })
             .await?
             .into_inner();

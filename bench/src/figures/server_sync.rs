@@ -146,7 +146,10 @@ async fn sync_all(
                 let synced = tokio::time::timeout(SYNC_PATIENCE, async {
                     let mut stream = agent
                         .client
-                        .sync(SyncRequest { since_revision: 0 })
+                        .sync(SyncRequest {
+                            since_revision: 0,
+                            ..Default::default()
+                        })
                         .await?
                         .into_inner();
                     let first = stream

@@ -73,7 +73,10 @@ type Held = (
 async fn first_sync(mut node: NodeAgent) -> anyhow::Result<Held> {
     let mut stream = node
         .client
-        .sync(SyncRequest { since_revision: 0 })
+        .sync(SyncRequest {
+            since_revision: 0,
+            ..Default::default()
+        })
         .await?
         .into_inner();
     let snapshot = stream.message().await?.context("no snapshot")?;

@@ -67,6 +67,7 @@ pub async fn sign(
     record(state, agent, &entry_ids, &mut outcomes).await;
 
     let mut issued = 0;
+    let mut signed_ids = Vec::new();
     let results = entry_ids
         .into_iter()
         .zip(outcomes)
@@ -77,6 +78,7 @@ pub async fn sign(
             match outcome {
                 Ok(svid) => {
                     issued += 1;
+                    signed_ids.push(svid.spiffe_id.clone());
                     tracing::debug!(
                         agent = %agent.spiffe_id, entry_id = %entry_id,
                         serial = %svid.serial_hex, "issued X.509-SVID"
@@ -103,6 +105,14 @@ pub async fn sign(
         })
         .collect();
     state.metrics.x509_svids_issued(issued);
+    if !signed_ids.is_empty() {
+        state
+            .anomalies
+            .observe(crate::anomaly::Observation::X509Issued {
+                agent: agent.spiffe_id.clone(),
+                spiffe_ids: signed_ids,
+            });
+    }
     if issued > 0 {
         tracing::info!(agent = %agent.spiffe_id, count = issued, "issued X.509-SVIDs");
     }

@@ -37,6 +37,8 @@ pub struct ServerState {
     pub audit: crate::audit::Auditor,
     /// `[rate_limit]`: per source address and per agent.
     pub limits: Arc<crate::ratelimit::RateLimiters>,
+    /// Where handlers report what the anomaly detectors look at.
+    pub anomalies: crate::anomaly::Anomalies,
     /// Fetches federated trust domains' bundles (on request, for refresh).
     pub federation: crate::federation::Federation,
     pub join_tokens: JoinTokenAttestor,

@@ -20,6 +20,7 @@ use super::convert::node_bundle;
 use super::status::ApiError;
 use super::validate::check_audience;
 use super::ServerState;
+use crate::anomaly::Observation;
 use crate::attest::x509pop::{self, CHALLENGE_TTL};
 use crate::attest::{
     issue_agent, method_name, AttestError, AttestedAgent, Exchange, Verdict, X509PopError,
@@ -81,6 +82,11 @@ impl NodeService {
             })
             .await?;
         self.state.metrics.jwt_svid_issued();
+        self.state.anomalies.observe(Observation::JwtMinted {
+            agent: agent.spiffe_id.clone(),
+            spiffe_id: entry.spiffe_id.clone(),
+            audience: audience.to_vec(),
+        });
         // The token is a bearer credential: log who and when, never the token.
         tracing::info!(
             agent = %agent.spiffe_id,
@@ -95,11 +101,19 @@ impl NodeService {
     }
 }
 
+/// Who is attesting: the source address, and the join token's hash (for
+/// the anomaly detectors; never the token).
+#[derive(Clone)]
+struct Caller {
+    source: String,
+    token: Option<String>,
+}
+
 /// Counts the attestation outcome and logs a refusal.
 fn counted<T>(
     state: &ServerState,
     method: &str,
-    source: &str,
+    caller: &Caller,
     res: Result<T, AttestError>,
 ) -> Result<T, Status> {
     match res {
@@ -107,13 +121,18 @@ fn counted<T>(
             state.metrics.node_attestation(method, "ok");
             Ok(v)
         }
-        Err(e) => Err(refusal(state, method, source, e)),
+        Err(e) => Err(refusal(state, method, caller, e)),
     }
 }
 
 /// Logs, counts and audits a refused attestation; its status for the agent.
-fn refusal(state: &ServerState, method: &str, source: &str, e: AttestError) -> Status {
+fn refusal(state: &ServerState, method: &str, caller: &Caller, e: AttestError) -> Status {
+    let source = caller.source.as_str();
     tracing::warn!(method, source, error = %e, "node attestation refused");
+    state.anomalies.observe(Observation::AttestationRefused {
+        source: caller.source.clone(),
+        token: caller.token.clone(),
+    });
     let decision = Decision::NodeAttestation {
         method: method.to_owned(),
         agent_id: String::new(),
@@ -170,9 +189,10 @@ async fn issue(
 /// Records the new agent SVID and builds the attestation result.
 async fn finish_attestation(
     state: &ServerState,
-    source: &str,
+    caller: &Caller,
     attested: AttestedAgent,
 ) -> Result<AttestResponse, Status> {
+    let source = caller.source.as_str();
     state
         .ds
         .record_x509(
@@ -194,6 +214,11 @@ async fn finish_attestation(
         .await
         .map_err(ApiError::from)?;
     state.metrics.x509_svid_issued();
+    state.anomalies.observe(Observation::Attested {
+        agent: attested.record.spiffe_id.clone(),
+        method: attested.record.attestation_type.clone(),
+        source: source.to_owned(),
+    });
     let aliases = crate::alias::aliases_of(state.ds.as_ref(), &attested.record)
         .await
         .map_err(ApiError::from)?;
@@ -229,6 +254,10 @@ impl Node for NodeService {
         let source_ip = super::auth::peer_addr(&request).map(|a| a.ip());
         self.state.limits.attestation(source_ip)?;
         let source = source_ip.map(|ip| ip.to_string()).unwrap_or_default();
+        let mut caller = Caller {
+            source,
+            token: None,
+        };
         let mut inbound = request.into_inner();
         // The stream is read again for the x509pop challenge's answer.
         let first = inbound
@@ -247,6 +276,9 @@ impl Node for NodeService {
             return Err(AttestError::MissingMethod.into());
         };
         let method = method_name(&evidence);
+        if let signet_proto::node::attest_params::Method::JoinToken(token) = &evidence {
+            caller.token = Some(crate::anomaly::token_hash(token));
+        }
         let Some(attestor) = self.state.attestors.get(method) else {
             self.state
                 .metrics
@@ -256,13 +288,13 @@ impl Node for NodeService {
         // Counted once: here only a refusal, else when it finishes.
         let exchange = match attestor.begin(&evidence).await {
             Ok(exchange) => exchange,
-            Err(e) => return Err(refusal(&self.state, method, &source, e)),
+            Err(e) => return Err(refusal(&self.state, method, &caller, e)),
         };
         match exchange {
             Exchange::Done(verdict) => {
                 let res = issue(&self.state, method, verdict, &params.csr).await;
-                let attested = counted(&self.state, method, &source, res)?;
-                let result = finish_attestation(&self.state, &source, attested).await?;
+                let attested = counted(&self.state, method, &caller, res)?;
+                let result = finish_attestation(&self.state, &caller, attested).await?;
                 Ok(Response::new(Box::pin(tokio_stream::once(Ok(result)))))
             }
             Exchange::Challenge { challenge, pending } => {
@@ -282,8 +314,8 @@ impl Node for NodeService {
                         },
                         Err(e) => Err(e),
                     };
-                    let out = match counted(&state, method, &source, res) {
-                        Ok(attested) => finish_attestation(&state, &source, attested).await,
+                    let out = match counted(&state, method, &caller, res) {
+                        Ok(attested) => finish_attestation(&state, &caller, attested).await,
                         Err(status) => Err(status),
                     };
                     let _ = tx.send(out).await;
@@ -349,6 +381,19 @@ impl Node for NodeService {
             "sync stream opened"
         );
         let since = request.get_ref().since_revision;
+        let reported = request.get_ref().agent_time_unix_ms;
+        if reported != 0 {
+            let ours = self
+                .state
+                .ca
+                .now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+            self.state.anomalies.observe(Observation::ClockReport {
+                agent: agent.spiffe_id.clone(),
+                skew_ms: reported.saturating_sub(ours),
+            });
+        }
         let rx = super::sync::start(self.state.clone(), agent, serial, since);
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }

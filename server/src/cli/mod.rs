@@ -164,6 +164,7 @@ impl RunArgs {
             federation: None,
             audit: None,
             rate_limit: None,
+            anomaly: None,
             telemetry: self
                 .telemetry_bind
                 .clone()

@@ -1,6 +1,7 @@
 //! Server configuration: the TOML file (unknown keys refused), the command-line
 //! overrides, and the typed runtime config they become. Defaults live here once.
 
+mod anomaly;
 mod audit;
 mod datastore;
 mod federation;
@@ -46,6 +47,7 @@ pub fn default_admin_socket() -> PathBuf {
     signet_runtime::dirs::runtime_dir("signet-server").join("admin.sock")
 }
 
+pub use anomaly::{AnomalyAction, AnomalyActions, AnomalyConfig, AnomalySettings};
 pub use audit::{AuditConfig, AuditSettings, CHECKPOINT_FILE};
 pub use datastore::{DatastoreConfig, UpstreamAuthorityConfig, UpstreamDiskConfig, DATASTORE_FILE};
 pub use federation::{
@@ -81,6 +83,7 @@ pub struct FileConfig {
     pub federation: Option<FederationConfig>,
     pub audit: Option<AuditConfig>,
     pub rate_limit: Option<RateLimitConfig>,
+    pub anomaly: Option<AnomalyConfig>,
 }
 
 /// `[node_api]`: what agents (and anyone reaching the port) may hold open.
@@ -248,6 +251,7 @@ impl FileConfig {
             federation: flags.federation.or(self.federation),
             audit: flags.audit.or(self.audit),
             rate_limit: flags.rate_limit.or(self.rate_limit),
+            anomaly: flags.anomaly.or(self.anomaly),
             telemetry: match (flags.telemetry, self.telemetry) {
                 (Some(TelemetryConfig { bind: Some(b) }), _) => {
                     Some(TelemetryConfig { bind: Some(b) })
@@ -338,6 +342,8 @@ pub enum ConfigError {
     SslMode(String),
     #[error("{0}")]
     Federation(String),
+    #[error("anomaly.{0}: {1}")]
+    Anomaly(&'static str, String),
     #[error("rate_limit.{0}: {1}")]
     RateLimit(&'static str, String),
 }
@@ -358,7 +364,7 @@ impl ConfigError {
             ConfigError::SslMode(..) => "sslmode",
             ConfigError::Federation(..) => "federation",
             // `rate_limit.attestation: ...` is on the line `attestation = ...`.
-            ConfigError::RateLimit(k, _) => k,
+            ConfigError::RateLimit(k, _) | ConfigError::Anomaly(k, _) => k,
             ConfigError::Read(..) | ConfigError::Parse(..) => return None,
         })
     }
@@ -407,6 +413,8 @@ pub struct RuntimeConfig {
     pub audit: AuditSettings,
     /// Token buckets per source address and per agent.
     pub rate_limits: RateLimits,
+    /// The anomaly detectors' thresholds and actions.
+    pub anomaly: AnomalySettings,
 }
 
 impl RuntimeConfig {
@@ -457,6 +465,7 @@ impl TryFrom<FileConfig> for RuntimeConfig {
             data_dir,
             audit,
             rate_limits: f.rate_limit.unwrap_or_default().decide()?,
+            anomaly: f.anomaly.unwrap_or_default().decide()?,
             datastore,
             postgres,
             upstream: f.upstream_authority.and_then(UpstreamAuthorityConfig::disk),

@@ -201,6 +201,15 @@ const TABLES: &[(&str, &[(&str, Col)])] = &[
             ("signature", Col::Text),
         ],
     ),
+    (
+        "anomaly_sightings",
+        &[
+            ("kind", Col::Text),
+            ("subject", Col::Text),
+            ("value", Col::Text),
+            ("first_seen", Col::Int),
+        ],
+    ),
 ];
 
 /// Rows per INSERT: arrays of this many elements per column.

@@ -289,6 +289,25 @@ pub trait AuditStore: Send + Sync + 'static {
     async fn audit_checkpoints(&self) -> Result<Vec<Checkpoint>>;
 }
 
+/// A value an anomaly detector saw for a subject, and when first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sighting {
+    pub subject: String,
+    pub value: String,
+    /// Unix seconds.
+    pub first_seen: i64,
+}
+
+/// What anomaly detectors have seen (see `anomaly::novelty`), shared by
+/// the servers of a group.
+#[async_trait]
+pub trait SightingStore: Send + Sync + 'static {
+    /// Every sighting of `kind` for any of `subjects`.
+    async fn sightings(&self, kind: &str, subjects: &[String]) -> Result<Vec<Sighting>>;
+    /// Records first sightings; one already recorded keeps its time.
+    async fn add_sightings(&self, kind: &str, rows: Vec<Sighting>) -> Result<()>;
+}
+
 /// The connection to the database itself.
 #[async_trait]
 pub trait Connection: Send + Sync + 'static {
@@ -310,6 +329,7 @@ pub trait DataStore:
     + FederationStore
     + EventLog
     + AuditStore
+    + SightingStore
     + Connection
 {
 }
@@ -323,6 +343,7 @@ impl<T> DataStore for T where
         + FederationStore
         + EventLog
         + AuditStore
+        + SightingStore
         + Connection
 {
 }
@@ -331,7 +352,7 @@ impl<T> DataStore for T where
 pub mod prelude {
     pub use super::{
         AgentStore, AuditStore, AuthorityStore, Connection, CredentialStore, EntryStore, EventLog,
-        FederationStore, ServerStore,
+        FederationStore, ServerStore, SightingStore,
     };
 }
 

@@ -11,6 +11,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use crate::anomaly::Kind;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AttestLabels {
     pub method: String,
@@ -20,6 +22,11 @@ pub struct AttestLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
     pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -57,6 +64,8 @@ pub struct Metrics {
     federation_refreshes: Family<FederationLabels, Counter>,
     bundle_endpoint_requests: Counter,
     rate_limited: Family<LimitLabel, Counter>,
+    anomalies: Family<KindLabel, Counter>,
+    anomaly_observations_dropped: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -128,8 +137,22 @@ impl Metrics {
             "Calls refused for being over a rate limit (limit: attestation, x509_signing, jwt_minting)",
             rate_limited.clone(),
         );
+        let anomalies = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "signet_server_anomalies",
+            "Anomaly findings by kind (issuance_rate, attestation_failures, new_source_address, new_audience, new_agent, clock_skew)",
+            anomalies.clone(),
+        );
+        let anomaly_observations_dropped = Counter::default();
+        registry.register(
+            "signet_server_anomaly_observations_dropped",
+            "Observations the anomaly detectors could not take (their queue was full)",
+            anomaly_observations_dropped.clone(),
+        );
         Self {
             registry: Mutex::new(registry),
+            anomalies,
+            anomaly_observations_dropped,
             rate_limited,
             federation_refreshes,
             bundle_endpoint_requests,
@@ -171,6 +194,33 @@ impl Metrics {
                 result: result.to_owned(),
             })
             .inc();
+    }
+
+    /// A finding of anomaly `kind`.
+    pub fn anomaly(&self, kind: &str) {
+        self.anomalies
+            .get_or_create(&KindLabel {
+                kind: kind.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Findings of every kind so far.
+    pub fn anomalies_found(&self) -> u64 {
+        Kind::ALL
+            .iter()
+            .map(|k| {
+                self.anomalies
+                    .get_or_create(&KindLabel {
+                        kind: k.name().to_owned(),
+                    })
+                    .get()
+            })
+            .sum()
+    }
+
+    pub fn anomaly_observation_dropped(&self) {
+        self.anomaly_observations_dropped.inc();
     }
 
     /// A call refused by the rate limit `limit`.

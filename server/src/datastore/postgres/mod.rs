@@ -20,6 +20,7 @@ mod events;
 mod federation;
 mod listen;
 mod servers;
+mod sightings;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -26,6 +26,7 @@ mod events;
 mod federation;
 mod rows;
 mod servers;
+mod sightings;
 
 use std::path::Path;
 use std::sync::Arc;

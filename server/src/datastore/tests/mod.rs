@@ -9,6 +9,7 @@ mod credentials;
 mod entries;
 mod federation;
 mod servers;
+mod sightings;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +24,7 @@ pub(crate) use credentials::*;
 pub(crate) use entries::*;
 pub(crate) use federation::*;
 pub(crate) use servers::*;
+pub(crate) use sightings::*;
 
 use super::{AgentRecord, DataStore};
 
@@ -62,6 +64,7 @@ macro_rules! backend_tests {
             relationships_keep_their_first_contact_bundle_and_record_fetches,
             an_entrys_federated_trust_domains_change_under_a_new_revision,
             concurrent_appends_make_one_chain_that_verifies,
+            sightings_keep_their_first_time_and_are_read_per_subject,
         );
     };
     (@each $opener:path; $($name:ident),* $(,)?) => {
