@@ -168,6 +168,15 @@ pub async fn start(config: RuntimeConfig, clock: Arc<dyn Clock>) -> anyhow::Resu
         },
     );
     background.push(detector);
+    // Bound now: the Admin API hands out links to it.
+    let dashboard = match config.dashboard_bind {
+        None => None,
+        Some(addr) => Some(
+            crate::dashboard::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("binding the dashboard to {addr}: {e}"))?,
+        ),
+    };
     let state = ServerState {
         ds: ds.clone(),
         ca: ca.clone(),
@@ -176,6 +185,8 @@ pub async fn start(config: RuntimeConfig, clock: Arc<dyn Clock>) -> anyhow::Resu
         server_id: server_id.clone(),
         limits,
         anomalies,
+        last_seen: Arc::default(),
+        dashboard: dashboard.as_ref().map(|(_, link)| link.clone()),
         audit,
         federation,
         join_tokens,
@@ -189,6 +200,15 @@ pub async fn start(config: RuntimeConfig, clock: Arc<dyn Clock>) -> anyhow::Resu
         .await?;
     let (resolver, renew_task) = start_server_svid(ca.clone())?;
     background.push(tokio::spawn(renew_task));
+    if let Some((listener, link)) = dashboard {
+        background.extend(crate::dashboard::serve(
+            listener,
+            &link,
+            state.clone(),
+            resolver.clone(),
+            stop_rx.clone(),
+        )?);
+    }
     let bundle_endpoint_addr = match config.federation.endpoint.clone() {
         None => None,
         Some(settings) => {

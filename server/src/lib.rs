@@ -13,6 +13,7 @@ pub mod bundle;
 pub mod ca;
 pub mod cli;
 pub mod config;
+pub mod dashboard;
 pub mod datastore;
 pub mod events;
 pub mod federation;

@@ -60,6 +60,10 @@ pub async fn authenticate<T>(
     if agent.banned {
         return Err(ApiError::PermissionDenied(format!("agent {id} is banned")));
     }
+    state.last_seen.saw(
+        &agent.spiffe_id,
+        signet_core::clock::unix_seconds(state.ca.now()),
+    );
     Ok((agent, serial))
 }
 

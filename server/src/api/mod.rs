@@ -8,6 +8,7 @@ pub mod batch_sign;
 pub mod convert;
 pub mod entry_create;
 pub mod introspect;
+pub mod last_seen;
 pub mod node;
 pub mod status;
 pub mod sync;
@@ -39,6 +40,10 @@ pub struct ServerState {
     pub limits: Arc<crate::ratelimit::RateLimiters>,
     /// Where handlers report what the anomaly detectors look at.
     pub anomalies: crate::anomaly::Anomalies,
+    /// When each agent last called this server.
+    pub last_seen: Arc<last_seen::LastSeen>,
+    /// The dashboard's login links; `None` when `[dashboard] bind` is unset.
+    pub dashboard: Option<Arc<crate::dashboard::Link>>,
     /// Fetches federated trust domains' bundles (on request, for refresh).
     pub federation: crate::federation::Federation,
     pub join_tokens: JoinTokenAttestor,

@@ -6,6 +6,7 @@ mod audit;
 mod authority;
 mod bundle;
 pub mod client;
+mod dashboard;
 mod datastore;
 mod entry;
 mod entry_batch;
@@ -82,6 +83,9 @@ pub enum Command {
     /// The hash-chained audit log: verify it, show its records.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// The read-only trust dashboard: a one-time login link.
+    #[command(subcommand)]
+    Dashboard(dashboard::DashboardCommand),
 }
 
 #[derive(Debug, Args)]
@@ -165,6 +169,7 @@ impl RunArgs {
             audit: None,
             rate_limit: None,
             anomaly: None,
+            dashboard: None,
             telemetry: self
                 .telemetry_bind
                 .clone()
@@ -238,6 +243,7 @@ pub fn dispatch(cli: Cli) -> ExitCode {
             Command::Server(c) => c.run().await,
             Command::Datastore(c) => return c.run().await,
             Command::Audit(c) => return c.run().await,
+            Command::Dashboard(c) => c.run().await,
         }
         .map(|()| ExitCode::SUCCESS)
     });

@@ -3,6 +3,7 @@
 
 mod anomaly;
 mod audit;
+mod dashboard;
 mod datastore;
 mod federation;
 mod rate_limit;
@@ -49,6 +50,7 @@ pub fn default_admin_socket() -> PathBuf {
 
 pub use anomaly::{AnomalyAction, AnomalyActions, AnomalyConfig, AnomalySettings};
 pub use audit::{AuditConfig, AuditSettings, CHECKPOINT_FILE};
+pub use dashboard::DashboardConfig;
 pub use datastore::{DatastoreConfig, UpstreamAuthorityConfig, UpstreamDiskConfig, DATASTORE_FILE};
 pub use federation::{
     BundleEndpointConfig, FederatesWithConfig, FederationConfig, FederationSettings,
@@ -84,6 +86,7 @@ pub struct FileConfig {
     pub audit: Option<AuditConfig>,
     pub rate_limit: Option<RateLimitConfig>,
     pub anomaly: Option<AnomalyConfig>,
+    pub dashboard: Option<DashboardConfig>,
 }
 
 /// `[node_api]`: what agents (and anyone reaching the port) may hold open.
@@ -252,6 +255,7 @@ impl FileConfig {
             audit: flags.audit.or(self.audit),
             rate_limit: flags.rate_limit.or(self.rate_limit),
             anomaly: flags.anomaly.or(self.anomaly),
+            dashboard: flags.dashboard.or(self.dashboard),
             telemetry: match (flags.telemetry, self.telemetry) {
                 (Some(TelemetryConfig { bind: Some(b) }), _) => {
                     Some(TelemetryConfig { bind: Some(b) })
@@ -334,6 +338,8 @@ pub enum ConfigError {
     ZeroCount(&'static str),
     #[error("{0} must be a fraction between 0 and 1, got {1}")]
     Fraction(&'static str, f64),
+    #[error("invalid dashboard bind address {0:?}: {1}")]
+    DashboardBind(String, String),
     #[error("invalid telemetry bind address {0:?}: {1}")]
     TelemetryBind(String, String),
     #[error(transparent)]
@@ -359,7 +365,7 @@ impl ConfigError {
             ConfigError::TooLong { name, .. } => name.rsplit('.').next().unwrap_or(name),
             ConfigError::ZeroCount(k) => k.rsplit('.').next().unwrap_or(k),
             ConfigError::Fraction(k, _) => k.split(' ').next().unwrap_or(k),
-            ConfigError::TelemetryBind(..) => "bind",
+            ConfigError::TelemetryBind(..) | ConfigError::DashboardBind(..) => "bind",
             ConfigError::Datastore(..) => "url",
             ConfigError::SslMode(..) => "sslmode",
             ConfigError::Federation(..) => "federation",
@@ -415,6 +421,8 @@ pub struct RuntimeConfig {
     pub rate_limits: RateLimits,
     /// The anomaly detectors' thresholds and actions.
     pub anomaly: AnomalySettings,
+    /// The dashboard's HTTPS address; off when `None`.
+    pub dashboard_bind: Option<SocketAddr>,
 }
 
 impl RuntimeConfig {
@@ -466,6 +474,7 @@ impl TryFrom<FileConfig> for RuntimeConfig {
             audit,
             rate_limits: f.rate_limit.unwrap_or_default().decide()?,
             anomaly: f.anomaly.unwrap_or_default().decide()?,
+            dashboard_bind: f.dashboard.unwrap_or_default().bind()?,
             datastore,
             postgres,
             upstream: f.upstream_authority.and_then(UpstreamAuthorityConfig::disk),

@@ -284,6 +284,9 @@ pub trait AuditStore: Send + Sync + 'static {
     async fn audit_records(&self, from: u64, limit: usize) -> Result<Vec<StoredRecord>>;
     /// The last record, if any.
     async fn audit_head(&self) -> Result<Option<StoredRecord>>;
+    /// The newest `limit` records of `kind`, newest first (for the
+    /// dashboard; a scan of the log in the database).
+    async fn audit_latest(&self, kind: &str, limit: usize) -> Result<Vec<StoredRecord>>;
     async fn add_audit_checkpoint(&self, checkpoint: Checkpoint) -> Result<()>;
     /// Every checkpoint, oldest first.
     async fn audit_checkpoints(&self) -> Result<Vec<Checkpoint>>;

@@ -197,6 +197,22 @@ pub(super) fn audit_seq_column(seq: u64) -> Result<i64> {
     i64::try_from(seq).map_err(|_| DataStoreError::InvalidArgument(format!("audit seq {seq}")))
 }
 
+/// What a record of `kind` holds, as its canonical encoding writes it
+/// (the database narrows with it; [`audit_of_kind`] decides).
+pub(super) fn audit_kind_marker(kind: &str) -> String {
+    format!("\"kind\":{}", serde_json::Value::from(kind))
+}
+
+/// The records whose decision really is of `kind` (a marker can also sit
+/// inside an admin call's arguments).
+pub(super) fn audit_of_kind(rows: Vec<StoredRecord>, kind: &str) -> Vec<StoredRecord> {
+    rows.into_iter()
+        .filter(|r| {
+            crate::audit::AuditRecord::parse(&r.record).is_ok_and(|a| a.decision.kind() == kind)
+        })
+        .collect()
+}
+
 pub(super) fn audit_record_from_row(row: &impl Columns) -> Result<StoredRecord> {
     Ok(StoredRecord {
         seq: audit_seq(row)?,

@@ -205,6 +205,16 @@ impl Metrics {
             .inc();
     }
 
+    /// Agents with a Sync stream open on this server.
+    pub fn connected_agents(&self) -> i64 {
+        self.connected_agents.get()
+    }
+
+    /// X.509- and JWT-SVIDs issued by this server since it started.
+    pub fn svids_issued_total(&self) -> u64 {
+        self.x509_svids_issued.get() + self.jwt_svids_issued.get()
+    }
+
     /// Findings of every kind so far.
     pub fn anomalies_found(&self) -> u64 {
         Kind::ALL

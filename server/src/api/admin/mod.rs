@@ -5,6 +5,7 @@
 //! once.
 
 mod audited;
+mod dashboard;
 pub(crate) mod federation;
 mod mint;
 mod revoke;
@@ -25,6 +26,7 @@ use signet_proto::admin::{
     MintX509SvidResponse, RemoveServerRequest, RevokeJwtSvidRequest, RevokeResponse,
     RevokeX509SvidRequest, Server,
 };
+use signet_proto::admin::{CreateDashboardLoginRequest, DashboardLogin};
 use signet_proto::admin::{
     FederatedBundle, FederationRelationship, ListFederatedBundlesRequest,
     ListFederatedBundlesResponse, ListFederationRelationshipsRequest,
@@ -405,6 +407,19 @@ impl Admin for AdminService {
         _request: Request<ListServersRequest>,
     ) -> Result<Response<ListServersResponse>, Status> {
         servers::list(&self.state).await.map(Response::new)
+    }
+
+    async fn create_dashboard_login(
+        &self,
+        request: Request<CreateDashboardLoginRequest>,
+    ) -> Result<Response<DashboardLogin>, Status> {
+        let caller = audit_caller(&request);
+        // The code is a credential: neither the record nor the log holds it.
+        let res = dashboard::login(&self.state)
+            .map(Response::new)
+            .map_err(Status::from);
+        self.audited(caller, "dashboard.login", json!({}), res)
+            .await
     }
 
     async fn remove_server(

@@ -8,7 +8,8 @@ use super::rows::MAX_PARAMS;
 use super::SqliteDataStore;
 use crate::audit::{chain, Checkpoint, StoredRecord};
 use crate::datastore::rows::{
-    audit_checkpoint_from_row, audit_record_from_row, audit_seq_column, AUDIT_CHECKPOINT_COLUMNS,
+    audit_checkpoint_from_row, audit_kind_marker as kind_marker, audit_of_kind as of_kind,
+    audit_record_from_row, audit_seq_column, AUDIT_CHECKPOINT_COLUMNS,
 };
 use crate::datastore::{AuditStore, Result};
 
@@ -73,6 +74,21 @@ impl AuditStore for SqliteDataStore {
             .as_ref()
             .map(audit_record_from_row)
             .transpose()
+    }
+
+    async fn audit_latest(&self, kind: &str, limit: usize) -> Result<Vec<StoredRecord>> {
+        let rows: Vec<StoredRecord> = sqlx::query(
+            "SELECT seq, record, hash FROM audit_log WHERE instr(record, ?) > 0 \
+             ORDER BY seq DESC LIMIT ?",
+        )
+        .bind(kind_marker(kind))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(audit_record_from_row)
+        .collect::<Result<_>>()?;
+        Ok(of_kind(rows, kind))
     }
 
     async fn add_audit_checkpoint(&self, c: Checkpoint) -> Result<()> {
