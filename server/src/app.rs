@@ -240,6 +240,30 @@ pub async fn start(config: RuntimeConfig, clock: Arc<dyn Clock>) -> anyhow::Resu
         clock.clone(),
         stop_rx.clone(),
     ));
+    background.push(crate::audit::transitions::start(
+        ca.clone(),
+        state.audit.clone(),
+        server_id.clone(),
+        stop_rx.clone(),
+    ));
+    if !config.audit.forward.is_off() {
+        background.push(tokio::spawn(crate::audit::forward::run(
+            ds.clone(),
+            server_id.clone(),
+            config.audit.forward.clone(),
+            config.data_dir.clone(),
+            stop_rx.clone(),
+        )));
+    }
+    if let Some(retention) = config.audit.retention {
+        background.push(tokio::spawn(crate::audit::retention::run(
+            ds.clone(),
+            state.audit.clone(),
+            retention,
+            clock.clone(),
+            stop_rx.clone(),
+        )));
+    }
 
     let telemetry_addr = match config.telemetry_bind {
         None => None,
@@ -508,7 +532,7 @@ async fn heartbeat(ds: Arc<dyn DataStore>, server_id: String, clock: Arc<dyn Clo
 }
 
 /// The host's name, for `server list`.
-fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     nix::unistd::gethostname()
         .ok()
         .and_then(|h| h.into_string().ok())

@@ -189,6 +189,12 @@ impl TestServer {
         self.launch().await;
     }
 
+    /// What runs the server from its next start on (e.g. `["faketime",
+    /// "+2d"]` to start it two days later).
+    pub fn set_prefix(&mut self, prefix: &[&str]) {
+        self.prefix = prefix.iter().map(|s| s.to_string()).collect();
+    }
+
     pub fn stop(&mut self) {
         if let Some(mut p) = self.proc.take() {
             p.terminate();

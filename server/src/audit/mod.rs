@@ -6,7 +6,10 @@
 
 pub mod chain;
 pub mod checkpoint;
+pub mod forward;
 pub mod record;
+pub mod retention;
+pub mod transitions;
 mod writer;
 
 pub use chain::{Break, StoredRecord, Verifier};
@@ -14,6 +17,19 @@ pub use record::{AuditRecord, Decision, Outcome};
 pub use writer::Auditor;
 
 use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+/// One record as a JSON line (`audit tail`, the forwarders): its fields,
+/// then `seq` and `hash`.
+pub fn json_line(r: &StoredRecord) -> String {
+    let mut v = serde_json::from_str::<serde_json::Value>(&r.record)
+        .unwrap_or_else(|_| json!({ "unparsed": r.record }));
+    if let Some(o) = v.as_object_mut() {
+        o.insert("seq".into(), json!(r.seq));
+        o.insert("hash".into(), json!(r.hash));
+    }
+    v.to_string()
+}
 
 /// `(seq, hash)` of the chain at one moment, signed by a server's audit
 /// key; kept in the datastore and, line by line, outside it.

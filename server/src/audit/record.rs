@@ -83,6 +83,13 @@ pub enum Decision {
         /// `prepared`, `activated`, `retired`, `tainted` or `revoked`.
         state: String,
     },
+    /// Records past `[audit] retention` deleted up to a signed checkpoint;
+    /// its record (`through_seq + 1`) stays first, anchored by its hash.
+    AuditPruned {
+        through_seq: u64,
+        checkpoint_hash: String,
+        records: u64,
+    },
     /// An Admin API call that changes something.
     Admin {
         caller: String,
@@ -114,6 +121,7 @@ impl Decision {
             Decision::RateLimited { .. } => "rate_limited",
             Decision::Anomaly { .. } => "anomaly",
             Decision::AuthorityTransition { .. } => "authority_transition",
+            Decision::AuditPruned { .. } => "audit_pruned",
         }
     }
 
@@ -140,6 +148,7 @@ impl Decision {
                 vec![subject]
             }
             Decision::AuthorityTransition { authority_id, .. } => vec![authority_id],
+            Decision::AuditPruned { .. } => vec![],
         }
     }
 
@@ -159,7 +168,8 @@ impl Decision {
             | Decision::Admin { .. }
             | Decision::RateLimited { .. }
             | Decision::Anomaly { .. }
-            | Decision::AuthorityTransition { .. } => None,
+            | Decision::AuthorityTransition { .. }
+            | Decision::AuditPruned { .. } => None,
         }
     }
 }

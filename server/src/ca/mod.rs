@@ -91,7 +91,7 @@ impl MintedJwt {
 }
 
 /// Which kind of authority.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum AuthorityKind {
     X509,
     Jwt,

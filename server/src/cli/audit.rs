@@ -172,17 +172,55 @@ async fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
             (name, c)
         }));
     }
-    let from = a.from.max(1);
-    let anchor = if from == 1 {
-        (0, chain::GENESIS)
-    } else {
-        let before = ds.audit_records(from - 1, 1).await?;
-        match before.first() {
-            Some(r) if r.seq == from - 1 => (r.seq, chain::from_hex(&r.hash).unwrap_or_default()),
-            _ => anyhow::bail!("there is no record {} to start after", from - 1),
+    // After retention pruned the oldest records, the first one left is a
+    // checkpointed record: its signed hash anchors the rest.
+    let first = ds.audit_records(1, 1).await?.into_iter().next();
+    let pruned_to = first.as_ref().filter(|r| r.seq > 1 && a.from <= r.seq);
+    let (from, anchor) = match pruned_to {
+        Some(r) => {
+            let Some(c) = checkpoints
+                .iter()
+                .map(|(_, c)| c)
+                .find(|c| c.seq == r.seq && signature_ok(c))
+            else {
+                anyhow::bail!(
+                    "records 1 to {} are missing and no signed checkpoint names record {}: they were removed, not pruned",
+                    r.seq - 1,
+                    r.seq
+                );
+            };
+            if c.hash != r.hash {
+                anyhow::bail!(
+                    "record {} (the first after pruning) does not match its checkpoint: the datastore was rewritten",
+                    r.seq
+                );
+            }
+            (
+                r.seq + 1,
+                (r.seq, chain::from_hex(&c.hash).unwrap_or_default()),
+            )
+        }
+        None if a.from <= 1 => (1, (0, chain::GENESIS)),
+        None => {
+            let from = a.from;
+            let before = ds.audit_records(from - 1, 1).await?;
+            match before.first() {
+                Some(r) if r.seq == from - 1 => {
+                    (from, (r.seq, chain::from_hex(&r.hash).unwrap_or_default()))
+                }
+                _ => anyhow::bail!("there is no record {} to start after", from - 1),
+            }
         }
     };
-    let mut v = Verifier::new(anchor.0, anchor.1, checkpoints.iter().map(|(_, c)| c.seq));
+    // Checkpoints of pruned records cannot be compared (their signatures are).
+    let mut v = Verifier::new(
+        anchor.0,
+        anchor.1,
+        checkpoints
+            .iter()
+            .map(|(_, c)| c.seq)
+            .filter(|seq| *seq > anchor.0),
+    );
     let outcome = walk(ds.as_ref(), from, &mut v).await?.and_then(|()| {
         for (name, c) in &checkpoints {
             if !signature_ok(c) {
@@ -191,6 +229,7 @@ async fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
         }
         let parsed: Vec<(&str, u64, [u8; 32])> = checkpoints
             .iter()
+            .filter(|(_, c)| c.seq > anchor.0)
             .filter_map(|(n, c)| Some((n.as_str(), c.seq, chain::from_hex(&c.hash)?)))
             .collect();
         v.against(parsed).map_err(|b| b.to_string())
@@ -312,17 +351,6 @@ async fn show(a: ShowArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// One record as a JSON line: its fields, then `seq` and `hash`.
-fn json_line(r: &StoredRecord) -> String {
-    let mut v = serde_json::from_str::<serde_json::Value>(&r.record)
-        .unwrap_or_else(|_| json!({ "unparsed": r.record }));
-    if let Some(o) = v.as_object_mut() {
-        o.insert("seq".into(), json!(r.seq));
-        o.insert("hash".into(), json!(r.hash));
-    }
-    v.to_string()
-}
-
 /// How often `--follow` looks for new records.
 const FOLLOW_POLL: std::time::Duration = std::time::Duration::from_millis(500);
 
@@ -335,7 +363,7 @@ async fn tail(a: TailArgs) -> anyhow::Result<ExitCode> {
         let page = ds.audit_records(next, PAGE).await?;
         let mut out = std::io::stdout().lock();
         for r in &page {
-            writeln!(out, "{}", json_line(r))?;
+            writeln!(out, "{}", crate::audit::json_line(r))?;
             next = r.seq + 1;
         }
         out.flush()?;

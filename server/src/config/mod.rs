@@ -348,6 +348,8 @@ pub enum ConfigError {
     SslMode(String),
     #[error("{0}")]
     Federation(String),
+    #[error("audit.{0}: {1}")]
+    Audit(&'static str, String),
     #[error("anomaly.{0}: {1}")]
     Anomaly(&'static str, String),
     #[error("rate_limit.{0}: {1}")]
@@ -370,7 +372,9 @@ impl ConfigError {
             ConfigError::SslMode(..) => "sslmode",
             ConfigError::Federation(..) => "federation",
             // `rate_limit.attestation: ...` is on the line `attestation = ...`.
-            ConfigError::RateLimit(k, _) | ConfigError::Anomaly(k, _) => k,
+            ConfigError::RateLimit(k, _)
+            | ConfigError::Anomaly(k, _)
+            | ConfigError::Audit(k, _) => k,
             ConfigError::Read(..) | ConfigError::Parse(..) => return None,
         })
     }
@@ -467,7 +471,7 @@ impl TryFrom<FileConfig> for RuntimeConfig {
             .data_dir
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
         let (datastore, postgres) = f.datastore.unwrap_or_default().decide()?;
-        let audit = f.audit.unwrap_or_default().settings(&data_dir);
+        let audit = f.audit.unwrap_or_default().settings(&data_dir)?;
         Ok(RuntimeConfig {
             trust_domain,
             data_dir,

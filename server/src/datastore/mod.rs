@@ -288,6 +288,8 @@ pub trait AuditStore: Send + Sync + 'static {
     /// dashboard; a scan of the log in the database).
     async fn audit_latest(&self, kind: &str, limit: usize) -> Result<Vec<StoredRecord>>;
     async fn add_audit_checkpoint(&self, checkpoint: Checkpoint) -> Result<()>;
+    /// Deletes the records through `seq` (retention); how many went.
+    async fn prune_audit(&self, seq: u64) -> Result<u64>;
     /// Every checkpoint, oldest first.
     async fn audit_checkpoints(&self) -> Result<Vec<Checkpoint>>;
 }

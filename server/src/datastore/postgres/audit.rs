@@ -97,6 +97,14 @@ impl AuditStore for PostgresDataStore {
         Ok(of_kind(rows, kind))
     }
 
+    async fn prune_audit(&self, seq: u64) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM audit_log WHERE seq <= $1")
+            .bind(audit_seq_column(seq)?)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
     async fn add_audit_checkpoint(&self, c: Checkpoint) -> Result<()> {
         sqlx::query(
             "INSERT INTO audit_checkpoints \

@@ -91,6 +91,16 @@ impl AuditStore for SqliteDataStore {
         Ok(of_kind(rows, kind))
     }
 
+    async fn prune_audit(&self, seq: u64) -> Result<u64> {
+        let mut tx = self.write_tx().await?;
+        let done = sqlx::query("DELETE FROM audit_log WHERE seq <= ?")
+            .bind(audit_seq_column(seq)?)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
+    }
+
     async fn add_audit_checkpoint(&self, c: Checkpoint) -> Result<()> {
         sqlx::query(
             "INSERT OR REPLACE INTO audit_checkpoints \
