@@ -58,7 +58,7 @@ async fn records_reach_syslog_over_udp_and_a_rotating_json_lines_file() {
     std::fs::write(
         &config,
         format!(
-            "[audit]\nsyslog = \"udp:{}\"\njson_file = {:?}\njson_file_max_bytes = 1500\njson_file_keep = 3\n",
+            "[audit]\nsyslog = \"udp:{}\"\njson_file = {:?}\njson_file_max_bytes = 400\njson_file_keep = 20\n",
             udp.local_addr().unwrap(),
             s(&file)
         ),
@@ -93,38 +93,24 @@ async fn records_reach_syslog_over_udp_and_a_rotating_json_lines_file() {
     assert_eq!(got[8].0, 84);
     assert_eq!(got[8].3["verb"], "entry.delete");
 
-    // The file holds the same records, rotated past 1500 bytes.
-    let lines = wait::until(
-        "the JSON-lines file and its rotations",
-        Duration::from_secs(15),
-        || async {
-            let mut lines = Vec::new();
-            for name in [
-                "audit.jsonl.3",
-                "audit.jsonl.2",
-                "audit.jsonl.1",
-                "audit.jsonl",
-            ] {
-                let text = std::fs::read_to_string(dir.path().join(name)).unwrap_or_default();
-                lines.extend(text.lines().map(str::to_owned));
-            }
-            (lines.len() >= 9).then_some(lines)
-        },
-    )
+    // The file holds the same records, in order, each once, rotated past
+    // 400 bytes (read again until no rotation raced the reading).
+    let read_all = || {
+        let mut names: Vec<String> = (1..=20).rev().map(|n| format!("audit.jsonl.{n}")).collect();
+        names.push("audit.jsonl".into());
+        let mut seqs = Vec::new();
+        for name in names {
+            let text = std::fs::read_to_string(dir.path().join(name)).unwrap_or_default();
+            seqs.extend(text.lines().map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["seq"].as_u64().unwrap()
+            }));
+        }
+        seqs
+    };
+    wait::until("the records in the rotated files", Duration::from_secs(15), || async {
+        (dir.path().join("audit.jsonl.1").exists() && read_all() == seqs).then_some(())
+    })
     .await;
-    assert!(
-        dir.path().join("audit.jsonl.1").exists(),
-        "rotated at least once"
-    );
-    let in_file: Vec<u64> = lines
-        .iter()
-        .map(|l| {
-            serde_json::from_str::<Value>(l).unwrap()["seq"]
-                .as_u64()
-                .unwrap()
-        })
-        .collect();
-    assert_eq!(in_file, seqs, "the same records, in order, each once");
     let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&file).map_or_else(
         |_| {
             std::fs::metadata(dir.path().join("audit.jsonl.1"))
