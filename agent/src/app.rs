@@ -97,6 +97,13 @@ pub async fn run(config: RuntimeConfig, shutdown: impl Future<Output = ()>) -> a
     tracing::info!(socket = %config.socket_path.display(), "Workload API listening");
     let attestor = workload_attestor(&config, metrics.clone());
     let (drain_tx, drain_rx) = watch::channel(false);
+    let audit_log = {
+        let dir = config.data_dir.clone();
+        let metrics = metrics.clone();
+        tokio::task::spawn_blocking(move || crate::audit::AuditLog::open(&dir, metrics))
+            .await?
+            .context("opening the workload audit log")?
+    };
     let api = WorkloadApi::new(
         cache_rx.clone(),
         attestor,
@@ -105,7 +112,8 @@ pub async fn run(config: RuntimeConfig, shutdown: impl Future<Output = ()>) -> a
         config.jwt_leeway,
     )
     .with_telemetry(metrics.clone(), drain_rx)
-    .with_rate_limit(config.workload_api.rate_limit);
+    .with_rate_limit(config.workload_api.rate_limit)
+    .with_audit(audit_log.clone());
     // Streams never finish on their own: on shutdown they are ended with
     // Unavailable (drain) and then the server is dropped.
     tasks.spawn(async move {
@@ -168,6 +176,12 @@ pub async fn run(config: RuntimeConfig, shutdown: impl Future<Output = ()>) -> a
                 .with_health(health.clone()),
             );
             connector.set(node.clone());
+            tasks.spawn(crate::audit::report::run(
+                audit_log.clone(),
+                node.clone(),
+                config.audit_checkpoint_interval,
+                clock.clone(),
+            ));
             let (tainted_tx, tainted_rx) = watch::channel(BTreeSet::new());
             tasks.spawn(
                 RenewLoop {

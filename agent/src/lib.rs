@@ -5,6 +5,7 @@
 
 pub mod app;
 pub mod attest;
+pub mod audit;
 pub mod backoff;
 pub mod cache;
 pub mod cli;

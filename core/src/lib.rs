@@ -4,6 +4,7 @@
 //! No I/O and no async runtime here: the server and the agent bring those.
 #![forbid(unsafe_code)]
 
+pub mod audit_chain;
 pub mod bundle;
 pub mod clock;
 pub mod crypto;

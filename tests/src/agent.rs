@@ -154,6 +154,13 @@ impl TestAgent {
         self.wait_healthy().await;
     }
 
+    /// Graceful stop (SIGTERM), no restart.
+    pub fn stop(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.terminate();
+        }
+    }
+
     /// kill -9: no chance to clean up.
     pub fn kill9(&mut self) {
         if let Some(mut p) = self.proc.take() {

@@ -102,14 +102,20 @@ async fn records_reach_syslog_over_udp_and_a_rotating_json_lines_file() {
         for name in names {
             let text = std::fs::read_to_string(dir.path().join(name)).unwrap_or_default();
             seqs.extend(text.lines().map(|l| {
-                serde_json::from_str::<Value>(l).unwrap()["seq"].as_u64().unwrap()
+                serde_json::from_str::<Value>(l).unwrap()["seq"]
+                    .as_u64()
+                    .unwrap()
             }));
         }
         seqs
     };
-    wait::until("the records in the rotated files", Duration::from_secs(15), || async {
-        (dir.path().join("audit.jsonl.1").exists() && read_all() == seqs).then_some(())
-    })
+    wait::until(
+        "the records in the rotated files",
+        Duration::from_secs(15),
+        || async {
+            (dir.path().join("audit.jsonl.1").exists() && read_all() == seqs).then_some(())
+        },
+    )
     .await;
     let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&file).map_or_else(
         |_| {

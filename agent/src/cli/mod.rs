@@ -2,6 +2,7 @@
 //! `api fetch jwt`, `api fetch jwt-bundle`, `api validate jwt`, `api watch`
 //! and `healthcheck` are Workload API clients; `validate` checks a config file.
 
+pub mod audit;
 pub mod client;
 pub mod exit;
 pub mod fetch;
@@ -41,6 +42,18 @@ pub enum Command {
     /// Check a config file: unknown or invalid keys are reported as
     /// FILE:LINE:COL: message (exit 1); exit 0 when it is valid.
     Validate(ValidateArgs),
+    /// The agent's hash-chained log of Workload API decisions.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Recompute the log's chain (and compare it with the server's
+    /// checkpoints): exit 0 and a summary, or exit 1 naming the first problem.
+    Verify(audit::VerifyArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -92,6 +105,12 @@ pub struct SocketArgs {
 /// Runs the parsed command; errors print as `Error: <message>`, exit 1
 /// (`run`: logged, with the codes of [`exit`]).
 pub fn dispatch(cli: Cli) -> ExitCode {
+    if let Command::Audit {
+        command: AuditCommand::Verify(args),
+    } = &cli.command
+    {
+        return audit::run(args);
+    }
     if let Command::Validate(args) = &cli.command {
         return match crate::config::validate_file(&args.config) {
             Ok(()) => {
@@ -134,7 +153,7 @@ pub fn dispatch(cli: Cli) -> ExitCode {
                 ApiCommand::Watch(args) => watch::run(args).await,
             },
             Command::Healthcheck(args) => healthcheck::run(args).await,
-            Command::Validate(_) => Ok(()),
+            Command::Validate(_) | Command::Audit { .. } => Ok(()),
         }
     });
     match result {

@@ -100,7 +100,18 @@ pub struct FileConfig {
     pub workload_attestor: Option<WorkloadAttestorSection>,
     pub telemetry: Option<TelemetrySection>,
     pub workload_api: Option<WorkloadApiSection>,
+    pub audit: Option<AuditSection>,
 }
+
+/// `[audit]`: the agent's own log of Workload API decisions.
+#[derive(Debug, Default, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSection {
+    /// How often the log's head is reported to the server (5m).
+    pub checkpoint_interval: Option<ConfigDuration>,
+}
+
+pub const DEFAULT_AUDIT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(300);
 
 /// `server_address` in the file: `"A,B,C"` or `["A", "B", "C"]`.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -405,6 +416,8 @@ pub struct RuntimeConfig {
     /// HTTP address for `/live`, `/ready`, `/metrics`; none when unset.
     pub telemetry_bind: Option<std::net::SocketAddr>,
     pub workload_api: WorkloadApiLimits,
+    /// How often the audit log's head is reported to the server.
+    pub audit_checkpoint_interval: Duration,
 }
 
 impl RuntimeConfig {
@@ -514,6 +527,12 @@ impl RuntimeConfig {
             }),
         };
         let workload_api = file.workload_api.unwrap_or_default().limits()?;
+        let audit_checkpoint_interval = bounded(
+            "audit.checkpoint_interval",
+            file.audit.and_then(|a| a.checkpoint_interval).map(|c| c.0),
+            DEFAULT_AUDIT_CHECKPOINT_INTERVAL,
+            Duration::from_secs(24 * 3600),
+        )?;
         if docker
             .as_ref()
             .is_some_and(|d| d.socket_path.as_os_str().is_empty())
@@ -546,6 +565,7 @@ impl RuntimeConfig {
             docker,
             telemetry_bind: args.telemetry_bind.or(file.telemetry.and_then(|t| t.bind)),
             workload_api,
+            audit_checkpoint_interval,
         })
     }
 }

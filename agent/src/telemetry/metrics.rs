@@ -46,6 +46,9 @@ pub struct Metrics {
     pub attestation_failures: Counter,
     /// Workload API calls refused because their uid was over its rate.
     pub rate_limited: Counter,
+    /// Workload audit records that could not be written (queue full or
+    /// disk error).
+    pub audit_dropped: Counter,
     /// One attestor failing or timing out (the others' selectors kept).
     pub attestor_errors: Family<AttestorLabel, Counter>,
     /// Open Workload API streams.
@@ -84,6 +87,7 @@ impl Metrics {
             svid_rotations: Counter::default(),
             attestation_failures: Counter::default(),
             rate_limited: Counter::default(),
+            audit_dropped: Counter::default(),
             attestor_errors: Family::default(),
             connected_workloads: Gauge::default(),
             open_streams: tokio::sync::watch::channel(0).0,
@@ -106,6 +110,11 @@ impl Metrics {
             "workload_attestation_failures",
             "Workload API calls refused because workload attestation failed",
             m.attestation_failures.clone(),
+        );
+        registry.register(
+            "audit_records_dropped",
+            "Workload audit records not written (queue full or disk error)",
+            m.audit_dropped.clone(),
         );
         registry.register(
             "workload_api_rate_limited",

@@ -35,6 +35,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::attest::workload::{AttestOptions, PeerInfo, WorkloadAttestor};
+use crate::audit::{AuditLog, Outcome as AuditOutcome, WorkloadRecord};
 use crate::cache::{JwtSvidCache, Snapshot};
 use crate::telemetry::Metrics;
 use relay::WorkloadPeer;
@@ -44,6 +45,11 @@ use stream::channel_with_first;
 use x509::X509State;
 
 type ResponseStream<T> = ReceiverStream<Result<T, Status>>;
+
+/// The calls the audit log names.
+const FETCH_X509: &str = "fetch_x509_svid";
+const FETCH_JWT: &str = "fetch_jwt_svid";
+const VALIDATE_JWT: &str = "validate_jwt_svid";
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkloadApiError {
@@ -70,6 +76,8 @@ pub struct WorkloadApi {
     drain: watch::Receiver<bool>,
     /// Calls per caller uid (`[workload_api] rate_limit`).
     calls: Arc<KeyedLimiter<u32>>,
+    /// Where each decision is recorded (the agent's own audit log).
+    audit: Option<AuditLog>,
 }
 
 impl WorkloadApi {
@@ -89,7 +97,73 @@ impl WorkloadApi {
             metrics: Arc::new(Metrics::new()),
             drain: watch::channel(false).1,
             calls: Arc::new(KeyedLimiter::new(Rate::OFF)),
+            audit: None,
         }
+    }
+
+    /// Records every decision in `log`.
+    pub fn with_audit(mut self, log: AuditLog) -> Self {
+        self.audit = Some(log);
+        self
+    }
+
+    /// One decision for the audit log: who asked (`selectors` empty when
+    /// the caller was not attested), what was served or why not.
+    fn record(
+        &self,
+        call: &str,
+        peer: Option<&PeerInfo>,
+        selectors: &HashSet<Selector>,
+        served: Vec<String>,
+        refused: Option<&Status>,
+    ) {
+        let Some(log) = &self.audit else { return };
+        // A flood's refusals are counted by the rate limit, not logged.
+        if refused.is_some_and(|s| s.code() == tonic::Code::ResourceExhausted) {
+            return;
+        }
+        let mut selectors: Vec<String> = selectors.iter().map(ToString::to_string).collect();
+        selectors.sort_unstable();
+        log.record(WorkloadRecord {
+            time_ms: self
+                .clock
+                .now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+            call: call.to_owned(),
+            pid: peer.and_then(|p| p.pid),
+            uid: peer.map_or(u32::MAX, |p| p.uid),
+            gid: peer.map_or(u32::MAX, |p| p.gid),
+            selectors,
+            served,
+            outcome: match refused {
+                None => AuditOutcome::Ok,
+                Some(s) => AuditOutcome::Refused {
+                    reason: s.message().to_owned(),
+                },
+            },
+        });
+    }
+
+    /// The caller's credentials, as the socket gave them.
+    fn peer_of<T>(request: &Request<T>) -> Option<PeerInfo> {
+        let cred = request
+            .extensions()
+            .get::<ConnInfo<WorkloadPeer>>()
+            .and_then(|info| info.peer.uds.peer_cred)?;
+        Some(PeerInfo {
+            pid: cred.pid(),
+            uid: cred.uid(),
+            gid: cred.gid(),
+        })
+    }
+
+    /// The caller's uid within its call rate, or `ResourceExhausted`.
+    fn within_rate(&self, peer: &PeerInfo) -> Result<(), Status> {
+        self.calls.try_take(&peer.uid, 1).map_err(|e| {
+            self.metrics.rate_limited.inc();
+            status::rate_limited(peer.uid, self.calls.rate(), e.retry_after)
+        })
     }
 
     /// Limits each caller uid to `rate` calls.
@@ -140,36 +214,37 @@ impl WorkloadApi {
         Ok(snapshot)
     }
 
-    /// Readiness, attestation: the checks every RPC starts with (after the
-    /// interceptor's header check).
-    async fn admit<T>(
+    /// Readiness, rate, attestation: the checks every RPC starts with
+    /// (after the interceptor's header check). A refusal is recorded as
+    /// `call`'s decision.
+    async fn admit<T>(&self, call: &str, request: &Request<T>) -> Result<Admitted, Status> {
+        let peer = Self::peer_of(request);
+        let admitted = self.admit_peer(request, peer.as_ref()).await;
+        if let Err(s) = &admitted {
+            self.record(call, peer.as_ref(), &HashSet::new(), vec![], Some(s));
+        }
+        admitted
+    }
+
+    async fn admit_peer<T>(
         &self,
         request: &Request<T>,
-    ) -> Result<(Arc<Snapshot>, HashSet<Selector>), Status> {
+        peer: Option<&PeerInfo>,
+    ) -> Result<Admitted, Status> {
         let snapshot = self.ready_snapshot()?;
-        let caller = request
+        let pin = request
             .extensions()
             .get::<ConnInfo<WorkloadPeer>>()
-            .map(|info| &info.peer);
-        let (cred, pin) = caller
-            .and_then(|c| c.uds.peer_cred.map(|cred| (cred, &c.pin)))
-            .ok_or_else(status::unknown_caller)?;
-        let peer = PeerInfo {
-            pid: cred.pid(),
-            uid: cred.uid(),
-            gid: cred.gid(),
-        };
+            .map(|info| &info.peer.pin);
+        let (peer, pin) = peer.zip(pin).ok_or_else(status::unknown_caller)?;
         // Before any attestation work: a flooding uid costs a map lookup.
-        self.calls.try_take(&peer.uid, 1).map_err(|e| {
-            self.metrics.rate_limited.inc();
-            status::rate_limited(peer.uid, self.calls.rate(), e.retry_after)
-        })?;
+        self.within_rate(peer)?;
         let options = AttestOptions {
             hash_binary: uses_binary_hash(&snapshot),
         };
         // The selectors count only if the process that connected, running
         // what it ran then, is the one they were read from.
-        let attested = match self.attestor.attest(&peer, options).await {
+        let attested = match self.attestor.attest(peer, options).await {
             Ok(selectors) => pin.verify().map(|()| selectors),
             Err(e) => Err(e),
         };
@@ -181,8 +256,19 @@ impl WorkloadApi {
         tracing::debug!(pid = ?peer.pid, uid = peer.uid, selectors = selectors.len(), "workload attested");
         // A possibly newer snapshot after the (blocking) attestation.
         let snapshot = self.cache.borrow().clone();
-        Ok((snapshot, selectors.into_iter().collect()))
+        Ok(Admitted {
+            snapshot,
+            selectors: selectors.into_iter().collect(),
+            peer: *peer,
+        })
     }
+}
+
+/// A caller that passed [`WorkloadApi::admit`].
+struct Admitted {
+    snapshot: Arc<Snapshot>,
+    selectors: HashSet<Selector>,
+    peer: PeerInfo,
 }
 
 /// Hashing a binary is costly: only when some entry selects on it.
@@ -205,13 +291,26 @@ impl SpiffeWorkloadApi for WorkloadApi {
         &self,
         request: Request<X509svidRequest>,
     ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
-        let (snapshot, selectors) = self.admit(&request).await?;
+        let Admitted {
+            snapshot,
+            selectors,
+            peer,
+        } = self.admit(FETCH_X509, &request).await?;
         let first = match x509::x509_state(&snapshot, &selectors, self.clock.now()) {
-            X509State::NoIdentity => return Err(x509::no_identity()),
+            X509State::NoIdentity => {
+                let refused = x509::no_identity();
+                self.record(FETCH_X509, Some(&peer), &selectors, vec![], Some(&refused));
+                return Err(refused);
+            }
             // The stream task waits out the issuing grace.
             X509State::Pending => None,
             X509State::Ready(response) => Some(response),
         };
+        let served = first
+            .as_ref()
+            .map(|r| r.svids.iter().map(|s| s.spiffe_id.clone()).collect())
+            .unwrap_or_default();
+        self.record(FETCH_X509, Some(&peer), &selectors, served, None);
         let (tx, rx) = channel_with_first(first.clone());
         self.spawn_stream(
             tx.clone(),
@@ -224,7 +323,11 @@ impl SpiffeWorkloadApi for WorkloadApi {
         &self,
         request: Request<X509BundlesRequest>,
     ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
-        let (snapshot, selectors) = self.admit(&request).await?;
+        let Admitted {
+            snapshot,
+            selectors,
+            ..
+        } = self.admit("fetch_x509_bundles", &request).await?;
         let first = bundles::bundles_state(&snapshot, &selectors).ok_or_else(x509::no_identity)?;
         let (tx, rx) = channel_with_first(Some(first.clone()));
         self.spawn_stream(
@@ -239,23 +342,38 @@ impl SpiffeWorkloadApi for WorkloadApi {
         request: Request<JwtsvidRequest>,
     ) -> Result<Response<JwtsvidResponse>, Status> {
         let requested = jwt::check_fetch_request(request.get_ref())?;
-        let (snapshot, selectors) = self.admit(&request).await?;
-        let response = jwt::fetch_jwt_svids(
+        let Admitted {
+            snapshot,
+            selectors,
+            peer,
+        } = self.admit(FETCH_JWT, &request).await?;
+        let fetched = jwt::fetch_jwt_svids(
             &self.jwt_svids,
             &snapshot,
             &selectors,
             requested.as_ref(),
             &request.get_ref().audience,
         )
-        .await?;
-        Ok(Response::new(response))
+        .await;
+        match &fetched {
+            Ok(r) => {
+                let served = r.svids.iter().map(|s| s.spiffe_id.clone()).collect();
+                self.record(FETCH_JWT, Some(&peer), &selectors, served, None);
+            }
+            Err(s) => self.record(FETCH_JWT, Some(&peer), &selectors, vec![], Some(s)),
+        }
+        Ok(Response::new(fetched?))
     }
 
     async fn fetch_jwt_bundles(
         &self,
         request: Request<JwtBundlesRequest>,
     ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
-        let (snapshot, selectors) = self.admit(&request).await?;
+        let Admitted {
+            snapshot,
+            selectors,
+            ..
+        } = self.admit("fetch_jwt_bundles", &request).await?;
         let first =
             jwt_bundles::jwt_bundles_state(&snapshot, &selectors).ok_or_else(x509::no_identity)?;
         let (tx, rx) = channel_with_first(Some(first.clone()));
@@ -271,6 +389,11 @@ impl SpiffeWorkloadApi for WorkloadApi {
         request: Request<ValidateJwtsvidRequest>,
     ) -> Result<Response<ValidateJwtsvidResponse>, Status> {
         jwt::check_validate_request(request.get_ref())?;
+        let peer = Self::peer_of(&request);
+        // Not attested, but within its rate like any call.
+        if let Some(p) = &peer {
+            self.within_rate(p)?;
+        }
         let snapshot = self.ready_snapshot()?;
         // Any caller may validate a token of the own trust domain (as in
         // SPIRE): only public keys are used, so the caller is not attested.
@@ -280,19 +403,46 @@ impl SpiffeWorkloadApi for WorkloadApi {
             match federation::claimed_trust_domain(&snapshot, &request.get_ref().svid) {
                 None => (snapshot, None),
                 Some(td) => {
-                    let (snapshot, selectors) = self.admit(&request).await?;
-                    jwt::check_federates_with(&snapshot, &selectors, &td)?;
-                    (snapshot, Some(td))
+                    let admitted = self.admit(VALIDATE_JWT, &request).await?;
+                    let checked =
+                        jwt::check_federates_with(&admitted.snapshot, &admitted.selectors, &td);
+                    if let Err(s) = &checked {
+                        self.record(
+                            VALIDATE_JWT,
+                            peer.as_ref(),
+                            &admitted.selectors,
+                            vec![],
+                            Some(s),
+                        );
+                    }
+                    checked?;
+                    (admitted.snapshot, Some(td))
                 }
             };
-        let response = jwt::validate(
+        let validated = jwt::validate(
             &snapshot,
             request.get_ref(),
             federated.as_ref(),
             self.clock.now(),
             self.jwt_leeway,
-        )?;
-        Ok(Response::new(response))
+        );
+        match &validated {
+            Ok(r) => self.record(
+                VALIDATE_JWT,
+                peer.as_ref(),
+                &HashSet::new(),
+                vec![r.spiffe_id.clone()],
+                None,
+            ),
+            Err(s) => self.record(
+                VALIDATE_JWT,
+                peer.as_ref(),
+                &HashSet::new(),
+                vec![],
+                Some(s),
+            ),
+        }
+        Ok(Response::new(validated?))
     }
 }
 

@@ -7,9 +7,9 @@ use futures::Stream;
 use signet_core::clock::unix_seconds;
 use signet_proto::node::node_server::Node;
 use signet_proto::node::{
-    attest_request, attest_response, AttestRequest, AttestResponse, AttestResult,
-    BatchSignX509SvidRequest, BatchSignX509SvidResponse, MintJwtSvidRequest, MintJwtSvidResponse,
-    RenewAgentRequest, RenewAgentResponse, SyncRequest, SyncResponse,
+    attest_request, attest_response, AttestRequest, AttestResponse, AttestResult, AuditCheckpoint,
+    AuditCheckpointAck, BatchSignX509SvidRequest, BatchSignX509SvidResponse, MintJwtSvidRequest,
+    MintJwtSvidResponse, RenewAgentRequest, RenewAgentResponse, SyncRequest, SyncResponse,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -409,6 +409,30 @@ impl Node for NodeService {
             .x509_signing(&agent.spiffe_id, params.len())?;
         let results = super::batch_sign::sign(&self.state, &agent, params).await?;
         Ok(Response::new(BatchSignX509SvidResponse { results }))
+    }
+
+    async fn report_audit_checkpoint(
+        &self,
+        request: Request<AuditCheckpoint>,
+    ) -> Result<Response<AuditCheckpointAck>, Status> {
+        let agent = authenticate_agent(&self.state, &request).await?;
+        let c = request.into_inner();
+        if c.seq == 0 || crate::audit::chain::from_hex(&c.hash).is_none() {
+            return Err(Status::invalid_argument(
+                "an audit checkpoint needs seq >= 1 and a 64-digit lowercase hex hash",
+            ));
+        }
+        self.state
+            .audit
+            .append(Decision::AgentAuditCheckpoint {
+                agent_id: agent.spiffe_id.to_string(),
+                log_seq: c.seq,
+                log_hash: c.hash.to_ascii_lowercase(),
+                agent_time_ms: c.time_ms,
+            })
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(AuditCheckpointAck {}))
     }
 
     async fn mint_jwt_svid(

@@ -4,7 +4,8 @@
 //! and any edit, removal, insertion or reordering is found by
 //! `signet-server audit verify`.
 
-pub mod chain;
+/// The chain rule, shared with the agent's own log.
+pub use signet_core::audit_chain as chain;
 pub mod checkpoint;
 pub mod forward;
 pub mod record;

@@ -90,6 +90,13 @@ pub enum Decision {
         checkpoint_hash: String,
         records: u64,
     },
+    /// The head of an agent's own Workload API log, as it reported it.
+    AgentAuditCheckpoint {
+        agent_id: String,
+        log_seq: u64,
+        log_hash: String,
+        agent_time_ms: i64,
+    },
     /// An Admin API call that changes something.
     Admin {
         caller: String,
@@ -122,6 +129,7 @@ impl Decision {
             Decision::Anomaly { .. } => "anomaly",
             Decision::AuthorityTransition { .. } => "authority_transition",
             Decision::AuditPruned { .. } => "audit_pruned",
+            Decision::AgentAuditCheckpoint { .. } => "agent_audit_checkpoint",
         }
     }
 
@@ -129,7 +137,8 @@ impl Decision {
     pub fn spiffe_ids(&self) -> Vec<&str> {
         match self {
             Decision::NodeAttestation { agent_id, .. }
-            | Decision::AgentRenewal { agent_id, .. } => {
+            | Decision::AgentRenewal { agent_id, .. }
+            | Decision::AgentAuditCheckpoint { agent_id, .. } => {
                 vec![agent_id]
             }
             Decision::X509SvidIssued {
@@ -157,6 +166,7 @@ impl Decision {
         match self {
             Decision::NodeAttestation { agent_id, .. }
             | Decision::AgentRenewal { agent_id, .. }
+            | Decision::AgentAuditCheckpoint { agent_id, .. }
             | Decision::X509SvidIssued { agent_id, .. }
             | Decision::JwtSvidIssued { agent_id, .. } => Some(agent_id),
             Decision::RateLimited { subject, .. } | Decision::Anomaly { subject, .. }

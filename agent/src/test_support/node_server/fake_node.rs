@@ -141,4 +141,11 @@ impl Node for FakeNode {
             expires_at: now + 300,
         }))
     }
+
+    async fn report_audit_checkpoint(
+        &self,
+        _request: Request<signet_proto::node::AuditCheckpoint>,
+    ) -> Result<Response<signet_proto::node::AuditCheckpointAck>, Status> {
+        Ok(Response::new(signet_proto::node::AuditCheckpointAck {}))
+    }
 }
