@@ -57,8 +57,8 @@ fn authorities(title: &str, list: &[AuthorityInfo], now: i64) -> String {
     )
 }
 
-/// The anomaly records of the last day, newest first.
-async fn open_anomalies(ui: &Ui, now: i64) -> Result<Vec<AuditRecord>> {
+/// The latest anomaly records, newest first.
+async fn latest_anomalies(ui: &Ui) -> Result<Vec<AuditRecord>> {
     Ok(ui
         .state
         .ds
@@ -66,8 +66,14 @@ async fn open_anomalies(ui: &Ui, now: i64) -> Result<Vec<AuditRecord>> {
         .await?
         .iter()
         .filter_map(|r| AuditRecord::parse(&r.record).ok())
-        .filter(|r| r.time_ms / 1000 >= now - OPEN_FOR_S)
         .collect())
+}
+
+/// The anomaly records of the last day, newest first.
+async fn open_anomalies(ui: &Ui, now: i64) -> Result<Vec<AuditRecord>> {
+    let mut records = latest_anomalies(ui).await?;
+    records.retain(|r| r.time_ms / 1000 >= now - OPEN_FOR_S);
+    Ok(records)
 }
 
 fn anomaly_rows(records: &[AuditRecord]) -> Vec<Vec<String>> {
@@ -475,14 +481,7 @@ pub async fn audit(ui: &Ui) -> Result<String> {
 }
 
 pub async fn anomalies(ui: &Ui) -> Result<String> {
-    let records: Vec<AuditRecord> = ui
-        .state
-        .ds
-        .audit_latest("anomaly", MAX_ROWS)
-        .await?
-        .iter()
-        .filter_map(|r| AuditRecord::parse(&r.record).ok())
-        .collect();
+    let records = latest_anomalies(ui).await?;
     let body = format!(
         "<p>{} findings (newest first). Rules and actions: <code>[anomaly]</code> in the server's config.</p>{}",
         records.len(),

@@ -4,6 +4,7 @@
 //! change is published on the change bus so connected agents hear of it at
 //! once.
 
+mod agents;
 mod audited;
 mod dashboard;
 pub(crate) mod federation;
@@ -179,29 +180,11 @@ impl Admin for AdminService {
     }
 
     async fn evict_agent(&self, request: Request<AgentRequest>) -> Result<Response<Agent>, Status> {
-        let caller = audit_caller(&request);
-        let args = json!({"spiffe_id": request.get_ref().spiffe_id});
-        let res: Result<Response<Agent>, Status> = async move {
-            let id = parse_agent_id(&request.get_ref().spiffe_id)?;
-            let agent = self.state.ds.evict_agent(&id).await?;
-            tracing::info!(agent = %id, "agent evicted");
-            Ok(Response::new(admin_agent(&agent)))
-        }
-        .await;
-        self.audited(caller, "agent.evict", args, res).await
+        self.end_agent(request, false).await
     }
 
     async fn ban_agent(&self, request: Request<AgentRequest>) -> Result<Response<Agent>, Status> {
-        let caller = audit_caller(&request);
-        let args = json!({"spiffe_id": request.get_ref().spiffe_id});
-        let res: Result<Response<Agent>, Status> = async move {
-            let id = parse_agent_id(&request.get_ref().spiffe_id)?;
-            let agent = self.state.ds.ban_agent(&id).await?;
-            tracing::info!(agent = %id, "agent banned");
-            Ok(Response::new(admin_agent(&agent)))
-        }
-        .await;
-        self.audited(caller, "agent.ban", args, res).await
+        self.end_agent(request, true).await
     }
 
     async fn get_bundle(
