@@ -134,3 +134,95 @@ async fn an_operator_logs_in_once_and_sees_what_the_cli_says() {
     .unwrap();
     assert!(png.len() > 10_000, "screenshot of {} bytes", png.len());
 }
+
+/// `curl` to the dashboard, optionally with a client SVID: the status code.
+async fn curl_status(url: &str, svid_dir: Option<&Path>) -> String {
+    let mut cmd = tokio::process::Command::new("curl");
+    cmd.args(["-sk", "-o", "/dev/null", "-w", "%{http_code}", url]);
+    if let Some(dir) = svid_dir {
+        cmd.arg("--cert")
+            .arg(dir.join("svid.pem"))
+            .arg("--key")
+            .arg(dir.join("key.pem"));
+    }
+    let out = cmd.output().await.expect("run curl");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn an_admin_svid_reads_the_dashboard_and_any_other_svid_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("server.toml");
+    std::fs::write(&config, "[dashboard]\nbind = \"127.0.0.1:0\"\n").unwrap();
+    let server = TestServer::start_with(&["--config", config.to_str().unwrap()]).await;
+    let agent = TestAgent::start(&server).await;
+    let admin_id = server.id("/ops/alice");
+    let plain_id = server.id("/ops/bob");
+    for (id, admin) in [(&admin_id, true), (&plain_id, false)] {
+        let mut args = vec![
+            "entry",
+            "create",
+            "--spiffe-id",
+            id.as_str(),
+            "--parent-id",
+            agent.spiffe_id.as_str(),
+            "--selector",
+            "unix:uid:4242",
+        ];
+        if admin {
+            args.push("--admin");
+        }
+        server.cli_ok(&args);
+    }
+    let mint = |id: &str, name: &str| {
+        let out = dir.path().join(name);
+        server.cli_ok(&[
+            "x509",
+            "mint",
+            "--spiffe-id",
+            id,
+            "--write",
+            out.to_str().unwrap(),
+        ]);
+        out
+    };
+    let admin_svid = mint(&admin_id, "alice");
+    let plain_svid = mint(&plain_id, "bob");
+
+    let login = cli_json(&server, &["dashboard", "login", "--output", "json"]);
+    let base = login["url"]
+        .as_str()
+        .unwrap()
+        .split("/ui")
+        .next()
+        .unwrap()
+        .to_owned();
+    let ui = format!("{base}/ui");
+    assert_eq!(curl_status(&ui, Some(&admin_svid)).await, "200");
+    assert_eq!(
+        curl_status(&format!("{base}/ui/agents"), Some(&admin_svid)).await,
+        "200"
+    );
+    assert_eq!(
+        curl_status(&ui, Some(&plain_svid)).await,
+        "401",
+        "not an admin entry"
+    );
+    assert_eq!(curl_status(&ui, None).await, "401", "no certificate");
+    // A certificate from outside the trust domain does not get past the handshake.
+    let foreign = dir.path().join("foreign");
+    std::fs::create_dir_all(&foreign).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.subject_alt_names = vec![rcgen::SanType::URI(
+        rcgen::string::Ia5String::try_from(admin_id.as_str()).unwrap(),
+    )];
+    let cert = params.self_signed(&key).unwrap();
+    std::fs::write(foreign.join("svid.pem"), cert.pem()).unwrap();
+    std::fs::write(foreign.join("key.pem"), key.serialize_pem()).unwrap();
+    let status = curl_status(&ui, Some(&foreign)).await;
+    assert!(
+        status == "000" || status == "401",
+        "self-signed admin ID got {status}"
+    );
+}
