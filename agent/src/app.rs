@@ -141,6 +141,7 @@ pub async fn run(config: RuntimeConfig, shutdown: impl Future<Output = ()>) -> a
         a = obtain_identity(&config, &storage, clock.as_ref()) => a,
         _ = &mut shutdown => {
             drain(&config.socket_path, &drain_tx, &metrics).await;
+            audit_log.close().await;
             tasks.abort_all();
             cleanup(&config.socket_path, &health_file);
             return Ok(());
@@ -221,6 +222,7 @@ pub async fn run(config: RuntimeConfig, shutdown: impl Future<Output = ()>) -> a
         }
         Err(e) => {
             signet_runtime::systemd::stopping();
+            audit_log.close().await;
             tasks.abort_all();
             cleanup(&config.socket_path, &health_file);
             return Err(e).context("node attestation failed");
@@ -238,6 +240,7 @@ pub async fn run(config: RuntimeConfig, shutdown: impl Future<Output = ()>) -> a
     };
     drop(idle_manager);
     drain(&config.socket_path, &drain_tx, &metrics).await;
+    audit_log.close().await;
     tasks.abort_all();
     cleanup(&config.socket_path, &health_file);
     result

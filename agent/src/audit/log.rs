@@ -1,25 +1,34 @@
 //! The log file and its one writer: a thread of its own (the file is
-//! written and synced there, never on the runtime), taking records from a
-//! bounded queue in batches, one sync per batch. A full queue drops the
-//! record and counts it (`signet_agent_audit_records_dropped_total`): the
-//! Workload API never waits on the disk.
+//! written and synced there, never on the runtime). Decisions are pushed
+//! onto a bounded in-memory queue; the writer wakes when the queue stops
+//! being empty, lets it fill for `FLUSH_EVERY`, then chains, writes and
+//! syncs the whole batch at once. So a busy agent pays one wake-up and one
+//! sync per batch, not per call, and the Workload API never waits on the
+//! disk. A full queue drops the record and counts it
+//! (`signet_agent_audit_records_dropped_total`). `close` writes what is
+//! queued before the agent exits.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use signet_core::audit_chain::{from_hex, link, to_hex, GENESIS};
-use tokio::sync::mpsc;
 
 use super::WorkloadRecord;
 use crate::telemetry::Metrics;
 
 pub const LOG_FILE: &str = "workload_audit.jsonl";
 const QUEUE: usize = 65_536;
-const BATCH: usize = 4096;
+/// How long a batch gathers once the first record of it arrived: the
+/// latest a decision reaches the disk (plus the sync).
+const FLUSH_EVERY: Duration = Duration::from_millis(20);
+/// How long `close` waits for the last batch.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One line of the file: the record as it was hashed, and the chain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,10 +45,31 @@ pub struct Head {
     pub hash: [u8; 32],
 }
 
+#[derive(Default)]
+struct Queue {
+    records: Vec<WorkloadRecord>,
+    closing: bool,
+}
+
+/// What the Workload API handlers and the writer thread share.
+struct Shared {
+    queue: Mutex<Queue>,
+    /// Signalled when the queue stops being empty, and on close.
+    filled: Condvar,
+    /// The last record written and synced.
+    head: Mutex<Head>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere leaves the data consistent: every critical
+    // section here is a push, a swap or a copy.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[derive(Clone)]
 pub struct AuditLog {
-    tx: mpsc::Sender<WorkloadRecord>,
-    head: Arc<Mutex<Head>>,
+    shared: Arc<Shared>,
+    writer: Arc<Mutex<Option<JoinHandle<()>>>>,
     metrics: Arc<Metrics>,
 }
 
@@ -85,8 +115,16 @@ fn recover(path: &Path) -> std::io::Result<Head> {
     })
 }
 
-fn write_batch(file: &mut File, head: &mut Head, batch: &[WorkloadRecord]) -> std::io::Result<()> {
-    let mut out = String::new();
+/// Chains `batch` after `head`, appends it to `file` in one write and
+/// syncs; `head` moves only once the batch is on disk. `out` is a buffer
+/// kept between batches.
+fn write_batch(
+    file: &mut File,
+    head: &mut Head,
+    batch: &[WorkloadRecord],
+    out: &mut Vec<u8>,
+) -> std::io::Result<()> {
+    out.clear();
     let mut next = *head;
     for r in batch {
         let record = r.canonical();
@@ -97,13 +135,46 @@ fn write_batch(file: &mut File, head: &mut Head, batch: &[WorkloadRecord]) -> st
             hash: to_hex(&next.hash),
             record,
         };
-        out.push_str(&serde_json::to_string(&line).unwrap_or_default());
-        out.push('\n');
+        serde_json::to_writer(&mut *out, &line).map_err(std::io::Error::other)?;
+        out.push(b'\n');
     }
-    file.write_all(out.as_bytes())?;
+    file.write_all(out)?;
     file.sync_data()?;
     *head = next;
     Ok(())
+}
+
+/// The writer thread: one batch per wake-up, until `close`.
+fn write_loop(mut file: File, mut head: Head, shared: Arc<Shared>, metrics: Arc<Metrics>) {
+    let mut batch = Vec::new();
+    let mut out = Vec::new();
+    loop {
+        let mut queue = lock(&shared.queue);
+        while queue.records.is_empty() && !queue.closing {
+            queue = shared.filled.wait(queue).unwrap_or_else(|e| e.into_inner());
+        }
+        if !queue.closing {
+            drop(queue);
+            std::thread::sleep(FLUSH_EVERY);
+            queue = lock(&shared.queue);
+        }
+        std::mem::swap(&mut queue.records, &mut batch);
+        let closing = queue.closing;
+        drop(queue);
+        if !batch.is_empty() {
+            match write_batch(&mut file, &mut head, &batch, &mut out) {
+                Ok(()) => *lock(&shared.head) = head,
+                Err(e) => {
+                    metrics.audit_dropped.inc_by(batch.len() as u64);
+                    tracing::error!(error = %e, records = batch.len(), "workload audit records not written");
+                }
+            }
+            batch.clear();
+        }
+        if closing {
+            return;
+        }
+    }
 }
 
 impl AuditLog {
@@ -111,57 +182,68 @@ impl AuditLog {
     pub fn open(data_dir: &Path, metrics: Arc<Metrics>) -> std::io::Result<Self> {
         let path = data_dir.join(LOG_FILE);
         let head = recover(&path)?;
-        let mut file = OpenOptions::new()
+        let file = OpenOptions::new()
             .create(true)
             .append(true)
             .mode(0o600)
             .open(&path)?;
-        let (tx, mut rx) = mpsc::channel::<WorkloadRecord>(QUEUE);
-        let shared = Arc::new(Mutex::new(head));
-        let published = shared.clone();
-        let thread_metrics = metrics.clone();
-        std::thread::Builder::new()
-            .name("workload-audit".into())
-            .spawn(move || {
-                let mut head = head;
-                let mut batch = Vec::with_capacity(BATCH);
-                while let Some(first) = rx.blocking_recv() {
-                    batch.push(first);
-                    while batch.len() < BATCH {
-                        match rx.try_recv() {
-                            Ok(r) => batch.push(r),
-                            Err(_) => break,
-                        }
-                    }
-                    match write_batch(&mut file, &mut head, &batch) {
-                        Ok(()) => {
-                            *published.lock().unwrap_or_else(|e| e.into_inner()) = head;
-                        }
-                        Err(e) => {
-                            thread_metrics.audit_dropped.inc_by(batch.len() as u64);
-                            tracing::error!(error = %e, records = batch.len(), "workload audit records not written");
-                        }
-                    }
-                    batch.clear();
-                }
-            })?;
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue::default()),
+            filled: Condvar::new(),
+            head: Mutex::new(head),
+        });
+        let writer = {
+            let shared = shared.clone();
+            let metrics = metrics.clone();
+            std::thread::Builder::new()
+                .name("workload-audit".into())
+                .spawn(move || write_loop(file, head, shared, metrics))?
+        };
         Ok(Self {
-            tx,
-            head: shared,
+            shared,
+            writer: Arc::new(Mutex::new(Some(writer))),
             metrics,
         })
     }
 
-    /// Queues `record`; never waits.
+    /// Queues `record`; never waits on the disk.
     pub fn record(&self, record: WorkloadRecord) {
-        if self.tx.try_send(record).is_err() {
+        let mut queue = lock(&self.shared.queue);
+        if queue.closing || queue.records.len() >= QUEUE {
+            drop(queue);
             self.metrics.audit_dropped.inc();
+            return;
+        }
+        let first = queue.records.is_empty();
+        queue.records.push(record);
+        drop(queue);
+        // Only the first record of a batch wakes the writer.
+        if first {
+            self.shared.filled.notify_one();
         }
     }
 
     /// The last record written (and synced).
     pub fn head(&self) -> Head {
-        *self.head.lock().unwrap_or_else(|e| e.into_inner())
+        *lock(&self.shared.head)
+    }
+
+    /// Writes what is queued and stops the writer (on shutdown; records
+    /// after this are dropped and counted).
+    pub async fn close(&self) {
+        lock(&self.shared.queue).closing = true;
+        self.shared.filled.notify_one();
+        let Some(writer) = lock(&self.writer).take() else {
+            return;
+        };
+        let joined = tokio::time::timeout(
+            CLOSE_TIMEOUT,
+            tokio::task::spawn_blocking(move || writer.join()),
+        )
+        .await;
+        if joined.is_err() {
+            tracing::warn!("the workload audit log's last batch was not written in time");
+        }
     }
 }
 
@@ -212,7 +294,7 @@ mod tests {
             seq: 0,
             hash: GENESIS,
         };
-        write_batch(&mut f, &mut head, &[record(1), record(2)]).unwrap();
+        write_batch(&mut f, &mut head, &[record(1), record(2)], &mut Vec::new()).unwrap();
         // A crash in the middle of the third line.
         f.write_all(b"{\"seq\":3,\"hash\":\"ab").unwrap();
         drop(f);
@@ -221,8 +303,29 @@ mod tests {
         assert!(text.ends_with("}\n") && text.lines().count() == 2, "{text}");
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         let mut again = recover(&path).unwrap();
-        write_batch(&mut f, &mut again, &[record(3)]).unwrap();
+        write_batch(&mut f, &mut again, &[record(3)], &mut Vec::new()).unwrap();
         let summary = super::super::verify::verify(&path, &[]).unwrap();
         assert_eq!((summary.records, summary.last), (3, 3));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn close_writes_every_queued_record_and_what_comes_later_is_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let log = AuditLog::open(dir.path(), metrics.clone()).unwrap();
+        for uid in 0..1000 {
+            log.record(record(uid));
+        }
+        log.close().await;
+        assert_eq!(log.head().seq, 1000);
+        log.record(record(1));
+        assert_eq!(metrics.audit_dropped.get(), 1);
+        let summary = super::super::verify::verify(&log_path(dir.path()), &[]).unwrap();
+        assert_eq!((summary.records, summary.last), (1000, 1000));
+        // Reopened, the chain goes on from the last record.
+        let log = AuditLog::open(dir.path(), metrics).unwrap();
+        log.record(record(2));
+        log.close().await;
+        assert_eq!(log.head().seq, 1001);
     }
 }
