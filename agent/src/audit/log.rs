@@ -153,11 +153,12 @@ fn write_loop(mut file: File, mut head: Head, shared: Arc<Shared>, metrics: Arc<
         while queue.records.is_empty() && !queue.closing {
             queue = shared.filled.wait(queue).unwrap_or_else(|e| e.into_inner());
         }
-        if !queue.closing {
-            drop(queue);
-            std::thread::sleep(FLUSH_EVERY);
-            queue = lock(&shared.queue);
-        }
+        // Let the batch gather (records arriving now do not signal); a
+        // close cuts it short.
+        queue = shared
+            .filled
+            .wait_timeout_while(queue, FLUSH_EVERY, |q| !q.closing)
+            .map_or_else(|e| e.into_inner().0, |(q, _)| q);
         std::mem::swap(&mut queue.records, &mut batch);
         let closing = queue.closing;
         drop(queue);
