@@ -57,6 +57,11 @@ fn parse_endpoint(v: &str) -> anyhow::Result<PathBuf> {
 }
 
 pub async fn connect(socket: &Path) -> anyhow::Result<SpiffeWorkloadApiClient<Channel>> {
+    Ok(SpiffeWorkloadApiClient::new(channel(socket).await?))
+}
+
+/// A gRPC channel to the agent's socket (the Workload API and Envoy SDS).
+pub async fn channel(socket: &Path) -> anyhow::Result<Channel> {
     let path = socket.to_owned();
     let channel = Endpoint::from_static("http://workload-api")
         .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
@@ -65,7 +70,7 @@ pub async fn connect(socket: &Path) -> anyhow::Result<SpiffeWorkloadApiClient<Ch
         }))
         .await
         .with_context(|| format!("cannot connect to the Workload API at {}", socket.display()))?;
-    Ok(SpiffeWorkloadApiClient::new(channel))
+    Ok(channel)
 }
 
 /// A request carrying `workload.spiffe.io: true`.

@@ -12,6 +12,9 @@ use signet_runtime::ratelimit::Rate;
 
 use crate::node_client::{AddressError, ServerAddresses};
 
+mod sds;
+pub use sds::{SdsSection, SdsSettings};
+
 /// Embedded defaults (CONTRACT.md); no config file is needed.
 pub const DEFAULT_TRUST_DOMAIN: &str = "example.org";
 pub const DEFAULT_DATA_DIR: &str = ".data/agent";
@@ -78,6 +81,8 @@ pub enum ConfigError {
     },
     #[error("invalid {0}: {1}")]
     Duration(&'static str, String),
+    #[error("invalid [sds]: {0}")]
+    Sds(String),
 }
 
 /// The TOML file: every key optional, named like the long flags.
@@ -101,6 +106,7 @@ pub struct FileConfig {
     pub telemetry: Option<TelemetrySection>,
     pub workload_api: Option<WorkloadApiSection>,
     pub audit: Option<AuditSection>,
+    pub sds: Option<SdsSection>,
 }
 
 /// `[audit]`: the agent's own log of Workload API decisions.
@@ -418,6 +424,8 @@ pub struct RuntimeConfig {
     pub workload_api: WorkloadApiLimits,
     /// How often the audit log's head is reported to the server.
     pub audit_checkpoint_interval: Duration,
+    /// Envoy SDS resource names (`[sds]`).
+    pub sds: SdsSettings,
 }
 
 impl RuntimeConfig {
@@ -566,6 +574,7 @@ impl RuntimeConfig {
             telemetry_bind: args.telemetry_bind.or(file.telemetry.and_then(|t| t.bind)),
             workload_api,
             audit_checkpoint_interval,
+            sds: file.sds.unwrap_or_default().settings()?,
         })
     }
 }

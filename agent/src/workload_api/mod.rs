@@ -11,6 +11,7 @@ pub mod header;
 pub mod jwt;
 pub mod jwt_bundles;
 mod relay;
+pub mod sds;
 mod socket;
 pub mod status;
 mod stream;
@@ -37,6 +38,7 @@ use tonic::{Request, Response, Status};
 use crate::attest::workload::{AttestOptions, PeerInfo, WorkloadAttestor};
 use crate::audit::{AuditLog, Outcome as AuditOutcome, WorkloadRecord};
 use crate::cache::{JwtSvidCache, Snapshot};
+use crate::config::SdsSettings;
 use crate::telemetry::Metrics;
 use relay::WorkloadPeer;
 pub use socket::{bind, serve, ServeSettings};
@@ -78,6 +80,8 @@ pub struct WorkloadApi {
     calls: Arc<KeyedLimiter<u32>>,
     /// Where each decision is recorded (the agent's own audit log).
     audit: Option<AuditLog>,
+    /// Envoy SDS resource names.
+    sds: SdsSettings,
 }
 
 impl WorkloadApi {
@@ -98,7 +102,14 @@ impl WorkloadApi {
             drain: watch::channel(false).1,
             calls: Arc::new(KeyedLimiter::new(Rate::OFF)),
             audit: None,
+            sds: SdsSettings::default(),
         }
+    }
+
+    /// Names SDS resources as `settings` says (`[sds]`).
+    pub fn with_sds(mut self, settings: SdsSettings) -> Self {
+        self.sds = settings;
+        self
     }
 
     /// Records every decision in `log`.

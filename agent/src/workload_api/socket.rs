@@ -16,6 +16,7 @@ use signet_runtime::throttle::LogThrottle;
 use tokio::net::{UnixListener, UnixStream};
 
 use super::relay::{self, RelayedStream, WorkloadPeer};
+use super::sds::{Sds, SecretDiscoveryServiceServer as SdsServer};
 use super::{header, WorkloadApi, WorkloadApiError};
 use crate::attest::workload::peer::PeerPin;
 use crate::config::WorkloadApiLimits;
@@ -103,6 +104,8 @@ pub async fn serve(
         .timeout(REQUEST_TIMEOUT)
         .layer(ActivityLayer::<WorkloadPeer>::new())
         .layer(RpcTimingLayer(metrics))
+        // Envoy sends no security header: SDS is served without it.
+        .add_service(SdsServer::new(Sds::new(api.clone())))
         .add_service(SpiffeWorkloadApiServer::with_interceptor(
             api,
             header::interceptor,

@@ -447,6 +447,8 @@ mod jwt_api;
 
 mod revocation_api;
 
+mod sds;
+
 mod restart;
 
 #[tokio::test]

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, watch};
 use tonic::Status;
 
 use super::federation;
-use crate::cache::Snapshot;
+use crate::cache::{Snapshot, Svid};
 
 /// How long a new caller whose entries have no SVID yet waits for one to be
 /// issued before being told it has none.
@@ -35,50 +35,62 @@ pub enum X509State {
     Ready(X509svidResponse),
 }
 
+/// The caller's identities right now: `None` when no entry matches;
+/// otherwise each entry's valid SVID, in the deterministic order whose
+/// first is the default identity, one per hint.
+pub fn identities<'a>(
+    snapshot: &'a Snapshot,
+    selectors: &'a HashSet<Selector>,
+    now: SystemTime,
+) -> Option<Vec<(&'a RegistrationEntry, &'a Svid)>> {
+    let mut matched = 0usize;
+    let mut svids: Vec<(&RegistrationEntry, &Svid)> = Vec::new();
+    for cached in snapshot.matching(selectors) {
+        matched += 1;
+        if let Some(svid) = cached.svid.as_deref().filter(|s| s.is_valid_at(now)) {
+            svids.push((&cached.entry, svid));
+        }
+    }
+    if matched == 0 {
+        return None;
+    }
+    svids.sort_by(|a, b| (&a.0.spiffe_id, &a.0.id).cmp(&(&b.0.spiffe_id, &b.0.id)));
+    let mut hints = HashSet::new();
+    svids.retain(|(e, _)| e.hint.is_empty() || hints.insert(e.hint.as_str()));
+    Some(svids)
+}
+
 pub fn x509_state(
     snapshot: &Snapshot,
     selectors: &HashSet<Selector>,
     now: SystemTime,
 ) -> X509State {
+    let Some(svids) = identities(snapshot, selectors, now) else {
+        return X509State::NoIdentity;
+    };
+    if svids.is_empty() {
+        return X509State::Pending;
+    }
     let bundle: Vec<u8> = snapshot
         .bundle
         .as_deref()
         .map(|b| b.concat())
         .unwrap_or_default();
-    let mut matched = 0usize;
-    let mut svids: Vec<(&RegistrationEntry, X509svid)> = Vec::new();
-    for cached in snapshot.matching(selectors) {
-        matched += 1;
-        let Some(svid) = cached.svid.as_ref().filter(|s| s.is_valid_at(now)) else {
-            continue;
-        };
-        svids.push((
-            &cached.entry,
-            X509svid {
-                spiffe_id: cached.entry.spiffe_id.to_string(),
-                x509_svid: svid.x509.chain.concat(),
-                x509_svid_key: svid.key_pkcs8.to_vec(),
-                bundle: bundle.clone(),
-                hint: cached.entry.hint.clone(),
-            },
-        ));
-    }
-    if matched == 0 {
-        return X509State::NoIdentity;
-    }
-    // Deterministic order; svids[0] is the default identity.
-    svids.sort_by(|a, b| (&a.1.spiffe_id, &a.0.id).cmp(&(&b.1.spiffe_id, &b.0.id)));
-    let mut hints = HashSet::new();
-    svids.retain(|(_, s)| s.hint.is_empty() || hints.insert(s.hint.clone()));
-    if svids.is_empty() {
-        return X509State::Pending;
-    }
     // Only the entries of the SVIDs served: a bundle is for the identities
     // that trust it.
     let federated = federation::trust_domains(svids.iter().map(|(e, _)| *e));
     let federated_bundles = federation::x509_bundles(snapshot, &federated);
     X509State::Ready(X509svidResponse {
-        svids: svids.into_iter().map(|(_, s)| s).collect(),
+        svids: svids
+            .iter()
+            .map(|(entry, svid)| X509svid {
+                spiffe_id: entry.spiffe_id.to_string(),
+                x509_svid: svid.x509.chain.concat(),
+                x509_svid_key: svid.key_pkcs8.to_vec(),
+                bundle: bundle.clone(),
+                hint: entry.hint.clone(),
+            })
+            .collect(),
         crl: snapshot.crls.to_vec(),
         federated_bundles,
     })
@@ -145,7 +157,7 @@ pub async fn stream_x509(
     }
 }
 
-async fn sleep_opt(d: Option<Duration>) {
+pub(super) async fn sleep_opt(d: Option<Duration>) {
     match d {
         // A little past notAfter so the SVID counts as expired on wake-up.
         Some(d) => tokio::time::sleep(d + Duration::from_millis(1)).await,
@@ -153,7 +165,7 @@ async fn sleep_opt(d: Option<Duration>) {
     }
 }
 
-async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+pub(super) async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
