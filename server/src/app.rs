@@ -60,6 +60,8 @@ pub struct RunningServer {
     pub telemetry_addr: Option<SocketAddr>,
     /// Where the SPIFFE bundle endpoint answers, when enabled.
     pub bundle_endpoint_addr: Option<SocketAddr>,
+    /// Where OIDC discovery is served, when it is.
+    pub oidc_addr: Option<SocketAddr>,
     /// What `/metrics` serves (read in-process by the bench).
     pub metrics: Arc<Metrics>,
     stop: watch::Sender<bool>,
@@ -105,6 +107,8 @@ pub async fn start(config: RuntimeConfig, clock: Arc<dyn Clock>) -> anyhow::Resu
             default_jwt_svid_ttl: config.default_jwt_svid_ttl,
             backdate: config.not_before_backdate,
             schedule: config.authority_schedule,
+            jwt_key_type: config.jwt_key_type,
+            jwt_issuer: config.oidc.as_ref().map(|o| o.issuer.clone()),
         },
         clock.clone(),
         ds.clone(),
@@ -224,6 +228,18 @@ pub async fn start(config: RuntimeConfig, clock: Arc<dyn Clock>) -> anyhow::Resu
             Some(endpoint.addr)
         }
     };
+    let oidc_addr = match config.oidc.clone() {
+        Some(settings) => match settings.bind {
+            Some(bind) => {
+                let (addr, tasks) =
+                    crate::oidc::start(settings, bind, ca.clone(), stop_rx.clone()).await?;
+                background.extend(tasks);
+                Some(addr)
+            }
+            None => None,
+        },
+        None => None,
+    };
     background.push(tokio::spawn(prune(state.clone(), clock.clone())));
     let audit_key = {
         let dir = config.data_dir.clone();
@@ -328,6 +344,7 @@ pub async fn start(config: RuntimeConfig, clock: Arc<dyn Clock>) -> anyhow::Resu
         node_addr,
         telemetry_addr,
         bundle_endpoint_addr,
+        oidc_addr,
         admin_socket: config.admin_socket,
         trust_domain: config.trust_domain,
         stop,

@@ -17,6 +17,8 @@ pub mod dashboard;
 pub mod datastore;
 pub mod events;
 pub mod federation;
+pub mod http_listener;
+pub mod oidc;
 pub mod ratelimit;
 pub mod revocation;
 pub mod server_id;

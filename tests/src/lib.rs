@@ -27,6 +27,15 @@ pub use agent::{AgentOptions, TestAgent};
 pub use ha::HaGroup;
 pub use server::TestServer;
 
+/// A loopback port free right now, for daemons whose configuration must
+/// name their port up front (SPIRE, PostgreSQL, an OIDC issuer URL).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
 /// The uid of the test process: entries for "the current user" use it.
 pub fn current_uid() -> u32 {
     nix::unistd::getuid().as_raw()

@@ -7,7 +7,6 @@
 //! starts its own on first use. Tests that stop the database start a
 //! private [`Cluster`].
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -111,13 +110,6 @@ fn sweep_stale_clusters() {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 /// A PostgreSQL cluster of our own; stopped (and its files removed) when
 /// dropped.
 pub struct Cluster {
@@ -158,7 +150,7 @@ impl Cluster {
         );
         Cluster {
             dir,
-            port: free_port(),
+            port: crate::free_port(),
             user,
             server: Arc::new(Mutex::new(None)),
         }

@@ -3,7 +3,6 @@
 //! the other side of the interop tests (federation between a SPIRE trust
 //! domain and Signet's). Driven through SPIRE's own CLI, as its users do.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -51,15 +50,6 @@ pub fn spire_bins() -> &'static SpireBins {
     })
 }
 
-/// SPIRE's config names its ports; it logs the configured ones, not what a
-/// port 0 got, so the fixture picks them.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 /// How a SPIRE bundle endpoint authenticates itself, as
 /// `federation create -bundleEndpointProfile` takes it.
 #[derive(Debug, Clone, Copy)]
@@ -98,8 +88,8 @@ impl SpireServer {
             config_path: dir.path().join("server.conf"),
             socket_path: dir.path().join("api.sock"),
             trust_domain: trust_domain.to_owned(),
-            port: free_port(),
-            bundle_endpoint_port: free_port(),
+            port: crate::free_port(),
+            bundle_endpoint_port: crate::free_port(),
             dir,
             proc: None,
         };

@@ -106,6 +106,7 @@ impl JwtMinter for FakeMinter {
                 issued_at,
                 expires_at,
                 jti: format!("jti-{n}"),
+                issuer: None,
             },
         )
         .map_err(|e| MintError::Refused(e.to_string()))?;

@@ -3,7 +3,9 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use ring::rand::SystemRandom;
-use ring::signature::{self, EcdsaKeyPair, KeyPair, RsaPublicKeyComponents, UnparsedPublicKey};
+use ring::signature::{
+    self, EcdsaKeyPair, KeyPair, RsaKeyPair, RsaPublicKeyComponents, UnparsedPublicKey,
+};
 
 use super::jwk::Jwk;
 use super::JwtError;
@@ -164,10 +166,44 @@ impl JwtPublicKey {
     }
 }
 
-/// An ES256 signing key with its key id.
+/// The key types a server's JWT authorities can have (`jwt_key_type`,
+/// SPIRE's names): P-256 (ES256) by default; RSA 2048 (RS256) for clouds
+/// whose workload-identity federation prefers it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+pub enum JwtKeyType {
+    #[default]
+    #[serde(rename = "ec-p256")]
+    EcP256,
+    #[serde(rename = "rsa-2048")]
+    Rsa2048,
+}
+
+impl JwtKeyType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JwtKeyType::EcP256 => "ec-p256",
+            JwtKeyType::Rsa2048 => "rsa-2048",
+        }
+    }
+
+    /// The algorithm its tokens are signed with.
+    pub fn alg(self) -> Alg {
+        match self {
+            JwtKeyType::EcP256 => Alg::Es256,
+            JwtKeyType::Rsa2048 => Alg::Rs256,
+        }
+    }
+}
+
+enum SigningKey {
+    Ec(EcdsaKeyPair),
+    Rsa(RsaKeyPair),
+}
+
+/// A JWT-SVID signing key (ES256 or RS256) with its key id.
 pub struct JwtSigner {
     kid: String,
-    key: EcdsaKeyPair,
+    key: SigningKey,
     rng: SystemRandom,
 }
 
@@ -176,6 +212,7 @@ impl std::fmt::Debug for JwtSigner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JwtSigner")
             .field("kid", &self.kid)
+            .field("alg", &self.alg())
             .finish_non_exhaustive()
     }
 }
@@ -183,18 +220,46 @@ impl std::fmt::Debug for JwtSigner {
 impl JwtSigner {
     /// A new random P-256 key; returns the signer and its PKCS#8 DER for storage.
     pub fn generate(kid: String) -> Result<(Self, Vec<u8>), JwtError> {
-        let rng = SystemRandom::new();
-        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
-            .map_err(|_| JwtError::Sign("key generation failed".into()))?;
-        let der = pkcs8.as_ref().to_vec();
+        Self::generate_as(kid, JwtKeyType::EcP256)
+    }
+
+    /// A new random key of `key_type` (RSA takes ~0.1-1 s: never on a
+    /// runtime thread); the signer and its PKCS#8 DER for storage.
+    pub fn generate_as(kid: String, key_type: JwtKeyType) -> Result<(Self, Vec<u8>), JwtError> {
+        let der = match key_type {
+            JwtKeyType::EcP256 => EcdsaKeyPair::generate_pkcs8(
+                &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+                &SystemRandom::new(),
+            )
+            .map_err(|_| JwtError::Sign("key generation failed".into()))?
+            .as_ref()
+            .to_vec(),
+            JwtKeyType::Rsa2048 => {
+                use rsa::pkcs8::EncodePrivateKey;
+                let key = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048)
+                    .map_err(|e| JwtError::Sign(format!("RSA key generation failed: {e}")))?;
+                key.to_pkcs8_der()
+                    .map_err(|e| JwtError::Sign(format!("RSA key encoding failed: {e}")))?
+                    .as_bytes()
+                    .to_vec()
+            }
+        };
         Ok((Self::from_pkcs8(kid, &der)?, der))
     }
 
+    /// A P-256 or RSA (2048 to 8192 bits) key from its PKCS#8 DER.
     pub fn from_pkcs8(kid: String, pkcs8: &[u8]) -> Result<Self, JwtError> {
         let rng = SystemRandom::new();
-        let key =
-            EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8, &rng)
-                .map_err(|_| JwtError::Sign("not a P-256 PKCS#8 key".into()))?;
+        let key = match EcdsaKeyPair::from_pkcs8(
+            &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            pkcs8,
+            &rng,
+        ) {
+            Ok(ec) => SigningKey::Ec(ec),
+            Err(_) => SigningKey::Rsa(RsaKeyPair::from_pkcs8(pkcs8).map_err(|e| {
+                JwtError::Sign(format!("neither a P-256 nor a usable RSA PKCS#8 key ({e})"))
+            })?),
+        };
         Ok(Self { kid, key, rng })
     }
 
@@ -202,8 +267,22 @@ impl JwtSigner {
         &self.kid
     }
 
+    /// The algorithm this key signs with.
+    pub fn alg(&self) -> Alg {
+        match self.key {
+            SigningKey::Ec(_) => Alg::Es256,
+            SigningKey::Rsa(_) => Alg::Rs256,
+        }
+    }
+
     pub fn public_key(&self) -> JwtPublicKey {
-        JwtPublicKey::P256(self.key.public_key().as_ref().to_vec())
+        match &self.key {
+            SigningKey::Ec(k) => JwtPublicKey::P256(k.public_key().as_ref().to_vec()),
+            SigningKey::Rsa(k) => {
+                let c = RsaPublicKeyComponents::<Vec<u8>>::from(k.public());
+                JwtPublicKey::Rsa { n: c.n, e: c.e }
+            }
+        }
     }
 
     /// The `jwt-svid` JWK for the bundle.
@@ -212,16 +291,46 @@ impl JwtSigner {
     }
 
     pub(super) fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, JwtError> {
-        self.key
-            .sign(&self.rng, msg)
-            .map(|s| s.as_ref().to_vec())
-            .map_err(|_| JwtError::Sign("ECDSA signing failed".into()))
+        match &self.key {
+            SigningKey::Ec(k) => k
+                .sign(&self.rng, msg)
+                .map(|s| s.as_ref().to_vec())
+                .map_err(|_| JwtError::Sign("ECDSA signing failed".into())),
+            SigningKey::Rsa(k) => {
+                let mut sig = vec![0; k.public().modulus_len()];
+                k.sign(&signature::RSA_PKCS1_SHA256, &self.rng, msg, &mut sig)
+                    .map_err(|_| JwtError::Sign("RSA signing failed".into()))?;
+                Ok(sig)
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::JwtPublicKey;
+    use super::{Alg, JwtKeyType, JwtPublicKey, JwtSigner};
+
+    #[test]
+    fn each_key_type_signs_what_its_public_key_verifies_and_reloads_from_pkcs8() {
+        for ty in [JwtKeyType::EcP256, JwtKeyType::Rsa2048] {
+            let (signer, der) = JwtSigner::generate_as("k".into(), ty).unwrap();
+            assert_eq!(signer.alg(), ty.alg());
+            let sig = signer.sign(b"msg").unwrap();
+            let public = signer.public_key();
+            public.verify(ty.alg(), b"msg", &sig).unwrap();
+            assert!(public.verify(ty.alg(), b"other", &sig).is_err());
+            let again = JwtSigner::from_pkcs8("k".into(), &der).unwrap();
+            assert_eq!(again.public_key(), public);
+            assert_eq!(again.alg(), ty.alg());
+        }
+        let (rsa, _) = JwtSigner::generate_as("r".into(), JwtKeyType::Rsa2048).unwrap();
+        let JwtPublicKey::Rsa { n, e } = rsa.public_key() else {
+            panic!("not RSA")
+        };
+        assert_eq!((n.len(), e.as_slice()), (256, &[1, 0, 1][..]));
+        assert_eq!(Alg::Rs256.as_str(), "RS256");
+        assert!(JwtSigner::from_pkcs8("x".into(), b"junk").is_err());
+    }
 
     #[test]
     fn canonical_bytes_tell_every_key_apart() {

@@ -1,5 +1,6 @@
-//! Minting JWT-SVIDs: header `alg`, `kid`, `typ: JWT`; claims `sub`, `aud`
-//! (always a list), `exp`, `iat`, `jti`.
+//! Minting JWT-SVIDs: header `alg` (ES256 or RS256, the key's), `kid`,
+//! `typ: JWT`; claims `sub`, `aud` (always a list), `exp`, `iat`, `jti`,
+//! and `iss` when an OIDC issuer is configured.
 
 use std::time::SystemTime;
 
@@ -19,20 +20,25 @@ pub struct MintParams<'a> {
     pub expires_at: SystemTime,
     /// Unique per token, so a token can be revoked alone.
     pub jti: String,
+    /// The `iss` claim: the OIDC issuer URL when one is configured.
+    pub issuer: Option<&'a str>,
 }
 
 pub fn mint_jwt_svid(signer: &JwtSigner, p: &MintParams<'_>) -> Result<String, JwtError> {
     if p.audience.is_empty() || p.audience.iter().any(String::is_empty) {
         return Err(JwtError::MissingAud);
     }
-    let header = json!({"alg": "ES256", "kid": signer.kid(), "typ": "JWT"});
-    let claims = json!({
+    let header = json!({"alg": signer.alg().as_str(), "kid": signer.kid(), "typ": "JWT"});
+    let mut claims = json!({
         "sub": p.subject.to_string(),
         "aud": p.audience,
         "exp": unix_seconds(p.expires_at),
         "iat": unix_seconds(p.issued_at),
         "jti": p.jti,
     });
+    if let (Some(iss), Some(map)) = (p.issuer, claims.as_object_mut()) {
+        map.insert("iss".into(), iss.into());
+    }
     sign_compact(signer, &header, &claims)
 }
 

@@ -1,4 +1,4 @@
-//! JWT-SVIDs: minting (ES256) and strict validation by the JWT-SVID standard.
+//! JWT-SVIDs: minting (ES256 or RS256) and strict validation by the JWT-SVID standard.
 //!
 //! Hand-written JWS compact handling over ring rather than a general JWT
 //! crate: SPIFFE needs things general crates don't do (refuse unknown header
@@ -15,7 +15,7 @@ pub use audience::{
     check_audience, AudienceError, MAX_AUDIENCES, MAX_AUDIENCE_BYTES, MAX_TOKEN_BYTES,
 };
 pub use jwk::{Jwk, JwkSet};
-pub use keys::{Alg, JwtPublicKey, JwtSigner};
+pub use keys::{Alg, JwtKeyType, JwtPublicKey, JwtSigner};
 pub use mint::{mint_jwt_svid, sign_compact, MintParams};
 pub use validate::{
     parse_unverified, validate_jwt_svid, JwtBundles, ValidatedJwt, ValidationOptions,

@@ -199,6 +199,7 @@ mod tests {
                 issued_at: t(1000),
                 expires_at: t(1300),
                 jti: "j1".into(),
+                issuer: None,
             },
         )
         .unwrap()
@@ -418,6 +419,7 @@ mod tests {
             issued_at: t(0),
             expires_at: t(1),
             jti: "j".into(),
+            issuer: None,
         };
         assert_eq!(mint_jwt_svid(&signer, &p), Err(JwtError::MissingAud));
     }

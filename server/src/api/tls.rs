@@ -361,6 +361,8 @@ mod tests {
             default_jwt_svid_ttl: Duration::from_secs(300),
             backdate: Duration::from_secs(30),
             schedule: Default::default(),
+            jwt_key_type: Default::default(),
+            jwt_issuer: None,
         };
         let (ca, _) = CertificateAuthority::start(
             settings,

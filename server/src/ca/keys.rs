@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use rcgen::KeyPair;
 use signet_core::clock::{from_unix_seconds, unix_seconds};
-use signet_core::jwt::JwtSigner;
+use signet_core::jwt::{JwtKeyType, JwtSigner};
 use signet_core::x509::{ca_params, cert_info, key_matches_leaf, X509Error};
 use signet_core::TrustDomain;
 use zeroize::Zeroizing;
@@ -121,15 +121,16 @@ pub fn generate_x509(
     ))
 }
 
-/// A new P-256 JWT key living `ttl` (as long as a CA), in `state`.
+/// A new JWT key of `key_type` living `ttl` (as long as a CA), in `state`.
 pub fn generate_jwt(
     ttl: Duration,
     now: SystemTime,
     state: AuthorityState,
+    key_type: JwtKeyType,
 ) -> Result<Generated, CaError> {
     let kid = hex::encode(rand::random::<[u8; 16]>());
     let (signer, der) =
-        JwtSigner::generate(kid.clone()).map_err(|e| CaError::Key(e.to_string()))?;
+        JwtSigner::generate_as(kid.clone(), key_type).map_err(|e| CaError::Key(e.to_string()))?;
     let now = from_unix_seconds(unix_seconds(now));
     Ok(Generated::Jwt(
         JwtKey {

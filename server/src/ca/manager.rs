@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use signet_core::jwt::JwtKeyType;
 use signet_core::rotation::wait_until;
 use signet_core::{Clock, TrustDomain};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -52,6 +53,7 @@ pub struct Manager {
     pub server_id: String,
     pub trust_domain: TrustDomain,
     pub ca_ttl: Duration,
+    pub jwt_key_type: JwtKeyType,
     pub schedule: Schedule,
     pub upstream: Option<Arc<UpstreamCa>>,
     pub clock: Arc<dyn Clock>,
@@ -300,10 +302,11 @@ impl Manager {
     ) -> Result<Generated, CaError> {
         let td = self.trust_domain.clone();
         let ttl = self.ca_ttl;
+        let key_type = self.jwt_key_type;
         let upstream = self.upstream.clone();
         let made = tokio::task::spawn_blocking(move || match kind {
             AuthorityKind::X509 => generate_x509(&td, ttl, now, state, upstream.as_deref()),
-            AuthorityKind::Jwt => generate_jwt(ttl, now, state),
+            AuthorityKind::Jwt => generate_jwt(ttl, now, state, key_type),
         })
         .await
         .map_err(|e| CaError::Key(format!("generating a key: {e}")))??;

@@ -21,7 +21,7 @@ use std::time::{Duration, SystemTime};
 use rcgen::PublicKeyData;
 pub use signet_core::bundle::{Bundle, JwtAuthority};
 use signet_core::clock::unix_seconds;
-use signet_core::jwt::JwtError;
+use signet_core::jwt::{JwtError, JwtKeyType};
 use signet_core::x509::X509Error;
 use signet_core::{Clock, JwtSvid, SpiffeId, TrustDomain, X509Svid};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -141,6 +141,10 @@ pub struct CaSettings {
     pub default_jwt_svid_ttl: Duration,
     pub backdate: Duration,
     pub schedule: Schedule,
+    /// The type of each new JWT key (`jwt_key_type`).
+    pub jwt_key_type: JwtKeyType,
+    /// The `iss` of every JWT-SVID (`[oidc] issuer`).
+    pub jwt_issuer: Option<String>,
 }
 
 /// How long a server joining a group waits between publishing its first
@@ -204,6 +208,7 @@ impl CertificateAuthority {
             server_id: settings.server_id,
             trust_domain: td.clone(),
             ca_ttl: settings.ca_ttl,
+            jwt_key_type: settings.jwt_key_type,
             schedule: settings.schedule,
             upstream,
             clock: clock.clone(),
@@ -237,6 +242,7 @@ impl CertificateAuthority {
             default_svid_ttl: settings.default_svid_ttl,
             default_jwt_svid_ttl: settings.default_jwt_svid_ttl,
             backdate: settings.backdate,
+            jwt_issuer: settings.jwt_issuer,
         };
         Ok((
             Self {

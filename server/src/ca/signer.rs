@@ -169,6 +169,8 @@ pub struct Lifetimes {
     pub default_svid_ttl: Duration,
     pub default_jwt_svid_ttl: Duration,
     pub backdate: Duration,
+    /// The `iss` claim of JWT-SVIDs (`[oidc] issuer`).
+    pub jwt_issuer: Option<String>,
 }
 
 #[derive(Clone)]
@@ -261,6 +263,7 @@ impl Signer {
                 issued_at: now,
                 expires_at,
                 jti: jti.clone(),
+                issuer: self.lifetimes.jwt_issuer.as_deref(),
             },
         )?;
         Ok(MintedJwt {

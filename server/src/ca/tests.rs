@@ -17,6 +17,8 @@ fn settings(ttl: Duration) -> CaSettings {
         default_jwt_svid_ttl: Duration::from_secs(300),
         backdate: Duration::from_secs(30),
         schedule: Default::default(),
+        jwt_key_type: Default::default(),
+        jwt_issuer: None,
         server_id: "s1".into(),
         upstream: None,
     }

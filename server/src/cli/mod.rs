@@ -170,6 +170,8 @@ impl RunArgs {
             rate_limit: None,
             anomaly: None,
             dashboard: None,
+            oidc: None,
+            jwt_key_type: None,
             telemetry: self
                 .telemetry_bind
                 .clone()

@@ -10,31 +10,28 @@ mod chain;
 mod html;
 mod pages;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use signet_core::SpiffeId;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 use crate::api::tls::{AgentCertVerifier, ServerSvidResolver};
 use crate::api::ServerState;
 use crate::datastore::EntryFilter;
+use crate::http_listener::Listener;
 use access::Access;
 use activity::Activity;
 use chain::ChainCheck;
 
 const MAX_CONNECTIONS: usize = 256;
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const COOKIE: &str = "signet_session";
 
 /// What the Admin API needs to hand out login links.
@@ -94,63 +91,19 @@ pub fn serve(
         chain: ChainCheck::default(),
         access: link.access.clone(),
     });
-    let server = tokio::spawn(accept_loop(
-        listener,
-        TlsAcceptor::from(Arc::new(config)),
-        ui,
-        stop,
-    ));
-    Ok(vec![sampler, server])
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-    ui: Arc<Ui>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            return;
-        };
-        let accepted = tokio::select! {
-            _ = stop.wait_for(|s| *s) => return,
-            a = listener.accept() => a,
-        };
-        let Ok((tcp, peer)) = accepted else { continue };
-        let acceptor = acceptor.clone();
+    let listening = Listener {
+        what: "dashboard",
+        max_connections: MAX_CONNECTIONS,
+        tls: Some(TlsAcceptor::from(Arc::new(config))),
+    };
+    let server = tokio::spawn(listening.serve(listener, stop, move |req, conn| {
         let ui = ui.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "dashboard TLS handshake failed");
-                    return;
-                }
-                Err(_) => return,
-            };
-            let chain: Vec<Vec<u8>> = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .map(|c| c.iter().map(|d| d.as_ref().to_vec()).collect())
-                .unwrap_or_default();
-            let admin = admin_caller(&ui, &chain).await;
-            let service = hyper::service::service_fn(move |req| {
-                let ui = ui.clone();
-                let admin = admin.clone();
-                async move { Ok::<_, Infallible>(answer(&ui, admin.as_ref(), &req).await) }
-            });
-            let served = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tls), service)
-                .await;
-            if let Err(e) = served {
-                tracing::debug!(%peer, error = %e, "dashboard connection ended");
-            }
-        });
-    }
+        async move {
+            let admin = admin_caller(&ui, &conn.client_certs).await;
+            answer(&ui, admin.as_ref(), &req).await
+        }
+    }));
+    Ok(vec![sampler, server])
 }
 
 /// The SPIFFE ID of a client SVID (already validated in the handshake)

@@ -4,32 +4,25 @@
 //! server's SVID; `https_web` a Web PKI certificate from files, reloaded
 //! when they change.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
-use rustls::server::{ClientHello, ResolvesServerCert};
-use rustls::sign::CertifiedKey;
+use rustls::server::ResolvesServerCert;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 use crate::api::tls::ServerSvidResolver;
 use crate::ca::{CertificateAuthority, Snapshot};
+use crate::http_listener::{reply, Listener, Reply, WebCert};
 use crate::telemetry::Metrics;
 
 /// Connections served at once; more wait to be accepted.
 const MAX_CONNECTIONS: usize = 1024;
-/// A TLS handshake that takes longer is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often the https_web certificate files are looked at.
-const RELOAD_EVERY: Duration = Duration::from_secs(5);
 
 /// How the endpoint authenticates itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,6 +52,15 @@ pub enum EndpointError {
     Tls(#[from] rustls::Error),
 }
 
+impl From<crate::http_listener::CertError> for EndpointError {
+    fn from(e: crate::http_listener::CertError) -> Self {
+        EndpointError::Certificate {
+            path: e.path,
+            reason: e.reason,
+        }
+    }
+}
+
 /// The bound endpoint: where it listens, and its task (stopped by `stop`).
 pub struct RunningEndpoint {
     pub addr: SocketAddr,
@@ -80,7 +82,9 @@ pub async fn start(
             cert_path,
             key_path,
         } => {
-            let web = Arc::new(WebCert::load(cert_path.clone(), key_path.clone()).await?);
+            let web = Arc::new(
+                WebCert::load("bundle endpoint", cert_path.clone(), key_path.clone()).await?,
+            );
             tasks.push(tokio::spawn(web.clone().reload_when_changed()));
             web
         }
@@ -102,96 +106,39 @@ pub async fn start(
         refresh_hint: settings.refresh_hint.as_secs(),
         cached: Mutex::new(None),
     });
-    tasks.push(tokio::spawn(serve(
+    let listening = Listener {
+        what: "bundle endpoint",
+        max_connections: MAX_CONNECTIONS,
+        tls: Some(TlsAcceptor::from(Arc::new(config))),
+    };
+    tasks.push(tokio::spawn(listening.serve(
         listener,
-        TlsAcceptor::from(Arc::new(config)),
-        document,
-        metrics,
         stop,
+        move |req, _conn| {
+            let answered = answer(&req, &document, &metrics);
+            async move { answered }
+        },
     )));
     tracing::info!(%addr, profile = ?settings.profile, "serving the SPIFFE bundle endpoint");
     Ok(RunningEndpoint { addr, tasks })
 }
 
-async fn serve(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-    document: Arc<Document>,
-    metrics: Arc<Metrics>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            return;
-        };
-        let accepted = tokio::select! {
-            _ = stop.wait_for(|s| *s) => return,
-            a = listener.accept() => a,
-        };
-        let (tcp, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::debug!(error = %e, "bundle endpoint accept failed");
-                continue;
-            }
-        };
-        let acceptor = acceptor.clone();
-        let document = document.clone();
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "bundle endpoint TLS handshake failed");
-                    return;
-                }
-                Err(_) => return,
-            };
-            let service = hyper::service::service_fn(move |req| {
-                let document = document.clone();
-                let metrics = metrics.clone();
-                async move { Ok::<_, Infallible>(answer(&req, &document, &metrics)) }
-            });
-            let served = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tls), service)
-                .await;
-            if let Err(e) = served {
-                tracing::debug!(%peer, error = %e, "bundle endpoint connection ended");
-            }
-        });
-    }
-}
-
-fn answer(
-    req: &hyper::Request<Incoming>,
-    document: &Document,
-    metrics: &Metrics,
-) -> hyper::Response<Full<bytes::Bytes>> {
-    let response = |status: http::StatusCode, body: bytes::Bytes, kind: &'static str| {
-        let mut r = hyper::Response::new(Full::new(body));
-        *r.status_mut() = status;
-        if let Ok(v) = http::HeaderValue::from_str(kind) {
-            r.headers_mut().insert(http::header::CONTENT_TYPE, v);
-        }
-        r
-    };
+fn answer(req: &hyper::Request<Incoming>, document: &Document, metrics: &Metrics) -> Reply {
     if req.method() != http::Method::GET {
-        return response(
+        return reply(
             http::StatusCode::METHOD_NOT_ALLOWED,
-            bytes::Bytes::from_static(b"GET only\n"),
+            "GET only\n",
             "text/plain",
         );
     }
     match document.current() {
         Some(doc) => {
             metrics.bundle_endpoint_request();
-            response(http::StatusCode::OK, doc, "application/json")
+            reply(http::StatusCode::OK, doc, "application/json")
         }
-        None => response(
+        None => reply(
             http::StatusCode::INTERNAL_SERVER_ERROR,
-            bytes::Bytes::from_static(b"the bundle cannot be encoded\n"),
+            "the bundle cannot be encoded\n",
             "text/plain",
         ),
     }
@@ -223,116 +170,5 @@ impl Document {
         };
         *cached = Some((snapshot, doc.clone()));
         Some(doc)
-    }
-}
-
-/// An https_web certificate and key from files, swapped in when either
-/// file's modification time changes (a renewed certificate needs no
-/// restart). A file that does not load keeps the one served.
-struct WebCert {
-    cert_path: PathBuf,
-    key_path: PathBuf,
-    current: RwLock<(Option<SystemTime>, Option<SystemTime>, Arc<CertifiedKey>)>,
-}
-
-impl std::fmt::Debug for WebCert {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WebCert")
-            .field("cert_path", &self.cert_path)
-            .finish_non_exhaustive()
-    }
-}
-
-async fn modified(path: &PathBuf) -> Option<SystemTime> {
-    tokio::fs::metadata(path).await.ok()?.modified().ok()
-}
-
-async fn load_key(cert_path: &PathBuf, key_path: &PathBuf) -> Result<CertifiedKey, EndpointError> {
-    let bad = |path: &PathBuf, reason: String| EndpointError::Certificate {
-        path: path.clone(),
-        reason,
-    };
-    let chain = tokio::fs::read(cert_path)
-        .await
-        .map_err(|e| bad(cert_path, e.to_string()))?;
-    let chain =
-        signet_core::pem::decode_certs(&chain).map_err(|e| bad(cert_path, e.to_string()))?;
-    let key = zeroize::Zeroizing::new(
-        tokio::fs::read(key_path)
-            .await
-            .map_err(|e| bad(key_path, e.to_string()))?,
-    );
-    let key = zeroize::Zeroizing::new(
-        signet_core::pem::decode_private_key(&key).map_err(|e| bad(key_path, e.to_string()))?,
-    );
-    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(rustls::pki_types::PrivatePkcs8KeyDer::from(
-        key.to_vec(),
-    ));
-    let signer = signet_core::crypto::tls_provider()
-        .key_provider
-        .load_private_key(key)
-        .map_err(|e| bad(key_path, e.to_string()))?;
-    let chain = chain
-        .into_iter()
-        .map(rustls::pki_types::CertificateDer::from)
-        .collect();
-    let certified = CertifiedKey::new(chain, signer);
-    certified
-        .keys_match()
-        .map_err(|e| bad(key_path, format!("does not match the certificate: {e}")))?;
-    Ok(certified)
-}
-
-impl WebCert {
-    async fn load(cert_path: PathBuf, key_path: PathBuf) -> Result<Self, EndpointError> {
-        let key = load_key(&cert_path, &key_path).await?;
-        let stamps = (modified(&cert_path).await, modified(&key_path).await);
-        Ok(Self {
-            current: RwLock::new((stamps.0, stamps.1, Arc::new(key))),
-            cert_path,
-            key_path,
-        })
-    }
-
-    async fn reload_when_changed(self: Arc<Self>) {
-        loop {
-            tokio::time::sleep(RELOAD_EVERY).await;
-            let stamps = (
-                modified(&self.cert_path).await,
-                modified(&self.key_path).await,
-            );
-            let seen = {
-                let c = self.current.read().unwrap_or_else(|e| e.into_inner());
-                (c.0, c.1)
-            };
-            if stamps == seen {
-                continue;
-            }
-            let loaded = load_key(&self.cert_path, &self.key_path).await;
-            let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
-            // Either way these files were seen: warn once per change.
-            (current.0, current.1) = stamps;
-            match loaded {
-                Ok(key) => {
-                    current.2 = Arc::new(key);
-                    tracing::info!(cert = %self.cert_path.display(), "bundle endpoint certificate reloaded");
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "the bundle endpoint certificate files changed but do not load; serving the previous one")
-                }
-            }
-        }
-    }
-}
-
-impl ResolvesServerCert for WebCert {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(
-            self.current
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .2
-                .clone(),
-        )
     }
 }

@@ -30,6 +30,8 @@ async fn server(
         default_jwt_svid_ttl: Duration::from_secs(300),
         backdate: Duration::from_secs(30),
         schedule: Default::default(),
+        jwt_key_type: Default::default(),
+        jwt_issuer: None,
     };
     let keys = Arc::new(MemoryKeys::default());
     let (ca, _) = CertificateAuthority::start(settings, clock.clone(), ds.clone(), keys)

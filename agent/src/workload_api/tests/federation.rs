@@ -65,6 +65,7 @@ impl Peer {
                 issued_at: now,
                 expires_at: now + Duration::from_secs(60),
                 jti: "peer-1".into(),
+                issuer: None,
             },
         )
         .unwrap()
@@ -241,6 +242,7 @@ async fn a_jwt_svid_of_a_federated_trust_domain_validates_and_one_of_another_doe
                 issued_at: now,
                 expires_at: now + Duration::from_secs(60),
                 jti: "forged".into(),
+                issuer: None,
             },
         )
         .unwrap()

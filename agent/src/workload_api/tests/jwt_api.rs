@@ -298,6 +298,7 @@ async fn valid_jwt_svid_yields_its_spiffe_id_and_claims_with_aud_as_a_list() {
             issued_at: SystemClock.now(),
             expires_at: SystemClock.now() + Duration::from_secs(60),
             jti: "j2".into(),
+            issuer: None,
         },
     )
     .unwrap();

@@ -67,6 +67,7 @@ async fn revoked_jti_is_refused_by_validate_jwt_svid() {
                 issued_at: SystemClock.now(),
                 expires_at: SystemClock.now() + Duration::from_secs(60),
                 jti: jti.into(),
+                issuer: None,
             },
         )
         .unwrap()

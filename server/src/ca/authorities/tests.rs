@@ -29,7 +29,7 @@ fn x509(state: AuthorityState, now: SystemTime) -> Generated {
 }
 
 fn jwt(state: AuthorityState, now: SystemTime) -> Generated {
-    generate_jwt(TTL, now, state).unwrap()
+    generate_jwt(TTL, now, state, Default::default()).unwrap()
 }
 
 fn run(a: &Authorities, now: SystemTime, c: Command) -> Applied {
