@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/workload.proto",
         "proto/node.proto",
         "proto/admin.proto",
+        "proto/authz.proto",
     ];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");

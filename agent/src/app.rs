@@ -114,7 +114,8 @@ pub async fn run(config: RuntimeConfig, shutdown: impl Future<Output = ()>) -> a
     .with_telemetry(metrics.clone(), drain_rx)
     .with_rate_limit(config.workload_api.rate_limit)
     .with_audit(audit_log.clone())
-    .with_sds(config.sds.clone());
+    .with_sds(config.sds.clone())
+    .with_authz(config.authz.clone());
     // Streams never finish on their own: on shutdown they are ended with
     // Unavailable (drain) and then the server is dropped.
     tasks.spawn(async move {

@@ -102,6 +102,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .await
             .context("ha_failover")?;
     }
+    if wanted("authz") {
+        // CPU only: off the runtime's workers.
+        let quick = ctx.quick;
+        let measured = tokio::task::spawn_blocking(move || {
+            let mut own = Report::new();
+            figures::authz::run(quick, &mut own).map(|()| own)
+        })
+        .await?
+        .context("authz")?;
+        report.extend(measured);
+    }
     // The detectors ran on every figure above (armed from the first
     // sighting): a normal workload must give them nothing to find.
     report.add(

@@ -29,6 +29,11 @@ impl Report {
         }
     }
 
+    /// Takes the figures `other` measured (already printed) into this one.
+    pub fn extend(&mut self, other: Report) {
+        self.figures.extend(other.figures);
+    }
+
     /// Names added from now on start with `prefix` ("" to stop).
     pub fn set_prefix(&mut self, prefix: &str) {
         self.prefix = prefix.to_owned();

@@ -1,4 +1,4 @@
-//! Generated gRPC code for Signet's three protocols.
+//! Generated gRPC code for Signet's protocols.
 //!
 //! `workload` is the SPIFFE Workload API exactly as standardised (it has no
 //! protobuf package, so it is generated into `_.rs`); `node` and `admin` are
@@ -19,6 +19,11 @@ pub mod node {
 /// CLI <-> server (`signet.admin.v1`).
 pub mod admin {
     tonic::include_proto!("signet.admin.v1");
+}
+
+/// The agent's authorization API (`signet.authz.v1`).
+pub mod authz {
+    tonic::include_proto!("signet.authz.v1");
 }
 
 /// The metadata key and value every Workload API request must carry.

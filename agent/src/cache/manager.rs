@@ -22,6 +22,7 @@ use signet_core::{Clock, RegistrationEntry, TrustDomain};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use super::policies::HeldPolicies;
 use super::state::{CachedEntry, EntryId, FederatedBundles, Revocations, Snapshot, Svid, Tainted};
 use super::{SignError, SvidSigner};
 use crate::backoff::Backoff;
@@ -41,6 +42,8 @@ pub struct CacheManager {
     jwt_bundles: Arc<JwtBundles>,
     /// Other trust domains' bundles, each apart from the own one.
     federated: Arc<FederatedBundles>,
+    /// Authorization policies and the engine over them.
+    policies: Arc<HeldPolicies>,
     /// Its keys are the one copy of each entry id every other map shares.
     entries: BTreeMap<EntryId, Arc<RegistrationEntry>>,
     /// The SVID served for each entry that has one.
@@ -95,6 +98,7 @@ impl CacheManager {
             bundle: None,
             jwt_bundles: Arc::default(),
             federated: Arc::default(),
+            policies: Arc::default(),
             entries: BTreeMap::new(),
             held: HashMap::new(),
             expiries: Timers::default(),
@@ -206,6 +210,11 @@ impl CacheManager {
             update.snapshot,
             update.federated_bundles,
             update.removed_federated_bundles,
+        );
+        self.update_policies(
+            update.policies_complete,
+            update.policies,
+            update.removed_policies,
         );
         if update.snapshot {
             let keep: std::collections::HashSet<&str> = update
@@ -378,6 +387,7 @@ impl CacheManager {
             bundle: self.bundle.clone(),
             jwt_bundles: self.jwt_bundles.clone(),
             federated_bundles: self.federated.clone(),
+            policies: self.policies.clone(),
             entries,
             crls: self.crls.clone(),
             revocations: Arc::new(self.revocations.clone()),
@@ -397,6 +407,7 @@ async fn sleep_until(at: Option<Instant>) {
 mod federation;
 mod issue;
 mod lifecycle;
+mod policies;
 mod timers;
 mod update;
 

@@ -6,6 +6,7 @@
 pub mod jwt;
 pub mod manager;
 pub mod persist;
+pub mod policies;
 pub mod state;
 
 use async_trait::async_trait;
@@ -14,6 +15,7 @@ use signet_proto::node::{BatchSignX509SvidRequest, SignX509SvidParams};
 use crate::node_client::{CallError, LateConnector};
 pub use jwt::{JwtMinter, JwtSvidCache, MintError, NodeMinter};
 pub use manager::{CacheManager, SyncUpdate};
+pub use policies::HeldPolicies;
 pub use state::{CachedEntry, FederatedBundles, Revocations, Snapshot, Svid, Tainted};
 
 /// One CSR for one entry.

@@ -12,6 +12,8 @@ use signet_core::bundle::Bundle;
 use signet_core::jwt::JwtBundles;
 use signet_core::{RegistrationEntry, Selector, TrustDomain, X509Svid};
 
+use super::policies::HeldPolicies;
+
 /// An X.509-SVID held for a workload entry, with its private key.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Svid {
@@ -99,6 +101,8 @@ pub struct Snapshot {
     pub jwt_bundles: Arc<JwtBundles>,
     /// Bundles of the trust domains entries federate with.
     pub federated_bundles: Arc<FederatedBundles>,
+    /// Cedar authorization policies and the engine over them.
+    pub policies: Arc<HeldPolicies>,
     /// Keyed by entry id.
     pub entries: BTreeMap<EntryId, CachedEntry>,
     /// DER CRLs from the server, for the Workload API `crl` fields.
@@ -116,6 +120,7 @@ impl Snapshot {
             bundle: None,
             jwt_bundles: Arc::default(),
             federated_bundles: Arc::default(),
+            policies: Arc::default(),
             entries: BTreeMap::new(),
             crls: Arc::default(),
             revocations: Arc::default(),

@@ -1,8 +1,10 @@
 //! The `signet-agent` command line: `run` starts the agent; `api fetch x509`,
-//! `api fetch jwt`, `api fetch jwt-bundle`, `api validate jwt`, `api watch`
+//! `api fetch jwt`, `api fetch jwt-bundle`, `api validate jwt`, `api watch`,
+//! `api authorize`
 //! and `healthcheck` are Workload API clients; `validate` checks a config file.
 
 pub mod audit;
+pub mod authorize;
 pub mod client;
 pub mod exit;
 pub mod fetch;
@@ -70,6 +72,8 @@ pub enum ApiCommand {
         #[command(subcommand)]
         what: FetchCommand,
     },
+    /// Ask the agent's authorization policies (exit 0 allow, 2 deny).
+    Authorize(authorize::AuthorizeArgs),
     /// Validate a credential through the agent.
     Validate {
         #[command(subcommand)]
@@ -151,6 +155,7 @@ pub fn dispatch(cli: Cli) -> ExitCode {
                     what: ValidateCommand::Jwt(args),
                 } => jwt::validate(args).await,
                 ApiCommand::Watch(args) => watch::run(args).await,
+                ApiCommand::Authorize(args) => authorize::run(args).await,
             },
             Command::Healthcheck(args) => healthcheck::run(args).await,
             Command::Validate(_) | Command::Audit { .. } => Ok(()),
@@ -160,6 +165,8 @@ pub fn dispatch(cli: Cli) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         // `run` logged it already.
         Err(e) if daemon => exit::exit_code(&e),
+        // Printed already: the exit code alone says it.
+        Err(e) if e.is::<authorize::Denied>() => ExitCode::from(2),
         Err(e) => {
             eprintln!("Error: {e:#}");
             ExitCode::from(1)

@@ -12,7 +12,11 @@ use signet_runtime::ratelimit::Rate;
 
 use crate::node_client::{AddressError, ServerAddresses};
 
+mod audit;
+mod authz;
 mod sds;
+pub use audit::{AuditSection, DEFAULT_AUDIT_CHECKPOINT_INTERVAL};
+pub use authz::{AuthzSection, AuthzSettings};
 pub use sds::{SdsSection, SdsSettings};
 
 /// Embedded defaults (CONTRACT.md); no config file is needed.
@@ -83,6 +87,8 @@ pub enum ConfigError {
     Duration(&'static str, String),
     #[error("invalid [sds]: {0}")]
     Sds(String),
+    #[error("invalid [authz]: {0}")]
+    Authz(String),
 }
 
 /// The TOML file: every key optional, named like the long flags.
@@ -107,17 +113,8 @@ pub struct FileConfig {
     pub workload_api: Option<WorkloadApiSection>,
     pub audit: Option<AuditSection>,
     pub sds: Option<SdsSection>,
+    pub authz: Option<AuthzSection>,
 }
-
-/// `[audit]`: the agent's own log of Workload API decisions.
-#[derive(Debug, Default, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct AuditSection {
-    /// How often the log's head is reported to the server (5m).
-    pub checkpoint_interval: Option<ConfigDuration>,
-}
-
-pub const DEFAULT_AUDIT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(300);
 
 /// `server_address` in the file: `"A,B,C"` or `["A", "B", "C"]`.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -426,6 +423,8 @@ pub struct RuntimeConfig {
     pub audit_checkpoint_interval: Duration,
     /// Envoy SDS resource names (`[sds]`).
     pub sds: SdsSettings,
+    /// Envoy ext_authz's JWT-SVID principals (`[authz]`).
+    pub authz: AuthzSettings,
 }
 
 impl RuntimeConfig {
@@ -575,6 +574,7 @@ impl RuntimeConfig {
             workload_api,
             audit_checkpoint_interval,
             sds: file.sds.unwrap_or_default().settings()?,
+            authz: file.authz.unwrap_or_default().settings()?,
         })
     }
 }

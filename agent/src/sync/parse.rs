@@ -81,6 +81,13 @@ pub fn update_from_proto(message: SyncResponse) -> SyncUpdate {
         bundle,
         federated_bundles,
         removed_federated_bundles,
+        policies: message
+            .policies
+            .into_iter()
+            .map(|p| (p.name, p.text))
+            .collect(),
+        policies_complete: message.policies_complete,
+        removed_policies: message.removed_policies,
         revision: message.revision,
         revocations: revocations_from_proto(&message.revocations),
         crls: message.crls.map(|c| c.crls),

@@ -5,6 +5,7 @@
 //! federate with (see `federation`). Every call is timed by `signet_runtime::rpc`'s layer; every
 //! status it answers with comes from `status`.
 
+pub mod authz;
 pub mod bundles;
 pub mod federation;
 pub mod header;
@@ -38,7 +39,7 @@ use tonic::{Request, Response, Status};
 use crate::attest::workload::{AttestOptions, PeerInfo, WorkloadAttestor};
 use crate::audit::{AuditLog, Outcome as AuditOutcome, WorkloadRecord};
 use crate::cache::{JwtSvidCache, Snapshot};
-use crate::config::SdsSettings;
+use crate::config::{AuthzSettings, SdsSettings};
 use crate::telemetry::Metrics;
 use relay::WorkloadPeer;
 pub use socket::{bind, serve, ServeSettings};
@@ -82,6 +83,8 @@ pub struct WorkloadApi {
     audit: Option<AuditLog>,
     /// Envoy SDS resource names.
     sds: SdsSettings,
+    /// Envoy ext_authz's JWT-SVID principals.
+    authz: AuthzSettings,
 }
 
 impl WorkloadApi {
@@ -103,12 +106,19 @@ impl WorkloadApi {
             calls: Arc::new(KeyedLimiter::new(Rate::OFF)),
             audit: None,
             sds: SdsSettings::default(),
+            authz: AuthzSettings::default(),
         }
     }
 
     /// Names SDS resources as `settings` says (`[sds]`).
     pub fn with_sds(mut self, settings: SdsSettings) -> Self {
         self.sds = settings;
+        self
+    }
+
+    /// Takes ext_authz's JWT-SVID principals as `settings` says (`[authz]`).
+    pub fn with_authz(mut self, settings: AuthzSettings) -> Self {
+        self.authz = settings;
         self
     }
 

@@ -15,6 +15,7 @@ use signet_runtime::rpc::RpcTimingLayer;
 use signet_runtime::throttle::LogThrottle;
 use tokio::net::{UnixListener, UnixStream};
 
+use super::authz::{AuthorizationServer, Authz, ExtAuthz, ExtAuthzServer};
 use super::relay::{self, RelayedStream, WorkloadPeer};
 use super::sds::{Sds, SecretDiscoveryServiceServer as SdsServer};
 use super::{header, WorkloadApi, WorkloadApiError};
@@ -106,6 +107,9 @@ pub async fn serve(
         .layer(RpcTimingLayer(metrics))
         // Envoy sends no security header: SDS is served without it.
         .add_service(SdsServer::new(Sds::new(api.clone())))
+        // Decisions hold no secret and Envoy sends no header either.
+        .add_service(AuthorizationServer::new(Authz::new(api.clone())))
+        .add_service(ExtAuthzServer::new(ExtAuthz::new(api.clone())))
         .add_service(SpiffeWorkloadApiServer::with_interceptor(
             api,
             header::interceptor,

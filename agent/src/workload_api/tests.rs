@@ -125,6 +125,7 @@ fn snapshot(ca: &TestCa, entries: Vec<(RegistrationEntry, Option<Arc<Svid>>)>) -
         bundle: Some(Arc::new(vec![ca.cert.clone()])),
         jwt_bundles: Arc::new(jwt_bundles),
         federated_bundles: Arc::default(),
+        policies: Arc::default(),
         entries,
         crls: Arc::default(),
         revocations: Arc::default(),

@@ -2,6 +2,7 @@
 //! run, the raw cost it is divided by.
 
 pub mod agent_rss;
+pub mod authz;
 pub mod cold_start_ban;
 pub mod federation;
 pub mod fetch;

@@ -1,6 +1,7 @@
 //! The Sync stream of one agent. A new stream (or one whose
 //! `since_revision` the server no longer covers) starts with a snapshot of
-//! its entries, the bundle, the revocations, CRLs and tainted authorities; a
+//! its entries, the bundle, the revocations, CRLs, tainted authorities and
+//! authorization policies; a
 //! stream that resumes from a revision still in the event log gets only the
 //! events after it (or, if none, one empty message at the current
 //! revision). Then each change that concerns the agent, as it is published.
@@ -14,7 +15,7 @@ use std::sync::Arc;
 use signet_core::clock::unix_seconds;
 use signet_core::SpiffeId;
 use signet_proto::node::{
-    revoked_credential, CrlSet, RevokedCredential, SyncResponse, TaintedAuthorities,
+    revoked_credential, CrlSet, PolicySource, RevokedCredential, SyncResponse, TaintedAuthorities,
 };
 use tokio::sync::{broadcast, mpsc};
 use tonic::Status;
@@ -22,7 +23,7 @@ use tonic::Status;
 use super::convert::{node_bundle, node_entry};
 use super::status::ApiError;
 use super::ServerState;
-use crate::datastore::{AgentRecord, Revocation, RevokedKind};
+use crate::datastore::{AgentRecord, PolicyRecord, Revocation, RevokedKind};
 use crate::events::{Change, Event, Resume};
 
 type Tx = mpsc::Sender<Result<SyncResponse, Status>>;
@@ -108,6 +109,13 @@ fn node_revocation(r: &Revocation) -> RevokedCredential {
     }
 }
 
+fn node_policy(p: &PolicyRecord) -> PolicySource {
+    PolicySource {
+        name: p.name.clone(),
+        text: p.text.clone(),
+    }
+}
+
 fn crls(state: &ServerState) -> CrlSet {
     CrlSet {
         crls: state.revocations.crls(),
@@ -131,6 +139,7 @@ async fn snapshot(
 ) -> Result<bool, ApiError> {
     let revocations = state.ds.revocations(unix_seconds(state.ca.now())).await?;
     let federated = state.ds.federated_bundles().await?;
+    let policies = state.ds.policies().await?;
     let mut parts = crate::alias::entries_for(
         state.ds.clone(),
         scope.agent.spiffe_id.clone(),
@@ -150,6 +159,9 @@ async fn snapshot(
         snapshot_continues: false,
         federated_bundles: federated.iter().map(|f| node_bundle(&f.bundle)).collect(),
         removed_federated_bundles: vec![],
+        policies: policies.iter().map(node_policy).collect(),
+        removed_policies: vec![],
+        policies_complete: true,
     };
     let mut held = parts.recv().await.transpose()?;
     loop {
@@ -303,7 +315,9 @@ fn kind(msg: &SyncResponse) -> Kind {
         && msg.crls.is_none()
         && msg.tainted.is_none()
         && msg.federated_bundles.is_empty()
-        && msg.removed_federated_bundles.is_empty();
+        && msg.removed_federated_bundles.is_empty()
+        && msg.policies.is_empty()
+        && msg.removed_policies.is_empty();
     match (msg.entries.len(), msg.removed_entry_ids.len()) {
         (1.., 0) if only_entries => Kind::Added,
         (0, 1..) if only_entries => Kind::Removed,
@@ -384,6 +398,15 @@ fn message_for(
         }),
         Change::FederatedBundleRemoved(td) => Some(SyncResponse {
             removed_federated_bundles: vec![td.to_string()],
+            ..base
+        }),
+        // Every agent decides by every policy.
+        Change::PolicySet(rec) => Some(SyncResponse {
+            policies: vec![node_policy(rec)],
+            ..base
+        }),
+        Change::PolicyRemoved(name) => Some(SyncResponse {
+            removed_policies: vec![name.clone()],
             ..base
         }),
         Change::EntryDeleted(rec) if !rec.node && scope.covers(&rec.entry.parent_id) => {

@@ -13,6 +13,7 @@ mod entry_batch;
 mod federation;
 mod introspect;
 mod jwt;
+mod policy;
 mod revoke;
 mod server;
 mod token;
@@ -86,6 +87,10 @@ pub enum Command {
     /// The read-only trust dashboard: a one-time login link.
     #[command(subcommand)]
     Dashboard(dashboard::DashboardCommand),
+    /// Cedar authorization policies: create, update, list, show, delete,
+    /// validate.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
 }
 
 #[derive(Debug, Args)]
@@ -246,6 +251,7 @@ pub fn dispatch(cli: Cli) -> ExitCode {
             Command::Datastore(c) => return c.run().await,
             Command::Audit(c) => return c.run().await,
             Command::Dashboard(c) => c.run().await,
+            Command::Policy(c) => c.run().await,
         }
         .map(|()| ExitCode::SUCCESS)
     });

@@ -210,6 +210,15 @@ const TABLES: &[(&str, &[(&str, Col)])] = &[
             ("first_seen", Col::Int),
         ],
     ),
+    (
+        "policies",
+        &[
+            ("name", Col::Text),
+            ("text", Col::Text),
+            ("created_at", Col::Int),
+            ("updated_at", Col::Int),
+        ],
+    ),
 ];
 
 /// Rows per INSERT: arrays of this many elements per column.

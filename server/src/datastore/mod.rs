@@ -313,6 +313,30 @@ pub trait SightingStore: Send + Sync + 'static {
     async fn add_sightings(&self, kind: &str, rows: Vec<Sighting>) -> Result<()>;
 }
 
+/// A named source of Cedar authorization policies (see `signet-authz`),
+/// stored as given once the Admin API validated it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyRecord {
+    pub name: String,
+    pub text: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// Authorization policies; each change is an event (agents follow them).
+#[async_trait]
+pub trait PolicyStore: Send + Sync + 'static {
+    /// `AlreadyExists` when the name is taken.
+    async fn create_policy(&self, record: PolicyRecord) -> Result<PolicyRecord>;
+    /// Replaces the text (`created_at` kept); `NotFound` when absent.
+    async fn update_policy(&self, record: PolicyRecord) -> Result<PolicyRecord>;
+    async fn delete_policy(&self, name: &str) -> Result<PolicyRecord>;
+    async fn policy(&self, name: &str) -> Result<Option<PolicyRecord>>;
+    /// Every source, by name.
+    async fn policies(&self) -> Result<Vec<PolicyRecord>>;
+}
+
 /// The connection to the database itself.
 #[async_trait]
 pub trait Connection: Send + Sync + 'static {
@@ -335,6 +359,7 @@ pub trait DataStore:
     + EventLog
     + AuditStore
     + SightingStore
+    + PolicyStore
     + Connection
 {
 }
@@ -349,6 +374,7 @@ impl<T> DataStore for T where
         + EventLog
         + AuditStore
         + SightingStore
+        + PolicyStore
         + Connection
 {
 }

@@ -9,7 +9,8 @@ use signet_core::{RegistrationEntry, Selector, SpiffeId, TrustDomain};
 
 use super::Change;
 use crate::datastore::{
-    DataStoreError, EntryRecord, FederatedBundleRecord, Result, Revocation, RevokedKind,
+    DataStoreError, EntryRecord, FederatedBundleRecord, PolicyRecord, Result, Revocation,
+    RevokedKind,
 };
 use crate::federation::BundleSource;
 
@@ -24,6 +25,16 @@ const ENTRY_UPDATED: &str = "entry_updated";
 const FEDERATED_BUNDLE_SET: &str = "federated_bundle_set";
 const FEDERATED_BUNDLE_REMOVED: &str = "federated_bundle_removed";
 const FEDERATION_CHANGED: &str = "federation_changed";
+const POLICY_SET: &str = "policy_set";
+const POLICY_REMOVED: &str = "policy_removed";
+
+#[derive(Serialize, Deserialize)]
+struct StoredPolicy {
+    name: String,
+    text: String,
+    created_at: i64,
+    updated_at: i64,
+}
 
 #[derive(Serialize, Deserialize)]
 struct StoredFederatedBundle {
@@ -195,6 +206,19 @@ pub fn encode(change: &Change) -> Result<(&'static str, String)> {
         ),
         Change::FederatedBundleRemoved(td) => (FEDERATED_BUNDLE_REMOVED, td.to_string()),
         Change::FederationChanged => (FEDERATION_CHANGED, String::new()),
+        Change::PolicySet(p) => (
+            POLICY_SET,
+            json(
+                POLICY_SET,
+                &StoredPolicy {
+                    name: p.name.clone(),
+                    text: p.text.clone(),
+                    created_at: p.created_at,
+                    updated_at: p.updated_at,
+                },
+            )?,
+        ),
+        Change::PolicyRemoved(name) => (POLICY_REMOVED, name.clone()),
     })
 }
 
@@ -245,6 +269,16 @@ pub fn decode(kind: &str, payload: &str) -> Result<Change> {
             Change::FederatedBundleRemoved(TrustDomain::new(payload).map_err(|e| corrupt(kind, e))?)
         }
         FEDERATION_CHANGED => Change::FederationChanged,
+        POLICY_SET => {
+            let s: StoredPolicy = serde_json::from_str(payload).map_err(|e| corrupt(kind, e))?;
+            Change::PolicySet(PolicyRecord {
+                name: s.name,
+                text: s.text,
+                created_at: s.created_at,
+                updated_at: s.updated_at,
+            })
+        }
+        POLICY_REMOVED => Change::PolicyRemoved(payload.to_owned()),
         other => {
             return Err(DataStoreError::Corrupt(format!(
                 "unknown event kind {other:?}"
@@ -298,6 +332,13 @@ mod tests {
             }),
             Change::CrlsChanged,
             Change::TaintedChanged,
+            Change::PolicySet(PolicyRecord {
+                name: "orders".into(),
+                text: "permit(principal, action, resource);\n".into(),
+                created_at: 1,
+                updated_at: 2,
+            }),
+            Change::PolicyRemoved("orders".into()),
         ];
         for change in changes {
             let (kind, payload) = encode(&change).unwrap();
@@ -315,6 +356,7 @@ mod tests {
                 "revoked",
                 r#"{"kind":"pgp","id":"","authority_id":"","reason":"","revoked_at":0,"expires_at":0}"#,
             ),
+            ("policy_set", r#"{"name":"x"}"#),
             ("party", ""),
         ] {
             assert!(

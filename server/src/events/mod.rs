@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use signet_core::{SpiffeId, TrustDomain};
 use tokio::sync::{broadcast, oneshot};
 
-use crate::datastore::{EntryRecord, EventLog, FederatedBundleRecord, Revocation};
+use crate::datastore::{EntryRecord, EventLog, FederatedBundleRecord, PolicyRecord, Revocation};
 pub use codec::{decode, encode};
 
 /// How many events a slow subscriber may fall behind before it is told to
@@ -62,6 +62,10 @@ pub enum Change {
     FederatedBundleRemoved(TrustDomain),
     /// A federation relationship was created, changed or deleted.
     FederationChanged,
+    /// An authorization policy source was created or replaced.
+    PolicySet(PolicyRecord),
+    /// An authorization policy source was deleted (its name).
+    PolicyRemoved(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

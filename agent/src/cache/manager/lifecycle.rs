@@ -30,6 +30,7 @@ impl CacheManager {
         );
         self.jwt_bundles = Arc::new(bundles);
         self.restore_federated(restored.federated_bundles);
+        self.restore_policies(restored.policies);
         self.crls = Arc::new(restored.crls);
         self.revocations = restored.revocations;
         self.revocations.prune(now);
@@ -121,6 +122,7 @@ impl CacheManager {
         // Queued at once; nothing to wait for.
         drop(signet_runtime::bulk::run(move || drop(discarded)));
         self.federated = Arc::default();
+        self.policies = Arc::default();
         self.revision = 0;
         self.dirty = true;
     }

@@ -27,6 +27,12 @@ pub struct SyncUpdate {
     pub federated_bundles: Vec<Bundle>,
     /// Trust domains whose federated bundle is gone.
     pub removed_federated_bundles: Vec<TrustDomain>,
+    /// Authorization policy sources (name, text): the whole set when
+    /// `policies_complete`, else those created or replaced.
+    pub policies: Vec<(String, String)>,
+    pub policies_complete: bool,
+    /// Names of policy sources deleted.
+    pub removed_policies: Vec<String>,
     /// The message's sync revision (0: not from the server).
     pub revision: u64,
     /// Revoked credentials: the complete list in a snapshot, else additions.
@@ -65,6 +71,9 @@ impl SyncUpdate {
         self.federated_bundles.extend(part.federated_bundles);
         self.removed_federated_bundles
             .extend(part.removed_federated_bundles);
+        self.policies.extend(part.policies);
+        self.policies_complete |= part.policies_complete;
+        self.removed_policies.extend(part.removed_policies);
         self.revision = part.revision.max(self.revision);
         self.revocations
             .x509_serials

@@ -34,6 +34,9 @@ struct CacheFile {
     /// Absent from files written before federation.
     #[serde(default)]
     federated_bundles: Vec<FederatedFile>,
+    /// Absent from files written before authorization policies.
+    #[serde(default)]
+    policies: Vec<(String, String)>,
 }
 
 #[derive(Deserialize)]
@@ -138,6 +141,7 @@ pub fn decode(bytes: &[u8], trust_domain: &TrustDomain) -> Result<Option<Restore
         bundle: ders(&file.bundle)?,
         jwt_keys,
         federated_bundles,
+        policies: file.policies,
         crls: ders(&file.crls)?,
         revocations: Revocations {
             x509_serials: revoked(file.revoked_x509_serials),

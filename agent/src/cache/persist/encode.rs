@@ -35,6 +35,7 @@ struct CacheDoc<'a> {
     tainted_jwt_kids: Vec<&'a str>,
     entries: Entries<'a>,
     federated_bundles: Vec<FederatedDoc<'a>>,
+    policies: Vec<(&'a str, &'a str)>,
 }
 
 #[derive(Serialize)]
@@ -182,6 +183,12 @@ pub fn encode_to(snapshot: &Snapshot, out: impl Write) -> Result<(), PersistErro
             .federated_bundles
             .values()
             .map(|b| federated_doc(b))
+            .collect(),
+        policies: snapshot
+            .policies
+            .sources
+            .iter()
+            .map(|(n, t)| (n.as_str(), t.as_str()))
             .collect(),
     };
     serde_json::to_writer(out, &doc).map_err(|e| PersistError::Encode(e.to_string()))

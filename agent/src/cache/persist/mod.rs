@@ -49,6 +49,8 @@ pub struct Restored {
     pub jwt_keys: Vec<(String, JwtPublicKey)>,
     /// Other trust domains' bundles (none in a file from before federation).
     pub federated_bundles: Vec<Bundle>,
+    /// Authorization policy sources (name, text); none in older files.
+    pub policies: Vec<(String, String)>,
     pub crls: Vec<Vec<u8>>,
     pub revocations: Revocations,
     pub tainted: Tainted,

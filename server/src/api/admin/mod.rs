@@ -6,9 +6,11 @@
 
 mod agents;
 mod audited;
+mod authorities;
 mod dashboard;
 pub(crate) mod federation;
 mod mint;
+mod policies;
 mod revoke;
 mod servers;
 mod tokens;
@@ -34,9 +36,11 @@ use signet_proto::admin::{
     ListFederationRelationshipsResponse, SetFederatedBundleRequest, TrustDomainRequest,
     UpdateEntryRequest,
 };
+use signet_proto::admin::{ListPoliciesRequest, ListPoliciesResponse, Policy, PolicyRequest};
 use tonic::{Request, Response, Status};
 
 use audited::{audit_caller, csr_spiffe_id};
+use authorities::Transition;
 
 use super::convert::{admin_agent, admin_authority, admin_bundle, admin_entry};
 use super::entry_create;
@@ -252,71 +256,38 @@ impl Admin for AdminService {
         &self,
         request: Request<AuthorityKindRequest>,
     ) -> Result<Response<Authority>, Status> {
-        let caller = audit_caller(&request);
-        let args = json!({"kind": request.get_ref().kind});
-        let res: Result<Response<Authority>, Status> = async move {
-            let kind = authority_kind(request.get_ref().kind)?;
-            // The manager commits the bundle's new sequence and its event.
-            let a = self.state.ca.prepare(kind).await?;
-            Ok(Response::new(admin_authority(&a)))
-        }
-        .await;
-        self.audited(caller, "authority.prepare", args, res).await
+        let kind = request.get_ref().kind;
+        self.authority_transition(&request, kind, None, Transition::Prepare)
+            .await
     }
 
     async fn activate_authority(
         &self,
         request: Request<AuthorityKindRequest>,
     ) -> Result<Response<Authority>, Status> {
-        let caller = audit_caller(&request);
-        let args = json!({"kind": request.get_ref().kind});
-        let res: Result<Response<Authority>, Status> = async move {
-            let kind = authority_kind(request.get_ref().kind)?;
-            let a = self.state.ca.activate(kind).await?;
-            Ok(Response::new(admin_authority(&a)))
-        }
-        .await;
-        self.audited(caller, "authority.activate", args, res).await
+        let kind = request.get_ref().kind;
+        self.authority_transition(&request, kind, None, Transition::Activate)
+            .await
     }
 
     async fn taint_authority(
         &self,
         request: Request<AuthorityRequest>,
     ) -> Result<Response<Authority>, Status> {
-        let caller = audit_caller(&request);
-        let args = json!({"kind": request.get_ref().kind, "id": request.get_ref().id});
-        let res: Result<Response<Authority>, Status> = async move {
-            let kind = authority_kind(request.get_ref().kind)?;
-            let a = self
-                .state
-                .ca
-                .taint(kind, request.get_ref().id.trim())
-                .await?;
-            Ok(Response::new(admin_authority(&a)))
-        }
-        .await;
-        self.audited(caller, "authority.taint", args, res).await
+        let r = request.get_ref();
+        let (kind, id) = (r.kind, r.id.clone());
+        self.authority_transition(&request, kind, Some(&id), Transition::Taint)
+            .await
     }
 
     async fn revoke_authority(
         &self,
         request: Request<AuthorityRequest>,
     ) -> Result<Response<Authority>, Status> {
-        let caller = audit_caller(&request);
-        let args = json!({"kind": request.get_ref().kind, "id": request.get_ref().id});
-        let res: Result<Response<Authority>, Status> = async move {
-            let kind = authority_kind(request.get_ref().kind)?;
-            let a = self
-                .state
-                .ca
-                .revoke(kind, request.get_ref().id.trim())
-                .await?;
-            // The revoked authority's CRL goes with it.
-            self.state.revocations.refresh().await?;
-            Ok(Response::new(admin_authority(&a)))
-        }
-        .await;
-        self.audited(caller, "authority.revoke", args, res).await
+        let r = request.get_ref();
+        let (kind, id) = (r.kind, r.id.clone());
+        self.authority_transition(&request, kind, Some(&id), Transition::Revoke)
+            .await
     }
 
     async fn revoke_x509_svid(
@@ -403,6 +374,39 @@ impl Admin for AdminService {
             .map_err(Status::from);
         self.audited(caller, "dashboard.login", json!({}), res)
             .await
+    }
+
+    async fn create_policy(&self, request: Request<Policy>) -> Result<Response<Policy>, Status> {
+        self.write_policy(request, false).await
+    }
+
+    async fn update_policy(&self, request: Request<Policy>) -> Result<Response<Policy>, Status> {
+        self.write_policy(request, true).await
+    }
+
+    async fn list_policies(
+        &self,
+        _request: Request<ListPoliciesRequest>,
+    ) -> Result<Response<ListPoliciesResponse>, Status> {
+        self.list_stored_policies().await
+    }
+
+    async fn get_policy(
+        &self,
+        request: Request<PolicyRequest>,
+    ) -> Result<Response<Policy>, Status> {
+        self.stored_policy(&request.get_ref().name).await
+    }
+
+    async fn delete_policy(
+        &self,
+        request: Request<PolicyRequest>,
+    ) -> Result<Response<Policy>, Status> {
+        self.remove_policy(request).await
+    }
+
+    async fn validate_policy(&self, request: Request<Policy>) -> Result<Response<Policy>, Status> {
+        self.check_policy(request.into_inner()).await
     }
 
     async fn remove_server(

@@ -19,6 +19,7 @@ mod entries;
 mod events;
 mod federation;
 mod listen;
+mod policies;
 mod servers;
 mod sightings;
 

@@ -24,6 +24,7 @@ mod credentials;
 mod entries;
 mod events;
 mod federation;
+mod policies;
 mod rows;
 mod servers;
 mod sightings;

@@ -8,6 +8,7 @@ mod authorities;
 mod credentials;
 mod entries;
 mod federation;
+mod policies;
 mod servers;
 mod sightings;
 
@@ -23,6 +24,7 @@ pub(crate) use authorities::*;
 pub(crate) use credentials::*;
 pub(crate) use entries::*;
 pub(crate) use federation::*;
+pub(crate) use policies::*;
 pub(crate) use servers::*;
 pub(crate) use sightings::*;
 
@@ -65,6 +67,7 @@ macro_rules! backend_tests {
             an_entrys_federated_trust_domains_change_under_a_new_revision,
             concurrent_appends_make_one_chain_that_verifies,
             sightings_keep_their_first_time_and_are_read_per_subject,
+            policies_are_created_replaced_and_deleted_with_their_events,
         );
     };
     (@each $opener:path; $($name:ident),* $(,)?) => {
