@@ -66,6 +66,14 @@ fn located(name: &str, text: &str, d: &dyn Diagnostic, message: String) -> Polic
         .and_then(|mut l| l.next())
         .map_or(0, |l| l.offset());
     let (line, column) = line_col(text, offset);
+    // Cedar names the policy by its parse-order id (`policy0`), which the
+    // line and column already point at better.
+    let message = match message.strip_prefix("for policy `") {
+        Some(rest) => rest
+            .split_once("`, ")
+            .map_or(message.clone(), |(_, m)| m.to_owned()),
+        None => message,
+    };
     let message = match d.help() {
         Some(help) => format!("{message} ({help})"),
         None => message,
