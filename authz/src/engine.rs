@@ -1,6 +1,7 @@
 //! Deciding: Cedar's authorizer over the policy set, default deny. A
 //! decision names the policies that made it (the permits that allowed it,
 //! or the forbids that denied it), and any policy that failed to evaluate.
+//! Only the policies whose scope can match are evaluated (`index`).
 //!
 //! Decisions are cached per (principal, action, resource, context) only
 //! when no policy reads an input that changes by itself between two equal
@@ -11,11 +12,11 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
-use cedar_policy::Authorizer;
 use serde::Serialize;
 
 use crate::policies::Policies;
 use crate::request::{AuthzRequest, Principal, RequestError};
+use index::ScopeIndex;
 
 /// Decisions kept at most; the cache starts over when full.
 const CACHE_ENTRIES: usize = 4096;
@@ -63,7 +64,7 @@ fn cacheable(policies: &Policies) -> bool {
     })
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Decision {
     pub allow: bool,
     /// The policies that decided (none: denied by default).
@@ -76,6 +77,7 @@ pub struct Decision {
 #[derive(Clone, Default)]
 pub struct Engine {
     policies: Arc<Policies>,
+    index: Arc<ScopeIndex>,
     /// Set when decisions may be cached.
     cache: Option<Arc<Mutex<HashMap<CacheKey, Decision>>>>,
 }
@@ -92,6 +94,7 @@ impl Engine {
     pub fn new(policies: Policies) -> Self {
         let cache = cacheable(&policies).then(Arc::default);
         Self {
+            index: Arc::new(ScopeIndex::new(&policies.set)),
             policies: Arc::new(policies),
             cache,
         }
@@ -126,25 +129,10 @@ impl Engine {
 
     fn evaluate(&self, request: &AuthzRequest) -> Result<Decision, RequestError> {
         let (cedar, entities) = request.to_cedar()?;
-        let response = Authorizer::new().is_authorized(&cedar, &self.policies.set, &entities);
-        let mut policies: Vec<String> = response
-            .diagnostics()
-            .reason()
-            .map(|id| id.to_string())
-            .collect();
-        policies.sort();
-        let errors = response
-            .diagnostics()
-            .errors()
-            .map(|e| e.to_string())
-            .collect();
-        Ok(Decision {
-            allow: response.decision() == cedar_policy::Decision::Allow,
-            policies,
-            errors,
-        })
+        Ok(self.index.decide(&cedar, &entities))
     }
 }
 
+mod index;
 #[cfg(test)]
 mod tests;

@@ -1,6 +1,7 @@
 //! One authorization question in Signet's terms, and its Cedar form: the
 //! principal workload and its trust domain as entities, the action and
-//! resource by id, the context checked against the schema.
+//! resource by id, the context typed as the schema declares it (a unit
+//! test checks the two agree, so no request pays for the schema).
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -13,7 +14,7 @@ use cedar_policy::{
 use serde_json::{Map, Value};
 use signet_core::SpiffeId;
 
-use crate::schema::{schema, ACTION, ACTIONS, RESOURCE, TRUST_DOMAIN, WORKLOAD};
+use crate::schema::{ACTION, ACTIONS, RESOURCE, TRUST_DOMAIN, WORKLOAD};
 
 /// The context keys Signet fills in itself: a service cannot set them.
 pub const COMPUTED: [&str; 4] = ["time", "source_address", "federated", "svid_remaining_secs"];
@@ -71,6 +72,34 @@ fn uid(type_name: &str, id: &str) -> Result<EntityUid, RequestError> {
     let t = EntityTypeName::from_str(type_name)
         .map_err(|e| RequestError::Entity(format!("{type_name}: {e}")))?;
     Ok(EntityUid::from_type_name_and_id(t, EntityId::new(id)))
+}
+
+/// A service-supplied context attribute, typed as the schema declares it
+/// (`zone`, `posture`: strings; `labels`: a set of strings); the computed
+/// ones are refused, and any other name.
+fn supplied(key: &str, value: &Value) -> Result<RestrictedExpression, RequestError> {
+    if COMPUTED.contains(&key) {
+        return Err(RequestError::Computed(key.to_owned()));
+    }
+    let wrong = |what: &str| RequestError::Context(format!("attribute {key:?} must be {what}"));
+    match (key, value) {
+        ("zone" | "posture", Value::String(s)) => Ok(RestrictedExpression::new_string(s.clone())),
+        ("zone" | "posture", _) => Err(wrong("a string")),
+        ("labels", Value::Array(items)) => {
+            let labels = items
+                .iter()
+                .map(|i| match i {
+                    Value::String(s) => Ok(RestrictedExpression::new_string(s.clone())),
+                    _ => Err(wrong("a list of strings")),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(RestrictedExpression::new_set(labels))
+        }
+        ("labels", _) => Err(wrong("a list of strings")),
+        _ => Err(RequestError::Context(format!(
+            "attribute {key:?} is not in the schema (zone, posture, labels)"
+        ))),
+    }
 }
 
 /// `2026-12-06T16:40:00.123Z`: a form Cedar's `datetime` takes.
@@ -144,30 +173,38 @@ impl AuthzRequest {
                 Entity::new_no_attrs(trust_domain, HashSet::new()),
                 Entity::new_no_attrs(resource.clone(), HashSet::new()),
             ],
-            Some(schema()),
+            None,
         )
         .map_err(|e| RequestError::Entity(e.to_string()))?;
 
-        let mut context = Map::new();
+        let mut context: Vec<(String, RestrictedExpression)> = Vec::with_capacity(8);
         for (k, v) in &self.attributes {
-            if COMPUTED.contains(&k.as_str()) {
-                return Err(RequestError::Computed(k.clone()));
-            }
-            context.insert(k.clone(), v.clone());
+            context.push((k.clone(), supplied(k, v)?));
         }
-        context.insert("time".into(), cedar_time(self.time).into());
+        context.push((
+            "time".into(),
+            RestrictedExpression::new_datetime(cedar_time(self.time)),
+        ));
         if let Some(ip) = self.source_address {
-            context.insert("source_address".into(), ip.to_string().into());
+            context.push((
+                "source_address".into(),
+                RestrictedExpression::new_ip(ip.to_string()),
+            ));
         }
-        context.insert("federated".into(), self.federated.into());
+        context.push((
+            "federated".into(),
+            RestrictedExpression::new_bool(self.federated),
+        ));
         let remaining = self.svid_remaining.map_or(0, |d| d.as_secs());
-        context.insert(
+        context.push((
             "svid_remaining_secs".into(),
-            i64::try_from(remaining).unwrap_or(i64::MAX).into(),
-        );
-        let context = Context::from_json_value(Value::Object(context), Some((schema(), &action)))
-            .map_err(|e| RequestError::Context(e.to_string()))?;
-        let request = Request::new(principal, action, resource, context, Some(schema()))
+            RestrictedExpression::new_long(i64::try_from(remaining).unwrap_or(i64::MAX)),
+        ));
+        let context =
+            Context::from_pairs(context).map_err(|e| RequestError::Context(e.to_string()))?;
+        // Every part was typed above as the schema declares it: validating
+        // against the schema again on each request cost most of a decision.
+        let request = Request::new(principal, action, resource, context, None)
             .map_err(|e| RequestError::Context(e.to_string()))?;
         Ok((request, entities))
     }
@@ -176,6 +213,42 @@ impl AuthzRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn requests_are_built_as_the_schema_declares_them() {
+        let mut principal = Principal::new(SpiffeId::parse("spiffe://example.org/a/b").unwrap());
+        principal.selectors = vec!["unix:uid:1".into()];
+        principal.hints = vec!["web".into()];
+        let attributes = serde_json::json!({"zone": "dmz", "posture": "ok", "labels": ["a=b"]});
+        let request = AuthzRequest {
+            principal,
+            action: "read".into(),
+            resource: "/r".into(),
+            time: SystemTime::UNIX_EPOCH,
+            source_address: Some("10.0.0.1".parse().unwrap()),
+            federated: false,
+            svid_remaining: Some(Duration::from_secs(5)),
+            attributes: attributes.as_object().cloned().unwrap(),
+        };
+        let (cedar, entities) = request.to_cedar().unwrap();
+        let schema = crate::schema::schema();
+        Request::new(
+            cedar.principal().cloned().unwrap(),
+            cedar.action().cloned().unwrap(),
+            cedar.resource().cloned().unwrap(),
+            cedar.context().cloned().unwrap(),
+            Some(schema),
+        )
+        .unwrap();
+        Entities::from_entities(entities.iter().cloned(), Some(schema)).unwrap();
+        let bad = |attrs: serde_json::Value| {
+            let mut r = request.clone();
+            r.attributes = attrs.as_object().cloned().unwrap();
+            r.to_cedar().map(|_| ()).unwrap_err().to_string()
+        };
+        assert!(bad(serde_json::json!({"labels": [1]})).contains("list of strings"));
+        assert!(bad(serde_json::json!({"shoe_size": 44})).contains("shoe_size"));
+    }
 
     #[test]
     fn times_are_in_a_form_cedar_takes() {

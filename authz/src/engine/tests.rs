@@ -190,3 +190,53 @@ fn decisions_are_cached_only_when_no_policy_reads_the_time_or_svid_lifetime() {
         build("permit(principal, action, resource) when { context.svid_remaining_secs > 60 };");
     assert!(!lifetime.caches());
 }
+
+#[test]
+fn the_scope_index_decides_as_cedar_does_over_the_whole_set() {
+    let text = r#"
+permit(principal == Signet::Workload::"spiffe://example.org/a", action == Signet::Action::"read", resource);
+permit(principal == Signet::Workload::"spiffe://example.org/a", action, resource) when { context has zone && context.zone == "z1" };
+permit(principal, action == Signet::Action::"write", resource) when { principal.spiffe_id like "spiffe://example.org/b*" };
+forbid(principal == Signet::Workload::"spiffe://example.org/b", action == Signet::Action::"write", resource) when { context has zone && context.zone == "z2" };
+forbid(principal, action == Signet::Action::"delete", resource);
+permit(principal in Signet::TrustDomain::"example.org", action == Signet::Action::"delete", resource);
+permit(principal, action in [Signet::Action::"read", Signet::Action::"write"], resource) when { context has posture && context.posture == "good" };
+"#;
+    let policies = Policies::build(&[PolicySource {
+        name: "mix".into(),
+        text: text.into(),
+    }])
+    .unwrap();
+    let engine = Engine::new(policies.clone());
+    let mut seen = (0, 0);
+    for id in ["a", "b", "bb", "c"] {
+        for action in ["read", "write", "delete"] {
+            for attrs in [
+                json!({}),
+                json!({"zone": "z1"}),
+                json!({"zone": "z2"}),
+                json!({"posture": "good", "zone": "z2"}),
+            ] {
+                let r = ask(&format!("spiffe://example.org/{id}"), action, 10, attrs);
+                let (cedar, entities) = r.to_cedar().unwrap();
+                let whole =
+                    cedar_policy::Authorizer::new().is_authorized(&cedar, &policies.set, &entities);
+                let mut reasons: Vec<String> = whole
+                    .diagnostics()
+                    .reason()
+                    .map(|p| p.to_string())
+                    .collect();
+                reasons.sort();
+                let d = engine.decide(&r).unwrap();
+                let allow = whole.decision() == cedar_policy::Decision::Allow;
+                assert_eq!((d.allow, &d.policies), (allow, &reasons), "{id} {action}");
+                if allow {
+                    seen.0 += 1
+                } else {
+                    seen.1 += 1
+                }
+            }
+        }
+    }
+    assert!(seen.0 > 5 && seen.1 > 5, "{seen:?}");
+}

@@ -430,6 +430,7 @@ async fn a_snapshot_preview_starts_issuing_and_only_the_whole_snapshot_removes()
 }
 
 mod federation;
+mod policies;
 mod revocation;
 
 #[test]

@@ -178,3 +178,20 @@ fn a_cache_file_from_before_federation_still_loads() {
     assert!(back.entries[0].0.federates_with.is_empty());
     assert_eq!(back.bundle, [b"ca".to_vec()]);
 }
+
+#[test]
+fn policies_round_trip_and_older_files_load_without_them() {
+    let read = "permit(principal, action == Signet::Action::\"read\", resource);";
+    let mut snapshot = snapshot_with(federating_entry(), None);
+    let sources = [("orders".to_owned(), read.to_owned())].into();
+    snapshot.policies = Arc::new(crate::cache::HeldPolicies::default().replaced_by(sources));
+    let doc = encode(&snapshot).unwrap();
+    let td = TrustDomain::new("example.org").unwrap();
+    let back = decode(&doc, &td).unwrap().unwrap();
+    assert_eq!(back.policies, [("orders".to_owned(), read.to_owned())]);
+
+    let mut json: serde_json::Value = serde_json::from_slice(&doc).unwrap();
+    assert!(json.as_object_mut().unwrap().remove("policies").is_some());
+    let old = serde_json::to_vec(&json).unwrap();
+    assert!(decode(&old, &td).unwrap().unwrap().policies.is_empty());
+}

@@ -24,7 +24,7 @@ fn removed(td: &str) -> TrustDomain {
 }
 
 impl Harness {
-    async fn apply(&self, update: SyncUpdate) {
+    pub(super) async fn apply(&self, update: SyncUpdate) {
         self.updates.send(update).await.unwrap();
         settle().await;
     }
