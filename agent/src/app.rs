@@ -15,7 +15,7 @@ use signet_core::{Clock, SystemClock};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use crate::attest::node::{obtain_identity, NodeAttestError, RenewLoop};
+use crate::attest::node::{obtain_identity, NodeAttestError, Reattest, RenewLoop};
 use crate::attest::workload::cache::{self, CachedAttestor};
 use crate::attest::workload::composite::CompositeAttestor;
 use crate::attest::workload::container::docker::DockerClient;
@@ -55,7 +55,7 @@ pub async fn run(config: RuntimeConfig, shutdown: impl Future<Output = ()>) -> a
     let restored_revision = restored.as_ref().map_or(0, |r| r.revision);
     let connector = LateConnector::default();
     let (updates_tx, updates_rx) = mpsc::channel(64);
-    let (mut manager, cache_rx) = CacheManager::new(
+    let (manager, cache_rx) = CacheManager::new(
         config.trust_domain.clone(),
         Arc::new(NodeSigner {
             connector: connector.clone(),
@@ -64,6 +64,7 @@ pub async fn run(config: RuntimeConfig, shutdown: impl Future<Output = ()>) -> a
         signet_core::rotation::random_jitter,
         updates_rx,
     );
+    let mut manager = manager.with_prefetch(config.svid_prefetch);
     if let Some(restored) = restored {
         let entries = restored.entries.len();
         manager.restore(restored);
@@ -195,6 +196,8 @@ pub async fn run(config: RuntimeConfig, shutdown: impl Future<Output = ()>) -> a
                     tainted: tainted_rx,
                     health: health.clone(),
                     clock: clock.clone(),
+                    prefetch: config.svid_prefetch,
+                    reattest: Reattest::new(config.clone(), storage.clone()),
                 }
                 .run(),
             );

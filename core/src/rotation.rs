@@ -1,8 +1,10 @@
 //! When to renew a credential: at half its lifetime, moved by up to ±10% of
 //! the half-life so a fleet issued together does not renew together.
 //!
-//! A pure function of its inputs; callers pick the jitter (random in
-//! production, fixed in tests).
+//! With a prefetch (`svid_prefetch`, for edge nodes that must ride out an
+//! outage), earlier: as soon as less than the prefetch is left. A pure
+//! function of its inputs; callers pick the jitter (random in production,
+//! fixed in tests).
 
 use std::time::{Duration, SystemTime};
 
@@ -26,6 +28,36 @@ pub fn refresh_at(issued_at: SystemTime, not_after: SystemTime, jitter: f64) -> 
     };
     let fraction = 0.5 * (1.0 + JITTER_FRACTION * jitter);
     issued_at + lifetime.mul_f64(fraction)
+}
+
+/// The least share of a lifetime kept before renewing, however large the
+/// prefetch: a prefetch at or above the lifetime must not renew in a loop.
+pub const MIN_RENEW_FRACTION: f64 = 0.05;
+
+/// As [`refresh_at`], but once less than `prefetch` of the lifetime would
+/// be left at that time, at the moment `prefetch` is left (never before
+/// [`MIN_RENEW_FRACTION`] of the lifetime): a credential of 24 h with a
+/// prefetch of 22 h is renewed every 2 h, so it outlives a 22 h outage.
+/// Jitter moves it by up to ±10% of the time to that point.
+pub fn refresh_at_prefetch(
+    issued_at: SystemTime,
+    not_after: SystemTime,
+    jitter: f64,
+    prefetch: Option<Duration>,
+) -> SystemTime {
+    let half = refresh_at(issued_at, not_after, jitter);
+    let (Some(prefetch), Ok(lifetime)) = (prefetch, not_after.duration_since(issued_at)) else {
+        return half;
+    };
+    let floor = lifetime.mul_f64(MIN_RENEW_FRACTION);
+    let keep = lifetime.saturating_sub(prefetch).max(floor);
+    let jitter = if jitter.is_finite() {
+        jitter.clamp(-1.0, 1.0)
+    } else {
+        0.0
+    };
+    let early = issued_at + keep.mul_f64(1.0 + JITTER_FRACTION * jitter);
+    half.min(early)
 }
 
 /// A uniformly random jitter in [-1, 1].
@@ -85,6 +117,33 @@ mod tests {
     fn expired_or_empty_credentials_renew_at_once() {
         assert_eq!(refresh_at(t(100), t(50), 0.0), t(100));
         assert_eq!(refresh_at(t(100), t(100), 0.0), t(100));
+    }
+
+    #[test]
+    fn a_prefetch_renews_once_less_than_it_is_left() {
+        let day = 86_400;
+        // 24 h with 22 h of prefetch: every 2 h (±12 min).
+        assert_eq!(
+            refresh_at_prefetch(t(0), t(day), 0.0, Some(Duration::from_secs(22 * 3600))),
+            t(2 * 3600)
+        );
+        let late = refresh_at_prefetch(t(0), t(day), 1.0, Some(Duration::from_secs(22 * 3600)));
+        assert_eq!(late, t(2 * 3600 + 720));
+        // A small prefetch changes nothing: half-life comes first.
+        assert_eq!(
+            refresh_at_prefetch(t(0), t(day), 0.0, Some(Duration::from_secs(3600))),
+            refresh_at(t(0), t(day), 0.0)
+        );
+        assert_eq!(refresh_at_prefetch(t(0), t(day), 0.0, None), t(day / 2));
+        // One as long as the lifetime still waits 5% of it.
+        assert_eq!(
+            refresh_at_prefetch(t(0), t(1000), 0.0, Some(Duration::from_secs(5000))),
+            t(50)
+        );
+        assert_eq!(
+            refresh_at_prefetch(t(100), t(50), 0.0, Some(Duration::from_secs(10))),
+            t(100)
+        );
     }
 
     #[test]

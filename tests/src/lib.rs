@@ -13,6 +13,7 @@ pub mod federation;
 pub mod go_clients;
 pub mod ha;
 pub mod http;
+pub mod netns;
 pub mod node;
 pub mod peer;
 pub mod postgres;

@@ -55,6 +55,19 @@ impl TestServer {
         Self::start_full(prefix, extra, default_datastore()).await
     }
 
+    /// A server whose Node API listens on `host` (an address another
+    /// network namespace reaches) and a free port.
+    pub async fn start_listening_on(host: &str, extra: &[&str]) -> TestServer {
+        Self::start_full_at(
+            "example.org",
+            &format!("{host}:0"),
+            &[],
+            extra,
+            default_datastore(),
+        )
+        .await
+    }
+
     /// A server of `trust_domain` (not example.org) with extra `run` flags.
     pub async fn start_in(trust_domain: &str, extra: &[&str]) -> TestServer {
         Self::start_full_in(trust_domain, &[], extra, default_datastore()).await
@@ -82,6 +95,16 @@ impl TestServer {
         extra: &[&str],
         datastore: Option<String>,
     ) -> TestServer {
+        Self::start_full_at(trust_domain, "127.0.0.1:0", prefix, extra, datastore).await
+    }
+
+    async fn start_full_at(
+        trust_domain: &str,
+        addr: &str,
+        prefix: &[&str],
+        extra: &[&str],
+        datastore: Option<String>,
+    ) -> TestServer {
         let dir = tempfile::Builder::new()
             .prefix("sgs")
             .tempdir()
@@ -90,7 +113,7 @@ impl TestServer {
             data_dir: dir.path().join("data"),
             admin_socket: dir.path().join("admin.sock"),
             // The server picks a free port; restarts reuse the one it got.
-            addr: "127.0.0.1:0".into(),
+            addr: addr.into(),
             trust_domain: trust_domain.into(),
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
             prefix: prefix.iter().map(|s| s.to_string()).collect(),

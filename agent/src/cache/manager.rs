@@ -35,6 +35,8 @@ pub struct CacheManager {
     signer: Arc<dyn SvidSigner>,
     clock: Arc<dyn Clock>,
     jitter: fn() -> f64,
+    /// Renew once less than this is left (`svid_prefetch`).
+    prefetch: Option<Duration>,
     updates: mpsc::Receiver<SyncUpdate>,
     publish: watch::Sender<Arc<Snapshot>>,
     trust_domain: TrustDomain,
@@ -92,6 +94,7 @@ impl CacheManager {
             signer,
             clock,
             jitter,
+            prefetch: None,
             updates,
             publish,
             trust_domain,
@@ -117,6 +120,13 @@ impl CacheManager {
             publish_at: None,
         };
         (manager, rx)
+    }
+
+    /// Renews each SVID once less than `prefetch` is left, if that comes
+    /// before half-life (`svid_prefetch`).
+    pub fn with_prefetch(mut self, prefetch: Option<Duration>) -> Self {
+        self.prefetch = prefetch;
+        self
     }
 
     /// Runs until the sync side hangs up.

@@ -8,16 +8,17 @@ use std::time::Duration;
 use serde::Deserialize;
 use signet_core::duration::parse_duration;
 use signet_core::TrustDomain;
-use signet_runtime::ratelimit::Rate;
 
 use crate::node_client::{AddressError, ServerAddresses};
 
 mod audit;
 mod authz;
 mod sds;
+mod workload_api;
 pub use audit::{AuditSection, DEFAULT_AUDIT_CHECKPOINT_INTERVAL};
 pub use authz::{AuthzSection, AuthzSettings};
 pub use sds::{SdsSection, SdsSettings};
+pub use workload_api::{WorkloadApiLimits, WorkloadApiSection, DEFAULT_RATE_LIMIT};
 
 /// Embedded defaults (CONTRACT.md); no config file is needed.
 pub const DEFAULT_TRUST_DOMAIN: &str = "example.org";
@@ -114,6 +115,9 @@ pub struct FileConfig {
     pub audit: Option<AuditSection>,
     pub sds: Option<SdsSection>,
     pub authz: Option<AuthzSection>,
+    // Edge nodes (issue 20).
+    pub svid_prefetch: Option<ConfigDuration>,
+    pub reattest_token_file: Option<PathBuf>,
 }
 
 /// `server_address` in the file: `"A,B,C"` or `["A", "B", "C"]`.
@@ -133,90 +137,6 @@ impl ServerAddressSetting {
             Self::List(list) => ServerAddresses::parse(list),
             Self::Items(items) => ServerAddresses::from_list(items),
         }
-    }
-}
-
-/// `[workload_api]`: what callers may hold open.
-#[derive(Debug, Default, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct WorkloadApiSection {
-    pub max_connections_per_uid: Option<usize>,
-    pub max_connections: Option<usize>,
-    pub first_request_timeout: Option<ConfigDuration>,
-    pub idle_timeout: Option<ConfigDuration>,
-    /// Calls per caller uid: `{ per_second = 2000, burst = 10000 }`.
-    pub rate_limit: Option<signet_runtime::ratelimit::RateConfig>,
-}
-
-/// Calls one uid may make: far above what a workload needs (it holds a
-/// stream), low enough that one flooding uid leaves the CPU to the others.
-pub const DEFAULT_RATE_LIMIT: Rate = Rate {
-    per_second: 2000.0,
-    burst: 10_000,
-};
-
-/// Connection bounds of the Workload API, decided.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct WorkloadApiLimits {
-    pub max_connections_per_uid: usize,
-    pub max_connections: usize,
-    pub timeouts: signet_runtime::conn::Timeouts,
-    /// Calls per caller uid.
-    pub rate_limit: Rate,
-}
-
-impl Default for WorkloadApiLimits {
-    fn default() -> Self {
-        Self {
-            max_connections_per_uid: DEFAULT_MAX_CONNECTIONS_PER_UID,
-            max_connections: DEFAULT_MAX_CONNECTIONS,
-            timeouts: signet_runtime::conn::Timeouts::default(),
-            rate_limit: DEFAULT_RATE_LIMIT,
-        }
-    }
-}
-
-impl WorkloadApiSection {
-    fn limits(self) -> Result<WorkloadApiLimits, ConfigError> {
-        let d = WorkloadApiLimits::default();
-        let count = |v: Option<usize>, default: usize, name: &'static str| match v {
-            Some(0) => Err(ConfigError::Duration(name, "must be at least 1".into())),
-            Some(n) => Ok(n),
-            None => Ok(default),
-        };
-        let rate_limit = match self.rate_limit {
-            None => d.rate_limit,
-            Some(c) => c
-                .rate()
-                .map_err(|e| ConfigError::Duration("workload_api.rate_limit", e))?,
-        };
-        Ok(WorkloadApiLimits {
-            rate_limit,
-            max_connections_per_uid: count(
-                self.max_connections_per_uid,
-                d.max_connections_per_uid,
-                "workload_api.max_connections_per_uid",
-            )?,
-            max_connections: count(
-                self.max_connections,
-                d.max_connections,
-                "workload_api.max_connections",
-            )?,
-            timeouts: signet_runtime::conn::Timeouts {
-                first_request: bounded(
-                    "workload_api.first_request_timeout",
-                    self.first_request_timeout.map(|c| c.0),
-                    d.timeouts.first_request,
-                    MAX_FIRST_REQUEST_TIMEOUT,
-                )?,
-                idle: bounded(
-                    "workload_api.idle_timeout",
-                    self.idle_timeout.map(|c| c.0),
-                    d.timeouts.idle,
-                    MAX_IDLE_TIMEOUT,
-                )?,
-            },
-        })
     }
 }
 
@@ -380,6 +300,14 @@ pub struct RunArgs {
     /// Serve /live, /ready and /metrics over HTTP on ADDR (e.g. 127.0.0.1:9988).
     #[arg(long, value_name = "ADDR")]
     pub telemetry_bind: Option<std::net::SocketAddr>,
+    /// Renew SVIDs once less than DUR is left (e.g. 22h for 24 h SVIDs
+    /// on an edge node that must ride out a 22 h outage).
+    #[arg(long, value_name = "DUR")]
+    pub svid_prefetch: Option<String>,
+    /// A join token for attesting again when the agent SVID expired while
+    /// the server was away: read when needed, each token used once.
+    #[arg(long, value_name = "FILE")]
+    pub reattest_token_file: Option<PathBuf>,
 }
 
 /// How the agent trusts the server before it holds a bundle of its own.
@@ -425,6 +353,10 @@ pub struct RuntimeConfig {
     pub sds: SdsSettings,
     /// Envoy ext_authz's JWT-SVID principals (`[authz]`).
     pub authz: AuthzSettings,
+    /// Renew once less than this is left (else at half-life).
+    pub svid_prefetch: Option<Duration>,
+    /// Where a join token for attesting again is put (join-token agents).
+    pub reattest_token_file: Option<PathBuf>,
 }
 
 impl RuntimeConfig {
@@ -575,6 +507,18 @@ impl RuntimeConfig {
             audit_checkpoint_interval,
             sds: file.sds.unwrap_or_default().settings()?,
             authz: file.authz.unwrap_or_default().settings()?,
+            svid_prefetch: match &args.svid_prefetch {
+                Some(text) => Some(
+                    parse_duration(text)
+                        .map_err(|e| ConfigError::Duration("--svid-prefetch", e.to_string()))?,
+                ),
+                None => file.svid_prefetch.map(|d| d.0),
+            }
+            .filter(|d| !d.is_zero()),
+            reattest_token_file: args
+                .reattest_token_file
+                .clone()
+                .or(file.reattest_token_file),
         })
     }
 }

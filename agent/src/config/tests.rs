@@ -303,3 +303,33 @@ fn an_empty_server_list_or_item_is_refused_naming_server_address() {
         "{e}"
     );
 }
+
+#[test]
+fn edge_settings_from_file_or_flag() {
+    let c = RuntimeConfig::merge(FileConfig::default(), &RunArgs::default()).unwrap();
+    assert_eq!((c.svid_prefetch, c.reattest_token_file), (None, None));
+    let file = FileConfig::parse(
+        "svid_prefetch = \"22h\"\nreattest_token_file = \"/etc/signet/reattest-token\"",
+    )
+    .unwrap();
+    let c = RuntimeConfig::merge(file.clone(), &RunArgs::default()).unwrap();
+    assert_eq!(c.svid_prefetch, Some(Duration::from_secs(22 * 3600)));
+    assert_eq!(
+        c.reattest_token_file,
+        Some(PathBuf::from("/etc/signet/reattest-token"))
+    );
+    let args = RunArgs {
+        svid_prefetch: Some("0s".into()),
+        reattest_token_file: Some("/run/token".into()),
+        ..Default::default()
+    };
+    let c = RuntimeConfig::merge(file, &args).unwrap();
+    assert_eq!(c.svid_prefetch, None, "zero: renew at half-life");
+    assert_eq!(c.reattest_token_file, Some(PathBuf::from("/run/token")));
+    let bad = RunArgs {
+        svid_prefetch: Some("soon".into()),
+        ..Default::default()
+    };
+    let err = RuntimeConfig::merge(FileConfig::default(), &bad).unwrap_err();
+    assert!(err.to_string().contains("--svid-prefetch"), "{err}");
+}

@@ -185,6 +185,20 @@ impl NodeConnector {
         self
     }
 
+    /// The agent's ID, as its current SVID names it.
+    pub fn agent_id(&self) -> signet_core::SpiffeId {
+        self.svid.borrow().x509.spiffe_id.clone()
+    }
+
+    /// Resolves once the agent holds an SVID for another ID than `id` (it
+    /// attested again with a new join token); never if it cannot change.
+    pub async fn identity_changed(&self, id: &signet_core::SpiffeId) {
+        let mut svid = self.svid.clone();
+        if svid.wait_for(|s| &s.x509.spiffe_id != id).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
     /// The current channel, or a new one: to the same server after an SVID
     /// renewal, to the next that answers after a failure; the error when
     /// none of the group answers (then wait before asking again).

@@ -30,6 +30,10 @@ pub enum SyncError {
     Status(#[from] tonic::Status),
     #[error("the cache manager stopped")]
     Closed,
+    /// The agent attested again under a new ID: the stream of the old one
+    /// is left for one of its own.
+    #[error("the agent has a new ID")]
+    NewIdentity,
 }
 
 pub struct SyncTask {
@@ -56,6 +60,7 @@ impl SyncTask {
     pub async fn run(self) {
         let mut pacing = Pacing::new(reconnect_backoff());
         let mut revision = self.start_revision;
+        let mut agent = self.connector.agent_id();
         loop {
             let session = match self.connector.session().await {
                 Ok(session) => session,
@@ -66,8 +71,17 @@ impl SyncTask {
                 }
             };
             let server = &session.server;
+            // Attested again under a new ID (a new join token): its history
+            // is not the old one's; a snapshot replaces what the cache held.
+            let now_agent = self.connector.agent_id();
+            if now_agent != agent {
+                tracing::info!(old = %agent, new = %now_agent, "new agent ID; syncing from a snapshot");
+                agent = now_agent;
+                revision = 0;
+            }
             let delay = match self.stream_once(&session, &mut revision, &mut pacing).await {
                 Err(SyncError::Closed) => return,
+                Err(SyncError::NewIdentity) => Duration::ZERO,
                 Err(SyncError::Status(s)) if s.code() == tonic::Code::PermissionDenied => {
                     self.cut_off(s.message()).await;
                     return std::future::pending().await;
@@ -134,7 +148,13 @@ impl SyncTask {
             .into_inner();
         // The parts of a snapshot received so far.
         let mut partial: Option<SyncUpdate> = None;
-        while let Some(message) = stream.message().await? {
+        let agent = self.connector.agent_id();
+        loop {
+            let message = tokio::select! {
+                m = stream.message() => m?,
+                () = self.connector.identity_changed(&agent) => return Err(SyncError::NewIdentity),
+            };
+            let Some(message) = message else { break };
             pacing.reset();
             self.health.mark_reached_server();
             if let Some(skew) = measure_skew(message.server_time_ms, self.clock.now()) {

@@ -46,6 +46,9 @@ pub enum NodeAttestError {
         message: String,
         retry_after: std::time::Duration,
     },
+    /// A partitioned link holds a call until HTTP/2 keep-alive gives up.
+    #[error("no answer from the server within {}s", .0.as_secs())]
+    Timeout(Duration),
     #[error("server answered attestation with something unexpected: {0}")]
     Protocol(String),
     #[error("SVID from the server is not acceptable: {0}")]
@@ -78,7 +81,7 @@ impl NodeAttestError {
     /// connection broke before it decided.
     pub fn is_unreachable(&self) -> bool {
         match self {
-            NodeAttestError::Connect(_) => true,
+            NodeAttestError::Connect(_) | NodeAttestError::Timeout(_) => true,
             NodeAttestError::Refused { code, .. } => *code == tonic::Code::Unavailable,
             _ => false,
         }
@@ -176,11 +179,23 @@ pub async fn obtain_identity(
     {
         (Some(pop), _) => Box::new(super::x509pop::HostIdentity::load(pop)?),
         (None, Some(token)) => Box::new(JoinToken(token.to_owned())),
-        (None, None) => {
-            return Err(NodeAttestError::NoToken(
-                storage.dir().display().to_string(),
-            ))
-        }
+        // A token left for attesting again (edge nodes): taken at start too.
+        (None, None) => match &config.reattest_token_file {
+            Some(path) => match reattest::fresh_token(path, &Default::default()) {
+                Ok(token) => Box::new(JoinToken(token)),
+                Err(e) => {
+                    return Err(NodeAttestError::NoToken(format!(
+                        "{} ({e})",
+                        storage.dir().display()
+                    )))
+                }
+            },
+            None => {
+                return Err(NodeAttestError::NoToken(
+                    storage.dir().display().to_string(),
+                ))
+            }
+        },
     };
     let trust = match &config.bootstrap {
         Bootstrap::Insecure => {
@@ -447,8 +462,10 @@ fn refused(status: tonic::Status) -> NodeAttestError {
     }
 }
 
+mod reattest;
 mod renew;
 #[cfg(test)]
 mod tests;
 
+pub use reattest::Reattest;
 pub use renew::RenewLoop;

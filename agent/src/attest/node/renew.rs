@@ -1,25 +1,31 @@
 //! Renewal of the agent's own SVID: at half-life, or at once when its
 //! authority is tainted; on whichever server of the group answers (a call
 //! that finds its server dead is asked of the next), with backoff only once
-//! none does.
+//! none does. An SVID that expired before any server renewed it is
+//! replaced by attesting again where the agent can (`reattest`).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rcgen::KeyPair;
-use signet_core::rotation::{random_jitter, refresh_at, wait_until};
+use signet_core::rotation::{random_jitter, refresh_at_prefetch, wait_until};
 use signet_core::x509::{build_csr, validate_x509_svid};
 use signet_core::Clock;
 use signet_proto::node::RenewAgentRequest;
 use tokio::sync::watch;
 
-use super::{finish_svid, pick_authority, NodeAttestError};
+use super::{finish_svid, pick_authority, NodeAttestError, Reattest};
 use crate::attest::AgentSvid;
 use crate::backoff::Backoff;
 use crate::health::{Health, Status};
 use crate::node_client::{BundleRx, CallError, NodeConnector};
 use crate::storage::{Storage, StoredIdentity};
+
+/// How long one renewal may take: a server behind a cut link never
+/// answers, and the connection is found dead only by keep-alive (~40 s),
+/// while an expiring SVID must be reported, and replaced, sooner.
+const RENEW_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Everything the agent SVID renewal needs.
 pub struct RenewLoop {
@@ -30,6 +36,10 @@ pub struct RenewLoop {
     pub tainted: watch::Receiver<BTreeSet<String>>,
     pub health: Health,
     pub clock: Arc<dyn Clock>,
+    /// Renew once less than this is left (`svid_prefetch`).
+    pub prefetch: Option<Duration>,
+    /// How to attest again once the SVID expired unrenewed.
+    pub reattest: Reattest,
 }
 
 impl RenewLoop {
@@ -40,7 +50,12 @@ impl RenewLoop {
         let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
         loop {
             let current = self.svid_tx.borrow().clone();
-            let at = refresh_at(current.received_at, current.x509.not_after, random_jitter());
+            let at = refresh_at_prefetch(
+                current.received_at,
+                current.x509.not_after,
+                random_jitter(),
+                self.prefetch,
+            );
             let wait = wait_until(self.clock.now(), at);
             let mut cut_off = self.health.subscribe();
             tokio::select! {
@@ -62,8 +77,12 @@ impl RenewLoop {
                 if self.health.report().is_cut_off() {
                     return std::future::pending().await;
                 }
-                match renew_once(&self.connector, &current, &self.bundle, self.clock.as_ref()).await
-                {
+                let renewal =
+                    renew_once(&self.connector, &current, &self.bundle, self.clock.as_ref());
+                let renewed = tokio::time::timeout(RENEW_TIMEOUT, renewal)
+                    .await
+                    .unwrap_or(Err(NodeAttestError::Timeout(RENEW_TIMEOUT)));
+                match renewed {
                     Ok(svid) => {
                         let saved = self.storage.save_identity(&StoredIdentity {
                             key_pkcs8: svid.key_pkcs8.clone(),
@@ -73,30 +92,63 @@ impl RenewLoop {
                             tracing::error!(error = %e, "cannot persist renewed agent SVID");
                         }
                         tracing::info!(spiffe_id = %svid.x509.spiffe_id, authority_id = &*svid.x509.authority_id, not_after = signet_core::clock::unix_seconds(svid.x509.not_after), "agent SVID renewed");
-                        self.svid_tx.send_replace(Arc::new(svid));
-                        if self.health.report().status == Status::AgentSvidExpired {
-                            self.health.set_status(Status::Healthy, "");
-                        }
+                        self.replace(svid);
                         backoff.reset();
                         break;
                     }
                     Err(e) => {
                         let expired = self.clock.now() >= current.x509.not_after;
                         tracing::warn!(error = %e, expired, "agent SVID renewal failed; retrying");
-                        if expired {
-                            self.health.set_status(
-                                Status::AgentSvidExpired,
-                                format!(
-                                    "the agent SVID {} expired before it could be renewed ({e}); if the server keeps refusing it, restart the agent with a new --join-token",
-                                    current.x509.spiffe_id
-                                ),
-                            );
+                        if expired && self.attest_again(&current, &e).await {
+                            backoff.reset();
+                            break;
                         }
                         tokio::time::sleep(backoff.next_delay()).await;
                     }
                 }
             }
         }
+    }
+}
+
+impl RenewLoop {
+    /// Publishes `svid` (the Node API clients reconnect with it).
+    fn replace(&self, svid: AgentSvid) {
+        self.svid_tx.send_replace(Arc::new(svid));
+        if self.health.report().status == Status::AgentSvidExpired {
+            self.health.set_status(Status::Healthy, "");
+        }
+    }
+
+    /// The SVID expired unrenewed (`renewal` says why): attests again if
+    /// the agent can; else, or when that fails, the health report says
+    /// what an admin must do. True when a new SVID was published.
+    async fn attest_again(&mut self, current: &AgentSvid, renewal: &NodeAttestError) -> bool {
+        let why = match self
+            .reattest
+            .attest(&self.bundle, self.clock.as_ref())
+            .await
+        {
+            Ok(attested) => {
+                let mut svid = attested.svid;
+                svid.generation = current.generation.wrapping_add(1);
+                if svid.x509.spiffe_id != current.x509.spiffe_id {
+                    tracing::warn!(old = %current.x509.spiffe_id, new = %svid.x509.spiffe_id, "attested again under a new agent ID: its entries come with a fresh sync");
+                }
+                self.replace(svid);
+                return true;
+            }
+            Err(e) => e,
+        };
+        tracing::warn!(error = %why, "cannot attest again");
+        self.health.set_status(
+            Status::AgentSvidExpired,
+            format!(
+                "the agent SVID {} expired before it could be renewed ({renewal}); attesting again: {why}",
+                current.x509.spiffe_id
+            ),
+        );
+        false
     }
 }
 

@@ -95,3 +95,106 @@ async fn no_server_reachable_is_a_connect_error_to_retry() {
     assert!(err.is_unreachable(), "{err}");
     assert!(!err.needs_new_credentials());
 }
+
+/// A renewal loop whose SVID expired (by its recorded expiry; the server
+/// refuses renewals), configured with `token_file`; the last part keeps
+/// the taint feed open (the loop stops when it closes).
+fn expired_loop(
+    group: &Group,
+    token_file: Option<std::path::PathBuf>,
+    data: &std::path::Path,
+) -> (
+    RenewLoop,
+    watch::Receiver<Arc<AgentSvid>>,
+    crate::health::Health,
+    watch::Sender<std::collections::BTreeSet<String>>,
+) {
+    let (connector, _svid_tx) = group.connector(group.addresses());
+    let mut svid = group.pki.agent_svid(0);
+    svid.x509.not_after = signet_core::SystemClock.now() - Duration::from_secs(1);
+    let (svid_tx, svid_rx) = watch::channel(Arc::new(svid));
+    let args = RunArgs {
+        server_address: Some(group.address("A").to_owned()),
+        reattest_token_file: token_file,
+        ..Default::default()
+    };
+    let config = RuntimeConfig::merge(FileConfig::default(), &args).unwrap();
+    let storage = crate::storage::Storage::open(data).unwrap();
+    let health = crate::health::Health::new(Duration::from_secs(30));
+    let (tainted_tx, tainted) = watch::channel(Default::default());
+    let renew = RenewLoop {
+        connector: Arc::new(connector),
+        storage: storage.clone(),
+        bundle: group.pki.bundle(),
+        svid_tx,
+        tainted,
+        health: health.clone(),
+        clock: Arc::new(signet_core::SystemClock),
+        prefetch: None,
+        reattest: Reattest::new(config, storage),
+    };
+    (renew, svid_rx, health, tainted_tx)
+}
+
+#[tokio::test]
+async fn an_agent_whose_svid_expired_unrenewed_attests_again_with_a_new_token() {
+    let group = Group::start(&[("A", Script::default())]);
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("reattest-token");
+    std::fs::write(&token_file, "t2\n").unwrap();
+    let (renew, mut svid_rx, health, _tainted) =
+        expired_loop(&group, Some(token_file), &dir.path().join("data"));
+    let task = tokio::spawn(renew.run());
+    let fresh = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            svid_rx.changed().await.unwrap();
+            let s = svid_rx.borrow_and_update().clone();
+            if s.generation == 1 {
+                return s;
+            }
+        }
+    })
+    .await
+    .expect("attested again");
+    assert_eq!(
+        fresh.x509.spiffe_id.to_string(),
+        "spiffe://example.org/signet/agent/join_token/t2"
+    );
+    assert_eq!(health.report().status, crate::health::Status::Healthy);
+    // The new identity is what a restart finds.
+    let stored = crate::storage::Storage::open(&dir.path().join("data"))
+        .unwrap()
+        .load_identity()
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.chain, fresh.x509.chain);
+    task.abort();
+}
+
+#[tokio::test]
+async fn without_a_way_to_attest_again_the_health_report_says_what_to_do() {
+    let group = Group::start(&[("A", Script::default())]);
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("reattest-token");
+    let (renew, _svid_rx, health, _tainted) =
+        expired_loop(&group, Some(token_file.clone()), &dir.path().join("data"));
+    let task = tokio::spawn(renew.run());
+    let mut reports = health.subscribe();
+    let report = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let r = reports.borrow_and_update().clone();
+            if r.status == crate::health::Status::AgentSvidExpired {
+                return r;
+            }
+            reports.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("an expired status");
+    assert!(
+        report.message.contains("no join token in") && report.message.contains("reattest-token"),
+        "{}",
+        report.message
+    );
+    task.abort();
+}

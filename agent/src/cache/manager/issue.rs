@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use rcgen::KeyPair;
 use signet_core::clock::Clock;
-use signet_core::rotation::{refresh_at, wait_until};
+use signet_core::rotation::{refresh_at_prefetch, wait_until};
 use signet_core::x509::{build_csr, check_issued_leaf, validate_x509_svid, IssuedLeaf};
 use signet_core::{SpiffeId, X509Svid};
 use tokio::time::Instant;
@@ -211,7 +211,8 @@ impl CacheManager {
             || self
                 .revocations
                 .is_serial_revoked(&facts.serial_hex, received);
-        let refresh = refresh_at(received, facts.not_after, (self.jitter)());
+        let refresh =
+            refresh_at_prefetch(received, facts.not_after, (self.jitter)(), self.prefetch);
         let now = Instant::now();
         tracing::debug!(entry_id = &**id, spiffe_id = %facts.spiffe_id, serial = facts.serial_hex, authority_id = &*authority_id, not_after = signet_core::clock::unix_seconds(facts.not_after), "SVID issued");
         self.due.set(id, now + wait_until(received, refresh));

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use signet_core::jwt::JwtBundles;
-use signet_core::rotation::{refresh_at, wait_until};
+use signet_core::rotation::{refresh_at_prefetch, wait_until};
 use tokio::time::Instant;
 
 use super::CacheManager;
@@ -40,7 +40,12 @@ impl CacheManager {
             self.entries.insert(id.clone(), Arc::new(entry));
             match svid.filter(|s| s.svid.is_valid_at(now)) {
                 Some(s) => {
-                    let refresh = refresh_at(s.not_before, s.svid.x509.not_after, (self.jitter)());
+                    let refresh = refresh_at_prefetch(
+                        s.not_before,
+                        s.svid.x509.not_after,
+                        (self.jitter)(),
+                        self.prefetch,
+                    );
                     self.due.set(&id, instant + wait_until(now, refresh));
                     let expires = instant + wait_until(now, s.svid.x509.not_after);
                     self.hold(&id, Arc::new(s.svid), expires);
