@@ -23,6 +23,7 @@ use envoy_types::ext_authz::v3::pb::{
     HttpStatus, HttpStatusCode, OkHttpResponse,
 };
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Peer};
+use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
 use envoy_types::pb::google::rpc;
 use serde_json::{Map, Value};
 use signet_core::SpiffeId;
@@ -234,7 +235,9 @@ impl ExtAuthz {
                 "the agent holds no policies yet (no sync with the server)".into(),
             );
         };
-        let attrs = req.attributes.clone().unwrap_or_default();
+        // Borrowed: Envoy asks this for every request it proxies.
+        let none = AttributeContext::default();
+        let attrs = req.attributes.as_ref().unwrap_or(&none);
         let http = attrs.request.as_ref().and_then(|r| r.http.as_ref());
         let now = attrs
             .request
