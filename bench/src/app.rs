@@ -85,6 +85,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if wanted("pg") {
         figures::pg::run(&ctx, &mut report).await.context("pg")?;
     }
+    if wanted("pkcs11") {
+        figures::pkcs11::run(&ctx, &mut report)
+            .await
+            .context("pkcs11")?;
+    }
     if wanted("pg_server_sync") {
         let url = figures::pg::fresh_database().await?;
         let dir = ctx.dir.join("pg_server_sync");

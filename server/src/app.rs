@@ -29,7 +29,8 @@ use crate::api::node::NodeService;
 use crate::api::tls::{server_config, start_server_svid, tls_incoming};
 use crate::api::ServerState;
 use crate::attest::{Attestors, JoinTokenAttestor, X509PopAttestor};
-use crate::ca::{CaSettings, CertificateAuthority, DiskKeys};
+use crate::ca::{CaSettings, CertificateAuthority, DiskKeys, KeyManager, Pkcs11Keys};
+use crate::config::KeyManagerSettings;
 use crate::config::RuntimeConfig;
 use crate::datastore::{DataStore, ServerRecord};
 use crate::events::ChangeBus;
@@ -96,7 +97,15 @@ pub async fn start(config: RuntimeConfig, clock: Arc<dyn Clock>) -> anyhow::Resu
     // Before the CA loads: this also takes over authorities stored before
     // servers had ids.
     ds.register_server(record.clone()).await?;
-    let keys = Arc::new(DiskKeys::new(config.data_dir.join("ca")));
+    let keys: Arc<dyn KeyManager> = match &config.key_manager {
+        KeyManagerSettings::Disk => Arc::new(DiskKeys::new(config.data_dir.join("ca"))),
+        KeyManagerSettings::Pkcs11(settings) => {
+            let settings = settings.clone();
+            let keys = tokio::task::spawn_blocking(move || Pkcs11Keys::open(&settings)).await??;
+            tracing::info!(token = %keys.token_label(), "CA and JWT keys held by the PKCS#11 token");
+            Arc::new(keys)
+        }
+    };
     let (ca, created) = CertificateAuthority::start(
         CaSettings {
             trust_domain: config.trust_domain.clone(),

@@ -19,6 +19,7 @@ pub mod peer;
 pub mod postgres;
 pub mod process;
 pub mod server;
+pub mod softhsm;
 pub mod spiffe_tls;
 pub mod spire;
 pub mod wait;

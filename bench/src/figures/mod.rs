@@ -10,6 +10,7 @@ pub mod ha_failover;
 pub mod issue;
 pub mod jwt;
 pub mod pg;
+pub mod pkcs11;
 pub mod propagation;
 pub mod server_sync;
 

@@ -195,9 +195,44 @@ impl JwtKeyType {
     }
 }
 
+/// A private key held where it cannot be read (an HSM's token): it only
+/// signs. Calls may block on the device.
+pub trait HeldKey: Send + Sync + 'static {
+    fn public_key(&self) -> &JwtPublicKey;
+    /// P-256: ECDSA over SHA-256(msg) as r‖s (64 bytes, as JWS wants it);
+    /// RSA: PKCS#1 v1.5 over SHA-256(msg).
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, String>;
+    /// For the key manager that made it to find its own handle.
+    fn as_any(&self) -> &dyn std::any::Any;
+}
+
 enum SigningKey {
     Ec(EcdsaKeyPair),
     Rsa(RsaKeyPair),
+    Held(std::sync::Arc<dyn HeldKey>),
+}
+
+/// A new random private key of `key_type` as PKCS#8 DER (RSA takes
+/// ~0.1-1 s: never on a runtime thread).
+pub fn generate_pkcs8(key_type: JwtKeyType) -> Result<Vec<u8>, JwtError> {
+    Ok(match key_type {
+        JwtKeyType::EcP256 => EcdsaKeyPair::generate_pkcs8(
+            &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            &SystemRandom::new(),
+        )
+        .map_err(|_| JwtError::Sign("key generation failed".into()))?
+        .as_ref()
+        .to_vec(),
+        JwtKeyType::Rsa2048 => {
+            use rsa::pkcs8::EncodePrivateKey;
+            let key = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048)
+                .map_err(|e| JwtError::Sign(format!("RSA key generation failed: {e}")))?;
+            key.to_pkcs8_der()
+                .map_err(|e| JwtError::Sign(format!("RSA key encoding failed: {e}")))?
+                .as_bytes()
+                .to_vec()
+        }
+    })
 }
 
 /// A JWT-SVID signing key (ES256 or RS256) with its key id.
@@ -226,25 +261,27 @@ impl JwtSigner {
     /// A new random key of `key_type` (RSA takes ~0.1-1 s: never on a
     /// runtime thread); the signer and its PKCS#8 DER for storage.
     pub fn generate_as(kid: String, key_type: JwtKeyType) -> Result<(Self, Vec<u8>), JwtError> {
-        let der = match key_type {
-            JwtKeyType::EcP256 => EcdsaKeyPair::generate_pkcs8(
-                &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
-                &SystemRandom::new(),
-            )
-            .map_err(|_| JwtError::Sign("key generation failed".into()))?
-            .as_ref()
-            .to_vec(),
-            JwtKeyType::Rsa2048 => {
-                use rsa::pkcs8::EncodePrivateKey;
-                let key = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048)
-                    .map_err(|e| JwtError::Sign(format!("RSA key generation failed: {e}")))?;
-                key.to_pkcs8_der()
-                    .map_err(|e| JwtError::Sign(format!("RSA key encoding failed: {e}")))?
-                    .as_bytes()
-                    .to_vec()
-            }
-        };
+        let der = generate_pkcs8(key_type)?;
         Ok((Self::from_pkcs8(kid, &der)?, der))
+    }
+
+    /// A signer whose key stays in its token: ES256 for a P-256 key, RS256
+    /// for RSA.
+    pub fn held(kid: String, key: std::sync::Arc<dyn HeldKey>) -> Result<Self, JwtError> {
+        if !matches!(
+            key.public_key(),
+            JwtPublicKey::P256(_) | JwtPublicKey::Rsa { .. }
+        ) {
+            return Err(JwtError::Sign(format!(
+                "a held {} key cannot sign JWT-SVIDs",
+                key.public_key().kind()
+            )));
+        }
+        Ok(Self {
+            kid,
+            key: SigningKey::Held(key),
+            rng: SystemRandom::new(),
+        })
     }
 
     /// A P-256 or RSA (2048 to 8192 bits) key from its PKCS#8 DER.
@@ -269,9 +306,13 @@ impl JwtSigner {
 
     /// The algorithm this key signs with.
     pub fn alg(&self) -> Alg {
-        match self.key {
+        match &self.key {
             SigningKey::Ec(_) => Alg::Es256,
             SigningKey::Rsa(_) => Alg::Rs256,
+            SigningKey::Held(k) => match k.public_key() {
+                JwtPublicKey::Rsa { .. } => Alg::Rs256,
+                _ => Alg::Es256,
+            },
         }
     }
 
@@ -282,6 +323,7 @@ impl JwtSigner {
                 let c = RsaPublicKeyComponents::<Vec<u8>>::from(k.public());
                 JwtPublicKey::Rsa { n: c.n, e: c.e }
             }
+            SigningKey::Held(k) => k.public_key().clone(),
         }
     }
 
@@ -302,6 +344,7 @@ impl JwtSigner {
                     .map_err(|_| JwtError::Sign("RSA signing failed".into()))?;
                 Ok(sig)
             }
+            SigningKey::Held(k) => k.sign(msg).map_err(JwtError::Sign),
         }
     }
 }

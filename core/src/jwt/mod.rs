@@ -15,7 +15,7 @@ pub use audience::{
     check_audience, AudienceError, MAX_AUDIENCES, MAX_AUDIENCE_BYTES, MAX_TOKEN_BYTES,
 };
 pub use jwk::{Jwk, JwkSet};
-pub use keys::{Alg, JwtKeyType, JwtPublicKey, JwtSigner};
+pub use keys::{generate_pkcs8, Alg, HeldKey, JwtKeyType, JwtPublicKey, JwtSigner};
 pub use mint::{mint_jwt_svid, sign_compact, MintParams};
 pub use validate::{
     parse_unverified, validate_jwt_svid, JwtBundles, ValidatedJwt, ValidationOptions,

@@ -8,8 +8,8 @@ mod validate;
 pub use csr::{build_csr, parse_csr, ParsedCsr};
 pub use profile::{ca_params, leaf_params, serial_at, sign_leaf};
 pub use validate::{
-    cert_info, check_issued_leaf, check_leaf_profile, key_matches_leaf, validate_x509_svid,
-    CertInfo, IssuedLeaf,
+    cert_info, check_issued_leaf, check_leaf_profile, key_matches_leaf, public_key_matches_leaf,
+    validate_x509_svid, CertInfo, IssuedLeaf,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -172,9 +172,15 @@ pub fn validate_x509_svid(
 
 /// Whether the PKCS#8 private key belongs to the leaf's public key.
 pub fn key_matches_leaf(leaf_der: &[u8], pkcs8_der: &[u8]) -> Result<(), X509Error> {
-    let cert = parse(leaf_der)?;
     let key = rcgen::KeyPair::try_from(pkcs8_der).map_err(|_| X509Error::KeyMismatch)?;
-    if cert.public_key().subject_public_key.data.as_ref() == key.public_key_raw() {
+    public_key_matches_leaf(leaf_der, key.public_key_raw())
+}
+
+/// Whether the certificate's subject public key is `raw` (an EC point, or
+/// an RSA key's DER): for keys held where their private half cannot be read.
+pub fn public_key_matches_leaf(leaf_der: &[u8], raw: &[u8]) -> Result<(), X509Error> {
+    let cert = parse(leaf_der)?;
+    if cert.public_key().subject_public_key.data.as_ref() == raw {
         Ok(())
     } else {
         Err(X509Error::KeyMismatch)

@@ -5,14 +5,14 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use rcgen::KeyPair;
+use rcgen::PublicKeyData;
 use signet_core::clock::{from_unix_seconds, unix_seconds};
-use signet_core::jwt::{JwtKeyType, JwtSigner};
-use signet_core::x509::{ca_params, cert_info, key_matches_leaf, X509Error};
+use signet_core::jwt::JwtSigner;
+use signet_core::x509::{ca_params, cert_info, public_key_matches_leaf, X509Error};
 use signet_core::TrustDomain;
-use zeroize::Zeroizing;
 
-use super::issuer::{self, CaIssuer};
+use super::issuer::{self, CaIssuer, SharedKey};
+use super::key_manager::PrivateKey;
 use super::rotation::{HasMeta, Meta};
 use super::{authority_id, earlier, later, AuthorityState, CaError};
 
@@ -49,10 +49,10 @@ pub struct JwtKey {
     pub signer: Arc<JwtSigner>,
 }
 
-/// A new authority and its private key (PKCS#8 DER), for the key manager.
+/// A new authority and its private key, for the key manager to keep.
 pub enum Generated {
-    X509(X509Authority, Zeroizing<Vec<u8>>),
-    Jwt(JwtKey, Zeroizing<Vec<u8>>),
+    X509(X509Authority, PrivateKey),
+    Jwt(JwtKey, PrivateKey),
 }
 
 impl HasMeta for X509Authority {
@@ -73,16 +73,18 @@ impl HasMeta for JwtKey {
     }
 }
 
-/// A new P-256 CA for `td`, valid from 30 s ago for `ttl` (no longer than
-/// the upstream root, when there is one: it signs the CA), in `state`.
+/// A new CA for `td` with the P-256 `private` key, valid from 30 s ago for
+/// `ttl` (no longer than the upstream root, when there is one: it signs the
+/// CA), in `state`.
 pub fn generate_x509(
     td: &TrustDomain,
     ttl: Duration,
     now: SystemTime,
     state: AuthorityState,
     upstream: Option<&super::upstream::UpstreamCa>,
+    private: PrivateKey,
 ) -> Result<Generated, CaError> {
-    let key = KeyPair::generate().map_err(|e| CaError::Key(e.to_string()))?;
+    let key = SharedKey::from_private(&private)?;
     // Whole seconds, so the times read back from the certificate match.
     let now = from_unix_seconds(unix_seconds(now));
     let not_before = earlier(now, Duration::from_secs(30), "the CA notBefore")?;
@@ -102,8 +104,7 @@ pub fn generate_x509(
     }
     .map_err(X509Error::from)?;
     let cert_der = cert.der().to_vec();
-    let pkcs8 = Zeroizing::new(key.serialize_der());
-    let issuer = issuer::build(&cert_der, &Arc::new(key))?;
+    let issuer = issuer::build(&cert_der, key)?;
     Ok(Generated::X509(
         X509Authority {
             meta: Meta {
@@ -117,20 +118,20 @@ pub fn generate_x509(
             issuer,
             upstream_root: upstream.map(|up| up.cert_der.clone()),
         },
-        pkcs8,
+        private,
     ))
 }
 
-/// A new JWT key of `key_type` living `ttl` (as long as a CA), in `state`.
+/// A new JWT key living `ttl` (as long as a CA), in `state`, signing with
+/// `private`.
 pub fn generate_jwt(
     ttl: Duration,
     now: SystemTime,
     state: AuthorityState,
-    key_type: JwtKeyType,
+    private: PrivateKey,
 ) -> Result<Generated, CaError> {
     let kid = hex::encode(rand::random::<[u8; 16]>());
-    let (signer, der) =
-        JwtSigner::generate_as(kid.clone(), key_type).map_err(|e| CaError::Key(e.to_string()))?;
+    let signer = jwt_signer(kid.clone(), &private)?;
     let now = from_unix_seconds(unix_seconds(now));
     Ok(Generated::Jwt(
         JwtKey {
@@ -143,7 +144,7 @@ pub fn generate_jwt(
             },
             signer: Arc::new(signer),
         },
-        Zeroizing::new(der),
+        private,
     ))
 }
 
@@ -153,10 +154,11 @@ pub fn load_x509(
     meta: Meta,
     cert_der: Vec<u8>,
     upstream_root: Option<Vec<u8>>,
-    key_pkcs8: &[u8],
+    private: &PrivateKey,
     td: &TrustDomain,
 ) -> Result<Option<X509Authority>, CaError> {
-    key_matches_leaf(&cert_der, key_pkcs8)?;
+    let key = SharedKey::from_private(private)?;
+    public_key_matches_leaf(&cert_der, key.der_bytes())?;
     let info = cert_info(&cert_der)?;
     if info.spiffe_id.as_ref().map(|id| id.trust_domain()) != Some(td) {
         return Ok(None);
@@ -167,8 +169,7 @@ pub fn load_x509(
             meta.id
         )));
     }
-    let key = KeyPair::try_from(key_pkcs8).map_err(|e| CaError::Key(e.to_string()))?;
-    let issuer = issuer::build(&cert_der, &Arc::new(key))?;
+    let issuer = issuer::build(&cert_der, key)?;
     Ok(Some(X509Authority {
         meta: Meta {
             not_before: info.not_before,
@@ -182,11 +183,18 @@ pub fn load_x509(
 }
 
 /// The JWT key `meta` names, from its private key.
-pub fn load_jwt(meta: Meta, key_pkcs8: &[u8]) -> Result<JwtKey, CaError> {
-    let signer = JwtSigner::from_pkcs8(meta.id.clone(), key_pkcs8)
-        .map_err(|e| CaError::Key(format!("JWT key {}: {e}", meta.id)))?;
+pub fn load_jwt(meta: Meta, private: &PrivateKey) -> Result<JwtKey, CaError> {
+    let signer = jwt_signer(meta.id.clone(), private)?;
     Ok(JwtKey {
         meta,
         signer: Arc::new(signer),
     })
+}
+
+fn jwt_signer(kid: String, private: &PrivateKey) -> Result<JwtSigner, CaError> {
+    let signer = match private {
+        PrivateKey::Software(der) => JwtSigner::from_pkcs8(kid.clone(), der),
+        PrivateKey::Held(key) => JwtSigner::held(kid.clone(), key.clone()),
+    };
+    signer.map_err(|e| CaError::Key(format!("JWT key {kid}: {e}")))
 }

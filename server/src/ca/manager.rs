@@ -13,10 +13,9 @@ use signet_core::rotation::wait_until;
 use signet_core::{Clock, TrustDomain};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
-use zeroize::Zeroizing;
 
 use super::authorities::{Authorities, Command, Effect};
-use super::key_manager::KeyManager;
+use super::key_manager::{KeyManager, PrivateKey};
 use super::keys::{generate_jwt, generate_x509, Generated};
 use super::signer::Snapshot;
 use super::upstream::UpstreamCa;
@@ -304,9 +303,15 @@ impl Manager {
         let ttl = self.ca_ttl;
         let key_type = self.jwt_key_type;
         let upstream = self.upstream.clone();
-        let made = tokio::task::spawn_blocking(move || match kind {
-            AuthorityKind::X509 => generate_x509(&td, ttl, now, state, upstream.as_deref()),
-            AuthorityKind::Jwt => generate_jwt(ttl, now, state, key_type),
+        let keys = self.keys.clone();
+        let made = tokio::task::spawn_blocking(move || {
+            let private = keys.generate(kind, key_type)?;
+            match kind {
+                AuthorityKind::X509 => {
+                    generate_x509(&td, ttl, now, state, upstream.as_deref(), private)
+                }
+                AuthorityKind::Jwt => generate_jwt(ttl, now, state, private),
+            }
         })
         .await
         .map_err(|e| CaError::Key(format!("generating a key: {e}")))??;
@@ -318,13 +323,13 @@ impl Manager {
     async fn commit(
         &mut self,
         state: Authorities,
-        new_keys: Vec<(AuthorityKind, String, Zeroizing<Vec<u8>>)>,
+        new_keys: Vec<(AuthorityKind, String, PrivateKey)>,
     ) -> Result<(), CaError> {
         let keys = self.keys.clone();
         tokio::task::spawn_blocking(move || {
             new_keys
                 .iter()
-                .try_for_each(|(kind, id, pkcs8)| keys.store(*kind, id, pkcs8))
+                .try_for_each(|(kind, id, key)| keys.store(*kind, id, key))
         })
         .await
         .map_err(|e| CaError::Key(format!("storing a key: {e}")))??;
@@ -350,7 +355,7 @@ impl Manager {
     }
 }
 
-fn key_of(kind: AuthorityKind, g: &Generated) -> (AuthorityKind, String, Zeroizing<Vec<u8>>) {
+fn key_of(kind: AuthorityKind, g: &Generated) -> (AuthorityKind, String, PrivateKey) {
     match g {
         Generated::X509(a, key) => (kind, a.meta.id.clone(), key.clone()),
         Generated::Jwt(a, key) => (kind, a.meta.id.clone(), key.clone()),

@@ -29,7 +29,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use crate::datastore::{DataStore, DataStoreError};
 use crate::events::{Change, ChangeBus};
 use authorities::Command;
-pub use key_manager::{DiskKeys, KeyManager, MemoryKeys};
+pub use key_manager::{DiskKeys, KeyManager, MemoryKeys, Pkcs11Keys, PrivateKey};
 use manager::{Manager, Outcome, Request};
 pub use rotation::{AuthorityState, Schedule};
 use signer::Signer;

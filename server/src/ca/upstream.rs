@@ -76,7 +76,7 @@ impl UpstreamDisk {
         let key = KeyPair::try_from(key_der.as_slice()).map_err(|e| bad(&self.key_path, e))?;
         Ok(UpstreamCa {
             cert_der: cert_der.clone(),
-            issuer: issuer::build(cert_der, &Arc::new(key))?,
+            issuer: issuer::build(cert_der, issuer::SharedKey::Local(Arc::new(key)))?,
             not_after: info.not_after,
         })
     }

@@ -170,6 +170,7 @@ impl RunArgs {
                     ..Default::default()
                 }),
             upstream_authority: None,
+            key_manager: None,
             federation: None,
             audit: None,
             rate_limit: None,

@@ -6,6 +6,7 @@ mod audit;
 mod dashboard;
 mod datastore;
 mod federation;
+mod key_manager;
 mod oidc;
 mod rate_limit;
 
@@ -56,6 +57,7 @@ pub use datastore::{DatastoreConfig, UpstreamAuthorityConfig, UpstreamDiskConfig
 pub use federation::{
     BundleEndpointConfig, FederatesWithConfig, FederationConfig, FederationSettings,
 };
+pub use key_manager::{KeyManagerConfig, KeyManagerSettings, Pkcs11Config};
 pub use oidc::{OidcConfig, OidcSettings, DISCOVERY_PATH};
 pub use rate_limit::{RateLimitConfig, RateLimits};
 pub use signet_core::duration::ConfigDuration;
@@ -84,6 +86,7 @@ pub struct FileConfig {
     pub node_api: Option<NodeApiConfig>,
     pub datastore: Option<DatastoreConfig>,
     pub upstream_authority: Option<UpstreamAuthorityConfig>,
+    pub key_manager: Option<KeyManagerConfig>,
     pub federation: Option<FederationConfig>,
     pub audit: Option<AuditConfig>,
     pub rate_limit: Option<RateLimitConfig>,
@@ -256,6 +259,7 @@ impl FileConfig {
                 (_, file) => file,
             },
             upstream_authority: flags.upstream_authority.or(self.upstream_authority),
+            key_manager: flags.key_manager.or(self.key_manager),
             federation: flags.federation.or(self.federation),
             audit: flags.audit.or(self.audit),
             rate_limit: flags.rate_limit.or(self.rate_limit),
@@ -363,6 +367,8 @@ pub enum ConfigError {
     RateLimit(&'static str, String),
     #[error("oidc.{0}: {1}")]
     Oidc(&'static str, String),
+    #[error("{0} must not be empty")]
+    Empty(&'static str),
 }
 
 impl ConfigError {
@@ -374,7 +380,7 @@ impl ConfigError {
             ConfigError::ZeroDuration(k) => k.rsplit('.').next().unwrap_or(k),
             // `node_api.idle_timeout` is on the line `idle_timeout = ...`.
             ConfigError::TooLong { name, .. } => name.rsplit('.').next().unwrap_or(name),
-            ConfigError::ZeroCount(k) => k.rsplit('.').next().unwrap_or(k),
+            ConfigError::ZeroCount(k) | ConfigError::Empty(k) => k.rsplit('.').next().unwrap_or(k),
             ConfigError::Fraction(k, _) => k.split(' ').next().unwrap_or(k),
             ConfigError::TelemetryBind(..) | ConfigError::DashboardBind(..) => "bind",
             ConfigError::Datastore(..) => "url",
@@ -427,6 +433,8 @@ pub struct RuntimeConfig {
     /// The root each new X.509 CA is an intermediate of; self-signed CAs
     /// when `None`.
     pub upstream: Option<crate::ca::upstream::UpstreamDisk>,
+    /// Where the CA and JWT private keys live.
+    pub key_manager: KeyManagerSettings,
     /// The bundle endpoint, peers' refresh bounds, relationships from the file.
     pub federation: FederationSettings,
     /// Audit checkpoints: how often, and the file outside the datastore.
@@ -497,6 +505,7 @@ impl TryFrom<FileConfig> for RuntimeConfig {
             datastore,
             postgres,
             upstream: f.upstream_authority.and_then(UpstreamAuthorityConfig::disk),
+            key_manager: f.key_manager.unwrap_or_default().decide()?,
             federation: f.federation.unwrap_or_default().decide()?,
             bind,
             admin_socket: f.admin_socket.unwrap_or_else(default_admin_socket),

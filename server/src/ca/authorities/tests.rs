@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime};
 use signet_core::TrustDomain;
 
 use super::*;
+use crate::ca::key_manager::software_key;
 use crate::ca::keys::{generate_jwt, generate_x509};
 
 const TTL: Duration = Duration::from_secs(600);
@@ -24,12 +25,14 @@ fn x509(state: AuthorityState, now: SystemTime) -> Generated {
         now,
         state,
         None,
+        software_key(AuthorityKind::X509, Default::default()).unwrap(),
     )
     .unwrap()
 }
 
 fn jwt(state: AuthorityState, now: SystemTime) -> Generated {
-    generate_jwt(TTL, now, state, Default::default()).unwrap()
+    let key = software_key(AuthorityKind::Jwt, Default::default()).unwrap();
+    generate_jwt(TTL, now, state, key).unwrap()
 }
 
 fn run(a: &Authorities, now: SystemTime, c: Command) -> Applied {
