@@ -24,6 +24,7 @@ pub mod spiffe_tls;
 pub mod spire;
 pub mod wait;
 pub mod workload;
+pub mod x509pop;
 
 pub use agent::{AgentOptions, TestAgent};
 pub use ha::HaGroup;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use signet_tests::agent::AgentOptions;
 use signet_tests::netns::Host;
-use signet_tests::{my_uid_selector, wait, TestAgent, TestServer};
+use signet_tests::{my_uid_selector, wait, x509pop, TestAgent, TestServer};
 use spiffe::WorkloadApiClient;
 
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -95,5 +95,93 @@ async fn a_join_token_agent_cut_off_past_its_svid_attests_again_with_a_token_lef
         let svid = client.fetch_x509_svid().await.ok()?;
         (svid.spiffe_id().to_string() == moved).then_some(())
     })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_x509pop_agent_cut_off_past_its_svid_attests_again_by_itself_with_its_host_key() {
+    let edge = Host::start();
+    let ca = x509pop::org_ca("Edge Org CA");
+    let dir = tempfile::tempdir().unwrap();
+    let server_config = x509pop::server_config(dir.path(), &ca, "");
+    let server = TestServer::start_listening_on(
+        &edge.host_ip,
+        &[
+            "--config",
+            server_config.to_str().unwrap(),
+            "--default-x509-svid-ttl",
+            "4s",
+        ],
+    )
+    .await;
+    let (leaf, key) = x509pop::host_cert(&ca, "edge-7");
+    let agent_config = x509pop::agent_config(dir.path(), &leaf, &key, &ca);
+    let mut agent = TestAgent::spawn_opts(
+        &server,
+        None,
+        AgentOptions {
+            prefix: edge.prefix(),
+            extra: vec!["--config".into(), agent_config.display().to_string()],
+            ..AgentOptions::default()
+        },
+    );
+    agent.wait_healthy().await;
+    let agent_id = server.id(&format!(
+        "/signet/agent/x509pop/{}",
+        x509pop::sha1_hex(&leaf)
+    ));
+    let workload_id = server.id("/edge/camera");
+    server.create_entry(
+        &workload_id,
+        &agent_id,
+        &[&my_uid_selector()],
+        &["--x509-svid-ttl", "3600"],
+    );
+    let client = WorkloadApiClient::connect_to(agent.endpoint())
+        .await
+        .unwrap();
+    wait::until("the workload's SVID", PATIENCE, || async {
+        client.fetch_x509_svid().await.ok()
+    })
+    .await;
+
+    // Down for longer than the agent's 4 s SVID: it cannot renew, and says so.
+    edge.cut();
+    let report = wait::until("the agent reporting its expired SVID", PATIENCE, || async {
+        let out = agent.cli(&["healthcheck"]);
+        let err = stderr(&out);
+        (!out.status.success() && err.contains("expired before it could be renewed")).then_some(err)
+    })
+    .await;
+    assert!(!report.contains("no join token"), "{report}");
+    let held = client.fetch_x509_svid().await.unwrap();
+    assert_eq!(held.spiffe_id().to_string(), workload_id);
+
+    // Back: no admin step; it proves its host key again, under the same ID.
+    edge.restore();
+    wait::until("the agent healthy again", PATIENCE, || async {
+        agent.cli(&["healthcheck"]).status.success().then_some(())
+    })
+    .await;
+    assert!(
+        agent
+            .log_text()
+            .contains("attested again after the agent SVID expired"),
+        "{}",
+        agent.log_text()
+    );
+    let renewed = server.id("/edge/camera-2");
+    server.create_entry(&renewed, &agent_id, &[&my_uid_selector()], &[]);
+    wait::until(
+        "a new entry served after re-attesting",
+        PATIENCE,
+        || async {
+            let ctx = client.fetch_x509_context().await.ok()?;
+            ctx.svids()
+                .iter()
+                .any(|s| s.spiffe_id().to_string() == renewed)
+                .then_some(())
+        },
+    )
     .await;
 }

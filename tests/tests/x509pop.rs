@@ -3,71 +3,17 @@
 //! get SVIDs through a node-alias entry.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use signet_core::{Clock, SystemClock};
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
-};
+use rcgen::KeyPair;
 use signet_proto::node::{
     attest_params, attest_request, attest_response, AttestParams, AttestRequest, X509PopParams,
 };
 use signet_tests::node::try_node_client_from;
+use signet_tests::x509pop::{agent_config, host_cert, org_ca, server_config, sha1_hex, OrgCa};
 use signet_tests::{my_uid_selector, wait, TestAgent, TestServer};
 use spiffe::WorkloadApiClient;
 use tonic::Code;
-
-struct OrgCa {
-    cert: rcgen::Certificate,
-    key: KeyPair,
-}
-
-fn org_ca(name: &str) -> OrgCa {
-    let key = KeyPair::generate().unwrap();
-    let mut p = CertificateParams::default();
-    p.distinguished_name.push(DnType::CommonName, name);
-    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let now = SystemClock.now();
-    p.not_before = (now - Duration::from_secs(60)).into();
-    p.not_after = (now + Duration::from_secs(86400)).into();
-    OrgCa {
-        cert: p.self_signed(&key).unwrap(),
-        key,
-    }
-}
-
-/// A host certificate for `cn` signed by `ca`; returns (leaf DER, key).
-fn host_cert(ca: &OrgCa, cn: &str) -> (Vec<u8>, KeyPair) {
-    let key = KeyPair::generate().unwrap();
-    let mut p = CertificateParams::default();
-    p.distinguished_name.push(DnType::CommonName, cn);
-    p.subject_alt_names = vec![SanType::DnsName(
-        format!("{cn}.example.net").try_into().unwrap(),
-    )];
-    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-    let now = SystemClock.now();
-    p.not_before = (now - Duration::from_secs(60)).into();
-    p.not_after = (now + Duration::from_secs(86400)).into();
-    let issuer = Issuer::from_ca_cert_der(ca.cert.der(), &ca.key).unwrap();
-    (p.signed_by(&key, &issuer).unwrap().der().to_vec(), key)
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p
-}
-
-fn sha1_hex(der: &[u8]) -> String {
-    let d = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, der);
-    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
-}
 
 async fn x509pop_server(ca: &OrgCa) -> (TestServer, tempfile::TempDir) {
     x509pop_server_with(ca, "").await
@@ -76,33 +22,9 @@ async fn x509pop_server(ca: &OrgCa) -> (TestServer, tempfile::TempDir) {
 /// Like [`x509pop_server`], `more` appended to its config file.
 async fn x509pop_server_with(ca: &OrgCa, more: &str) -> (TestServer, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let bundle = write(dir.path(), "org-ca.pem", &ca.cert.pem());
-    let config = write(
-        dir.path(),
-        "server.toml",
-        &format!(
-            "[node_attestor.x509pop]\nca_bundle_path = {:?}\n\n{more}",
-            bundle.to_str().unwrap()
-        ),
-    );
+    let config = server_config(dir.path(), ca, more);
     let server = TestServer::start_with(&["--config", config.to_str().unwrap()]).await;
     (server, dir)
-}
-
-fn agent_config(dir: &Path, leaf: &[u8], key: &KeyPair, ca: &OrgCa) -> PathBuf {
-    // The chain after the leaf in the same PEM, as the issue allows.
-    let chain = signet_core::pem::encode_certs([leaf, ca.cert.der().as_ref()]);
-    let cert = write(dir, "host.pem", &chain);
-    let key = write(dir, "host.key", &key.serialize_pem());
-    write(
-        dir,
-        "agent.toml",
-        &format!(
-            "[node_attestor.x509pop]\ncertificate_path = {:?}\nprivate_key_path = {:?}\n",
-            cert.to_str().unwrap(),
-            key.to_str().unwrap()
-        ),
-    )
 }
 
 #[tokio::test]
