@@ -28,7 +28,8 @@ pub struct Args {
     pub json: std::path::PathBuf,
     /// Run only the figures whose group name contains one of these
     /// (jwt, fetch, issue, propagation, agent_rss, cold_start_ban,
-    /// server_sync, federation, authz; on PostgreSQL: pg, pg_server_sync,
+    /// server_sync, federation, authz, pkcs11 (SoftHSM2); on PostgreSQL:
+    /// pg, pg_server_sync,
     /// ha_failover).
     #[arg(long)]
     pub only: Vec<String>,
