@@ -36,17 +36,21 @@ pub struct Pkcs11Settings {
 
 pub struct Pkcs11Keys {
     token: Arc<Token>,
-    label: String,
 }
 
 /// One logged-in token and the sessions this process holds on it.
-pub struct Token {
+struct Token {
     ctx: Pkcs11,
     slot: Slot,
     /// Sessions not in use. PKCS#11 sessions are single-threaded; signing
     /// takes one, and a concurrent signature opens another. They are kept
     /// for the life of the process: the login lasts as long as one is open.
     idle: Mutex<Vec<Session>>,
+    /// Kept (zeroized on drop) to log in again after the device closed
+    /// every session.
+    pin: AuthPin,
+    label: String,
+    pin_file: PathBuf,
 }
 
 fn ck(what: &str, e: CkError) -> CaError {
@@ -82,53 +86,51 @@ impl Pkcs11Keys {
                 settings.module_path.display()
             ))
         })?;
-        let session = ctx
-            .open_rw_session(slot)
-            .map_err(|e| ck("open session", e))?;
-        match session.login(UserType::User, Some(&pin)) {
-            Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
-            // The PIN itself is never part of the message.
-            Err(e) => {
-                return Err(CaError::Key(format!(
-                    "PKCS#11 login to token {:?} (PIN from {}): {e}",
-                    settings.token_label,
-                    settings.pin_file.display()
-                )))
-            }
-        }
-        Ok(Self {
-            token: Arc::new(Token {
-                ctx,
-                slot,
-                idle: Mutex::new(vec![session]),
-            }),
+        let token = Token {
+            ctx,
+            slot,
+            idle: Mutex::new(Vec::new()),
+            pin,
             label: settings.token_label.clone(),
+            pin_file: settings.pin_file.clone(),
+        };
+        // Logs in, and keeps the session: the login lasts while one is open.
+        let session = token.open_session()?;
+        token
+            .idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(session);
+        Ok(Self {
+            token: Arc::new(token),
         })
     }
 
     pub fn token_label(&self) -> &str {
-        &self.label
-    }
-
-    /// The labels of every object on the token this manager made (tests and
-    /// the operator's view of what the token holds).
-    pub fn labels(&self) -> Result<Vec<String>, CaError> {
-        self.token.with_session("list objects", |s| {
-            let mut out = Vec::new();
-            for h in s.find_objects(&[])? {
-                if let Some(label) = label_of(s, h)? {
-                    if label.starts_with("signet:") {
-                        out.push(label);
-                    }
-                }
-            }
-            out.sort();
-            Ok(out)
-        })
+        &self.token.label
     }
 }
 
 impl Token {
+    /// A new session, logged in: the login is the application's, so this
+    /// is a no-op while another session is open, and logs in again after
+    /// the device dropped them all.
+    fn open_session(&self) -> Result<Session, CaError> {
+        let session = self
+            .ctx
+            .open_rw_session(self.slot)
+            .map_err(|e| ck("open session", e))?;
+        match session.login(UserType::User, Some(&self.pin)) {
+            Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(session),
+            // The PIN itself is never part of the message.
+            Err(e) => Err(CaError::Key(format!(
+                "PKCS#11 login to token {:?} (PIN from {}): {e}",
+                self.label,
+                self.pin_file.display()
+            ))),
+        }
+    }
+
     /// Runs `f` on a session of its own: an idle one, or a new one.
     fn with_session<T>(
         &self,
@@ -138,17 +140,28 @@ impl Token {
         let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let session = match idle {
             Some(s) => s,
-            None => self
-                .ctx
-                .open_rw_session(self.slot)
-                .map_err(|e| ck("open session", e))?,
+            None => self.open_session()?,
         };
-        let out = f(&session).map_err(|e| ck(what, e));
-        self.idle
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(session);
-        out
+        let out = f(&session);
+        // A session the device closed (removed, reset) is dropped; the next
+        // call opens a fresh one.
+        let broken = matches!(
+            out,
+            Err(CkError::Pkcs11(
+                RvError::SessionHandleInvalid
+                    | RvError::SessionClosed
+                    | RvError::DeviceRemoved
+                    | RvError::TokenNotPresent,
+                _
+            ))
+        );
+        if !broken {
+            self.idle
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(session);
+        }
+        out.map_err(|e| ck(what, e))
     }
 }
 
@@ -175,15 +188,6 @@ fn read_pin(path: &Path) -> Result<AuthPin, CaError> {
 
 fn label(kind: AuthorityKind, id: &str) -> Result<Vec<u8>, CaError> {
     Ok(format!("signet:{}:{}", kind.as_str(), safe(id)?).into_bytes())
-}
-
-fn label_of(s: &Session, h: ObjectHandle) -> Result<Option<String>, CkError> {
-    for a in s.get_attributes(h, &[AttributeType::Label])? {
-        if let Attribute::Label(bytes) = a {
-            return Ok(String::from_utf8(bytes).ok());
-        }
-    }
-    Ok(None)
 }
 
 /// The objects (private and public key) labelled `label`.
