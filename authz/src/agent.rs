@@ -5,20 +5,17 @@
 //! agent pushes; a lost stream is reopened. A set that does not validate
 //! here never replaces the one held.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use hyper_util::rt::TokioIo;
 use signet_core::{SpiffeId, TrustDomain};
 use signet_proto::authz::authorization_client::AuthorizationClient;
 use signet_proto::authz::{FetchPoliciesRequest, PolicySet};
+use signet_proto::uds::workload_request;
 use signet_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
 use signet_proto::workload::ValidateJwtsvidRequest;
-use signet_proto::{WORKLOAD_SECURITY_HEADER, WORKLOAD_SECURITY_HEADER_VALUE};
-use tokio::net::UnixStream;
 use tokio::sync::watch;
-use tonic::metadata::MetadataValue;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::peer::{Peer, PeerError};
 use crate::{Engine, Policies, PolicySource};
@@ -46,23 +43,9 @@ impl Drop for AgentPolicies {
 }
 
 async fn channel(socket: &Path) -> Result<Channel, PeerError> {
-    let path: PathBuf = socket.to_owned();
-    Endpoint::from_static("http://signet-agent")
-        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-            let path = path.clone();
-            async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
-        }))
+    signet_proto::uds::channel(socket)
         .await
         .map_err(|e| PeerError::Agent(format!("{}: {e}", socket.display())))
-}
-
-fn request<T>(message: T) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(message);
-    r.metadata_mut().insert(
-        WORKLOAD_SECURITY_HEADER,
-        MetadataValue::from_static(WORKLOAD_SECURITY_HEADER_VALUE),
-    );
-    r
 }
 
 /// The set as an engine, unless a source does not validate.
@@ -85,7 +68,7 @@ fn held(set: &PolicySet) -> Option<Held> {
 async fn open(channel: &Channel) -> Result<tonic::Streaming<PolicySet>, tonic::Status> {
     let mut client = AuthorizationClient::new(channel.clone());
     Ok(client
-        .fetch_policies(request(FetchPoliciesRequest {}))
+        .fetch_policies(workload_request(FetchPoliciesRequest {}))
         .await?
         .into_inner())
 }
@@ -169,7 +152,7 @@ impl AgentPolicies {
     ) -> Result<Peer, PeerError> {
         let mut client = SpiffeWorkloadApiClient::new(self.channel.clone());
         let r = client
-            .validate_jwtsvid(request(ValidateJwtsvidRequest {
+            .validate_jwtsvid(workload_request(ValidateJwtsvidRequest {
                 audience: audience.to_owned(),
                 svid: token.to_owned(),
             }))

@@ -15,7 +15,6 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use anyhow::Context;
-use hyper_util::rt::TokioIo;
 use signet_agent::attest::AgentSvid;
 use signet_agent::node_client::{self, ServerTrust};
 use signet_core::{SpiffeId, SystemClock, TrustDomain};
@@ -30,10 +29,9 @@ use signet_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
 use signet_proto::workload::X509svidRequest;
 use signet_runtime::ratelimit::Rate;
 use signet_server::api::entry_create::MAX_BATCH;
-use tokio::net::UnixStream;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 pub type Admin = AdminClient<Channel>;
 pub type Workload = SpiffeWorkloadApiClient<Channel>;
@@ -247,23 +245,12 @@ pub async fn workload_client(socket: &Path) -> anyhow::Result<Workload> {
 }
 
 pub async fn unix_channel(socket: &Path) -> anyhow::Result<Channel> {
-    let path = socket.to_path_buf();
-    Ok(Endpoint::from_static("http://[::]:50051")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let path = path.clone();
-            async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
-        }))
-        .await?)
+    Ok(signet_proto::uds::channel(socket).await?)
 }
 
 /// `msg` with the Workload API security header.
 pub fn with_header<T>(msg: T) -> tonic::Request<T> {
-    let mut req = tonic::Request::new(msg);
-    req.metadata_mut().insert(
-        signet_proto::WORKLOAD_SECURITY_HEADER,
-        tonic::metadata::MetadataValue::from_static(signet_proto::WORKLOAD_SECURITY_HEADER_VALUE),
-    );
-    req
+    signet_proto::uds::workload_request(msg)
 }
 
 /// Waits until a workload of this process receives an SVID for `spiffe_id`.

@@ -6,6 +6,8 @@
 #![forbid(unsafe_code)]
 #![allow(clippy::all, clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+pub mod uds;
+
 /// The SPIFFE Workload API (service `SpiffeWorkloadAPI`, no package).
 pub mod workload {
     tonic::include_proto!("_");

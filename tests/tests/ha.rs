@@ -29,18 +29,7 @@ async fn leaf(agent: &TestAgent) -> Vec<u8> {
 
 /// The Admin API over a server's socket, to see status codes.
 async fn admin(socket: &Path) -> AdminClient<tonic::transport::Channel> {
-    let path = socket.to_path_buf();
-    let channel = tonic::transport::Endpoint::from_static("http://[::]:50051")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let path = path.clone();
-            async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                    tokio::net::UnixStream::connect(path).await?,
-                ))
-            }
-        }))
-        .await
-        .unwrap();
+    let channel = signet_proto::uds::channel(socket).await.unwrap();
     AdminClient::new(channel)
 }
 

@@ -17,14 +17,12 @@ use envoy_types::pb::envoy::service::auth::v3::authorization_client::Authorizati
 use envoy_types::pb::envoy::service::auth::v3::{
     check_response, AttributeContext, CheckRequest, CheckResponse,
 };
-use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use signet_authz::{AgentPolicies, Peer as AuthzPeer};
 use signet_core::TrustDomain;
 use signet_tests::{my_uid_selector, wait, TestAgent, TestServer};
 use spiffe::WorkloadApiClient;
-use tokio::net::UnixStream;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 const PATIENCE: Duration = Duration::from_secs(20);
 
@@ -309,14 +307,7 @@ async fn the_agent_decides_by_time_zone_and_federation_and_refuses_an_escalation
 }
 
 async fn ext_authz(socket: &Path) -> AuthorizationClient<Channel> {
-    let path = socket.to_owned();
-    let channel = Endpoint::from_static("http://ext-authz")
-        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-            let path = path.clone();
-            async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
-        }))
-        .await
-        .unwrap();
+    let channel = signet_proto::uds::channel(socket).await.unwrap();
     AuthorizationClient::new(channel)
 }
 

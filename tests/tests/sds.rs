@@ -22,30 +22,21 @@ use envoy_types::pb::envoy::r#type::v3::SemanticVersion;
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_client::SecretDiscoveryServiceClient;
 use envoy_types::pb::google::rpc::Status as RpcStatus;
-use hyper_util::rt::TokioIo;
 use prost::Message;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use serde_json::Value;
 use signet_core::pem::{decode_certs, decode_private_key, encode_certs};
 use signet_tests::checks::assert_svid_leaf_profile;
 use signet_tests::{my_uid_selector, start_pair, wait};
-use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 const SECRET: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
 const PATIENCE: Duration = Duration::from_secs(20);
 
 async fn sds_client(socket: &Path) -> SecretDiscoveryServiceClient<Channel> {
-    let path = socket.to_owned();
-    let channel = Endpoint::from_static("http://sds")
-        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-            let path = path.clone();
-            async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
-        }))
-        .await
-        .unwrap();
+    let channel = signet_proto::uds::channel(socket).await.unwrap();
     SecretDiscoveryServiceClient::new(channel)
 }
 

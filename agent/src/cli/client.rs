@@ -5,12 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use hyper_util::rt::TokioIo;
 use signet_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
-use signet_proto::{WORKLOAD_SECURITY_HEADER, WORKLOAD_SECURITY_HEADER_VALUE};
-use tokio::net::UnixStream;
-use tonic::metadata::MetadataValue;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::Request;
 
 use crate::config::{default_socket_path, PACKAGED_SOCKET_PATH};
@@ -62,12 +58,7 @@ pub async fn connect(socket: &Path) -> anyhow::Result<SpiffeWorkloadApiClient<Ch
 
 /// A gRPC channel to the agent's socket (the Workload API and Envoy SDS).
 pub async fn channel(socket: &Path) -> anyhow::Result<Channel> {
-    let path = socket.to_owned();
-    let channel = Endpoint::from_static("http://workload-api")
-        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-            let path = path.clone();
-            async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
-        }))
+    let channel = signet_proto::uds::channel(socket)
         .await
         .with_context(|| format!("cannot connect to the Workload API at {}", socket.display()))?;
     Ok(channel)
@@ -75,12 +66,7 @@ pub async fn channel(socket: &Path) -> anyhow::Result<Channel> {
 
 /// A request carrying `workload.spiffe.io: true`.
 pub fn request<T>(message: T) -> Request<T> {
-    let mut request = Request::new(message);
-    request.metadata_mut().insert(
-        WORKLOAD_SECURITY_HEADER,
-        MetadataValue::from_static(WORKLOAD_SECURITY_HEADER_VALUE),
-    );
-    request
+    signet_proto::uds::workload_request(message)
 }
 
 /// `2024-05-01 12:00:00 +0000 UTC`, as SPIRE's CLI prints times.

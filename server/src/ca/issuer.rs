@@ -83,7 +83,7 @@ impl SigningKey for SharedKey {
 /// An ECDSA signature r‖s (as tokens and JWS give it) in the DER form X.509
 /// wants: SEQUENCE { INTEGER r, INTEGER s }.
 fn ecdsa_der(fixed: &[u8]) -> Option<Vec<u8>> {
-    if fixed.is_empty() || fixed.len() % 2 != 0 || fixed.len() > 132 {
+    if fixed.is_empty() || !fixed.len().is_multiple_of(2) || fixed.len() > 132 {
         return None;
     }
     let (r, s) = fixed.split_at(fixed.len() / 2);

@@ -3,11 +3,9 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use hyper_util::rt::TokioIo;
 use signet_proto::admin::admin_client::AdminClient;
 use signet_proto::admin::HealthRequest;
-use tokio::net::UnixStream;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 
 /// Connects to the server's admin socket.
 pub async fn connect(path: &Path) -> anyhow::Result<AdminClient<Channel>> {
@@ -18,20 +16,13 @@ pub async fn connect(path: &Path) -> anyhow::Result<AdminClient<Channel>> {
             signet_runtime::dirs::check_own_dir(dir)?;
         }
     }
-    let socket = path.to_path_buf();
-    let channel = Endpoint::from_static("http://[::]:50051")
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let socket = socket.clone();
-            async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(socket).await?)) }
-        }))
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "cannot connect to the admin socket {}: {}",
-                path.display(),
-                error_chain(&e)
-            )
-        })?;
+    let channel = signet_proto::uds::channel(path).await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot connect to the admin socket {}: {}",
+            path.display(),
+            error_chain(&e)
+        )
+    })?;
     Ok(AdminClient::new(channel))
 }
 
