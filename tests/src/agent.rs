@@ -13,12 +13,14 @@ use crate::server::TestServer;
 use crate::wait;
 
 pub struct TestAgent {
+    /// First: fields drop in order, so the process is killed (and its log
+    /// read on a panic) before its temp dir is deleted.
+    pub proc: Option<Proc>,
     pub dir: TempDir,
     pub data_dir: PathBuf,
     pub socket_path: PathBuf,
     pub server_addr: String,
     pub trust_domain: String,
-    pub proc: Option<Proc>,
     options: AgentOptions,
     /// `spiffe://<td>/signet/agent/join_token/<token>` of the first attestation.
     pub spiffe_id: String,

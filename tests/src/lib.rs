@@ -9,6 +9,7 @@
 pub mod agent;
 pub mod bins;
 pub mod checks;
+pub mod containers;
 pub mod federation;
 pub mod go_clients;
 pub mod ha;

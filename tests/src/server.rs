@@ -15,6 +15,9 @@ use crate::process::Proc;
 use crate::wait;
 
 pub struct TestServer {
+    /// First: fields drop in order, so the process is killed (and its log
+    /// read on a panic) before its temp dir is deleted.
+    pub proc: Option<Proc>,
     pub dir: TempDir,
     pub data_dir: PathBuf,
     pub admin_socket: PathBuf,
@@ -25,7 +28,6 @@ pub struct TestServer {
     prefix: Vec<String>,
     /// `--datastore`, when not the data dir's SQLite file.
     pub datastore: Option<String>,
-    pub proc: Option<Proc>,
 }
 
 /// The switch: `SIGNET_TEST_DATASTORE=postgres` runs every test server on

@@ -4,7 +4,8 @@
 //! - containerd / CRI: `/kubepods/<qos>/pod<uid>/<id>` (cgroupfs),
 //!   `cri-containerd-<id>.scope` (systemd);
 //! - Podman: `libpod-<id>.scope` (possibly with a `/container` child),
-//!   `/libpod_parent/libpod-<id>` (cgroupfs);
+//!   `/libpod_parent/libpod-<id>` (cgroupfs), in a pod
+//!   `<pod parent>/<pod id>/libpod-<id>` (a pod id is no Kubernetes UID);
 //! - CRI-O: `crio-<id>.scope` (its `crio-conmon-` sibling is the monitor,
 //!   not the container).
 //!

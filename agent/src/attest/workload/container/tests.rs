@@ -1,7 +1,7 @@
 //! Cgroup files in the real formats of each runtime (v1 and v2), and the
 //! Engine API client against a fake engine on a temp Unix socket replaying
-//! answers in the shape of the real `GET /containers/<id>/json` (no
-//! container engine can run in this sandbox).
+//! answers in the shape of the real `GET /containers/<id>/json` (the real
+//! engines run in tests/tests/containers.rs).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -121,6 +121,81 @@ fn guaranteed_pods_and_nested_containers() {
     let info = find_container(&parse(&guaranteed)).unwrap();
     assert_eq!(info.pod_uid.as_deref(), Some(POD));
     assert_eq!(info.runtime, Runtime::Docker);
+}
+
+/// What `find_container` makes of a fixture: (id, runtime, pod uid).
+fn found_in(name: &str) -> Option<(String, Runtime, Option<String>)> {
+    let text = fixture(name);
+    find_container(&parse(&text)).map(|i| (i.id, i.runtime, i.pod_uid))
+}
+
+fn found(
+    id: &str,
+    runtime: Runtime,
+    pod: Option<&str>,
+) -> Option<(String, Runtime, Option<String>)> {
+    Some((id.to_owned(), runtime, pod.map(str::to_owned)))
+}
+
+// The `*-hybrid` fixtures are the files real engines wrote in issue 20's
+// end-to-end runs: a hybrid host (v1 controllers, `name=systemd` and the
+// unified `0::` line all carry the path), runc, no systemd (cgroupfs).
+
+#[test]
+fn real_podman_docker_and_runc_cgroups_on_a_hybrid_host_name_the_container() {
+    assert_eq!(
+        found_in("podman-cgroupfs-hybrid.cgroup"),
+        found(
+            "d05137b696d0b97d2edee3286df0a46f49f7d1f9a468b376dbf2d88a9d4cff47",
+            Runtime::Podman,
+            None
+        )
+    );
+    assert_eq!(
+        found_in("docker-cgroupfs-hybrid.cgroup"),
+        found(
+            "5e8141ce222761fd2321beeeb944830458b74310c0d159ac475a0f807dd20e43",
+            Runtime::Docker,
+            None
+        )
+    );
+    // runc alone under a kubelet-style cgroupfs path: read as a CRI
+    // runtime's container, in its pod.
+    assert_eq!(
+        found_in("runc-kubepods-hybrid.cgroup"),
+        found(
+            "a1b6eaee46bb431195c9716b61355cf437ee2323a64d4534bcf1d08bad9dc7c7",
+            Runtime::Containerd,
+            Some(POD)
+        )
+    );
+    assert_eq!(
+        found_in("host-hybrid.cgroup"),
+        None,
+        "a 32-hex cgroup is no container"
+    );
+}
+
+#[test]
+fn real_podman_pods_give_a_pod_uid_only_under_a_kubepods_parent() {
+    // `/libpod_parent/<pod id>/libpod-<id>`: a pod id is no Kubernetes UID.
+    assert_eq!(
+        found_in("podman-pod-hybrid.cgroup"),
+        found(
+            "962867bd4984eff107831548f60420fe917f089860174cb6fe22751ab85ec7ef",
+            Runtime::Podman,
+            None
+        )
+    );
+    // `podman pod create --cgroup-parent /kubepods/besteffort/pod<uid>`.
+    assert_eq!(
+        found_in("podman-pod-kubepods-hybrid.cgroup"),
+        found(
+            "803bf69a6eb120716ae822d03b65815aa77ae9789201a995ae3f4af6a431ac99",
+            Runtime::Podman,
+            Some(POD)
+        )
+    );
 }
 
 fn procfs_with(pid: i32, cgroup: &str) -> tempfile::TempDir {
