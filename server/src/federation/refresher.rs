@@ -283,8 +283,17 @@ impl Refresher {
                 relationship: peer.relationship.clone(),
             };
             let done = self.done_tx.clone();
+            let metrics = self.metrics.clone();
             tokio::spawn(async move {
                 let outcome = fetcher.fetch_and_store().await;
+                // Counted as soon as stored, so a refresh `federation show`
+                // reports is already in the metrics.
+                let td = fetcher.relationship.trust_domain.as_str();
+                match &outcome {
+                    Ok(stored) if stored.changed => metrics.federation_refresh(td, "ok"),
+                    Ok(_) => metrics.federation_refresh(td, "unchanged"),
+                    Err(e) => metrics.federation_refresh(td, e.kind()),
+                }
                 let _ = done.send(Done {
                     td: fetcher.relationship.trust_domain.clone(),
                     url: fetcher.relationship.bundle_endpoint_url.clone(),
@@ -312,8 +321,6 @@ impl Refresher {
         let waiting = self.waiting.remove(&td).unwrap_or_default();
         let result = match done.outcome {
             Ok(stored) => {
-                let result = if stored.changed { "ok" } else { "unchanged" };
-                self.metrics.federation_refresh(td.as_str(), result);
                 if stored.changed {
                     tracing::info!(trust_domain = %td, sequence = stored.record.bundle.sequence, "federated bundle refreshed");
                     self.record(&td, &done.url, stored.record.bundle.sequence, Outcome::Ok);
@@ -327,7 +334,6 @@ impl Refresher {
                 Ok(stored.record)
             }
             Err(e) => {
-                self.metrics.federation_refresh(td.as_str(), e.kind());
                 let reason = format!("{}: {e}", e.kind());
                 self.record(&td, &done.url, 0, Outcome::Refused { reason });
                 if let Some(peer) = self.peers.get_mut(&td) {
