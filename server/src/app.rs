@@ -28,7 +28,7 @@ use crate::api::admin::AdminService;
 use crate::api::node::NodeService;
 use crate::api::tls::{server_config, start_server_svid, tls_incoming};
 use crate::api::ServerState;
-use crate::attest::{Attestors, JoinTokenAttestor, X509PopAttestor};
+use crate::attest::{Attestors, JoinTokenAttestor, TpmAttestor, X509PopAttestor};
 use crate::ca::{CaSettings, CertificateAuthority, DiskKeys, KeyManager, Pkcs11Keys};
 use crate::config::KeyManagerSettings;
 use crate::config::RuntimeConfig;
@@ -163,6 +163,21 @@ pub async fn start(config: RuntimeConfig, clock: Arc<dyn Clock>) -> anyhow::Resu
             "x509pop node attestation enabled"
         );
         attestors = attestors.with(Arc::new(X509PopAttestor::new(cas, ds.clone(), ca.clone())));
+    }
+    if let Some(tpm) = &config.tpm {
+        let cas = crate::attest::x509pop::load_bundle(&tpm.ca_bundle_path)?;
+        tracing::info!(
+            bundle = %tpm.ca_bundle_path.display(),
+            cas = cas.len(),
+            pcrs = ?tpm.pcrs,
+            "tpm node attestation enabled"
+        );
+        attestors = attestors.with(Arc::new(TpmAttestor::new(
+            cas,
+            tpm.pcrs.clone(),
+            ds.clone(),
+            ca.clone(),
+        )));
     }
     metrics.register_x509_signatures(ca.x509_signature_counter());
     let limits = Arc::new(crate::ratelimit::RateLimiters::new(

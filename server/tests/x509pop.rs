@@ -131,6 +131,7 @@ async fn x509pop_agent_gets_workloads_of_its_node_alias_and_others_do_not() {
             x509pop: Some(X509PopConfig {
                 ca_bundle_path: bundle_path,
             }),
+            tpm: None,
         }),
         telemetry: Some(TelemetryConfig {
             bind: Some("127.0.0.1:0".into()),

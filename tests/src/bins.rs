@@ -40,6 +40,9 @@ pub fn bins() -> &'static Bins {
             "-p",
             "signet-tests",
             "--bins",
+            // As the workspace's test build has it (tests/Cargo.toml).
+            "--features",
+            "signet-agent/tpm",
         ])
         .env("CARGO_TARGET_DIR", &target_dir);
         if dir.file_name().and_then(|n| n.to_str()) == Some("release") {

@@ -23,6 +23,7 @@ pub mod server;
 pub mod softhsm;
 pub mod spiffe_tls;
 pub mod spire;
+pub mod tpm;
 pub mod wait;
 pub mod workload;
 pub mod x509pop;

@@ -2,6 +2,7 @@
 //! (`node`), and finding out which workload is calling us (`workload`).
 
 pub mod node;
+pub mod tpm;
 pub mod workload;
 pub mod x509pop;
 

@@ -13,10 +13,12 @@ use crate::node_client::{AddressError, ServerAddresses};
 
 mod audit;
 mod authz;
+mod node_attestor;
 mod sds;
 mod workload_api;
 pub use audit::{AuditSection, DEFAULT_AUDIT_CHECKPOINT_INTERVAL};
 pub use authz::{AuthzSection, AuthzSettings};
+pub use node_attestor::{NodeAttestorFile, TpmConfig, X509PopConfig};
 pub use sds::{SdsSection, SdsSettings};
 pub use workload_api::{WorkloadApiLimits, WorkloadApiSection, DEFAULT_RATE_LIMIT};
 
@@ -202,22 +204,6 @@ pub struct DockerSettings {
     pub timeout: Duration,
 }
 
-/// `[node_attestor]`: how the agent proves its node without a join token.
-#[derive(Debug, Default, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct NodeAttestorFile {
-    pub x509pop: Option<X509PopConfig>,
-}
-
-/// `[node_attestor.x509pop]`: the host certificate (PEM, chain after the
-/// leaf allowed) and its PKCS#8 key (PEM); used instead of a join token.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct X509PopConfig {
-    pub certificate_path: PathBuf,
-    pub private_key_path: PathBuf,
-}
-
 impl FileConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -332,6 +318,8 @@ pub struct RuntimeConfig {
     pub join_token: Option<String>,
     /// x509pop node attestation; when set, used instead of a join token.
     pub x509pop: Option<X509PopConfig>,
+    /// tpm node attestation; when set, used instead of a join token.
+    pub tpm: Option<TpmConfig>,
     pub bootstrap: Bootstrap,
     pub log_json: bool,
     /// Root of the proc filesystem read by the unix workload attestor.
@@ -492,7 +480,8 @@ impl RuntimeConfig {
                 .or(file.socket_path)
                 .unwrap_or_else(default_socket_path),
             join_token,
-            x509pop: file.node_attestor.and_then(|n| n.x509pop),
+            x509pop: file.node_attestor.as_ref().and_then(|n| n.x509pop.clone()),
+            tpm: file.node_attestor.and_then(|n| n.tpm),
             bootstrap,
             log_json: args.log_json,
             procfs_root: DEFAULT_PROCFS_ROOT.into(),

@@ -169,7 +169,7 @@ async fn challenge_response(
 /// Why `method` cannot be used here: what enables it.
 fn not_enabled(method: &str) -> String {
     let needs = match method {
-        x509pop::ATTESTATION_TYPE => "ca_bundle_path",
+        x509pop::ATTESTATION_TYPE | crate::attest::tpm::ATTESTATION_TYPE => "ca_bundle_path",
         _ => "settings",
     };
     format!(

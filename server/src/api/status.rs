@@ -3,7 +3,7 @@
 use tonic::{Code, Status};
 
 use crate::api::validate::EntryError;
-use crate::attest::{AttestError, X509PopError};
+use crate::attest::{AttestError, TpmError, X509PopError};
 use crate::ca::CaError;
 use crate::datastore::DataStoreError;
 use crate::revocation::RevocationError;
@@ -108,6 +108,19 @@ impl From<AttestError> for ApiError {
                 | X509PopError::UnsupportedKey(_)
                 | X509PopError::BadSignature
                 | X509PopError::StaleChallenge => ApiError::PermissionDenied(p.to_string()),
+            },
+            AttestError::Tpm(t) => match t {
+                TpmError::Wire(_)
+                | TpmError::Credential(_)
+                | TpmError::EkNotRsa
+                | TpmError::KeyNotEcc
+                | TpmError::BadResponse(_) => ApiError::InvalidArgument(t.to_string()),
+                TpmError::Untrusted(_)
+                | TpmError::CertificateKeyMismatch
+                | TpmError::NotResident(_)
+                | TpmError::WrongCredential
+                | TpmError::BadSignature
+                | TpmError::BadQuote(_) => ApiError::PermissionDenied(t.to_string()),
             },
         }
     }

@@ -5,6 +5,7 @@
 //! for every method. [`Attestors`] holds the enabled methods by name.
 
 pub mod join_token;
+pub mod tpm;
 pub mod x509pop;
 
 use std::collections::BTreeMap;
@@ -21,6 +22,7 @@ use crate::ca::{csr_public_key, CaError, CertificateAuthority};
 use crate::datastore::{AgentRecord, DataStore, DataStoreError};
 
 pub use join_token::JoinTokenAttestor;
+pub use tpm::{TpmAttestor, TpmError};
 pub use x509pop::{X509PopAttestor, X509PopError};
 
 /// What an attestor decided, before anything is signed.
@@ -71,6 +73,7 @@ pub fn method_name(evidence: &Method) -> &'static str {
     match evidence {
         Method::JoinToken(_) => join_token::ATTESTATION_TYPE,
         Method::X509pop(_) => x509pop::ATTESTATION_TYPE,
+        Method::Tpm(_) => tpm::ATTESTATION_TYPE,
     }
 }
 
@@ -143,6 +146,8 @@ pub enum AttestError {
     Ca(#[from] CaError),
     #[error(transparent)]
     X509Pop(#[from] X509PopError),
+    #[error(transparent)]
+    Tpm(#[from] TpmError),
     /// Evidence for another method reached this attestor.
     #[error("{0} evidence sent to another attestor")]
     WrongMethod(&'static str),

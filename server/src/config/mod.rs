@@ -7,6 +7,7 @@ mod dashboard;
 mod datastore;
 mod federation;
 mod key_manager;
+mod node_attestor;
 mod oidc;
 mod rate_limit;
 
@@ -58,6 +59,7 @@ pub use federation::{
     BundleEndpointConfig, FederatesWithConfig, FederationConfig, FederationSettings,
 };
 pub use key_manager::{KeyManagerConfig, KeyManagerSettings, Pkcs11Config};
+pub use node_attestor::{NodeAttestorConfig, TpmConfig, X509PopConfig};
 pub use oidc::{OidcConfig, OidcSettings, DISCOVERY_PATH};
 pub use rate_limit::{RateLimitConfig, RateLimits};
 pub use signet_core::duration::ConfigDuration;
@@ -197,21 +199,6 @@ fn at_most(d: Duration, name: &'static str, max: Duration) -> Result<Duration, C
     Ok(d)
 }
 
-/// `[node_attestor]`: node attestors beyond join tokens.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct NodeAttestorConfig {
-    pub x509pop: Option<X509PopConfig>,
-}
-
-/// `[node_attestor.x509pop]`: PEM file of the CA certificates (one or
-/// more) whose host certificates may attest.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct X509PopConfig {
-    pub ca_bundle_path: PathBuf,
-}
-
 /// `[telemetry]`: where `/live`, `/ready` and `/metrics` are served.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -294,7 +281,11 @@ pub fn validate_file(path: &Path) -> Result<RuntimeConfig, String> {
             .map_or((1, 1), |o| line_col(&text, o));
         format!("{shown}:{line}:{col}: {e}")
     })?;
-    if let Some(bundle) = &config.x509pop_ca_bundle {
+    for bundle in config
+        .x509pop_ca_bundle
+        .iter()
+        .chain(config.tpm.iter().map(|t| &t.ca_bundle_path))
+    {
         crate::attest::x509pop::load_bundle(bundle).map_err(|e| {
             let (line, col) =
                 key_offset(&text, "ca_bundle_path").map_or((1, 1), |o| line_col(&text, o));
@@ -365,6 +356,8 @@ pub enum ConfigError {
     Anomaly(&'static str, String),
     #[error("rate_limit.{0}: {1}")]
     RateLimit(&'static str, String),
+    #[error("node_attestor.{0}")]
+    NodeAttestor(String),
     #[error("oidc.{0}: {1}")]
     Oidc(&'static str, String),
     #[error("{0} must not be empty")]
@@ -386,6 +379,7 @@ impl ConfigError {
             ConfigError::Datastore(..) => "url",
             ConfigError::SslMode(..) => "sslmode",
             ConfigError::Federation(..) => "federation",
+            ConfigError::NodeAttestor(..) => "pcrs",
             // `rate_limit.attestation: ...` is on the line `attestation = ...`.
             ConfigError::RateLimit(k, _)
             | ConfigError::Anomaly(k, _)
@@ -423,6 +417,8 @@ pub struct RuntimeConfig {
     pub authority_schedule: crate::ca::Schedule,
     /// CA bundle for x509pop node attestation; x509pop is off when `None`.
     pub x509pop_ca_bundle: Option<PathBuf>,
+    /// `[node_attestor.tpm]`; the tpm attestor is off when `None`.
+    pub tpm: Option<TpmConfig>,
     /// `/live`, `/ready`, `/metrics`; no listener when `None`.
     pub telemetry_bind: Option<SocketAddr>,
     pub node_api: NodeApiLimits,
@@ -540,8 +536,14 @@ impl TryFrom<FileConfig> for RuntimeConfig {
             authority_schedule: schedule(f.authority_prepare_at, f.authority_activate_at)?,
             x509pop_ca_bundle: f
                 .node_attestor
-                .and_then(|n| n.x509pop)
+                .as_ref()
+                .and_then(|n| n.x509pop.clone())
                 .map(|x| x.ca_bundle_path),
+            tpm: f
+                .node_attestor
+                .and_then(|n| n.tpm)
+                .map(TpmConfig::checked)
+                .transpose()?,
             telemetry_bind,
             node_api: f.node_api.unwrap_or_default().limits()?,
         })

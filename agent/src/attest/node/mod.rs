@@ -57,6 +57,8 @@ pub enum NodeAttestError {
     SpiffeId(#[from] signet_core::SpiffeIdError),
     #[error(transparent)]
     HostCert(#[from] super::x509pop::HostCertError),
+    #[error(transparent)]
+    Tpm(#[from] super::tpm::TpmError),
 }
 
 impl NodeAttestError {
@@ -94,24 +96,27 @@ impl NodeAttestError {
             NodeAttestError::NoBundle
                 | NodeAttestError::TrustBundle { .. }
                 | NodeAttestError::HostCert(_)
+                | NodeAttestError::Tpm(_)
         )
     }
 }
 
 /// One node attestation method, agent half: what the agent sends first,
 /// and its answer when the server challenges it.
+#[async_trait::async_trait]
 pub trait NodeAttestorClient: Send + Sync {
     /// The ID the server will give this agent (the CSR names it).
     fn agent_id(&self, td: &TrustDomain) -> Result<SpiffeId, NodeAttestError>;
     /// The evidence sent with the first message.
     fn evidence(&self) -> attest_params::Method;
     /// The answer to the server's challenge; a method without one refuses.
-    fn answer(&self, challenge: &[u8]) -> Result<Vec<u8>, NodeAttestError>;
+    async fn answer(&self, challenge: &[u8]) -> Result<Vec<u8>, NodeAttestError>;
 }
 
 /// A join token given on the command line or in the config.
 struct JoinToken(String);
 
+#[async_trait::async_trait]
 impl NodeAttestorClient for JoinToken {
     fn agent_id(&self, td: &TrustDomain) -> Result<SpiffeId, NodeAttestError> {
         csr_id(td, &self.0)
@@ -121,13 +126,14 @@ impl NodeAttestorClient for JoinToken {
         attest_params::Method::JoinToken(self.0.clone())
     }
 
-    fn answer(&self, _challenge: &[u8]) -> Result<Vec<u8>, NodeAttestError> {
+    async fn answer(&self, _challenge: &[u8]) -> Result<Vec<u8>, NodeAttestError> {
         Err(NodeAttestError::Protocol(
             "challenge for a join token".into(),
         ))
     }
 }
 
+#[async_trait::async_trait]
 impl NodeAttestorClient for super::x509pop::HostIdentity {
     fn agent_id(&self, td: &TrustDomain) -> Result<SpiffeId, NodeAttestError> {
         Ok(super::x509pop::HostIdentity::agent_id(self, td)?)
@@ -139,9 +145,36 @@ impl NodeAttestorClient for super::x509pop::HostIdentity {
         })
     }
 
-    fn answer(&self, challenge: &[u8]) -> Result<Vec<u8>, NodeAttestError> {
+    async fn answer(&self, challenge: &[u8]) -> Result<Vec<u8>, NodeAttestError> {
         Ok(self.sign(challenge)?)
     }
+}
+
+#[async_trait::async_trait]
+impl NodeAttestorClient for super::tpm::TpmIdentity {
+    fn agent_id(&self, td: &TrustDomain) -> Result<SpiffeId, NodeAttestError> {
+        Ok(super::tpm::TpmIdentity::agent_id(self, td)?)
+    }
+
+    fn evidence(&self) -> attest_params::Method {
+        attest_params::Method::Tpm(self.params())
+    }
+
+    async fn answer(&self, challenge: &[u8]) -> Result<Vec<u8>, NodeAttestError> {
+        Ok(super::tpm::TpmIdentity::answer(self, challenge).await?)
+    }
+}
+
+/// The method that proves the node by itself (no token): a host
+/// certificate or a TPM, whichever is configured (x509pop first).
+pub(super) async fn hardware_method(
+    config: &RuntimeConfig,
+) -> Result<Option<Box<dyn NodeAttestorClient>>, NodeAttestError> {
+    Ok(match (&config.x509pop, &config.tpm) {
+        (Some(pop), _) => Some(Box::new(super::x509pop::HostIdentity::load(pop)?)),
+        (None, Some(tpm)) => Some(Box::new(super::tpm::TpmIdentity::load(tpm).await?)),
+        (None, None) => None,
+    })
 }
 
 /// The agent's identity and the bundle to trust the server with.
@@ -173,30 +206,30 @@ pub async fn obtain_identity(
             Err(reason) => tracing::info!(%reason, "stored agent SVID cannot be reused"),
         }
     }
-    // A host certificate can always attest again on its own; a join token
-    // only once.
-    let method: Box<dyn NodeAttestorClient> = match (&config.x509pop, config.join_token.as_deref())
-    {
-        (Some(pop), _) => Box::new(super::x509pop::HostIdentity::load(pop)?),
-        (None, Some(token)) => Box::new(JoinToken(token.to_owned())),
-        // A token left for attesting again (edge nodes): taken at start too.
-        (None, None) => match &config.reattest_token_file {
-            Some(path) => match reattest::fresh_token(path, &Default::default()) {
-                Ok(token) => Box::new(JoinToken(token)),
-                Err(e) => {
-                    return Err(NodeAttestError::NoToken(format!(
-                        "{} ({e})",
-                        storage.dir().display()
-                    )))
+    // A host certificate or a TPM can always attest again on its own; a
+    // join token only once.
+    let method: Box<dyn NodeAttestorClient> =
+        match (hardware_method(config).await?, config.join_token.as_deref()) {
+            (Some(method), _) => method,
+            (None, Some(token)) => Box::new(JoinToken(token.to_owned())),
+            // A token left for attesting again (edge nodes): taken at start too.
+            (None, None) => match &config.reattest_token_file {
+                Some(path) => match reattest::fresh_token(path, &Default::default()) {
+                    Ok(token) => Box::new(JoinToken(token)),
+                    Err(e) => {
+                        return Err(NodeAttestError::NoToken(format!(
+                            "{} ({e})",
+                            storage.dir().display()
+                        )))
+                    }
+                },
+                None => {
+                    return Err(NodeAttestError::NoToken(
+                        storage.dir().display().to_string(),
+                    ))
                 }
             },
-            None => {
-                return Err(NodeAttestError::NoToken(
-                    storage.dir().display().to_string(),
-                ))
-            }
-        },
-    };
+        };
     let trust = match &config.bootstrap {
         Bootstrap::Insecure => {
             tracing::warn!(
@@ -385,7 +418,7 @@ async fn attest_on(
                 Some(attest_response::Step::Challenge(challenge)) => {
                     let answer = AttestRequest {
                         step: Some(attest_request::Step::ChallengeResponse(
-                            method.answer(&challenge)?,
+                            method.answer(&challenge).await?,
                         )),
                     };
                     requests.send(answer).await.map_err(|_| {

@@ -1,7 +1,7 @@
 //! Attesting again, by itself, an agent whose SVID expired while no server
 //! could renew it (an edge node's long outage; SPIRE's agents stay broken
-//! until restarted, spire#1562): an x509pop agent proves its host key
-//! again and keeps its agent ID; a join-token agent takes a new token from
+//! until restarted, spire#1562): an x509pop or tpm agent proves its host
+//! key or TPM again and keeps its agent ID; a join-token agent takes a new token from
 //! `reattest_token_file` (each used once: a new token is a new agent ID,
 //! and the sync starts over). With neither, the health report says what an
 //! admin must do, instead of a silent retry loop.
@@ -30,7 +30,7 @@ pub struct Reattest {
 /// Why the agent cannot attest again now, as the health report says it.
 #[derive(Debug, thiserror::Error)]
 pub enum ReattestError {
-    #[error("no way to attest again: configure x509pop, or give --reattest-token-file and put a new join token in it")]
+    #[error("no way to attest again: configure x509pop or tpm, or give --reattest-token-file and put a new join token in it")]
     NoMethod,
     #[error("the join token in {0} was used already: put a new one there (signet-server token generate)")]
     TokenUsed(PathBuf),
@@ -81,7 +81,9 @@ impl Reattest {
 
     /// Whether there is any way to attest again (else renewal alone).
     pub fn possible(&self) -> bool {
-        self.config.x509pop.is_some() || self.config.reattest_token_file.is_some()
+        self.config.x509pop.is_some()
+            || self.config.tpm.is_some()
+            || self.config.reattest_token_file.is_some()
     }
 
     /// Attests again with the host certificate or a fresh token, trusting
@@ -91,21 +93,19 @@ impl Reattest {
         bundle: &BundleRx,
         clock: &dyn Clock,
     ) -> Result<Attested, ReattestError> {
-        let method: Box<dyn NodeAttestorClient> =
-            match (&self.config.x509pop, &self.config.reattest_token_file) {
-                (Some(pop), _) => Box::new(
-                    super::super::x509pop::HostIdentity::load(pop)
-                        .map_err(NodeAttestError::from)?,
-                ),
-                (None, Some(path)) => {
-                    let token = fresh_token(path, &self.used)?;
-                    // Tried once, whatever the answer: a refused token stays
-                    // refused, an accepted one is spent.
-                    self.used.insert(token.clone());
-                    Box::new(JoinToken(token))
-                }
-                (None, None) => return Err(ReattestError::NoMethod),
-            };
+        let hardware = super::hardware_method(&self.config).await?;
+        let method: Box<dyn NodeAttestorClient> = match (hardware, &self.config.reattest_token_file)
+        {
+            (Some(method), _) => method,
+            (None, Some(path)) => {
+                let token = fresh_token(path, &self.used)?;
+                // Tried once, whatever the answer: a refused token stays
+                // refused, an accepted one is spent.
+                self.used.insert(token.clone());
+                Box::new(JoinToken(token))
+            }
+            (None, None) => return Err(ReattestError::NoMethod),
+        };
         let trust = ServerTrust::Bundle(bundle.clone());
         let attested = attest_with(&self.config, method.as_ref(), trust, clock).await?;
         self.storage
