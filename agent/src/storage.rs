@@ -1,4 +1,5 @@
-//! The agent's data dir: its private key (PKCS#8 PEM, 0600), its SVID chain
+//! The agent's data dir: its private key (PKCS#8 PEM, 0600; a TPM key as
+//! the TPM's blobs, `TPM2 PUBLIC` and `TPM2 PRIVATE`), its SVID chain
 //! and the trust bundle. Every file is written atomically (temp file with the
 //! final mode, fsync, rename) so a crash never leaves a half-written key.
 
@@ -28,9 +29,58 @@ pub enum StorageError {
 /// What the agent persists between restarts.
 #[derive(Clone)]
 pub struct StoredIdentity {
-    /// Wiped when dropped.
-    pub key_pkcs8: zeroize::Zeroizing<Vec<u8>>,
+    pub key: StoredKey,
     pub chain: Vec<Vec<u8>>,
+}
+
+/// The agent key as the data dir keeps it.
+#[derive(Clone, PartialEq, Eq)]
+pub enum StoredKey {
+    /// PKCS#8 DER; wiped when dropped.
+    Pkcs8(zeroize::Zeroizing<Vec<u8>>),
+    /// A TPM key: its TPMT_PUBLIC and its private area wrapped by the TPM
+    /// (usable only in that TPM).
+    Tpm { public: Vec<u8>, private: Vec<u8> },
+}
+
+impl std::fmt::Debug for StoredKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StoredKey::Pkcs8(_) => "StoredKey::Pkcs8(..)",
+            StoredKey::Tpm { .. } => "StoredKey::Tpm(..)",
+        })
+    }
+}
+
+const TPM_PUBLIC: &str = "TPM2 PUBLIC";
+const TPM_PRIVATE: &str = "TPM2 PRIVATE";
+
+impl StoredKey {
+    fn encode(&self) -> zeroize::Zeroizing<String> {
+        zeroize::Zeroizing::new(match self {
+            StoredKey::Pkcs8(der) => signet_core::pem::encode_private_key(der),
+            StoredKey::Tpm { public, private } => pem::encode_many(&[
+                pem::Pem::new(TPM_PUBLIC, public.clone()),
+                pem::Pem::new(TPM_PRIVATE, private.clone()),
+            ]),
+        })
+    }
+
+    fn decode(text: &[u8]) -> Result<Self, signet_core::pem::PemError> {
+        let blocks = pem::parse_many(text)
+            .map_err(|e| signet_core::pem::PemError::Malformed(e.to_string()))?;
+        let block = |tag: &str| {
+            blocks
+                .iter()
+                .find(|b| b.tag() == tag)
+                .map(|b| b.contents().to_vec())
+        };
+        match (block(TPM_PUBLIC), block(TPM_PRIVATE)) {
+            (Some(public), Some(private)) => Ok(StoredKey::Tpm { public, private }),
+            _ => signet_core::pem::decode_private_key(text)
+                .map(|der| StoredKey::Pkcs8(zeroize::Zeroizing::new(der))),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -57,24 +107,16 @@ impl Storage {
         let (Some(key), Some(svid)) = (self.read(KEY_FILE)?, self.read(SVID_FILE)?) else {
             return Ok(None);
         };
-        let key_pkcs8 = signet_core::pem::decode_private_key(&key)
-            .map_err(|source| self.pem_err(KEY_FILE, source))?;
+        let key = StoredKey::decode(&key).map_err(|source| self.pem_err(KEY_FILE, source))?;
         let chain = signet_core::pem::decode_certs(&svid)
             .map_err(|source| self.pem_err(SVID_FILE, source))?;
-        Ok(Some(StoredIdentity {
-            key_pkcs8: zeroize::Zeroizing::new(key_pkcs8),
-            chain,
-        }))
+        Ok(Some(StoredIdentity { key, chain }))
     }
 
     pub fn save_identity(&self, id: &StoredIdentity) -> Result<(), StorageError> {
         // Key first: a crash in between leaves an SVID that fails the
         // key-match check rather than a key without its certificate.
-        self.write(
-            KEY_FILE,
-            signet_core::pem::encode_private_key(&id.key_pkcs8).as_bytes(),
-            0o600,
-        )?;
+        self.write(KEY_FILE, id.key.encode().as_bytes(), 0o600)?;
         self.write(SVID_FILE, encode_chain(&id.chain).as_bytes(), 0o600)
     }
 
@@ -161,12 +203,22 @@ mod tests {
         let s = Storage::open(&dir.path().join("agent")).unwrap();
         assert!(s.load_identity().unwrap().is_none());
         let id = StoredIdentity {
-            key_pkcs8: zeroize::Zeroizing::new(b"key".to_vec()),
+            key: StoredKey::Pkcs8(zeroize::Zeroizing::new(b"key".to_vec())),
             chain: vec![b"leaf".to_vec(), b"int".to_vec()],
         };
         s.save_identity(&id).unwrap();
         let back = s.load_identity().unwrap().unwrap();
-        assert_eq!(back.key_pkcs8, id.key_pkcs8);
+        assert_eq!(back.key, id.key);
+        let tpm = StoredIdentity {
+            key: StoredKey::Tpm {
+                public: b"public".to_vec(),
+                private: b"sealed".to_vec(),
+            },
+            chain: id.chain.clone(),
+        };
+        s.save_identity(&tpm).unwrap();
+        assert_eq!(s.load_identity().unwrap().unwrap().key, tpm.key);
+        s.save_identity(&id).unwrap();
         assert_eq!(back.chain, id.chain);
         let mode = fs::metadata(s.dir().join(KEY_FILE))
             .unwrap()

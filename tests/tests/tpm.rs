@@ -23,7 +23,7 @@ use tonic::Code;
 
 const PCR: u32 = 16;
 
-async fn tpm_server(dir: &Path, ca: &OrgCa) -> TestServer {
+async fn tpm_server(dir: &Path, ca: &OrgCa, flags: &[&str]) -> TestServer {
     let bundle = write(dir, "owner-ca.pem", &ca.cert.pem());
     let config = write(
         dir,
@@ -33,12 +33,26 @@ async fn tpm_server(dir: &Path, ca: &OrgCa) -> TestServer {
             bundle.to_str().unwrap()
         ),
     );
-    TestServer::start_with(&["--config", config.to_str().unwrap()]).await
+    let mut args = vec!["--config", config.to_str().unwrap()];
+    args.extend_from_slice(flags);
+    TestServer::start_with(&args).await
 }
 
 /// An agent config for `tpm` with `cert` (DER) for its key; `ek_handle`
 /// names the persisted EK, else the agent makes it from the template.
 fn agent_config(dir: &Path, name: &str, tpm: &SoftTpm, cert: &[u8], ek_handle: bool) -> String {
+    agent_config_with(dir, name, tpm, cert, ek_handle, "")
+}
+
+/// [`agent_config`], `more` appended.
+fn agent_config_with(
+    dir: &Path,
+    name: &str,
+    tpm: &SoftTpm,
+    cert: &[u8],
+    ek_handle: bool,
+    more: &str,
+) -> String {
     let cert = write(
         dir,
         &format!("{name}.pem"),
@@ -53,7 +67,7 @@ fn agent_config(dir: &Path, name: &str, tpm: &SoftTpm, cert: &[u8], ek_handle: b
         dir,
         &format!("{name}.toml"),
         &format!(
-            "[node_attestor.tpm]\ntcti = {:?}\ncertificate_path = {:?}\nkey_handle = {KEY_HANDLE}\n{ek}",
+            "[node_attestor.tpm]\ntcti = {:?}\ncertificate_path = {:?}\nkey_handle = {KEY_HANDLE}\n{ek}{more}",
             tpm.tcti(),
             cert.to_str().unwrap()
         ),
@@ -81,7 +95,8 @@ async fn agent_selectors(server: &TestServer, agent_id: &str) -> Vec<String> {
 async fn nodes_attest_with_their_tpm_and_pcr_selectors_follow_their_measurements() {
     let dir = tempfile::tempdir().unwrap();
     let ca = org_ca("Example Owner CA");
-    let server = tpm_server(dir.path(), &ca).await;
+    // Short agent SVIDs: node A renews with keys made in its TPM.
+    let server = tpm_server(dir.path(), &ca, &["--default-x509-svid-ttl", "6s"]).await;
     let (a, b) = (SoftTpm::start().await, SoftTpm::start().await);
     let cert_a = key_certificate(&ca, &a.provision(true), "node-a.example");
     let cert_b = key_certificate(&ca, &b.provision(true), "node-b.example");
@@ -90,7 +105,8 @@ async fn nodes_attest_with_their_tpm_and_pcr_selectors_follow_their_measurements
     let (ek_a, ek_b) = (a.ek_hash(), b.ek_hash());
 
     // A's agent makes its EK from the default template; B's reads it at its handle.
-    let config_a = agent_config(dir.path(), "a", &a, &cert_a, false);
+    let key_in_tpm = format!("[key_manager.tpm]\ntcti = {:?}\n", a.tcti());
+    let config_a = agent_config_with(dir.path(), "a", &a, &cert_a, false, &key_in_tpm);
     let mut agent_a = TestAgent::spawn_with(&server, None, &["--config", &config_a]);
     agent_a.wait_healthy().await;
     let id_a = server.id(&format!("/signet/agent/tpm/{ek_a}"));
@@ -149,6 +165,34 @@ async fn nodes_attest_with_their_tpm_and_pcr_selectors_follow_their_measurements
         refused.is_err(),
         "node B got {:?}",
         refused.map(|s| s.spiffe_id().to_string())
+    );
+
+    // A's own key lives in its TPM: the data dir holds the TPM's blobs,
+    // never a private key, and each renewal makes a new key there.
+    let key_file = agent_a.data_dir.join("agent_key.pem");
+    let first_key = std::fs::read_to_string(&key_file).unwrap();
+    assert!(first_key.contains("BEGIN TPM2 PRIVATE"), "{first_key}");
+    assert!(!first_key.contains("BEGIN PRIVATE KEY"));
+    wait::until(
+        "a renewal with a new TPM key",
+        Duration::from_secs(30),
+        || async {
+            let key = std::fs::read_to_string(&key_file).ok()?;
+            (key != first_key && agent_a.log_text().contains("agent SVID renewed")).then_some(())
+        },
+    )
+    .await;
+    let client_a = WorkloadApiClient::connect_to(agent_a.endpoint())
+        .await
+        .unwrap();
+    assert_eq!(
+        client_a
+            .fetch_x509_svid()
+            .await
+            .unwrap()
+            .spiffe_id()
+            .to_string(),
+        workload
     );
 
     // Evicted, A attests again by itself with its TPM and keeps its ID.
@@ -243,7 +287,7 @@ fn tpmt_public(tpm: &SoftTpm, handle: &str) -> Vec<u8> {
 async fn a_copied_certificate_without_its_tpm_is_useless() {
     let dir = tempfile::tempdir().unwrap();
     let ca = org_ca("Example Owner CA");
-    let server = tpm_server(dir.path(), &ca).await;
+    let server = tpm_server(dir.path(), &ca, &[]).await;
     let (a, b) = (SoftTpm::start().await, SoftTpm::start().await);
     let cert_a = key_certificate(&ca, &a.provision(false), "node-a.example");
     b.provision(false);

@@ -1,6 +1,7 @@
 //! Attestation: proving to the server which node this agent runs on
 //! (`node`), and finding out which workload is calling us (`workload`).
 
+pub mod key;
 pub mod node;
 pub mod tpm;
 pub mod workload;
@@ -14,8 +15,8 @@ use signet_core::X509Svid;
 #[derive(Clone)]
 pub struct AgentSvid {
     pub x509: X509Svid,
-    /// PKCS#8 DER; never logged, wiped when dropped.
-    pub key_pkcs8: zeroize::Zeroizing<Vec<u8>>,
+    /// Never logged; in memory wiped when dropped, or in the TPM.
+    pub key: key::AgentKey,
     /// When the agent obtained it: rotation counts from here.
     pub received_at: SystemTime,
     /// Bumped on every renewal so clients know to reconnect.

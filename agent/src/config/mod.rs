@@ -16,9 +16,10 @@ mod authz;
 mod node_attestor;
 mod sds;
 mod workload_api;
+use crate::attest::key::KeySource;
 pub use audit::{AuditSection, DEFAULT_AUDIT_CHECKPOINT_INTERVAL};
 pub use authz::{AuthzSection, AuthzSettings};
-pub use node_attestor::{NodeAttestorFile, TpmConfig, X509PopConfig};
+pub use node_attestor::{KeyManagerFile, NodeAttestorFile, TpmConfig, TpmKeyConfig, X509PopConfig};
 pub use sds::{SdsSection, SdsSettings};
 pub use workload_api::{WorkloadApiLimits, WorkloadApiSection, DEFAULT_RATE_LIMIT};
 
@@ -108,6 +109,7 @@ pub struct FileConfig {
     pub jwt_leeway: Option<ConfigDuration>,
     pub max_clock_skew: Option<ConfigDuration>,
     pub node_attestor: Option<NodeAttestorFile>,
+    pub key_manager: Option<KeyManagerFile>,
     // Workload attestation and telemetry (issue 5).
     pub workload_attestors: Option<Vec<AttestorKind>>,
     pub attestor_timeout: Option<ConfigDuration>,
@@ -320,6 +322,8 @@ pub struct RuntimeConfig {
     pub x509pop: Option<X509PopConfig>,
     /// tpm node attestation; when set, used instead of a join token.
     pub tpm: Option<TpmConfig>,
+    /// Where the agent's own key is made (`[key_manager.tpm]`: in the TPM).
+    pub key_source: crate::attest::key::KeySource,
     pub bootstrap: Bootstrap,
     pub log_json: bool,
     /// Root of the proc filesystem read by the unix workload attestor.
@@ -482,6 +486,13 @@ impl RuntimeConfig {
             join_token,
             x509pop: file.node_attestor.as_ref().and_then(|n| n.x509pop.clone()),
             tpm: file.node_attestor.and_then(|n| n.tpm),
+            key_source: file
+                .key_manager
+                .and_then(|k| k.tpm)
+                .map_or(KeySource::Software, |t| KeySource::Tpm {
+                    tcti: t.tcti,
+                    parent: t.parent_handle,
+                }),
             bootstrap,
             log_json: args.log_json,
             procfs_root: DEFAULT_PROCFS_ROOT.into(),

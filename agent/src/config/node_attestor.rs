@@ -1,4 +1,5 @@
-//! `[node_attestor]`: how the agent proves its node without a join token.
+//! `[node_attestor]`: how the agent proves its node without a join token;
+//! `[key_manager]`: where its own key lives.
 
 use std::path::PathBuf;
 
@@ -37,4 +38,28 @@ fn default_tcti() -> String {
 pub struct X509PopConfig {
     pub certificate_path: PathBuf,
     pub private_key_path: PathBuf,
+}
+
+/// `[key_manager]`: the agent's own key in software (no table), or in the
+/// TPM.
+#[derive(Debug, Default, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct KeyManagerFile {
+    pub tpm: Option<TpmKeyConfig>,
+}
+
+/// `[key_manager.tpm]`: the TPM (TCTI, `device:/dev/tpmrm0` by default) and
+/// the persistent handle of the storage key (SRK) the agent's keys are made
+/// under, `0x81000001` by default.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TpmKeyConfig {
+    #[serde(default = "default_tcti")]
+    pub tcti: String,
+    #[serde(default = "default_parent")]
+    pub parent_handle: u32,
+}
+
+fn default_parent() -> u32 {
+    0x8100_0001
 }

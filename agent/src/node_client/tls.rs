@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 use signet_core::SpiffeId;
 use tokio::sync::watch;
@@ -56,13 +56,32 @@ pub fn client_config(
                 .iter()
                 .map(|c| CertificateDer::from(c.clone()))
                 .collect();
-            let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(svid.key_pkcs8.to_vec()));
-            builder.with_client_auth_cert(chain, key)?
+            let key = svid.key.tls_key()?;
+            let certified = Arc::new(rustls::sign::CertifiedKey::new(chain, key));
+            builder.with_client_cert_resolver(Arc::new(AgentCertificate(certified)))
         }
         None => builder.with_no_client_auth(),
     };
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// The agent SVID, offered whatever the server asks: it is the only one.
+#[derive(Debug)]
+struct AgentCertificate(Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::client::ResolvesClientCert for AgentCertificate {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
 }
 
 struct SpiffeServerVerifier {

@@ -1,14 +1,14 @@
 //! Certificate signing requests: the agent builds one per workload key; the
 //! server parses it, checks its signature and reads the requested SPIFFE ID.
 
-use rcgen::{CertificateParams, CertificateSigningRequestParams, KeyPair, SanType};
+use rcgen::{CertificateParams, CertificateSigningRequestParams, SanType};
 use rustls_pki_types::CertificateSigningRequestDer;
 
 use super::X509Error;
 use crate::SpiffeId;
 
 /// A DER CSR for `key` naming `spiffe_id` as its only URI SAN.
-pub fn build_csr(key: &KeyPair, spiffe_id: &SpiffeId) -> Result<Vec<u8>, X509Error> {
+pub fn build_csr(key: &impl rcgen::SigningKey, spiffe_id: &SpiffeId) -> Result<Vec<u8>, X509Error> {
     let mut params = CertificateParams::default();
     params.distinguished_name = rcgen::DistinguishedName::new();
     params.subject_alt_names =

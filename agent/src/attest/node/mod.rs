@@ -6,8 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use rcgen::KeyPair;
-use signet_core::x509::{build_csr, cert_info, key_matches_leaf, validate_x509_svid};
+use signet_core::x509::{cert_info, validate_x509_svid};
 use signet_core::{Clock, SpiffeId, TrustDomain, X509Svid};
 use signet_proto::node::{
     attest_params, attest_request, attest_response, AttestParams, AttestRequest, AttestResult,
@@ -15,6 +14,7 @@ use signet_proto::node::{
 };
 use tokio::sync::watch;
 
+use super::key::{AgentKey, KeySource};
 use super::AgentSvid;
 use crate::cache::issuing_authority;
 use crate::config::{Bootstrap, RuntimeConfig};
@@ -194,7 +194,7 @@ pub async fn obtain_identity(
 ) -> Result<Attested, NodeAttestError> {
     let stored_bundle = storage.load_bundle()?;
     if let (Some(stored), Some(bundle)) = (storage.load_identity()?, stored_bundle.clone()) {
-        match reuse(stored, &bundle, clock.now()) {
+        match reuse(stored, &config.key_source, &bundle, clock.now()) {
             Ok(svid) => {
                 tracing::info!(spiffe_id = %svid.x509.spiffe_id, "reusing stored agent SVID");
                 return Ok(Attested {
@@ -261,7 +261,7 @@ pub async fn obtain_identity(
     };
     let attested = attest_with(config, method.as_ref(), trust, clock).await?;
     storage.save_identity(&StoredIdentity {
-        key_pkcs8: attested.svid.key_pkcs8.clone(),
+        key: attested.svid.key.stored(),
         chain: attested.svid.x509.chain.clone(),
     })?;
     storage.save_bundle(&attested.bundle)?;
@@ -269,13 +269,19 @@ pub async fn obtain_identity(
     Ok(attested)
 }
 
-fn reuse(stored: StoredIdentity, bundle: &[Vec<u8>], now: SystemTime) -> Result<AgentSvid, String> {
+fn reuse(
+    stored: StoredIdentity,
+    keys: &KeySource,
+    bundle: &[Vec<u8>],
+    now: SystemTime,
+) -> Result<AgentSvid, String> {
     let leaf = stored.chain.first().ok_or("empty chain")?;
     let info = cert_info(leaf).map_err(|e| e.to_string())?;
     if info.not_after <= now + MIN_REMAINING {
         return Err("expired".into());
     }
-    key_matches_leaf(leaf, &stored.key_pkcs8).map_err(|e| e.to_string())?;
+    let key = keys.restore(stored.key).map_err(|e| e.to_string())?;
+    key.matches_leaf(leaf).map_err(|e| e.to_string())?;
     let spiffe_id = info.spiffe_id.ok_or("no SPIFFE ID")?;
     Ok(AgentSvid {
         x509: X509Svid {
@@ -287,7 +293,7 @@ fn reuse(stored: StoredIdentity, bundle: &[Vec<u8>], now: SystemTime) -> Result<
             not_after: info.not_after,
             serial_hex: info.serial_hex,
         },
-        key_pkcs8: stored.key_pkcs8,
+        key,
         received_at: now,
         generation: 0,
     })
@@ -299,10 +305,10 @@ async fn attest_with(
     trust: ServerTrust,
     clock: &dyn Clock,
 ) -> Result<Attested, NodeAttestError> {
-    let key = KeyPair::generate().map_err(signet_core::x509::X509Error::from)?;
+    let key = config.key_source.generate().await?;
     // The server ignores the CSR's SAN for agents; name the ID we expect.
     let expected = method.agent_id(&config.trust_domain)?;
-    let csr = build_csr(&key, &expected)?;
+    let csr = key.csr(&expected).await?;
     let tls =
         node_client::tls::client_config(trust, node_client::server_id(&config.trust_domain)?, None)
             .map_err(NodeClientError::from)?;
@@ -334,7 +340,7 @@ async fn attest_with(
             result.spiffe_id
         )));
     }
-    let mut svid = finish_svid(spiffe_id, result.svid_chain, &key, now, 0)?;
+    let mut svid = finish_svid(spiffe_id, result.svid_chain, key, now, 0)?;
     svid.x509.authority_id =
         pick_authority(result.authority_id, &svid.x509.chain, &bundle, now).into();
     Ok(Attested {
@@ -441,15 +447,14 @@ fn csr_id(td: &TrustDomain, token: &str) -> Result<SpiffeId, NodeAttestError> {
 fn finish_svid(
     spiffe_id: SpiffeId,
     chain: Vec<Vec<u8>>,
-    key: &KeyPair,
+    key: AgentKey,
     now: SystemTime,
     generation: u64,
 ) -> Result<AgentSvid, NodeAttestError> {
     let leaf = chain
         .first()
         .ok_or(signet_core::x509::X509Error::EmptyChain)?;
-    let key_pkcs8 = key.serialize_der();
-    key_matches_leaf(leaf, &key_pkcs8)?;
+    key.matches_leaf(leaf)?;
     let info = cert_info(leaf)?;
     Ok(AgentSvid {
         x509: X509Svid {
@@ -459,7 +464,7 @@ fn finish_svid(
             serial_hex: info.serial_hex,
             authority_id: "".into(),
         },
-        key_pkcs8: zeroize::Zeroizing::new(key_pkcs8),
+        key,
         received_at: now,
         generation,
     })

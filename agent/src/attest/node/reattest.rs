@@ -110,7 +110,7 @@ impl Reattest {
         let attested = attest_with(&self.config, method.as_ref(), trust, clock).await?;
         self.storage
             .save_identity(&StoredIdentity {
-                key_pkcs8: attested.svid.key_pkcs8.clone(),
+                key: attested.svid.key.stored(),
                 chain: attested.svid.x509.chain.clone(),
             })
             .map_err(NodeAttestError::from)?;

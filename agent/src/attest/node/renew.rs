@@ -8,14 +8,14 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rcgen::KeyPair;
 use signet_core::rotation::{random_jitter, refresh_at_prefetch, wait_until};
-use signet_core::x509::{build_csr, validate_x509_svid};
+use signet_core::x509::validate_x509_svid;
 use signet_core::Clock;
 use signet_proto::node::RenewAgentRequest;
 use tokio::sync::watch;
 
 use super::{finish_svid, pick_authority, NodeAttestError, Reattest};
+use crate::attest::key::KeySource;
 use crate::attest::AgentSvid;
 use crate::backoff::Backoff;
 use crate::health::{Health, Status};
@@ -77,15 +77,20 @@ impl RenewLoop {
                 if self.health.report().is_cut_off() {
                     return std::future::pending().await;
                 }
-                let renewal =
-                    renew_once(&self.connector, &current, &self.bundle, self.clock.as_ref());
+                let renewal = renew_once(
+                    &self.reattest.config.key_source,
+                    &self.connector,
+                    &current,
+                    &self.bundle,
+                    self.clock.as_ref(),
+                );
                 let renewed = tokio::time::timeout(RENEW_TIMEOUT, renewal)
                     .await
                     .unwrap_or(Err(NodeAttestError::Timeout(RENEW_TIMEOUT)));
                 match renewed {
                     Ok(svid) => {
                         let saved = self.storage.save_identity(&StoredIdentity {
-                            key_pkcs8: svid.key_pkcs8.clone(),
+                            key: svid.key.stored(),
                             chain: svid.x509.chain.clone(),
                         });
                         if let Err(e) = saved {
@@ -153,13 +158,14 @@ impl RenewLoop {
 }
 
 async fn renew_once(
+    keys: &KeySource,
     connector: &NodeConnector,
     current: &AgentSvid,
     bundle: &BundleRx,
     clock: &dyn Clock,
 ) -> Result<AgentSvid, NodeAttestError> {
-    let key = KeyPair::generate().map_err(signet_core::x509::X509Error::from)?;
-    let csr = build_csr(&key, &current.x509.spiffe_id)?;
+    let key = keys.generate().await?;
+    let csr = key.csr(&current.x509.spiffe_id).await?;
     let request = RenewAgentRequest { csr };
     let response = connector
         .call(|mut client| {
@@ -181,7 +187,7 @@ async fn renew_once(
             current.x509.spiffe_id
         )));
     }
-    let mut svid = finish_svid(id, chain, &key, now, current.generation.wrapping_add(1))?;
+    let mut svid = finish_svid(id, chain, key, now, current.generation.wrapping_add(1))?;
     svid.x509.authority_id =
         pick_authority(response.authority_id, &svid.x509.chain, &bundle, now).into();
     Ok(svid)

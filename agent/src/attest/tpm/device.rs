@@ -41,18 +41,22 @@ pub struct Proof {
     pub pcr_values: Vec<Vec<u8>>,
 }
 
-fn failed(what: &'static str) -> impl Fn(tss_esapi::Error) -> TpmError {
+pub(super) fn failed(what: &'static str) -> impl Fn(tss_esapi::Error) -> TpmError {
     move |e| TpmError::Device {
         what,
         message: e.to_string(),
     }
 }
 
+/// A connection to the TPM `tcti` names.
+pub(super) fn connect(tcti: &str) -> Result<Context, TpmError> {
+    let conf = TctiNameConf::from_str(tcti).map_err(|_| TpmError::Tcti(tcti.to_owned()))?;
+    Context::new(conf).map_err(failed("connecting to the TPM"))
+}
+
 impl Device {
     fn connect(&self) -> Result<Context, TpmError> {
-        let tcti =
-            TctiNameConf::from_str(&self.tcti).map_err(|_| TpmError::Tcti(self.tcti.clone()))?;
-        Context::new(tcti).map_err(failed("connecting to the TPM"))
+        connect(&self.tcti)
     }
 
     /// The EK's and the attestation key's TPMT_PUBLIC, marshalled.
@@ -151,7 +155,7 @@ impl Ek {
     }
 }
 
-fn persistent(ctx: &mut Context, handle: u32) -> Result<KeyHandle, TpmError> {
+pub(super) fn persistent(ctx: &mut Context, handle: u32) -> Result<KeyHandle, TpmError> {
     let tpm_handle = PersistentTpmHandle::new(handle).map_err(|_| TpmError::Handle(handle))?;
     ctx.tr_from_tpm_public(TpmHandle::Persistent(tpm_handle))
         .map(KeyHandle::from)
@@ -162,7 +166,7 @@ fn persistent(ctx: &mut Context, handle: u32) -> Result<KeyHandle, TpmError> {
 }
 
 /// Frees the ESYS handle; a persistent object stays in the TPM.
-fn close(ctx: &mut Context, key: KeyHandle) {
+pub(super) fn close(ctx: &mut Context, key: KeyHandle) {
     if let Err(e) = ctx.tr_close(&mut ObjectHandle::from(key)) {
         tracing::debug!(error = %e, "tpm: closing a handle");
     }
@@ -273,7 +277,7 @@ fn quote(ctx: &mut Context, key: KeyHandle, nonce: &[u8], pcrs: &[u32]) -> Resul
 }
 
 /// `r || s`, each left-padded to 32 bytes (the TPM drops leading zeros).
-fn fixed_ecdsa(signature: Signature) -> Result<Vec<u8>, TpmError> {
+pub(super) fn fixed_ecdsa(signature: Signature) -> Result<Vec<u8>, TpmError> {
     let Signature::EcDsa(s) = signature else {
         return Err(TpmError::KeyNotEcc);
     };

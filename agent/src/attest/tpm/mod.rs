@@ -8,6 +8,11 @@
 
 #[cfg(feature = "tpm")]
 mod device;
+#[cfg(feature = "tpm")]
+mod key;
+
+#[cfg(feature = "tpm")]
+pub use key::TpmKey;
 
 #[cfg(feature = "tpm")]
 use prost::Message;

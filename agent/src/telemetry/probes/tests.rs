@@ -20,7 +20,7 @@ fn agent_svid(not_after: SystemTime) -> Arc<AgentSvid> {
             serial_hex: "01".into(),
             authority_id: "".into(),
         },
-        key_pkcs8: Default::default(),
+        key: crate::attest::key::AgentKey::Software(Default::default()),
         received_at: SystemClock.now(),
         generation: 1,
     })

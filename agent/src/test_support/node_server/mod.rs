@@ -108,7 +108,9 @@ impl TestPki {
                 authority_id: "".into(),
                 serial_hex: info.serial_hex,
             },
-            key_pkcs8: zeroize::Zeroizing::new(key.serialize_der()),
+            key: crate::attest::key::AgentKey::Software(zeroize::Zeroizing::new(
+                key.serialize_der(),
+            )),
             received_at: SystemClock.now(),
             generation,
         }

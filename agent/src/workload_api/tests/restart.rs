@@ -29,7 +29,7 @@ fn restart_with(ca: &TestCa, cached: &Snapshot) -> Restarted {
     let agent = ca.issue("/signet/agent/join_token/t", Duration::from_secs(600));
     storage
         .save_identity(&StoredIdentity {
-            key_pkcs8: agent.key_pkcs8.clone(),
+            key: crate::storage::StoredKey::Pkcs8(agent.key_pkcs8.clone()),
             chain: agent.x509.chain.clone(),
         })
         .unwrap();
