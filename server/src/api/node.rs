@@ -22,9 +22,7 @@ use super::validate::check_audience;
 use super::ServerState;
 use crate::anomaly::Observation;
 use crate::attest::x509pop::{self, CHALLENGE_TTL};
-use crate::attest::{
-    issue_agent, method_name, AttestError, AttestedAgent, Exchange, Verdict, X509PopError,
-};
+use crate::attest::{issue_agent, method_name, AttestError, AttestedAgent, Exchange, Verdict};
 use crate::audit::{Decision, Outcome};
 use crate::ca::{csr_public_key, MintedJwt};
 use crate::datastore::AgentRecord;
@@ -158,11 +156,11 @@ async fn challenge_response(
 ) -> Result<Vec<u8>, AttestError> {
     let next = tokio::time::timeout(CHALLENGE_TTL, inbound.message()).await;
     match next {
-        Err(_) => Err(X509PopError::StaleChallenge.into()),
+        Err(_) => Err(AttestError::StaleChallenge),
         Ok(Ok(Some(AttestRequest {
             step: Some(attest_request::Step::ChallengeResponse(sig)),
         }))) if !sig.is_empty() => Ok(sig),
-        Ok(_) => Err(X509PopError::MissingResponse.into()),
+        Ok(_) => Err(AttestError::MissingResponse),
     }
 }
 

@@ -93,21 +93,21 @@ impl From<CaError> for ApiError {
 impl From<AttestError> for ApiError {
     fn from(e: AttestError) -> Self {
         match e {
-            AttestError::MissingMethod | AttestError::BadCsr(_) => {
+            AttestError::MissingMethod | AttestError::BadCsr(_) | AttestError::MissingResponse => {
                 ApiError::InvalidArgument(e.to_string())
             }
             AttestError::DataStore(d) => d.into(),
             AttestError::Ca(c) => c.into(),
             AttestError::WrongMethod(_) => ApiError::Internal(e.to_string()),
+            AttestError::StaleChallenge => ApiError::PermissionDenied(e.to_string()),
             AttestError::X509Pop(p) => match p {
-                X509PopError::EmptyChain
-                | X509PopError::Parse(_)
-                | X509PopError::MissingResponse => ApiError::InvalidArgument(p.to_string()),
+                X509PopError::EmptyChain | X509PopError::Parse(_) => {
+                    ApiError::InvalidArgument(p.to_string())
+                }
                 X509PopError::Bundle(_, _) => ApiError::Internal(p.to_string()),
                 X509PopError::Untrusted(_)
                 | X509PopError::UnsupportedKey(_)
-                | X509PopError::BadSignature
-                | X509PopError::StaleChallenge => ApiError::PermissionDenied(p.to_string()),
+                | X509PopError::BadSignature => ApiError::PermissionDenied(p.to_string()),
             },
             AttestError::Tpm(t) => match t {
                 TpmError::Wire(_)

@@ -4,6 +4,7 @@
 //! signs the agent SVID for the CSR's key and records the agent, the same
 //! for every method. [`Attestors`] holds the enabled methods by name.
 
+mod challenge;
 pub mod join_token;
 pub mod tpm;
 pub mod x509pop;
@@ -148,6 +149,10 @@ pub enum AttestError {
     X509Pop(#[from] X509PopError),
     #[error(transparent)]
     Tpm(#[from] TpmError),
+    #[error("the challenge response is missing")]
+    MissingResponse,
+    #[error("the challenge is unknown, already used or expired")]
+    StaleChallenge,
     /// Evidence for another method reached this attestor.
     #[error("{0} evidence sent to another attestor")]
     WrongMethod(&'static str),

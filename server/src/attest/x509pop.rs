@@ -3,12 +3,10 @@
 //! leaf's key by signing a fresh, single-use server nonce. The agent's ID is
 //! `spiffe://<td>/signet/agent/x509pop/<hex SHA-1 of the leaf DER>`.
 
-use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::sync::Arc;
+use std::time::SystemTime;
 
-use rand::RngCore;
 use ring::signature;
 use rustls_pki_types::{CertificateDer, UnixTime};
 use signet_core::{Selector, SpiffeId, TrustDomain};
@@ -28,9 +26,7 @@ use crate::ca::CertificateAuthority;
 use crate::datastore::{DataStore, DataStoreError};
 
 pub const ATTESTATION_TYPE: &str = "x509pop";
-pub const NONCE_LEN: usize = 32;
-/// How long a challenge may wait for its answer.
-pub const CHALLENGE_TTL: Duration = Duration::from_secs(30);
+pub use super::challenge::{Challenges, CHALLENGE_TTL, NONCE_LEN};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum X509PopError {
@@ -44,11 +40,7 @@ pub enum X509PopError {
     UnsupportedKey(String),
     #[error("x509pop: the challenge signature does not verify with the host certificate's key")]
     BadSignature,
-    #[error("x509pop: the challenge response is missing")]
-    MissingResponse,
-    #[error("x509pop: the challenge is unknown, already used or expired")]
-    StaleChallenge,
-    #[error("x509pop: cannot load CA bundle {0}: {1}")]
+    #[error("cannot load CA bundle {0}: {1}")]
     Bundle(String, String),
 }
 
@@ -249,36 +241,6 @@ pub fn verify_signature(leaf: &[u8], nonce: &[u8], sig: &[u8]) -> Result<(), X50
         Ok(())
     } else {
         Err(X509PopError::BadSignature)
-    }
-}
-
-/// Outstanding challenges: each nonce answers once, before it expires.
-#[derive(Debug, Default)]
-pub struct Challenges {
-    open: Mutex<HashMap<[u8; NONCE_LEN], SystemTime>>,
-}
-
-impl Challenges {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; NONCE_LEN], SystemTime>> {
-        self.open.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// A fresh random nonce, valid until `now + CHALLENGE_TTL`.
-    pub fn issue(&self, now: SystemTime) -> [u8; NONCE_LEN] {
-        let mut nonce = [0u8; NONCE_LEN];
-        rand::rngs::OsRng.fill_bytes(&mut nonce);
-        let mut open = self.lock();
-        open.retain(|_, expires| *expires > now);
-        open.insert(nonce, now + CHALLENGE_TTL);
-        nonce
-    }
-
-    /// Spends `nonce`: refused when unknown, already spent or expired.
-    pub fn redeem(&self, nonce: &[u8; NONCE_LEN], now: SystemTime) -> Result<(), X509PopError> {
-        match self.lock().remove(nonce) {
-            Some(expires) if expires > now => Ok(()),
-            _ => Err(X509PopError::StaleChallenge),
-        }
     }
 }
 
