@@ -63,7 +63,7 @@ pub fn make_credential(
     })
 }
 
-fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+pub(super) fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
     // HMAC takes keys of any length; the error arm cannot happen.
     let Ok(mut mac) = <Hmac<Sha256> as Mac>::new_from_slice(key) else {
         return Vec::new();
@@ -76,7 +76,12 @@ fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
 
 /// KDFa (Part 1, 11.4.10.2) with HMAC-SHA-256 in counter mode; the second
 /// context is empty wherever the credential protocol uses it.
-fn kdfa(key: &[u8], label: &str, context: &[u8], bits: u32) -> zeroize::Zeroizing<Vec<u8>> {
+pub(super) fn kdfa(
+    key: &[u8],
+    label: &str,
+    context: &[u8],
+    bits: u32,
+) -> zeroize::Zeroizing<Vec<u8>> {
     let mut out = zeroize::Zeroizing::new(Vec::new());
     let mut counter: u32 = 1;
     while out.len() * 8 < bits as usize {

@@ -329,3 +329,6 @@ impl NodeAttestor for TpmAttestor {
         self.challenge(params).await
     }
 }
+
+#[cfg(test)]
+mod tests;
