@@ -209,3 +209,66 @@ pub async fn tls_outcome(addr: &str, chain: &[Vec<u8>], pkcs8_key: &[u8]) -> Tls
         Err(_) => panic!("the server neither spoke nor refused within 10 s"),
     }
 }
+
+/// An attestation begun by hand, as a (misbehaving) agent would: the
+/// server's challenge, and the stream to answer it on.
+pub struct AttestExchange {
+    pub challenge: Vec<u8>,
+    requests: tokio::sync::mpsc::Sender<signet_proto::node::AttestRequest>,
+    responses: tonic::Streaming<signet_proto::node::AttestResponse>,
+}
+
+impl AttestExchange {
+    /// Sends `method`'s evidence (with a CSR for a pending ID) from
+    /// `source`, and reads the challenge; a refusal is the server's status.
+    pub async fn begin(
+        server: &crate::TestServer,
+        source: Option<std::net::IpAddr>,
+        method: signet_proto::node::attest_params::Method,
+    ) -> Result<Self, tonic::Status> {
+        use signet_proto::node::{attest_request, attest_response, AttestParams, AttestRequest};
+        let key = rcgen::KeyPair::generate().unwrap();
+        let id = signet_core::SpiffeId::parse(&server.id("/signet/agent/pending")).unwrap();
+        let csr = signet_core::x509::build_csr(&key, &id).unwrap();
+        let (requests, rx) = tokio::sync::mpsc::channel(2);
+        requests
+            .send(AttestRequest {
+                step: Some(attest_request::Step::Params(AttestParams {
+                    method: Some(method),
+                    csr,
+                })),
+            })
+            .await
+            .unwrap();
+        let mut client = try_node_client_from(&server.addr, source, &[], &[])
+            .await
+            .expect("connect to the Node API");
+        let mut responses = client
+            .attest(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await?
+            .into_inner();
+        match responses.message().await?.and_then(|m| m.step) {
+            Some(attest_response::Step::Challenge(challenge)) => Ok(Self {
+                challenge,
+                requests,
+                responses,
+            }),
+            other => panic!("expected a challenge, got {other:?}"),
+        }
+    }
+
+    /// Answers the challenge; `Ok` once the server sent its result.
+    pub async fn answer(mut self, response: Vec<u8>) -> Result<(), tonic::Status> {
+        use signet_proto::node::{attest_request, attest_response, AttestRequest};
+        self.requests
+            .send(AttestRequest {
+                step: Some(attest_request::Step::ChallengeResponse(response)),
+            })
+            .await
+            .unwrap();
+        match self.responses.message().await?.and_then(|m| m.step) {
+            Some(attest_response::Step::Result(_)) => Ok(()),
+            other => panic!("expected a result, got {other:?}"),
+        }
+    }
+}

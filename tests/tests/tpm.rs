@@ -8,13 +8,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use prost::Message;
-use rcgen::KeyPair;
-use signet_proto::node::{
-    attest_params, attest_request, attest_response, AttestParams, AttestRequest, TpmChallenge,
-    TpmParams,
-};
+use signet_proto::node::{attest_params, TpmChallenge, TpmParams};
 use signet_tests::bins::bins;
-use signet_tests::node::try_node_client_from;
+use signet_tests::node::AttestExchange;
 use signet_tests::tpm::{key_certificate, SoftTpm, KEY_HANDLE};
 use signet_tests::x509pop::{org_ca, write, OrgCa};
 use signet_tests::{my_uid_selector, wait, TestAgent, TestServer};
@@ -206,31 +202,8 @@ async fn challenge_for(
     server: &TestServer,
     params: TpmParams,
 ) -> Result<TpmChallenge, tonic::Status> {
-    let key = KeyPair::generate().unwrap();
-    let id = signet_core::SpiffeId::parse(&server.id("/signet/agent/pending")).unwrap();
-    let csr = signet_core::x509::build_csr(&key, &id).unwrap();
-    let (tx, rx) = tokio::sync::mpsc::channel(2);
-    tx.send(AttestRequest {
-        step: Some(attest_request::Step::Params(AttestParams {
-            method: Some(attest_params::Method::Tpm(params)),
-            csr,
-        })),
-    })
-    .await
-    .unwrap();
-    let mut client = try_node_client_from(&server.addr, None, &[], &[])
-        .await
-        .unwrap();
-    let mut stream = client
-        .attest(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await?
-        .into_inner();
-    match stream.message().await?.and_then(|m| m.step) {
-        Some(attest_response::Step::Challenge(c)) => {
-            Ok(TpmChallenge::decode(c.as_slice()).unwrap())
-        }
-        other => panic!("expected a challenge, got {other:?}"),
-    }
+    let exchange = AttestExchange::begin(server, None, attest_params::Method::Tpm(params)).await?;
+    Ok(TpmChallenge::decode(exchange.challenge.as_slice()).unwrap())
 }
 
 /// Runs an agent on `tpm` with `cert` until it gives up; its exit status

@@ -6,10 +6,8 @@
 use std::time::Duration;
 
 use rcgen::KeyPair;
-use signet_proto::node::{
-    attest_params, attest_request, attest_response, AttestParams, AttestRequest, X509PopParams,
-};
-use signet_tests::node::try_node_client_from;
+use signet_proto::node::{attest_params, X509PopParams};
+use signet_tests::node::AttestExchange;
 use signet_tests::x509pop::{agent_config, host_cert, org_ca, server_config, sha1_hex, OrgCa};
 use signet_tests::{my_uid_selector, wait, TestAgent, TestServer};
 use spiffe::WorkloadApiClient;
@@ -143,40 +141,10 @@ async fn challenge_from(
     chain: Vec<Vec<u8>>,
     answer: impl FnOnce(&[u8]) -> Vec<u8>,
 ) -> Result<(), tonic::Status> {
-    let key = KeyPair::generate().unwrap();
-    let id = signet_core::SpiffeId::parse(&server.id("/signet/agent/pending")).unwrap();
-    let csr = signet_core::x509::build_csr(&key, &id).unwrap();
-    let (tx, rx) = tokio::sync::mpsc::channel(2);
-    tx.send(AttestRequest {
-        step: Some(attest_request::Step::Params(AttestParams {
-            method: Some(attest_params::Method::X509pop(X509PopParams {
-                cert_chain: chain,
-            })),
-            csr,
-        })),
-    })
-    .await
-    .unwrap();
-    let mut client = try_node_client_from(&server.addr, source, &[], &[])
-        .await
-        .expect("connect to the Node API");
-    let mut stream = client
-        .attest(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await?
-        .into_inner();
-    let nonce = match stream.message().await?.and_then(|m| m.step) {
-        Some(attest_response::Step::Challenge(n)) => n,
-        other => panic!("expected a challenge, got {other:?}"),
-    };
-    tx.send(AttestRequest {
-        step: Some(attest_request::Step::ChallengeResponse(answer(&nonce))),
-    })
-    .await
-    .unwrap();
-    match stream.message().await?.and_then(|m| m.step) {
-        Some(attest_response::Step::Result(_)) => Ok(()),
-        other => panic!("expected a result, got {other:?}"),
-    }
+    let method = attest_params::Method::X509pop(X509PopParams { cert_chain: chain });
+    let exchange = AttestExchange::begin(server, source, method).await?;
+    let response = answer(&exchange.challenge);
+    exchange.answer(response).await
 }
 
 fn sign(key: &KeyPair, msg: &[u8]) -> Vec<u8> {

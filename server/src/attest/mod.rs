@@ -78,6 +78,25 @@ pub fn method_name(evidence: &Method) -> &'static str {
     }
 }
 
+/// `<method>:<value>` node selectors, sorted, without duplicates; a value
+/// a selector cannot hold (what a certificate says is not ours to trust)
+/// is logged and left out.
+pub fn node_selectors(method: &'static str, values: &[String]) -> Vec<Selector> {
+    let mut out: Vec<Selector> = values
+        .iter()
+        .filter_map(|v| match Selector::new(method, v) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(method, value = %v, error = %e, "attested value cannot be a selector");
+                None
+            }
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// The enabled attestors by method name.
 #[derive(Clone, Default)]
 pub struct Attestors(BTreeMap<&'static str, Arc<dyn NodeAttestor>>);

@@ -106,19 +106,7 @@ impl HostCert {
         let mut raw = vec![format!("ca:fingerprint:{}", self.ca_fingerprint)];
         raw.extend(self.common_name.iter().map(|cn| format!("subject:cn:{cn}")));
         raw.extend(self.dns_names.iter().map(|d| format!("san:dns:{d}")));
-        let mut out: Vec<Selector> = raw
-            .iter()
-            .filter_map(|v| match Selector::new(ATTESTATION_TYPE, v) {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    tracing::warn!(value = %v, error = %e, "x509pop: host certificate value cannot be a selector");
-                    None
-                }
-            })
-            .collect();
-        out.sort();
-        out.dedup();
-        out
+        super::node_selectors(ATTESTATION_TYPE, &raw)
     }
 }
 

@@ -24,7 +24,7 @@ use rand::RngCore;
 use ring::signature::{UnparsedPublicKey, ECDSA_P256_SHA256_FIXED};
 use rsa::pkcs8::EncodePublicKey;
 use sha2::{Digest, Sha256};
-use signet_core::{Selector, SpiffeId};
+use signet_core::SpiffeId;
 use signet_proto::node::attest_params::Method;
 use signet_proto::node::{TpmChallenge, TpmChallengeResponse, TpmParams};
 use x509_parser::prelude::FromDer;
@@ -251,21 +251,9 @@ impl Pending {
                 .iter()
                 .map(|cn| format!("subject:cn:{cn}")),
         );
-        let mut selectors: Vec<Selector> = selectors
-            .iter()
-            .filter_map(|v| match Selector::new(ATTESTATION_TYPE, v) {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    tracing::warn!(value = %v, error = %e, "tpm: value cannot be a selector");
-                    None
-                }
-            })
-            .collect();
-        selectors.sort();
-        selectors.dedup();
         Ok(Verdict {
             agent_id: attestor.agent_id(&self.node.ek_hash)?,
-            selectors,
+            selectors: super::node_selectors(ATTESTATION_TYPE, &selectors),
             commit: Commit::Record,
         })
     }
