@@ -16,10 +16,10 @@ use tokio::time::Instant;
 
 use super::authorities::{Authorities, Command, Effect};
 use super::key_manager::{KeyManager, PrivateKey};
-use super::keys::{generate_jwt, generate_x509, Generated};
+use super::keys::{adopt_signed_x509, generate_jwt, generate_x509, Generated};
 use super::signer::Snapshot;
-use super::upstream::UpstreamCa;
-use super::{store, AuthorityInfo, AuthorityKind, AuthorityState, CaError, Schedule};
+use super::upstream::Upstream;
+use super::{rotation, store, AuthorityInfo, AuthorityKind, AuthorityState, CaError, Schedule};
 use crate::datastore::{AuthorityRecord, DataStore, DataStoreError};
 use crate::events::Change;
 
@@ -36,8 +36,19 @@ pub struct Outcome {
     pub changed: bool,
 }
 
-/// How long to wait after a failed tick before the next.
-const RETRY_FAILED_TICK: Duration = Duration::from_secs(60);
+/// How long to wait after failed ticks before the next: doubling from the
+/// first to the last (an upstream authority out of reach is asked again
+/// soon, and then not too often).
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_CEILING: Duration = Duration::from_secs(60);
+
+/// The wait after the `failures`-th failed tick in a row (1-based).
+pub fn retry_after(failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(16);
+    RETRY_FIRST
+        .saturating_mul(1 << doublings)
+        .min(RETRY_CEILING)
+}
 /// How long to wait after a failed reload before the next.
 const RETRY_FAILED_RELOAD: Duration = Duration::from_secs(1);
 /// Re-check at least hourly, in case the wall clock jumped.
@@ -54,7 +65,7 @@ pub struct Manager {
     pub ca_ttl: Duration,
     pub jwt_key_type: JwtKeyType,
     pub schedule: Schedule,
-    pub upstream: Option<Arc<UpstreamCa>>,
+    pub upstream: Option<Upstream>,
     pub clock: Arc<dyn Clock>,
     pub ds: Arc<dyn DataStore>,
     pub keys: Arc<dyn KeyManager>,
@@ -73,6 +84,7 @@ impl Manager {
         mut reload: watch::Receiver<u64>,
     ) {
         let mut failed_until: Option<Instant> = None;
+        let mut failures = 0_u32;
         let mut reload_failed = false;
         loop {
             let now = self.clock.now();
@@ -113,10 +125,17 @@ impl Manager {
                 }
                 _ = tokio::time::sleep_until(deadline) => {
                     failed_until = match self.execute(Command::Tick).await {
-                        Ok(_) => None,
+                        Ok(_) => {
+                            failures = 0;
+                            None
+                        }
                         Err(e) => {
-                            tracing::error!(error = %e, "authority rotation failed; retrying in a minute");
-                            Some(Instant::now() + RETRY_FAILED_TICK)
+                            failures = failures.saturating_add(1);
+                            let retry = retry_after(failures);
+                            let signs_until = rotation::active(&self.authorities.x509)
+                                .map(|a| signet_runtime::time::rfc3339(signet_core::clock::unix_seconds(a.meta.not_after)));
+                            tracing::error!(error = %e, retry_in_s = retry.as_secs(), active_ca_signs_until = ?signs_until, "authority rotation failed; retrying");
+                            Some(Instant::now() + retry)
                         }
                     };
                 }
@@ -302,13 +321,24 @@ impl Manager {
         let td = self.trust_domain.clone();
         let ttl = self.ca_ttl;
         let key_type = self.jwt_key_type;
-        let upstream = self.upstream.clone();
         let keys = self.keys.clone();
+        let disk = match (&self.upstream, kind) {
+            (Some(Upstream::Signet(signet)), AuthorityKind::X509) => {
+                let (private, signed) = signet.sign_new_ca(keys, ttl).await?;
+                return tokio::task::spawn_blocking(move || {
+                    adopt_signed_x509(&td, state, signed, private, now)
+                })
+                .await
+                .map_err(|e| CaError::Key(format!("adopting the signed CA: {e}")))?;
+            }
+            (Some(Upstream::Disk(disk)), _) => Some(disk.clone()),
+            _ => None,
+        };
         let made = tokio::task::spawn_blocking(move || {
             let private = keys.generate(kind, key_type)?;
             match kind {
                 AuthorityKind::X509 => {
-                    generate_x509(&td, ttl, now, state, upstream.as_deref(), private)
+                    generate_x509(&td, ttl, now, state, disk.as_deref(), private)
                 }
                 AuthorityKind::Jwt => generate_jwt(ttl, now, state, private),
             }
@@ -383,5 +413,19 @@ fn log_changes(before: &Authorities, after: &Authorities) {
         for o in old.iter().filter(|o| new.iter().all(|m| m.id != o.id)) {
             tracing::warn!(kind = kind.as_str(), id = %o.id, "authority removed from the bundle");
         }
+    }
+}
+
+#[cfg(test)]
+mod retry_tests {
+    use super::retry_after;
+    use std::time::Duration;
+
+    #[test]
+    fn failed_ticks_back_off_doubling_to_a_minute() {
+        let secs: Vec<u64> = (1..=9).map(|n| retry_after(n).as_secs()).collect();
+        assert_eq!(secs, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        assert_eq!(retry_after(0), Duration::from_secs(1));
+        assert_eq!(retry_after(u32::MAX), Duration::from_secs(60));
     }
 }
