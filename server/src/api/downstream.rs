@@ -27,7 +27,7 @@ pub async fn new_downstream_ca(
     let ttl = (req.ttl != 0).then(|| Duration::from_secs(req.ttl.into()));
     let signed = state
         .ca
-        .sign_downstream_ca(&key, ttl)
+        .sign_downstream_ca(&id, &key, ttl)
         .map_err(ApiError::from)?;
     let Some(ca) = signed.chain.first() else {
         return Err(ApiError::Internal("the signed CA chain is empty".into()).into());

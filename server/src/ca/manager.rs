@@ -143,6 +143,29 @@ impl Manager {
         }
     }
 
+    /// The tick at start. An upstream authority out of reach does not stop
+    /// a server whose CA still signs (the timer retries); with no CA to
+    /// sign with, it is asked again with backoff until it answers.
+    pub async fn first_tick(&mut self) -> Result<(), CaError> {
+        let mut failures = 0_u32;
+        loop {
+            let e = match self.execute(Command::Tick).await {
+                Ok(_) => return Ok(()),
+                Err(e @ CaError::Upstream(_)) => e,
+                Err(e) => return Err(e),
+            };
+            let now = self.clock.now();
+            if rotation::active(&self.authorities.x509).is_some_and(|a| a.meta.not_after > now) {
+                tracing::warn!(error = %e, "the upstream authority did not sign a new CA; the active one signs on");
+                return Ok(());
+            }
+            failures = failures.saturating_add(1);
+            let retry = retry_after(failures);
+            tracing::warn!(error = %e, retry_in_s = retry.as_secs(), "no CA to sign with yet: waiting for the upstream authority");
+            tokio::time::sleep(retry).await;
+        }
+    }
+
     /// Reads every server's authorities again when `revision` is past the
     /// published ones; false when the store could not be read.
     async fn reload_if_behind(&mut self, revision: u64) -> bool {

@@ -228,16 +228,7 @@ impl CertificateAuthority {
         let active_x509 =
             |m: &Manager| rotation::active(&m.authorities.x509).map(|a| a.meta.id.clone());
         let before = active_x509(&manager);
-        if let Err(e) = manager.execute(Command::Tick).await {
-            // An upstream out of reach must not stop a server whose CA
-            // still signs: the manager retries with backoff.
-            let usable = rotation::active(&manager.authorities.x509)
-                .is_some_and(|a| a.meta.not_after > clock.now());
-            if !(usable && matches!(e, CaError::Upstream(_))) {
-                return Err(e);
-            }
-            tracing::warn!(error = %e, "the upstream authority did not sign a new CA; the active one signs on");
-        }
+        manager.first_tick().await?;
         let created = before != active_x509(&manager);
         // A server joining a group makes its first CA active at once (it
         // has nothing to sign with): the other servers' agents must have it
@@ -424,10 +415,11 @@ impl CertificateAuthority {
     /// See [`Signer::sign_downstream_ca`].
     pub fn sign_downstream_ca(
         &self,
+        downstream: &SpiffeId,
         public_key: &impl PublicKeyData,
         ttl: Option<Duration>,
     ) -> Result<upstream::SignedCa, CaError> {
-        self.signer.sign_downstream_ca(public_key, ttl)
+        self.signer.sign_downstream_ca(downstream, public_key, ttl)
     }
 
     /// See [`Signer::sign_crl`].

@@ -330,6 +330,7 @@ impl Signer {
     /// the trust domain's roots.
     pub fn sign_downstream_ca(
         &self,
+        downstream: &SpiffeId,
         public_key: &impl PublicKeyData,
         ttl: Option<Duration>,
     ) -> Result<SignedCa, CaError> {
@@ -342,7 +343,13 @@ impl Signer {
         let not_after = later(now, ttl, "the downstream CA notAfter")?;
         let not_before = earlier(now, self.lifetimes.backdate, "the back-dated notBefore")?
             .max(ca.meta.not_before);
-        let params = ca_params(&snapshot.bundle.trust_domain, not_before, not_after)?;
+        let mut params = ca_params(&snapshot.bundle.trust_domain, not_before, not_after)?;
+        // A subject of its own: with its issuer's, path builders (OpenSSL)
+        // would take it for a self-signed root.
+        params.distinguished_name.push(
+            rcgen::DnType::OrganizationalUnitName,
+            downstream.to_string(),
+        );
         let der = sign_leaf(&params, public_key, &*ca.issuer)?;
         self.x509_signatures.inc();
         Ok(SignedCa {

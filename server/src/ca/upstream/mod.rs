@@ -33,3 +33,6 @@ pub struct SignedCa {
     /// DER: the upstream's X.509 roots, the bundle of this trust domain.
     pub roots: Vec<Vec<u8>>,
 }
+
+#[cfg(test)]
+mod tests;
