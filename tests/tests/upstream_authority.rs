@@ -63,7 +63,8 @@ async fn the_node_api_signs_a_ca_only_for_the_svid_of_a_downstream_entry() {
         &[&my_uid_selector()],
         &["--downstream"],
     );
-    upstream.create_entry(&plain_id, &agent.spiffe_id, &[&my_uid_selector()], &[]);
+    let plain_entry =
+        upstream.create_entry(&plain_id, &agent.spiffe_id, &[&my_uid_selector()], &[]);
     let shown = upstream.cli_ok(&["entry", "show", "--spiffe-id", &edge_id]);
     assert!(shown.contains("Downstream"), "{shown}");
 
@@ -108,6 +109,23 @@ async fn the_node_api_signs_a_ca_only_for_the_svid_of_a_downstream_entry() {
         .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
     assert!(refused.message().contains("downstream"), "{refused:?}");
+    // Marked downstream afterwards, the same SVID is accepted.
+    let updated = upstream.cli_ok(&[
+        "entry",
+        "update",
+        "--id",
+        plain_entry.trim(),
+        "--downstream",
+        "true",
+    ]);
+    assert!(updated.contains("Downstream"), "{updated}");
+    plain
+        .new_downstream_x509ca(NewDownstreamX509caRequest {
+            csr: csr.clone(),
+            ttl: 0,
+        })
+        .await
+        .unwrap();
     let (chain, key) = agent.identity();
     let mut as_agent = node_client(&upstream.addr, &chain, &key).await;
     let refused = as_agent

@@ -1,6 +1,6 @@
 //! What the datastore holds, as the rest of the server sees it.
 
-use signet_core::{RegistrationEntry, Selector, SpiffeId};
+use signet_core::{RegistrationEntry, Selector, SpiffeId, TrustDomain};
 
 use super::DataStoreError;
 use crate::ca::{AuthorityKind, AuthorityState};
@@ -96,6 +96,24 @@ pub struct EntryFilter {
     pub selectors: Vec<Selector>,
     /// `Some(true)`: node aliases only; `Some(false)`: workload entries only.
     pub node: Option<bool>,
+}
+
+/// What `entry update` changes of an entry; `None` leaves it as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EntryUpdate {
+    pub federates_with: Option<Vec<TrustDomain>>,
+    pub downstream: Option<bool>,
+}
+
+impl EntryUpdate {
+    pub fn apply(self, entry: &mut RegistrationEntry) {
+        if let Some(tds) = self.federates_with {
+            entry.federates_with = tds;
+        }
+        if let Some(downstream) = self.downstream {
+            entry.downstream = downstream;
+        }
+    }
 }
 
 impl EntryFilter {
