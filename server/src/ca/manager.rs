@@ -218,8 +218,10 @@ impl Manager {
 
     /// Applies `command` and whatever it leads to (generating authorities,
     /// ticking on), then commits and publishes the result. Nothing changes
-    /// unless all of it succeeds. A taint or revocation of another server's
-    /// authority is made in the datastore directly (its owner may be down).
+    /// unless all of it succeeds, but for a tick whose new X.509 CA the
+    /// upstream could not sign: the rest commits, then the error returns.
+    /// A taint or revocation of another server's authority is made in the
+    /// datastore directly (its owner may be down).
     pub async fn execute(&mut self, command: Command) -> Result<Outcome, CaError> {
         match command {
             Command::Taint(kind, id) if !self.authorities.holds(kind, &id) => {
@@ -274,6 +276,10 @@ impl Manager {
         let mut new_keys = Vec::new();
         let mut removed = Vec::new();
         let mut rounds = 0;
+        // A tick goes on without the X.509 CA its upstream could not sign
+        // (JWT keys rotate regardless), commits the rest, and then returns
+        // this error so that the caller retries.
+        let mut unsigned: Option<CaError> = None;
         while let Some(command) = pending.pop() {
             rounds += 1;
             if rounds > MAX_ROUNDS {
@@ -289,9 +295,17 @@ impl Manager {
                     // One at a time: the tick after its `Add` asks for
                     // whatever else is still missing.
                     Effect::Generate(..) if generating => {}
+                    Effect::Generate(AuthorityKind::X509, _) if unsigned.is_some() => {}
                     Effect::Generate(kind, in_state) => {
+                        let generated = match self.generate(kind, in_state, now).await {
+                            Ok(generated) => generated,
+                            Err(e @ CaError::Upstream(_)) if tick => {
+                                unsigned = Some(e);
+                                continue;
+                            }
+                            Err(e) => return Err(e),
+                        };
                         generating = true;
-                        let generated = self.generate(kind, in_state, now).await?;
                         new_keys.push(key_of(kind, &generated));
                         if tick {
                             pending.push(Command::Tick);
@@ -306,19 +320,16 @@ impl Manager {
             server_id: self.server_id.clone(),
             ..s
         });
-        if state.same_as(&self.authorities) && !self.stale_store {
-            return Ok(Outcome {
-                subject,
-                changed: false,
-            });
+        let changed = !state.same_as(&self.authorities) || self.stale_store;
+        if changed {
+            self.commit(state, new_keys).await?;
+            // After the commit: nothing names these keys any more.
+            self.remove_keys(removed).await;
         }
-        self.commit(state, new_keys).await?;
-        // After the commit: nothing names these keys any more.
-        self.remove_keys(removed).await;
-        Ok(Outcome {
-            subject,
-            changed: true,
-        })
+        match unsigned {
+            Some(e) => Err(e),
+            None => Ok(Outcome { subject, changed }),
+        }
     }
 
     /// Best effort: a key left behind names nothing.

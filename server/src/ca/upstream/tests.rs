@@ -26,8 +26,8 @@ fn now() -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)
 }
 
-async fn upstream(dir: &std::path::Path, ca_ttl: Duration) -> CertificateAuthority {
-    let settings = CaSettings {
+fn settings(ca_ttl: Duration) -> CaSettings {
+    CaSettings {
         trust_domain: td(),
         ca_ttl,
         default_svid_ttl: Duration::from_secs(3600),
@@ -38,8 +38,11 @@ async fn upstream(dir: &std::path::Path, ca_ttl: Duration) -> CertificateAuthori
         jwt_issuer: None,
         server_id: "up".into(),
         upstream: None,
-    };
-    crate::ca::for_tests(dir, settings, Arc::new(ManualClock::new(now()))).await
+    }
+}
+
+async fn upstream(dir: &std::path::Path, ca_ttl: Duration) -> CertificateAuthority {
+    crate::ca::for_tests(dir, settings(ca_ttl), Arc::new(ManualClock::new(now()))).await
 }
 
 fn new_key() -> (PrivateKey, KeyPair) {
@@ -154,4 +157,66 @@ async fn a_ca_for_another_key_or_off_the_roots_is_refused() {
         roots: vec![],
     };
     assert!(matches!(adopt(empty, private), Err(CaError::Upstream(_))));
+}
+
+#[tokio::test]
+async fn jwt_keys_rotate_on_while_the_upstream_cannot_sign_a_ca() {
+    use crate::ca::{AuthorityKind, DiskKeys};
+    use crate::datastore::{Connection, SqliteDataStore};
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(now()));
+    let open = |upstream| {
+        let clock = clock.clone();
+        let dir = dir.path().to_owned();
+        async move {
+            let ds = Arc::new(
+                SqliteDataStore::open(&dir.join("ds.sqlite3"))
+                    .await
+                    .unwrap(),
+            );
+            let keys = Arc::new(DiskKeys::new(dir.join("ca")));
+            let settings = CaSettings {
+                server_id: "edge".into(),
+                upstream,
+                ..settings(Duration::from_secs(3600))
+            };
+            let (ca, _) = CertificateAuthority::start(settings, clock, ds.clone(), keys)
+                .await
+                .unwrap();
+            (ca, ds)
+        }
+    };
+    // A CA from before (signed then), past its prepare point now.
+    let (ca, ds) = open(None).await;
+    drop(ca);
+    ds.close().await;
+    clock.advance(Duration::from_secs(40 * 60));
+    let unreachable = super::UpstreamSignet {
+        server_address: "127.0.0.1:1".into(),
+        trust_bundle_path: dir.path().join("none.pem"),
+        workload_api_socket: dir.path().join("no-agent.sock"),
+        timeout: Duration::from_secs(1),
+    };
+    let (ca, _ds) = open(Some(super::UpstreamSettings::Signet(unreachable))).await;
+    let prepared = |kind| {
+        ca.list(kind)
+            .iter()
+            .filter(|a| a.state == AuthorityState::Prepared)
+            .count()
+    };
+    assert_eq!(
+        prepared(AuthorityKind::X509),
+        0,
+        "the upstream signed nothing"
+    );
+    assert_eq!(
+        prepared(AuthorityKind::Jwt),
+        1,
+        "the JWT key rotates regardless"
+    );
+    assert!(
+        ca.not_after() > now() + Duration::from_secs(40 * 60),
+        "the CA signs on"
+    );
+    assert!(matches!(ca.tick().await, Err(CaError::Upstream(_))));
 }
