@@ -241,6 +241,18 @@ async fn an_edge_site_chains_to_the_upstream_root_and_issues_with_its_uplink_cut
     let verified = openssl_verify(dir.path(), &roots, &chain).unwrap();
     assert!(verified.contains("OK"), "{verified}");
 
+    // The upstream prepares a new root: the edge bundle follows at once
+    // (through the upstream's agent), before the upstream signs with it.
+    upstream.cli_ok(&["authority", "x509", "prepare"]);
+    let grown = upstream.bundle_der();
+    assert_eq!(grown.len(), 2);
+    wait::until(
+        "the edge bundle following the upstream's roots",
+        PATIENCE,
+        || async { (edge.bundle_der() == grown).then_some(()) },
+    )
+    .await;
+
     // Uplink down: the edge goes on issuing from the CA it holds.
     site.cut();
     let minted = mint(&edge, &edge.id("/edge/offline")).unwrap();

@@ -245,6 +245,9 @@ impl CertificateAuthority {
         }
         let (requests, queue) = mpsc::channel(16);
         let (reload, reloads) = watch::channel(0);
+        if let Some(Upstream::Signet(signet)) = &manager.upstream {
+            upstream::roots::follow(signet.clone(), requests.downgrade());
+        }
         tokio::spawn(manager.run(queue, reloads));
         let lifetimes = Lifetimes {
             default_svid_ttl: settings.default_svid_ttl,

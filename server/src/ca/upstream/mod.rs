@@ -3,6 +3,7 @@
 //! process; `signet` asks an upstream Signet server to sign a CSR.
 
 pub mod disk;
+pub(super) mod roots;
 pub mod signet;
 mod signet_client;
 

@@ -115,6 +115,14 @@ impl SignetUpstream {
         Ok((pending.private, signed))
     }
 
+    pub fn settings(&self) -> &UpstreamSignet {
+        &self.settings
+    }
+
+    pub fn trust_domain(&self) -> &TrustDomain {
+        &self.trust_domain
+    }
+
     fn take_pending(&self) -> Option<Pending> {
         self.pending
             .lock()

@@ -39,7 +39,9 @@ pub enum ClientError {
     #[error("the upstream agent gave no SVID ({0:?}: {1}); is there a downstream entry for this server?")]
     NoSvid(tonic::Code, String),
     #[error("the upstream agent's answer: {0}")]
-    BadSvid(String),
+    BadAnswer(String),
+    #[error("the upstream agent's bundle stream ({0:?}): {1}")]
+    Bundles(tonic::Code, String),
     #[error("TLS client configuration")]
     Tls(#[source] rustls::Error),
     #[error("connecting")]
@@ -83,14 +85,15 @@ async fn own_svid(settings: &UpstreamSignet) -> Result<OwnSvid, ClientError> {
         .message()
         .await
         .map_err(refused)?
-        .ok_or_else(|| ClientError::BadSvid("the stream ended at once".into()))?;
+        .ok_or_else(|| ClientError::BadAnswer("the stream ended at once".into()))?;
     let svid = first
         .svids
         .into_iter()
         .next()
-        .ok_or_else(|| ClientError::BadSvid("no SVID in the response".into()))?;
-    let bad =
-        |what: &str, e: signet_core::x509::X509Error| ClientError::BadSvid(format!("{what}: {e}"));
+        .ok_or_else(|| ClientError::BadAnswer("no SVID in the response".into()))?;
+    let bad = |what: &str, e: signet_core::x509::X509Error| {
+        ClientError::BadAnswer(format!("{what}: {e}"))
+    };
     Ok(OwnSvid {
         chain: split_der_certs(&svid.x509_svid).map_err(|e| bad("the SVID", e))?,
         key: svid.x509_svid_key,
@@ -127,7 +130,7 @@ fn tls_config(
 ) -> Result<Arc<ClientConfig>, ClientError> {
     let server_id = td
         .id(SERVER_ID_PATH)
-        .map_err(|e| ClientError::BadSvid(e.to_string()))?;
+        .map_err(|e| ClientError::BadAnswer(e.to_string()))?;
     let chain = svid.chain.into_iter().map(CertificateDer::from).collect();
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(svid.key));
     let mut config = ClientConfig::builder_with_provider(signet_core::crypto::tls_provider())
