@@ -220,3 +220,55 @@ async fn jwt_keys_rotate_on_while_the_upstream_cannot_sign_a_ca() {
     );
     assert!(matches!(ca.tick().await, Err(CaError::Upstream(_))));
 }
+
+#[tokio::test]
+async fn new_upstream_roots_replace_those_of_upstream_signed_cas_only() {
+    use crate::ca::authorities::{Authorities, Command};
+    let dir = tempfile::tempdir().unwrap();
+    let up = upstream(dir.path(), Duration::from_secs(3600)).await;
+    let (private, pair) = new_key();
+    let signed = up.sign_downstream_ca(&edge_id(), &pair, None).unwrap();
+    let edge = adopt(signed, private).unwrap();
+    let (own_key, _) = new_key();
+    let Generated::X509(self_signed, _) = crate::ca::keys::generate_x509(
+        &td(),
+        Duration::from_secs(3600),
+        now(),
+        AuthorityState::Old,
+        None,
+        own_key,
+    )
+    .unwrap() else {
+        panic!("an X.509 authority")
+    };
+    let before = Authorities {
+        x509: vec![edge, self_signed],
+        jwt: Vec::new(),
+    };
+    let elsewhere = tempfile::tempdir().unwrap();
+    let other = upstream(elsewhere.path(), Duration::from_secs(3600)).await;
+    let mut roots = up.bundle().x509_authorities;
+    roots.extend(other.bundle().x509_authorities);
+    let applied = before
+        .apply(
+            now(),
+            &Default::default(),
+            Command::UpstreamRoots(roots.clone()),
+        )
+        .unwrap();
+    assert!(applied.effects.is_empty());
+    assert_eq!(applied.next.x509[0].upstream_roots, roots);
+    assert!(
+        applied.next.x509[1].upstream_roots.is_empty(),
+        "self-signed stays so"
+    );
+    assert!(!applied.next.same_as(&before), "a change to commit");
+    let again = applied
+        .next
+        .apply(now(), &Default::default(), Command::UpstreamRoots(roots))
+        .unwrap();
+    assert!(
+        again.next.same_as(&applied.next),
+        "nothing new, nothing to commit"
+    );
+}
