@@ -257,6 +257,15 @@ async fn an_edge_site_chains_to_the_upstream_root_and_issues_with_its_uplink_cut
     site.cut();
     let minted = mint(&edge, &edge.id("/edge/offline")).unwrap();
     openssl_verify(dir.path(), &roots, &minted).unwrap();
+    // Its health report says the upstream is out of reach, and until when
+    // it signs.
+    let warned = wait::until("the edge's health warning", PATIENCE, || async {
+        let out = edge.cli(&["healthcheck"]);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.success() && err.contains("signs until")).then_some(err)
+    })
+    .await;
+    assert!(warned.contains("upstream authority"), "{warned}");
     let expiry = last_ca_expiry(&edge);
     assert!(expiry > now_unix(), "the edge CA still signs");
     // Until the last CA it holds runs out (no new one: upstream unreachable).

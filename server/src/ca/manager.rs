@@ -70,6 +70,9 @@ pub struct Manager {
     pub ds: Arc<dyn DataStore>,
     pub keys: Arc<dyn KeyManager>,
     pub publish: watch::Sender<Arc<Snapshot>>,
+    /// Why the last rotation failed and until when the active CA signs
+    /// (the health report shows it); `None` once one succeeds.
+    pub warning: watch::Sender<Option<String>>,
     /// The datastore holds other authorities than these (some could not be
     /// loaded): the next change is saved even if it changes nothing here.
     pub stale_store: bool,
@@ -124,7 +127,9 @@ impl Manager {
                     reload_failed = !self.reload_if_behind(wanted).await;
                 }
                 _ = tokio::time::sleep_until(deadline) => {
-                    failed_until = match self.execute(Command::Tick).await {
+                    let ticked = self.execute(Command::Tick).await;
+                    self.report(ticked.as_ref().err());
+                    failed_until = match ticked {
                         Ok(_) => {
                             failures = 0;
                             None
@@ -132,9 +137,7 @@ impl Manager {
                         Err(e) => {
                             failures = failures.saturating_add(1);
                             let retry = retry_after(failures);
-                            let signs_until = rotation::active(&self.authorities.x509)
-                                .map(|a| signet_runtime::time::rfc3339(signet_core::clock::unix_seconds(a.meta.not_after)));
-                            tracing::error!(error = %e, retry_in_s = retry.as_secs(), active_ca_signs_until = ?signs_until, "authority rotation failed; retrying");
+                            tracing::error!(error = %e, retry_in_s = retry.as_secs(), active_ca_signs_until = %self.signs_until(), "authority rotation failed; retrying");
                             Some(Instant::now() + retry)
                         }
                     };
@@ -149,7 +152,9 @@ impl Manager {
     pub async fn first_tick(&mut self) -> Result<(), CaError> {
         let mut failures = 0_u32;
         loop {
-            let e = match self.execute(Command::Tick).await {
+            let ticked = self.execute(Command::Tick).await;
+            self.report(ticked.as_ref().err());
+            let e = match ticked {
                 Ok(_) => return Ok(()),
                 Err(e @ CaError::Upstream(_)) => e,
                 Err(e) => return Err(e),
@@ -164,6 +169,29 @@ impl Manager {
             tracing::warn!(error = %e, retry_in_s = retry.as_secs(), "no CA to sign with yet: waiting for the upstream authority");
             tokio::time::sleep(retry).await;
         }
+    }
+
+    /// When the active X.509 CA stops signing, as the log and health say it.
+    fn signs_until(&self) -> String {
+        rotation::active(&self.authorities.x509).map_or_else(
+            || "no active CA".to_owned(),
+            |a| signet_runtime::time::rfc3339(signet_core::clock::unix_seconds(a.meta.not_after)),
+        )
+    }
+
+    /// Publishes why rotation failed (or that it no longer does).
+    fn report(&self, failed: Option<&CaError>) {
+        let warning = failed.map(|e| {
+            format!(
+                "authority rotation failing ({e}); the active CA signs until {}",
+                self.signs_until()
+            )
+        });
+        self.warning.send_if_modified(|w| {
+            let changed = *w != warning;
+            *w = warning;
+            changed
+        });
     }
 
     /// Reads every server's authorities again when `revision` is past the

@@ -168,6 +168,8 @@ pub struct CertificateAuthority {
     requests: mpsc::Sender<Request>,
     /// The revision of the latest authority event heard of (see `follow`).
     reload: watch::Sender<u64>,
+    /// Why rotation is failing, while it is (see [`Self::warning`]).
+    warnings: watch::Receiver<Option<String>>,
 }
 
 impl std::fmt::Debug for CertificateAuthority {
@@ -210,6 +212,7 @@ impl CertificateAuthority {
             loaded.revision,
         );
         let (publish, watched) = watch::channel(Arc::new(snapshot));
+        let (warning, warnings) = watch::channel(None);
         let mut manager = Manager {
             authorities: loaded.authorities,
             peers: loaded.peers,
@@ -223,6 +226,7 @@ impl CertificateAuthority {
             ds,
             keys,
             publish,
+            warning,
             stale_store: loaded.dropped,
         };
         let active_x509 =
@@ -261,6 +265,7 @@ impl CertificateAuthority {
                 signer: Signer::new(watched, clock, lifetimes),
                 requests,
                 reload,
+                warnings,
             },
             created,
         ))
@@ -345,6 +350,12 @@ impl CertificateAuthority {
     pub async fn caught_up(&self, revision: u64) {
         let mut watched = self.signer.subscribe();
         let _ = tokio::time::timeout(CATCH_UP, watched.wait_for(|s| s.revision >= revision)).await;
+    }
+
+    /// Why the authorities' rotation is failing and until when the active
+    /// CA signs (an upstream out of reach), while it is.
+    pub fn warning(&self) -> Option<String> {
+        self.warnings.borrow().clone()
     }
 
     /// Every change the manager publishes.
