@@ -136,7 +136,7 @@ async fn the_node_api_signs_a_ca_only_for_the_svid_of_a_downstream_entry() {
 }
 
 /// The edge server's config: its upstream, the root file, the agent socket.
-fn edge_config(dir: &Path, upstream: &TestServer, agent: &TestAgent) -> String {
+fn edge_config(dir: &Path, upstream: &TestServer, agent: &TestAgent, id: &str) -> String {
     let root = dir.join("upstream-root.pem");
     let roots = upstream.bundle_der();
     std::fs::write(&root, encode_certs(roots.iter().map(Vec::as_slice))).unwrap();
@@ -145,7 +145,7 @@ fn edge_config(dir: &Path, upstream: &TestServer, agent: &TestAgent) -> String {
         &config,
         format!(
             "[upstream_authority.signet]\nserver_address = \"{}\"\ntrust_bundle_path = \"{}\"\n\
-             workload_api_socket = \"{}\"\ntimeout = \"2s\"\n",
+             workload_api_socket = \"{}\"\ntimeout = \"2s\"\nspiffe_id = \"{id}\"\n",
             upstream.addr,
             root.display(),
             agent.socket_path.display()
@@ -206,7 +206,7 @@ async fn an_edge_site_chains_to_the_upstream_root_and_issues_with_its_uplink_cut
     svid_for(&up_agent, &edge_id).await;
 
     // The edge server, on the edge host, signed upstream; its agent there.
-    let config = edge_config(dir.path(), &upstream, &up_agent);
+    let config = edge_config(dir.path(), &upstream, &up_agent, &edge_id);
     let edge = TestServer::start_inside(
         &site.prefix(),
         &["--config", &config, "--ca-ttl", EDGE_CA_TTL],

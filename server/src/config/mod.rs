@@ -372,6 +372,8 @@ pub enum ConfigError {
     Empty(&'static str),
     #[error("upstream_authority: {0}")]
     Upstream(&'static str),
+    #[error("{0}: {1}")]
+    Invalid(&'static str, String),
 }
 
 impl ConfigError {
@@ -390,6 +392,7 @@ impl ConfigError {
             ConfigError::SslMode(..) => "sslmode",
             ConfigError::Federation(..) => "federation",
             ConfigError::Upstream(..) => "upstream_authority",
+            ConfigError::Invalid(k, _) => k.rsplit('.').next().unwrap_or(k),
             // `rate_limit.attestation: ...` is on the line `attestation = ...`.
             ConfigError::RateLimit(k, _)
             | ConfigError::Anomaly(k, _)

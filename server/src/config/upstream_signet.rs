@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
+use signet_core::SpiffeId;
 
 use super::{bounded, ConfigDuration, ConfigError};
 use crate::ca::upstream::UpstreamSignet;
@@ -25,6 +26,9 @@ pub struct UpstreamSignetConfig {
     pub workload_api_socket: PathBuf,
     /// One signing exchange, end to end (default 10s).
     pub timeout: Option<ConfigDuration>,
+    /// This server's downstream SPIFFE ID, when the agent serves it more
+    /// than one SVID (default: the first, its default identity).
+    pub spiffe_id: Option<String>,
 }
 
 impl UpstreamSignetConfig {
@@ -34,7 +38,16 @@ impl UpstreamSignetConfig {
                 "upstream_authority.signet.server_address",
             ));
         }
+        let spiffe_id = self
+            .spiffe_id
+            .map(|id| {
+                SpiffeId::parse_with_path(&id).map_err(|e| {
+                    ConfigError::Invalid("upstream_authority.signet.spiffe_id", e.to_string())
+                })
+            })
+            .transpose()?;
         Ok(UpstreamSignet {
+            spiffe_id,
             server_address: self.server_address,
             trust_bundle_path: self.trust_bundle_path,
             workload_api_socket: self.workload_api_socket,
@@ -65,6 +78,7 @@ mod tests {
         .unwrap();
         assert_eq!(u.server_address, "up:8081");
         assert_eq!(u.timeout, DEFAULT_UPSTREAM_TIMEOUT);
+        assert_eq!(u.spiffe_id, None);
     }
 
     #[test]
@@ -82,5 +96,10 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.contains("server_address"), "{err}");
+        let err = parse(
+            "server_address = \"a:1\"\ntrust_bundle_path = \"/b\"\nworkload_api_socket = \"/s\"\nspiffe_id = \"spiffe://example.org\"\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("spiffe_id"), "{err}");
     }
 }

@@ -26,6 +26,9 @@ pub struct UpstreamSignet {
     pub trust_bundle_path: PathBuf,
     /// The upstream agent's Workload API socket on this host.
     pub workload_api_socket: PathBuf,
+    /// Which of the SVIDs the agent serves this server is the downstream
+    /// one; the first (the default identity) when `None`.
+    pub spiffe_id: Option<signet_core::SpiffeId>,
     /// How long one signing exchange may take, end to end.
     pub timeout: Duration,
 }

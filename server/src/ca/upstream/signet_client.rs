@@ -86,11 +86,17 @@ async fn own_svid(settings: &UpstreamSignet) -> Result<OwnSvid, ClientError> {
         .await
         .map_err(refused)?
         .ok_or_else(|| ClientError::BadAnswer("the stream ended at once".into()))?;
+    let wanted = settings.spiffe_id.as_ref().map(ToString::to_string);
     let svid = first
         .svids
         .into_iter()
-        .next()
-        .ok_or_else(|| ClientError::BadAnswer("no SVID in the response".into()))?;
+        .find(|s| wanted.as_ref().is_none_or(|id| *id == s.spiffe_id))
+        .ok_or_else(|| {
+            ClientError::BadAnswer(format!(
+                "no SVID {} in the response",
+                wanted.as_deref().unwrap_or_default()
+            ))
+        })?;
     let bad = |what: &str, e: signet_core::x509::X509Error| {
         ClientError::BadAnswer(format!("{what}: {e}"))
     };

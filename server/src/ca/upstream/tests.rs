@@ -196,6 +196,7 @@ async fn jwt_keys_rotate_on_while_the_upstream_cannot_sign_a_ca() {
         trust_bundle_path: dir.path().join("none.pem"),
         workload_api_socket: dir.path().join("no-agent.sock"),
         timeout: Duration::from_secs(1),
+        spiffe_id: None,
     };
     let (ca, _ds) = open(Some(super::UpstreamSettings::Signet(unreachable))).await;
     let prepared = |kind| {
