@@ -87,3 +87,42 @@ pub fn authority_id(ca_der: &[u8]) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, ca_der);
     digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// `openssl verify -CAfile <roots> -untrusted <intermediates> <leaf>` on
+/// `chain` (DER, leaf first), files in `dir`: the path a non-SPIFFE TLS
+/// stack would build. `Ok` with openssl's output, or `Err` with why not.
+pub fn openssl_verify(
+    dir: &std::path::Path,
+    roots: &[Vec<u8>],
+    chain: &[Vec<u8>],
+) -> Result<String, String> {
+    use signet_core::pem::encode_certs;
+    let (leaf, intermediates) = chain.split_first().ok_or("an empty chain")?;
+    let write = |name: &str, certs: &[Vec<u8>]| {
+        let path = dir.join(name);
+        std::fs::write(&path, encode_certs(certs.iter().map(Vec::as_slice))).expect("write PEM");
+        path
+    };
+    let root_file = write("roots.pem", roots);
+    let chain_file = write("chain.pem", intermediates);
+    let leaf_file = write("leaf.pem", std::slice::from_ref(leaf));
+    let out = std::process::Command::new("openssl")
+        .arg("verify")
+        .arg("-CAfile")
+        .arg(&root_file)
+        .arg("-untrusted")
+        .arg(&chain_file)
+        .arg(&leaf_file)
+        .output()
+        .expect("openssl");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(text)
+    }
+}

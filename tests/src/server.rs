@@ -70,6 +70,14 @@ impl TestServer {
         .await
     }
 
+    /// A server run by `prefix` (e.g. a network namespace's `ip netns exec`)
+    /// on its loopback. Always SQLite: a namespace reaches no database on
+    /// the test's host.
+    pub async fn start_inside(prefix: &[String], extra: &[&str]) -> TestServer {
+        let prefix: Vec<&str> = prefix.iter().map(String::as_str).collect();
+        Self::start_full_at("example.org", "127.0.0.1:0", &prefix, extra, None).await
+    }
+
     /// A server of `trust_domain` (not example.org) with extra `run` flags.
     pub async fn start_in(trust_domain: &str, extra: &[&str]) -> TestServer {
         Self::start_full_in(trust_domain, &[], extra, default_datastore()).await

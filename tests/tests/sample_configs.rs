@@ -29,8 +29,25 @@ fn uncommented(text: &str) -> String {
         .join("\n")
 }
 
+/// `text` without the section headed `header` (up to the next blank line),
+/// and that section alone.
+fn split_section(text: &str, header: &str) -> (String, String) {
+    let (mut rest, mut section) = (Vec::new(), Vec::new());
+    let mut inside = false;
+    for line in text.lines() {
+        inside = (inside && !line.trim().is_empty()) || line == header;
+        if inside {
+            section.push(line);
+        } else {
+            rest.push(line);
+        }
+    }
+    (rest.join("\n"), section.join("\n"))
+}
+
 #[test]
 fn the_sample_server_config_shows_the_defaults() {
+    use signet_server::ca::upstream::UpstreamSettings;
     use signet_server::config::{FileConfig, RuntimeConfig};
     let shipped = RuntimeConfig::try_from(FileConfig::parse(SERVER).unwrap()).unwrap();
     let defaults = RuntimeConfig::defaults().unwrap();
@@ -64,8 +81,18 @@ fn the_sample_server_config_shows_the_defaults() {
 
     // Every commented option is real and valid; the [node_api] block shown
     // is the defaults too.
-    let all = FileConfig::parse(&uncommented(SERVER)).expect("uncommented server.toml");
+    // One upstream authority at a time: the signet one is checked alone.
+    let (all, signet) = split_section(&uncommented(SERVER), "[upstream_authority.signet]");
+    let all = FileConfig::parse(&all).expect("uncommented server.toml");
     let all = RuntimeConfig::try_from(all).unwrap();
+    let signet = FileConfig::parse(&signet).expect("the signet upstream block");
+    match RuntimeConfig::try_from(signet).unwrap().upstream {
+        Some(UpstreamSettings::Signet(s)) => {
+            assert_eq!(s.server_address, "upstream.example.org:8081");
+            assert_eq!(s.timeout, std::time::Duration::from_secs(10));
+        }
+        other => panic!("the signet upstream shown: {other:?}"),
+    }
     assert_eq!(all.node_api, defaults.node_api);
     assert_eq!(all.telemetry_bind.unwrap().to_string(), "127.0.0.1:9988");
     assert_eq!(
@@ -95,10 +122,12 @@ fn the_sample_server_config_shows_the_defaults() {
         defaults.postgres.connect_timeout
     );
     assert!(all.postgres.password_file.is_some());
-    assert_eq!(
-        all.upstream.map(|u| u.cert_path),
-        Some(PathBuf::from("/etc/signet/upstream-root.pem"))
-    );
+    match all.upstream {
+        Some(UpstreamSettings::Disk(d)) => {
+            assert_eq!(d.cert_path, PathBuf::from("/etc/signet/upstream-root.pem"))
+        }
+        other => panic!("the disk upstream shown: {other:?}"),
+    }
     // Federation is off unless configured; the bounds shown are the defaults.
     assert_eq!(shipped.federation, defaults.federation);
     assert_eq!(all.federation.bounds, defaults.federation.bounds);

@@ -2,10 +2,12 @@
 //! and validation of a chain against a bundle.
 
 mod csr;
+mod der;
 mod profile;
 mod validate;
 
 pub use csr::{build_csr, parse_csr, ParsedCsr};
+pub use der::split_der_certs;
 pub use profile::{ca_params, leaf_params, serial_at, sign_leaf};
 pub use validate::{
     cert_info, check_issued_leaf, check_leaf_profile, key_matches_leaf, public_key_matches_leaf,

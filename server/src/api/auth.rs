@@ -4,12 +4,13 @@
 //! outlives a revocation, an eviction or a ban.
 
 use signet_core::x509::{cert_info, validate_x509_svid};
+use signet_core::SpiffeId;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::Request;
 
 use super::status::ApiError;
 use super::ServerState;
-use crate::datastore::AgentRecord;
+use crate::datastore::{AgentRecord, EntryFilter};
 
 /// The calling agent's record, or `Unauthenticated` (no or invalid client
 /// certificate) / `PermissionDenied` (revoked SVID; unknown, evicted or
@@ -27,6 +28,56 @@ pub async fn authenticate<T>(
     state: &ServerState,
     request: &Request<T>,
 ) -> Result<(AgentRecord, String), ApiError> {
+    let (id, serial) = verified_peer(state, request)?;
+    if state.revocations.is_x509_revoked(&serial) {
+        return Err(revoked_svid(&id, &serial));
+    }
+    let agent = state.ds.get_agent(&id).await?.ok_or_else(|| {
+        ApiError::PermissionDenied(format!(
+            "agent {id} is not attested (unknown or evicted); attest again"
+        ))
+    })?;
+    if agent.banned {
+        return Err(ApiError::PermissionDenied(format!("agent {id} is banned")));
+    }
+    state.last_seen.saw(
+        &agent.spiffe_id,
+        signet_core::clock::unix_seconds(state.ca.now()),
+    );
+    Ok((agent, serial))
+}
+
+/// A downstream server (`NewDownstreamX509CA`): its X509-SVID, not
+/// revoked, names the SPIFFE ID of an entry marked `downstream`.
+pub async fn authenticate_downstream<T>(
+    state: &ServerState,
+    request: &Request<T>,
+) -> Result<SpiffeId, ApiError> {
+    let (id, serial) = verified_peer(state, request)?;
+    if state.revocations.is_x509_revoked(&serial) {
+        return Err(ApiError::PermissionDenied(format!(
+            "{id} presented a revoked SVID (serial {serial})"
+        )));
+    }
+    let filter = EntryFilter {
+        spiffe_id: Some(id.clone()),
+        ..EntryFilter::default()
+    };
+    let entries = state.ds.list_entries(&filter).await?;
+    if !entries.iter().any(|e| e.entry.downstream) {
+        return Err(ApiError::PermissionDenied(format!(
+            "{id} is not the SPIFFE ID of a downstream entry (entry create --downstream)"
+        )));
+    }
+    Ok(id)
+}
+
+/// The SPIFFE ID and serial (lowercase hex) of the verified TLS client
+/// certificate, checked against the bundle as it is now.
+fn verified_peer<T>(
+    state: &ServerState,
+    request: &Request<T>,
+) -> Result<(SpiffeId, String), ApiError> {
     let certs = peer_certs(request).ok_or_else(|| {
         ApiError::Unauthenticated(
             "this RPC requires the agent's X.509-SVID as TLS client certificate".into(),
@@ -49,22 +100,7 @@ pub async fn authenticate<T>(
         .map_err(|e| ApiError::Unauthenticated(format!("invalid client certificate: {e}")))?
         .map(|info| info.serial_hex)
         .unwrap_or_default();
-    if state.revocations.is_x509_revoked(&serial) {
-        return Err(revoked_svid(&id, &serial));
-    }
-    let agent = state.ds.get_agent(&id).await?.ok_or_else(|| {
-        ApiError::PermissionDenied(format!(
-            "agent {id} is not attested (unknown or evicted); attest again"
-        ))
-    })?;
-    if agent.banned {
-        return Err(ApiError::PermissionDenied(format!("agent {id} is banned")));
-    }
-    state.last_seen.saw(
-        &agent.spiffe_id,
-        signet_core::clock::unix_seconds(state.ca.now()),
-    );
-    Ok((agent, serial))
+    Ok((id, serial))
 }
 
 /// Said like an eviction: the agent drops what it holds and must attest

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod auth;
 pub mod batch_sign;
 pub mod convert;
+pub mod downstream;
 pub mod entry_create;
 pub mod introspect;
 pub mod last_seen;

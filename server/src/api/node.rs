@@ -9,7 +9,8 @@ use signet_proto::node::node_server::Node;
 use signet_proto::node::{
     attest_request, attest_response, AttestRequest, AttestResponse, AttestResult, AuditCheckpoint,
     AuditCheckpointAck, BatchSignX509SvidRequest, BatchSignX509SvidResponse, MintJwtSvidRequest,
-    MintJwtSvidResponse, RenewAgentRequest, RenewAgentResponse, SyncRequest, SyncResponse,
+    MintJwtSvidResponse, NewDownstreamX509caRequest, NewDownstreamX509caResponse,
+    RenewAgentRequest, RenewAgentResponse, SyncRequest, SyncResponse,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -450,5 +451,16 @@ impl Node for NodeService {
             expires_at: minted.expires_at(),
             token: minted.svid.token,
         }))
+    }
+
+    async fn new_downstream_x509ca(
+        &self,
+        request: Request<NewDownstreamX509caRequest>,
+    ) -> Result<Response<NewDownstreamX509caResponse>, Status> {
+        let res = super::downstream::new_downstream_ca(&self.state, request).await;
+        if let Err(status) = &res {
+            tracing::warn!(code = ?status.code(), reason = status.message(), "refused to sign a downstream CA");
+        }
+        Ok(Response::new(res?))
     }
 }

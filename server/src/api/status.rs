@@ -84,7 +84,7 @@ impl From<CaError> for ApiError {
                 ApiError::InvalidArgument("audience must not be empty".into())
             }
             CaError::Store(d) => d.into(),
-            CaError::Stopped => ApiError::Unavailable(e.to_string()),
+            CaError::Stopped | CaError::Upstream(_) => ApiError::Unavailable(e.to_string()),
             _ => ApiError::Internal(e.to_string()),
         }
     }

@@ -97,6 +97,15 @@ pub enum Decision {
         log_hash: String,
         agent_time_ms: i64,
     },
+    /// A downstream server's X.509 CA signed (`NewDownstreamX509CA`).
+    DownstreamCa {
+        /// The downstream server's SPIFFE ID (its `downstream` entry's).
+        spiffe_id: String,
+        /// The new CA's authority id.
+        authority_id: String,
+        /// Unix seconds.
+        not_after: i64,
+    },
     /// An Admin API call that changes something.
     Admin {
         caller: String,
@@ -130,6 +139,7 @@ impl Decision {
             Decision::AuthorityTransition { .. } => "authority_transition",
             Decision::AuditPruned { .. } => "audit_pruned",
             Decision::AgentAuditCheckpoint { .. } => "agent_audit_checkpoint",
+            Decision::DownstreamCa { .. } => "downstream_ca",
         }
     }
 
@@ -158,6 +168,7 @@ impl Decision {
             }
             Decision::AuthorityTransition { authority_id, .. } => vec![authority_id],
             Decision::AuditPruned { .. } => vec![],
+            Decision::DownstreamCa { spiffe_id, .. } => vec![spiffe_id],
         }
     }
 
@@ -179,7 +190,8 @@ impl Decision {
             | Decision::RateLimited { .. }
             | Decision::Anomaly { .. }
             | Decision::AuthorityTransition { .. }
-            | Decision::AuditPruned { .. } => None,
+            | Decision::AuditPruned { .. }
+            | Decision::DownstreamCa { .. } => None,
         }
     }
 }

@@ -33,6 +33,10 @@ pub enum Command {
     Revoke(AuthorityKind, String),
     /// An authority generated for an earlier `Generate` effect.
     Add(Generated),
+    /// The upstream's roots as they are now: every CA an upstream signed
+    /// is published with them (an upstream root rotation reaches the
+    /// bundle before the upstream signs with the new root).
+    UpstreamRoots(Vec<Vec<u8>>),
 }
 
 /// What the manager must do for a command to complete.
@@ -187,6 +191,16 @@ impl Authorities {
                 Some(revoked)
             }
             Command::Add(generated) => Some(next.add(generated)),
+            Command::UpstreamRoots(roots) => {
+                for a in next
+                    .x509
+                    .iter_mut()
+                    .filter(|a| !a.upstream_roots.is_empty())
+                {
+                    a.upstream_roots = roots.clone();
+                }
+                None
+            }
         };
         Ok(Applied {
             next,
@@ -333,11 +347,19 @@ impl Authorities {
         self.metas(kind).iter().any(|m| m.id == id)
     }
 
-    /// True when both hold the same authorities in the same states.
+    /// True when both hold the same authorities in the same states, under
+    /// the same upstream roots.
     pub fn same_as(&self, other: &Authorities) -> bool {
+        let roots = |a: &Authorities| {
+            a.x509
+                .iter()
+                .map(|x| x.upstream_roots.clone())
+                .collect::<Vec<_>>()
+        };
         [AuthorityKind::X509, AuthorityKind::Jwt]
             .into_iter()
             .all(|kind| self.metas(kind) == other.metas(kind))
+            && roots(self) == roots(other)
     }
 }
 

@@ -8,37 +8,51 @@ use std::time::{Duration, SystemTime};
 use rcgen::PublicKeyData;
 use signet_core::clock::{from_unix_seconds, unix_seconds};
 use signet_core::jwt::JwtSigner;
-use signet_core::x509::{ca_params, cert_info, public_key_matches_leaf, X509Error};
+use signet_core::x509::{
+    ca_params, cert_info, leaf_params, public_key_matches_leaf, sign_leaf, validate_x509_svid,
+    X509Error,
+};
 use signet_core::TrustDomain;
 
 use super::issuer::{self, CaIssuer, SharedKey};
 use super::key_manager::PrivateKey;
 use super::rotation::{HasMeta, Meta};
+use super::upstream::disk::check_signing_ca;
+use super::upstream::SignedCa;
 use super::{authority_id, earlier, later, AuthorityState, CaError};
 
 /// An X.509 CA of the trust domain: a self-signed root, or an
-/// intermediate under the configured upstream root.
+/// intermediate under an upstream authority's roots.
 #[derive(Clone)]
 pub struct X509Authority {
     pub meta: Meta,
     pub cert_der: Vec<u8>,
     pub issuer: Arc<CaIssuer>,
-    /// The upstream root that signed `cert_der` (the bundle holds it);
-    /// `None` for a self-signed CA.
-    pub upstream_root: Option<Vec<u8>>,
+    /// The intermediates between `cert_der` and the upstream roots (a
+    /// nested upstream's own CA); empty when the roots signed it.
+    pub upstream_chain: Vec<Vec<u8>>,
+    /// The upstream roots `cert_der` chains to (the bundle holds them);
+    /// empty for a self-signed CA.
+    pub upstream_roots: Vec<Vec<u8>>,
 }
 
 impl X509Authority {
-    /// The certificate the trust bundle holds for it.
-    pub fn bundle_cert(&self) -> &[u8] {
-        self.upstream_root.as_deref().unwrap_or(&self.cert_der)
+    /// The certificates the trust bundle holds for it.
+    pub fn bundle_certs(&self) -> impl Iterator<Item = &[u8]> {
+        let certs = if self.upstream_roots.is_empty() {
+            std::slice::from_ref(&self.cert_der)
+        } else {
+            self.upstream_roots.as_slice()
+        };
+        certs.iter().map(Vec::as_slice)
     }
 
     /// The certificates an SVID it signs is sent with, after the leaf.
-    pub fn intermediates(&self) -> Option<&[u8]> {
-        self.upstream_root
-            .as_ref()
-            .map(|_| self.cert_der.as_slice())
+    pub fn intermediates(&self) -> impl Iterator<Item = &[u8]> {
+        let under_upstream = !self.upstream_roots.is_empty();
+        std::iter::once(self.cert_der.as_slice())
+            .chain(self.upstream_chain.iter().map(Vec::as_slice))
+            .filter(move |_| under_upstream)
     }
 }
 
@@ -116,7 +130,10 @@ pub fn generate_x509(
             },
             cert_der,
             issuer,
-            upstream_root: upstream.map(|up| up.cert_der.clone()),
+            upstream_chain: Vec::new(),
+            upstream_roots: upstream
+                .map(|up| vec![up.cert_der.clone()])
+                .unwrap_or_default(),
         },
         private,
     ))
@@ -153,7 +170,7 @@ pub fn generate_jwt(
 pub fn load_x509(
     meta: Meta,
     cert_der: Vec<u8>,
-    upstream_root: Option<Vec<u8>>,
+    upstream: SignedCa,
     private: &PrivateKey,
     td: &TrustDomain,
 ) -> Result<Option<X509Authority>, CaError> {
@@ -178,8 +195,76 @@ pub fn load_x509(
         },
         cert_der,
         issuer,
-        upstream_root,
+        upstream_chain: upstream.chain,
+        upstream_roots: upstream.roots,
     }))
+}
+
+/// The CA an upstream Signet server signed for `private`, in `state`, once
+/// it is shown to be ours: our key, our trust domain, a signing CA, and a
+/// leaf it signs validating against the roots at `now`.
+pub fn adopt_signed_x509(
+    td: &TrustDomain,
+    state: AuthorityState,
+    signed: SignedCa,
+    private: PrivateKey,
+    now: SystemTime,
+) -> Result<Generated, CaError> {
+    let refused = |why: String| CaError::Upstream(format!("refused the signed CA: {why}"));
+    let key = SharedKey::from_private(&private)?;
+    let Some((cert_der, above)) = signed.chain.split_first() else {
+        return Err(refused("the chain is empty".into()));
+    };
+    if signed.roots.is_empty() {
+        return Err(refused("no roots came with it".into()));
+    }
+    public_key_matches_leaf(cert_der, key.der_bytes())
+        .map_err(|e| refused(format!("not for our key: {e}")))?;
+    check_signing_ca(cert_der).map_err(refused)?;
+    let info = cert_info(cert_der)?;
+    if info.spiffe_id.as_ref().map(|id| id.trust_domain()) != Some(td) {
+        return Err(refused(format!("it is not a CA of {td}")));
+    }
+    let issuer = issuer::build(cert_der, key)?;
+    prove_chain(td, &issuer, &signed.chain, &signed.roots, now).map_err(refused)?;
+    Ok(Generated::X509(
+        X509Authority {
+            meta: Meta {
+                id: authority_id(cert_der),
+                state,
+                tainted: false,
+                not_before: info.not_before,
+                not_after: info.not_after,
+            },
+            cert_der: cert_der.clone(),
+            issuer,
+            upstream_chain: above.to_vec(),
+            upstream_roots: signed.roots,
+        },
+        private,
+    ))
+}
+
+/// Signs a throwaway leaf with the new CA and validates it, with the
+/// chain, against the roots: the whole path checked as agents will.
+fn prove_chain(
+    td: &TrustDomain,
+    issuer: &CaIssuer,
+    chain: &[Vec<u8>],
+    roots: &[Vec<u8>],
+    now: SystemTime,
+) -> Result<(), String> {
+    let id = td
+        .id("/signet/downstream-check")
+        .map_err(|e| e.to_string())?;
+    let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
+    let not_after = now + Duration::from_secs(60);
+    let params = leaf_params(&id, &[], now, not_after).map_err(|e| e.to_string())?;
+    let leaf = sign_leaf(&params, &key, issuer).map_err(|e| e.to_string())?;
+    let full: Vec<Vec<u8>> = std::iter::once(leaf).chain(chain.iter().cloned()).collect();
+    validate_x509_svid(&full, roots, now)
+        .map(|_| ())
+        .map_err(|e| format!("it does not chain to the upstream roots: {e}"))
 }
 
 /// The JWT key `meta` names, from its private key.

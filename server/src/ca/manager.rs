@@ -16,10 +16,10 @@ use tokio::time::Instant;
 
 use super::authorities::{Authorities, Command, Effect};
 use super::key_manager::{KeyManager, PrivateKey};
-use super::keys::{generate_jwt, generate_x509, Generated};
+use super::keys::{adopt_signed_x509, generate_jwt, generate_x509, Generated};
 use super::signer::Snapshot;
-use super::upstream::UpstreamCa;
-use super::{store, AuthorityInfo, AuthorityKind, AuthorityState, CaError, Schedule};
+use super::upstream::Upstream;
+use super::{rotation, store, AuthorityInfo, AuthorityKind, AuthorityState, CaError, Schedule};
 use crate::datastore::{AuthorityRecord, DataStore, DataStoreError};
 use crate::events::Change;
 
@@ -36,8 +36,19 @@ pub struct Outcome {
     pub changed: bool,
 }
 
-/// How long to wait after a failed tick before the next.
-const RETRY_FAILED_TICK: Duration = Duration::from_secs(60);
+/// How long to wait after failed ticks before the next: doubling from the
+/// first to the last (an upstream authority out of reach is asked again
+/// soon, and then not too often).
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_CEILING: Duration = Duration::from_secs(60);
+
+/// The wait after the `failures`-th failed tick in a row (1-based).
+pub fn retry_after(failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(16);
+    RETRY_FIRST
+        .saturating_mul(1 << doublings)
+        .min(RETRY_CEILING)
+}
 /// How long to wait after a failed reload before the next.
 const RETRY_FAILED_RELOAD: Duration = Duration::from_secs(1);
 /// Re-check at least hourly, in case the wall clock jumped.
@@ -54,11 +65,14 @@ pub struct Manager {
     pub ca_ttl: Duration,
     pub jwt_key_type: JwtKeyType,
     pub schedule: Schedule,
-    pub upstream: Option<Arc<UpstreamCa>>,
+    pub upstream: Option<Upstream>,
     pub clock: Arc<dyn Clock>,
     pub ds: Arc<dyn DataStore>,
     pub keys: Arc<dyn KeyManager>,
     pub publish: watch::Sender<Arc<Snapshot>>,
+    /// Why the last rotation failed and until when the active CA signs
+    /// (the health report shows it); `None` once one succeeds.
+    pub warning: watch::Sender<Option<String>>,
     /// The datastore holds other authorities than these (some could not be
     /// loaded): the next change is saved even if it changes nothing here.
     pub stale_store: bool,
@@ -73,6 +87,7 @@ impl Manager {
         mut reload: watch::Receiver<u64>,
     ) {
         let mut failed_until: Option<Instant> = None;
+        let mut failures = 0_u32;
         let mut reload_failed = false;
         loop {
             let now = self.clock.now();
@@ -112,16 +127,71 @@ impl Manager {
                     reload_failed = !self.reload_if_behind(wanted).await;
                 }
                 _ = tokio::time::sleep_until(deadline) => {
-                    failed_until = match self.execute(Command::Tick).await {
-                        Ok(_) => None,
+                    let ticked = self.execute(Command::Tick).await;
+                    self.report(ticked.as_ref().err());
+                    failed_until = match ticked {
+                        Ok(_) => {
+                            failures = 0;
+                            None
+                        }
                         Err(e) => {
-                            tracing::error!(error = %e, "authority rotation failed; retrying in a minute");
-                            Some(Instant::now() + RETRY_FAILED_TICK)
+                            failures = failures.saturating_add(1);
+                            let retry = retry_after(failures);
+                            tracing::error!(error = %e, retry_in_s = retry.as_secs(), active_ca_signs_until = %self.signs_until(), "authority rotation failed; retrying");
+                            Some(Instant::now() + retry)
                         }
                     };
                 }
             }
         }
+    }
+
+    /// The tick at start. An upstream authority out of reach does not stop
+    /// a server whose CA still signs (the timer retries); with no CA to
+    /// sign with, it is asked again with backoff until it answers.
+    pub async fn first_tick(&mut self) -> Result<(), CaError> {
+        let mut failures = 0_u32;
+        loop {
+            let ticked = self.execute(Command::Tick).await;
+            self.report(ticked.as_ref().err());
+            let e = match ticked {
+                Ok(_) => return Ok(()),
+                Err(e @ CaError::Upstream(_)) => e,
+                Err(e) => return Err(e),
+            };
+            let now = self.clock.now();
+            if rotation::active(&self.authorities.x509).is_some_and(|a| a.meta.not_after > now) {
+                tracing::warn!(error = %e, "the upstream authority did not sign a new CA; the active one signs on");
+                return Ok(());
+            }
+            failures = failures.saturating_add(1);
+            let retry = retry_after(failures);
+            tracing::warn!(error = %e, retry_in_s = retry.as_secs(), "no CA to sign with yet: waiting for the upstream authority");
+            tokio::time::sleep(retry).await;
+        }
+    }
+
+    /// When the active X.509 CA stops signing, as the log and health say it.
+    fn signs_until(&self) -> String {
+        rotation::active(&self.authorities.x509).map_or_else(
+            || "no active CA".to_owned(),
+            |a| signet_runtime::time::rfc3339(signet_core::clock::unix_seconds(a.meta.not_after)),
+        )
+    }
+
+    /// Publishes why rotation failed (or that it no longer does).
+    fn report(&self, failed: Option<&CaError>) {
+        let warning = failed.map(|e| {
+            format!(
+                "authority rotation failing ({e}); the active CA signs until {}",
+                self.signs_until()
+            )
+        });
+        self.warning.send_if_modified(|w| {
+            let changed = *w != warning;
+            *w = warning;
+            changed
+        });
     }
 
     /// Reads every server's authorities again when `revision` is past the
@@ -176,8 +246,10 @@ impl Manager {
 
     /// Applies `command` and whatever it leads to (generating authorities,
     /// ticking on), then commits and publishes the result. Nothing changes
-    /// unless all of it succeeds. A taint or revocation of another server's
-    /// authority is made in the datastore directly (its owner may be down).
+    /// unless all of it succeeds, but for a tick whose new X.509 CA the
+    /// upstream could not sign: the rest commits, then the error returns.
+    /// A taint or revocation of another server's authority is made in the
+    /// datastore directly (its owner may be down).
     pub async fn execute(&mut self, command: Command) -> Result<Outcome, CaError> {
         match command {
             Command::Taint(kind, id) if !self.authorities.holds(kind, &id) => {
@@ -232,6 +304,10 @@ impl Manager {
         let mut new_keys = Vec::new();
         let mut removed = Vec::new();
         let mut rounds = 0;
+        // A tick goes on without the X.509 CA its upstream could not sign
+        // (JWT keys rotate regardless), commits the rest, and then returns
+        // this error so that the caller retries.
+        let mut unsigned: Option<CaError> = None;
         while let Some(command) = pending.pop() {
             rounds += 1;
             if rounds > MAX_ROUNDS {
@@ -247,9 +323,17 @@ impl Manager {
                     // One at a time: the tick after its `Add` asks for
                     // whatever else is still missing.
                     Effect::Generate(..) if generating => {}
+                    Effect::Generate(AuthorityKind::X509, _) if unsigned.is_some() => {}
                     Effect::Generate(kind, in_state) => {
+                        let generated = match self.generate(kind, in_state, now).await {
+                            Ok(generated) => generated,
+                            Err(e @ CaError::Upstream(_)) if tick => {
+                                unsigned = Some(e);
+                                continue;
+                            }
+                            Err(e) => return Err(e),
+                        };
                         generating = true;
-                        let generated = self.generate(kind, in_state, now).await?;
                         new_keys.push(key_of(kind, &generated));
                         if tick {
                             pending.push(Command::Tick);
@@ -264,19 +348,16 @@ impl Manager {
             server_id: self.server_id.clone(),
             ..s
         });
-        if state.same_as(&self.authorities) && !self.stale_store {
-            return Ok(Outcome {
-                subject,
-                changed: false,
-            });
+        let changed = !state.same_as(&self.authorities) || self.stale_store;
+        if changed {
+            self.commit(state, new_keys).await?;
+            // After the commit: nothing names these keys any more.
+            self.remove_keys(removed).await;
         }
-        self.commit(state, new_keys).await?;
-        // After the commit: nothing names these keys any more.
-        self.remove_keys(removed).await;
-        Ok(Outcome {
-            subject,
-            changed: true,
-        })
+        match unsigned {
+            Some(e) => Err(e),
+            None => Ok(Outcome { subject, changed }),
+        }
     }
 
     /// Best effort: a key left behind names nothing.
@@ -302,13 +383,24 @@ impl Manager {
         let td = self.trust_domain.clone();
         let ttl = self.ca_ttl;
         let key_type = self.jwt_key_type;
-        let upstream = self.upstream.clone();
         let keys = self.keys.clone();
+        let disk = match (&self.upstream, kind) {
+            (Some(Upstream::Signet(signet)), AuthorityKind::X509) => {
+                let (private, signed) = signet.sign_new_ca(keys, ttl).await?;
+                return tokio::task::spawn_blocking(move || {
+                    adopt_signed_x509(&td, state, signed, private, now)
+                })
+                .await
+                .map_err(|e| CaError::Key(format!("adopting the signed CA: {e}")))?;
+            }
+            (Some(Upstream::Disk(disk)), _) => Some(disk.clone()),
+            _ => None,
+        };
         let made = tokio::task::spawn_blocking(move || {
             let private = keys.generate(kind, key_type)?;
             match kind {
                 AuthorityKind::X509 => {
-                    generate_x509(&td, ttl, now, state, upstream.as_deref(), private)
+                    generate_x509(&td, ttl, now, state, disk.as_deref(), private)
                 }
                 AuthorityKind::Jwt => generate_jwt(ttl, now, state, private),
             }
@@ -383,5 +475,19 @@ fn log_changes(before: &Authorities, after: &Authorities) {
         for o in old.iter().filter(|o| new.iter().all(|m| m.id != o.id)) {
             tracing::warn!(kind = kind.as_str(), id = %o.id, "authority removed from the bundle");
         }
+    }
+}
+
+#[cfg(test)]
+mod retry_tests {
+    use super::retry_after;
+    use std::time::Duration;
+
+    #[test]
+    fn failed_ticks_back_off_doubling_to_a_minute() {
+        let secs: Vec<u64> = (1..=9).map(|n| retry_after(n).as_secs()).collect();
+        assert_eq!(secs, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        assert_eq!(retry_after(0), Duration::from_secs(1));
+        assert_eq!(retry_after(u32::MAX), Duration::from_secs(60));
     }
 }

@@ -34,6 +34,7 @@ use manager::{Manager, Outcome, Request};
 pub use rotation::{AuthorityState, Schedule};
 use signer::Signer;
 pub use signer::{Lifetimes, Snapshot};
+use upstream::{Upstream, UpstreamSettings};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CaError {
@@ -41,8 +42,12 @@ pub enum CaError {
     Io(std::path::PathBuf, String),
     #[error(transparent)]
     X509(#[from] X509Error),
-    #[error("the CA has expired; restart the server to generate a new one")]
+    #[error("the CA has expired and no new one is active yet (a self-signed CA is replaced on the next rotation or restart; under an upstream authority, see the server log for why the upstream did not sign one)")]
     Expired,
+    /// The upstream authority could not sign a new CA (unreachable, or it
+    /// refused); retried with backoff while the active CA signs on.
+    #[error("upstream authority: {0}")]
+    Upstream(String),
     #[error("CA key: {0}")]
     Key(String),
     #[error("JWT-SVID: {0}")]
@@ -134,8 +139,8 @@ pub struct CaSettings {
     pub trust_domain: TrustDomain,
     /// This server's id: its authorities are stored under it.
     pub server_id: String,
-    /// The root each new X.509 CA is signed by; self-signed when `None`.
-    pub upstream: Option<upstream::UpstreamDisk>,
+    /// What signs each new X.509 CA; self-signed when `None`.
+    pub upstream: Option<upstream::UpstreamSettings>,
     pub ca_ttl: Duration,
     pub default_svid_ttl: Duration,
     pub default_jwt_svid_ttl: Duration,
@@ -163,6 +168,8 @@ pub struct CertificateAuthority {
     requests: mpsc::Sender<Request>,
     /// The revision of the latest authority event heard of (see `follow`).
     reload: watch::Sender<u64>,
+    /// Why rotation is failing, while it is (see [`Self::warning`]).
+    warnings: watch::Receiver<Option<String>>,
 }
 
 impl std::fmt::Debug for CertificateAuthority {
@@ -186,11 +193,14 @@ impl CertificateAuthority {
         let td = settings.trust_domain.clone();
         let upstream = match settings.upstream {
             None => None,
-            Some(disk) => Some(Arc::new(
+            Some(UpstreamSettings::Disk(disk)) => Some(Upstream::Disk(Arc::new(
                 tokio::task::spawn_blocking(move || disk.load())
                     .await
                     .map_err(|e| CaError::Key(format!("loading the upstream authority: {e}")))??,
-            )),
+            ))),
+            Some(UpstreamSettings::Signet(signet)) => Some(Upstream::Signet(Arc::new(
+                upstream::SignetUpstream::new(signet, td.clone()),
+            ))),
         };
         let loaded = store::load(ds.as_ref(), keys.clone(), &td, &settings.server_id).await?;
         let snapshot = Snapshot::new(
@@ -202,6 +212,7 @@ impl CertificateAuthority {
             loaded.revision,
         );
         let (publish, watched) = watch::channel(Arc::new(snapshot));
+        let (warning, warnings) = watch::channel(None);
         let mut manager = Manager {
             authorities: loaded.authorities,
             peers: loaded.peers,
@@ -215,12 +226,13 @@ impl CertificateAuthority {
             ds,
             keys,
             publish,
+            warning,
             stale_store: loaded.dropped,
         };
         let active_x509 =
             |m: &Manager| rotation::active(&m.authorities.x509).map(|a| a.meta.id.clone());
         let before = active_x509(&manager);
-        manager.execute(Command::Tick).await?;
+        manager.first_tick().await?;
         let created = before != active_x509(&manager);
         // A server joining a group makes its first CA active at once (it
         // has nothing to sign with): the other servers' agents must have it
@@ -237,6 +249,9 @@ impl CertificateAuthority {
         }
         let (requests, queue) = mpsc::channel(16);
         let (reload, reloads) = watch::channel(0);
+        if let Some(Upstream::Signet(signet)) = &manager.upstream {
+            upstream::roots::follow(signet.clone(), requests.downgrade());
+        }
         tokio::spawn(manager.run(queue, reloads));
         let lifetimes = Lifetimes {
             default_svid_ttl: settings.default_svid_ttl,
@@ -250,6 +265,7 @@ impl CertificateAuthority {
                 signer: Signer::new(watched, clock, lifetimes),
                 requests,
                 reload,
+                warnings,
             },
             created,
         ))
@@ -336,6 +352,12 @@ impl CertificateAuthority {
         let _ = tokio::time::timeout(CATCH_UP, watched.wait_for(|s| s.revision >= revision)).await;
     }
 
+    /// Why the authorities' rotation is failing and until when the active
+    /// CA signs (an upstream out of reach), while it is.
+    pub fn warning(&self) -> Option<String> {
+        self.warnings.borrow().clone()
+    }
+
     /// Every change the manager publishes.
     pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
         self.signer.subscribe()
@@ -402,6 +424,16 @@ impl CertificateAuthority {
         ttl: Option<Duration>,
     ) -> Result<X509Svid, CaError> {
         self.signer.issue_x509_svid(id, public_key, dns_names, ttl)
+    }
+
+    /// See [`Signer::sign_downstream_ca`].
+    pub fn sign_downstream_ca(
+        &self,
+        downstream: &SpiffeId,
+        public_key: &impl PublicKeyData,
+        ttl: Option<Duration>,
+    ) -> Result<upstream::SignedCa, CaError> {
+        self.signer.sign_downstream_ca(downstream, public_key, ttl)
     }
 
     /// See [`Signer::sign_crl`].

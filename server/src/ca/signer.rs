@@ -8,12 +8,13 @@ use std::time::{Duration, SystemTime};
 use rcgen::PublicKeyData;
 use signet_core::clock::{from_unix_seconds, unix_seconds};
 use signet_core::jwt::{mint_jwt_svid, Jwk, JwtPublicKey, MintParams};
-use signet_core::x509::{leaf_params, sign_leaf};
+use signet_core::x509::{ca_params, leaf_params, sign_leaf};
 use signet_core::{Clock, JwtSvid, SpiffeId, TrustDomain};
 use tokio::sync::watch;
 
 use super::authorities::Authorities;
 use super::rotation::active;
+use super::upstream::SignedCa;
 use super::{
     earlier, later, AuthorityInfo, AuthorityKind, Bundle, CaError, JwtAuthority, MintedJwt,
     X509Svid,
@@ -44,23 +45,30 @@ impl Snapshot {
     ) -> Self {
         // Every server of a group publishes the same bundle: one order for
         // all, oldest first, whoever owns each authority.
-        let mut x509: Vec<(i64, &[u8])> = authorities
+        let mut x509: Vec<(i64, Vec<u8>)> = authorities
             .x509
             .iter()
-            .map(|x| (unix_seconds(x.meta.not_before), x.bundle_cert()))
+            .flat_map(|x| {
+                let at = unix_seconds(x.meta.not_before);
+                x.bundle_certs().map(move |der| (at, der.to_vec()))
+            })
             .chain(
                 peers
                     .iter()
                     .filter(|p| p.kind == AuthorityKind::X509)
-                    .filter_map(|p| Some((p.not_before, p.bundle_certificate()?))),
+                    .flat_map(|p| {
+                        p.bundle_certificates()
+                            .into_iter()
+                            .map(|der| (p.not_before, der))
+                    }),
             )
             .collect();
         x509.sort_unstable();
         // Servers under one upstream root share it.
         let mut x509_authorities: Vec<Vec<u8>> = Vec::new();
         for (_, der) in x509 {
-            if !x509_authorities.iter().any(|d| d == der) {
-                x509_authorities.push(der.to_vec());
+            if !x509_authorities.contains(&der) {
+                x509_authorities.push(der);
             }
         }
         let own_jwt = authorities.jwt.iter().map(|j| {
@@ -313,6 +321,42 @@ impl Signer {
             not_after: from_unix_seconds(unix_seconds(not_after)),
             serial_hex,
             authority_id: ca.meta.id.as_str().into(),
+        })
+    }
+
+    /// Signs a CA certificate for a downstream server's `public_key` with
+    /// the active CA: this trust domain, no path, living `ttl` (or as long
+    /// as the active CA) and never past it. With the chain above it and
+    /// the trust domain's roots.
+    pub fn sign_downstream_ca(
+        &self,
+        downstream: &SpiffeId,
+        public_key: &impl PublicKeyData,
+        ttl: Option<Duration>,
+    ) -> Result<SignedCa, CaError> {
+        let snapshot = self.snapshot();
+        let ca = active(&snapshot.authorities.x509).ok_or(CaError::Expired)?;
+        // Whole seconds, so the cap below holds in the certificate too.
+        let now = from_unix_seconds(unix_seconds(self.clock.now()));
+        let left = time_left(ca.meta.not_after, now)?;
+        let ttl = ttl.map_or(left, |t| t.min(left));
+        let not_after = later(now, ttl, "the downstream CA notAfter")?;
+        let not_before = earlier(now, self.lifetimes.backdate, "the back-dated notBefore")?
+            .max(ca.meta.not_before);
+        let mut params = ca_params(&snapshot.bundle.trust_domain, not_before, not_after)?;
+        // A subject of its own: with its issuer's, path builders (OpenSSL)
+        // would take it for a self-signed root.
+        params.distinguished_name.push(
+            rcgen::DnType::OrganizationalUnitName,
+            downstream.to_string(),
+        );
+        let der = sign_leaf(&params, public_key, &*ca.issuer)?;
+        self.x509_signatures.inc();
+        Ok(SignedCa {
+            chain: std::iter::once(der)
+                .chain(ca.intermediates().map(<[u8]>::to_vec))
+                .collect(),
+            roots: snapshot.bundle.x509_authorities.clone(),
         })
     }
 

@@ -5,12 +5,14 @@
 use std::sync::Arc;
 
 use signet_core::clock::{from_unix_seconds, unix_seconds};
+use signet_core::x509::split_der_certs;
 use signet_core::TrustDomain;
 
 use super::authorities::Authorities;
 use super::key_manager::KeyManager;
 use super::keys::{load_jwt, load_x509};
 use super::rotation::{HasMeta, Meta};
+use super::upstream::SignedCa;
 use super::{AuthorityKind, CaError};
 use crate::datastore::{AuthorityRecord, DataStore};
 
@@ -27,6 +29,7 @@ fn record<T: HasMeta>(kind: AuthorityKind, a: &T, server_id: &str) -> AuthorityR
         certificate: None,
         public_key: None,
         upstream_root: None,
+        upstream_chain: None,
     }
 }
 
@@ -34,7 +37,8 @@ fn record<T: HasMeta>(kind: AuthorityKind, a: &T, server_id: &str) -> AuthorityR
 pub fn records(a: &Authorities, server_id: &str) -> Vec<AuthorityRecord> {
     let x509 = a.x509.iter().map(|x| AuthorityRecord {
         certificate: Some(x.cert_der.clone()),
-        upstream_root: x.upstream_root.clone(),
+        upstream_root: joined(&x.upstream_roots),
+        upstream_chain: joined(&x.upstream_chain),
         ..record(AuthorityKind::X509, x, server_id)
     });
     let jwt = a.jwt.iter().map(|j| AuthorityRecord {
@@ -43,6 +47,24 @@ pub fn records(a: &Authorities, server_id: &str) -> Vec<AuthorityRecord> {
         ..record(AuthorityKind::Jwt, j, server_id)
     });
     x509.chain(jwt).collect()
+}
+
+/// Certificates as one column holds them: concatenated DER, none as NULL.
+fn joined(certs: &[Vec<u8>]) -> Option<Vec<u8>> {
+    (!certs.is_empty()).then(|| certs.concat())
+}
+
+/// The certificates of a chain column.
+fn split(column: Option<Vec<u8>>, id: &str) -> Result<Vec<Vec<u8>>, CaError> {
+    column
+        .map(|der| split_der_certs(&der))
+        .transpose()
+        .map(Option::unwrap_or_default)
+        .map_err(|e| {
+            CaError::Key(format!(
+                "X.509 authority {id}: its stored upstream certificates: {e}"
+            ))
+        })
 }
 
 /// The stored authorities: this server's with their keys, the others' as
@@ -90,13 +112,18 @@ pub async fn load(
                 continue;
             };
             match (r.kind, r.certificate) {
-                (AuthorityKind::X509, Some(cert)) => match load_x509(meta, cert, r.upstream_root, &key, &td)? {
+                (AuthorityKind::X509, Some(cert)) => {
+                    let upstream = SignedCa {
+                        chain: split(r.upstream_chain, &r.id)?,
+                        roots: split(r.upstream_root, &r.id)?,
+                    };
+                    match load_x509(meta, cert, upstream, &key, &td)? {
                     Some(a) => out.x509.push(a),
                     None => {
                         tracing::warn!(id = %r.id, "X.509 authority of another trust domain; dropped");
                         dropped = true;
                     }
-                },
+                }},
                 (AuthorityKind::X509, None) => {
                     return Err(CaError::Key(format!(
                         "X.509 authority {} has no certificate stored",

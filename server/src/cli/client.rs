@@ -48,17 +48,23 @@ pub async fn healthcheck(path: &Path) -> anyhow::Result<ExitCode> {
         Ok(mut client) => client
             .health(HealthRequest {})
             .await
-            .map(|r| r.into_inner().serving)
+            .map(|r| r.into_inner())
             .map_err(|s| s.message().to_owned()),
         Err(e) => Err(e.to_string()),
     };
     match answer {
-        Ok(true) => {
+        Ok(health) if health.serving => {
             println!("Server is healthy.");
+            if !health.warning.is_empty() {
+                eprintln!("Warning: {}", health.warning);
+            }
             Ok(ExitCode::SUCCESS)
         }
-        Ok(false) => {
+        Ok(health) => {
             eprintln!("Server is unhealthy: it reports that it is not serving");
+            if !health.warning.is_empty() {
+                eprintln!("{}", health.warning);
+            }
             Ok(ExitCode::FAILURE)
         }
         Err(why) => {

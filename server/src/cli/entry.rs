@@ -75,6 +75,8 @@ pub struct CreateArgs {
     /// The workload may use the Admin API.
     #[arg(long = "admin")]
     admin_entry: bool,
+    /// The entry's SVIDs may have a downstream Signet server's CA signed
+    /// (that server's `[upstream_authority.signet]`).
     #[arg(long)]
     downstream: bool,
     /// A trust domain whose bundle the workloads get and trust (its bundle
@@ -91,9 +93,14 @@ pub struct UpdateArgs {
     output: OutputArgs,
     #[arg(long)]
     id: String,
-    /// The entry federates with exactly these trust domains afterwards.
+    /// The entry federates with exactly these trust domains afterwards
+    /// (none when not given, unless only --downstream is).
     #[arg(long = "federates-with", value_name = "TRUST_DOMAIN")]
     federates_with: Vec<String>,
+    /// Whether the entry's SVIDs may have a downstream server's CA signed
+    /// (`--downstream true|false`); unchanged when not given.
+    #[arg(long, value_name = "BOOL")]
+    downstream: Option<bool>,
 }
 
 #[derive(Debug, Args)]
@@ -208,7 +215,10 @@ impl EntryCommand {
                 let entry = client
                     .update_entry(UpdateEntryRequest {
                         id: a.id,
+                        // `--downstream` alone changes nothing else.
+                        keep_federates_with: a.downstream.is_some() && a.federates_with.is_empty(),
                         federates_with: a.federates_with,
+                        downstream: a.downstream,
                     })
                     .await
                     .map_err(status_error)?

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use sqlx::postgres::PgSslMode;
 
 use super::{bounded, ConfigDuration, ConfigError};
-use crate::ca::upstream::UpstreamDisk;
+use crate::ca::upstream::{UpstreamDisk, UpstreamSettings};
 use crate::datastore::{DatastoreUrl, PostgresSettings};
 
 /// The SQLite file in the data dir when no URL is configured.
@@ -42,6 +42,7 @@ pub struct DatastoreConfig {
 #[serde(deny_unknown_fields)]
 pub struct UpstreamAuthorityConfig {
     pub disk: Option<UpstreamDiskConfig>,
+    pub signet: Option<super::upstream_signet::UpstreamSignetConfig>,
 }
 
 /// `[upstream_authority.disk]`: a root certificate and its key (PEM).
@@ -53,11 +54,19 @@ pub struct UpstreamDiskConfig {
 }
 
 impl UpstreamAuthorityConfig {
-    pub fn disk(self) -> Option<UpstreamDisk> {
-        self.disk.map(|d| UpstreamDisk {
-            cert_path: d.cert_path,
-            key_path: d.key_path,
-        })
+    /// At most one upstream signs this server's CAs.
+    pub fn decide(self) -> Result<Option<UpstreamSettings>, ConfigError> {
+        match (self.disk, self.signet) {
+            (Some(_), Some(_)) => Err(ConfigError::Upstream(
+                "disk and signet are both set; one upstream signs the CAs",
+            )),
+            (Some(d), None) => Ok(Some(UpstreamSettings::Disk(UpstreamDisk {
+                cert_path: d.cert_path,
+                key_path: d.key_path,
+            }))),
+            (None, Some(s)) => Ok(Some(UpstreamSettings::Signet(s.decide()?))),
+            (None, None) => Ok(None),
+        }
     }
 }
 

@@ -10,6 +10,7 @@ mod key_manager;
 mod node_attestor;
 mod oidc;
 mod rate_limit;
+mod upstream_signet;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -362,6 +363,10 @@ pub enum ConfigError {
     Oidc(&'static str, String),
     #[error("{0} must not be empty")]
     Empty(&'static str),
+    #[error("upstream_authority: {0}")]
+    Upstream(&'static str),
+    #[error("{0}: {1}")]
+    Invalid(&'static str, String),
 }
 
 impl ConfigError {
@@ -380,6 +385,8 @@ impl ConfigError {
             ConfigError::SslMode(..) => "sslmode",
             ConfigError::Federation(..) => "federation",
             ConfigError::NodeAttestor(..) => "pcrs",
+            ConfigError::Upstream(..) => "upstream_authority",
+            ConfigError::Invalid(k, _) => k.rsplit('.').next().unwrap_or(k),
             // `rate_limit.attestation: ...` is on the line `attestation = ...`.
             ConfigError::RateLimit(k, _)
             | ConfigError::Anomaly(k, _)
@@ -428,7 +435,7 @@ pub struct RuntimeConfig {
     pub postgres: crate::datastore::PostgresSettings,
     /// The root each new X.509 CA is an intermediate of; self-signed CAs
     /// when `None`.
-    pub upstream: Option<crate::ca::upstream::UpstreamDisk>,
+    pub upstream: Option<crate::ca::upstream::UpstreamSettings>,
     /// Where the CA and JWT private keys live.
     pub key_manager: KeyManagerSettings,
     /// The bundle endpoint, peers' refresh bounds, relationships from the file.
@@ -500,7 +507,11 @@ impl TryFrom<FileConfig> for RuntimeConfig {
             jwt_key_type: f.jwt_key_type.unwrap_or_default(),
             datastore,
             postgres,
-            upstream: f.upstream_authority.and_then(UpstreamAuthorityConfig::disk),
+            upstream: f
+                .upstream_authority
+                .map(UpstreamAuthorityConfig::decide)
+                .transpose()?
+                .flatten(),
             key_manager: f.key_manager.unwrap_or_default().decide()?,
             federation: f.federation.unwrap_or_default().decide()?,
             bind,

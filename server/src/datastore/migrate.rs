@@ -133,6 +133,7 @@ const TABLES: &[(&str, &[(&str, Col)])] = &[
             ("certificate", Col::OptBytes),
             ("public_key", Col::OptText),
             ("upstream_root", Col::OptBytes),
+            ("upstream_chain", Col::OptBytes),
             ("position", Col::Int4),
         ],
     ),

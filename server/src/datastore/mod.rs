@@ -33,7 +33,7 @@ pub use error::{DataStoreError, Result};
 pub use open::{open, DatastoreUrl, PostgresSettings};
 pub use postgres::PostgresDataStore;
 pub use records::{
-    bundle_fingerprint, AgentRecord, AuthorityRecord, EntryFilter, EntryRecord,
+    bundle_fingerprint, AgentRecord, AuthorityRecord, EntryFilter, EntryRecord, EntryUpdate,
     FederatedBundleRecord, IssuedX509, NewEntry, RelationshipRecord, Revocation, RevokedKind,
     SavedAuthorities, ServerRecord, StoredAuthorities, StoredCrl,
 };
@@ -106,13 +106,10 @@ pub trait EntryStore: Send + Sync + 'static {
     /// stored before such IDs were refused.
     async fn entries_with_reserved_ids(&self, td: &TrustDomain) -> Result<Vec<EntryRecord>>;
     async fn delete_entry(&self, id: &str) -> Result<EntryRecord>;
-    /// Sets the trust domains entry `id` federates with, under a new
-    /// revision, with its `EntryUpdated` event.
-    async fn update_entry_federates_with(
-        &self,
-        id: &str,
-        federates_with: Vec<TrustDomain>,
-    ) -> Result<EntryRecord>;
+    /// Changes what `update` names of entry `id` (the trust domains it
+    /// federates with, its downstream flag), under a new revision, with its
+    /// `EntryUpdated` event.
+    async fn update_entry(&self, id: &str, update: EntryUpdate) -> Result<EntryRecord>;
     async fn count_entries(&self) -> Result<u64>;
     async fn entries_by_parent(&self, parent: &SpiffeId) -> Result<Vec<EntryRecord>> {
         self.list_entries(&EntryFilter::by_parent(parent)).await

@@ -1,6 +1,6 @@
 //! What the datastore holds, as the rest of the server sees it.
 
-use signet_core::{RegistrationEntry, Selector, SpiffeId};
+use signet_core::{RegistrationEntry, Selector, SpiffeId, TrustDomain};
 
 use super::DataStoreError;
 use crate::ca::{AuthorityKind, AuthorityState};
@@ -98,6 +98,24 @@ pub struct EntryFilter {
     pub node: Option<bool>,
 }
 
+/// What `entry update` changes of an entry; `None` leaves it as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EntryUpdate {
+    pub federates_with: Option<Vec<TrustDomain>>,
+    pub downstream: Option<bool>,
+}
+
+impl EntryUpdate {
+    pub fn apply(self, entry: &mut RegistrationEntry) {
+        if let Some(tds) = self.federates_with {
+            entry.federates_with = tds;
+        }
+        if let Some(downstream) = self.downstream {
+            entry.downstream = downstream;
+        }
+    }
+}
+
 impl EntryFilter {
     pub fn by_parent(parent: &SpiffeId) -> Self {
         Self {
@@ -126,9 +144,14 @@ pub struct AuthorityRecord {
     /// The JWK (JSON) of a JWT authority's public key, so servers that do
     /// not hold the key can publish it.
     pub public_key: Option<String>,
-    /// DER of the upstream root that signed `certificate` (an
-    /// intermediate); the bundle holds the root, not the intermediate.
+    /// Concatenated DER of the upstream roots `certificate` (an
+    /// intermediate) chains to; the bundle holds them, not the
+    /// intermediate. One root under `[upstream_authority.disk]`, the
+    /// upstream's bundle under `[upstream_authority.signet]`.
     pub upstream_root: Option<Vec<u8>>,
+    /// Concatenated DER of the intermediates between `certificate` and
+    /// the roots (a nested upstream's own CA), sent after it with SVIDs.
+    pub upstream_chain: Option<Vec<u8>>,
 }
 
 impl AuthorityRecord {
@@ -163,11 +186,17 @@ impl AuthorityRecord {
         Ok(())
     }
 
-    /// The certificate the trust bundle holds for this X.509 authority.
-    pub fn bundle_certificate(&self) -> Option<&[u8]> {
-        self.upstream_root
-            .as_deref()
-            .or(self.certificate.as_deref())
+    /// The certificates the trust bundle holds for this X.509 authority:
+    /// its upstream roots, or itself when self-signed.
+    pub fn bundle_certificates(&self) -> Vec<Vec<u8>> {
+        match (&self.upstream_root, &self.certificate) {
+            // Rows written before roots were lists hold one bare root.
+            (Some(roots), _) => {
+                signet_core::x509::split_der_certs(roots).unwrap_or_else(|_| vec![roots.clone()])
+            }
+            (None, Some(cert)) => vec![cert.clone()],
+            (None, None) => Vec::new(),
+        }
     }
 }
 
@@ -176,10 +205,10 @@ impl AuthorityRecord {
 /// bundle changed and its sequence must increase. Servers joining under one
 /// upstream root leave it unchanged.
 pub fn bundle_fingerprint(authorities: &[AuthorityRecord]) -> String {
-    let mut x509: Vec<&[u8]> = authorities
+    let mut x509: Vec<Vec<u8>> = authorities
         .iter()
         .filter(|a| a.kind == AuthorityKind::X509)
-        .filter_map(AuthorityRecord::bundle_certificate)
+        .flat_map(AuthorityRecord::bundle_certificates)
         .collect();
     x509.sort_unstable();
     x509.dedup();
@@ -196,7 +225,7 @@ pub fn bundle_fingerprint(authorities: &[AuthorityRecord]) -> String {
         h.update(bytes);
     };
     for der in x509 {
-        put(b"x509", der);
+        put(b"x509", &der);
     }
     for (kid, jwk) in jwt {
         put(b"jwt", kid.as_bytes());

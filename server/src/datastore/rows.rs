@@ -39,7 +39,7 @@ pub(super) const REVOCATION_COLUMNS: &str =
     "kind, id, authority_id, reason, revoked_at, expires_at";
 
 pub(super) const AUTHORITY_COLUMNS: &str = "kind, id, server_id, state, tainted, not_before, \
-     not_after, certificate, public_key, upstream_root";
+     not_after, certificate, public_key, upstream_root, upstream_chain";
 
 pub(super) const SERVER_COLUMNS: &str = "id, hostname, address, started_at, last_seen";
 
@@ -249,6 +249,7 @@ pub(super) fn authority_from_row(row: &impl Columns) -> Result<AuthorityRecord> 
         certificate: row.bytes_opt("certificate")?,
         public_key: row.text_opt("public_key")?,
         upstream_root: row.bytes_opt("upstream_root")?,
+        upstream_chain: row.bytes_opt("upstream_chain")?,
     })
 }
 

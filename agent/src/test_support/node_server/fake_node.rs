@@ -148,4 +148,12 @@ impl Node for FakeNode {
     ) -> Result<Response<signet_proto::node::AuditCheckpointAck>, Status> {
         Ok(Response::new(signet_proto::node::AuditCheckpointAck {}))
     }
+
+    async fn new_downstream_x509ca(
+        &self,
+        _request: Request<signet_proto::node::NewDownstreamX509caRequest>,
+    ) -> Result<Response<signet_proto::node::NewDownstreamX509caResponse>, Status> {
+        // Agents never call it: a downstream server does.
+        Err(Status::unimplemented("not a downstream test"))
+    }
 }

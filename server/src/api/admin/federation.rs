@@ -15,7 +15,7 @@ use crate::api::convert::admin_entry;
 use crate::api::status::ApiError;
 use crate::api::validate::federates_with;
 use crate::api::ServerState;
-use crate::datastore::{FederatedBundleRecord, RelationshipRecord};
+use crate::datastore::{EntryUpdate, FederatedBundleRecord, RelationshipRecord};
 use crate::federation::{self, BundleSource, EndpointProfile, HTTPS_SPIFFE, HTTPS_WEB};
 
 /// A bundle file is a few KB; this bounds what a caller can make us parse.
@@ -75,8 +75,20 @@ pub async fn update_entry(
         return Err(ApiError::InvalidArgument("entry id is required".into()));
     }
     let tds = federates_with(&req.federates_with, state.ca.trust_domain())?;
-    let rec = state.ds.update_entry_federates_with(&req.id, tds).await?;
-    tracing::info!(entry_id = %rec.entry.id, federates_with = ?rec.entry.federates_with, "entry updated");
+    if req.downstream == Some(true) {
+        let found = state.ds.get_entry(&req.id).await?;
+        if found.is_some_and(|r| r.node) {
+            return Err(ApiError::InvalidArgument(
+                "a node alias entry cannot be downstream (it gets no SVID)".into(),
+            ));
+        }
+    }
+    let update = EntryUpdate {
+        federates_with: (!req.keep_federates_with).then_some(tds),
+        downstream: req.downstream,
+    };
+    let rec = state.ds.update_entry(&req.id, update).await?;
+    tracing::info!(entry_id = %rec.entry.id, federates_with = ?rec.entry.federates_with, downstream = rec.entry.downstream, "entry updated");
     Ok(admin_entry(&rec))
 }
 

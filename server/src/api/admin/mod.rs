@@ -233,6 +233,7 @@ impl Admin for AdminService {
         let ca_ok = self.state.ca.not_after() > self.state.ca.now();
         Ok(Response::new(HealthResponse {
             serving: db_ok && ca_ok,
+            warning: self.state.ca.warning().unwrap_or_default(),
         }))
     }
 

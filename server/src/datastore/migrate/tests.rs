@@ -37,6 +37,7 @@ async fn filled(path: &std::path::Path) -> Arc<dyn DataStore> {
         certificate: (kind == AuthorityKind::X509).then(|| vec![0x30, 0x01]),
         public_key: (kind == AuthorityKind::Jwt).then(|| "{}".to_owned()),
         upstream_root: None,
+        upstream_chain: None,
     };
     ds.save_authorities(
         "s1",

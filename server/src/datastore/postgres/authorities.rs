@@ -39,7 +39,7 @@ async fn insert_in(
     for (i, a) in authorities.iter().enumerate() {
         sqlx::query(&format!(
             "INSERT INTO authorities ({AUTHORITY_COLUMNS}, position) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
         ))
         .bind(a.kind.as_str())
         .bind(&a.id)
@@ -51,6 +51,7 @@ async fn insert_in(
         .bind(a.certificate.as_deref())
         .bind(a.public_key.as_deref())
         .bind(a.upstream_root.as_deref())
+        .bind(a.upstream_chain.as_deref())
         .bind(position(i)?)
         .execute(&mut **tx)
         .await?;

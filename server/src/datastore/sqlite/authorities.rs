@@ -37,7 +37,7 @@ async fn insert_in(
     for (position, a) in (0_i64..).zip(authorities) {
         sqlx::query(&format!(
             "INSERT INTO authorities ({AUTHORITY_COLUMNS}, position) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         ))
         .bind(a.kind.as_str())
         .bind(&a.id)
@@ -49,6 +49,7 @@ async fn insert_in(
         .bind(a.certificate.as_deref())
         .bind(a.public_key.as_deref())
         .bind(a.upstream_root.as_deref())
+        .bind(a.upstream_chain.as_deref())
         .bind(position)
         .execute(&mut **tx)
         .await?;

@@ -17,7 +17,9 @@ use crate::datastore::rows::{
     entry_from_row, revision_column, selectors_json, to_json, trust_domains_json, ttl_column,
     ENTRY_COLUMNS, ENTRY_COLUMN_COUNT,
 };
-use crate::datastore::{DataStoreError, EntryFilter, EntryRecord, EntryStore, NewEntry, Result};
+use crate::datastore::{
+    DataStoreError, EntryFilter, EntryRecord, EntryStore, EntryUpdate, NewEntry, Result,
+};
 use crate::events::Change;
 
 /// Stored entries whose SPIFFE ID is one of `spiffe_ids`.
@@ -287,11 +289,7 @@ impl EntryStore for SqliteDataStore {
         Ok(rec)
     }
 
-    async fn update_entry_federates_with(
-        &self,
-        id: &str,
-        federates_with: Vec<TrustDomain>,
-    ) -> Result<EntryRecord> {
+    async fn update_entry(&self, id: &str, update: EntryUpdate) -> Result<EntryRecord> {
         let mut tx = self.write_tx().await?;
         let row = sqlx::query(&format!("SELECT {ENTRY_COLUMNS} FROM entries WHERE id = ?"))
             .bind(id)
@@ -301,14 +299,17 @@ impl EntryStore for SqliteDataStore {
             return Err(DataStoreError::NotFound(format!("entry {id}")));
         };
         let mut rec = entry_from_row(&row)?;
-        rec.entry.federates_with = federates_with;
+        update.apply(&mut rec.entry);
         rec.entry.revision = reserve_revisions(&mut tx, 1).await?;
-        sqlx::query("UPDATE entries SET federates_with = ?, revision = ? WHERE id = ?")
-            .bind(trust_domains_json(&rec.entry.federates_with)?)
-            .bind(revision_column(rec.entry.revision)?)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE entries SET federates_with = ?, downstream = ?, revision = ? WHERE id = ?",
+        )
+        .bind(trust_domains_json(&rec.entry.federates_with)?)
+        .bind(rec.entry.downstream)
+        .bind(revision_column(rec.entry.revision)?)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
         let event = std::sync::Arc::new(crate::events::Event {
             revision: rec.entry.revision,
             change: Change::EntryUpdated(rec.clone()),

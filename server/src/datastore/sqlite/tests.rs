@@ -174,6 +174,7 @@ async fn authorities_stored_before_servers_had_ids_are_taken_over_by_the_server(
         certificate: Some(vec![0x30, 0x00]),
         public_key: None,
         upstream_root: None,
+        upstream_chain: None,
     };
     ds.save_authorities("", vec![legacy], vec![]).await.unwrap();
     ds.register_server(crate::datastore::ServerRecord {

@@ -18,6 +18,7 @@ fn authority(kind: AuthorityKind, id: &str, state: AuthorityState) -> AuthorityR
         certificate: (kind == AuthorityKind::X509).then(|| format!("cert-{id}").into_bytes()),
         public_key: (kind == AuthorityKind::Jwt).then(|| format!("{{\"kid\":\"{id}\"}}")),
         upstream_root: None,
+        upstream_chain: None,
     }
 }
 

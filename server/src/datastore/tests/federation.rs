@@ -4,7 +4,7 @@ use signet_core::bundle::Bundle;
 use signet_core::{SpiffeId, TrustDomain};
 
 use super::{entry, Opener};
-use crate::datastore::{DataStoreError, FederatedBundleRecord, RelationshipRecord};
+use crate::datastore::{DataStoreError, EntryUpdate, FederatedBundleRecord, RelationshipRecord};
 use crate::events::Change;
 use crate::federation::{BundleSource, EndpointProfile};
 
@@ -165,7 +165,13 @@ pub(crate) async fn an_entrys_federated_trust_domains_change_under_a_new_revisio
         .unwrap();
     assert_eq!(created.entry.federates_with, vec![td("b.test")]);
     let updated = ds
-        .update_entry_federates_with("entry-1", vec![td("c.test"), td("d.test")])
+        .update_entry(
+            "entry-1",
+            EntryUpdate {
+                federates_with: Some(vec![td("c.test"), td("d.test")]),
+                downstream: Some(true),
+            },
+        )
         .await
         .unwrap();
     assert!(updated.entry.revision > created.entry.revision);
@@ -173,15 +179,30 @@ pub(crate) async fn an_entrys_federated_trust_domains_change_under_a_new_revisio
         updated.entry.federates_with,
         vec![td("c.test"), td("d.test")]
     );
+    assert!(updated.entry.downstream);
+    // A field not named stays as it is.
+    let kept = ds
+        .update_entry(
+            "entry-1",
+            EntryUpdate {
+                federates_with: None,
+                downstream: Some(false),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(kept.entry.federates_with, updated.entry.federates_with);
+    assert!(!kept.entry.downstream);
+    let updated = kept;
     assert_eq!(
         ds.get_entry("entry-1").await.unwrap(),
         Some(updated.clone())
     );
     let last = ds.events_after(created.entry.revision, 5).await.unwrap();
-    assert_eq!(last.len(), 1);
-    assert_eq!(last[0].change, Change::EntryUpdated(updated));
+    assert_eq!(last.len(), 2, "one event per update");
+    assert_eq!(last[1].change, Change::EntryUpdated(updated));
     assert!(matches!(
-        ds.update_entry_federates_with("nope", vec![]).await,
+        ds.update_entry("nope", EntryUpdate::default()).await,
         Err(DataStoreError::NotFound(_))
     ));
 }

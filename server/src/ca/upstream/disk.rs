@@ -10,8 +10,8 @@ use rcgen::KeyPair;
 use signet_core::x509::{cert_info, key_matches_leaf};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use super::issuer::{self, CaIssuer};
-use super::CaError;
+use crate::ca::issuer::{self, CaIssuer};
+use crate::ca::CaError;
 
 /// Where the upstream root and its key are.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,7 +83,7 @@ impl UpstreamDisk {
 }
 
 /// The certificate must be a CA allowed to sign certificates.
-fn check_signing_ca(der: &[u8]) -> Result<(), String> {
+pub(crate) fn check_signing_ca(der: &[u8]) -> Result<(), String> {
     let (_, cert) = X509Certificate::from_der(der).map_err(|e| e.to_string())?;
     let is_ca = cert
         .basic_constraints()
