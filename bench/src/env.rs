@@ -325,7 +325,9 @@ pub async fn attest_node_agent_at(server: &NodeApi) -> anyhow::Result<NodeAgent>
             serial_hex: String::new(),
             authority_id: result.authority_id.into(),
         },
-        key_pkcs8: zeroize::Zeroizing::new(key.serialize_der()),
+        key: signet_agent::attest::key::AgentKey::Software(zeroize::Zeroizing::new(
+            key.serialize_der(),
+        )),
         received_at: now,
         generation: 0,
     };
