@@ -153,15 +153,20 @@ async fn nodes_attest_with_their_tpm_and_pcr_selectors_follow_their_measurements
     )
     .await;
     assert_eq!(svid.spiffe_id().to_string(), workload);
+    // B serves the same workload an entry of its own, and only that.
+    let own = server.id("/edge/node-b-workload");
+    let id_b = server.id(&format!("/signet/agent/tpm/{ek_b}"));
+    server.create_entry(&own, &id_b, &[&my_uid_selector()], &[]);
     let client_b = WorkloadApiClient::connect_to(agent_b.endpoint())
         .await
         .unwrap();
-    let refused = client_b.fetch_x509_svid().await;
-    assert!(
-        refused.is_err(),
-        "node B got {:?}",
-        refused.map(|s| s.spiffe_id().to_string())
-    );
+    let served_b = wait::until("node B's own entry", Duration::from_secs(20), || async {
+        let svids = client_b.fetch_all_x509_svids().await.ok()?;
+        let ids: Vec<String> = svids.iter().map(|s| s.spiffe_id().to_string()).collect();
+        ids.contains(&own).then_some(ids)
+    })
+    .await;
+    assert_eq!(served_b, [own], "node B is not a measured node");
 
     // A's own key lives in its TPM: the data dir holds the TPM's blobs,
     // never a private key, and each renewal makes a new key there.
